@@ -1,0 +1,68 @@
+"""Every error the library raises on purpose.
+
+The CLI maps each of these to one clear line and a non-zero exit; library code
+never calls ``sys.exit``. The hierarchy::
+
+    SearchEngineError
+    ├── ConfigError            bad option or environment value
+    ├── ModelError
+    │   ├── UnknownModelError  spec string names no loadable model
+    │   └── WeightsUnavailableError  weights not cached and the hub unreachable
+    ├── CollectionError
+    │   ├── CollectionNotFoundError
+    │   ├── CollectionExistsError
+    │   ├── ModelMismatchError  a collection used with another model
+    │   └── SchemaVersionError  catalog written by a newer release
+    ├── ImageError              one file cannot be used (recorded, never fatal to a run)
+    └── QueryError              empty or unusable query
+"""
+
+from __future__ import annotations
+
+
+class SearchEngineError(Exception):
+    """Base class: every deliberate failure of the library."""
+
+
+class ConfigError(SearchEngineError):
+    """An option or environment variable has a value that cannot be used."""
+
+
+class ModelError(SearchEngineError):
+    """A model cannot be resolved or loaded."""
+
+
+class UnknownModelError(ModelError):
+    """The model spec string does not name a loadable model."""
+
+
+class WeightsUnavailableError(ModelError):
+    """Model weights are neither cached locally nor downloadable."""
+
+
+class CollectionError(SearchEngineError):
+    """A collection cannot be opened or used as asked."""
+
+
+class CollectionNotFoundError(CollectionError):
+    """No collection exists under the given name."""
+
+
+class CollectionExistsError(CollectionError):
+    """A collection was to be created where one already exists."""
+
+
+class ModelMismatchError(CollectionError):
+    """The collection was built with another model than the one asked for."""
+
+
+class SchemaVersionError(CollectionError):
+    """The catalog was written by a newer release of searchengine."""
+
+
+class ImageError(SearchEngineError):
+    """One image file cannot be decoded or is refused (the reason is the message)."""
+
+
+class QueryError(SearchEngineError):
+    """A query cannot be run (empty text, unreadable example image, bad k)."""

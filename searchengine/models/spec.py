@@ -2,7 +2,7 @@
 
 Accepted forms (see ``parse_model_spec``):
 
-- ``ARCH:TAG``            open_clip builtin architecture and pretrained tag, e.g. ``ViT-B-32:openai``
+- ``ARCH:TAG``            open_clip builtin architecture + pretrained tag (``ViT-B-32:openai``)
 - ``ARCH:/path/ckpt.pt``  open_clip architecture with a state dict on disk
 - ``hf-hub:ORG/NAME``     open_clip model from the Hugging Face hub (e.g. CLIPS)
 - ``hf:ORG/NAME``         transformers ``CLIPModel`` from the Hugging Face hub (or a local dir)
@@ -118,5 +118,6 @@ def _check_repo_id(repo: str, spec: str) -> None:
     parts = repo.split("/")
     if len(parts) != 2 or not all(parts):
         raise UnknownModelError(
-            f"model spec {spec!r} needs a hub repo id of the form ORG/NAME; use one of: {FORMS_HELP}"
+            f"model spec {spec!r} needs a hub repo id of the form ORG/NAME; "
+            f"use one of: {FORMS_HELP}"
         )

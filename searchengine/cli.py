@@ -1,0 +1,306 @@
+"""The ``searchengine`` command line: parse options, call one library method, print.
+
+Heavy modules (torch, open_clip, faiss) are imported inside commands, so ``--help``
+answers instantly.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from searchengine.config import DEFAULT_COLLECTION, Config
+from searchengine.errors import ConfigError, SearchEngineError
+
+if TYPE_CHECKING:
+    from searchengine.collection import Collection
+    from searchengine.search import SearchResult
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Library errors become one clear line and exit status 1; Ctrl-C exits 130."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    except SearchEngineError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except KeyboardInterrupt:
+        click.echo(
+            "interrupted; work done so far is saved, run the same command to resume", err=True
+        )
+        sys.exit(130)
+
+
+def collection_options(func: F) -> F:
+    func = click.option(
+        "--index-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Folder holding collections [env SEARCHENGINE_HOME; default ./indexes].",
+    )(func)
+    return click.option(
+        "--collection",
+        "-c",
+        default=DEFAULT_COLLECTION,
+        show_default=True,
+        help="Collection name (a folder under the index dir).",
+    )(func)
+
+
+def _config(index_dir: Path | None, **overrides: Any) -> Config:
+    return Config.from_env(home=index_dir, **overrides)
+
+
+class TqdmProgress:
+    """Progress bar on stderr (hidden when stderr is not a terminal)."""
+
+    def __init__(self, desc: str) -> None:
+        self.desc = desc
+        self._bar: Any = None
+
+    def start(self, total: int) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total, desc=self.desc, unit="img", disable=None, file=sys.stderr)
+
+    def advance(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="searchengine")
+def main() -> None:
+    """Find photos by describing them.
+
+    \b
+    Examples:
+      searchengine index ~/Pictures
+      searchengine search "kids building a sandcastle"
+      searchengine similar ~/Pictures/beach.jpg
+      searchengine status --failed
+    """
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@collection_options
+@click.option(
+    "--model",
+    "-m",
+    default=None,
+    help="Model spec for a new collection [env SEARCHENGINE_MODEL; default ViT-B-32:openai].",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default=None,
+    help="Where to run the model [default auto: CUDA when present].",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Images per model call [default: 32 on CPU, 256 on CUDA].",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Decode threads [default: one per core, at most 8].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def index(
+    paths: Sequence[Path],
+    collection: str,
+    index_dir: Path | None,
+    model: str | None,
+    device: str | None,
+    batch_size: int | None,
+    workers: int | None,
+    as_json: bool,
+) -> None:
+    """Embed every image under PATHS into a collection.
+
+    Re-running embeds only new or changed files, follows renames and moves
+    without re-embedding, and drops deleted files. With no PATHS, re-scans the
+    folders the collection already has.
+
+    \b
+    Examples:
+      searchengine index ~/Pictures
+      searchengine index ~/Pictures ~/Phone --collection family --model ViT-B-32:openai
+      searchengine index --collection family          # refresh known folders
+    """
+    from searchengine.collection import Collection
+
+    with _errors():
+        config = _config(
+            index_dir, model=model, device=device, batch_size=batch_size, workers=workers
+        )
+        with Collection.open(collection, config, create=True, model=model) as coll:
+            report = coll.index(paths, progress=TqdmProgress("indexing"))
+    if as_json:
+        click.echo(json.dumps(report.__dict__ | {"embedded": report.embedded}, indent=2))
+        return
+    rate = f" ({report.embedded / report.seconds:.1f} images/s)" if report.embedded else ""
+    click.echo(
+        f"added {report.added}, updated {report.updated}, moved {report.moved}, "
+        f"unchanged {report.unchanged}, removed {report.removed}, failed {report.failed} "
+        f"in {report.seconds:.1f} s{rate}"
+    )
+    if report.failed:
+        click.echo(f"see why: searchengine status --failed --collection {collection}", err=True)
+
+
+def _print_results(results: Sequence[SearchResult], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+        return
+    if not results:
+        click.echo("no results", err=True)
+    for r in results:
+        click.echo(f"{r.score:.4f}  {r.path}")
+
+
+@main.command()
+@click.argument("query")
+@collection_options
+@click.option(
+    "-k",
+    "--top-k",
+    "k",
+    type=click.IntRange(min=1, max=10000),
+    default=10,
+    show_default=True,
+    help="Number of results.",
+)
+@click.option("--model", "-m", default=None, help="Must match the collection's model if given.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of results.")
+def search(
+    query: str,
+    collection: str,
+    index_dir: Path | None,
+    k: int,
+    model: str | None,
+    device: str | None,
+    as_json: bool,
+) -> None:
+    """Rank a collection's images by a text QUERY.
+
+    \b
+    Examples:
+      searchengine search "kids building a sandcastle"
+      searchengine search "a red car at night" -k 20 --json
+    """
+
+    with _errors(), _open(collection, index_dir, model, device) as coll:
+        results = coll.search(query, k)
+    _print_results(results, as_json)
+
+
+@main.command()
+@click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@collection_options
+@click.option(
+    "-k",
+    "--top-k",
+    "k",
+    type=click.IntRange(min=1, max=10000),
+    default=10,
+    show_default=True,
+    help="Number of results.",
+)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of results.")
+def similar(
+    image: Path,
+    collection: str,
+    index_dir: Path | None,
+    k: int,
+    device: str | None,
+    as_json: bool,
+) -> None:
+    """Find images like IMAGE (indexed or not; IMAGE itself is left out).
+
+    \b
+    Examples:
+      searchengine similar ~/Pictures/beach.jpg
+      searchengine similar ./query.png -k 5 --json
+    """
+    with _errors(), _open(collection, index_dir, None, device) as coll:
+        results = coll.similar(image, k)
+    _print_results(results, as_json)
+
+
+@main.command()
+@collection_options
+@click.option("--failed", is_flag=True, help="List the files that could not be indexed.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def status(collection: str, index_dir: Path | None, failed: bool, as_json: bool) -> None:
+    """Show a collection: model, image count, index type, size, failures.
+
+    \b
+    Examples:
+      searchengine status
+      searchengine status --failed --collection family
+    """
+    with _errors(), _open(collection, index_dir, None, None) as coll:
+        info = coll.status()
+        failures = coll.failures() if failed else []
+    if as_json:
+        payload: dict[str, Any] = info.to_dict()
+        if failed:
+            payload["failures"] = [{"path": r.path, "error": r.error} for r in failures]
+        click.echo(json.dumps(payload, indent=2))
+        return
+    if failed:
+        for r in failures:
+            click.echo(f"{r.path}\t{r.error}")
+        if not failures:
+            click.echo("no failed files", err=True)
+        return
+    click.echo(
+        f"collection  {info.name}\nfolder      {info.folder}\nmodel       {info.model}"
+        f"\ndimension   {info.dim or '-'}\nindex type  {info.index_type}"
+        f"\nimages      {info.images}\nfailed      {info.failed}\nvectors     {info.vectors}"
+        f"\nsize        {_human(info.size_bytes)}\nfolders     {', '.join(info.roots) or '-'}"
+    )
+
+
+@contextmanager
+def _open(
+    collection: str, index_dir: Path | None, model: str | None, device: str | None
+) -> Iterator[Collection]:
+    from searchengine.collection import Collection
+
+    with Collection.open(collection, _config(index_dir, device=device), model=model) as coll:
+        yield coll
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,311 @@
+"""A collection: one folder holding a catalog and a vector index for one model.
+
+This is the composition root: ``Collection.open`` wires config, catalog, vector
+index and (lazily) the encoder; every CLI command is one method call here.
+
+On-disk layout (documented in ``indexes/README.md``)::
+
+    <home>/<name>/catalog.sqlite   SQL catalog (unless a database URL is configured)
+    <home>/<name>/vectors.faiss    FAISS IndexIDMap2, ids = catalog image ids
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from searchengine.catalog import OK, SCHEMA_VERSION, Catalog, ImageRecord, delete_images
+from searchengine.config import DEFAULT_COLLECTION, Config
+from searchengine.errors import (
+    CollectionError,
+    CollectionNotFoundError,
+    ImageError,
+    ModelMismatchError,
+    QueryError,
+)
+from searchengine.ingest.decode import decode_file
+from searchengine.ingest.pipeline import IndexReport, Ingest, Progress
+from searchengine.models import Encoder, load_encoder, parse_model_spec
+from searchengine.search import SearchResult, check_k, check_query, rank
+from searchengine.vectors import EXACT, FaissIndex
+
+CATALOG_FILE = "catalog.sqlite"
+INDEX_FILE = "vectors.faiss"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class CollectionStatus:
+    """What ``searchengine status`` shows."""
+
+    name: str
+    folder: str
+    model: str
+    dim: int | None
+    index_type: str
+    images: int
+    failed: int
+    vectors: int
+    size_bytes: int
+    roots: list[str]
+    schema_version: int
+
+    def to_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+def default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+class Collection:
+    """A searchable set of images embedded with one model."""
+
+    def __init__(
+        self,
+        name: str,
+        folder: Path,
+        catalog: Catalog,
+        config: Config,
+        encoder: Encoder | None = None,
+    ) -> None:
+        self.name = name
+        self.folder = folder
+        self.catalog = catalog
+        self.config = config
+        self.model = catalog.get_meta("model") or config.model
+        self._encoder = encoder
+        self._index: FaissIndex | None = None
+
+    # -- opening ----------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        name: str = DEFAULT_COLLECTION,
+        config: Config | None = None,
+        *,
+        create: bool = False,
+        model: str | None = None,
+        encoder: Encoder | None = None,
+    ) -> Collection:
+        """Open a collection (creating it when ``create`` is true).
+
+        Args:
+            name: collection name, a folder under ``config.home``.
+            config: settings; ``Config.from_env()`` when omitted.
+            create: create the collection if it does not exist.
+            model: model spec to use; must match the collection's own, if it has one.
+            encoder: an already-loaded encoder (tests, or reuse across collections).
+
+        Raises:
+            CollectionNotFoundError: it does not exist and ``create`` is false.
+            ModelMismatchError: ``model`` differs from the collection's model.
+        """
+        config = config or Config.from_env()
+        if not _NAME_RE.match(name):
+            raise CollectionError(
+                f"invalid collection name {name!r}: use letters, digits, '.', '_' or '-'"
+            )
+        folder = config.home / name
+        exists = (folder / CATALOG_FILE).exists() or (
+            config.database_url is not None and folder.exists()
+        )
+        if not exists and not create:
+            raise CollectionNotFoundError(
+                f"no collection {name!r} in {config.home.resolve()}; create it with "
+                f"`searchengine index PATH --collection {name}`, or point --index-dir / "
+                "SEARCHENGINE_HOME at the folder that holds it"
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+        url = config.database_url or f"sqlite:///{(folder / CATALOG_FILE).resolve()}"
+        catalog = Catalog(url)
+        stored = catalog.get_meta("model")
+        if model is not None:
+            wanted = parse_model_spec(model).spec
+        else:  # an injected encoder names itself; its spec need not be loadable
+            wanted = encoder.spec if encoder else parse_model_spec(config.model).spec
+        if stored is None:
+            catalog.set_meta({"model": wanted, "name": name, "index_type": EXACT})
+        elif model is not None and parse_model_spec(model).spec != stored:
+            catalog.close()
+            raise ModelMismatchError(
+                f"collection {name!r} was built with {stored}, not {model}; leave out --model "
+                f"to use {stored}, or index into a new collection (--collection NEW_NAME)"
+            )
+        return cls(name, folder, catalog, config, encoder)
+
+    def close(self) -> None:
+        if self._encoder is not None:
+            self._encoder.close()
+        self.catalog.close()
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- parts ----------------------------------------------------------------
+    @property
+    def encoder(self) -> Encoder:
+        """The collection's model, loaded on first use."""
+        if self._encoder is None:
+            self._encoder = load_encoder(self.model, self.config.device)
+        return self._encoder
+
+    @property
+    def index_path(self) -> Path:
+        return self.folder / INDEX_FILE
+
+    def vectors(self) -> FaissIndex:
+        """The vector index (empty until the first ingest stores a dimension)."""
+        if self._index is None:
+            if self.index_path.exists():
+                self._index = FaissIndex.load(self.index_path, self._index_type())
+            else:
+                dim = self.catalog.get_meta("dim")
+                self._index = FaissIndex(int(dim) if dim else self.encoder.dim, self._index_type())
+        return self._index
+
+    def _index_type(self) -> str:
+        return self.catalog.get_meta("index_type") or EXACT
+
+    # -- commands ---------------------------------------------------------------
+    def index(
+        self, paths: Iterable[str | Path] = (), progress: Progress | None = None
+    ) -> IndexReport:
+        """Embed new and changed images under ``paths`` (default: the known roots).
+
+        Unchanged files are skipped by size and mtime, moved files keep their vector
+        (recognised by content hash), deleted files leave catalog and index.
+        """
+        roots = [os.path.abspath(p) for p in paths]
+        for root in roots:
+            if not os.path.exists(root):
+                raise CollectionError(f"no such file or folder: {root}")
+        self.catalog.add_roots(roots)
+        roots = roots or self.catalog.roots()
+        if not roots:
+            raise CollectionError(
+                f"collection {self.name!r} has no folders yet; name one: searchengine index PATH"
+            )
+        self.reconcile()
+        run = Ingest(
+            self.catalog,
+            self.vectors(),
+            self._encoder_for_ingest,
+            self._save_index,
+            batch_size=self.config.batch_size,
+            workers=self.config.workers or default_workers(),
+            progress=progress,
+        )
+        return run.run(roots)
+
+    def _encoder_for_ingest(self) -> Encoder:
+        encoder = self.encoder
+        stored = self.catalog.get_meta("dim")
+        if stored is None:
+            self.catalog.set_meta({"dim": str(encoder.dim)})
+        elif int(stored) != encoder.dim:
+            raise ModelMismatchError(
+                f"collection {self.name!r} stores {stored}-d vectors but {encoder.spec} "
+                f"makes {encoder.dim}-d ones; use a new collection for this model"
+            )
+        return encoder
+
+    def _save_index(self, batch_no: int) -> None:
+        if self._index is None:
+            return
+        self._index.save(self.index_path)
+        self.catalog.set_meta({"index_batch": str(batch_no)})
+
+    def reconcile(self) -> int:
+        """Make catalog and index agree after an interrupted run; returns rows fixed.
+
+        Rows written after the index file was last saved are not (or not freshly) in
+        it: they are dropped and re-embedded by the next run. Index ids without an
+        ok catalog row are removed from the index.
+        """
+        saved = int(self.catalog.get_meta("index_batch") or 0)
+        index = self.vectors()
+        stale = [r.id for r in self.catalog.records(OK) if r.batch > saved]
+        if stale:
+            with self.catalog.transaction() as conn:
+                delete_images(conn, stale)
+        ok = self.catalog.ok_ids()
+        orphans = [int(i) for i in index.ids() if int(i) not in ok]
+        drop = np.asarray(stale + orphans, dtype=np.int64)
+        index.remove(drop)
+        if len(drop):
+            self._save_index(int(self.catalog.get_meta("last_batch") or saved))
+        return len(stale) + len(orphans)
+
+    def search(self, query: str, k: int = 10) -> list[SearchResult]:
+        """Images best matching a text query, best first."""
+        text = check_query(query)
+        check_k(k)
+        index = self.vectors()
+        if len(index) == 0:
+            return []
+        vector = self.encoder.encode_texts([text])[0]
+        return rank(index, self.catalog, vector, k)
+
+    def similar(self, image: str | Path | Image.Image, k: int = 10) -> list[SearchResult]:
+        """Images most like an example image (indexed or not); the image itself excluded."""
+        check_k(k)
+        index = self.vectors()
+        exclude: set[int] = set()
+        vector = None
+        if not isinstance(image, Image.Image):
+            path = os.path.abspath(image)
+            record = self.catalog.by_path(path)
+            if record is not None and record.status == OK:
+                exclude.add(record.id)
+                vector = index.reconstruct(record.id)
+            if vector is None:
+                try:
+                    image = decode_file(path).image
+                except ImageError as exc:
+                    raise QueryError(f"cannot use {path} as an example image: {exc}") from exc
+        if vector is None:
+            assert isinstance(image, Image.Image)
+            vector = self.encoder.encode_images([image])[0]
+        if len(index) == 0:
+            return []
+        return rank(index, self.catalog, vector, k, exclude)
+
+    def status(self) -> CollectionStatus:
+        counts = self.catalog.counts()
+        size = sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
+        vectors = len(self.vectors()) if self.index_path.exists() else 0
+        dim = self.catalog.get_meta("dim")
+        return CollectionStatus(
+            name=self.name,
+            folder=str(self.folder.resolve()),
+            model=self.model,
+            dim=int(dim) if dim else None,
+            index_type=self._index_type(),
+            images=counts.get(OK, 0),
+            failed=sum(n for s, n in counts.items() if s != OK),
+            vectors=vectors,
+            size_bytes=size,
+            roots=self.catalog.roots(),
+            schema_version=int(self.catalog.get_meta("schema_version") or SCHEMA_VERSION),
+        )
+
+    def failures(self) -> list[ImageRecord]:
+        """Files that could not be indexed, with the reason for each."""
+        return [r for r in self.catalog.records() if r.status != OK]
+
+
+def list_collections(config: Config) -> Sequence[str]:
+    home = config.home
+    if not home.is_dir():
+        return []
+    return sorted(p.name for p in home.iterdir() if (p / CATALOG_FILE).exists())

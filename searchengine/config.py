@@ -1,0 +1,67 @@
+"""Configuration: one frozen dataclass, built once from options and the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from searchengine.errors import ConfigError
+from searchengine.models.spec import DEFAULT_MODEL
+
+DEFAULT_COLLECTION = "default"
+ENV_PREFIX = "SEARCHENGINE_"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a command needs to know that is not its own argument.
+
+    Attributes:
+        home: folder holding one sub-folder per collection (``indexes/`` by default).
+        model: model spec used when a new collection is created.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        batch_size: images per encoder call; ``None`` picks one for the device.
+        workers: decode threads; ``None`` picks one for the machine.
+        database_url: SQLAlchemy URL for the catalog; ``None`` keeps a SQLite file
+            inside the collection folder.
+    """
+
+    home: Path = Path("indexes")
+    model: str = DEFAULT_MODEL
+    device: str = "auto"
+    batch_size: int | None = None
+    workers: int | None = None
+    database_url: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Config:
+        """Build from ``SEARCHENGINE_*`` variables, then explicit overrides (``None`` ignored)."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        if home := env.get(ENV_PREFIX + "HOME"):
+            values["home"] = Path(home)
+        if model := env.get(ENV_PREFIX + "MODEL"):
+            values["model"] = model
+        if device := env.get(ENV_PREFIX + "DEVICE"):
+            values["device"] = device
+        if url := env.get(ENV_PREFIX + "DATABASE_URL"):
+            values["database_url"] = url
+        for key in ("batch_size", "workers"):
+            if raw := env.get(ENV_PREFIX + key.upper()):
+                values[key] = _positive_int(ENV_PREFIX + key.upper(), raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "home" in values:
+            values["home"] = Path(str(values["home"])).expanduser()
+        return replace(cls(), **values)  # type: ignore[arg-type]
+
+
+def _positive_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be a positive integer")
+    return value

@@ -1,0 +1,1 @@
+"""Ingest: scan folders, decode images safely, embed and record them."""

@@ -1,0 +1,122 @@
+"""Decode one image file safely into RGB pixels plus its metadata.
+
+Every failure becomes ``ImageError`` with a reason a person can act on; nothing a
+file contains can stop an ingest run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from searchengine.errors import ImageError
+
+# Twice a 48 MP camera's output; anything larger is refused before decoding, which
+# keeps a crafted file from allocating gigabytes (a "decompression bomb").
+MAX_PIXELS = 100_000_000
+
+EXIF_IFD = 0x8769
+DATETIME_ORIGINAL = 0x9003
+DATETIME = 0x0132
+
+
+@dataclass
+class Decoded:
+    image: Image.Image  # RGB, EXIF orientation applied
+    width: int  # after orientation
+    height: int
+    taken_at: float | None  # EXIF DateTimeOriginal as a POSIX timestamp (local time)
+
+
+@lru_cache(maxsize=1)
+def heif_available() -> bool:
+    """Register the HEIC/HEIF opener when the optional pillow-heif is installed."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
+
+
+def decode_bytes(data: bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
+    """Decode image bytes (first frame of animations) to an upright RGB image.
+
+    Raises:
+        ImageError: empty, truncated, not an image, or over ``max_pixels``.
+    """
+    if not data:
+        raise ImageError("empty file (0 bytes)")
+    heif_available()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageError(
+                    f"refused: {width}x{height} is {width * height / 1e6:.0f} MP, over the "
+                    f"{max_pixels / 1e6:.0f} MP limit (possible decompression bomb)"
+                )
+            image.seek(0)
+            taken_at = _taken_at(image)
+            image.load()
+            upright = ImageOps.exif_transpose(image) or image
+            rgb = to_rgb(upright)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"refused: decompression bomb ({exc})") from exc
+    except Image.DecompressionBombWarning as exc:
+        raise ImageError(f"refused: decompression bomb ({exc})") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError("not a recognised image format") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"cannot decode: {exc}") from exc
+    return Decoded(rgb, rgb.width, rgb.height, taken_at)
+
+
+def decode_file(path: str, max_pixels: int = MAX_PIXELS) -> Decoded:
+    """Read and decode one file; unreadable files raise ``ImageError`` too."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise ImageError(f"cannot read: {exc.strerror or exc}") from exc
+    return decode_bytes(data, max_pixels)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB; transparency is composited onto white."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit greyscale: scale to 8 bits instead of clipping to white.
+        image = image.point(lambda v: v * (255 / 65535)).convert("L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def _taken_at(image: Image.Image) -> float | None:
+    try:
+        exif = image.getexif()
+        raw = exif.get_ifd(EXIF_IFD).get(DATETIME_ORIGINAL) or exif.get(DATETIME)
+    except Exception:  # malformed EXIF must not cost the image
+        return None
+    if not isinstance(raw, str):
+        return None
+    try:
+        return dt.datetime.strptime(raw.strip("\x00 ")[:19], "%Y:%m:%d %H:%M:%S").timestamp()
+    except ValueError:
+        return None

@@ -1,0 +1,370 @@
+"""The ingest pipeline: diff the disk against the catalog, embed what changed.
+
+Files are read once: the bytes are hashed (to recognise moves and copies without
+re-embedding) and decoded from memory. Decoding and preprocessing run in worker
+threads (Pillow releases the GIL) while the main thread encodes the previous batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from sqlalchemy.engine import Connection
+
+from searchengine.catalog import (
+    FAILED,
+    OK,
+    Catalog,
+    ImageRecord,
+    delete_images,
+    insert_image,
+    update_image,
+    write_meta,
+)
+from searchengine.errors import ImageError
+from searchengine.ingest.decode import decode_bytes
+from searchengine.ingest.scan import FileEntry, scan
+from searchengine.models.base import Encoder
+from searchengine.vectors import VectorIndex
+
+CHECKPOINT_SECONDS = 60.0
+
+
+def default_batch_size(device: str) -> int:
+    """Images per encoder call: large batches keep a GPU busy; on CPU 32 is past the
+    throughput knee and keeps memory low."""
+    return 256 if device == "cuda" else 32
+
+
+class Progress(Protocol):
+    """Where the pipeline reports progress (the CLI passes a progress bar)."""
+
+    def start(self, total: int) -> None: ...
+    def advance(self, n: int = 1) -> None: ...
+    def close(self) -> None: ...
+
+
+class NoProgress:
+    def start(self, total: int) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class IndexReport:
+    """What one ``index`` run did."""
+
+    added: int = 0
+    updated: int = 0
+    moved: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def embedded(self) -> int:
+        return self.added + self.updated
+
+
+@dataclass
+class _Pixels:
+    entry: FileEntry
+    digest: str
+    pixels: np.ndarray
+    width: int
+    height: int
+    taken_at: float | None
+
+
+@dataclass
+class _Known:  # content already has a vector in the index
+    entry: FileEntry
+    digest: str
+
+
+@dataclass
+class _Failed:
+    entry: FileEntry
+    digest: str | None
+    reason: str
+
+
+_Item = _Pixels | _Known | _Failed
+
+
+@dataclass
+class IngestPlan:
+    """The diff between disk and catalog for the scanned roots."""
+
+    candidates: list[FileEntry]  # new or changed on disk
+    known: dict[str, ImageRecord]  # catalog rows under the roots, by path
+    missing: dict[str, ImageRecord]  # catalog rows whose file is gone
+    unchanged: int
+
+
+def plan(catalog: Catalog, roots: Sequence[str]) -> IngestPlan:
+    """Scan ``roots`` and compare with the catalog (stat only; no file is opened)."""
+    prefixes = tuple(r.rstrip(os.sep) + os.sep for r in roots)
+    root_set = set(roots)
+    known = {
+        r.path: r for r in catalog.records() if r.path.startswith(prefixes) or r.path in root_set
+    }
+    candidates: list[FileEntry] = []
+    seen: set[str] = set()
+    unchanged = 0
+    for entry in scan(roots):
+        if entry.path in seen:
+            continue
+        seen.add(entry.path)
+        record = known.get(entry.path)
+        if record and record.size == entry.size and record.mtime_ns == entry.mtime_ns:
+            unchanged += 1
+        else:
+            candidates.append(entry)
+    missing = {p: r for p, r in known.items() if p not in seen}
+    return IngestPlan(candidates, known, missing, unchanged)
+
+
+class Ingest:
+    """One ingest run over a catalog and its vector index."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        index: VectorIndex,
+        get_encoder: Callable[[], Encoder],
+        save_index: Callable[[int], None],
+        *,
+        batch_size: int | None,
+        workers: int,
+        progress: Progress | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.index = index
+        self.get_encoder = get_encoder
+        self.save_index = save_index
+        self.batch_size = batch_size
+        self.workers = workers
+        self.progress = progress or NoProgress()
+        self.report = IndexReport()
+        self._batch_no = int(catalog.get_meta("last_batch") or 0)
+        self._by_hash: dict[str, ImageRecord] = {}
+        self._claimed: set[int] = set()
+
+    def run(self, roots: Sequence[str]) -> IndexReport:
+        """Index ``roots``: embed new and changed files, drop deleted ones."""
+        started = time.monotonic()
+        diff = plan(self.catalog, roots)
+        self.report.unchanged = diff.unchanged
+        self._by_hash = {
+            r.content_hash: r for r in self.catalog.records(OK) if r.content_hash is not None
+        }
+        self._missing = dict(diff.missing)
+        self._known = diff.known
+        encoder = self.get_encoder() if diff.candidates else None
+        if encoder is not None and self.batch_size is None:
+            self.batch_size = default_batch_size(encoder.device)
+        self.progress.start(len(diff.candidates))
+        last_save = time.monotonic()
+        try:
+            pending: list[_Pixels] = []
+            for item in self._decoded(diff.candidates, encoder):
+                if isinstance(item, _Pixels):
+                    pending.append(item)
+                else:
+                    self._commit([item], None)
+                if len(pending) >= (self.batch_size or 1):
+                    self._embed_and_commit(pending, encoder)
+                    pending = []
+                if time.monotonic() - last_save > CHECKPOINT_SECONDS:
+                    self.save_index(self._batch_no)
+                    last_save = time.monotonic()
+                self.progress.advance(1)
+            if pending:
+                self._embed_and_commit(pending, encoder)
+            self._remove_missing()
+        finally:
+            # Whatever was committed is saved, also on Ctrl-C or an error mid-run.
+            self.save_index(self._batch_no)
+            self.progress.close()
+        self.report.seconds = time.monotonic() - started
+        return self.report
+
+    def _decoded(self, entries: list[FileEntry], encoder: Encoder | None) -> Iterator[_Item]:
+        if not entries:
+            return
+        assert encoder is not None
+        known_hashes = frozenset(self._by_hash)
+        assert self.batch_size is not None
+        lookahead = max(self.batch_size * 2, self.workers * 4)
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="decode") as pool:
+            window: deque[Future[_Item]] = deque()
+            for entry in entries:
+                window.append(pool.submit(_load, entry, encoder, known_hashes))
+                if len(window) >= lookahead:
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
+
+    def _embed_and_commit(self, items: list[_Pixels], encoder: Encoder | None) -> None:
+        assert encoder is not None
+        vectors = encoder.encode_pixels(np.stack([it.pixels for it in items]))
+        self._commit(list(items), vectors)
+
+    def _commit(self, items: Sequence[_Item], vectors: np.ndarray | None) -> None:
+        """Write one batch to the catalog (one transaction), then to the index."""
+        self._batch_no += 1
+        add_ids: list[int] = []
+        add_vecs: list[np.ndarray] = []
+        drop_ids: list[int] = []
+        with self.catalog.transaction() as conn:
+            for pos, item in enumerate(items):
+                vec = vectors[pos] if vectors is not None else None
+                self._apply(conn, item, vec, add_ids, add_vecs, drop_ids)
+            write_meta(conn, "last_batch", str(self._batch_no))
+        self.index.remove(np.asarray(drop_ids + add_ids, dtype=np.int64))
+        if add_ids:
+            self.index.add(np.asarray(add_ids, dtype=np.int64), np.stack(add_vecs))
+
+    def _apply(
+        self,
+        conn: Connection,
+        item: _Item,
+        vec: np.ndarray | None,
+        add_ids: list[int],
+        add_vecs: list[np.ndarray],
+        drop_ids: list[int],
+    ) -> None:
+        entry = item.entry
+        record = self._known.get(entry.path)
+        base = {"path": entry.path, "size": entry.size, "mtime_ns": entry.mtime_ns}
+        if isinstance(item, _Failed):
+            values = {**base, "content_hash": item.digest, "status": FAILED, "error": item.reason}
+            self.report.failed += 1
+            self.report.failures.append((entry.path, item.reason))
+            if record is None:
+                insert_image(conn, {**values, "batch": self._batch_no})
+            else:
+                update_image(conn, record.id, values)
+                drop_ids.append(record.id)
+            return
+        if isinstance(item, _Known):
+            self._apply_known(conn, item, record, base, add_ids, add_vecs)
+            return
+        values = {
+            **base,
+            "content_hash": item.digest,
+            "width": item.width,
+            "height": item.height,
+            "taken_at": item.taken_at,
+            "status": OK,
+            "error": None,
+            "batch": self._batch_no,
+        }
+        if record is None:
+            image_id = insert_image(conn, values)
+            self.report.added += 1
+        else:
+            image_id = record.id
+            update_image(conn, image_id, values)
+            self.report.updated += 1
+        assert vec is not None, "decoded images are committed with their vectors"
+        add_ids.append(image_id)
+        add_vecs.append(vec)
+        self._by_hash.setdefault(item.digest, _record(image_id, values))
+
+    def _apply_known(
+        self,
+        conn: Connection,
+        item: _Known,
+        record: ImageRecord | None,
+        base: dict[str, Any],
+        add_ids: list[int],
+        add_vecs: list[np.ndarray],
+    ) -> None:
+        source = self._by_hash[item.digest]
+        if record is not None and record.id == source.id:
+            update_image(conn, record.id, base)  # touched, same content
+            self.report.unchanged += 1
+            return
+        gone = self._missing.get(source.path)
+        if record is None and gone is not None and source.id not in self._claimed:
+            # Renamed or moved: the row (and its vector) follows the file.
+            self._claimed.add(source.id)
+            del self._missing[source.path]
+            update_image(conn, source.id, base)
+            self.report.moved += 1
+            return
+        vector = self.index.reconstruct(source.id)
+        if vector is None:  # vector lost; cannot happen after reconcile, but be safe
+            raise ImageError(f"no stored vector for content of {source.path}")
+        meta = {"width": source.width, "height": source.height, "taken_at": source.taken_at}
+        values = {**base, **meta, "content_hash": item.digest, "status": OK, "error": None}
+        values["batch"] = self._batch_no
+        if record is None:
+            image_id = insert_image(conn, values)
+            self.report.added += 1
+        else:
+            image_id = record.id
+            update_image(conn, image_id, values)
+            self.report.updated += 1
+        add_ids.append(image_id)
+        add_vecs.append(vector)
+
+    def _remove_missing(self) -> None:
+        ids = [r.id for r in self._missing.values()]
+        if not ids:
+            return
+        with self.catalog.transaction() as conn:
+            delete_images(conn, ids)
+        self.index.remove(np.asarray(ids, dtype=np.int64))
+        self.report.removed += len(ids)
+
+
+def _record(image_id: int, values: dict[str, Any]) -> ImageRecord:
+    return ImageRecord(
+        id=image_id,
+        path=values["path"],
+        size=values["size"],
+        mtime_ns=values["mtime_ns"],
+        content_hash=values["content_hash"],
+        width=values["width"],
+        height=values["height"],
+        taken_at=values["taken_at"],
+        status=values["status"],
+        error=values["error"],
+        batch=values["batch"],
+    )
+
+
+def _load(entry: FileEntry, encoder: Encoder, known_hashes: frozenset[str]) -> _Item:
+    """Worker: read, hash, and (for unseen content) decode and preprocess one file."""
+    try:
+        with open(entry.path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        return _Failed(entry, None, f"cannot read: {exc.strerror or exc}")
+    digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+    if digest in known_hashes:
+        return _Known(entry, digest)
+    try:
+        decoded = decode_bytes(data)
+        pixels = encoder.preprocess(decoded.image)
+    except ImageError as exc:
+        return _Failed(entry, digest, str(exc))
+    return _Pixels(entry, digest, pixels, decoded.width, decoded.height, decoded.taken_at)

@@ -1,0 +1,72 @@
+"""Walk folders for image files: path, size and mtime only (no file is opened)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+BASE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+)
+HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
+
+
+def image_extensions() -> frozenset[str]:
+    """Extensions indexed: HEIC/HEIF only when pillow-heif is installed."""
+    from searchengine.ingest.decode import heif_available
+
+    return BASE_EXTENSIONS | HEIF_EXTENSIONS if heif_available() else BASE_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str  # absolute
+    size: int
+    mtime_ns: int
+
+
+def scan(
+    roots: Iterable[str | Path], extensions: frozenset[str] | None = None
+) -> Iterator[FileEntry]:
+    """Yield every image file under ``roots`` (files given directly are yielded too).
+
+    Directory symlinks are not followed, so link loops cannot trap the walk; file
+    symlinks are followed. Entries that vanish or cannot be stat'ed are skipped.
+    """
+    exts = image_extensions() if extensions is None else extensions
+    for root in roots:
+        root = os.path.abspath(root)
+        if os.path.isfile(root):
+            if os.path.splitext(root)[1].lower() in exts:
+                try:
+                    st = os.stat(root)
+                except OSError:
+                    continue
+                yield FileEntry(root, st.st_size, st.st_mtime_ns)
+            continue
+        yield from _walk(root, exts)
+
+
+def _walk(folder: str, exts: frozenset[str]) -> Iterator[FileEntry]:
+    # An explicit stack of scandir iterators: os.scandir gives type and stat from the
+    # directory read itself, which keeps an unchanged re-run close to a bare walk.
+    stack = [folder]
+    while stack:
+        current = stack.pop()
+        try:
+            with os.scandir(current) as entries:
+                subdirs = []
+                for entry in entries:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            subdirs.append(entry.path)
+                        elif os.path.splitext(entry.name)[1].lower() in exts:
+                            st = entry.stat(follow_symlinks=True)
+                            yield FileEntry(entry.path, st.st_size, st.st_mtime_ns)
+                    except OSError:
+                        continue
+        except OSError:
+            continue
+        stack.extend(sorted(subdirs, reverse=True))

@@ -1,0 +1,102 @@
+"""What every loader shares: device choice, mixed precision, offline errors."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from searchengine.errors import ConfigError, WeightsUnavailableError
+from searchengine.models.spec import ModelKind, ModelSpec
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` becomes ``cuda`` when a GPU is visible, else ``cpu``.
+
+    Raises:
+        ConfigError: unknown device name, or ``cuda`` asked for without a GPU.
+    """
+    if device not in DEVICES:
+        raise ConfigError(f"unknown device {device!r}; use one of: {', '.join(DEVICES)}")
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is visible; use auto or cpu")
+    return device
+
+
+def autocast(device: str) -> contextlib.AbstractContextManager[Any]:
+    """Half precision on CUDA (bf16 where supported, else fp16); nothing on CPU."""
+    if device != "cuda":
+        return contextlib.nullcontext()
+    import torch
+
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def _offline() -> bool:
+    return any(
+        os.environ.get(var, "").lower() in ("1", "true", "yes", "on")
+        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def weights_unavailable_message(spec: ModelSpec) -> str:
+    """One line that says weights are missing and names the three ways out."""
+    where = (
+        "offline mode (HF_HUB_OFFLINE=1)" if _offline() else "the Hugging Face hub is unreachable"
+    )
+    local = (
+        "pass a local checkpoint (ARCH:/path/to/checkpoint.pt or local-dir:/path)"
+        if spec.kind is not ModelKind.TRANSFORMERS
+        else "pass a local model folder (hf:/path/to/folder)"
+    )
+    return (
+        f"weights for {spec.spec} are not in the local Hugging Face cache and {where}: "
+        f"connect to the internet once, pre-populate the cache (HF_HOME), or {local}"
+    )
+
+
+@contextlib.contextmanager
+def hub_errors_to_weights_error(spec: ModelSpec) -> Iterator[None]:
+    """Turn the hub client's many 'could not fetch' failures into one clear error.
+
+    open_clip wraps hub failures in RuntimeError and transformers raises OSError;
+    both carry the hub client's own exception as the cause, which is what we test.
+    """
+    try:
+        yield
+    except WeightsUnavailableError:
+        raise
+    except (OSError, RuntimeError, ValueError) as exc:
+        if _is_hub_miss(exc):
+            raise WeightsUnavailableError(weights_unavailable_message(spec)) from exc
+        raise
+
+
+def _is_hub_miss(exc: BaseException) -> bool:
+    from huggingface_hub import errors as hub_errors
+
+    misses: tuple[type[BaseException], ...] = (
+        hub_errors.LocalEntryNotFoundError,
+        hub_errors.OfflineModeIsEnabled,
+        hub_errors.RepositoryNotFoundError,
+        hub_errors.EntryNotFoundError,
+    )
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, misses):
+            return True
+        text = str(current)
+        if "offline" in text.lower() or "LocalEntryNotFound" in text or "couldn't connect" in text:
+            return True
+        current = current.__cause__ or current.__context__
+    return False

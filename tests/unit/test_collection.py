@@ -1,0 +1,180 @@
+"""The ingest pipeline and collection API with the colour-space fake encoder."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+from imagegen import solid
+
+from searchengine import Collection, Config
+from searchengine.errors import CollectionNotFoundError, ModelMismatchError, QueryError
+from searchengine.models.fake import FakeEncoder
+
+RED, GREEN, BLUE, YELLOW = (250, 0, 0), (0, 250, 0), (0, 0, 250), (250, 250, 0)
+
+
+@pytest.fixture
+def photos(tmp_path):
+    folder = tmp_path / "photos"
+    solid(folder / "red.jpg", RED)
+    solid(folder / "green.png", GREEN, fmt="PNG")
+    solid(folder / "trip" / "blue.webp", BLUE)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    return folder
+
+
+@pytest.fixture
+def encoder():
+    return FakeEncoder()
+
+
+@pytest.fixture
+def coll(tmp_path, encoder):
+    config = Config(home=tmp_path / "idx", workers=2, batch_size=2)
+    with Collection.open("photos", config, create=True, encoder=encoder) as c:
+        yield c
+
+
+def paths(results):
+    return [os.path.basename(r.path) for r in results]
+
+
+def test_index_then_search(coll, photos):
+    report = coll.index([photos])
+    assert (report.added, report.failed) == (3, 1)
+    assert paths(coll.search("red", k=1)) == ["red.jpg"]
+    assert paths(coll.search("blue", k=1)) == ["blue.webp"]
+    hit = coll.search("green", k=1)[0]
+    assert hit.width == 64 and hit.height == 48 and 0.99 < hit.score <= 1.0001
+
+
+def test_unchanged_rerun_embeds_nothing(coll, photos, encoder):
+    coll.index([photos])
+    encoded = encoder.images_encoded
+    report = coll.index([photos])
+    assert encoder.images_encoded == encoded
+    assert (report.added, report.updated, report.removed, report.failed) == (0, 0, 0, 0)
+    assert report.unchanged == 4  # three images and the broken file, not retried
+
+
+def test_incremental_add_modify_rename_delete(coll, photos, encoder):
+    coll.index([photos])
+    ids_before = {r.path: r.id for r in coll.catalog.records()}
+    solid(photos / "yellow.jpg", YELLOW)  # added
+    solid(photos / "red.jpg", GREEN, size=(80, 60))  # modified: now green
+    os.rename(photos / "trip" / "blue.webp", photos / "blue-renamed.webp")  # moved
+    os.remove(photos / "green.png")  # deleted
+    encoded = encoder.images_encoded
+    report = coll.index([photos])
+    assert (report.added, report.updated, report.moved, report.removed) == (1, 1, 1, 1)
+    assert encoder.images_encoded - encoded == 2  # the move was not re-embedded
+    assert paths(coll.search("blue", k=1)) == ["blue-renamed.webp"]
+    assert paths(coll.search("yellow", k=1)) == ["yellow.jpg"]
+    ids_after = {r.path: r.id for r in coll.catalog.records()}
+    # ids never renumber: the modified file keeps its id, the moved one takes its old id
+    assert ids_after[str(photos / "red.jpg")] == ids_before[str(photos / "red.jpg")]
+    moved = ids_before[str(photos / "trip" / "blue.webp")]
+    assert ids_after[str(photos / "blue-renamed.webp")] == moved
+    # catalog and index agree exactly
+    assert set(coll.vectors().ids()) == coll.catalog.ok_ids()
+    assert len(coll.vectors()) == 3
+    green = coll.search("green", k=3)
+    assert paths(green)[0] == "red.jpg"  # its new content is what is searched
+
+
+def test_copy_reuses_the_vector(coll, photos, encoder):
+    coll.index([photos])
+    shutil.copy(photos / "red.jpg", photos / "red-copy.jpg")
+    encoded = encoder.images_encoded
+    report = coll.index([photos])
+    assert report.added == 1 and encoder.images_encoded == encoded
+    assert sorted(paths(coll.search("red", k=2))) == ["red-copy.jpg", "red.jpg"]
+
+
+def test_failures_are_recorded_with_reasons(coll, photos):
+    coll.index([photos])
+    [failure] = coll.failures()
+    assert failure.path.endswith("broken.jpg")
+    assert failure.error
+    assert coll.status().failed == 1
+
+
+def test_a_fixed_file_is_indexed_on_the_next_run(coll, photos):
+    coll.index([photos])
+    solid(photos / "broken.jpg", YELLOW)
+    report = coll.index([photos])
+    assert report.updated == 1 and coll.failures() == []
+    assert paths(coll.search("yellow", k=1)) == ["broken.jpg"]
+
+
+def test_no_paths_rescans_known_roots(coll, photos):
+    coll.index([photos])
+    solid(photos / "yellow.jpg", YELLOW)
+    assert coll.index().added == 1
+
+
+def test_similar_excludes_the_example_and_accepts_unindexed_files(coll, photos, tmp_path):
+    coll.index([photos])
+    solid(photos / "red2.jpg", (240, 10, 10))
+    coll.index()
+    assert paths(coll.similar(photos / "red.jpg", k=1)) == ["red2.jpg"]
+    outside = solid(tmp_path / "elsewhere" / "g.png", (10, 240, 10), fmt="PNG")
+    assert paths(coll.similar(outside, k=1)) == ["green.png"]
+    with pytest.raises(QueryError, match="example image"):
+        coll.similar(photos / "broken.jpg")
+
+
+def test_k_larger_than_collection(coll, photos):
+    coll.index([photos])
+    assert len(coll.search("red", k=50)) == 3
+
+
+@pytest.mark.parametrize("query", ["", "   ", "\x00\x01", "\n\t"])
+def test_empty_queries_are_refused(coll, photos, query):
+    coll.index([photos])
+    with pytest.raises(QueryError, match="empty"):
+        coll.search(query)
+
+
+def test_reconcile_after_an_interrupted_run(coll, photos):
+    """Rows committed after the index was last saved are dropped, then re-embedded."""
+    coll.index([photos])
+    saved_batch = coll.catalog.get_meta("index_batch")
+    solid(photos / "yellow.jpg", YELLOW)
+    coll.index()
+    # Simulate a crash after the catalog commit but before the index save:
+    # the index file and its batch marker go back to the earlier state.
+    index = coll.vectors()
+    yellow_id = coll.catalog.by_path(str(photos / "yellow.jpg")).id
+    index.remove(np.asarray([yellow_id]))
+    index.save(coll.index_path)
+    coll.catalog.set_meta({"index_batch": saved_batch})
+    assert coll.reconcile() == 1
+    assert set(coll.vectors().ids()) == coll.catalog.ok_ids()
+    assert coll.index().added == 1
+    assert paths(coll.search("yellow", k=1)) == ["yellow.jpg"]
+
+
+def test_orphan_vectors_are_removed_on_reconcile(coll, photos):
+    coll.index([photos])
+    coll.vectors().add(np.asarray([999]), np.ones((1, 4), dtype=np.float32) / 2)
+    assert coll.reconcile() == 1
+    assert 999 not in set(coll.vectors().ids())
+
+
+def test_missing_collection_and_model_mismatch(tmp_path, encoder):
+    config = Config(home=tmp_path / "idx")
+    with pytest.raises(CollectionNotFoundError, match="searchengine index PATH"):
+        Collection.open("nope", config)
+    Collection.open("c", config, create=True, model="toy").close()
+    with pytest.raises(ModelMismatchError, match="built with toy"):
+        Collection.open("c", config, model="ViT-B-32:openai")
+
+
+def test_status(coll, photos):
+    coll.index([photos])
+    info = coll.status()
+    assert (info.images, info.failed, info.vectors, info.dim) == (3, 1, 3, 4)
+    assert info.index_type == "Flat" and info.size_bytes > 0
+    assert info.roots == [str(photos)]

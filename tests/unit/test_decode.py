@@ -1,0 +1,81 @@
+import io
+
+import pytest
+from imagegen import half_and_half, solid
+from PIL import Image
+
+from searchengine.errors import ImageError
+from searchengine.ingest.decode import decode_bytes, decode_file
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    # Orientation 6 means "rotate 90° clockwise to view": a 60x40 file shows as 40x60,
+    # and its red top edge ends up on the right.
+    path = half_and_half(tmp_path / "r.jpg", (255, 0, 0), (0, 0, 255), orientation=6)
+    decoded = decode_file(str(path))
+    assert decoded.image.size == (40, 60)
+    assert (decoded.width, decoded.height) == (40, 60)
+    right = decoded.image.getpixel((35, 30))
+    left = decoded.image.getpixel((4, 30))
+    assert right[0] > 200 and right[2] < 60
+    assert left[2] > 200 and left[0] < 60
+
+
+def test_exif_date_is_read(tmp_path):
+    path = solid(tmp_path / "d.jpg", (9, 9, 9), taken="2021:07:04 12:30:00")
+    decoded = decode_file(str(path))
+    assert decoded.taken_at is not None
+    import datetime as dt
+
+    assert dt.datetime.fromtimestamp(decoded.taken_at) == dt.datetime(2021, 7, 4, 12, 30)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty file"),
+        (b"hello, I am text", "not a recognised image format"),
+    ],
+)
+def test_non_images_are_refused_with_a_reason(data, reason):
+    with pytest.raises(ImageError, match=reason):
+        decode_bytes(data)
+
+
+def test_truncated_jpeg_is_refused(tmp_path):
+    path = solid(tmp_path / "t.jpg", (200, 10, 10), size=(300, 300))
+    data = path.read_bytes()
+    with pytest.raises(ImageError, match="cannot decode"):
+        decode_bytes(data[: len(data) // 3])
+
+
+def test_decompression_bomb_is_refused_before_decoding():
+    buf = io.BytesIO()
+    Image.new("L", (4000, 3000)).save(buf, format="PNG")
+    with pytest.raises(ImageError, match="decompression bomb"):
+        decode_bytes(buf.getvalue(), max_pixels=1_000_000)
+
+
+def test_modes_become_rgb():
+    cases = {
+        "RGBA": Image.new("RGBA", (8, 8), (255, 0, 0, 0)),  # fully transparent: white
+        "CMYK": Image.new("CMYK", (8, 8), (0, 255, 255, 0)),
+        "I;16": Image.new("I;16", (8, 8), 65535),
+        "P": Image.new("RGB", (8, 8), (0, 0, 255)).convert("P"),
+    }
+    expected = {"RGBA": (255, 255, 255), "I;16": (255, 255, 255)}
+    for mode, image in cases.items():
+        buf = io.BytesIO()
+        image.save(buf, format="TIFF" if mode in ("CMYK", "I;16") else "PNG")
+        decoded = decode_bytes(buf.getvalue())
+        assert decoded.image.mode == "RGB", mode
+        if mode in expected:
+            assert decoded.image.getpixel((0, 0)) == expected[mode], mode
+
+
+def test_gif_first_frame():
+    frames = [Image.new("RGB", (10, 10), c) for c in [(255, 0, 0), (0, 255, 0)]]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
+    pixel = decode_bytes(buf.getvalue()).image.getpixel((5, 5))
+    assert pixel[0] > 200 and pixel[1] < 50

@@ -1,0 +1,26 @@
+import os
+
+from searchengine.ingest.scan import BASE_EXTENSIONS, scan
+
+
+def test_scan_finds_images_recursively_and_ignores_others(tmp_path):
+    for rel in ["a.jpg", "b.PNG", "sub/c.webp", "sub/deeper/d.tiff", "notes.txt", "e.jpeg.bak"]:
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * 3)
+    found = sorted(os.path.relpath(e.path, tmp_path) for e in scan([tmp_path], BASE_EXTENSIONS))
+    assert found == ["a.jpg", "b.PNG", "sub/c.webp", "sub/deeper/d.tiff"]
+
+
+def test_scan_survives_symlink_loops_and_broken_links(tmp_path):
+    (tmp_path / "x.jpg").write_bytes(b"x")
+    os.symlink(tmp_path, tmp_path / "loop")
+    os.symlink(tmp_path / "missing.jpg", tmp_path / "broken.jpg")
+    found = [os.path.basename(e.path) for e in scan([tmp_path], BASE_EXTENSIONS)]
+    assert found == ["x.jpg"]
+
+
+def test_single_file_root(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"abc")
+    [entry] = scan([tmp_path / "x.png"], BASE_EXTENSIONS)
+    assert entry.size == 3 and entry.path == str(tmp_path / "x.png")

@@ -1,0 +1,83 @@
+"""The command line as a user meets it: help, errors, exit codes."""
+
+import json
+import subprocess
+import sys
+
+import click
+import pytest
+from click.testing import CliRunner
+
+import searchengine
+from searchengine.cli import main
+
+
+def commands():
+    return sorted(main.commands)
+
+
+@pytest.mark.parametrize("name", commands())
+def test_every_command_has_help_with_an_example(name):
+    result = CliRunner().invoke(main, [name, "--help"])
+    assert result.exit_code == 0
+    assert "Examples:" in result.output
+    assert f"searchengine {name}" in result.output
+
+
+def test_help_does_not_import_torch():
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from searchengine.cli import main\n"
+        "for args in (['--help'], ['search', '--help'], ['index', '--help']):\n"
+        "    assert CliRunner().invoke(main, args).exit_code == 0\n"
+        "heavy = [m for m in ('torch', 'open_clip', 'transformers', 'faiss') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_missing_collection_is_one_clear_line(tmp_path):
+    result = CliRunner().invoke(main, ["search", "a dog", "--index-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "no collection 'default'" in result.output
+    assert "searchengine index PATH" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_model_spec_is_refused(tmp_path):
+    (tmp_path / "p").mkdir()
+    result = CliRunner().invoke(
+        main, ["index", str(tmp_path / "p"), "--index-dir", str(tmp_path / "i"), "-m", "nonsense"]
+    )
+    assert result.exit_code == 1
+    assert "cannot parse model spec 'nonsense'" in result.output
+
+
+def test_bad_k_is_a_usage_error(tmp_path):
+    result = CliRunner().invoke(main, ["search", "x", "-k", "0", "--index-dir", str(tmp_path)])
+    assert result.exit_code == 2
+
+
+def test_exported_members():
+    # The public API is exactly what __all__ names, and every name resolves.
+    for name in searchengine.__all__:
+        assert getattr(searchengine, name) is not None
+    public = {n for n in dir(searchengine) if not n.startswith("_")}
+    modules = {n for n in public if isinstance(getattr(searchengine, n), type(searchengine))}
+    assert public - modules == set(searchengine.__all__)
+
+
+def test_commands_are_click_commands():
+    assert all(isinstance(c, click.Command) for c in main.commands.values())
+
+
+def test_status_json_on_empty_collection(tmp_path):
+    from searchengine import Collection, Config
+
+    Collection.open("c", Config(home=tmp_path), create=True, model="toy").close()
+    result = CliRunner().invoke(main, ["status", "-c", "c", "--index-dir", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert (info["model"], info["images"], info["index_type"]) == ("toy", 0, "Flat")

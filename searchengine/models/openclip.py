@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,16 +25,11 @@ class OpenClipEncoder:
 
         self.spec = spec.spec
         self.device = resolve_device(device)
-        pretrained = spec.source if spec.kind is ModelKind.OPEN_CLIP else None
         name = spec.open_clip_name
-        if spec.kind is ModelKind.OPEN_CLIP and name not in open_clip.list_models():
-            raise UnknownModelError(
-                f"open_clip has no architecture {name!r} (model spec {spec.spec!r}); "
-                "run `python -c 'import open_clip; print(open_clip.list_models())'` for the list"
-            )
+        pretrained, quick_gelu = _check_source(spec)
         with hub_errors_to_weights_error(spec):
             model, _, transform = open_clip.create_model_and_transforms(
-                name, pretrained=pretrained, device=self.device
+                name, pretrained=pretrained, device=self.device, force_quick_gelu=quick_gelu
             )
             self._tokenizer = open_clip.get_tokenizer(name)
         model.eval()
@@ -72,6 +69,43 @@ class OpenClipEncoder:
         self._model = None
         if self.device == "cuda":
             self._torch.cuda.empty_cache()
+
+
+def _check_source(spec: ModelSpec) -> tuple[str | None, bool]:
+    """Validate a spec against open_clip before any download is tried.
+
+    Returns the ``pretrained`` argument and whether the weights need QuickGELU:
+    OpenAI's weights were trained with it while the plain ``ViT-B-32`` config uses
+    GELU, and open_clip only warns about the mismatch, so it is forced here.
+    """
+    import open_clip
+
+    if spec.kind is ModelKind.OPEN_CLIP_DIR:
+        if not (Path(spec.source) / "open_clip_config.json").is_file():
+            raise UnknownModelError(
+                f"{spec.source} is not an open_clip model folder (no open_clip_config.json)"
+            )
+        return None, False
+    if spec.kind is not ModelKind.OPEN_CLIP:
+        return None, False
+    arch = spec.arch or ""
+    if arch not in open_clip.list_models():
+        raise UnknownModelError(
+            f"open_clip has no architecture {arch!r} (model spec {spec.spec!r}); list them with "
+            "python -c 'import open_clip; print(open_clip.list_models())'"
+        )
+    if os.path.isabs(spec.source):
+        if not os.path.isfile(spec.source):
+            raise UnknownModelError(f"checkpoint file not found: {spec.source}")
+        return spec.source, "quickgelu" in arch
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    if spec.source not in tags:
+        raise UnknownModelError(
+            f"open_clip has no pretrained tag {spec.source!r} for {arch}; "
+            f"choose one of: {', '.join(tags) or '(none)'}"
+        )
+    cfg = open_clip.get_pretrained_cfg(arch, spec.source)
+    return spec.source, bool(cfg.get("quick_gelu", False))
 
 
 def _has_proj(model: Any) -> bool:

@@ -33,8 +33,13 @@ def solid(
     return path
 
 
-def half_and_half(path: Path, top: tuple[int, int, int], bottom: tuple[int, int, int],
-                  size: tuple[int, int] = (60, 40), orientation: int | None = None) -> Path:
+def half_and_half(
+    path: Path,
+    top: tuple[int, int, int],
+    bottom: tuple[int, int, int],
+    size: tuple[int, int] = (60, 40),
+    orientation: int | None = None,
+) -> Path:
     """Top half one colour, bottom half another: shows whether rotation was applied."""
     image = Image.new("RGB", size, bottom)
     image.paste(Image.new("RGB", (size[0], size[1] // 2), top), (0, 0))
@@ -43,4 +48,16 @@ def half_and_half(path: Path, top: tuple[int, int, int], bottom: tuple[int, int,
         exif[ORIENTATION] = orientation
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, exif=exif.tobytes())
+    return path
+
+
+def noise(path: Path, seed: int, size: tuple[int, int] = (96, 72), fmt: str | None = None) -> Path:
+    """A distinct random-texture image per seed (smooth blobs, so resizing keeps it)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
+    image = Image.fromarray(small).resize(size, Image.Resampling.BICUBIC)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format=fmt)
     return path

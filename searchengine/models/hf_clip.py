@@ -19,6 +19,10 @@ class TransformersClipEncoder:
     def __init__(self, spec: ModelSpec, device: str = "auto") -> None:
         import torch
         from transformers import CLIPModel, CLIPProcessor
+        from transformers.utils import logging as hf_logging
+
+        # The library's own per-tensor loading bar would clutter our output.
+        hf_logging.disable_progress_bar()
 
         self.spec = spec.spec
         self.device = resolve_device(device)

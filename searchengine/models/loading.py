@@ -75,9 +75,28 @@ def hub_errors_to_weights_error(spec: ModelSpec) -> Iterator[None]:
     except WeightsUnavailableError:
         raise
     except (OSError, RuntimeError, ValueError) as exc:
-        if _is_hub_miss(exc):
+        if _is_hub_miss(exc) or not _repo_cached(spec):
             raise WeightsUnavailableError(weights_unavailable_message(spec)) from exc
         raise
+
+
+def _repo_cached(spec: ModelSpec) -> bool:
+    """Whether the hub repo a spec loads from has its config in the local cache.
+
+    Some loaders (transformers' image processor) drop the hub client's exception,
+    so after a failure the cache itself is asked. Local paths count as cached.
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    if spec.kind is ModelKind.TRANSFORMERS:
+        if os.path.isdir(spec.source):
+            return True
+        repo, filename = spec.source, "config.json"
+    elif spec.kind is ModelKind.OPEN_CLIP_HUB:
+        repo, filename = spec.source, "open_clip_config.json"
+    else:
+        return True
+    return isinstance(try_to_load_from_cache(repo, filename), str)
 
 
 def _is_hub_miss(exc: BaseException) -> bool:

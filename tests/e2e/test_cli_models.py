@@ -1,0 +1,194 @@
+"""The real CLI with real model code, offline through the fake hub cache.
+
+Covers each model kind's loading path, the incremental pipeline as a user drives it,
+and parity: the ranking the CLI prints equals the one computed directly with the
+model's own library on the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from fakehub import CLIPS_REPO_ID, HF_CLIP_REPO_ID
+from imagegen import half_and_half, noise, solid
+from PIL import Image
+
+from searchengine.cli import main
+
+pytestmark = pytest.mark.slow
+
+CLIPS = f"hf-hub:{CLIPS_REPO_ID}"
+HF_CLIP = f"hf:{HF_CLIP_REPO_ID}"
+QUERIES = ["a dog on a beach", "red", "a city at night", "two people"]
+
+
+def run(*args: str) -> tuple[int, str]:
+    """Exit code and stdout+stderr as the user's terminal shows them."""
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def run_stdout(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    for i in range(12):
+        noise(folder / ("sub" if i % 3 else "") / f"img{i:02d}.jpg", seed=i)
+    noise(folder / "shot.png", seed=99, fmt="PNG")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (folder / "notes.gif").write_text("not a gif")
+    return folder
+
+
+def index_args(tmp_path: Path, *extra: str) -> list[str]:
+    return ["--index-dir", str(tmp_path / "idx"), "-c", "t", *extra]
+
+
+def search_json(tmp_path: Path, query: str, k: int = 20) -> list[dict]:
+    return json.loads(run_stdout("search", query, "-k", str(k), "--json", *index_args(tmp_path)))
+
+
+def test_index_search_status_through_the_cli(offline_hub, photos, tmp_path):
+    code, out = run("index", str(photos), "-m", CLIPS, *index_args(tmp_path))
+    assert code == 0, out
+    assert "added 13, updated 0, moved 0, unchanged 0, removed 0, failed 2" in out
+    hits = search_json(tmp_path, "a dog on a beach", k=5)
+    assert len(hits) == 5
+    assert {"path", "score", "id"} <= set(hits[0])
+    assert hits == sorted(hits, key=lambda h: -h["score"])
+    code, out = run("status", "--failed", *index_args(tmp_path))
+    assert code == 0
+    failed = dict(line.split("\t") for line in out.strip().splitlines())
+    assert set(map(os.path.basename, failed)) == {"broken.jpg", "notes.gif"}
+    assert all(failed.values())
+    code, out = run("status", "--json", *index_args(tmp_path))
+    info = json.loads(out)
+    assert (info["model"], info["images"], info["failed"], info["vectors"]) == (CLIPS, 13, 2, 13)
+
+
+def test_incremental_reindex_through_the_cli(offline_hub, photos, tmp_path):
+    assert run("index", str(photos), "-m", CLIPS, *index_args(tmp_path))[0] == 0
+    code, out = run("index", str(photos), *index_args(tmp_path))
+    assert "added 0, updated 0, moved 0, unchanged 15, removed 0, failed 0" in out
+    noise(photos / "new.jpg", seed=500)
+    noise(photos / "img00.jpg", seed=501)  # modified
+    os.rename(photos / "sub" / "img01.jpg", photos / "moved.jpg")
+    os.remove(photos / "shot.png")
+    code, out = run("index", *index_args(tmp_path))  # no PATH: known folders
+    assert code == 0, out
+    assert "added 1, updated 1, moved 1, unchanged 12, removed 1, failed 0" in out
+    paths = {os.path.basename(h["path"]) for h in search_json(tmp_path, "anything", k=100)}
+    assert "moved.jpg" in paths and "new.jpg" in paths
+    assert "shot.png" not in paths and "img01.jpg" not in paths
+    assert len(paths) == 13
+
+
+def test_model_mismatch_is_refused(offline_hub, photos, tmp_path):
+    assert run("index", str(photos), "-m", CLIPS, *index_args(tmp_path))[0] == 0
+    code, out = run("index", str(photos), "-m", HF_CLIP, *index_args(tmp_path))
+    assert code == 1
+    assert f"was built with {CLIPS}" in out and "--collection NEW_NAME" in out
+    code, out = run("search", "x", "-m", HF_CLIP, *index_args(tmp_path))
+    assert code == 1 and "was built with" in out
+
+
+def test_exif_rotation_is_applied_before_embedding(offline_hub, tmp_path):
+    folder = tmp_path / "rot"
+    # The same scene twice: once with the pixels stored upright, once stored sideways
+    # with an EXIF tag saying "rotate 90° clockwise". Upright, they must embed alike.
+    sideways = half_and_half(folder / "tagged.jpg", (220, 30, 30), (30, 30, 220), orientation=6)
+    upright = Image.open(sideways)
+    upright = upright.transpose(Image.Transpose.ROTATE_270)
+    upright.save(folder / "upright.jpg", quality=95)
+    half_and_half(folder / "wrong.jpg", (220, 30, 30), (30, 30, 220))  # no tag: sideways
+    assert run("index", str(folder), "-m", CLIPS, *index_args(tmp_path))[0] == 0
+    code, out = run("similar", str(folder / "upright.jpg"), "--json", *index_args(tmp_path))
+    assert code == 0, out
+    hits = json.loads(out)
+    assert os.path.basename(hits[0]["path"]) == "tagged.jpg"
+    assert hits[0]["width"] == 40 and hits[0]["height"] == 60
+
+
+@pytest.mark.parametrize("spec", [CLIPS, HF_CLIP])
+def test_pipeline_parity_with_the_models_own_library(offline_hub, photos, tmp_path, spec):
+    assert run("index", str(photos), "-m", spec, *index_args(tmp_path))[0] == 0
+    files = sorted(p for p in photos.rglob("img*.jpg")) + [photos / "shot.png"]
+    image_vecs, text_vecs = direct_embeddings(spec, files, QUERIES)
+    for query, text_vec in zip(QUERIES, text_vecs, strict=True):
+        ours = search_json(tmp_path, query, k=len(files))
+        direct = {str(f): float(s) for f, s in zip(files, image_vecs @ text_vec, strict=True)}
+        assert [h["path"] for h in ours] == sorted(direct, key=lambda p: -direct[p]), query
+        for hit in ours:
+            assert hit["score"] == pytest.approx(direct[hit["path"]], abs=1e-4)
+
+
+def direct_embeddings(spec: str, files: list[Path], texts: list[str]):
+    """Embed with open_clip or transformers directly, as their docs show."""
+    import torch
+
+    images = [Image.open(f).convert("RGB") for f in files]
+    with torch.no_grad():
+        if spec.startswith("hf-hub:"):
+            import open_clip
+
+            model, _, preprocess = open_clip.create_model_and_transforms(spec)
+            tokenizer = open_clip.get_tokenizer(spec)
+            model.eval()
+            img = model.encode_image(torch.stack([preprocess(im) for im in images]))
+            txt = model.encode_text(tokenizer(texts))
+        else:
+            from transformers import CLIPModel, CLIPProcessor
+
+            repo = spec.removeprefix("hf:")
+            model = CLIPModel.from_pretrained(repo).eval()
+            processor = CLIPProcessor.from_pretrained(repo)
+            inputs = processor(text=texts, images=images, return_tensors="pt", padding=True)
+            out = model(**inputs)
+            img, txt = out.image_embeds, out.text_embeds
+    img = torch.nn.functional.normalize(img.float(), dim=-1).numpy()
+    txt = torch.nn.functional.normalize(txt.float(), dim=-1).numpy()
+    return np.asarray(img), np.asarray(txt)
+
+
+def test_missing_weights_say_how_to_fix_it(empty_offline_hub, photos, tmp_path):
+    for spec in (CLIPS, HF_CLIP, "ViT-B-32:openai"):
+        code, out = run(
+            "index",
+            str(photos),
+            "-m",
+            spec,
+            "-c",
+            f"m{abs(hash(spec))}",
+            "--index-dir",
+            str(tmp_path / "idx"),
+        )
+        assert code == 1, (spec, out)
+        lines = out.strip().splitlines()
+        assert len(lines) == 1, out
+        assert "not in the local Hugging Face cache" in out and "HF_HUB_OFFLINE" in out
+        assert "pre-populate the cache" in out and "local" in out
+
+
+def test_the_installed_command_runs_in_a_fresh_process(offline_hub_env, photos, tmp_path):
+    exe = Path(sys.executable).with_name("searchengine")
+    args = [str(exe), "index", str(photos), "-m", CLIPS, *index_args(tmp_path)]
+    done = subprocess.run(args, env=offline_hub_env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "added 13" in done.stdout
+    args = [str(exe), "search", "red", "-k", "3", *index_args(tmp_path)]
+    done = subprocess.run(args, env=offline_hub_env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 3 and all(Path(line.split("  ", 1)[1]).exists() for line in lines)

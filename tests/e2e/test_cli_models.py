@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from fakehub import CLIPS_REPO_ID, HF_CLIP_REPO_ID
-from imagegen import half_and_half, noise, solid
+from imagegen import half_and_half, noise
 from PIL import Image
 
 from searchengine.cli import main
@@ -124,7 +124,7 @@ def test_exif_rotation_is_applied_before_embedding(offline_hub, tmp_path):
 @pytest.mark.parametrize("spec", [CLIPS, HF_CLIP])
 def test_pipeline_parity_with_the_models_own_library(offline_hub, photos, tmp_path, spec):
     assert run("index", str(photos), "-m", spec, *index_args(tmp_path))[0] == 0
-    files = sorted(p for p in photos.rglob("img*.jpg")) + [photos / "shot.png"]
+    files = [*sorted(photos.rglob("img*.jpg")), photos / "shot.png"]
     image_vecs, text_vecs = direct_embeddings(spec, files, QUERIES)
     for query, text_vec in zip(QUERIES, text_vecs, strict=True):
         ours = search_json(tmp_path, query, k=len(files))

@@ -8,7 +8,11 @@ from searchengine.errors import ConfigError
 
 def test_defaults_and_env_and_overrides():
     assert Config.from_env({}).home == Path("indexes")
-    env = {"SEARCHENGINE_HOME": "/data/idx", "SEARCHENGINE_MODEL": "toy", "SEARCHENGINE_BATCH_SIZE": "8"}
+    env = {
+        "SEARCHENGINE_HOME": "/data/idx",
+        "SEARCHENGINE_MODEL": "toy",
+        "SEARCHENGINE_BATCH_SIZE": "8",
+    }
     cfg = Config.from_env(env)
     assert (cfg.home, cfg.model, cfg.batch_size) == (Path("/data/idx"), "toy", 8)
     # explicit options win over the environment; None means "not given"

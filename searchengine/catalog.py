@@ -12,11 +12,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from sqlalchemy import (
     BigInteger,
     Column,
     Float,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -33,7 +35,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from searchengine.errors import SchemaVersionError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -69,6 +71,28 @@ images_table = Table(
     Column("batch", Integer, nullable=False, default=0),
 )
 
+# Per-image data computed by other models than the collection's own: reranker
+# vectors and captions. Each row remembers the content hash it was computed from,
+# so a changed file never serves a stale vector or caption.
+embeddings_table = Table(
+    "embeddings",
+    metadata,
+    Column("image_id", Integer, primary_key=True),
+    Column("model", String(512), primary_key=True),
+    Column("content_hash", String(64), nullable=False),
+    Column("vector", LargeBinary, nullable=False),
+)
+
+captions_table = Table(
+    "captions",
+    metadata,
+    Column("image_id", Integer, primary_key=True),
+    Column("model", String(512), primary_key=True),
+    Column("content_hash", String(64), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
 OK = "ok"
 FAILED = "failed"
 
@@ -99,19 +123,8 @@ class Catalog:
         self.engine: Engine = create_engine(url)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
-        self._check_version()
-
-    def _check_version(self) -> None:
         with self.engine.begin() as conn:
-            found = read_meta(conn, "schema_version")
-            if found is None:
-                write_meta(conn, "schema_version", str(SCHEMA_VERSION))
-            elif int(found) > SCHEMA_VERSION:
-                raise SchemaVersionError(
-                    f"this collection was written by a newer searchengine (schema {found}, "
-                    f"this release reads up to {SCHEMA_VERSION}); upgrade searchengine"
-                )
+            _prepare_schema(conn)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -194,6 +207,39 @@ def delete_images(conn: Connection, ids: Sequence[int]) -> None:
     for start in range(0, len(ids), 500):
         chunk = [int(i) for i in ids[start : start + 500]]
         conn.execute(delete(images_table).where(images_table.c.id.in_(chunk)))
+        conn.execute(delete(embeddings_table).where(embeddings_table.c.image_id.in_(chunk)))
+        conn.execute(delete(captions_table).where(captions_table.c.image_id.in_(chunk)))
+
+
+def _prepare_schema(conn: Connection) -> None:
+    """Create a new catalog, or migrate an older one in place, in one transaction.
+
+    Only the tables of schema 1 are created directly; later ones come from the
+    migrations, so a new catalog and an upgraded one go through the same steps,
+    and a failed migration leaves the catalog as it was.
+    """
+    for table in (meta_table, roots_table, images_table):
+        table.create(conn, checkfirst=True)
+    found = read_meta(conn, "schema_version")
+    version = 1 if found is None else int(found)
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"this collection was written by a newer searchengine (schema {version}, "
+            f"this release reads up to {SCHEMA_VERSION}); upgrade searchengine"
+        )
+    while version < SCHEMA_VERSION:
+        MIGRATIONS[version](conn)
+        version += 1
+    write_meta(conn, "schema_version", str(version))
+
+
+def _migrate_1_to_2(conn: Connection) -> None:
+    # Version 2 adds the reranker-vector and caption caches.
+    embeddings_table.create(conn, checkfirst=True)
+    captions_table.create(conn, checkfirst=True)
+
+
+MIGRATIONS = {1: _migrate_1_to_2}
 
 
 def read_meta(conn: Connection, key: str) -> str | None:
@@ -213,3 +259,72 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
+
+
+class DerivedCache:
+    """Reranker vectors and captions kept per (image, model) in the catalog.
+
+    A row is served only while its content hash equals the image's current one.
+    """
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.engine = catalog.engine
+
+    def vectors(self, ids: Sequence[int], model: str) -> dict[int, np.ndarray]:
+        table = embeddings_table
+        found: dict[int, np.ndarray] = {}
+        for chunk, conn in self._chunks(ids):
+            query = (
+                select(table.c.image_id, table.c.vector)
+                .join(images_table, images_table.c.id == table.c.image_id)
+                .where(table.c.model == model, table.c.image_id.in_(chunk))
+                .where(table.c.content_hash == images_table.c.content_hash)
+            )
+            for image_id, blob in conn.execute(query):
+                found[int(image_id)] = np.frombuffer(blob, dtype=np.float32).copy()
+        return found
+
+    def store_vectors(self, model: str, rows: Sequence[tuple[int, str, np.ndarray]]) -> None:
+        values = [
+            {"image_id": i, "model": model, "content_hash": h, "vector": _blob(v)}
+            for i, h, v in rows
+        ]
+        self._replace(embeddings_table, model, values)
+
+    def captions(self, ids: Sequence[int], model: str) -> dict[int, str]:
+        table = captions_table
+        found: dict[int, str] = {}
+        for chunk, conn in self._chunks(ids):
+            query = (
+                select(table.c.image_id, table.c.text)
+                .join(images_table, images_table.c.id == table.c.image_id)
+                .where(table.c.model == model, table.c.image_id.in_(chunk))
+                .where(table.c.content_hash == images_table.c.content_hash)
+            )
+            found.update({int(i): str(t) for i, t in conn.execute(query)})
+        return found
+
+    def store_captions(self, model: str, rows: Sequence[tuple[int, str, str]]) -> None:
+        now = time.time()
+        values = [
+            {"image_id": i, "model": model, "content_hash": h, "text": t, "created_at": now}
+            for i, h, t in rows
+        ]
+        self._replace(captions_table, model, values)
+
+    def _chunks(self, ids: Sequence[int]) -> Iterator[tuple[list[int], Connection]]:
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                yield [int(i) for i in ids[start : start + 500]], conn
+
+    def _replace(self, table: Table, model: str, values: list[dict[str, Any]]) -> None:
+        if not values:
+            return
+        ids = [v["image_id"] for v in values]
+        with self.engine.begin() as conn:
+            conn.execute(delete(table).where(table.c.model == model, table.c.image_id.in_(ids)))
+            conn.execute(insert(table), values)
+
+
+def _blob(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype=np.float32).tobytes()

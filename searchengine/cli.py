@@ -175,7 +175,60 @@ def _print_results(results: Sequence[SearchResult], as_json: bool) -> None:
     if not results:
         click.echo("no results", err=True)
     for r in results:
-        click.echo(f"{r.score:.4f}  {r.path}")
+        scores = f"cos {r.cosine:.4f}"
+        if r.clip_score is not None:
+            scores += f"  clip {r.clip_score:.4f}"
+        click.echo(f"{r.score:.4f}  {r.path}  ({scores})")
+        if r.caption:
+            click.echo(f"        {r.caption}")
+
+
+OWN_MODEL = "__collection_model__"
+
+
+def filter_options(func: F) -> F:
+    options = [
+        click.option(
+            "--path",
+            "path_glob",
+            default=None,
+            metavar="DIR|GLOB",
+            help="Only images under a folder or whose path matches a glob.",
+        ),
+        click.option(
+            "--after",
+            default=None,
+            metavar="DATE",
+            help="Only photos taken on/after YYYY[-MM[-DD]] (EXIF date, else mtime).",
+        ),
+        click.option(
+            "--before",
+            default=None,
+            metavar="DATE",
+            help="Only photos taken before YYYY[-MM[-DD]].",
+        ),
+        click.option(
+            "--min-width",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Only images at least this wide (pixels).",
+        ),
+        click.option(
+            "--min-height",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Only images at least this tall (pixels).",
+        ),
+        click.option(
+            "--orientation",
+            type=click.Choice(["landscape", "portrait", "square"]),
+            default=None,
+            help="Only images of this orientation.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
 
 
 @main.command()
@@ -190,28 +243,107 @@ def _print_results(results: Sequence[SearchResult], as_json: bool) -> None:
     show_default=True,
     help="Number of results.",
 )
+@click.option(
+    "--plus",
+    multiple=True,
+    metavar="[W:]TERM",
+    help="Add a text or an example image (a file path); repeatable.",
+)
+@click.option(
+    "--minus",
+    multiple=True,
+    metavar="[W:]TERM",
+    help="Subtract a text or an example image; repeatable.",
+)
+@click.option(
+    "--rerank",
+    is_flag=False,
+    flag_value=OWN_MODEL,
+    default=None,
+    metavar="[MODEL]",
+    help="Rank by CLIPScore, under MODEL (default: the collection's model).",
+)
+@click.option(
+    "--candidates",
+    type=click.IntRange(min=1, max=100000),
+    default=None,
+    help="First-stage candidates to rescore [default: max(100, k)].",
+)
+@click.option(
+    "--min-score",
+    type=click.FloatRange(min=0.0, max=2.5),
+    default=None,
+    help="Drop results with a CLIPScore below this (0 to 2.5).",
+)
+@filter_options
+@click.option(
+    "--sort",
+    type=click.Choice(["relevance", "date", "date-asc"]),
+    default="relevance",
+    show_default=True,
+    help="Order of the results: date is newest first.",
+)
 @click.option("--model", "-m", default=None, help="Must match the collection's model if given.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of results.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list with every score.")
 def search(
     query: str,
     collection: str,
     index_dir: Path | None,
     k: int,
+    plus: tuple[str, ...],
+    minus: tuple[str, ...],
+    rerank: str | None,
+    candidates: int | None,
+    min_score: float | None,
+    path_glob: str | None,
+    after: str | None,
+    before: str | None,
+    min_width: int | None,
+    min_height: int | None,
+    orientation: str | None,
+    sort: str,
     model: str | None,
     device: str | None,
     as_json: bool,
 ) -> None:
     """Rank a collection's images by a text QUERY.
 
+    Each result shows the first-stage cosine and the CLIPScore (2.5 * max(cos, 0)
+    for "A photo depicts QUERY"). A --plus/--minus term naming an existing file is an
+    example image, anything else is text; "W:term" weights it (e.g. 0.5:sunset.jpg).
+
     \b
     Examples:
       searchengine search "kids building a sandcastle"
       searchengine search "a red car at night" -k 20 --json
+      searchengine search "a beach" --plus ./sunset.jpg --minus people
+      searchengine search "a dog" --rerank hf-hub:UCSC-VLAA/ViT-L-14-CLIPS-Recap-DataComp-1B
+      searchengine search "birthday cake" --after 2021 --before 2022-06 --sort date
+      searchengine search "mountains" --path "*/holidays/*" --orientation landscape
     """
+    from searchengine.filters import Filters, parse_date
 
     with _errors(), _open(collection, index_dir, model, device) as coll:
-        results = coll.search(query, k)
+        filters = Filters(
+            path=path_glob,
+            after=parse_date(after) if after else None,
+            before=parse_date(before, end=True) if before else None,
+            min_width=min_width,
+            min_height=min_height,
+            orientation=orientation,
+        )
+        results = coll.search(
+            query,
+            k,
+            plus=plus,
+            minus=minus,
+            rerank=True if rerank == OWN_MODEL else rerank,
+            candidates=candidates,
+            min_score=min_score,
+            filters=filters,
+            sort=sort,
+        )
     _print_results(results, as_json)
 
 

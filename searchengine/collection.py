@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +29,13 @@ from searchengine.errors import (
     ModelMismatchError,
     QueryError,
 )
+from searchengine.filters import SORTS, Filters, matching_ids
 from searchengine.ingest.decode import decode_file
 from searchengine.ingest.pipeline import IndexReport, Ingest, Progress
 from searchengine.models import Encoder, load_encoder, parse_model_spec
-from searchengine.search import SearchResult, check_k, check_query, rank
+from searchengine.query import build_terms, embed_terms
+from searchengine.rerank import ImageVectors, clip_scores
+from searchengine.search import SearchResult, check_k, rank
 from searchengine.vectors import EXACT, FaissIndex
 
 CATALOG_FILE = "catalog.sqlite"
@@ -82,6 +85,7 @@ class Collection:
         self.model = catalog.get_meta("model") or config.model
         self._encoder = encoder
         self._index: FaissIndex | None = None
+        self._rerankers: dict[str, Encoder] = {}
 
     # -- opening ----------------------------------------------------------------
     @classmethod
@@ -141,8 +145,9 @@ class Collection:
         return cls(name, folder, catalog, config, encoder)
 
     def close(self) -> None:
-        if self._encoder is not None:
-            self._encoder.close()
+        for encoder in [self._encoder, *self._rerankers.values()]:
+            if encoder is not None:
+                encoder.close()
         self.catalog.close()
 
     def __enter__(self) -> Collection:
@@ -246,15 +251,80 @@ class Collection:
             self._save_index(int(self.catalog.get_meta("last_batch") or saved))
         return len(stale) + len(orphans)
 
-    def search(self, query: str, k: int = 10) -> list[SearchResult]:
-        """Images best matching a text query, best first."""
-        text = check_query(query)
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        plus: Sequence[str] = (),
+        minus: Sequence[str] = (),
+        rerank: str | bool | Encoder | None = None,
+        candidates: int | None = None,
+        min_score: float | None = None,
+        filters: Filters | None = None,
+        sort: str = "relevance",
+    ) -> list[SearchResult]:
+        """Images best matching a query, best first.
+
+        Args:
+            query: what the photo shows, in words.
+            k: how many results.
+            plus: more terms to add: text, or paths of example images; ``W:term``
+                weights a term.
+            minus: terms to subtract, in the same form.
+            rerank: rescore the candidates with CLIPScore and rank by it; ``True``
+                uses the collection's own model, a spec string (or a loaded
+                encoder) another model.
+            candidates: first-stage candidates to rescore (default ``max(100, k)``
+                when reranking or thresholding, else ``k``).
+            min_score: drop results whose CLIPScore is below this.
+            filters: metadata filters, applied inside the vector search.
+            sort: ``relevance``, ``date`` (newest first) or ``date-asc``.
+
+        Every result carries the first-stage cosine and the CLIPScore.
+        """
         check_k(k)
+        if sort not in SORTS:
+            raise QueryError(f"unknown sort {sort!r}; use one of {', '.join(SORTS)}")
+        terms = build_terms(query, plus, minus)
         index = self.vectors()
+        allowed = matching_ids(self.catalog, filters) if filters and filters.active else None
         if len(index) == 0:
             return []
-        vector = self.encoder.encode_texts([text])[0]
-        return rank(index, self.catalog, vector, k)
+        rescoring = bool(rerank) or min_score is not None
+        pool = candidates or (max(100, k) if rescoring else k)
+        first = rank(
+            index, self.catalog, embed_terms(terms, self.encoder), max(pool, k), allowed=allowed
+        )
+        scorer = self._scorer(rerank)
+        records = list(self.catalog.get([r.id for r in first]).values())
+        by_id = {r.id: r for r in records}
+        vectors = scorer.get([by_id[r.id] for r in first])
+        scores = clip_scores(vectors, embed_terms(terms, scorer.encoder, clipscore=True))
+        results = [
+            replace(r, clip_score=float(s), score=float(s) if rerank else r.score)
+            for r, s in zip(first, scores, strict=True)
+        ]
+        if rerank:
+            results.sort(key=lambda r: (-r.score, -r.cosine))
+        if min_score is not None:
+            results = [r for r in results if (r.clip_score or 0.0) >= min_score]
+        results = results[:k]
+        if sort != "relevance":
+            results.sort(key=lambda r: _date(r, by_id), reverse=(sort == "date"))
+        return results
+
+    def _scorer(self, rerank: str | bool | Encoder | None) -> ImageVectors:
+        """Where CLIPScore's image vectors come from: our index, or a cached model."""
+        if isinstance(rerank, Encoder) and rerank.spec != self.model:
+            return ImageVectors(self.catalog, rerank)
+        spec = rerank if isinstance(rerank, str) else None
+        if spec is None or parse_model_spec(spec).spec == self.model:
+            return ImageVectors(self.catalog, self.encoder, index=self.vectors())
+        canonical = parse_model_spec(spec).spec
+        if canonical not in self._rerankers:
+            self._rerankers[canonical] = load_encoder(canonical, self.config.device)
+        return ImageVectors(self.catalog, self._rerankers[canonical])
 
     def similar(self, image: str | Path | Image.Image, k: int = 10) -> list[SearchResult]:
         """Images most like an example image (indexed or not); the image itself excluded."""
@@ -302,6 +372,13 @@ class Collection:
     def failures(self) -> list[ImageRecord]:
         """Files that could not be indexed, with the reason for each."""
         return [r for r in self.catalog.records() if r.status != OK]
+
+
+def _date(result: SearchResult, records: dict[int, ImageRecord]) -> float:
+    """EXIF date, else file modification time (as the date filters use)."""
+    if result.taken_at is not None:
+        return result.taken_at
+    return records[result.id].mtime_ns / 1e9
 
 
 def list_collections(config: Config) -> Sequence[str]:

@@ -21,7 +21,9 @@ class VectorIndex(Protocol):
     def __len__(self) -> int: ...
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
     def remove(self, ids: np.ndarray) -> None: ...
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
     def reconstruct(self, image_id: int) -> np.ndarray | None: ...
     def ids(self) -> np.ndarray: ...
     def save(self, path: Path) -> None: ...
@@ -63,15 +65,25 @@ class FaissIndex:
         selector = self._faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64))
         self._index.remove_ids(selector)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top ``k`` per query row: (scores, ids), ids ``-1`` where fewer exist."""
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` per query row: (scores, ids), ids ``-1`` where fewer exist.
+
+        ``allowed`` restricts the search to those ids inside FAISS, so a filter never
+        costs results that a search-then-filter would have truncated away.
+        """
         k = max(1, min(k, len(self)))
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
-        if len(self) == 0:
+        if len(self) == 0 or (allowed is not None and len(allowed) == 0):
             empty = np.zeros((len(queries), 0))
             return empty.astype(np.float32), empty.astype(np.int64)
-        scores, ids = self._index.search(queries, k)
-        return scores, ids
+        if allowed is None:
+            return self._index.search(queries, k)
+        selector = self._faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+        params = self._faiss.SearchParameters()
+        params.sel = selector
+        return self._index.search(queries, min(k, len(allowed)), params=params)
 
     def reconstruct(self, image_id: int) -> np.ndarray | None:
         try:

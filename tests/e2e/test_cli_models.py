@@ -191,4 +191,4 @@ def test_the_installed_command_runs_in_a_fresh_process(offline_hub_env, photos, 
     done = subprocess.run(args, env=offline_hub_env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
-    assert len(lines) == 3 and all(Path(line.split("  ", 1)[1]).exists() for line in lines)
+    assert len(lines) == 3 and all(Path(line.split("  ")[1]).exists() for line in lines)

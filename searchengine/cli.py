@@ -103,8 +103,10 @@ def main() -> None:
 @click.option(
     "--model",
     "-m",
-    default=None,
-    help="Model spec for a new collection [env SEARCHENGINE_MODEL; default ViT-B-32:openai].",
+    "models",
+    multiple=True,
+    help="Model spec of the collection [env SEARCHENGINE_MODEL; default ViT-B-32:openai]. "
+    "Repeat to also cache reranking vectors of more models.",
 )
 @click.option(
     "--device",
@@ -129,7 +131,7 @@ def index(
     paths: Sequence[Path],
     collection: str,
     index_dir: Path | None,
-    model: str | None,
+    models: tuple[str, ...],
     device: str | None,
     batch_size: int | None,
     workers: int | None,
@@ -146,17 +148,26 @@ def index(
       searchengine index ~/Pictures
       searchengine index ~/Pictures ~/Phone --collection family --model ViT-B-32:openai
       searchengine index --collection family          # refresh known folders
+      searchengine index ~/Pictures -m ViT-B-32:openai \\
+          -m hf-hub:UCSC-VLAA/ViT-L-14-CLIPS-Recap-DataComp-1B   # + rerank vectors
     """
     from searchengine.collection import Collection
 
     with _errors():
+        model = models[0] if models else None
+        model = models[0] if models else None
         config = _config(
             index_dir, model=model, device=device, batch_size=batch_size, workers=workers
         )
         with Collection.open(collection, config, create=True, model=model) as coll:
             report = coll.index(paths, progress=TqdmProgress("indexing"))
+            precomputed = {
+                extra: coll.precompute(extra, progress=TqdmProgress(f"caching {extra}"))
+                for extra in models[1:]
+            }
     if as_json:
-        click.echo(json.dumps(report.__dict__ | {"embedded": report.embedded}, indent=2))
+        payload = report.__dict__ | {"embedded": report.embedded, "precomputed": precomputed}
+        click.echo(json.dumps(payload, indent=2))
         return
     rate = f" ({report.embedded / report.seconds:.1f} images/s)" if report.embedded else ""
     click.echo(
@@ -164,6 +175,8 @@ def index(
         f"unchanged {report.unchanged}, removed {report.removed}, failed {report.failed} "
         f"in {report.seconds:.1f} s{rate}"
     )
+    for extra, count in precomputed.items():
+        click.echo(f"cached {count} new {extra} vectors for reranking")
     if report.failed:
         click.echo(f"see why: searchengine status --failed --collection {collection}", err=True)
 

@@ -31,7 +31,7 @@ from searchengine.errors import (
 )
 from searchengine.filters import SORTS, Filters, matching_ids
 from searchengine.ingest.decode import decode_file
-from searchengine.ingest.pipeline import IndexReport, Ingest, Progress
+from searchengine.ingest.pipeline import IndexReport, Ingest, NoProgress, Progress
 from searchengine.models import Encoder, load_encoder, parse_model_spec
 from searchengine.query import build_terms, embed_terms
 from searchengine.rerank import ImageVectors, clip_scores
@@ -211,6 +211,28 @@ class Collection:
             progress=progress,
         )
         return run.run(roots)
+
+    def precompute(self, model: str | Encoder, progress: Progress | None = None) -> int:
+        """Compute and cache another model's vectors for every indexed image.
+
+        Later ``search(..., rerank=model)`` calls then decode nothing. Images whose
+        vectors are cached already are skipped. Returns how many were computed.
+        """
+        scorer = self._scorer(model)
+        if scorer.index is not None:
+            return 0  # the collection's own model: its vectors are the index
+        records = list(self.catalog.records(OK))
+        progress = progress or NoProgress()
+        progress.start(len(records))
+        chunk = 256
+        try:
+            for start in range(0, len(records), chunk):
+                part = records[start : start + chunk]
+                scorer.get(part)
+                progress.advance(len(part))
+        finally:
+            progress.close()
+        return scorer.decoded
 
     def _encoder_for_ingest(self) -> Encoder:
         encoder = self.encoder

@@ -154,3 +154,14 @@ def test_parse_date_end_bounds():
     assert parse_date("2021-12", end=True) == parse_date("2022-01")
     assert parse_date("2021-02-28", end=True) == parse_date("2021-03-01")
     assert np.isclose(parse_date("2020", end=True), parse_date("2021"))
+
+
+def test_precompute_caches_a_second_models_vectors(coll, dated, monkeypatch):
+    coll.index([dated])
+    second = FakeEncoder(spec="second")
+    assert coll.precompute(second) == 12
+    assert coll.precompute(second) == 0  # nothing new
+    import searchengine.rerank as rerank_module
+
+    monkeypatch.setattr(rerank_module, "decode_file", lambda p: pytest.fail(f"decoded {p}"))
+    assert names(coll.search("green", k=1, rerank=second)) == ["green.jpg"]

@@ -93,7 +93,13 @@ def _repo_cached(spec: ModelSpec) -> bool:
             return True
         repo, filename = spec.source, "config.json"
     elif spec.kind is ModelKind.OPEN_CLIP_HUB:
-        repo, filename = spec.source, "open_clip_config.json"
+        # A cached config without weights is a miss too (open_clip only warns).
+        config = try_to_load_from_cache(spec.source, "open_clip_config.json")
+        weights = [
+            try_to_load_from_cache(spec.source, name)
+            for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+        ]
+        return isinstance(config, str) and any(isinstance(w, str) for w in weights)
     else:
         return True
     return isinstance(try_to_load_from_cache(repo, filename), str)

@@ -29,7 +29,13 @@ class OpenClipEncoder:
         pretrained, quick_gelu = _check_source(spec)
         with hub_errors_to_weights_error(spec):
             model, _, transform = open_clip.create_model_and_transforms(
-                name, pretrained=pretrained, device=self.device, force_quick_gelu=quick_gelu
+                name,
+                pretrained=pretrained,
+                device=self.device,
+                force_quick_gelu=quick_gelu,
+                # Without this, a cached config with missing weights silently
+                # yields a randomly initialised model.
+                require_pretrained=True,
             )
             self._tokenizer = open_clip.get_tokenizer(name)
         model.eval()

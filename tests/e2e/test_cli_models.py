@@ -192,3 +192,38 @@ def test_the_installed_command_runs_in_a_fresh_process(offline_hub_env, photos, 
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 3 and all(Path(line.split("  ")[1]).exists() for line in lines)
+
+
+def test_rerank_under_a_second_model_through_the_cli(offline_hub, photos, tmp_path):
+    code, out = run("index", str(photos), "-m", HF_CLIP, "-m", CLIPS, *index_args(tmp_path))
+    assert code == 0, out
+    assert f"cached 13 new {CLIPS} vectors for reranking" in out
+    args = ["a dog on a beach", "-k", "5", "--rerank", CLIPS, "--candidates", "13", "--json"]
+    hits = json.loads(run_stdout("search", *args, *index_args(tmp_path)))
+    assert len(hits) == 5
+    assert all(h["score"] == h["clip_score"] for h in hits)
+    assert [h["clip_score"] for h in hits] == sorted((h["clip_score"] for h in hits), reverse=True)
+    # The CLIPScore is the CLIPS model's own: check one against a direct computation.
+    image_vecs, text_vecs = direct_embeddings(
+        CLIPS, [Path(hits[0]["path"])], ["A photo depicts a dog on a beach"]
+    )
+    expected = 2.5 * max(float(image_vecs[0] @ text_vecs[0]), 0.0)
+    assert hits[0]["clip_score"] == pytest.approx(expected, abs=1e-4)
+    plain = run_stdout("search", "a dog on a beach", "-k", "3", *index_args(tmp_path))
+    assert all("cos " in line and "clip " in line for line in plain.strip().splitlines())
+
+
+def test_config_cached_without_weights_is_a_clear_error(fake_hub, photos, tmp_path, monkeypatch):
+    """open_clip would build a random model from a config alone; we refuse instead."""
+    import shutil
+
+    from fakehub import activate
+
+    hf_home = tmp_path / "partial_hf_home"
+    shutil.copytree(fake_hub.hf_home, hf_home, symlinks=True)
+    for weights in hf_home.glob("hub/models--UCSC-VLAA--*/snapshots/*/open_clip_*model*"):
+        weights.unlink()
+    activate(monkeypatch, hf_home)
+    code, out = run("index", str(photos), "-m", CLIPS, *index_args(tmp_path))
+    assert code == 1
+    assert "not in the local Hugging Face cache" in out and "Traceback" not in out

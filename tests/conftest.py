@@ -1,0 +1,62 @@
+"""Fixtures shared by unit and end-to-end tests.
+
+Fake Hugging Face hub (see ``tests/fakehub.py``):
+
+- ``fake_hub`` (session): the tiny repos, written once under a temporary ``HF_HOME``.
+  Building it imports torch, open_clip and transformers, so only tests that ask for it
+  pay for that.
+- ``offline_hub``: ``fake_hub`` made this process's hub cache for one test, offline.
+  Use it for in-process loads (``open_clip.create_model_and_transforms("hf-hub:...")``,
+  ``CLIPModel.from_pretrained(...)``); every change is undone after the test.
+- ``fake_hub_with_builtin`` (session): a separate ``HF_HOME`` that also holds the full-size
+  random ``ViT-B-32:openai`` checkpoint (~300 MB, seconds to write); for ``slow`` tests,
+  with ``activate(monkeypatch, hub.hf_home)`` or ``hub.env()``.
+- ``offline_hub_env``: a full environment for ``subprocess.run(..., env=offline_hub_env)``
+  that points a child process (the CLI) at ``fake_hub``, offline.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from fakehub import FakeHub, activate, build_fake_hub, build_openclip_builtin
+
+
+@pytest.fixture(scope="session")
+def fake_hub(tmp_path_factory: pytest.TempPathFactory) -> FakeHub:
+    """The default fake hub (tiny CLIPS and transformers CLIP repos), built once per session."""
+    return build_fake_hub(tmp_path_factory.mktemp("hf_home"))
+
+
+@pytest.fixture(scope="session")
+def fake_hub_with_builtin(tmp_path_factory: pytest.TempPathFactory) -> FakeHub:
+    """The default repos plus open_clip's ``ViT-B-32:openai`` at full size, in its own HF_HOME.
+
+    Kept apart from ``fake_hub`` so tests there can rely on the builtin being missing.
+    """
+    hub = build_fake_hub(tmp_path_factory.mktemp("hf_home_builtin"))
+    builtin = build_openclip_builtin(hub.hf_home, "ViT-B-32", "openai")
+    return FakeHub(hub.hf_home, {**hub.repos, builtin.repo_id: builtin})
+
+
+@pytest.fixture
+def offline_hub(fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> FakeHub:
+    """Make ``fake_hub`` this process's Hugging Face cache, offline, for one test."""
+    activate(monkeypatch, fake_hub.hf_home)
+    return fake_hub
+
+
+@pytest.fixture
+def empty_offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeHub:
+    """An empty hub cache, offline: every download fails as on a machine without weights."""
+    hub = build_fake_hub(tmp_path / "hf_home", builders=())
+    activate(monkeypatch, hub.hf_home)
+    return hub
+
+
+@pytest.fixture
+def offline_hub_env(fake_hub: FakeHub) -> dict[str, str]:
+    """This process's environment, pointed at ``fake_hub`` and offline, for subprocesses."""
+    return {**os.environ, **fake_hub.env()}

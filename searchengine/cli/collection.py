@@ -1,103 +1,29 @@
-"""The ``searchengine`` command line: parse options, call one library method, print.
-
-Heavy modules (torch, open_clip, faiss) are imported inside commands, so ``--help``
-answers instantly.
-"""
+"""Collection commands: index, search, similar, status, demo."""
 
 from __future__ import annotations
 
 import json
 import os
-import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import click
 
-from searchengine.config import DEFAULT_COLLECTION, Config
-from searchengine.errors import ConfigError, SearchEngineError
-
-if TYPE_CHECKING:
-    from searchengine.collection import Collection
-    from searchengine.search import SearchResult
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    """Library errors become one clear line and exit status 1; Ctrl-C exits 130."""
-    try:
-        yield
-    except ConfigError as exc:
-        raise click.BadParameter(str(exc)) from exc
-    except SearchEngineError as exc:
-        raise click.ClickException(str(exc)) from exc
-    except KeyboardInterrupt:
-        click.echo(
-            "interrupted; work done so far is saved, run the same command to resume", err=True
-        )
-        sys.exit(130)
+from searchengine.cli.common import (
+    OWN_MODEL,
+    TqdmProgress,
+    collection_options,
+    errors,
+    filter_options,
+    human_size,
+    make_config,
+    open_collection,
+    print_results,
+)
 
 
-def collection_options(func: F) -> F:
-    func = click.option(
-        "--index-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=None,
-        help="Folder holding collections [env SEARCHENGINE_HOME; default ./indexes].",
-    )(func)
-    return click.option(
-        "--collection",
-        "-c",
-        default=DEFAULT_COLLECTION,
-        show_default=True,
-        help="Collection name (a folder under the index dir).",
-    )(func)
-
-
-def _config(index_dir: Path | None, **overrides: Any) -> Config:
-    return Config.from_env(home=index_dir, **overrides)
-
-
-class TqdmProgress:
-    """Progress bar on stderr (hidden when stderr is not a terminal)."""
-
-    def __init__(self, desc: str) -> None:
-        self.desc = desc
-        self._bar: Any = None
-
-    def start(self, total: int) -> None:
-        from tqdm import tqdm
-
-        self._bar = tqdm(total=total, desc=self.desc, unit="img", disable=None, file=sys.stderr)
-
-    def advance(self, n: int = 1) -> None:
-        if self._bar is not None:
-            self._bar.update(n)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="searchengine")
-def main() -> None:
-    """Find photos by describing them.
-
-    \b
-    Examples:
-      searchengine index ~/Pictures
-      searchengine search "kids building a sandcastle"
-      searchengine similar ~/Pictures/beach.jpg
-      searchengine status --failed
-    """
-
-
-@main.command()
+@click.command()
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @collection_options
 @click.option(
@@ -153,10 +79,10 @@ def index(
     """
     from searchengine.collection import Collection
 
-    with _errors():
+    with errors():
         model = models[0] if models else None
         model = models[0] if models else None
-        config = _config(
+        config = make_config(
             index_dir, model=model, device=device, batch_size=batch_size, workers=workers
         )
         with Collection.open(collection, config, create=True, model=model) as coll:
@@ -181,70 +107,7 @@ def index(
         click.echo(f"see why: searchengine status --failed --collection {collection}", err=True)
 
 
-def _print_results(results: Sequence[SearchResult], as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
-        return
-    if not results:
-        click.echo("no results", err=True)
-    for r in results:
-        scores = f"cos {r.cosine:.4f}"
-        if r.clip_score is not None:
-            scores += f"  clip {r.clip_score:.4f}"
-        click.echo(f"{r.score:.4f}  {r.path}  ({scores})")
-        if r.caption:
-            click.echo(f"        {r.caption}")
-
-
-OWN_MODEL = "__collection_model__"
-
-
-def filter_options(func: F) -> F:
-    options = [
-        click.option(
-            "--path",
-            "path_glob",
-            default=None,
-            metavar="DIR|GLOB",
-            help="Only images under a folder or whose path matches a glob.",
-        ),
-        click.option(
-            "--after",
-            default=None,
-            metavar="DATE",
-            help="Only photos taken on/after YYYY[-MM[-DD]] (EXIF date, else mtime).",
-        ),
-        click.option(
-            "--before",
-            default=None,
-            metavar="DATE",
-            help="Only photos taken before YYYY[-MM[-DD]].",
-        ),
-        click.option(
-            "--min-width",
-            type=click.IntRange(min=1),
-            default=None,
-            help="Only images at least this wide (pixels).",
-        ),
-        click.option(
-            "--min-height",
-            type=click.IntRange(min=1),
-            default=None,
-            help="Only images at least this tall (pixels).",
-        ),
-        click.option(
-            "--orientation",
-            type=click.Choice(["landscape", "portrait", "square"]),
-            default=None,
-            help="Only images of this orientation.",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-@main.command()
+@click.command()
 @click.argument("query")
 @collection_options
 @click.option(
@@ -337,7 +200,7 @@ def search(
     """
     from searchengine.filters import Filters, parse_date
 
-    with _errors(), _open(collection, index_dir, model, device) as coll:
+    with errors(), open_collection(collection, index_dir, model, device) as coll:
         filters = Filters(
             path=path_glob,
             after=parse_date(after) if after else None,
@@ -357,10 +220,10 @@ def search(
             filters=filters,
             sort=sort,
         )
-    _print_results(results, as_json)
+    print_results(results, as_json)
 
 
-@main.command()
+@click.command()
 @click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @collection_options
 @click.option(
@@ -389,12 +252,12 @@ def similar(
       searchengine similar ~/Pictures/beach.jpg
       searchengine similar ./query.png -k 5 --json
     """
-    with _errors(), _open(collection, index_dir, None, device) as coll:
+    with errors(), open_collection(collection, index_dir, None, device) as coll:
         results = coll.similar(image, k)
-    _print_results(results, as_json)
+    print_results(results, as_json)
 
 
-@main.command()
+@click.command()
 @collection_options
 @click.option("--failed", is_flag=True, help="List the files that could not be indexed.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
@@ -406,7 +269,7 @@ def status(collection: str, index_dir: Path | None, failed: bool, as_json: bool)
       searchengine status
       searchengine status --failed --collection family
     """
-    with _errors(), _open(collection, index_dir, None, None) as coll:
+    with errors(), open_collection(collection, index_dir, None, None) as coll:
         info = coll.status()
         failures = coll.failures() if failed else []
     if as_json:
@@ -425,11 +288,11 @@ def status(collection: str, index_dir: Path | None, failed: bool, as_json: bool)
         f"collection  {info.name}\nfolder      {info.folder}\nmodel       {info.model}"
         f"\ndimension   {info.dim or '-'}\nindex type  {info.index_type}"
         f"\nimages      {info.images}\nfailed      {info.failed}\nvectors     {info.vectors}"
-        f"\nsize        {_human(info.size_bytes)}\nfolders     {', '.join(info.roots) or '-'}"
+        f"\nsize        {human_size(info.size_bytes)}\nfolders     {', '.join(info.roots) or '-'}"
     )
 
 
-@main.command()
+@click.command()
 @click.option(
     "--dir",
     "folder",
@@ -467,9 +330,12 @@ def demo(folder: Path, index_dir: Path | None, images: int, as_json: bool) -> No
     """
     from searchengine.demo import run_demo
 
-    with _errors():
+    with errors():
         report = run_demo(
-            folder, _config(index_dir, device="cpu"), n=images, progress=TqdmProgress("indexing")
+            folder,
+            make_config(index_dir, device="cpu"),
+            n=images,
+            progress=TqdmProgress("indexing"),
         )
     if as_json:
         click.echo(
@@ -504,26 +370,3 @@ def demo(folder: Path, index_dir: Path | None, images: int, as_json: bool) -> No
         click.echo("")
     click.echo(f'collection "{report.collection}" is in {report.folder.resolve()}; go on with:')
     click.echo(f'  searchengine search "a small orange cross" --collection {report.collection}')
-
-
-@contextmanager
-def _open(
-    collection: str, index_dir: Path | None, model: str | None, device: str | None
-) -> Iterator[Collection]:
-    from searchengine.collection import Collection
-
-    with Collection.open(collection, _config(index_dir, device=device), model=model) as coll:
-        yield coll
-
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GB"
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,160 @@
+"""What every command shares: error mapping, common options, progress, output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from searchengine.config import DEFAULT_COLLECTION, Config
+from searchengine.errors import ConfigError, SearchEngineError
+
+if TYPE_CHECKING:
+    from searchengine.collection import Collection
+    from searchengine.search import SearchResult
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@contextmanager
+def errors() -> Iterator[None]:
+    """Library errors become one clear line and exit status 1; Ctrl-C exits 130."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    except SearchEngineError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except KeyboardInterrupt:
+        click.echo(
+            "interrupted; work done so far is saved, run the same command to resume", err=True
+        )
+        sys.exit(130)
+
+
+def collection_options(func: F) -> F:
+    func = click.option(
+        "--index-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Folder holding collections [env SEARCHENGINE_HOME; default ./indexes].",
+    )(func)
+    return click.option(
+        "--collection",
+        "-c",
+        default=DEFAULT_COLLECTION,
+        show_default=True,
+        help="Collection name (a folder under the index dir).",
+    )(func)
+
+
+def make_config(index_dir: Path | None, **overrides: Any) -> Config:
+    return Config.from_env(home=index_dir, **overrides)
+
+
+class TqdmProgress:
+    """Progress bar on stderr (hidden when stderr is not a terminal)."""
+
+    def __init__(self, desc: str) -> None:
+        self.desc = desc
+        self._bar: Any = None
+
+    def start(self, total: int) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total, desc=self.desc, unit="img", disable=None, file=sys.stderr)
+
+    def advance(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def print_results(results: Sequence[SearchResult], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+        return
+    if not results:
+        click.echo("no results", err=True)
+    for r in results:
+        scores = f"cos {r.cosine:.4f}"
+        if r.clip_score is not None:
+            scores += f"  clip {r.clip_score:.4f}"
+        click.echo(f"{r.score:.4f}  {r.path}  ({scores})")
+        if r.caption:
+            click.echo(f"        {r.caption}")
+
+
+OWN_MODEL = "__collection_model__"
+
+
+def filter_options(func: F) -> F:
+    options = [
+        click.option(
+            "--path",
+            "path_glob",
+            default=None,
+            metavar="DIR|GLOB",
+            help="Only images under a folder or whose path matches a glob.",
+        ),
+        click.option(
+            "--after",
+            default=None,
+            metavar="DATE",
+            help="Only photos taken on/after YYYY[-MM[-DD]] (EXIF date, else mtime).",
+        ),
+        click.option(
+            "--before",
+            default=None,
+            metavar="DATE",
+            help="Only photos taken before YYYY[-MM[-DD]].",
+        ),
+        click.option(
+            "--min-width",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Only images at least this wide (pixels).",
+        ),
+        click.option(
+            "--min-height",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Only images at least this tall (pixels).",
+        ),
+        click.option(
+            "--orientation",
+            type=click.Choice(["landscape", "portrait", "square"]),
+            default=None,
+            help="Only images of this orientation.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@contextmanager
+def open_collection(
+    collection: str, index_dir: Path | None, model: str | None, device: str | None
+) -> Iterator[Collection]:
+    from searchengine.collection import Collection
+
+    with Collection.open(collection, make_config(index_dir, device=device), model=model) as coll:
+        yield coll
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"

@@ -93,6 +93,17 @@ captions_table = Table(
     Column("created_at", Float, nullable=False),
 )
 
+# Vectors committed with their batch but not yet in the saved index file. The
+# catalog transaction is the single commit point of an ingest batch; this log lets
+# the index be brought up to date after a crash without re-embedding anything.
+pending_table = Table(
+    "pending_vectors",
+    metadata,
+    Column("image_id", Integer, primary_key=True),
+    Column("batch", Integer, nullable=False, index=True),
+    Column("vector", LargeBinary, nullable=False),
+)
+
 OK = "ok"
 FAILED = "failed"
 
@@ -209,6 +220,7 @@ def delete_images(conn: Connection, ids: Sequence[int]) -> None:
         conn.execute(delete(images_table).where(images_table.c.id.in_(chunk)))
         conn.execute(delete(embeddings_table).where(embeddings_table.c.image_id.in_(chunk)))
         conn.execute(delete(captions_table).where(captions_table.c.image_id.in_(chunk)))
+        conn.execute(delete(pending_table).where(pending_table.c.image_id.in_(chunk)))
 
 
 def _prepare_schema(conn: Connection) -> None:
@@ -234,12 +246,40 @@ def _prepare_schema(conn: Connection) -> None:
 
 
 def _migrate_1_to_2(conn: Connection) -> None:
-    # Version 2 adds the reranker-vector and caption caches.
+    # Version 2 adds the reranker-vector and caption caches and the vector log.
     embeddings_table.create(conn, checkfirst=True)
     captions_table.create(conn, checkfirst=True)
+    pending_table.create(conn, checkfirst=True)
 
 
 MIGRATIONS = {1: _migrate_1_to_2}
+
+
+def log_vectors(conn: Connection, batch: int, ids: Sequence[int], vectors: np.ndarray) -> None:
+    """Record a batch's vectors in the same transaction as its catalog rows."""
+    if not len(ids):
+        return
+    conn.execute(delete(pending_table).where(pending_table.c.image_id.in_([int(i) for i in ids])))
+    rows = [
+        {"image_id": int(i), "batch": batch, "vector": _blob(v)}
+        for i, v in zip(ids, vectors, strict=True)
+    ]
+    conn.execute(insert(pending_table), rows)
+
+
+def pending_vectors(conn: Connection, after_batch: int) -> dict[int, np.ndarray]:
+    """Logged vectors of batches newer than the saved index, by image id."""
+    query = select(pending_table.c.image_id, pending_table.c.vector).where(
+        pending_table.c.batch > after_batch
+    )
+    return {
+        int(i): np.frombuffer(blob, dtype=np.float32).copy() for i, blob in conn.execute(query)
+    }
+
+
+def trim_vector_log(conn: Connection, up_to_batch: int) -> None:
+    """Forget logged vectors that the saved index file now contains."""
+    conn.execute(delete(pending_table).where(pending_table.c.batch <= up_to_batch))
 
 
 def read_meta(conn: Connection, key: str) -> str | None:

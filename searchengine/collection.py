@@ -20,7 +20,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from searchengine.catalog import OK, SCHEMA_VERSION, Catalog, ImageRecord, delete_images
+from searchengine.catalog import (
+    OK,
+    SCHEMA_VERSION,
+    Catalog,
+    ImageRecord,
+    delete_images,
+    pending_vectors,
+    trim_vector_log,
+    write_meta,
+)
 from searchengine.config import DEFAULT_COLLECTION, Config
 from searchengine.errors import (
     CollectionError,
@@ -249,29 +258,39 @@ class Collection:
     def _save_index(self, batch_no: int) -> None:
         if self._index is None:
             return
+        # Order matters: the file first, then the marker of what it contains, then
+        # the log trimmed. A crash between any two steps leaves a state that
+        # ``reconcile`` repairs without re-embedding.
         self._index.save(self.index_path)
-        self.catalog.set_meta({"index_batch": str(batch_no)})
+        with self.catalog.transaction() as conn:
+            write_meta(conn, "index_batch", str(batch_no))
+            trim_vector_log(conn, batch_no)
 
     def reconcile(self) -> int:
-        """Make catalog and index agree after an interrupted run; returns rows fixed.
+        """Make the index agree with the catalog after an interrupted run.
 
-        Rows written after the index file was last saved are not (or not freshly) in
-        it: they are dropped and re-embedded by the next run. Index ids without an
-        ok catalog row are removed from the index.
+        The catalog is the commit point: vectors of batches committed after the
+        index file was last saved are replayed from the catalog's vector log, and
+        index ids without an ok catalog row are removed. Returns the ids fixed.
         """
         saved = int(self.catalog.get_meta("index_batch") or 0)
         index = self.vectors()
-        stale = [r.id for r in self.catalog.records(OK) if r.batch > saved]
-        if stale:
-            with self.catalog.transaction() as conn:
-                delete_images(conn, stale)
+        with self.catalog.transaction() as conn:
+            replay = pending_vectors(conn, saved)
         ok = self.catalog.ok_ids()
+        replay = {i: v for i, v in replay.items() if i in ok}
         orphans = [int(i) for i in index.ids() if int(i) not in ok]
-        drop = np.asarray(stale + orphans, dtype=np.int64)
-        index.remove(drop)
-        if len(drop):
+        index.remove(np.asarray(orphans + list(replay), dtype=np.int64))
+        if replay:
+            index.add(np.asarray(list(replay), dtype=np.int64), np.stack(list(replay.values())))
+        missing = ok - set(int(i) for i in index.ids())
+        if missing:  # no vector anywhere (cannot happen unless files were edited by hand)
+            with self.catalog.transaction() as conn:
+                delete_images(conn, sorted(missing))
+        fixed = len(replay) + len(orphans) + len(missing)
+        if fixed:
             self._save_index(int(self.catalog.get_meta("last_batch") or saved))
-        return len(stale) + len(orphans)
+        return fixed
 
     def search(
         self,

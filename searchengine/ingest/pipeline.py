@@ -26,6 +26,7 @@ from searchengine.catalog import (
     ImageRecord,
     delete_images,
     insert_image,
+    log_vectors,
     update_image,
     write_meta,
 )
@@ -236,6 +237,8 @@ class Ingest:
             for pos, item in enumerate(items):
                 vec = vectors[pos] if vectors is not None else None
                 self._apply(conn, item, vec, add_ids, add_vecs, drop_ids)
+            if add_ids:
+                log_vectors(conn, self._batch_no, add_ids, np.stack(add_vecs))
             write_meta(conn, "last_batch", str(self._batch_no))
         self.index.remove(np.asarray(drop_ids + add_ids, dtype=np.int64))
         if add_ids:

@@ -137,22 +137,30 @@ def test_empty_queries_are_refused(coll, photos, query):
         coll.search(query)
 
 
-def test_reconcile_after_an_interrupted_run(coll, photos):
-    """Rows committed after the index was last saved are dropped, then re-embedded."""
+def test_reconcile_after_an_interrupted_run(coll, photos, encoder, monkeypatch):
+    """Batches committed after the index was last saved are replayed, not re-embedded."""
+    from searchengine.vectors import FaissIndex
+
     coll.index([photos])
-    saved_batch = coll.catalog.get_meta("index_batch")
     solid(photos / "yellow.jpg", YELLOW)
-    coll.index()
-    # Simulate a crash after the catalog commit but before the index save:
-    # the index file and its batch marker go back to the earlier state.
-    index = coll.vectors()
-    yellow_id = coll.catalog.by_path(str(photos / "yellow.jpg")).id
-    index.remove(np.asarray([yellow_id]))
-    index.save(coll.index_path)
-    coll.catalog.set_meta({"index_batch": saved_batch})
+
+    def killed(self, path):
+        raise SystemExit("killed while saving the index")
+
+    # The batch with yellow.jpg is committed to the catalog, then the process dies
+    # while writing the index file: the file on disk still lacks yellow.jpg.
+    with monkeypatch.context() as patch:
+        patch.setattr(FaissIndex, "save", killed)
+        with pytest.raises(SystemExit):
+            coll.index()
+    coll._index = None  # what a new process would load
+    assert len(coll.vectors()) == 3
+    encoded = encoder.images_encoded
     assert coll.reconcile() == 1
     assert set(coll.vectors().ids()) == coll.catalog.ok_ids()
-    assert coll.index().added == 1
+    report = coll.index()
+    assert (report.added, report.updated) == (0, 0)
+    assert encoder.images_encoded == encoded
     assert paths(coll.search("yellow", k=1)) == ["yellow.jpg"]
 
 

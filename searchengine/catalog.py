@@ -7,10 +7,12 @@ ids, so an image keeps its id across moves and re-embeds.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, unquote_to_bytes
 
 import numpy as np
 from sqlalchemy import (
@@ -23,6 +25,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
     create_engine,
     delete,
     event,
@@ -37,6 +40,35 @@ from searchengine.errors import SchemaVersionError
 
 SCHEMA_VERSION = 2
 
+class FsPath(TypeDecorator[str]):
+    """A file system path stored as text, reversibly, whatever bytes its name has.
+
+    Linux file names are bytes; Python shows undecodable ones with surrogate escapes,
+    which no database text column accepts. Such paths are stored as ``bytes:`` plus
+    the percent-encoded bytes (absolute paths start with ``/``, so the forms never
+    collide) and come back as the same ``str`` that ``os.scandir`` produced.
+    """
+
+    impl = String(4096)
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        if value is None:
+            return None
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return _BYTES_PREFIX + quote(os.fsencode(value), safe="/ ")
+
+    def process_result_value(self, value: str | None, dialect: Any) -> str | None:
+        if value is None or not value.startswith(_BYTES_PREFIX):
+            return value
+        return os.fsdecode(unquote_to_bytes(value[len(_BYTES_PREFIX) :]))
+
+
+_BYTES_PREFIX = "bytes:"
+
 metadata = MetaData()
 
 meta_table = Table(
@@ -49,14 +81,14 @@ meta_table = Table(
 roots_table = Table(
     "roots",
     metadata,
-    Column("path", String(4096), primary_key=True),
+    Column("path", FsPath, primary_key=True),
 )
 
 images_table = Table(
     "images",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("path", String(4096), nullable=False, unique=True),
+    Column("path", FsPath, nullable=False, unique=True),
     Column("size", BigInteger, nullable=False),
     Column("mtime_ns", BigInteger, nullable=False),
     Column("content_hash", String(64), nullable=True, index=True),

@@ -41,6 +41,7 @@ from searchengine.errors import (
 from searchengine.filters import SORTS, Filters, matching_ids
 from searchengine.ingest.decode import decode_file
 from searchengine.ingest.pipeline import IndexReport, Ingest, NoProgress, Progress
+from searchengine.lock import WriteLock
 from searchengine.models import Encoder, load_encoder, parse_model_spec
 from searchengine.query import build_terms, embed_terms
 from searchengine.rerank import ImageVectors, clip_scores
@@ -209,17 +210,22 @@ class Collection:
             raise CollectionError(
                 f"collection {self.name!r} has no folders yet; name one: searchengine index PATH"
             )
-        self.reconcile()
-        run = Ingest(
-            self.catalog,
-            self.vectors(),
-            self._encoder_for_ingest,
-            self._save_index,
-            batch_size=self.config.batch_size,
-            workers=self.config.workers or default_workers(),
-            progress=progress,
-        )
-        return run.run(roots)
+        with WriteLock(self.folder, self.name):
+            self._index = None  # another process may have written it since we loaded it
+            for stale in self.folder.glob(f"{INDEX_FILE}.*.tmp"):
+                stale.unlink(missing_ok=True)  # left by a writer killed mid-save
+            self.reconcile()
+            run = Ingest(
+                self.catalog,
+                self.vectors(),
+                self._encoder_for_ingest,
+                self._save_index,
+                batch_size=self.config.batch_size,
+                workers=self.config.workers or default_workers(),
+                progress=progress,
+                checkpoint_seconds=self.config.checkpoint_seconds,
+            )
+            return run.run(roots)
 
     def precompute(self, model: str | Encoder, progress: Progress | None = None) -> int:
         """Compute and cache another model's vectors for every indexed image.

@@ -26,6 +26,9 @@ class Config:
         workers: decode threads; ``None`` picks one for the machine.
         database_url: SQLAlchemy URL for the catalog; ``None`` keeps a SQLite file
             inside the collection folder.
+        checkpoint_seconds: how often a long ingest saves the vector index. Committed
+            batches are safe either way (the catalog logs their vectors); saving more
+            often only shortens the replay after a crash.
     """
 
     home: Path = Path("indexes")
@@ -34,6 +37,7 @@ class Config:
     batch_size: int | None = None
     workers: int | None = None
     database_url: str | None = None
+    checkpoint_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Config:
@@ -48,6 +52,13 @@ class Config:
             values["device"] = device
         if url := env.get(ENV_PREFIX + "DATABASE_URL"):
             values["database_url"] = url
+        if raw := env.get(ENV_PREFIX + "CHECKPOINT_SECONDS"):
+            try:
+                values["checkpoint_seconds"] = max(0.0, float(raw))
+            except ValueError:
+                raise ConfigError(
+                    f"{ENV_PREFIX}CHECKPOINT_SECONDS={raw!r} must be a number"
+                ) from None
         for key in ("batch_size", "workers"):
             if raw := env.get(ENV_PREFIX + key.upper()):
                 values[key] = _positive_int(ENV_PREFIX + key.upper(), raw)

@@ -11,9 +11,11 @@ never calls ``sys.exit``. The hierarchy::
     ├── CollectionError
     │   ├── CollectionNotFoundError
     │   ├── CollectionExistsError
+    │   ├── CollectionLockedError  another process is indexing it
     │   ├── ModelMismatchError  a collection used with another model
     │   └── SchemaVersionError  catalog written by a newer release
     ├── ImageError              one file cannot be used (recorded, never fatal to a run)
+    ├── DatasetError            a benchmark dataset or captions file cannot be used
     └── QueryError              empty or unusable query
 """
 
@@ -52,6 +54,10 @@ class CollectionExistsError(CollectionError):
     """A collection was to be created where one already exists."""
 
 
+class CollectionLockedError(CollectionError):
+    """Another process holds the collection's write lock."""
+
+
 class ModelMismatchError(CollectionError):
     """The collection was built with another model than the one asked for."""
 
@@ -62,6 +68,10 @@ class SchemaVersionError(CollectionError):
 
 class ImageError(SearchEngineError):
     """One image file cannot be decoded or is refused (the reason is the message)."""
+
+
+class DatasetError(SearchEngineError):
+    """A benchmark dataset, captions, references or ratings file cannot be used."""
 
 
 class QueryError(SearchEngineError):

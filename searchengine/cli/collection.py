@@ -14,6 +14,7 @@ from searchengine.cli.common import (
     OWN_MODEL,
     TqdmProgress,
     collection_options,
+    display_path,
     errors,
     filter_options,
     human_size,
@@ -280,7 +281,7 @@ def status(collection: str, index_dir: Path | None, failed: bool, as_json: bool)
         return
     if failed:
         for r in failures:
-            click.echo(f"{r.path}\t{r.error}")
+            click.echo(f"{display_path(r.path)}\t{r.error}")
         if not failures:
             click.echo("no failed files", err=True)
         return

@@ -37,6 +37,11 @@ def errors() -> Iterator[None]:
         sys.exit(130)
 
 
+def display_path(path: str) -> str:
+    """A path printable on any terminal: undecodable name bytes shown as ``\\xNN``."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def collection_options(func: F) -> F:
     func = click.option(
         "--index-dir",
@@ -88,7 +93,7 @@ def print_results(results: Sequence[SearchResult], as_json: bool) -> None:
         scores = f"cos {r.cosine:.4f}"
         if r.clip_score is not None:
             scores += f"  clip {r.clip_score:.4f}"
-        click.echo(f"{r.score:.4f}  {r.path}  ({scores})")
+        click.echo(f"{r.score:.4f}  {display_path(r.path)}  ({scores})")
         if r.caption:
             click.echo(f"        {r.caption}")
 

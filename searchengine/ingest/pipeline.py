@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,8 +39,6 @@ from searchengine.ingest.decode import decode_bytes
 from searchengine.ingest.scan import FileEntry, scan
 from searchengine.models.base import Encoder
 from searchengine.vectors import VectorIndex
-
-CHECKPOINT_SECONDS = 60.0
 
 
 def default_batch_size(device: str) -> int:
@@ -154,6 +156,7 @@ class Ingest:
         batch_size: int | None,
         workers: int,
         progress: Progress | None = None,
+        checkpoint_seconds: float = 60.0,
     ) -> None:
         self.catalog = catalog
         self.index = index
@@ -162,6 +165,7 @@ class Ingest:
         self.batch_size = batch_size
         self.workers = workers
         self.progress = progress or NoProgress()
+        self.checkpoint_seconds = checkpoint_seconds
         self.report = IndexReport()
         self._batch_no = int(catalog.get_meta("last_batch") or 0)
         self._by_hash: dict[str, ImageRecord] = {}
@@ -183,27 +187,33 @@ class Ingest:
         self.progress.start(len(diff.candidates))
         last_save = time.monotonic()
         try:
-            pending: list[_Pixels] = []
-            for item in self._decoded(diff.candidates, encoder):
-                if isinstance(item, _Pixels):
-                    pending.append(item)
-                else:
-                    self._commit([item], None)
-                if len(pending) >= (self.batch_size or 1):
+            with _stop_on_interrupt() as stop:
+                pending: list[_Pixels] = []
+                for item in self._decoded(diff.candidates, encoder):
+                    if isinstance(item, _Pixels):
+                        pending.append(item)
+                    else:
+                        self._commit([item], None)
+                    if len(pending) >= (self.batch_size or 1):
+                        self._embed_and_commit(pending, encoder)
+                        pending = []
+                    if stop.requested:
+                        break
+                    if time.monotonic() - last_save > self.checkpoint_seconds:
+                        self.save_index(self._batch_no)
+                        last_save = time.monotonic()
+                    self.progress.advance(1)
+                if pending:
                     self._embed_and_commit(pending, encoder)
-                    pending = []
-                if time.monotonic() - last_save > CHECKPOINT_SECONDS:
-                    self.save_index(self._batch_no)
-                    last_save = time.monotonic()
-                self.progress.advance(1)
-            if pending:
-                self._embed_and_commit(pending, encoder)
-            self._remove_missing()
+                if not stop.requested:
+                    self._remove_missing()
         finally:
             # Whatever was committed is saved, also on Ctrl-C or an error mid-run.
             self.save_index(self._batch_no)
             self.progress.close()
         self.report.seconds = time.monotonic() - started
+        if stop.requested:
+            raise KeyboardInterrupt
         return self.report
 
     def _decoded(self, entries: list[FileEntry], encoder: Encoder | None) -> Iterator[_Item]:
@@ -213,14 +223,18 @@ class Ingest:
         known_hashes = frozenset(self._by_hash)
         assert self.batch_size is not None
         lookahead = max(self.batch_size * 2, self.workers * 4)
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="decode") as pool:
-            window: deque[Future[_Item]] = deque()
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="decode")
+        window: deque[Future[_Item]] = deque()
+        try:
             for entry in entries:
                 window.append(pool.submit(_load, entry, encoder, known_hashes))
                 if len(window) >= lookahead:
                     yield window.popleft().result()
             while window:
                 yield window.popleft().result()
+        finally:
+            # Stopping early (Ctrl-C, an error) must not wait for the look-ahead.
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _embed_and_commit(self, items: list[_Pixels], encoder: Encoder | None) -> None:
         assert encoder is not None
@@ -337,6 +351,30 @@ class Ingest:
             delete_images(conn, ids)
         self.index.remove(np.asarray(ids, dtype=np.int64))
         self.report.removed += len(ids)
+
+
+class _StopFlag:
+    requested = False
+
+
+@contextmanager
+def _stop_on_interrupt() -> Iterator[_StopFlag]:
+    """First Ctrl-C: finish the current batch, save, stop. A second one stops at once."""
+    flag = _StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def request_stop(signum: int, frame: object) -> None:
+        flag.requested = True
+        signal.signal(signal.SIGINT, previous)
+        print("\nstopping after the current batch (Ctrl-C again to abort)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _record(image_id: int, values: dict[str, Any]) -> ImageRecord:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,8 @@ def scan(
                     st = os.stat(root)
                 except OSError:
                     continue
-                yield FileEntry(root, st.st_size, st.st_mtime_ns)
+                if stat.S_ISREG(st.st_mode):
+                    yield FileEntry(root, st.st_size, st.st_mtime_ns)
             continue
         yield from _walk(root, exts)
 
@@ -64,7 +66,10 @@ def _walk(folder: str, exts: frozenset[str]) -> Iterator[FileEntry]:
                             subdirs.append(entry.path)
                         elif os.path.splitext(entry.name)[1].lower() in exts:
                             st = entry.stat(follow_symlinks=True)
-                            yield FileEntry(entry.path, st.st_size, st.st_mtime_ns)
+                            # Regular files only: reading a FIFO or device named
+                            # x.jpg would block or never end.
+                            if stat.S_ISREG(st.st_mode):
+                                yield FileEntry(entry.path, st.st_size, st.st_mtime_ns)
                     except OSError:
                         continue
         except OSError:

@@ -185,6 +185,9 @@ class Ingest:
         if encoder is not None and self.batch_size is None:
             self.batch_size = default_batch_size(encoder.device)
         self.progress.start(len(diff.candidates))
+        # A first run saves right after its first batch, so searches started meanwhile
+        # see results at once; later runs keep to the checkpoint interval.
+        early_save = len(self.index) == 0
         last_save = time.monotonic()
         try:
             with _stop_on_interrupt() as stop:
@@ -199,9 +202,10 @@ class Ingest:
                         pending = []
                     if stop.requested:
                         break
-                    if time.monotonic() - last_save > self.checkpoint_seconds:
+                    due = time.monotonic() - last_save > self.checkpoint_seconds
+                    if due or (early_save and len(self.index) > 0):
                         self.save_index(self._batch_no)
-                        last_save = time.monotonic()
+                        last_save, early_save = time.monotonic(), False
                     self.progress.advance(1)
                 if pending:
                     self._embed_and_commit(pending, encoder)

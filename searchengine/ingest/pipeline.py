@@ -399,6 +399,8 @@ def _record(image_id: int, values: dict[str, Any]) -> ImageRecord:
 
 def _load(entry: FileEntry, encoder: Encoder, known_hashes: frozenset[str]) -> _Item:
     """Worker: read, hash, and (for unseen content) decode and preprocess one file."""
+    if entry.error is not None:
+        return _Failed(entry, None, entry.error)
     try:
         with open(entry.path, "rb") as handle:
             data = handle.read()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterable, Iterator
@@ -26,6 +27,7 @@ class FileEntry:
     path: str  # absolute
     size: int
     mtime_ns: int
+    error: str | None = None  # set when the name exists but cannot be a file to read
 
 
 def scan(
@@ -51,6 +53,20 @@ def scan(
         yield from _walk(root, exts)
 
 
+def _entry(entry: os.DirEntry[str]) -> FileEntry:
+    try:
+        st = entry.stat(follow_symlinks=True)
+    except OSError as exc:
+        if not entry.is_symlink():
+            raise
+        reason = "symbolic link loop" if exc.errno == errno.ELOOP else "broken symbolic link"
+        return FileEntry(entry.path, 0, 0, reason)
+    # Regular files only: reading a FIFO or device named x.jpg would block forever.
+    if not stat.S_ISREG(st.st_mode):
+        return FileEntry(entry.path, 0, 0, "not a regular file")
+    return FileEntry(entry.path, st.st_size, st.st_mtime_ns)
+
+
 def _walk(folder: str, exts: frozenset[str]) -> Iterator[FileEntry]:
     # An explicit stack of scandir iterators: os.scandir gives type and stat from the
     # directory read itself, which keeps an unchanged re-run close to a bare walk.
@@ -65,11 +81,7 @@ def _walk(folder: str, exts: frozenset[str]) -> Iterator[FileEntry]:
                         if entry.is_dir(follow_symlinks=False):
                             subdirs.append(entry.path)
                         elif os.path.splitext(entry.name)[1].lower() in exts:
-                            st = entry.stat(follow_symlinks=True)
-                            # Regular files only: reading a FIFO or device named
-                            # x.jpg would block or never end.
-                            if stat.S_ISREG(st.st_mode):
-                                yield FileEntry(entry.path, st.st_size, st.st_mtime_ns)
+                            yield _entry(entry)
                     except OSError:
                         continue
         except OSError:

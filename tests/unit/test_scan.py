@@ -14,10 +14,19 @@ def test_scan_finds_images_recursively_and_ignores_others(tmp_path):
 
 def test_scan_survives_symlink_loops_and_broken_links(tmp_path):
     (tmp_path / "x.jpg").write_bytes(b"x")
-    os.symlink(tmp_path, tmp_path / "loop")
+    os.symlink(tmp_path, tmp_path / "loop")  # a directory loop is simply not followed
     os.symlink(tmp_path / "missing.jpg", tmp_path / "broken.jpg")
-    found = [os.path.basename(e.path) for e in scan([tmp_path], BASE_EXTENSIONS)]
-    assert found == ["x.jpg"]
+    os.symlink(tmp_path / "b.png", tmp_path / "a.png")
+    os.symlink(tmp_path / "a.png", tmp_path / "b.png")
+    os.mkfifo(tmp_path / "pipe.jpg")
+    found = {os.path.basename(e.path): e.error for e in scan([tmp_path], BASE_EXTENSIONS)}
+    assert found == {
+        "x.jpg": None,
+        "broken.jpg": "broken symbolic link",
+        "a.png": "symbolic link loop",
+        "b.png": "symbolic link loop",
+        "pipe.jpg": "not a regular file",
+    }
 
 
 def test_single_file_root(tmp_path):

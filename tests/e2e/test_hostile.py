@@ -1,0 +1,66 @@
+"""Broken and hostile files: each gets a clear reason, the run continues, the rest is found."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from hostile import make_hostile_corpus
+
+# The indexing runs in a child process that, when the tests run as root, gives up the
+# capabilities that let root read any file (util-linux setpriv): only then can an
+# unreadable file be met for real.
+CHILD = r"""
+import json, sys
+from pathlib import Path
+from searchengine import Collection, Config
+from searchengine.models.fake import FakeEncoder
+photos, home = sys.argv[1], sys.argv[2]
+with Collection.open("h", Config(home=Path(home), batch_size=4), create=True,
+                     encoder=FakeEncoder()) as coll:
+    first = coll.index([photos])
+    second = coll.index([photos])
+    out = {
+        "first": {k: v for k, v in first.__dict__.items() if k != "failures"},
+        "second": {k: v for k, v in second.__dict__.items() if k != "failures"},
+        "failed": {r.path: r.error for r in coll.failures()},
+        "ok": [r.path for r in coll.catalog.records("ok")],
+        "found": [r.path for r in coll.search("orange", k=1000)],
+    }
+print(json.dumps(out, ensure_ascii=True))
+"""
+
+
+def run_child(photos: Path, home: Path) -> dict:
+    command = [sys.executable, "-c", CHILD, str(photos), str(home)]
+    if os.getuid() == 0:
+        setpriv = shutil.which("setpriv")
+        assert setpriv, "running as root needs util-linux setpriv to drop DAC override"
+        drop = "-dac_override,-dac_read_search"
+        command = [setpriv, f"--bounding-set={drop}", f"--inh-caps={drop}", "--", *command]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_hostile_corpus(tmp_path):
+    photos, home = tmp_path / "photos", tmp_path / "home"
+    expected = make_hostile_corpus(photos)
+    result = run_child(photos, home)
+    want_ok = {p for p, v in expected.items() if v == "ok"}
+    want_failed = {p: v for p, v in expected.items() if v != "ok"}
+    assert set(result["ok"]) == want_ok
+    assert set(result["found"]) == want_ok  # every good image is searchable
+    assert set(result["failed"]) == set(want_failed)
+    for path, pattern in want_failed.items():
+        assert re.search(pattern, result["failed"][path]), (path, result["failed"][path])
+    assert result["first"]["failed"] == len(want_failed)
+    # Nothing is retried or lost on a second run over the same files.
+    second = result["second"]
+    assert (second["added"], second["updated"], second["removed"], second["failed"]) == (0,) * 4
+    assert second["unchanged"] == len(expected)

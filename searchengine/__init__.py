@@ -10,6 +10,16 @@ Typical use::
             print(hit.score, hit.path)
 """
 
+from searchengine.captions import (
+    Answer,
+    Captioner,
+    FileCaption,
+    QuestionAnswerer,
+    answer_question,
+    caption_files,
+    load_answerer,
+    load_captioner,
+)
 from searchengine.collection import Collection, CollectionStatus, list_collections
 from searchengine.config import Config
 from searchengine.errors import (
@@ -30,6 +40,8 @@ from searchengine.models import Encoder, ModelSpec, load_encoder, parse_model_sp
 from searchengine.search import SearchResult
 
 __all__ = [
+    "Answer",
+    "Captioner",
     "Collection",
     "CollectionError",
     "CollectionNotFoundError",
@@ -37,18 +49,24 @@ __all__ = [
     "Config",
     "ConfigError",
     "Encoder",
+    "FileCaption",
     "ImageError",
     "IndexReport",
     "ModelError",
     "ModelMismatchError",
     "ModelSpec",
     "QueryError",
+    "QuestionAnswerer",
     "SchemaVersionError",
     "SearchEngineError",
     "SearchResult",
     "UnknownModelError",
     "WeightsUnavailableError",
+    "answer_question",
+    "caption_files",
     "list_collections",
+    "load_answerer",
+    "load_captioner",
     "load_encoder",
     "parse_model_spec",
 ]

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from searchengine.captions import Captioner, cached_captions, load_captioner
 from searchengine.catalog import (
     OK,
     SCHEMA_VERSION,
@@ -43,6 +44,7 @@ from searchengine.ingest.decode import decode_file
 from searchengine.ingest.pipeline import IndexReport, Ingest, NoProgress, Progress
 from searchengine.lock import WriteLock
 from searchengine.models import Encoder, load_encoder, parse_model_spec
+from searchengine.models.blip import DEFAULT_CAPTION_MODEL, parse_blip_model
 from searchengine.query import build_terms, embed_terms
 from searchengine.rerank import ImageVectors, clip_scores
 from searchengine.search import SearchResult, check_k, rank
@@ -96,6 +98,7 @@ class Collection:
         self._encoder = encoder
         self._index: FaissIndex | None = None
         self._rerankers: dict[str, Encoder] = {}
+        self._captioners: dict[str, Captioner] = {}
 
     # -- opening ----------------------------------------------------------------
     @classmethod
@@ -158,6 +161,8 @@ class Collection:
         for encoder in [self._encoder, *self._rerankers.values()]:
             if encoder is not None:
                 encoder.close()
+        for captioner in self._captioners.values():
+            captioner.close()
         self.catalog.close()
 
     def __enter__(self) -> Collection:
@@ -310,6 +315,7 @@ class Collection:
         min_score: float | None = None,
         filters: Filters | None = None,
         sort: str = "relevance",
+        caption: str | bool | Captioner | None = None,
     ) -> list[SearchResult]:
         """Images best matching a query, best first.
 
@@ -327,6 +333,8 @@ class Collection:
             min_score: drop results whose CLIPScore is below this.
             filters: metadata filters, applied inside the vector search.
             sort: ``relevance``, ``date`` (newest first) or ``date-asc``.
+            caption: caption the results (see ``caption``): ``True`` with BLIP's
+                default captioning model, a model name, or a loaded captioner.
 
         Every result carries the first-stage cosine and the CLIPScore.
         """
@@ -359,7 +367,39 @@ class Collection:
         results = results[:k]
         if sort != "relevance":
             results.sort(key=lambda r: _date(r, by_id), reverse=(sort == "date"))
+        if caption:
+            texts = self.caption(results, model=None if caption is True else caption)
+            results = [replace(r, caption=texts.get(r.id)) for r in results]
         return results
+
+    def caption(
+        self,
+        images: Sequence[SearchResult | int],
+        model: str | Captioner | None = None,
+    ) -> dict[int, str]:
+        """Captions of indexed images by id, made once per (image, model) and stored.
+
+        Args:
+            images: search results or catalog image ids.
+            model: a BLIP captioning repo id or folder (default
+                ``Salesforce/blip-image-captioning-base``), or a loaded captioner.
+
+        A stored caption is reused until the file's content changes (and is
+        re-indexed). Ids not in the catalog, and files that can no longer be read,
+        get no caption.
+        """
+        ids = [r.id if isinstance(r, SearchResult) else int(r) for r in images]
+        records = self.catalog.get(ids)
+        found = [records[i] for i in dict.fromkeys(ids) if i in records]
+        return cached_captions(self.catalog, found, self._captioner(model))
+
+    def _captioner(self, model: str | Captioner | None) -> Captioner:
+        if model is not None and not isinstance(model, str):
+            return model
+        name = parse_blip_model(model or DEFAULT_CAPTION_MODEL).spec
+        if name not in self._captioners:
+            self._captioners[name] = load_captioner(name, self.config.device)
+        return self._captioners[name]
 
     def _scorer(self, rerank: str | bool | Encoder | None) -> ImageVectors:
         """Where CLIPScore's image vectors come from: our index, or a cached model."""

@@ -2,7 +2,8 @@
 
 Fake Hugging Face hub (see ``tests/fakehub.py``):
 
-- ``fake_hub`` (session): the tiny repos, written once under a temporary ``HF_HOME``.
+- ``fake_hub`` (session): the tiny repos (CLIPS, transformers CLIP, BLIP captioning and
+  VQA), written once under a temporary ``HF_HOME``.
   Building it imports torch, open_clip and transformers, so only tests that ask for it
   pay for that.
 - ``offline_hub``: ``fake_hub`` made this process's hub cache for one test, offline.
@@ -26,7 +27,7 @@ from fakehub import FakeHub, activate, build_fake_hub, build_openclip_builtin
 
 @pytest.fixture(scope="session")
 def fake_hub(tmp_path_factory: pytest.TempPathFactory) -> FakeHub:
-    """The default fake hub (tiny CLIPS and transformers CLIP repos), built once per session."""
+    """The default fake hub (tiny CLIPS, CLIP and BLIP repos), built once per session."""
     return build_fake_hub(tmp_path_factory.mktemp("hf_home"))
 
 

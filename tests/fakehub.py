@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "BLIP",
+    "BLIP_CAPTION_REPO_ID",
+    "BLIP_VQA_REPO_ID",
     "CLIPS",
     "CLIPS_REPO_ID",
     "DEFAULT_BUILDERS",
@@ -46,6 +49,8 @@ __all__ = [
     "FakeHub",
     "RepoSpec",
     "activate",
+    "blip_caption_repo",
+    "blip_vqa_repo",
     "build_fake_hub",
     "build_openclip_builtin",
     "clips_repo",
@@ -602,6 +607,132 @@ def hf_clip_repo() -> RepoSpec:
     return RepoSpec(HF_CLIP.repo_id, files)
 
 
+# ----------------------------------------- transformers BLIP repos (captioning and VQA)
+
+
+@dataclass(frozen=True)
+class _BlipShape:
+    caption_repo_id: str = "Salesforce/blip-image-captioning-base"
+    vqa_repo_id: str = "Salesforce/blip-vqa-base"
+    image_size: int = 384  # what the real processors resize to
+    # The real models use 16; 32 keeps beam search over the image tokens fast on a CPU.
+    patch_size: int = 32
+
+
+BLIP = _BlipShape()
+BLIP_CAPTION_REPO_ID = BLIP.caption_repo_id
+BLIP_VQA_REPO_ID = BLIP.vqa_repo_id
+
+
+def _blip_tokenizer_files(vocab: list[str]) -> dict[str, bytes]:
+    """BLIP's tokenizer: bert-base-uncased plus ``[DEC]`` (bos, decoder start) and ``[ENC]``.
+
+    As in the real repos, the two extra tokens come right after the WordPiece vocabulary
+    (30522 and 30523 there), so the text config's ``bos_token_id`` is ``len(vocab)``.
+    """
+    from tokenizers.implementations import BertWordPieceTokenizer
+
+    tok = BertWordPieceTokenizer({t: i for i, t in enumerate(vocab)}, lowercase=True)
+    tok.add_special_tokens(["[DEC]", "[ENC]"])
+    specials = {
+        "bos_token": "[DEC]",
+        "additional_special_tokens": ["[ENC]"],
+        "cls_token": "[CLS]",
+        "mask_token": "[MASK]",
+        "pad_token": "[PAD]",
+        "sep_token": "[SEP]",
+        "unk_token": "[UNK]",
+    }
+    tokenizer_config = {
+        "tokenizer_class": "BertTokenizer",
+        "processor_class": "BlipProcessor",
+        "do_lower_case": True,
+        "do_basic_tokenize": True,
+        "tokenize_chinese_chars": True,
+        "strip_accents": None,
+        "model_max_length": 512,
+        **specials,
+    }
+    return {
+        "vocab.txt": ("\n".join(vocab) + "\n").encode(),
+        "tokenizer.json": tok.to_str(pretty=True).encode(),
+        "tokenizer_config.json": _json(tokenizer_config),
+        "special_tokens_map.json": _json(specials),
+    }
+
+
+def _blip_repo(repo_id: str, model_class: str, seed: int) -> RepoSpec:
+    """A BLIP repo as transformers saves it, with the real processor and token layout.
+
+    Weights are drawn wider than transformers' defaults (std 0.2, not 0.02 for the text
+    side and 1e-10 for the vision side): at the default scale the image barely moves the
+    decoder, and every image would get the same random caption.
+    """
+    import transformers
+    from transformers import BlipConfig
+
+    vocab = _bert_vocab()
+    init = 0.2
+    config = BlipConfig(
+        text_config={
+            "vocab_size": len(vocab) + 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 64,
+            "bos_token_id": len(vocab),  # [DEC]
+            "sep_token_id": 102,  # [SEP] ends a generated text
+            "pad_token_id": 0,
+            "eos_token_id": 2,  # as in the real config; generation stops on sep_token_id
+            "initializer_range": init,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": BLIP.image_size,
+            "patch_size": BLIP.patch_size,
+            "initializer_range": init,
+        },
+        projection_dim=32,
+        image_text_hidden_size=32,
+        initializer_range=init,
+    )
+    with _seeded(seed):
+        model = getattr(transformers, model_class)(config)
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        files = _read_dir(Path(tmp))
+    files["preprocessor_config.json"] = _json(
+        {
+            "do_normalize": True,
+            "do_rescale": True,
+            "do_resize": True,
+            "image_mean": _OPENAI_MEAN,
+            "image_processor_type": "BlipImageProcessor",
+            "image_std": _OPENAI_STD,
+            "processor_class": "BlipProcessor",
+            "resample": 3,
+            "rescale_factor": 1 / 255,
+            "size": {"height": BLIP.image_size, "width": BLIP.image_size},
+        }
+    )
+    files.update(_blip_tokenizer_files(vocab))
+    return RepoSpec(repo_id, files)
+
+
+def blip_caption_repo() -> RepoSpec:
+    """``Salesforce/blip-image-captioning-base``: ``BlipForConditionalGeneration``, tiny, random."""
+    return _blip_repo(BLIP.caption_repo_id, "BlipForConditionalGeneration", seed=4)
+
+
+def blip_vqa_repo() -> RepoSpec:
+    """``Salesforce/blip-vqa-base``: ``BlipForQuestionAnswering``, tiny, random."""
+    return _blip_repo(BLIP.vqa_repo_id, "BlipForQuestionAnswering", seed=5)
+
+
 # --------------------------------------------------- open_clip builtin tags (ViT-B-32:openai)
 
 
@@ -657,4 +788,9 @@ def build_openclip_builtin(
     return write_cached_repo(hub_cache_dir(hf_home), openclip_builtin_repo(arch, tag))
 
 
-DEFAULT_BUILDERS: tuple[RepoBuilder, ...] = (clips_repo, hf_clip_repo)
+DEFAULT_BUILDERS: tuple[RepoBuilder, ...] = (
+    clips_repo,
+    hf_clip_repo,
+    blip_caption_repo,
+    blip_vqa_repo,
+)

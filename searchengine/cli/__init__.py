@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from searchengine.cli import collection
+from searchengine.cli import captions, collection
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,6 +31,8 @@ for command in (
     collection.similar,
     collection.status,
     collection.demo,
+    captions.caption,
+    captions.ask,
 ):
     main.add_command(command)
 

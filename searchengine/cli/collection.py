@@ -22,6 +22,7 @@ from searchengine.cli.common import (
     open_collection,
     print_results,
 )
+from searchengine.models.blip import DEFAULT_CAPTION_MODEL
 
 
 @click.command()
@@ -152,6 +153,15 @@ def index(
     default=None,
     help="Drop results with a CLIPScore below this (0 to 2.5).",
 )
+@click.option(
+    "--caption",
+    is_flag=False,
+    flag_value=DEFAULT_CAPTION_MODEL,
+    default=None,
+    metavar="[MODEL]",
+    help=f"Caption each result with BLIP MODEL (default: {DEFAULT_CAPTION_MODEL}); "
+    "captions are stored and reused.",
+)
 @filter_options
 @click.option(
     "--sort",
@@ -173,6 +183,7 @@ def search(
     rerank: str | None,
     candidates: int | None,
     min_score: float | None,
+    caption: str | None,
     path_glob: str | None,
     after: str | None,
     before: str | None,
@@ -196,6 +207,7 @@ def search(
       searchengine search "a red car at night" -k 20 --json
       searchengine search "a beach" --plus ./sunset.jpg --minus people
       searchengine search "a dog" --rerank hf-hub:UCSC-VLAA/ViT-L-14-CLIPS-Recap-DataComp-1B
+      searchengine search "a dog" --caption        # + a BLIP caption per result
       searchengine search "birthday cake" --after 2021 --before 2022-06 --sort date
       searchengine search "mountains" --path "*/holidays/*" --orientation landscape
     """
@@ -220,6 +232,7 @@ def search(
             min_score=min_score,
             filters=filters,
             sort=sort,
+            caption=caption,
         )
     print_results(results, as_json)
 

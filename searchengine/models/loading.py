@@ -81,7 +81,7 @@ def hub_errors_to_weights_error(spec: ModelSpec) -> Iterator[None]:
 
 
 def _repo_cached(spec: ModelSpec) -> bool:
-    """Whether the hub repo a spec loads from has its config in the local cache.
+    """Whether the hub repo a spec loads from has config and weights in the local cache.
 
     Some loaders (transformers' image processor) drop the hub client's exception,
     so after a failure the cache itself is asked. Local paths count as cached.
@@ -91,18 +91,27 @@ def _repo_cached(spec: ModelSpec) -> bool:
     if spec.kind is ModelKind.TRANSFORMERS:
         if os.path.isdir(spec.source):
             return True
-        repo, filename = spec.source, "config.json"
+        # A cached config without weights is a miss too (a download cut short):
+        # transformers then says only that the repo "does not appear to have" them.
+        config_name, weight_names = "config.json", list(_TRANSFORMERS_WEIGHTS)
     elif spec.kind is ModelKind.OPEN_CLIP_HUB:
         # A cached config without weights is a miss too (open_clip only warns).
-        config = try_to_load_from_cache(spec.source, "open_clip_config.json")
-        weights = [
-            try_to_load_from_cache(spec.source, name)
-            for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
-        ]
-        return isinstance(config, str) and any(isinstance(w, str) for w in weights)
+        config_name = "open_clip_config.json"
+        weight_names = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
     else:
         return True
-    return isinstance(try_to_load_from_cache(repo, filename), str)
+    config = try_to_load_from_cache(spec.source, config_name)
+    weights = [try_to_load_from_cache(spec.source, name) for name in weight_names]
+    return isinstance(config, str) and any(isinstance(w, str) for w in weights)
+
+
+# What transformers' from_pretrained reads weights from, single-file or sharded.
+_TRANSFORMERS_WEIGHTS = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 def _is_hub_miss(exc: BaseException) -> bool:

@@ -227,3 +227,26 @@ def test_config_cached_without_weights_is_a_clear_error(fake_hub, photos, tmp_pa
     code, out = run("index", str(photos), "-m", CLIPS, *index_args(tmp_path))
     assert code == 1
     assert "not in the local Hugging Face cache" in out and "Traceback" not in out
+
+
+ODD_QUERIES = [
+    "\U0001f436 on a beach \U0001f3d6\ufe0f",
+    "\u732b\u304c\u5bdd\u3066\u3044\u308b",
+    "\u0441\u043e\u0431\u0430\u043a\u0430 \u043d\u0430 \u043f\u043b\u044f\u0436\u0435",
+    "\u0645\u0631\u062d\u0628\u0627 \u200f\u0628\u0627\u0644\u0639\u0627\u0644\u0645",
+    "\x1b[31mred\x1b[0m \x00 car\x07",
+    "word " * 300,  # far past the context length: truncated by the tokenizer
+    "\u0301\u0301\u0301 combining marks",
+]
+
+
+@pytest.mark.parametrize("spec", [CLIPS, HF_CLIP])
+def test_odd_queries_through_real_tokenizers(offline_hub, photos, tmp_path, spec):
+    assert run("index", str(photos), "-m", spec, *index_args(tmp_path))[0] == 0
+    for query in ODD_QUERIES:
+        hits = search_json(tmp_path, query, k=3)
+        assert len(hits) == 3, query
+    for query in ["", "   \n\t", "x" * 5000]:
+        code, out = run("search", query, *index_args(tmp_path))
+        assert code == 1 and len(out.strip().splitlines()) == 1, (query[:20], out)
+        assert "Traceback" not in out

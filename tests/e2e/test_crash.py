@@ -41,15 +41,34 @@ def committed_rows(folder: Path) -> int:
 
 
 @pytest.fixture
+def spawn():
+    """Start subprocesses that are killed at teardown, also when the test fails."""
+    started: list[subprocess.Popen] = []
+
+    def start(*args, **kwargs):
+        proc = subprocess.Popen(*args, **kwargs)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+@pytest.fixture
 def big_photos(tmp_path):
     return make_photos(tmp_path / "photos", 400, seed=3)
 
 
-def test_ctrl_c_stops_after_the_batch_and_resume_finishes(offline_hub_env, tmp_path, big_photos):
+def test_ctrl_c_stops_after_the_batch_and_resume_finishes(
+    offline_hub_env, tmp_path, big_photos, spawn
+):
     good, broken = big_photos
     cmd = index_command(tmp_path / "photos", tmp_path / "idx", MODEL)
     folder = tmp_path / "idx" / "crash"
-    proc = subprocess.Popen(
+    proc = spawn(
         cmd, env=offline_hub_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     assert wait_for(lambda: committed_rows(folder) >= 8)
@@ -67,14 +86,12 @@ def test_ctrl_c_stops_after_the_batch_and_resume_finishes(offline_hub_env, tmp_p
 
 
 def test_second_indexer_is_refused_and_a_killed_ones_lock_is_not_stale(
-    offline_hub_env, tmp_path, big_photos
+    offline_hub_env, tmp_path, big_photos, spawn
 ):
     good, broken = big_photos
     cmd = index_command(tmp_path / "photos", tmp_path / "idx", MODEL)
     folder = tmp_path / "idx" / "crash"
-    first = subprocess.Popen(
-        cmd, env=offline_hub_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    first = spawn(cmd, env=offline_hub_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert wait_for(lambda: committed_rows(folder) >= 4 and (folder / "vectors.faiss").exists())
     second = subprocess.run(cmd, env=offline_hub_env, capture_output=True, text=True)
     assert second.returncode == 1

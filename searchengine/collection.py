@@ -40,7 +40,7 @@ from searchengine.errors import (
     QueryError,
 )
 from searchengine.filters import SORTS, Filters, matching_ids
-from searchengine.ingest.decode import decode_file
+from searchengine.ingest.decode import decode_file, decode_size
 from searchengine.ingest.pipeline import IndexReport, Ingest, NoProgress, Progress
 from searchengine.lock import WriteLock
 from searchengine.models import Encoder, load_encoder, parse_model_spec
@@ -427,7 +427,8 @@ class Collection:
                 vector = index.reconstruct(record.id)
             if vector is None:
                 try:
-                    image = decode_file(path).image
+                    size = decode_size(self.encoder.image_size)
+                    image = decode_file(path, min_side=size).image
                 except ImageError as exc:
                     raise QueryError(f"cannot use {path} as an example image: {exc}") from exc
         if vector is None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from searchengine.errors import ImageError, QueryError
-from searchengine.ingest.decode import decode_file
+from searchengine.ingest.decode import decode_file, decode_size
 from searchengine.models.base import Encoder, l2_normalize
 from searchengine.scoring import with_prefix
 from searchengine.search import check_query
@@ -67,7 +67,8 @@ def embed_terms(terms: Sequence[Term], encoder: Encoder, *, clipscore: bool = Fa
         decoded = []
         for term in images:
             try:
-                decoded.append(decode_file(str(term.image)).image)
+                size = decode_size(encoder.image_size)
+                decoded.append(decode_file(str(term.image), min_side=size).image)
             except ImageError as exc:
                 raise QueryError(f"cannot use {term.image} as a query image: {exc}") from exc
         total += np.asarray([t.weight for t in images]) @ encoder.encode_images(decoded)

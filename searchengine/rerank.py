@@ -12,7 +12,7 @@ import numpy as np
 
 from searchengine.catalog import Catalog, DerivedCache, ImageRecord
 from searchengine.errors import ImageError
-from searchengine.ingest.decode import decode_file
+from searchengine.ingest.decode import decode_file, decode_size
 from searchengine.models.base import Encoder
 from searchengine.scoring import clip_score
 from searchengine.vectors import VectorIndex
@@ -68,7 +68,8 @@ class ImageVectors:
         images, keep = [], []
         for record, row in zip(records, rows, strict=True):
             try:
-                images.append(decode_file(record.path).image)
+                size = decode_size(self.encoder.image_size)
+                images.append(decode_file(record.path, min_side=size).image)
             except ImageError:
                 continue  # gone or changed since indexing: scores 0 until re-indexed
             keep.append((record, row))

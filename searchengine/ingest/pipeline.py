@@ -35,7 +35,7 @@ from searchengine.catalog import (
     write_meta,
 )
 from searchengine.errors import ImageError
-from searchengine.ingest.decode import decode_bytes
+from searchengine.ingest.decode import decode_bytes, decode_size
 from searchengine.ingest.scan import FileEntry, scan
 from searchengine.models.base import Encoder
 from searchengine.vectors import VectorIndex
@@ -410,7 +410,7 @@ def _load(entry: FileEntry, encoder: Encoder, known_hashes: frozenset[str]) -> _
     if digest in known_hashes:
         return _Known(entry, digest)
     try:
-        decoded = decode_bytes(data)
+        decoded = decode_bytes(data, min_side=decode_size(encoder.image_size))
         pixels = encoder.preprocess(decoded.image)
     except ImageError as exc:
         return _Failed(entry, digest, str(exc))

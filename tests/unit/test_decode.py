@@ -79,3 +79,39 @@ def test_gif_first_frame():
     frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
     pixel = decode_bytes(buf.getvalue()).image.getpixel((5, 5))
     assert pixel[0] > 200 and pixel[1] < 50
+
+
+def _photo(size=(4000, 3000), orientation=None) -> bytes:
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    small = Image.fromarray(rng.integers(0, 256, size=(30, 40, 3), dtype=np.uint8))
+    big = small.resize(size, Image.Resampling.BICUBIC)
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    buf = io.BytesIO()
+    big.save(buf, format="JPEG", quality=92, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+def test_reduced_decode_keeps_the_true_size_and_enough_pixels():
+    data = _photo(orientation=6)
+    full = decode_bytes(data)
+    fast = decode_bytes(data, min_side=448)
+    assert (full.width, full.height) == (fast.width, fast.height) == (3000, 4000)
+    assert min(fast.image.size) >= 448 and min(fast.image.size) < 1500
+    # Same picture: upright the same way, close once both are brought to one size.
+    import numpy as np
+
+    a = np.asarray(full.image.resize((150, 200), Image.Resampling.BOX), dtype=float)
+    b = np.asarray(fast.image.resize((150, 200), Image.Resampling.BOX), dtype=float)
+    assert np.abs(a - b).mean() < 3.0
+
+
+def test_reduction_applies_to_png_too_and_never_below_min_side():
+    buf = io.BytesIO()
+    Image.new("RGB", (2000, 1000), (10, 20, 30)).save(buf, format="PNG")
+    fast = decode_bytes(buf.getvalue(), min_side=224)
+    assert (fast.width, fast.height) == (2000, 1000)
+    assert min(fast.image.size) >= 224 and fast.image.size[0] < 1000

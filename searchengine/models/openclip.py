@@ -53,6 +53,8 @@ class OpenClipEncoder:
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         torch = self._torch
         batch = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
+        if self.device == "cuda":
+            batch = batch.pin_memory()  # lets the host-to-GPU copy run asynchronously
         with torch.inference_mode(), autocast(self.device):
             features = self._model.encode_image(batch.to(self.device, non_blocking=True))
         return l2_normalize(features.float().cpu().numpy())

@@ -14,6 +14,7 @@ from searchengine.cli.common import (
     OWN_MODEL,
     TqdmProgress,
     collection_options,
+    device_option,
     display_path,
     errors,
     filter_options,
@@ -21,6 +22,7 @@ from searchengine.cli.common import (
     make_config,
     open_collection,
     print_results,
+    top_k_option,
 )
 from searchengine.models.blip import DEFAULT_CAPTION_MODEL
 
@@ -36,12 +38,7 @@ from searchengine.models.blip import DEFAULT_CAPTION_MODEL
     help="Model spec of the collection [env SEARCHENGINE_MODEL; default ViT-B-32:openai]. "
     "Repeat to also cache reranking vectors of more models.",
 )
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default=None,
-    help="Where to run the model [default auto: CUDA when present].",
-)
+@device_option
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
@@ -112,15 +109,7 @@ def index(
 @click.command()
 @click.argument("query")
 @collection_options
-@click.option(
-    "-k",
-    "--top-k",
-    "k",
-    type=click.IntRange(min=1, max=10000),
-    default=10,
-    show_default=True,
-    help="Number of results.",
-)
+@top_k_option
 @click.option(
     "--plus",
     multiple=True,
@@ -171,7 +160,7 @@ def index(
     help="Order of the results: date is newest first.",
 )
 @click.option("--model", "-m", default=None, help="Must match the collection's model if given.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@device_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list with every score.")
 def search(
     query: str,
@@ -240,16 +229,8 @@ def search(
 @click.command()
 @click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @collection_options
-@click.option(
-    "-k",
-    "--top-k",
-    "k",
-    type=click.IntRange(min=1, max=10000),
-    default=10,
-    show_default=True,
-    help="Number of results.",
-)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@top_k_option
+@device_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of results.")
 def similar(
     image: Path,

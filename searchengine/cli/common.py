@@ -42,6 +42,27 @@ def display_path(path: str) -> str:
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def top_k_option(func: F) -> F:
+    return click.option(
+        "-k",
+        "--top-k",
+        "k",
+        type=click.IntRange(min=1, max=10000),
+        default=10,
+        show_default=True,
+        help="Number of results.",
+    )(func)
+
+
+def device_option(func: F) -> F:
+    return click.option(
+        "--device",
+        type=click.Choice(["auto", "cpu", "cuda"]),
+        default=None,
+        help="Where to run the model [default auto: CUDA when present].",
+    )(func)
+
+
 def collection_options(func: F) -> F:
     func = click.option(
         "--index-dir",

@@ -49,3 +49,10 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def encode_pil(encoder: Encoder, images: Sequence[Image.Image]) -> np.ndarray:
+    """``encoder.encode_images`` for any encoder: preprocess each image, encode the batch."""
+    if not images:
+        return np.zeros((0, encoder.dim), dtype=np.float32)
+    return encoder.encode_pixels(np.stack([encoder.preprocess(im) for im in images]))

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from searchengine.models.base import l2_normalize
+from searchengine.models.base import encode_pil, l2_normalize
 
 COLOURS = {
     "red": (1.0, 0.0, 0.0),
@@ -48,9 +48,7 @@ class FakeEncoder:
         return l2_normalize(np.concatenate([mean, np.full((len(pixels), 1), 0.1)], axis=1))
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        if not images:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return self.encode_pixels(np.stack([self.preprocess(im) for im in images]))
+        return encode_pil(self, images)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         self.texts_encoded += len(texts)

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from searchengine.errors import UnknownModelError
-from searchengine.models.base import l2_normalize
+from searchengine.models.base import encode_pil, l2_normalize
 from searchengine.models.loading import autocast, hub_errors_to_weights_error, resolve_device
 from searchengine.models.spec import ModelKind, ModelSpec
 
@@ -60,9 +60,7 @@ class OpenClipEncoder:
         return l2_normalize(features.float().cpu().numpy())
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        if not images:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return self.encode_pixels(np.stack([self.preprocess(im) for im in images]))
+        return encode_pil(self, images)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:

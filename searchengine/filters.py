@@ -65,14 +65,17 @@ def parse_date(text: str, *, end: bool = False) -> float:
         start = dt.datetime(year, month, day)
     except ValueError:
         raise QueryError(f"cannot read date {text!r}; use YYYY, YYYY-MM or YYYY-MM-DD") from None
-    if end:
-        if len(nums) == 1:
-            start = start.replace(year=year + 1)
-        elif len(nums) == 2:
-            start = (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
-        else:
-            start += dt.timedelta(days=1)
-    return start.timestamp()
+    try:
+        if end:
+            if len(nums) == 1:
+                start = start.replace(year=year + 1)
+            elif len(nums) == 2:
+                start = (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+            else:
+                start += dt.timedelta(days=1)
+        return start.timestamp()
+    except (ValueError, OverflowError, OSError):
+        raise QueryError(f"date {text!r} is out of range") from None
 
 
 def date_expr() -> ColumnElement[float]:

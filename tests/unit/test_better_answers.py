@@ -146,6 +146,8 @@ def test_date_falls_back_to_mtime(coll, tmp_path):
 def test_bad_dates_and_orientation_are_query_errors():
     with pytest.raises(QueryError, match="YYYY"):
         parse_date("last summer")
+    with pytest.raises(QueryError, match="out of range"):
+        parse_date("9999", end=True)
     with pytest.raises(QueryError, match="orientation"):
         Filters(orientation="diagonal")
 

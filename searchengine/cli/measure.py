@@ -1,0 +1,357 @@
+"""Measurement commands: bench, score, caption-eval."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from searchengine.cli.common import TqdmProgress, errors, make_config
+
+if TYPE_CHECKING:
+    from searchengine.config import Config
+    from searchengine.evaluation import BenchReport
+
+DEVICE = click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default=None,
+    help="Where to run the models [default auto: CUDA when present].",
+)
+MODELS = click.option(
+    "--model",
+    "-m",
+    "models",
+    multiple=True,
+    metavar="SPEC",
+    help="Model spec; repeat to compare models side by side "
+    "[default: SEARCHENGINE_MODEL or ViT-B-32:openai].",
+)
+
+
+def _parse_ks(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(sorted({int(part) for part in value.split(",") if part.strip()}))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers") from None
+    if not ks or ks[0] < 1:
+        raise click.BadParameter("give one or more K >= 1, e.g. 1,5,10")
+    return ks
+
+
+def _models(models: Sequence[str], device: str | None) -> tuple[list[str], str]:
+    config = make_config(None, device=device)
+    return list(models) or [config.model], config.device
+
+
+@click.command()
+@click.argument("dataset", required=False)
+@MODELS
+@click.option(
+    "--k",
+    "ks",
+    default="1,5,10",
+    show_default=True,
+    callback=_parse_ks,
+    help="Cut-offs K, comma-separated.",
+)
+@click.option(
+    "--split",
+    default="test",
+    show_default=True,
+    help="Karpathy split: test, val, train, restval or all.",
+)
+@click.option(
+    "--images",
+    "image_root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder image paths in a .json/.csv dataset are relative to [default: the file's folder].",
+)
+@click.option(
+    "--collection",
+    "-c",
+    default=None,
+    help="Measure on an indexed collection instead of a dataset.",
+)
+@click.option(
+    "--index-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder holding collections [env SEARCHENGINE_HOME; default ./indexes].",
+)
+@click.option(
+    "--pseudo-captions",
+    is_flag=True,
+    help="With --collection: caption every image with BLIP and use the captions as queries.",
+)
+@click.option(
+    "--captioner",
+    default=None,
+    metavar="NAME",
+    help="BLIP captioning model [default Salesforce/blip-image-captioning-base].",
+)
+@click.option(
+    "--captions",
+    "captions_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --collection: an image,caption CSV to use as queries instead of BLIP.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (metrics as fractions).")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV (metrics as fractions).")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write R@K curves to this PNG (needs matplotlib).",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Embedding cache [env SEARCHENGINE_CACHE_DIR; default ~/.cache/searchengine/bench].",
+)
+@click.option("--no-cache", is_flag=True, help="Neither read nor write cached embeddings.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Images or captions per model call.",
+)
+@DEVICE
+def bench(
+    dataset: str | None,
+    models: tuple[str, ...],
+    ks: tuple[int, ...],
+    split: str,
+    image_root: Path | None,
+    collection: str | None,
+    index_dir: Path | None,
+    pseudo_captions: bool,
+    captioner: str | None,
+    captions_file: Path | None,
+    as_json: bool,
+    as_csv: bool,
+    plot: Path | None,
+    cache_dir: Path | None,
+    no_cache: bool,
+    batch_size: int,
+    device: str | None,
+) -> None:
+    """Recall@K and MRR of one or more models, text->image and image->text.
+
+    DATASET is a Karpathy-split JSON (Flickr30k/COCO), an image,caption CSV, a
+    folder of images with .txt captions, a toy-world folder, or toy:N:SEED.
+    Recall follows CLIP_benchmark; embeddings are cached per (dataset, model).
+
+    \b
+    Examples:
+      searchengine bench toy:1000:4242 -m toy -m toy-large
+      searchengine bench dataset_flickr30k.json --images flickr30k-images \\
+          -m ViT-B-32:openai -m hf-hub:UCSC-VLAA/ViT-L-14-CLIPS-Recap-DataComp-1B
+      searchengine bench pairs.csv -m ViT-B-32:openai --k 1,5,10,50 --csv
+      searchengine bench toy:1000:4242 -m toy --plot recall.png
+      searchengine bench --collection photos --pseudo-captions
+    """
+    if as_json and as_csv:
+        raise click.UsageError("choose one of --json and --csv")
+    if (dataset is None) == (collection is None):
+        raise click.UsageError("give a DATASET or --collection NAME (one of them)")
+    if collection is not None and not (pseudo_captions or captions_file):
+        raise click.UsageError("with --collection, add --pseudo-captions (or --captions FILE)")
+    if plot is not None:
+        from searchengine.evaluation.plot import matplotlib_available
+
+        if not matplotlib_available():
+            raise click.UsageError(
+                "--plot needs matplotlib: pip install 'searchengine[plot]' (or matplotlib)"
+            )
+    from searchengine.evaluation import load_dataset, run_bench
+
+    with errors():
+        if collection is not None:
+            config = make_config(index_dir, device=device)
+            report = _collection_report(
+                collection, config, models, ks, captioner, captions_file, image_root, plot
+            )
+        else:
+            assert dataset is not None
+            specs, where = _models(models, device)
+            data = load_dataset(
+                dataset,
+                split=split,
+                image_root=image_root,
+                data_dir=(cache_dir / "datasets") if cache_dir else None,
+            )
+            report = run_bench(
+                data,
+                specs,
+                ks=ks,
+                device=where,
+                batch_size=batch_size,
+                cache_dir=cache_dir,
+                use_cache=not no_cache,
+                curves=plot is not None,
+                progress=TqdmProgress,
+            )
+        if plot is not None:
+            report.plot(plot)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    elif as_csv:
+        click.echo(report.to_csv(), nl=False)
+    else:
+        click.echo(report.to_table())
+    if plot is not None:
+        click.echo(f"wrote {plot}", err=True)
+
+
+def _collection_report(
+    name: str,
+    config: Config,
+    models: Sequence[str],
+    ks: tuple[int, ...],
+    captioner: str | None,
+    captions_file: Path | None,
+    image_root: Path | None,
+    plot: Path | None,
+) -> BenchReport:
+    """``bench --collection``: BLIP (or given) captions of the collection's images as queries."""
+    from searchengine.collection import Collection
+    from searchengine.evaluation import bench_collection, load_captions
+
+    queries: dict[str, list[str]] | None = None
+    if captions_file is not None:
+        queries = {}
+        for path, text in load_captions(captions_file, image_root):
+            queries.setdefault(path, []).append(text)
+    with Collection.open(name, config) as coll:
+        return bench_collection(
+            coll,
+            models,
+            ks=ks,
+            captioner=captioner,
+            captions=queries,
+            curves=plot is not None,
+            progress=TqdmProgress,
+        )
+
+
+@click.command()
+@click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("captions", nargs=-1, required=True)
+@MODELS
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@DEVICE
+def score(
+    image: Path,
+    captions: tuple[str, ...],
+    models: tuple[str, ...],
+    as_json: bool,
+    device: str | None,
+) -> None:
+    """How each model rates CAPTIONS of IMAGE: logit, cosine, softmax, CLIPScore.
+
+    logit = logit_scale * cos; prob = softmax of the logits over the given
+    captions; CLIP-S = 2.5 * max(cos, 0) with the caption prefixed
+    "A photo depicts " (Hessel et al., 2021).
+
+    \b
+    Examples:
+      searchengine score beach.jpg "a dog on a beach" "a cat on a sofa"
+      searchengine score beach.jpg "a dog" "a cat" -m ViT-B-32:openai \\
+          -m hf-hub:UCSC-VLAA/ViT-L-14-CLIPS-Recap-DataComp-1B --json
+    """
+    from searchengine.evaluation import score_captions
+
+    with errors():
+        specs, where = _models(models, device)
+        table = score_captions(image, captions, specs, device=where)
+    click.echo(json.dumps(table.to_dict(), indent=2) if as_json else table.to_table())
+
+
+@click.command("caption-eval")
+@click.argument("images", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@MODELS
+@click.option(
+    "--captions",
+    "captions_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Score the captions of this image,caption CSV instead of BLIP's.",
+)
+@click.option(
+    "--refs",
+    "refs_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Reference captions (image,caption CSV or JSON): adds RefCLIPScore.",
+)
+@click.option(
+    "--ratings",
+    "ratings_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Human ratings (image,caption,rating CSV or the clipscore Flickr8k JSON): "
+    "adds Pearson, Spearman and Kendall tau-c.",
+)
+@click.option(
+    "--images-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder image paths in the files are relative to [default: each file's].",
+)
+@click.option(
+    "--captioner",
+    default=None,
+    metavar="NAME",
+    help="BLIP captioning model [default Salesforce/blip-image-captioning-base].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@DEVICE
+def caption_eval(
+    images: tuple[Path, ...],
+    models: tuple[str, ...],
+    captions_file: Path | None,
+    refs_file: Path | None,
+    ratings_file: Path | None,
+    images_root: Path | None,
+    captioner: str | None,
+    as_json: bool,
+    device: str | None,
+) -> None:
+    """Caption IMAGES with BLIP and score each caption with CLIPScore per model.
+
+    IMAGES are files or folders. With --captions or --ratings, the captions in
+    the file are scored (IMAGES, if given, select which). With --refs (or the
+    references inside a clipscore ratings JSON), RefCLIPScore is added.
+
+    \b
+    Examples:
+      searchengine caption-eval photos/ -m ViT-B-32:openai \\
+          -m hf-hub:UCSC-VLAA/ViT-L-14-CLIPS-Recap-DataComp-1B
+      searchengine caption-eval a.jpg b.jpg --refs refs.csv -m ViT-B-32:openai
+      searchengine caption-eval --ratings flickr8k/flickr8k.json -m ViT-B-32:openai
+    """
+    from searchengine.evaluation import caption_eval as run
+    from searchengine.evaluation import load_captions, load_ratings, load_references
+
+    if not (images or captions_file or ratings_file):
+        raise click.UsageError("give IMAGES to caption, or a --captions or --ratings file")
+    with errors():
+        specs, where = _models(models, device)
+        ratings = load_ratings(ratings_file, images_root) if ratings_file else None
+        refs = load_references(refs_file, images_root) if refs_file else None
+        if refs is None and ratings is not None and ratings.references:
+            refs = ratings.references
+        report = run(
+            [str(p) for p in images],
+            specs,
+            captions=load_captions(captions_file, images_root) if captions_file else None,
+            ratings=ratings.judgements if ratings else None,
+            references=refs,
+            captioner=captioner,
+            device=where,
+            progress=TqdmProgress,
+        )
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.to_table())

@@ -1,0 +1,90 @@
+"""The ``serve`` command: the web page and JSON API for one collection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from searchengine.cli.common import collection_options, errors, open_collection
+
+MISSING_EXTRA = (
+    "the web server needs the server extra: pip install 'searchengine[server]' "
+    "(fastapi, uvicorn, python-multipart)"
+)
+
+
+@click.command()
+@collection_options
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. Anything but a loopback address needs --token.",
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
+@click.option(
+    "--token",
+    envvar="SEARCHENGINE_TOKEN",
+    default=None,
+    help="Require this token on every API call [env SEARCHENGINE_TOKEN, which keeps it "
+    "out of the process list]. 16+ characters of A-Z a-z 0-9 . _ ~ -",
+)
+@click.option(
+    "--rerank-model",
+    default=None,
+    metavar="MODEL",
+    help="Model the page's rerank option uses [default: the collection's model].",
+)
+@click.option(
+    "--caption-model",
+    default=None,
+    metavar="MODEL",
+    help="BLIP model for captions [default: Salesforce/blip-image-captioning-base].",
+)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+def serve(
+    collection: str,
+    index_dir: Path | None,
+    host: str,
+    port: int,
+    token: str | None,
+    rerank_model: str | None,
+    caption_model: str | None,
+    device: str | None,
+) -> None:
+    """Search a collection from a web page (and a JSON API) on this machine.
+
+    The model is loaded once, before the server starts, so every query is warm.
+    Files are served by catalog id only. Ctrl-C stops the server.
+
+    \b
+    Examples:
+      searchengine serve                                  # http://127.0.0.1:8765/
+      searchengine serve --collection family --port 9000
+      SEARCHENGINE_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(24))') \\
+          searchengine serve --host 0.0.0.0               # reachable from the network
+    """
+    try:
+        import uvicorn
+
+        from searchengine.server import check_binding, create_app
+    except ImportError as exc:
+        raise click.ClickException(f"{MISSING_EXTRA} ({exc.name} is missing)") from exc
+
+    with errors():
+        check_binding(host, token)  # before the model loads: a refusal comes at once
+    with errors(), open_collection(collection, index_dir, None, device) as coll:
+        click.echo(f"loading {coll.model} for collection {coll.name!r}…", err=True)
+        app = create_app(
+            coll,
+            token=token,
+            host=host,
+            rerank_model=rerank_model,
+            caption_model=caption_model,
+            warm_up=True,
+        )
+        shown = f"[{host}]" if ":" in host else host
+        url = f"http://{shown}:{port}/" + (f"#token={token}" if token else "")
+        click.echo(f"serving {coll.name!r} at {url}  (Ctrl-C stops)", err=True)
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,212 @@
+"""The JSON API's routes: parse and bound the request, call one ``Service`` method.
+
+Every route is a plain ``def`` (FastAPI runs it in its thread pool) except the upload,
+which reads the body asynchronously and then hands over to a thread. Bounds on every
+parameter are part of the OpenAPI schema, so a client learns them from ``/api/openapi.json``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, File, Path, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, Response
+from pydantic import StringConstraints
+
+from searchengine.search import MAX_QUERY_CHARS
+from searchengine.server.schemas import (
+    CaptionBody,
+    ErrorBody,
+    FoldersBody,
+    HealthBody,
+    ImageInfo,
+    SearchPage,
+    SimilarPage,
+    StatusBody,
+)
+from searchengine.server.service import SearchRequest, Service
+from searchengine.server.thumbnails import media_type, read_indexed
+
+MAX_K = 100
+MAX_OFFSET = 1000
+MAX_TERMS = 10
+MAX_SIDE = 100_000
+# SQLite integers are signed 64-bit; a larger id could only ever be "not found".
+MAX_ID = 2**63 - 1
+_DATE = r"^\d{4}(-\d{1,2}){0,2}$"
+
+router = APIRouter(prefix="/api")
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    why = {
+        400: "The request cannot be served as asked (bad query, date, term or upload).",
+        401: "The server has a token and the request did not carry it.",
+        404: "No such image, or its file is gone.",
+        409: "The image's file changed since it was indexed; re-index.",
+        413: "The upload is larger than the server accepts.",
+        422: "A parameter is missing, malformed or out of bounds.",
+        503: "A model the request needs cannot be loaded.",
+    }
+    return {c: {"model": ErrorBody, "description": why[c]} for c in (400, 401, 422, *codes)}
+
+
+_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff")
+
+ImageId = Annotated[int, Path(ge=1, le=MAX_ID, description="Catalog id of an indexed image.")]
+K = Annotated[int, Query(ge=1, le=MAX_K, description="Results per page.")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Results to skip.")]
+Term = Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_CHARS)]
+Terms = Annotated[list[Term], Query(max_length=MAX_TERMS)]
+DateText = Annotated[
+    str | None, Query(pattern=_DATE, description="YYYY, YYYY-MM or YYYY-MM-DD (local time).")
+]
+
+
+def service(request: Request) -> Service:
+    svc: Service = request.app.state.service
+    return svc
+
+
+@router.get("/health", response_model=HealthBody, responses=_errors())
+def health(request: Request) -> HealthBody:
+    """The server answers; which collection and model it serves."""
+    return service(request).health()
+
+
+@router.get("/status", response_model=StatusBody, responses=_errors())
+def status(request: Request) -> StatusBody:
+    """The collection: model, image and failure counts, index type, size, folders."""
+    return service(request).status()
+
+
+@router.get("/folders", response_model=FoldersBody, responses=_errors())
+def folders(request: Request) -> FoldersBody:
+    """Folders holding indexed images, for the search's folder filter."""
+    return service(request).folders()
+
+
+@router.get("/search", response_model=SearchPage, responses=_errors(404, 409, 503))
+def search(
+    request: Request,
+    q: Annotated[
+        str,
+        Query(min_length=1, max_length=MAX_QUERY_CHARS, description="What the photo shows."),
+    ],
+    k: K = 24,
+    offset: Offset = 0,
+    plus: Annotated[
+        Terms | None,
+        Query(description="Terms to add: `[W:]text` or `[W:]image:ID` (an indexed image)."),
+    ] = None,
+    minus: Annotated[Terms | None, Query(description="Terms to subtract, same form.")] = None,
+    folder: Annotated[
+        str | None,
+        Query(max_length=4096, description="A folder (images below it) or a path glob."),
+    ] = None,
+    after: DateText = None,
+    before: DateText = None,
+    min_width: Annotated[int | None, Query(ge=1, le=MAX_SIDE)] = None,
+    min_height: Annotated[int | None, Query(ge=1, le=MAX_SIDE)] = None,
+    orientation: Literal["landscape", "portrait", "square"] | None = None,
+    sort: Annotated[
+        Literal["relevance", "date", "date-asc"],
+        Query(description="Order within each page of the relevance ranking."),
+    ] = "relevance",
+    rerank: Annotated[bool, Query(description="Rank by CLIPScore (the server's model).")] = False,
+    min_score: Annotated[float | None, Query(ge=0.0, le=2.5)] = None,
+    caption: Annotated[bool, Query(description="Caption each result with BLIP.")] = False,
+) -> SearchPage:
+    """Images best matching a text query, best first; pages by ``offset``."""
+    return service(request).search(
+        SearchRequest(
+            q=q,
+            k=k,
+            offset=offset,
+            plus=plus or (),
+            minus=minus or (),
+            folder=folder,
+            after=after,
+            before=before,
+            min_width=min_width,
+            min_height=min_height,
+            orientation=orientation,
+            sort=sort,
+            rerank=rerank,
+            min_score=min_score,
+            caption=caption,
+        )
+    )
+
+
+@router.get("/images/{image_id}", response_model=ImageInfo, responses=_errors(404))
+def image(request: Request, image_id: ImageId) -> ImageInfo:
+    """What the catalog knows about one image, and the URLs of its files."""
+    return service(request).image(image_id)
+
+
+@router.get(
+    "/images/{image_id}/file",
+    response_class=Response,
+    responses={
+        200: {"content": {t: {} for t in _IMAGE_TYPES}, "description": "The original file."},
+        **_errors(404, 409),
+    },
+)
+def image_file(request: Request, image_id: ImageId) -> Response:
+    """The original file, byte for byte, provided it still holds what was indexed."""
+    data = read_indexed(service(request).record(image_id))
+    return Response(data, media_type=media_type(data), headers={"Cache-Control": "private"})
+
+
+@router.get(
+    "/images/{image_id}/thumbnail",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"image/jpeg": {}}, "description": "A JPEG thumbnail."},
+        **_errors(404, 409),
+    },
+)
+def thumbnail(
+    request: Request,
+    image_id: ImageId,
+    size: Annotated[
+        Literal["small", "large"],
+        Query(description="small: longest side 384 px; large: 1280 px."),
+    ] = "small",
+) -> FileResponse:
+    """A JPEG thumbnail, made on first request and cached in the collection folder."""
+    svc = service(request)
+    path = svc.thumbnails.get(svc.record(image_id), size)
+    return FileResponse(
+        path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
+    )
+
+
+@router.get(
+    "/images/{image_id}/caption", response_model=CaptionBody, responses=_errors(404, 409, 503)
+)
+def caption(request: Request, image_id: ImageId) -> CaptionBody:
+    """A BLIP caption of the image, generated on first request and stored."""
+    return service(request).caption(image_id)
+
+
+@router.get("/images/{image_id}/similar", response_model=SimilarPage, responses=_errors(404, 503))
+def similar_to_image(
+    request: Request, image_id: ImageId, k: K = 24, offset: Offset = 0
+) -> SimilarPage:
+    """Images most like an indexed one ("more like this"); the image itself is left out."""
+    return service(request).similar_to_image(image_id, k, offset)
+
+
+@router.post("/similar", response_model=SimilarPage, responses=_errors(413, 503))
+async def similar_to_upload(
+    request: Request,
+    file: Annotated[UploadFile, File(description="An image file (size-limited).")],
+    k: K = 24,
+    offset: Offset = 0,
+) -> SimilarPage:
+    """Images most like an uploaded one; it is decoded as safely as an indexed file."""
+    data = await file.read()
+    return await run_in_threadpool(service(request).similar_to_upload, data, k, offset)

@@ -1,0 +1,157 @@
+"""The web app: the JSON API, the page, error mapping and the guard, around one collection.
+
+``create_app`` takes an already-open ``Collection`` (the composition root, the
+``serve`` command or a test, opens and closes it) and returns a FastAPI app to run
+under any ASGI server. Errors, whatever raised them, reach clients as
+``{"error": "one line"}`` with a 4xx status; only a bug gives a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection as Container
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from searchengine.errors import (
+    CollectionError,
+    CollectionNotFoundError,
+    ModelError,
+    SearchEngineError,
+)
+from searchengine.server.api import router
+from searchengine.server.security import LOOPBACK_NAMES, Guard, check_binding, is_loopback
+from searchengine.server.service import Service
+from searchengine.server.thumbnails import FileUnavailable
+
+if TYPE_CHECKING:
+    from searchengine.captions import Captioner
+    from searchengine.collection import Collection
+    from searchengine.models import Encoder
+
+STATIC_DIR = Path(__file__).parent / "static"
+MAX_UPLOAD_BYTES = 20_000_000
+log = logging.getLogger("searchengine.server")
+
+
+def create_app(
+    collection: Collection,
+    *,
+    token: str | None = None,
+    host: str = "127.0.0.1",
+    allowed_hosts: Container[str] | None = None,
+    rerank_model: str | Encoder | None = None,
+    caption_model: str | Captioner | None = None,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    warm_up: bool = False,
+) -> FastAPI:
+    """The app serving one open collection.
+
+    Args:
+        collection: an open collection; it stays the caller's to close.
+        token: when set, every API request must carry it (see ``security.py``).
+        host: the address the server will listen on; without a token it must be a
+            loopback address.
+        allowed_hosts: host names requests may be addressed to. Default: loopback
+            names (and ``host``) without a token; any name with one.
+        rerank_model: what ``rerank=true`` rescores with; default the collection's model.
+        caption_model: the BLIP captioning model; default the package default.
+        max_upload_bytes: the largest request body accepted.
+        warm_up: load the model and index now (errors surface here, not at the
+            first query), and drop thumbnails of images no longer indexed.
+
+    Raises:
+        ConfigError: a non-loopback ``host`` without a token, or a weak token.
+    """
+    check_binding(host, token)
+    service = Service(collection, rerank_model=rerank_model, caption_model=caption_model)
+    if warm_up:
+        service.warm_up()
+    app = FastAPI(
+        title="searchengine",
+        summary=f"Search the photo collection {collection.name!r} by describing photos.",
+        version=_version(),
+        openapi_url="/api/openapi.json",
+        docs_url=None,  # Swagger UI loads its scripts from a CDN; the page must work offline
+        redoc_url=None,
+    )
+    app.state.service = service
+    app.include_router(router)
+    _add_error_handlers(app)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    if allowed_hosts is None and token is None:
+        allowed_hosts = {*LOOPBACK_NAMES, host.strip("[]").lower()} if is_loopback(host) else None
+    app.add_middleware(
+        Guard,
+        token=token,
+        allowed_hosts=allowed_hosts,
+        max_body=max_upload_bytes,
+    )
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    def error(status: int, message: str, **extra: object) -> JSONResponse:
+        return JSONResponse({"error": message, **extra}, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        response = error(exc.status_code, str(exc.detail))
+        response.headers.update(exc.headers or {})
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Only where and what: echoing the input back could be megabytes, or bytes
+        # that are not text.
+        problems = [
+            {"loc": [str(part) for part in e.get("loc", ())], "msg": str(e.get("msg", ""))}
+            for e in exc.errors()
+        ]
+        message = "invalid request"
+        if problems:
+            loc, msg = problems[0]["loc"], str(problems[0]["msg"])
+            where = ".".join(p for p in loc if p not in ("query", "path", "body"))
+            message = f"{where}: {msg}" if where else msg
+        return error(422, message, detail=problems)
+
+    @app.exception_handler(SearchEngineError)
+    async def library_error(_request: Request, exc: SearchEngineError) -> JSONResponse:
+        return error(_status(exc), str(exc))
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error serving %s", request.url.path, exc_info=exc)
+        return error(500, "internal error; the server log has the details")
+
+
+def _status(exc: SearchEngineError) -> int:
+    if isinstance(exc, FileUnavailable):
+        return exc.status
+    if isinstance(exc, CollectionNotFoundError):
+        return 404
+    if isinstance(exc, CollectionError):
+        return 409
+    if isinstance(exc, ModelError):
+        return 503  # the server's own model set-up, not the request, is at fault
+    return 400  # QueryError, ImageError, ConfigError, DatasetError: the input
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("searchengine")
+    except PackageNotFoundError:
+        return "0"

@@ -1,0 +1,206 @@
+"""Who may talk to the server, and how much: host check, token, body limit, headers.
+
+One ASGI middleware in front of everything:
+
+- **Host check.** Without a token the server only answers requests addressed to a
+  loopback name (``127.0.0.1``, ``localhost``, ``::1``). A web page on another site
+  cannot read answers from ``127.0.0.1`` (no CORS headers are ever sent), but it could
+  re-point its own host name at ``127.0.0.1`` ("DNS rebinding"); the browser would then
+  send that name as ``Host``, and it is refused.
+- **Token.** With a token, every ``/api/`` request but the OpenAPI schema must carry
+  it: ``Authorization: Bearer TOKEN``, or the ``searchengine_token`` cookie that the
+  page sets (``SameSite=Strict``, so other sites' pages cannot send it). The page and
+  its scripts load without it; they hold no data.
+- **Body limit.** A request body over the limit is answered 413 before it is all
+  read (from ``Content-Length``, or by counting a chunked body).
+- **Headers.** Every response forbids framing, content sniffing and any script, style
+  or image from elsewhere (Content-Security-Policy).
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import re
+from collections.abc import Collection, MutableMapping
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.requests import cookie_parser
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from searchengine.errors import ConfigError
+
+TOKEN_COOKIE = "searchengine_token"
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+PUBLIC_API_PATHS = frozenset({"/api/openapi.json"})
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9._~-]{16,256}$")
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (
+        b"content-security-policy",
+        b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
+        b"connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+    ),
+]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or address to bind to) is reachable from this machine only."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_binding(host: str, token: str | None) -> None:
+    """Refuse settings that would expose the collection.
+
+    Raises:
+        ConfigError: a non-loopback address without a token, or a guessable token.
+    """
+    if token is not None and not _TOKEN_RE.match(token):
+        raise ConfigError(
+            "the token must be 16 to 256 characters from A-Z a-z 0-9 . _ ~ -; make one with "
+            "python -c 'import secrets; print(secrets.token_urlsafe(24))'"
+        )
+    if token is None and not is_loopback(host):
+        raise ConfigError(
+            f"refusing to listen on {host} without --token: anyone who can reach this "
+            "machine could browse and download your photos. Add --token (or set "
+            "SEARCHENGINE_TOKEN), or keep the default --host 127.0.0.1"
+        )
+
+
+class Guard:
+    """The ASGI middleware described in this module's docstring.
+
+    Args:
+        app: the application to guard.
+        token: the API token, or ``None`` for none.
+        allowed_hosts: host names (no port) requests may be addressed to; ``None``
+            allows any.
+        max_body: the largest request body accepted, in bytes.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        token: str | None,
+        allowed_hosts: Collection[str] | None,
+        max_body: int,
+    ) -> None:
+        self.app = app
+        self.token = token.encode() if token else None
+        self.allowed_hosts = None if allowed_hosts is None else frozenset(allowed_hosts)
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        refusal = self._refusal(scope["path"], headers)
+        if refusal is not None:
+            await _send_error(send, *refusal)
+            return
+        length = headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > self.max_body:
+            await _send_error(send, 413, self._too_large())
+            return
+        state = {"received": 0, "too_large": False, "started": False}
+
+        async def counting_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                if state["received"] > self.max_body:
+                    state["too_large"] = True
+                    # What the app sees: the client went away. It stops reading, and
+                    # its response is replaced by the 413 below.
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if state["too_large"]:
+                if not state["started"]:
+                    state["started"] = True
+                    await _send_error(send, 413, self._too_large())
+                return
+            if message["type"] == "http.response.start":
+                state["started"] = True
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, counting_receive, guarded_send)
+        if state["too_large"] and not state["started"]:
+            await _send_error(send, 413, self._too_large())
+
+    def _refusal(self, path: str, headers: Headers) -> tuple[int, str, list[Any]] | None:
+        if self.allowed_hosts is not None:
+            host = _hostname(headers.get("host", ""))
+            if host not in self.allowed_hosts:
+                return (
+                    400,
+                    f"this server answers only requests to {', '.join(sorted(self.allowed_hosts))}"
+                    "; start it with --token to serve other host names",
+                    [],
+                )
+        guarded = path.startswith("/api/") and path not in PUBLIC_API_PATHS
+        if self.token is not None and guarded and not self._authorised(headers):
+            return (
+                401,
+                "this server needs its token: send 'Authorization: Bearer TOKEN', or open "
+                "the page as http://HOST:PORT/#token=TOKEN",
+                [(b"www-authenticate", b"Bearer")],
+            )
+        return None
+
+    def _authorised(self, headers: Headers) -> bool:
+        assert self.token is not None
+        offered = []
+        scheme, _, value = headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            offered.append(value.strip())
+        cookie = cookie_parser(headers.get("cookie", "")).get(TOKEN_COOKIE)
+        if cookie:
+            offered.append(cookie)
+        return any(hmac.compare_digest(o.encode(), self.token) for o in offered)
+
+    def _too_large(self) -> str:
+        return f"the request body is over the {self.max_body // 1_000_000} MB limit"
+
+
+def _hostname(host: str) -> str:
+    """``Host`` header without the port: ``[::1]:8765`` → ``::1``, ``a:1`` → ``a``."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+async def _send_error(
+    send: Send, status: int, message: str, extra: list[Any] | None = None
+) -> None:
+    body = json.dumps({"error": message}).encode()
+    headers: list[Any] = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *(extra or []),
+        *SECURITY_HEADERS,
+    ]
+    start: MutableMapping[str, Any] = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": headers,
+    }
+    await send(start)
+    await send({"type": "http.response.body", "body": body})

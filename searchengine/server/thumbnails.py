@@ -1,0 +1,183 @@
+"""Indexed files for the web page: the original bytes, verified, and cached JPEG thumbnails.
+
+A request names an image only by catalog id; the file read is the catalog's path for it.
+Before any byte is served, the file is checked to still hold the content that was
+indexed (same size, same BLAKE2b hash as the catalog's ``content_hash``). So what the
+server hands out is exactly what the user indexed: a file swapped for something else
+since (another file, a symbolic link to ``/etc/shadow``) is refused, not served.
+
+Thumbnails are made once from those verified bytes by the ingest's safe decoder and
+kept under ``<collection folder>/thumbs/<size>/<id>-<content hash>.jpg``, written
+atomically (temporary file, then rename). A re-indexed file whose content changed has a
+new hash, so it gets a new thumbnail; ``prune`` drops the ones nothing refers to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import stat
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+from PIL import Image
+
+from searchengine.catalog import OK, Catalog, ImageRecord
+from searchengine.errors import ImageError
+from searchengine.ingest.decode import decode_bytes
+
+THUMBS_DIR = "thumbs"
+# Longest side in pixels. "small" fills a grid cell on a high-density screen, "large"
+# a viewer on most monitors; both are far smaller than camera originals.
+SIZES = {"small": 384, "large": 1280}
+_HEX = re.compile(r"^[0-9a-f]{8,128}$")
+_MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
+
+
+class FileUnavailable(ImageError):
+    """An indexed image's file cannot be served as indexed.
+
+    Attributes:
+        status: the HTTP status that says why: 404 gone, 409 changed since indexing.
+    """
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def content_digest(data: bytes) -> str:
+    """The catalog's content hash of a file's bytes (as the ingest computes it)."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def read_indexed(record: ImageRecord) -> bytes:
+    """The bytes of an indexed image, provided they are still the ones indexed.
+
+    Raises:
+        FileUnavailable: the file is gone or unreadable (404), or its content is not
+            what was indexed (409): re-running ``searchengine index`` fixes the catalog.
+    """
+    if record.status != OK or not record.content_hash:
+        raise FileUnavailable(f"no image with id {record.id}", 404)
+    # O_NONBLOCK: a FIFO put where the image was must not hang the request; fstat then
+    # refuses anything that is not a regular file before a byte is read.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(record.path, flags)
+    except (OSError, ValueError) as exc:
+        raise FileUnavailable(
+            f"image {record.id} can no longer be read ({_reason(exc)}); "
+            "re-run `searchengine index` to update the collection",
+            404,
+        ) from exc
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_size != record.size:
+            raise _changed(record)
+        data = handle.read(record.size + 1)
+    if len(data) != record.size or content_digest(data) != record.content_hash:
+        raise _changed(record)
+    return data
+
+
+def media_type(data: bytes) -> str:
+    """The MIME type of image bytes, from their header (not from the file name)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                fmt = image.format or ""
+    except Exception:  # verified bytes decoded at ingest; this is only a label
+        return "application/octet-stream"
+    return _MIME.get(fmt) or Image.MIME.get(fmt) or "application/octet-stream"
+
+
+class ThumbnailCache:
+    """JPEG thumbnails of indexed images, made on first request and kept on disk."""
+
+    def __init__(self, collection_folder: Path, workers: int | None = None) -> None:
+        self.root = collection_folder / THUMBS_DIR
+        # Decoding a large original takes hundreds of MB; a page asks for dozens of
+        # thumbnails at once, so only a few are made at a time.
+        self._slots = threading.BoundedSemaphore(workers or min(4, os.cpu_count() or 1))
+
+    def path(self, record: ImageRecord, size: str) -> Path:
+        """Where the thumbnail of ``record`` at ``size`` lives (it may not exist yet)."""
+        digest = record.content_hash or ""
+        if size not in SIZES or not _HEX.match(digest):  # names come from our data only
+            raise FileUnavailable(f"no thumbnail for image {record.id}", 404)
+        return self.root / size / f"{int(record.id)}-{digest}.jpg"
+
+    def get(self, record: ImageRecord, size: str = "small") -> Path:
+        """The thumbnail file, made now if missing.
+
+        Raises:
+            FileUnavailable: the original is gone or changed (and no thumbnail was made
+                before), or it no longer decodes.
+        """
+        target = self.path(record, size)
+        if target.is_file():
+            return target
+        with self._slots:
+            if target.is_file():  # made by another request while this one waited
+                return target
+            data = read_indexed(record)
+            try:
+                image = decode_bytes(data, min_side=SIZES[size]).image
+            except ImageError as exc:
+                raise FileUnavailable(f"image {record.id} cannot be decoded: {exc}", 409) from exc
+            image.thumbnail((SIZES[size], SIZES[size]), Image.Resampling.LANCZOS)
+            _write_atomic(target, image)
+        return target
+
+    def prune(self, catalog: Catalog) -> int:
+        """Delete thumbnails of images no longer indexed (or indexed with other content).
+
+        Returns:
+            How many files were removed.
+        """
+        if not self.root.is_dir():
+            return 0
+        keep = {f"{r.id}-{r.content_hash}.jpg" for r in catalog.records(OK)}
+        removed = 0
+        for size in SIZES:
+            folder = self.root / size
+            if not folder.is_dir():
+                continue
+            for entry in folder.iterdir():
+                if entry.name not in keep:
+                    entry.unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
+
+def _write_atomic(target: Path, image: Image.Image) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            # No EXIF copied: a thumbnail carries no GPS position or camera serial.
+            image.save(out, "JPEG", quality=85, optimize=True, progressive=True)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _changed(record: ImageRecord) -> FileUnavailable:
+    return FileUnavailable(
+        f"image {record.id} changed on disk since it was indexed; "
+        "re-run `searchengine index` to update the collection",
+        409,
+    )
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return "unusable path"

@@ -1,0 +1,259 @@
+"""The web page in real headless Chromium, driven by Playwright, against `searchengine serve`.
+
+Chromium is Debian's (``/usr/bin/chromium``; ``scripts/install_browser.sh`` installs it,
+``scripts/test.sh`` runs that first); Playwright only drives it, it downloads nothing.
+The server is the real command in a child process, on the toy collection.
+
+Set ``SEARCHENGINE_SCREENSHOT=1`` to rewrite ``docs/screenshot.png`` (it is written
+anyway when missing); every run also leaves one in the test's temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from fakehub import activate
+from servertools import ToyCollection, build_toy_collection, live_server
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Headless as root on a machine with no network: no sandbox, no GPU, and nothing that
+# phones home (each attempt would fail, slowly, on a closed network).
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOT = Path(__file__).parents[2] / "docs" / "screenshot.png"
+QUERY = "a green circle"  # 5 of the 60 toy photos show one; the toy model ranks one first
+TOKEN = "browser-test-token-0123456789"
+ALL_LOADED = (
+    "Array.from(document.querySelectorAll('#results img'))"
+    ".every(i => i.complete && i.naturalWidth > 0)"
+)
+VIEWER_LOADED = "document.getElementById('viewer-img').naturalWidth > 0"
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory, fake_hub) -> ToyCollection:
+    with pytest.MonkeyPatch.context() as patch:
+        activate(patch, fake_hub.hf_home)
+        yield build_toy_collection(tmp_path_factory.mktemp("browser"))
+
+
+@pytest.fixture(scope="module")
+def env(fake_hub) -> dict[str, str]:
+    return {**os.environ, **fake_hub.env()}
+
+
+@pytest.fixture(scope="module")
+def server(toy: ToyCollection, env: dict[str, str]) -> str:
+    with live_server(toy, env) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip("no Chromium at /usr/bin/chromium: run scripts/install_browser.sh")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh tab; the test fails if the page logs an error (a CSP violation, say)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield tab
+    context.close()
+    unexpected = [e for e in errors if "status of 503" not in e]  # one test fakes a 503
+    assert not unexpected
+
+
+def wait_until(page, condition: str, timeout: float = 15.0) -> None:
+    """Poll a JavaScript condition (``wait_for_function`` needs eval, which the CSP forbids)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(condition):
+        assert time.monotonic() < deadline, f"timed out waiting for {condition}"
+        time.sleep(0.05)
+
+
+def focused(page) -> str | None:
+    """The grid index of the focused card, or the id of whatever else has focus."""
+    return page.evaluate("document.activeElement.dataset.index ?? document.activeElement.id")
+
+
+def card_names(page) -> list[str]:
+    return page.locator("#results .card .name").all_inner_texts()
+
+
+def test_search_open_and_more_like_this_with_the_keyboard(page, server, toy, tmp_path):
+    from playwright.sync_api import expect
+
+    expected = toy.cli_json("search", QUERY, "-k", "24")
+    page.goto(server)
+    expect(page.locator("#collection")).to_contain_text("60 photos")
+    assert focused(page) == "q"  # the search box has focus on load
+    page.keyboard.type(QUERY)
+    page.keyboard.press("Enter")
+    expect(page.locator("#message")).to_contain_text(f"24 photos for “{QUERY}”")
+    names = card_names(page)
+    assert names == [os.path.basename(r["path"]) for r in expected]
+    if toy.semantic:  # the trained toy model: a green circle comes first
+        assert "green circle" in toy.shows[expected[0]["path"]]
+    scores = page.locator("#results .card .score").all_inner_texts()
+    assert scores[0] == f"{expected[0]['score']:.3f}"
+    wait_until(page, ALL_LOADED)
+    save_screenshot(page, tmp_path)
+
+    page.keyboard.press("ArrowDown")  # from the search box into the grid
+    assert focused(page) == "0"
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    assert focused(page) == "2"
+    page.keyboard.press("ArrowDown")  # one row down: as many cards as fit in a row
+    row = page.evaluate("document.activeElement.dataset.index")
+    assert int(row) > 2
+    page.keyboard.press("Home")
+    assert focused(page) == "0"
+
+    page.keyboard.press("Enter")
+    viewer = page.locator("#viewer")
+    expect(viewer).to_be_visible()
+    expect(page.locator("#viewer-title")).to_have_text(names[0])
+    expect(page.locator("#viewer-path")).to_have_text(expected[0]["path"])
+    wait_until(page, VIEWER_LOADED)
+    page.screenshot(path=str(tmp_path / "viewer.png"))
+    page.keyboard.press("Escape")
+    expect(viewer).to_be_hidden()
+    assert focused(page) == "0"  # back where the keyboard was
+
+    page.keyboard.press("Enter")
+    expect(viewer).to_be_visible()
+    assert focused(page) == "similar-btn"
+    page.keyboard.press("Enter")  # more like this
+    expect(page.locator("#message")).to_contain_text(f"photos like {names[0]}")
+    similar = toy.cli_json("similar", expected[0]["path"], "-k", "24")
+    assert card_names(page) == [os.path.basename(r["path"]) for r in similar]
+    assert names[0] not in card_names(page)
+    assert focused(page) == "0"
+    page.keyboard.press("/")  # back to the search box
+    assert focused(page) == "q"
+
+
+def test_more_results_load_on_request(page, server):
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/?q=a+black+cross")  # a search can be linked to
+    expect(page.locator("#message")).to_contain_text("24 photos for “a black cross”")
+    page.locator("#more").click()
+    expect(page.locator("#message")).to_contain_text("48 photos")
+    page.locator("#more").click()
+    expect(page.locator("#message")).to_contain_text("60 photos (all)")
+    expect(page.locator("#more")).to_be_hidden()
+    assert len(set(card_names(page))) == 60
+
+
+def test_nothing_found_and_server_errors_are_said_plainly(page, server):
+    from playwright.sync_api import expect
+
+    page.goto(server)
+    page.locator("#options summary").click()
+    page.fill("#after", "2001-01-01")
+    page.fill("#before", "2001-01-02")
+    page.fill("#q", "a green star")
+    page.keyboard.press("Enter")
+    expect(page.locator("#message")).to_contain_text("Nothing matches “a green star”")
+    expect(page.locator("#results .card")).to_have_count(0)
+
+    page.route(
+        "**/api/search?*",
+        lambda route: route.fulfill(
+            status=503,
+            content_type="application/json",
+            body='{"error": "the model cannot be loaded"}',
+        ),
+    )
+    page.keyboard.press("Enter")
+    expect(page.locator("#error")).to_have_text("Search failed: the model cannot be loaded")
+
+
+RECORD_STATES = """() => {
+  window.states = [];
+  const record = () => window.states.push({
+    message: document.getElementById("message").textContent,
+    progress: !document.getElementById("progress").hidden,
+    busy: document.getElementById("results").getAttribute("aria-busy"),
+  });
+  new MutationObserver(record).observe(document.body, {
+    subtree: true, childList: true, characterData: true, attributes: true,
+  });
+}"""
+
+
+def test_a_slow_search_shows_progress(page, server):
+    from playwright.sync_api import expect
+
+    def slowly(route) -> None:
+        time.sleep(1.0)  # the page's own timers run on meanwhile
+        route.continue_()
+
+    page.goto(server)
+    page.route("**/api/search?*", slowly)
+    page.evaluate(RECORD_STATES)
+    page.fill("#q", "a yellow cross")
+    page.keyboard.press("Enter")
+    expect(page.locator("#message")).to_contain_text("photos for “a yellow cross”")
+    expect(page.locator("#progress")).to_be_hidden()
+    states = page.evaluate("window.states")
+    waiting = [s for s in states if s["message"] == "Searching for “a yellow cross”…"]
+    assert waiting and any(s["progress"] and s["busy"] == "true" for s in waiting)
+    assert states[-1]["busy"] == "false" and not states[-1]["progress"]
+
+
+def test_with_a_token_the_page_asks_for_it(browser, toy, env):
+    from playwright.sync_api import expect
+
+    with live_server(toy, {**env, "SEARCHENGINE_TOKEN": TOKEN}) as url:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(url)
+        expect(page.locator("#token-dialog")).to_be_visible()
+        page.keyboard.type(TOKEN)
+        page.keyboard.press("Enter")
+        expect(page.locator("#collection")).to_contain_text("60 photos")
+        page.fill("#q", QUERY)
+        page.keyboard.press("Enter")
+        expect(page.locator("#message")).to_contain_text("24 photos")
+        context.close()
+        # http://HOST:PORT/#token=T opens straight away, and leaves no token in the bar.
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(f"{url}/#token={TOKEN}")
+        expect(page.locator("#collection")).to_contain_text("60 photos")
+        assert "token" not in page.url
+        context.close()
+
+
+def save_screenshot(page, tmp_path: Path) -> None:
+    shot = tmp_path / "screenshot.png"
+    page.screenshot(path=str(shot))
+    if os.environ.get("SEARCHENGINE_SCREENSHOT") or not SCREENSHOT.exists():
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        shutil.copyfile(shot, SCREENSHOT)

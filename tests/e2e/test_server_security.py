@@ -1,0 +1,316 @@
+"""The web server's security policy, attacked through the real app (fake encoder: fast).
+
+Files are served by catalog id only, and only with the content that was indexed; a
+token, when set, guards every API route; foreign Host names are refused without one;
+uploads are bounded; bad input is a 4xx with a JSON error.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+from imagegen import solid
+from PIL import Image
+from servertools import SECRET, FakeCaptioner, make_collection
+
+from searchengine.cli import main
+from searchengine.collection import Collection
+from searchengine.errors import ConfigError
+from searchengine.server import create_app
+
+BASE = "http://127.0.0.1:8765"
+TOKEN = secrets.token_urlsafe(24)
+
+
+@dataclass
+class Served:
+    collection: Collection
+    photos: Path
+    outside: Path
+    client: TestClient
+    ids: dict[str, int]  # file name -> catalog id (failed files included)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Served:
+    collection, photos, outside = make_collection(tmp_path)
+    app = create_app(collection, caption_model=FakeCaptioner())
+    ids = {os.path.basename(r.path): r.id for r in collection.catalog.records()}
+    with TestClient(app, base_url=BASE) as client:
+        yield Served(collection, photos, outside, client, ids)
+    collection.close()
+
+
+def assert_error(response, status: int, *words: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) <= {"error", "detail"} and body["error"]
+    assert SECRET not in response.text
+    for word in words:
+        assert word in body["error"]
+
+
+# -- files: by catalog id only, with the content that was indexed --------------------
+
+
+TRAVERSALS = [
+    "/api/images/..%2F..%2Foutside%2Fsecret.txt/file",
+    "/api/images/%2e%2e%2f%2e%2e%2fetc%2fpasswd/file",
+    "/api/images/..%252F..%252Fetc%252Fpasswd/thumbnail",
+    "/api/images/%2Fetc%2Fpasswd/file",
+    "/api/images//etc/passwd/file",
+    "/api/images/1/../../../../etc/passwd",
+    "/api/images/1%2F..%2F..%2Fsecret.txt/caption",
+    "/api/images/1.0/file",
+    "/api/images/0x1/file",
+    "/api/images/-1/similar",
+    "/api/images/1/thumbnail?size=../../secret",
+    "/api/images/1/thumbnail?size=%2Fetc%2Fpasswd",
+    "/static/../app.py",
+    "/static/%2e%2e/app.py",
+    "/static/..%2F..%2Fcollection.py",
+    "/static/%2e%2e%2f%2e%2e%2f%2e%2e%2foutside/secret.txt",
+    "/static//etc/passwd",
+    "/%2e%2e/%2e%2e/etc/passwd",
+]
+
+
+@pytest.mark.parametrize("url", TRAVERSALS)
+def test_no_path_in_a_request_reaches_a_file(served: Served, url: str) -> None:
+    response = served.client.get(url)
+    assert response.status_code in (404, 422), (url, response.status_code)
+    assert SECRET not in response.text and "root:" not in response.text
+    assert response.json()["error"]
+
+
+def test_an_absolute_path_outside_the_collection_is_not_a_route(served: Served) -> None:
+    secret = str(served.outside / "secret.txt")
+    for url in (f"/api/images/{secret}/file", f"/static/{secret}", f"/{secret}"):
+        response = served.client.get(url)
+        assert response.status_code == 404 and SECRET not in response.text
+
+
+def test_a_linked_file_is_served_as_indexed_and_nothing_else(served: Served) -> None:
+    """Policy: the catalog holds what the user indexed, links included; a link's target
+    is served only while it still has the indexed content."""
+    link_id = served.ids["link.jpg"]
+    response = served.client.get(f"/api/images/{link_id}/file")
+    assert response.status_code == 200
+    assert response.content == (served.outside / "cyan.jpg").read_bytes()
+    assert response.headers["content-type"] == "image/jpeg"
+    os.remove(served.photos / "link.jpg")
+    os.symlink(served.outside / "secret.txt", served.photos / "link.jpg")
+    for route in ("file", "thumbnail?size=large", "caption"):
+        assert_error(served.client.get(f"/api/images/{link_id}/{route}"), 409, "changed on disk")
+
+
+def test_changed_vanished_and_special_files_are_refused(served: Served) -> None:
+    red, green, blue = (served.ids[f"{c}.jpg"] for c in ("red", "green", "blue"))
+    solid(served.photos / "red.jpg", (10, 10, 10))  # same name, other content
+    assert_error(served.client.get(f"/api/images/{red}/file"), 409, "re-run `searchengine index`")
+    os.remove(served.photos / "green.jpg")
+    assert_error(served.client.get(f"/api/images/{green}/file"), 404, "can no longer be read")
+    os.remove(served.photos / "blue.jpg")
+    os.mkfifo(served.photos / "blue.jpg")  # reading it would block: refused, not read
+    assert_error(served.client.get(f"/api/images/{blue}/thumbnail"), 409)
+
+
+def test_failed_unknown_and_removed_ids_are_all_404(served: Served) -> None:
+    failed = served.ids["broken.jpg"]
+    known = max(served.ids.values())
+    for image_id in (failed, known + 1, known + 1000, 2**63 - 1):
+        for route in ("", "/file", "/thumbnail", "/caption", "/similar"):
+            assert_error(served.client.get(f"/api/images/{image_id}{route}"), 404, "no image")
+    os.remove(served.photos / "sub" / "yellow.png")
+    served.collection.index()  # its row is deleted
+    assert_error(served.client.get(f"/api/images/{served.ids['yellow.png']}/file"), 404)
+    for image_id in ("0", "-3", str(2**63), "1e3", "%00"):
+        assert_error(served.client.get(f"/api/images/{image_id}/file"), 422)
+
+
+def test_request_terms_never_name_server_files(served: Served) -> None:
+    secret = str(served.outside / "secret.txt")
+    # Read as a file this would fail ("cannot use ... as a query image"); as text it runs.
+    terms = [secret, f"2:{secret}", "../outside/secret.txt", str(served.outside / "cyan.jpg")]
+    for term in [*terms, "~", "~root/.profile", "~\0x", "2:~nobody"]:
+        response = served.client.get("/api/search", params={"q": "red", "plus": [term]})
+        assert response.status_code == 200, response.text
+        assert SECRET not in response.text
+    cyan = served.client.get("/api/search", params={"q": "x", "plus": ["image:999"]})
+    assert_error(cyan, 404, "no image with id 999")
+    assert_error(served.client.get("/api/search", params={"q": "x", "minus": ["image:x"]}), 400)
+
+
+# -- token and host ---------------------------------------------------------------------
+
+
+def api_urls(app) -> list[tuple[str, str]]:
+    """Every documented (method, path) of the API, path parameters filled in."""
+    paths = app.openapi()["paths"]
+    return [(m.upper(), p.replace("{image_id}", "1")) for p, ops in paths.items() for m in ops]
+
+
+@pytest.fixture
+def guarded(tmp_path: Path) -> TestClient:
+    collection, _, _ = make_collection(tmp_path)
+    app = create_app(collection, token=TOKEN, host="0.0.0.0", caption_model=FakeCaptioner())
+    with TestClient(app, base_url="http://photos.example:8765") as client:
+        yield client
+    collection.close()
+
+
+def test_every_api_route_needs_the_token(guarded: TestClient) -> None:
+    urls = api_urls(guarded.app)
+    assert len(urls) >= 10
+    for method, url in urls:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+            response = guarded.request(method, url, params={"q": "red"}, headers=headers)
+            assert_error(response, 401, "token")
+            assert response.headers["www-authenticate"] == "Bearer"
+    guarded.cookies.set("searchengine_token", "not-it")
+    assert guarded.get("/api/health").status_code == 401
+
+
+def test_the_token_opens_every_route_by_header_or_cookie(guarded: TestClient) -> None:
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    found = guarded.get("/api/search", params={"q": "red"}, headers=bearer)
+    assert found.status_code == 200
+    first = found.json()["results"][0]["id"]
+    assert guarded.get(f"/api/images/{first}/thumbnail", headers=bearer).status_code == 200
+    guarded.cookies.set("searchengine_token", TOKEN)
+    assert guarded.get("/api/status").status_code == 200
+    assert guarded.get(f"/api/images/{first}/file").status_code == 200
+
+
+def test_the_page_and_the_schema_load_without_the_token(guarded: TestClient) -> None:
+    for url in ("/", "/static/app.js", "/static/style.css", "/api/openapi.json"):
+        assert guarded.get(url).status_code == 200, url
+    assert "searchengine" in guarded.get("/").text
+
+
+def test_foreign_host_names_are_refused_without_a_token(served: Served) -> None:
+    for host in ("evil.example", "evil.example:8765", "127.0.0.1.evil.example", ""):
+        response = served.client.get("/api/health", headers={"Host": host})
+        assert_error(response, 400, "answers only requests to")
+    for host in ("localhost:8765", "127.0.0.1", "[::1]:8765"):
+        assert served.client.get("/api/health", headers={"Host": host}).status_code == 200
+
+
+def test_binding_beyond_loopback_needs_a_strong_token(tmp_path: Path) -> None:
+    collection, _, _ = make_collection(tmp_path)
+    with collection:
+        for host in ("0.0.0.0", "192.168.1.20", "::"):
+            with pytest.raises(ConfigError, match="without --token"):
+                create_app(collection, host=host)
+        with pytest.raises(ConfigError, match="16 to 256"):
+            create_app(collection, host="0.0.0.0", token="short")
+        create_app(collection, host="::1")  # loopback: fine without a token
+    result = CliRunner().invoke(
+        main, ["serve", "--host", "0.0.0.0", "--index-dir", str(tmp_path / "indexes"), "-c", "t"]
+    )
+    assert result.exit_code == 2
+    assert "refusing to listen on 0.0.0.0 without --token" in result.output
+
+
+# -- uploads and bounds -----------------------------------------------------------------
+
+
+def png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def test_uploads_are_bounded_and_safely_decoded(tmp_path: Path) -> None:
+    collection, photos, _ = make_collection(tmp_path)
+    app = create_app(collection, max_upload_bytes=200_000)
+    with collection, TestClient(app, base_url=BASE) as client:
+        red = (photos / "red.jpg").read_bytes()
+        ok = client.post("/api/similar", files={"file": ("q.jpg", red)}, params={"k": 2})
+        assert ok.status_code == 200 and ok.json()["results"][0]["name"] == "red.jpg"
+        big = os.urandom(300_000)
+        assert_error(client.post("/api/similar", files={"file": ("b.jpg", big)}), 413, "limit")
+
+        def chunks():  # no Content-Length: counted as it arrives
+            yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="c.jpg"\r\n\r\n'
+            for _ in range(40):
+                yield b"x" * 10_000
+
+        chunked = client.post(
+            "/api/similar",
+            content=chunks(),
+            headers={"Content-Type": "multipart/form-data; boundary=b"},
+        )
+        assert_error(chunked, 413)
+        bomb = png(Image.new("1", (12000, 9000)))  # 108 MP in a few kB
+        assert len(bomb) < 200_000
+        refused = client.post("/api/similar", files={"file": ("b.png", bomb)})
+        assert_error(refused, 400, "over the 100 MP limit")
+        text = client.post("/api/similar", files={"file": ("t.jpg", b"<html>hi</html>")})
+        assert_error(text, 400, "not a recognised image format")
+        assert_error(client.post("/api/similar"), 422, "file")
+
+
+BAD_SEARCHES = [
+    ({}, 422, "q"),
+    ({"q": ""}, 422, "q"),
+    ({"q": "   \t"}, 400, "empty"),
+    ({"q": "x" * 2001}, 422, "q"),
+    ({"q": "red", "k": 0}, 422, "k"),
+    ({"q": "red", "k": 101}, 422, "k"),
+    ({"q": "red", "k": "ten"}, 422, "k"),
+    ({"q": "red", "offset": -1}, 422, "offset"),
+    ({"q": "red", "offset": 1001}, 422, "offset"),
+    ({"q": "red", "after": "2020-13"}, 400, "cannot read date"),
+    ({"q": "red", "after": "yesterday"}, 422, "after"),
+    ({"q": "red", "before": "9999"}, 400, "out of range"),
+    ({"q": "red", "plus": ["a"] * 11}, 422, "plus"),
+    ({"q": "red", "plus": ["x" * 2001]}, 422, "plus"),
+    ({"q": "red", "minus": ["red"]}, 400, "cancel out"),
+    ({"q": "red", "orientation": "diagonal"}, 422, "orientation"),
+    ({"q": "red", "sort": "random"}, 422, "sort"),
+    ({"q": "red", "min_score": 3}, 422, "min_score"),
+    ({"q": "red", "min_width": 10**12}, 422, "min_width"),
+    ({"q": "red", "rerank": "maybe"}, 422, "rerank"),
+    ({"q": "red", "folder": "~\0"}, 400, "control characters"),
+]
+
+
+@pytest.mark.parametrize(("params", "status", "word"), BAD_SEARCHES)
+def test_bad_input_is_a_4xx_with_a_json_error(served: Served, params, status, word) -> None:
+    assert_error(served.client.get("/api/search", params=params), status, word)
+
+
+def test_unknown_routes_and_methods_answer_json(served: Served) -> None:
+    assert_error(served.client.get("/api/nothing"), 404)
+    assert_error(served.client.delete("/api/images/1"), 405)
+    assert_error(served.client.post("/api/search", params={"q": "x"}), 405)
+
+
+def test_responses_forbid_framing_sniffing_and_foreign_scripts(served: Served) -> None:
+    for url in ("/", "/api/health", "/api/images/1/thumbnail", "/api/nothing"):
+        headers = served.client.get(url).headers
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["x-frame-options"] == "DENY"
+        assert "script-src 'self'" in headers["content-security-policy"]
+        assert "access-control-allow-origin" not in headers
+
+
+def test_the_page_loads_only_its_own_files(served: Served) -> None:
+    static = Path(__file__).parents[2] / "searchengine" / "server" / "static"
+    assert sorted(p.name for p in static.iterdir()) == [
+        "app.js",
+        "favicon.svg",
+        "index.html",
+        "style.css",
+    ]
+    page = served.client.get("/").text
+    for name in ("app.js", "style.css", "favicon.svg"):
+        assert f"/static/{name}" in page

@@ -40,6 +40,7 @@ from searchengine.errors import SchemaVersionError
 
 SCHEMA_VERSION = 2
 
+
 class FsPath(TypeDecorator[str]):
     """A file system path stored as text, reversibly, whatever bytes its name has.
 
@@ -304,9 +305,7 @@ def pending_vectors(conn: Connection, after_batch: int) -> dict[int, np.ndarray]
     query = select(pending_table.c.image_id, pending_table.c.vector).where(
         pending_table.c.batch > after_batch
     )
-    return {
-        int(i): np.frombuffer(blob, dtype=np.float32).copy() for i, blob in conn.execute(query)
-    }
+    return {int(i): np.frombuffer(blob, dtype=np.float32).copy() for i, blob in conn.execute(query)}
 
 
 def trim_vector_log(conn: Connection, up_to_batch: int) -> None:

@@ -11,6 +11,7 @@ On-disk layout (documented in ``indexes/README.md``)::
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from searchengine import index_choice
 from searchengine.captions import Captioner, cached_captions, load_captioner
 from searchengine.catalog import (
     OK,
@@ -176,7 +178,7 @@ class Collection:
     def encoder(self) -> Encoder:
         """The collection's model, loaded on first use."""
         if self._encoder is None:
-            self._encoder = load_encoder(self.model, self.config.device)
+            self._encoder = load_encoder(self.model, self.config.device, self.config.runtime)
         return self._encoder
 
     @property
@@ -187,14 +189,34 @@ class Collection:
         """The vector index (empty until the first ingest stores a dimension)."""
         if self._index is None:
             if self.index_path.exists():
-                self._index = FaissIndex.load(self.index_path, self._index_type())
-            else:
+                self._index = FaissIndex.load(self.index_path)
+            else:  # nothing saved yet: exact until ``_adapt_index`` says otherwise
                 dim = self.catalog.get_meta("dim")
-                self._index = FaissIndex(int(dim) if dim else self.encoder.dim, self._index_type())
+                self._index = FaissIndex(int(dim) if dim else self.encoder.dim)
         return self._index
 
     def _index_type(self) -> str:
+        # The saved file is the truth (a crash may fall between saving a rebuilt
+        # index and recording its type); the catalog's note serves before it exists.
+        if self._index is not None or self.index_path.exists():
+            return self.vectors().index_type
         return self.catalog.get_meta("index_type") or EXACT
+
+    def _adapt_index(self) -> None:
+        """Rebuild the index as the type its size (and memory budget) now calls for.
+
+        Runs at the end of an ingest, under the write lock. The rebuilt index holds
+        the same ids and vectors, so it is saved like a checkpoint of the last batch.
+        """
+        wanted = index_choice.wanted_type(self.vectors(), self.config.index_memory_mb)
+        if wanted is None:
+            return
+        rebuilt, report = index_choice.build_index(self.vectors(), wanted)
+        self._index = rebuilt
+        self._save_index(int(self.catalog.get_meta("last_batch") or 0))
+        self.catalog.set_meta(
+            {"index_type": rebuilt.index_type, "index_params": json.dumps(report.to_dict())}
+        )
 
     # -- commands ---------------------------------------------------------------
     def index(
@@ -230,7 +252,9 @@ class Collection:
                 progress=progress,
                 checkpoint_seconds=self.config.checkpoint_seconds,
             )
-            return run.run(roots)
+            report = run.run(roots)
+            self._adapt_index()
+            return report
 
     def precompute(self, model: str | Encoder, progress: Progress | None = None) -> int:
         """Compute and cache another model's vectors for every indexed image.
@@ -342,6 +366,9 @@ class Collection:
         if sort not in SORTS:
             raise QueryError(f"unknown sort {sort!r}; use one of {', '.join(SORTS)}")
         terms = build_terms(query, plus, minus)
+        warm_text = getattr(self.encoder, "warm_text", None)  # ONNX encoders only
+        if warm_text is not None:
+            warm_text()  # the text tower loads while the index and catalog do
         index = self.vectors()
         allowed = matching_ids(self.catalog, filters) if filters and filters.active else None
         if len(index) == 0:
@@ -410,7 +437,9 @@ class Collection:
             return ImageVectors(self.catalog, self.encoder, index=self.vectors())
         canonical = parse_model_spec(spec).spec
         if canonical not in self._rerankers:
-            self._rerankers[canonical] = load_encoder(canonical, self.config.device)
+            self._rerankers[canonical] = load_encoder(
+                canonical, self.config.device, self.config.runtime
+            )
         return ImageVectors(self.catalog, self._rerankers[canonical])
 
     def similar(self, image: str | Path | Image.Image, k: int = 10) -> list[SearchResult]:

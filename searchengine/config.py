@@ -29,6 +29,11 @@ class Config:
         checkpoint_seconds: how often a long ingest saves the vector index. Committed
             batches are safe either way (the catalog logs their vectors); saving more
             often only shortens the replay after a crash.
+        runtime: ``auto`` (ONNX Runtime for open_clip models on a CPU, torch on CUDA),
+            ``torch`` or ``onnx``.
+        index_memory_mb: memory budget for the vector index; past it a larger
+            collection gets compressed (PQ) codes at some cost in recall. ``None``:
+            no budget (exact, then SQ8 codes past 50k images).
     """
 
     home: Path = Path("indexes")
@@ -38,6 +43,8 @@ class Config:
     workers: int | None = None
     database_url: str | None = None
     checkpoint_seconds: float = 60.0
+    runtime: str = "auto"
+    index_memory_mb: float | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Config:
@@ -59,6 +66,10 @@ class Config:
                 raise ConfigError(
                     f"{ENV_PREFIX}CHECKPOINT_SECONDS={raw!r} must be a number"
                 ) from None
+        if runtime := env.get(ENV_PREFIX + "RUNTIME"):
+            values["runtime"] = runtime
+        if raw := env.get(ENV_PREFIX + "INDEX_MEMORY_MB"):
+            values["index_memory_mb"] = _positive_float(ENV_PREFIX + "INDEX_MEMORY_MB", raw)
         for key in ("batch_size", "workers"):
             if raw := env.get(ENV_PREFIX + key.upper()):
                 values[key] = _positive_int(ENV_PREFIX + key.upper(), raw)
@@ -66,6 +77,16 @@ class Config:
         if "home" in values:
             values["home"] = Path(str(values["home"])).expanduser()
         return replace(cls(), **values)  # type: ignore[arg-type]
+
+
+def _positive_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise ConfigError(f"{name}={raw!r} must be a positive number")
+    return value
 
 
 def _positive_int(name: str, raw: str) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from searchengine.cli import captions, collection
+from searchengine.cli import captions, collection, measure, serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -33,6 +33,10 @@ for command in (
     collection.demo,
     captions.caption,
     captions.ask,
+    measure.bench,
+    measure.score,
+    measure.caption_eval,
+    serve.serve,
 ):
     main.add_command(command)
 

@@ -26,6 +26,14 @@ from searchengine.cli.common import (
 )
 from searchengine.models.blip import DEFAULT_CAPTION_MODEL
 
+runtime_option = click.option(
+    "--runtime",
+    type=click.Choice(["auto", "torch", "onnx"]),
+    default=None,
+    help="How to run open_clip models [env SEARCHENGINE_RUNTIME; default auto: ONNX "
+    "Runtime on a CPU (exported and checked against torch once per model), torch on CUDA].",
+)
+
 
 @click.command()
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
@@ -51,6 +59,15 @@ from searchengine.models.blip import DEFAULT_CAPTION_MODEL
     default=None,
     help="Decode threads [default: one per core, at most 8].",
 )
+@runtime_option
+@click.option(
+    "--index-memory",
+    type=click.FloatRange(min=1, min_open=False),
+    default=None,
+    metavar="MB",
+    help="Memory budget of the vector index [env SEARCHENGINE_INDEX_MEMORY_MB; default: "
+    "none]. A collection over it gets compressed vectors and somewhat lower recall.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def index(
     paths: Sequence[Path],
@@ -60,6 +77,8 @@ def index(
     device: str | None,
     batch_size: int | None,
     workers: int | None,
+    runtime: str | None,
+    index_memory: float | None,
     as_json: bool,
 ) -> None:
     """Embed every image under PATHS into a collection.
@@ -82,7 +101,13 @@ def index(
         model = models[0] if models else None
         model = models[0] if models else None
         config = make_config(
-            index_dir, model=model, device=device, batch_size=batch_size, workers=workers
+            index_dir,
+            model=model,
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
+            runtime=runtime,
+            index_memory_mb=index_memory,
         )
         with Collection.open(collection, config, create=True, model=model) as coll:
             report = coll.index(paths, progress=TqdmProgress("indexing"))
@@ -161,6 +186,7 @@ def index(
 )
 @click.option("--model", "-m", default=None, help="Must match the collection's model if given.")
 @device_option
+@runtime_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list with every score.")
 def search(
     query: str,
@@ -182,6 +208,7 @@ def search(
     sort: str,
     model: str | None,
     device: str | None,
+    runtime: str | None,
     as_json: bool,
 ) -> None:
     """Rank a collection's images by a text QUERY.
@@ -202,7 +229,7 @@ def search(
     """
     from searchengine.filters import Filters, parse_date
 
-    with errors(), open_collection(collection, index_dir, model, device) as coll:
+    with errors(), open_collection(collection, index_dir, model, device, runtime) as coll:
         filters = Filters(
             path=path_glob,
             after=parse_date(after) if after else None,

@@ -169,11 +169,16 @@ def filter_options(func: F) -> F:
 
 @contextmanager
 def open_collection(
-    collection: str, index_dir: Path | None, model: str | None, device: str | None
+    collection: str,
+    index_dir: Path | None,
+    model: str | None,
+    device: str | None,
+    runtime: str | None = None,
 ) -> Iterator[Collection]:
     from searchengine.collection import Collection
 
-    with Collection.open(collection, make_config(index_dir, device=device), model=model) as coll:
+    config = make_config(index_dir, device=device, runtime=runtime)
+    with Collection.open(collection, config, model=model) as coll:
         yield coll
 
 

@@ -12,6 +12,7 @@ from searchengine.models.spec import (
 
 __all__ = [
     "DEFAULT_MODEL",
+    "RUNTIMES",
     "Encoder",
     "ModelKind",
     "ModelSpec",
@@ -21,22 +22,47 @@ __all__ = [
 ]
 
 
-def load_encoder(spec: str | ModelSpec, device: str = "auto") -> Encoder:
+RUNTIMES = ("auto", "torch", "onnx")
+
+
+def load_encoder(spec: str | ModelSpec, device: str = "auto", runtime: str = "auto") -> Encoder:
     """Load the model a spec string names, through its own library.
 
     Args:
         spec: a model spec string (see ``parse_model_spec``) or a parsed spec.
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+        runtime: ``auto`` runs open_clip models in ONNX Runtime on a CPU (exported
+            and verified against torch once per model; torch if that fails) and
+            in torch on CUDA; ``torch`` or ``onnx`` force one.
 
     Raises:
+        ConfigError: unknown device or runtime, or ``onnx`` asked for where it cannot run.
         UnknownModelError: the spec names no model.
         WeightsUnavailableError: weights are not cached and cannot be downloaded.
+        ModelError: ``runtime="onnx"`` and the ONNX export failed verification.
     """
+    from searchengine.errors import ConfigError
+    from searchengine.models.loading import DEVICES
+
     parsed = parse_model_spec(spec) if isinstance(spec, str) else spec
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"unknown runtime {runtime!r}; use one of: {', '.join(RUNTIMES)}")
+    if device not in DEVICES:
+        raise ConfigError(f"unknown device {device!r}; use one of: {', '.join(DEVICES)}")
     if parsed.kind is ModelKind.TRANSFORMERS:
+        if runtime == "onnx":
+            raise ConfigError(
+                f"--runtime onnx supports open_clip models, not {parsed.spec}; use auto or torch"
+            )
         from searchengine.models.hf_clip import TransformersClipEncoder
 
         return TransformersClipEncoder(parsed, device)
+    if runtime != "torch":
+        from searchengine.models.onnx import load_onnx_encoder
+
+        encoder = load_onnx_encoder(parsed, device, required=runtime == "onnx")
+        if encoder is not None:
+            return encoder
     from searchengine.models.openclip import OpenClipEncoder
 
     return OpenClipEncoder(parsed, device)

@@ -33,8 +33,9 @@ def test_any_file_name_is_indexed_and_found(raw: bytes) -> None:
         photos = folder / "photos"
         photos.mkdir()
         Image.new("RGB", (8, 8), (250, 0, 0)).save(photos / name, format="PNG")
-        with Collection.open("p", Config(home=folder / "idx"), create=True,
-                             encoder=FakeEncoder()) as coll:
+        with Collection.open(
+            "p", Config(home=folder / "idx"), create=True, encoder=FakeEncoder()
+        ) as coll:
             report = coll.index([photos])
             assert report.added == 1 and report.failed == 0
             [hit] = coll.search("red", k=5)
@@ -50,8 +51,9 @@ def small_collection(tmp_path_factory):
     folder = tmp_path_factory.mktemp("q")
     for i, colour in enumerate([(250, 0, 0), (0, 250, 0), (0, 0, 250)]):
         Image.new("RGB", (8, 8), colour).save(folder / f"{i}.png")
-    with Collection.open("q", Config(home=folder / "idx"), create=True,
-                         encoder=FakeEncoder()) as coll:
+    with Collection.open(
+        "q", Config(home=folder / "idx"), create=True, encoder=FakeEncoder()
+    ) as coll:
         coll.index([folder])
         yield coll
 

@@ -1,0 +1,266 @@
+#!/usr/bin/env python
+"""Ingest benchmark: end-to-end images/s against the model-only ceiling, re-run cost, memory.
+
+All ratios are measured in one run on one machine, so a busy machine slows both
+sides alike. What it measures:
+
+1. ``searchengine index CORPUS`` in a fresh process: images/s (embedded images over
+   the command's wall time, and over the pipeline's own time), peak RSS.
+2. The model-only ceiling: preprocessed tensors already in memory, ``encode_pixels``
+   in batches, for each runtime the project supports (torch, onnx); the ratio of
+   (1) to the fastest.
+3. The unchanged re-run of the same tree against a bare ``os.scandir`` + ``stat``
+   walk of it; with ``--tree N`` also on a tree of N tiny files indexed with ``toy``
+   (a re-run never runs the model, so the model does not matter there).
+
+Without ``--model`` it uses ``ViT-B-32:openai`` when the weights are cached, else
+ViT-B-32 with random weights written once to ``--work`` (identical compute; the
+output says so). The one-time ONNX export happens before anything is timed.
+
+Examples:
+    python scripts/bench_ingest.py                         # 48 x 12 MP, a few minutes
+    python scripts/bench_ingest.py -n 300 --json ingest.json
+    python scripts/bench_ingest.py -n 300 --megapixels 1.9 # small images
+    python scripts/bench_ingest.py -n 0 --tree 100000      # unchanged re-run of 100k files
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_bench_corpus import make_corpus
+
+EXE = str(Path(sys.executable).with_name("searchengine"))
+
+
+def default_model(work: Path) -> tuple[str, str]:
+    """``ViT-B-32:openai`` when cached, else a random-weight ViT-B-32 checkpoint."""
+    from huggingface_hub import try_to_load_from_cache
+
+    repo = "timm/vit_base_patch32_clip_224.openai"
+    for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+        if isinstance(try_to_load_from_cache(repo, name), str):
+            return "ViT-B-32:openai", "ViT-B-32:openai (cached weights)"
+    checkpoint = work / "ViT-B-32-random.pt"
+    if not checkpoint.exists():
+        import open_clip
+        import torch
+
+        work.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(0)
+        model = open_clip.create_model("ViT-B-32", pretrained=None)
+        torch.save(model.state_dict(), checkpoint)
+    note = "ViT-B-32 with RANDOM weights (no ViT-B-32:openai in the HF cache): speed only"
+    return f"ViT-B-32:{checkpoint}", note
+
+
+def run(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run a command: wall seconds, that process's own peak RSS (MB), its stdout."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(args, stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)  # rusage of this child alone
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} exited {proc.returncode}: {stderr[-2000:]}")
+    return {"seconds": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "stdout": stdout}
+
+
+def walk(root: Path) -> int:
+    """The bare minimum a re-run must do: list every entry and stat it."""
+    count = 0
+    stack = [str(root)]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                else:
+                    entry.stat()
+                    count += 1
+    return count
+
+
+def timed_walk(root: Path, repeat: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        walk(root)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def index_cmd(corpus: Path, index_dir: Path, model: str, extra: list[str]) -> list[str]:
+    return [EXE, "index", str(corpus), "--index-dir", str(index_dir), "-m", model, "--json", *extra]
+
+
+def ceiling(model: str, runtime: str, batch: int, batches: int) -> float:
+    """Images/s of ``encode_pixels`` alone on random preprocessed tensors."""
+    from searchengine.models import load_encoder
+
+    encoder = load_encoder(model, "cpu", runtime)
+    size = encoder.image_size
+    pixels = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
+    encoder.encode_pixels(pixels)  # warm-up: first-call allocations, ORT session
+    start = time.perf_counter()
+    for _ in range(batches):
+        encoder.encode_pixels(pixels)
+    rate = batch * batches / (time.perf_counter() - start)
+    encoder.close()
+    return rate
+
+
+def bench_corpus(args: argparse.Namespace, model: str, work: Path) -> dict[str, Any]:
+    corpus = args.corpus or work / f"corpus-{args.n}-{args.megapixels:g}mp"
+    make_corpus(corpus, args.n, args.megapixels)
+    files = walk(corpus)
+    index_dir = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    extra = ["--runtime", args.runtime]
+    if args.batch_size:
+        extra += ["--batch-size", str(args.batch_size)]
+    if args.workers:
+        extra += ["--workers", str(args.workers)]
+    try:
+        first = run(index_cmd(corpus, index_dir, model, extra))
+        report = json.loads(first["stdout"])
+        rerun = run(index_cmd(corpus, index_dir, model, extra))
+        walk_s = timed_walk(corpus)
+    finally:
+        shutil.rmtree(index_dir, ignore_errors=True)
+    embedded = report["embedded"]
+    out: dict[str, Any] = {
+        "corpus": str(corpus),
+        "files": files,
+        "megapixels": args.megapixels,
+        "embedded": embedded,
+        "failed": report["failed"],
+        "command_seconds": first["seconds"],
+        "pipeline_seconds": report["seconds"],
+        "images_per_s_command": embedded / first["seconds"],
+        "images_per_s_pipeline": embedded / max(report["seconds"], 1e-9),
+        "peak_rss_mb": first["peak_rss_mb"],
+        "rerun_seconds": rerun["seconds"],
+        "walk_seconds": walk_s,
+        "rerun_over_walk": rerun["seconds"] / walk_s,
+    }
+    if not args.skip_ceiling:
+        runtimes = ["torch", "onnx"] if args.runtime == "auto" else [args.runtime]
+        rates = {r: ceiling(model, r, args.ceiling_batch, args.ceiling_batches) for r in runtimes}
+        best = max(rates, key=lambda r: rates[r])
+        out["ceiling_images_per_s"] = rates
+        out["ceiling_best_runtime"] = best
+        out["ratio_to_ceiling_pipeline"] = out["images_per_s_pipeline"] / rates[best]
+        out["ratio_to_ceiling_command"] = out["images_per_s_command"] / rates[best]
+    return out
+
+
+def bench_tree(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    tree = work / f"tree-{args.tree}"
+    make_corpus(tree, args.tree, megapixels=0.003, broken=False)
+    index_dir = Path(tempfile.mkdtemp(prefix="bench-tree-"))
+    try:
+        first = run(index_cmd(tree, index_dir, "toy", ["--runtime", args.runtime]))
+        rerun = run(index_cmd(tree, index_dir, "toy", ["--runtime", args.runtime]))
+        report = json.loads(rerun["stdout"])
+        walk_s = timed_walk(tree)
+    finally:
+        shutil.rmtree(index_dir, ignore_errors=True)
+    return {
+        "files": args.tree,
+        "first_index_seconds": first["seconds"],
+        "rerun_seconds": rerun["seconds"],
+        "rerun_pipeline_seconds": report["seconds"],
+        "rerun_unchanged": report["unchanged"],
+        "walk_seconds": walk_s,
+        "rerun_over_walk": rerun["seconds"] / walk_s,
+        "rerun_pipeline_over_walk": report["seconds"] / walk_s,
+        "rerun_peak_rss_mb": rerun["peak_rss_mb"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", type=int, default=48, help="corpus files (default 48; 0 skips)")
+    parser.add_argument("--megapixels", type=float, default=12.0)
+    parser.add_argument("--corpus", type=Path, default=None, help="use this folder as is")
+    parser.add_argument("--model", default=None, help="model spec [default: see above]")
+    parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"])
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--tree", type=int, default=0, help="also: re-run of N tiny files")
+    parser.add_argument("--skip-ceiling", action="store_true")
+    parser.add_argument("--ceiling-batch", type=int, default=32)
+    parser.add_argument("--ceiling-batches", type=int, default=4)
+    parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "searchengine-bench")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    args = parser.parse_args(argv)
+
+    results: dict[str, Any] = {"cpus": os.cpu_count(), "argv": sys.argv[1:]}
+    if args.n:
+        model, note = (args.model, args.model) if args.model else default_model(args.work)
+        print(f"model: {note}")
+        from searchengine.models import load_encoder
+
+        start = time.perf_counter()
+        load_encoder(model, "cpu", args.runtime).close()  # one-time ONNX export, untimed
+        results["model"] = note
+        results["model_load_or_export_seconds"] = time.perf_counter() - start
+        results["corpus"] = bench_corpus(args, model, args.work)
+        _print_corpus(results["corpus"])
+    if args.tree:
+        results["tree"] = bench_tree(args, args.work)
+        _print_tree(results["tree"])
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def _print_corpus(r: dict[str, Any]) -> None:
+    print(f"corpus: {r['files']} files, {r['megapixels']:g} MP JPEGs ({r['failed']} broken)")
+    print(
+        f"ingest: {r['images_per_s_command']:.1f} images/s end to end "
+        f"({r['command_seconds']:.1f} s command), {r['images_per_s_pipeline']:.1f} images/s "
+        f"in the pipeline; peak RSS {r['peak_rss_mb']:.0f} MB"
+    )
+    if "ceiling_images_per_s" in r:
+        rates = ", ".join(f"{k} {v:.1f}" for k, v in r["ceiling_images_per_s"].items())
+        print(f"model-only ceiling (images/s): {rates}")
+        print(
+            f"ratio to the fastest ceiling ({r['ceiling_best_runtime']}): "
+            f"{r['ratio_to_ceiling_pipeline']:.2f} pipeline, "
+            f"{r['ratio_to_ceiling_command']:.2f} end to end"
+        )
+    print(
+        f"unchanged re-run: {r['rerun_seconds']:.2f} s vs bare walk {r['walk_seconds']:.3f} s "
+        f"= {r['rerun_over_walk']:.1f}x"
+    )
+
+
+def _print_tree(r: dict[str, Any]) -> None:
+    print(
+        f"tree of {r['files']} files: unchanged re-run {r['rerun_seconds']:.2f} s "
+        f"(pipeline {r['rerun_pipeline_seconds']:.2f} s) vs bare walk "
+        f"{r['walk_seconds']:.2f} s = {r['rerun_over_walk']:.1f}x "
+        f"({r['rerun_pipeline_over_walk']:.1f}x pipeline only); "
+        f"peak RSS {r['rerun_peak_rss_mb']:.0f} MB"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""Which FAISS index a collection gets, by its size and a memory budget, and building it.
+
+| vectors                  | index           | bytes/vector (512-d) | search                     |
+|--------------------------|-----------------|----------------------|----------------------------|
+| < ``FLAT_MAX`` (50k)     | ``Flat``        | ~2070                | exact, < 5 ms at 50k        |
+| >= 50k                   | ``IVFn,SQ8``    | ~540                 | recall@10 tuned to >= 0.95 |
+| over a memory budget     | ``IVFn,PQm``    | m + ~24              | lower recall (what fits)   |
+
+``n`` (inverted lists) is the power of two nearest ``sqrt(N)``: 256 at 100k, 1024 at
+1M. SQ8 keeps a byte per dimension, so its ranking error is small and the recall
+is governed by how many lists a query visits (``nprobe``). That number is not
+guessed: ``build_index`` measures recall@10 against exact search on the
+collection's own vectors, with queries made from held-out vectors pulled off the
+data manifold by noise (text queries sit far from every image in CLIP space), and
+keeps the smallest ``nprobe`` that reaches ``TARGET_RECALL`` plus a margin.
+
+The index is rebuilt at the end of an ingest run when the wanted type changes:
+Flat past 50k, back to Flat below 25k (the gap stops a collection hovering at
+the threshold from rebuilding every run), and a new IVF when the list count
+would change fourfold or the memory budget asks for another code.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from searchengine.vectors import EXACT, FaissIndex
+
+FLAT_MAX = 50_000  # exact search up to here: ~100 MB and a few ms at 512-d
+MIN_IVF = 4_096  # never IVF below this: too few vectors to train the lists
+TRAIN_PER_LIST = 64  # k-means sample per list (faiss warns below 39)
+TARGET_RECALL = 0.95
+MARGIN = 0.02  # calibration aims this much above the target
+CALIBRATION_QUERIES = 256
+NOISE = 0.85  # share of a calibration query that is random direction (cos to its seed ~0.5)
+K = 10
+CHUNK = 65_536  # vectors per step while copying into the new index
+_IVF_RE = re.compile(r"^IVF(\d+),(\w+)$")
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """What ``build_index`` measured on the collection's vectors."""
+
+    index_type: str
+    vectors: int
+    nprobe: int | None = None
+    recall_at_10: float | None = None  # on calibration queries, vs exact search
+    queries: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+def nlist_for(n: int) -> int:
+    """Inverted lists for ``n`` vectors: the power of two nearest sqrt(n)."""
+    lists = 2 ** round(math.log2(max(1.0, math.sqrt(n))))
+    return int(max(64, min(lists, 65_536, max(64, n // 39))))
+
+
+def bytes_per_vector(index_type: str, dim: int) -> float:
+    """Memory a vector costs in an index of this type (codes + id + id lookup)."""
+    if index_type == EXACT:
+        return 4 * dim + 8 + 16  # float32 + id + IDMap2's reverse map entry
+    match = _IVF_RE.match(index_type)
+    if match is None:
+        raise ValueError(f"unknown index type {index_type!r}")
+    code = match.group(2)
+    if code == "SQ8":
+        size = float(dim)
+    elif code.startswith("PQ"):
+        size = float(code[2:])
+    else:
+        raise ValueError(f"unknown index code {code!r}")
+    return size + 8 + 16  # codes + id in the list + hash-table direct map entry
+
+
+def choose_index(n: int, dim: int, memory_mb: float | None = None) -> str:
+    """The index type for ``n`` vectors of ``dim`` within ``memory_mb`` (None: no limit)."""
+    if n < MIN_IVF:
+        return EXACT
+    budget = None if memory_mb is None else memory_mb * 2**20 / n
+    if n < FLAT_MAX and (budget is None or bytes_per_vector(EXACT, dim) <= budget):
+        return EXACT
+    nlist = nlist_for(n)
+    sq8 = f"IVF{nlist},SQ8"
+    if budget is None or bytes_per_vector(sq8, dim) <= budget:
+        return sq8
+    options = [m for m in (dim // 4, dim // 8, dim // 16, dim // 32) if m >= 4 and dim % m == 0]
+    for m in options:
+        if bytes_per_vector(f"IVF{nlist},PQ{m}", dim) <= budget:
+            return f"IVF{nlist},PQ{m}"
+    return f"IVF{nlist},PQ{options[-1] if options else 4}"
+
+
+def wanted_type(index: FaissIndex, memory_mb: float | None = None) -> str | None:
+    """The type ``index`` should be rebuilt into now, or None to keep it."""
+    n = len(index)
+    target = choose_index(n, index.dim, memory_mb)
+    current = index.index_type
+    if target == current:
+        return None
+    if current == EXACT:
+        return target
+    if target == EXACT:
+        # Stay approximate until the collection is well below the threshold, unless
+        # Flat is what fits the budget anyway (then n is small).
+        return EXACT if n < FLAT_MAX // 2 else None
+    now, then = _IVF_RE.match(current), _IVF_RE.match(target)
+    if now is None or then is None or now.group(2) != then.group(2):
+        return target
+    ratio = int(then.group(1)) / int(now.group(1))
+    return target if ratio >= 4 or ratio <= 0.25 else None
+
+
+def build_index(
+    source: FaissIndex,
+    index_type: str,
+    *,
+    target_recall: float = TARGET_RECALL,
+    seed: int = 0,
+) -> tuple[FaissIndex, BuildReport]:
+    """A new index of ``index_type`` holding every vector of ``source`` under its id.
+
+    IVF types are trained on a sample, filled chunk by chunk (the vectors are never
+    all copied at once), and get the smallest ``nprobe`` whose measured recall@10
+    reaches ``target_recall + MARGIN`` (or the best one reachable, under a tight
+    memory budget).
+    """
+    ids = source.ids()
+    new = FaissIndex(source.dim, index_type)
+    if new.exact:
+        for start in range(0, len(ids), CHUNK):
+            part = ids[start : start + CHUNK]
+            new.add(part, source.reconstruct_batch(part))
+        return new, BuildReport(new.index_type, len(new))
+    rng = np.random.default_rng(seed)
+    match = _IVF_RE.match(index_type)
+    nlist = int(match.group(1)) if match else nlist_for(len(ids))
+    sample = np.sort(rng.choice(len(ids), min(len(ids), nlist * TRAIN_PER_LIST), replace=False))
+    new.train(source.reconstruct_batch(ids[sample]))
+    queries = calibration_queries(source.reconstruct_batch(_pick(rng, ids)), rng)
+    truth = _TopK(len(queries))
+    for start in range(0, len(ids), CHUNK):
+        part = ids[start : start + CHUNK]
+        vectors = source.reconstruct_batch(part)
+        new.add(part, vectors)
+        truth.update(queries @ vectors.T, part)
+    nprobe, recall = tune_nprobe(new, queries, truth.ids, target_recall + MARGIN)
+    return new, BuildReport(new.index_type, len(new), nprobe, recall, len(queries))
+
+
+def calibration_queries(seeds: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Unit queries near stored vectors but off their manifold (cosine ~0.5 to a seed)."""
+    noise = rng.standard_normal(seeds.shape).astype(np.float32)
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    unit = seeds / np.maximum(np.linalg.norm(seeds, axis=1, keepdims=True), 1e-12)
+    queries = math.sqrt(1 - NOISE**2) * unit + NOISE * noise
+    return np.ascontiguousarray(queries / np.linalg.norm(queries, axis=1, keepdims=True))
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int = K) -> float:
+    """Mean share of each row's true top ``k`` ids that ``found`` contains."""
+    hits = [
+        len(set(f[:k].tolist()) & set(t[:k].tolist()) - {-1}) / max(1, np.sum(t[:k] >= 0))
+        for f, t in zip(found, truth, strict=True)
+    ]
+    return float(np.mean(hits)) if hits else 1.0
+
+
+def tune_nprobe(
+    index: FaissIndex, queries: np.ndarray, truth: np.ndarray, aim: float
+) -> tuple[int, float]:
+    """Smallest power-of-two ``nprobe`` with recall@10 >= ``aim``; sets it on ``index``.
+
+    When no ``nprobe`` reaches ``aim`` (PQ codes under a tight budget), the smallest
+    one within 0.005 of the best recall seen is kept: more lists would cost time
+    without finding more.
+    """
+    nlist = int(index._ivf.nlist) if index._ivf is not None else 1
+    tried: list[tuple[int, float]] = []
+    nprobe = 1
+    while nprobe <= nlist:
+        index.nprobe = nprobe
+        _, found = index.search(queries, K)
+        recall = recall_at_k(found, truth)
+        tried.append((nprobe, recall))
+        if recall >= aim:
+            return nprobe, recall
+        nprobe *= 2
+    best = max(r for _, r in tried)
+    nprobe, recall = next((p, r) for p, r in tried if r >= best - 0.005)
+    index.nprobe = nprobe
+    return nprobe, recall
+
+
+def _pick(rng: np.random.Generator, ids: np.ndarray) -> np.ndarray:
+    count = min(len(ids), CALIBRATION_QUERIES)
+    return ids[np.sort(rng.choice(len(ids), count, replace=False))]
+
+
+class _TopK:
+    """Running exact top-k (inner product) of a few queries over chunks of vectors."""
+
+    def __init__(self, queries: int, k: int = K) -> None:
+        self.scores = np.full((queries, k), -np.inf, dtype=np.float32)
+        self.ids = np.full((queries, k), -1, dtype=np.int64)
+        self.k = k
+
+    def update(self, scores: np.ndarray, ids: np.ndarray) -> None:
+        all_scores = np.concatenate([self.scores, scores], axis=1)
+        all_ids = np.concatenate([self.ids, np.broadcast_to(ids, scores.shape)], axis=1)
+        keep = np.argpartition(-all_scores, self.k - 1, axis=1)[:, : self.k]
+        scores_k = np.take_along_axis(all_scores, keep, axis=1)
+        order = np.argsort(-scores_k, axis=1)
+        self.scores = np.take_along_axis(scores_k, order, axis=1)
+        self.ids = np.take_along_axis(np.take_along_axis(all_ids, keep, axis=1), order, axis=1)

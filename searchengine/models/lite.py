@@ -1,0 +1,332 @@
+"""Torch-free twins of open_clip's tokenizers and image transform.
+
+A cold ``searchengine search`` should pay only for what it needs: a text tower in
+ONNX Runtime, a tokenizer and numpy. open_clip's tokenizers return torch tensors
+and its transform is torchvision, so both are reproduced here on numpy and PIL.
+They are only ever used after ``onnx_export`` checked, at export time, that they
+give the same token ids and (to float rounding) the same pixels as open_clip.
+
+- ``ClipBpeTokenizer``: open_clip's ``SimpleTokenizer`` (OpenAI CLIP's byte-level
+  BPE), ported from open_clip (MIT, originally OpenAI's CLIP).
+- ``HfTokenizer``: open_clip's ``HFTokenizer`` (e.g. CLIPS' BERT WordPiece) on the
+  ``tokenizers`` library, from the ``tokenizer.json`` the export saved.
+- ``preprocess_image``: Resize / CenterCrop(OrPad) / ToTensor / Normalize.
+"""
+
+from __future__ import annotations
+
+import gzip
+import html
+import itertools
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+
+class TextTokenizer(Protocol):
+    context_length: int
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+# -------------------------------------------------------------------- text cleaning
+
+
+def _needs_ftfy(text: str) -> bool:
+    # ftfy.fix_text only changes non-ASCII text, HTML entities and control
+    # characters. Skipping it for plain printable ASCII saves its ~80 ms import on
+    # a cold query; the token parity test covers both branches.
+    return not (text.isascii() and text.isprintable() and "&" not in text)
+
+
+def _basic_clean(text: str) -> str:
+    if _needs_ftfy(text):
+        import ftfy
+
+        text = ftfy.fix_text(text)
+    return html.unescape(html.unescape(text)).strip()
+
+
+def _whitespace_clean(text: str) -> str:
+    return " ".join(text.split()).strip()
+
+
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def clean_text(text: str, mode: str) -> str:
+    """open_clip's ``get_clean_fn(mode)`` applied to one text."""
+    if mode == "lower":
+        return _whitespace_clean(_basic_clean(text)).lower()
+    if mode == "whitespace":
+        return _whitespace_clean(_basic_clean(text))
+    if mode == "canonicalize":
+        text = _basic_clean(text).replace("_", " ").translate(_PUNCTUATION).lower()
+        return " ".join(text.split()).strip()
+    raise ValueError(f"unknown text cleaning {mode!r}")
+
+
+# ------------------------------------------------------------- CLIP byte-level BPE
+
+
+@lru_cache(maxsize=1)
+def _bytes_to_unicode() -> dict[int, str]:
+    bs = list(range(ord("!"), ord("~") + 1))
+    bs += list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs), strict=True))
+
+
+class ClipBpeTokenizer:
+    """open_clip's ``SimpleTokenizer``, returning numpy int64 ids.
+
+    Args:
+        bpe_path: the gzipped merges file (``bpe_simple_vocab_16e6.txt.gz``).
+        context_length: tokens per text, padded with 0, truncated keeping the end token.
+        clean: open_clip's cleaning mode (``lower``, ``whitespace``, ``canonicalize``).
+    """
+
+    def __init__(self, bpe_path: Path, context_length: int = 77, clean: str = "lower") -> None:
+        import regex
+
+        with gzip.open(bpe_path) as handle:
+            merges_text = handle.read().decode("utf-8").split("\n")
+        merges = [tuple(m.split()) for m in merges_text[1 : 49152 - 256 - 2 + 1]]
+        byte_chars = list(_bytes_to_unicode().values())
+        vocab = byte_chars + [v + "</w>" for v in byte_chars]
+        vocab += ["".join(m) for m in merges]
+        specials = ["<start_of_text>", "<end_of_text>"]
+        vocab += specials
+        self.encoder = {token: i for i, token in enumerate(vocab)}
+        self.bpe_ranks = {m: i for i, m in enumerate(merges)}
+        self.cache: dict[str, str] = {t: t for t in specials}
+        self.pattern = regex.compile(
+            "|".join(specials) + r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
+            regex.IGNORECASE,
+        )
+        self.sot, self.eot = self.encoder[specials[0]], self.encoder[specials[1]]
+        self.context_length = context_length
+        self.clean = clean
+        self.byte_encoder = _bytes_to_unicode()
+
+    def _bpe(self, token: str) -> str:
+        if token in self.cache:
+            return self.cache[token]
+        word: tuple[str, ...] = (*token[:-1], token[-1] + "</w>")
+        pairs = set(itertools.pairwise(word))
+        if not pairs:
+            return token + "</w>"
+        while True:
+            bigram = min(pairs, key=lambda pair: self.bpe_ranks.get(pair, float("inf")))
+            if bigram not in self.bpe_ranks:
+                break
+            first, second = bigram
+            merged: list[str] = []
+            i = 0
+            while i < len(word):
+                try:
+                    j = word.index(first, i)
+                except ValueError:
+                    merged.extend(word[i:])
+                    break
+                merged.extend(word[i:j])
+                i = j
+                if word[i] == first and i < len(word) - 1 and word[i + 1] == second:
+                    merged.append(first + second)
+                    i += 2
+                else:
+                    merged.append(word[i])
+                    i += 1
+            word = tuple(merged)
+            if len(word) == 1:
+                break
+            pairs = set(itertools.pairwise(word))
+        result = " ".join(word)
+        self.cache[token] = result
+        return result
+
+    def encode(self, text: str) -> list[int]:
+        ids: list[int] = []
+        for token in self.pattern.findall(clean_text(text, self.clean)):
+            chars = "".join(self.byte_encoder[b] for b in token.encode("utf-8"))
+            ids.extend(self.encoder[piece] for piece in self._bpe(chars).split(" "))
+        return ids
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.context_length), dtype=np.int64)
+        for row, text in enumerate(texts):
+            tokens = [self.sot, *self.encode(text), self.eot]
+            if len(tokens) > self.context_length:
+                tokens = tokens[: self.context_length]
+                tokens[-1] = self.eot
+            out[row, : len(tokens)] = tokens
+        return out
+
+
+# ---------------------------------------------------------- Hugging Face tokenizers
+
+
+class HfTokenizer:
+    """open_clip's ``HFTokenizer`` on a fast tokenizer's ``tokenizer.json``.
+
+    Args:
+        path: the backend tokenizer saved by the export.
+        settings: ``context_length``, ``clean``, ``mode`` (``""`` or ``"clips"``),
+            ``strip_sep_token`` and the special ids ``bos``/``eos``/``pad``/``cls``/``sep``.
+    """
+
+    def __init__(self, path: Path, settings: Mapping[str, Any]) -> None:
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_file(str(path))
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
+        self.context_length = int(settings["context_length"])
+        self.clean = str(settings["clean"])
+        self.mode = str(settings.get("mode") or "")
+        self.strip_sep = bool(settings.get("strip_sep_token", False))
+        self.ids = {
+            k: None if settings.get(k) is None else int(settings[k])
+            for k in ("bos", "eos", "pad", "cls", "sep")
+        }
+        if not self.mode:
+            self.tokenizer.enable_truncation(max_length=self.context_length)
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        cleaned = [clean_text(t, self.clean) for t in texts]
+        pad = int(self.ids["pad"] or 0)
+        out = np.full((len(texts), self.context_length), pad, dtype=np.int64)
+        if self.mode == "clips":
+            # open_clip's _clips_tokenize: [bos] + ids + [eos], padded, class token last.
+            encoded = self.tokenizer.encode_batch(cleaned, add_special_tokens=False)
+            for row, enc in enumerate(encoded):
+                body = enc.ids[: self.context_length - 3]
+                ids = [int(self.ids["bos"] or 0), *body, int(self.ids["eos"] or 0)]
+                out[row, : len(ids)] = ids
+                out[row, -1] = int(self.ids["cls"] or 0)
+            return out
+        for row, enc in enumerate(self.tokenizer.encode_batch(cleaned)):
+            out[row, : len(enc.ids)] = enc.ids
+        if self.strip_sep and self.ids["sep"] is not None:
+            out[out == int(self.ids["sep"])] = 0
+        return out
+
+
+def load_tokenizer(folder: Path, settings: Mapping[str, Any]) -> TextTokenizer:
+    """The tokenizer an export's manifest describes (``settings['kind']``)."""
+    kind = settings["kind"]
+    if kind == "clip_bpe":
+        return ClipBpeTokenizer(
+            folder / settings["file"], int(settings["context_length"]), str(settings["clean"])
+        )
+    if kind == "hf":
+        return HfTokenizer(folder / settings["file"], settings)
+    raise ValueError(f"unknown tokenizer kind {kind!r}")
+
+
+# ------------------------------------------------------------------ image transform
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """open_clip's eval transform settings (``PreprocessCfg``)."""
+
+    size: tuple[int, int]  # (height, width)
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+    resize_mode: str = "shortest"
+    fill_color: int = 0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Preprocess:
+        size = data["size"]
+        pair = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        return cls(
+            pair,
+            _triple(data["mean"]),
+            _triple(data["std"]),
+            str(data.get("interpolation") or "bicubic"),
+            str(data.get("resize_mode") or "shortest"),
+            int(data.get("fill_color") or 0),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _triple(value: Any) -> tuple[float, float, float]:
+    values = [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)] * 3
+    return (values[0], values[1], values[2])
+
+
+def preprocess_image(image: Image.Image, cfg: Preprocess) -> np.ndarray:
+    """One image into the model's (3, H, W) float32 input, as open_clip's transform.
+
+    PIL does the resampling, exactly as torchvision does for PIL images, so the
+    result matches torchvision to float rounding.
+    """
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    height, width = cfg.size
+    bicubic = Image.Resampling.BICUBIC
+    resample = Image.Resampling.BILINEAR if cfg.interpolation == "bilinear" else bicubic
+    if cfg.resize_mode == "squash":
+        image = _resize(image, (width, height), resample)
+    elif cfg.resize_mode == "longest":
+        image = _resize(image, _keep_ratio(image, cfg.size, longest=True), resample)
+        image = _crop_or_pad(image, cfg.size, cfg.fill_color)
+    elif height == width:
+        w, h = image.size
+        short, long = (w, h) if w <= h else (h, w)
+        new_short, new_long = height, int(height * long / short)
+        image = _resize(image, (new_short, new_long) if w <= h else (new_long, new_short), resample)
+        image = _crop_or_pad(image, cfg.size, 0)
+    else:
+        # open_clip's ResizeKeepRatio(size) is always bicubic here.
+        image = _resize(image, _keep_ratio(image, cfg.size, longest=False), bicubic)
+        image = _crop_or_pad(image, cfg.size, 0)
+    pixels = np.asarray(image, dtype=np.float32) / np.float32(255)
+    mean = np.asarray(cfg.mean, dtype=np.float32)
+    std = np.asarray(cfg.std, dtype=np.float32)
+    return np.ascontiguousarray(((pixels - mean) / std).transpose(2, 0, 1))
+
+
+def _resize(image: Image.Image, size: tuple[int, int], resample: Any) -> Image.Image:
+    return image if image.size == size else image.resize(size, resample)
+
+
+def _keep_ratio(image: Image.Image, target: tuple[int, int], longest: bool) -> tuple[int, int]:
+    w, h = image.size
+    ratio_h, ratio_w = h / target[0], w / target[1]
+    ratio = max(ratio_h, ratio_w) if longest else min(ratio_h, ratio_w)
+    return round(w / ratio), round(h / ratio)
+
+
+def _crop_or_pad(image: Image.Image, size: tuple[int, int], fill: int) -> Image.Image:
+    crop_h, crop_w = size
+    w, h = image.size
+    if crop_w > w or crop_h > h:
+        canvas = Image.new(image.mode, (max(w, crop_w), max(h, crop_h)), (fill,) * 3)
+        left = (crop_w - w) // 2 if crop_w > w else 0
+        top = (crop_h - h) // 2 if crop_h > h else 0
+        canvas.paste(image, (left, top))
+        image = canvas
+        w, h = image.size
+    if (w, h) == (crop_w, crop_h):
+        return image
+    top = round((h - crop_h) / 2.0)
+    left = round((w - crop_w) / 2.0)
+    return image.crop((left, top, left + crop_w, top + crop_h))

@@ -1,0 +1,429 @@
+"""Export an open_clip model's towers to ONNX once, and verify them against torch.
+
+``export_model`` loads the model with torch (the same loader as ``OpenClipEncoder``),
+exports both towers with ``torch.onnx.export(dynamo=True)``, saves the torch-free
+tokenizer's data, then runs the exported folder through the very ``OnnxClipEncoder``
+that will use it and compares with torch:
+
+- pixels: ``lite.preprocess_image`` against open_clip's transform (max abs diff);
+- tokens: the torch-free tokenizer against open_clip's, on ``TOKEN_CHECK`` texts
+  (a mismatch keeps ONNX but tokenizes with open_clip, i.e. imports torch);
+- features: cosine of ONNX and torch image and text features, each row
+  ``>= MIN_COSINE``, else the export is recorded as unusable and torch is used.
+
+The folder is written under a temporary name and renamed into place, under a file
+lock, so concurrent processes never see half an export.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import io
+import json
+import logging
+import os
+import shutil
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from searchengine.models.onnx import (
+    EXPORT_FORMAT,
+    MANIFEST,
+    MIN_COSINE,
+    Export,
+    OnnxClipEncoder,
+    export_dir,
+    installed_versions,
+    read_export,
+)
+from searchengine.models.spec import ModelKind, ModelSpec
+
+log = logging.getLogger(__name__)
+
+OPSET = 18
+PIXEL_TOLERANCE = 1e-4  # float rounding between numpy and torch, nothing more
+BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
+VERIFY_TEXTS = (
+    "",
+    "a photo of a dog",
+    "Kids building a sandcastle on the beach at sunset",
+    "a red car at night",
+    "東京の夜景 🌃 and café crème",
+    " ".join(["a very long caption that goes on"] * 20),
+)
+TOKEN_CHECK = (
+    *VERIFY_TEXTS,
+    "A Photo Of A DOG",
+    "it's the cat's toy, isn't it?",
+    "  lots   of\twhitespace\nand lines  ",
+    "Tom &amp; Jerry &lt;3",
+    "numbers 12345 and 3.14159",
+    "naïve façade coöperate",
+    "Привет, мир",
+    "مرحبا بالعالم",
+    "emoji 😀🎉👍🏽 party",
+    "hyphen-ated words_with_underscores",
+    "URL https://example.com/path?q=1",
+    "ÆØÅ æøå ß ẞ",
+    "\u00e9 vs e\u0301 (combining)",
+    "ﬁne ligatures ﬂow",
+    "\u201ccurly quotes\u201d and \u2018single\u2019",
+    "mojibake: cafÃ©",
+    "tab\tand\x0bvertical",
+    "ALL CAPS SHOUTING!!!",
+    "one",
+    "x" * 300,
+)
+
+
+def export_model(spec: ModelSpec) -> tuple[Export, Any]:
+    """Export ``spec``'s towers to its cache folder and verify them.
+
+    Returns:
+        The export (``verified`` false with a ``reason`` when ONNX must not be
+        used) and the torch ``OpenClipEncoder`` that was loaded for it, so a
+        caller falling back to torch does not load the model twice.
+
+    Raises:
+        UnknownModelError, WeightsUnavailableError: as loading with torch would.
+    """
+    from searchengine.models.openclip import OpenClipEncoder
+
+    torch_encoder = OpenClipEncoder(spec, "cpu")
+    folder = export_dir(spec)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with _lock(folder):
+            existing = read_export(spec)  # another process may have just made it
+            if existing is not None:
+                return existing, torch_encoder
+            log.info("exporting %s to ONNX in %s (once per model)", spec.spec, folder)
+            # Holding the lock, any other temporary folder is a killed exporter's.
+            for stale in folder.parent.glob(f".{folder.name}.*-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
+            tmp.mkdir()
+            try:
+                manifest = _export(spec, torch_encoder, tmp)
+                _replace(tmp, folder)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as exc:
+        manifest = {"verified": False, "reason": f"cannot write the ONNX cache: {exc}"}
+        return Export(folder, manifest), torch_encoder
+    return Export(folder, manifest), torch_encoder
+
+
+def _export(spec: ModelSpec, torch_encoder: Any, folder: Path) -> dict[str, Any]:
+    import open_clip
+
+    model = torch_encoder._model
+    manifest: dict[str, Any] = {
+        "format": EXPORT_FORMAT,
+        "spec": spec.spec,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": installed_versions(),
+        "opset": OPSET,
+        "sources": _sources(spec),
+        "dim": torch_encoder.dim,
+        "image_size": torch_encoder.image_size,
+        "logit_scale": torch_encoder.logit_scale,
+        "preprocess": _preprocess_cfg(open_clip.get_model_preprocess_cfg(model)),
+        "files": {"image": "image.onnx", "text": "text.onnx"},
+        "verified": False,
+    }
+    try:
+        manifest["text"] = _export_towers(model, torch_encoder._tokenizer, folder, manifest)
+        manifest["tokenizer"] = _tokenizer_settings(torch_encoder._tokenizer, folder)
+        _verify(torch_encoder, folder, manifest)
+    except Exception as exc:  # the exporter fails in many ways; any of them means torch
+        manifest["verified"] = False
+        manifest["reason"] = f"export failed: {type(exc).__name__}: {exc}"[:500]
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _export_towers(
+    model: Any, tokenizer: Any, folder: Path, manifest: dict[str, Any]
+) -> dict[str, Any]:
+    size = manifest["image_size"]
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    pixels = torch.zeros(2, 3, size, size)
+    _onnx_export(_ImageTower(model), (pixels,), ["pixels"], ({0: batch},), folder / "image.onnx")
+    tokens = tokenizer(["a photo of a dog", "a cat"])
+    if _is_causal(model):
+        context = int(tokens.shape[1])
+        length = torch.export.Dim("length", min=1, max=context)
+        sample = tokens[:, :12]
+        embedded = model.token_embedding(sample).detach()
+        _onnx_export(
+            _CausalTextTower(model),
+            (embedded, sample),
+            ["embeddings", "tokens"],
+            ({0: batch, 1: length}, {0: batch, 1: length}),
+            folder / "text.onnx",
+        )
+        table = model.token_embedding.weight.detach().float().numpy()
+        np.save(folder / "token_embedding.npy", table)
+        manifest["files"]["embedding"] = "token_embedding.npy"
+        eos = getattr(model, "text_eos_id", None)
+        return {"mode": "causal", "pool": model.text_pool_type, "eos_id": eos}
+    _onnx_export(_TextTower(model), (tokens,), ["tokens"], ({0: batch},), folder / "text.onnx")
+    return {"mode": "fixed"}
+
+
+def _onnx_export(
+    module: Any, args: tuple[Any, ...], names: list[str], shapes: tuple[Any, ...], path: Path
+) -> None:
+    import torch
+
+    # The exporter narrates on stdout and warns about open_clip's shape checks;
+    # neither is for the user (the result is verified below).
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+        torch.inference_mode(False),
+    ):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module.eval(),
+            args,
+            dynamo=True,
+            input_names=names,
+            output_names=["features"],
+            dynamic_shapes=shapes,
+            opset_version=OPSET,
+            external_data=False,
+            verbose=False,
+        )
+        assert program is not None
+        program.save(str(path))
+
+
+def _is_causal(model: Any) -> bool:
+    """A CLIP text tower whose pooled token sees only the tokens before it."""
+    mask = getattr(model, "attn_mask", None)
+    if type(model).__name__ != "CLIP" or mask is None or not hasattr(model, "token_embedding"):
+        return False
+    if getattr(model, "text_pool_type", None) not in ("argmax", "eos"):
+        return False
+    upper = torch.triu(torch.ones_like(mask, dtype=torch.bool), diagonal=1)
+    return bool(torch.equal(torch.isinf(mask), upper))
+
+
+class _ImageTower(torch.nn.Module):
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(pixels)
+
+
+class _TextTower(torch.nn.Module):
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_text(tokens)
+
+
+class _CausalTextTower(torch.nn.Module):
+    """``CLIP.encode_text`` on (token embeddings, tokens) of any length up to the context.
+
+    The token lookup stays outside the graph (a memory-mapped table: 100 MB less to
+    load per query) and the sequence may stop at the end token; verification
+    compares with ``encode_text`` on the full, padded context.
+    """
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, embedded: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        from open_clip.transformer import text_global_pool
+
+        m = self.model
+        length = tokens.shape[1]
+        cast = m.transformer.get_cast_dtype()
+        x = embedded.to(cast) + m.positional_embedding[:length].to(cast)
+        x = m.transformer(x, attn_mask=m.attn_mask[:length, :length])
+        x = m.ln_final(x)
+        eos = getattr(m, "text_eos_id", None)
+        x = text_global_pool(x, tokens, m.text_pool_type, eos_token_id=eos)
+        projection = m.text_projection
+        if projection is None:
+            return x
+        return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
+
+
+def _tokenizer_settings(tokenizer: Any, folder: Path) -> dict[str, Any] | None:
+    """What ``lite.load_tokenizer`` needs to reproduce ``tokenizer``; None if it cannot."""
+    clean = {
+        "_clean_lower": "lower",
+        "_clean_whitespace": "whitespace",
+        "_clean_canonicalize": "canonicalize",
+    }.get(getattr(getattr(tokenizer, "clean_fn", None), "__name__", ""))
+    context = getattr(tokenizer, "context_length", None)
+    if clean is None or not context:
+        return None
+    kind = type(tokenizer).__name__
+    if kind == "SimpleTokenizer" and getattr(tokenizer, "reduction_fn", None) is None:
+        from open_clip.tokenizer import default_bpe
+
+        shutil.copyfile(default_bpe(), folder / BPE_FILE)
+        return {"kind": "clip_bpe", "file": BPE_FILE, "context_length": context, "clean": clean}
+    hf: Any = getattr(tokenizer, "tokenizer", None)
+    if kind == "HFTokenizer" and getattr(hf, "is_fast", False):
+        (folder / "tokenizer.json").write_text(hf.backend_tokenizer.to_str())
+        return {
+            "kind": "hf",
+            "file": "tokenizer.json",
+            "context_length": context,
+            "clean": clean,
+            "mode": getattr(tokenizer, "tokenizer_mode", ""),
+            "strip_sep_token": bool(getattr(tokenizer, "strip_sep_token", False)),
+            "bos": hf.bos_token_id,
+            "eos": hf.eos_token_id,
+            "pad": hf.pad_token_id,
+            "cls": hf.cls_token_id,
+            "sep": hf.sep_token_id,
+        }
+    return None
+
+
+def _verify(torch_encoder: Any, folder: Path, manifest: dict[str, Any]) -> None:
+    """Fill in the verification fields; ``verified`` only if every check passes."""
+    onnx_encoder = OnnxClipEncoder(Export(folder, manifest))
+    expected_tokens = np.asarray(torch_encoder._tokenizer(list(TOKEN_CHECK)).numpy())
+    if manifest["tokenizer"] is not None:
+        same = np.array_equal(onnx_encoder.tokenize(TOKEN_CHECK), expected_tokens)
+        manifest["tokenizer_checked_texts"] = len(TOKEN_CHECK)
+        if not same:
+            log.warning("torch-free tokenizer of %s differs; open_clip's is used", manifest["spec"])
+            manifest["tokenizer"] = None
+            onnx_encoder = OnnxClipEncoder(Export(folder, manifest))
+    images = _verify_images(manifest["image_size"])
+    theirs = np.stack([torch_encoder.preprocess(im) for im in images])
+    ours = np.stack([onnx_encoder.preprocess(im) for im in images])
+    pixel_diff = float(np.abs(theirs - ours).max()) if theirs.shape == ours.shape else np.inf
+    image_cos = _row_cosines(
+        torch_encoder.encode_pixels(theirs), onnx_encoder.encode_images(images)
+    )
+    texts = list(VERIFY_TEXTS)
+    text_cos = _row_cosines(torch_encoder.encode_texts(texts), onnx_encoder.encode_texts(texts))
+    onnx_encoder.close()
+    manifest["verification"] = {
+        "images": len(images),
+        "texts": len(texts),
+        "min_cosine_image": float(image_cos.min()),
+        "min_cosine_text": float(text_cos.min()),
+        "max_pixel_diff": pixel_diff,
+    }
+    worst = min(float(image_cos.min()), float(text_cos.min()))
+    if pixel_diff > PIXEL_TOLERANCE:
+        manifest["reason"] = f"preprocessing differs from open_clip's by {pixel_diff:.2g}"
+    elif worst < MIN_COSINE:
+        manifest["reason"] = f"ONNX features differ from torch's (min cosine {worst:.5f})"
+    else:
+        manifest["verified"] = True
+
+
+def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return np.asarray((a * b).sum(axis=1))
+
+
+def _verify_images(size: int) -> list[Image.Image]:
+    """Deterministic images of several shapes: downscaled, upscaled, exact, grey."""
+    rng = np.random.default_rng(0)
+    images = []
+    for w, h in ((640, 480), (300, 500), (size, size), (97, 61), (1200, 90)):
+        noise = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        image = Image.fromarray(noise)
+        draw = ImageDraw.Draw(image)
+        draw.ellipse((w // 5, h // 5, w // 2, h // 2), fill=(220, 30, 30))
+        draw.rectangle((w // 2, h // 2, w - 2, h - 2), fill=(20, 40, 200))
+        images.append(image)
+    images.append(images[0].convert("L"))
+    return images
+
+
+def _preprocess_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
+    from searchengine.models.lite import Preprocess
+
+    return Preprocess.from_dict(cfg).to_dict()
+
+
+def _sources(spec: ModelSpec) -> list[dict[str, Any]]:
+    """The files the weights come from, so a changed file invalidates the export."""
+    if spec.kind is ModelKind.OPEN_CLIP and os.path.isabs(spec.source):
+        return [_stat(Path(spec.source))]
+    if spec.kind is ModelKind.OPEN_CLIP_DIR:
+        return [_stat(p) for p in sorted(Path(spec.source).iterdir()) if p.is_file()]
+    if spec.kind is ModelKind.OPEN_CLIP_HUB:
+        return _hub_sources(spec.source)
+    import open_clip
+
+    hub = open_clip.get_pretrained_cfg(spec.arch or "", spec.source).get("hf_hub", "")
+    return _hub_sources(os.path.split(hub)[0]) if hub else []
+
+
+def _hub_sources(repo_id: str) -> list[dict[str, Any]]:
+    from huggingface_hub import constants
+
+    repo = Path(constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--"))
+    ref = repo / "refs" / "main"
+    try:
+        commit = ref.read_text()
+    except OSError:
+        return []
+    snapshot = repo / "snapshots" / commit
+    files = sorted(p for p in snapshot.rglob("*") if p.is_file())
+    # Paths relative to the hub cache: a cache that moves (or is copied) with its
+    # exports is checked against its own files.
+    cache = Path(constants.HF_HUB_CACHE)
+    entries = [{"hub_path": str(ref.relative_to(cache)), "text": commit}]
+    for path in files:
+        entries.append({**_stat(path), "hub_path": str(path.relative_to(cache))})
+        del entries[-1]["path"]
+    return entries
+
+
+def _stat(path: Path) -> dict[str, Any]:
+    stat = path.stat()
+    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _replace(tmp: Path, folder: Path) -> None:
+    """Put ``tmp`` where ``folder`` is; a reader sees the old export, none, or the new."""
+    old = folder.parent / f".{folder.name}.old-{os.getpid()}"
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _lock(folder: Path) -> Iterator[None]:
+    """One exporting process per model; the others wait, then reuse its export."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; a race only costs a second export
+        yield
+        return
+    with open(folder.parent / f".{folder.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,291 @@
+"""ONNX Runtime path: parity with torch, torch-free tokenizers and preprocessing, cold search.
+
+Models: the fake hub's CLIPS (HF BERT tokenizer, fixed-length text tower), a tiny
+open_clip ``local-dir:`` model written here (CLIP's BPE tokenizer, causal text tower:
+the same code path as ViT-B-32) and, when present, the shipped ``toy`` models.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fakehub import CLIPS_REPO_ID, FakeHub, activate
+from PIL import Image, ImageDraw
+
+from searchengine.models import load_encoder, parse_model_spec
+from searchengine.models.lite import ClipBpeTokenizer, Preprocess, preprocess_image
+from searchengine.models.onnx import (
+    MIN_COSINE,
+    OnnxClipEncoder,
+    cuda_possible,
+    export_dir,
+    read_export,
+)
+from searchengine.models.onnx_export import TOKEN_CHECK
+from searchengine.models.spec import shipped_model_dir
+
+CLIPS = f"hf-hub:{CLIPS_REPO_ID}"
+
+# Not the texts the export verified with: parity must hold beyond them.
+TEXTS = [
+    "a small green triangle on the left",
+    "two dogs playing in the snow",
+    "Ein Hund im Schnee",
+    "🐶🐱 pets",
+    "  a   RED\tcircle ",
+    "a photo of " + "a very big house and " * 30,
+]
+
+
+def _images() -> list[Image.Image]:
+    rng = np.random.default_rng(7)
+    images = []
+    for w, h in ((800, 600), (333, 517), (50, 40), (224, 224), (2000, 300)):
+        image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        ImageDraw.Draw(image).ellipse((w // 4, h // 4, w // 2, h // 2), fill=(0, 200, 0))
+        images.append(image)
+    return images
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.asarray((a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1))
+
+
+def _assert_parity(spec: str) -> OnnxClipEncoder:
+    onnx = load_encoder(spec, "cpu", "onnx")
+    torch_encoder = load_encoder(spec, "cpu", "torch")
+    assert isinstance(onnx, OnnxClipEncoder)
+    assert (onnx.dim, onnx.image_size) == (torch_encoder.dim, torch_encoder.image_size)
+    images = _images()
+    image_cos = _cosines(onnx.encode_images(images), torch_encoder.encode_images(images))
+    text_cos = _cosines(onnx.encode_texts(TEXTS), torch_encoder.encode_texts(TEXTS))
+    assert image_cos.min() >= MIN_COSINE, image_cos
+    assert text_cos.min() >= MIN_COSINE, text_cos
+    tokens = getattr(torch_encoder, "_tokenizer")(TEXTS).numpy()  # noqa: B009
+    np.testing.assert_array_equal(onnx.tokenize(TEXTS), tokens)
+    torch_encoder.close()
+    return onnx
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny open_clip model folder with CLIP's own BPE tokenizer and causal text tower."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("tiny_clip")
+    model_cfg = {
+        "embed_dim": 32,
+        "vision_cfg": {
+            "image_size": 64,
+            "layers": 2,
+            "width": 32,
+            "head_width": 16,
+            "patch_size": 16,
+        },
+        "text_cfg": {
+            "context_length": 77,
+            "vocab_size": 49408,
+            "width": 32,
+            "heads": 2,
+            "layers": 2,
+        },
+    }
+    config = {"model_cfg": model_cfg, "preprocess_cfg": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(11)
+        model = open_clip.CLIP(**model_cfg)
+        # Random weights at init scale make every text nearly the same vector; wider
+        # ones make parity a meaningful check.
+        with torch.no_grad():
+            for param in model.parameters():
+                param.add_(torch.randn_like(param) * 0.05)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / "open_clip_model.safetensors"))
+    return folder
+
+
+@pytest.fixture
+def tiny_clip(tiny_clip_dir: Path, offline_hub: FakeHub) -> str:
+    """The tiny model's spec, with this test's HF_HOME (and so its ONNX cache) offline."""
+    return f"local-dir:{tiny_clip_dir}"
+
+
+# ------------------------------------------------------------------ torch-free pieces
+
+
+def test_clip_bpe_tokenizer_gives_open_clip_ids() -> None:
+    import open_clip
+    from open_clip.tokenizer import default_bpe
+
+    rng = np.random.default_rng(3)
+    alphabet = [*"abcdefghij KLMNOP.,!?'&;#-_0123456789", "é", "ß", "中", "😀", "\u0301"]
+    random_texts = ["".join(rng.choice(alphabet, rng.integers(0, 60))) for _ in range(300)]
+    texts = [*TOKEN_CHECK, *TEXTS, *random_texts]
+    ours = ClipBpeTokenizer(Path(default_bpe()), 77, "lower")(texts)
+    theirs = open_clip.get_tokenizer("ViT-B-32")(texts).numpy()
+    mismatched = [
+        t for t, a, b in zip(texts, ours, theirs, strict=True) if not np.array_equal(a, b)
+    ]
+    assert not mismatched
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        {"size": 224, "resize_mode": "shortest", "interpolation": "bicubic"},
+        {"size": 336, "resize_mode": "squash", "interpolation": "bilinear"},
+        {"size": 64, "resize_mode": "longest", "interpolation": "bicubic", "fill_color": 0},
+        {"size": (96, 128), "resize_mode": "shortest", "interpolation": "bicubic"},
+    ],
+)
+def test_numpy_preprocessing_equals_open_clip_transform(cfg: dict[str, object]) -> None:
+    from open_clip.transform import image_transform
+
+    mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    transform = image_transform(
+        cfg["size"],  # type: ignore[arg-type]
+        is_train=False,
+        mean=mean,
+        std=std,
+        resize_mode=str(cfg["resize_mode"]),
+        interpolation=str(cfg["interpolation"]),
+        fill_color=int(cfg.get("fill_color", 0)),  # type: ignore[call-overload]
+    )
+    ours = Preprocess.from_dict({**cfg, "mean": mean, "std": std})
+    for image in [*_images(), _images()[0].convert("L")]:
+        expected = transform(image.convert("RGB")).numpy()
+        got = preprocess_image(image, ours)
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() < 1e-5
+
+
+# --------------------------------------------------------------- ONNX vs torch parity
+
+
+@pytest.mark.slow
+def test_clips_onnx_matches_torch_and_records_the_export(offline_hub: FakeHub) -> None:
+    onnx = _assert_parity(CLIPS)
+    export = read_export(parse_model_spec(CLIPS))
+    assert export is not None and export.verified
+    manifest = export.manifest
+    assert export.folder.parent.parent == offline_hub.hf_home  # beside the HF cache
+    assert manifest["tokenizer"]["kind"] == "hf"  # BERT WordPiece, torch-free
+    assert manifest["text"]["mode"] == "fixed"  # class token last: no truncation
+    assert manifest["verification"]["min_cosine_image"] >= MIN_COSINE
+    assert {"torch", "open_clip_torch", "onnxruntime"} <= set(manifest["versions"])
+    assert manifest["opset"] >= 17
+    onnx.close()
+
+
+@pytest.mark.slow
+def test_causal_text_tower_cuts_padding_and_matches_torch(tiny_clip: str) -> None:
+    onnx = _assert_parity(tiny_clip)
+    manifest = onnx._manifest
+    assert manifest["text"]["mode"] == "causal"
+    assert manifest["tokenizer"]["kind"] == "clip_bpe"
+    assert (export_dir(parse_model_spec(tiny_clip)) / "token_embedding.npy").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["toy", "toy-large"])
+def test_shipped_toy_models_onnx_match_torch(
+    name: str, fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not (shipped_model_dir(name) / "open_clip_config.json").is_file():
+        pytest.skip(f"the {name} model is not in searchengine/assets yet")
+    activate(monkeypatch, fake_hub.hf_home)
+    _assert_parity(name)
+
+
+@pytest.mark.slow
+def test_changed_weights_invalidate_the_export(
+    tiny_clip_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    activate(monkeypatch, tmp_path / "hf_home")
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_clip_dir, folder)
+    spec = parse_model_spec(f"local-dir:{folder}")
+    first = load_encoder(spec, "cpu", "onnx")
+    assert read_export(spec) is not None
+    weights = folder / "open_clip_model.safetensors"
+    weights.write_bytes(weights.read_bytes())  # retrained: same size, new mtime
+    assert read_export(spec) is None  # stale: would give the old model's vectors
+    second = load_encoder(spec, "cpu", "onnx")  # re-exported
+    assert read_export(spec) is not None
+    assert isinstance(first, OnnxClipEncoder) and isinstance(second, OnnxClipEncoder)
+
+
+@pytest.mark.slow
+def test_auto_falls_back_to_torch_when_verification_fails(
+    tiny_clip_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from searchengine.errors import ModelError
+    from searchengine.models.openclip import OpenClipEncoder
+
+    activate(monkeypatch, tmp_path / "hf_home")  # an empty ONNX cache: a fresh export
+    tiny_clip = f"local-dir:{tiny_clip_dir}"
+    monkeypatch.setattr("searchengine.models.onnx_export.MIN_COSINE", 1.01)  # cannot pass
+    assert isinstance(load_encoder(tiny_clip, "cpu", "auto"), OpenClipEncoder)
+    export = read_export(parse_model_spec(tiny_clip))
+    assert export is not None and not export.verified and "cosine" in export.reason
+    with pytest.raises(ModelError, match="--runtime torch"):
+        load_encoder(tiny_clip, "cpu", "onnx")
+
+
+# ----------------------------------------------------------- cold search without torch
+
+_SEARCH_WITHOUT_TORCH = textwrap.dedent(
+    """
+    import sys
+    from click.testing import CliRunner
+    from searchengine.cli import main
+
+    result = CliRunner().invoke(main, ["search", sys.argv[1], "--index-dir", sys.argv[2], "--json"])
+    assert result.exit_code == 0, result.output
+    print(result.output)
+    heavy = [m for m in ("torch", "torchvision", "open_clip", "transformers") if m in sys.modules]
+    print("IMPORTED:" + ",".join(heavy))
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["clips", "tiny"])
+def test_search_with_an_export_never_imports_torch(
+    which: str, tiny_clip_dir: Path, offline_hub_env: dict[str, str], tmp_path: Path
+) -> None:
+    spec = CLIPS if which == "clips" else f"local-dir:{tiny_clip_dir}"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, image in enumerate(_images()):
+        image.save(photos / f"{i}.jpg")
+    env = {**offline_hub_env, "SEARCHENGINE_RUNTIME": "auto"}
+    if cuda_possible():  # a GPU machine runs torch on CUDA, by design; test the CPU path
+        env["SEARCHENGINE_DEVICE"] = "cpu"
+    exe = str(Path(sys.executable).with_name("searchengine"))
+    index = [exe, "index", str(photos), "-m", spec]
+    indexed = subprocess.run(
+        [*index, "--index-dir", str(tmp_path / "idx")], env=env, capture_output=True, text=True
+    )
+    assert indexed.returncode == 0, indexed.stderr
+    searched = subprocess.run(
+        [sys.executable, "-c", _SEARCH_WITHOUT_TORCH, "a green circle", str(tmp_path / "idx")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert searched.returncode == 0, searched.stderr
+    results = json.loads(searched.stdout.split("IMPORTED:")[0])
+    assert len(results) == len(_images())
+    assert searched.stdout.strip().endswith("IMPORTED:")  # none of them

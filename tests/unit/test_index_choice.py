@@ -1,0 +1,139 @@
+"""Index choice by size and budget; IVF built from a Flat index matches exact search."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from imagegen import solid
+
+from searchengine import Collection, Config, index_choice
+from searchengine.index_choice import (
+    TARGET_RECALL,
+    build_index,
+    bytes_per_vector,
+    calibration_queries,
+    choose_index,
+    recall_at_k,
+    wanted_type,
+)
+from searchengine.models.fake import FakeEncoder
+from searchengine.vectors import FaissIndex
+
+
+def clustered(n: int, dim: int = 64, centres: int = 200, seed: int = 0) -> np.ndarray:
+    """Unit vectors in clusters around a shared direction, like CLIP embeddings."""
+    rng = np.random.default_rng(seed)
+    mean = rng.standard_normal(dim)
+    centre = rng.standard_normal((centres, dim))
+    centre = 0.6 * mean / np.linalg.norm(mean) + 0.8 * centre / np.linalg.norm(
+        centre, axis=1, keepdims=True
+    )
+    x = centre[rng.integers(0, centres, n)] + 0.7 * rng.standard_normal((n, dim)) / np.sqrt(dim)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[FaissIndex, np.ndarray, np.ndarray]:
+    """20k stored vectors in a Flat index (ids 1000+), and 200 held-out queries."""
+    vectors = clustered(20_200)
+    flat = FaissIndex(64)
+    flat.add(np.arange(1000, 21_000), vectors[:20_000])
+    queries = calibration_queries(vectors[20_000:], np.random.default_rng(1))
+    return flat, vectors[:20_000], queries
+
+
+def test_exact_while_small_then_sq8_then_pq_under_a_budget() -> None:
+    assert choose_index(3_000, 512) == "Flat"
+    assert choose_index(49_999, 512) == "Flat"
+    assert choose_index(100_000, 512) == "IVF256,SQ8"
+    assert choose_index(1_000_000, 512) == "IVF1024,SQ8"
+    assert bytes_per_vector("IVF1024,SQ8", 512) <= 1024  # the 1 KB per vector target
+    # 100 MB for 1M vectors is 105 bytes each: only PQ codes fit.
+    assert choose_index(1_000_000, 512, memory_mb=100) == "IVF1024,PQ64"
+    # Flat at 30k would take 62 MB; with 50 MB the collection gets SQ8 early.
+    assert choose_index(30_000, 512, memory_mb=50) == "IVF128,SQ8"
+
+
+def test_rebuild_only_when_the_wanted_type_changes_with_hysteresis(data) -> None:
+    flat, vectors, _ = data
+    assert wanted_type(flat) is None  # 20k: stays exact
+    ivf, _ = build_index(flat, "IVF128,SQ8")
+    assert wanted_type(ivf) == "Flat"  # 20k < 25k: back to exact
+    bigger = FaissIndex(64)
+    bigger.add(np.arange(30_000), np.concatenate([vectors, vectors[:10_000]]))
+    assert wanted_type(bigger) is None  # 30k Flat: under the 50k threshold
+    ivf30k, _ = build_index(bigger, "IVF128,SQ8")
+    assert wanted_type(ivf30k) is None  # between 25k and 50k: IVF is kept
+
+
+def test_ivf_matches_exact_search_at_the_recall_it_reports(data) -> None:
+    flat, vectors, queries = data
+    ivf, report = build_index(flat, "IVF128,SQ8")
+    assert report.index_type == ivf.index_type == "IVF128,SQ8"
+    assert report.recall_at_10 is not None and report.recall_at_10 >= TARGET_RECALL
+    assert report.nprobe == ivf.nprobe and report.nprobe is not None and report.nprobe < 128
+    _, exact = flat.search(queries, 10)
+    _, approx = ivf.search(queries, 10)
+    held_out = recall_at_k(approx, exact)
+    assert held_out >= TARGET_RECALL  # on queries the tuning never saw
+    assert sorted(ivf.ids()) == sorted(flat.ids())
+    recon = ivf.reconstruct(1005)
+    assert recon is not None and float(recon @ vectors[5]) > 0.99  # SQ8 decodes closely
+
+
+def test_ivf_removes_by_id_filters_and_survives_save_and_load(data, tmp_path) -> None:
+    flat, _, queries = data
+    ivf, report = build_index(flat, "IVF128,SQ8")
+    gone = np.arange(1000, 6000)
+    ivf.remove(gone)
+    assert len(ivf) == 15_000 and ivf.reconstruct(1000) is None
+    _, found = ivf.search(queries, 10)
+    assert not set(found.ravel().tolist()) & set(gone.tolist())
+    allowed = np.arange(6000, 6040)  # a narrow filter: 40 of 15k vectors
+    _, hits = ivf.search(queries[:5], 10, allowed=allowed)
+    allowed_vectors = flat.reconstruct_batch(allowed)
+    for row, query in zip(hits, queries[:5], strict=True):
+        best = allowed[np.argsort(-(allowed_vectors @ query))[:10]]
+        assert recall_at_k(row[None], best[None]) >= 0.9
+    ivf.save(tmp_path / "v.faiss")
+    loaded = FaissIndex.load(tmp_path / "v.faiss")
+    assert (loaded.index_type, loaded.nprobe, len(loaded)) == ("IVF128,SQ8", report.nprobe, 15_000)
+    loaded.add(np.array([1000]), flat.reconstruct_batch(np.array([1000])))
+    assert loaded.reconstruct(1000) is not None
+
+
+@pytest.mark.slow
+def test_pq_under_a_tight_budget_keeps_the_best_reachable_recall(data) -> None:
+    flat, _, queries = data
+    pq, report = build_index(flat, "IVF128,PQ8")
+    assert pq.index_type == "IVF128,PQ8"
+    assert report.recall_at_10 is not None and 0.2 < report.recall_at_10 < 0.95
+    _, exact = flat.search(queries, 10)
+    _, approx = pq.search(queries, 10)
+    assert abs(recall_at_k(approx, exact) - report.recall_at_10) < 0.1
+
+
+def test_collection_switches_index_type_as_it_grows_and_shrinks(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(index_choice, "FLAT_MAX", 200)
+    monkeypatch.setattr(index_choice, "MIN_IVF", 100)
+    monkeypatch.setattr(index_choice, "nlist_for", lambda n: 4)
+    rng = np.random.default_rng(0)
+    photos = tmp_path / "photos"
+    for i in range(260):
+        colour = (250, 0, 0) if i < 10 else tuple(int(c) for c in rng.integers(0, 120, 3))
+        solid(photos / f"{i:03d}.png", colour, fmt="PNG")
+    config = Config(home=tmp_path / "idx", workers=2, batch_size=32)
+    with Collection.open("c", config, create=True, encoder=FakeEncoder()) as coll:
+        coll.index([photos])
+        status = coll.status()
+        assert status.index_type == "IVF4,SQ8" and status.vectors == 260
+        assert coll.catalog.get_meta("index_type") == "IVF4,SQ8"
+        top = {r.path.rsplit("/", 1)[1] for r in coll.search("red", k=10)}
+        assert top == {f"{i:03d}.png" for i in range(10)}
+        for path in sorted(photos.iterdir())[40:]:
+            path.unlink()
+        coll.index()
+        assert coll.status().index_type == "Flat" and coll.status().vectors == 40
+    with Collection.open("c", config, encoder=FakeEncoder()) as reopened:
+        assert reopened.status().index_type == "Flat"
+        assert len(reopened.search("red", k=10)) == 10

@@ -7,4 +7,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[dev]"
+# The recall-parity tests call CLIP_benchmark's own metric code; its declared
+# dependencies (~150 MB, e.g. pycocoevalcap) are not needed for that module.
+.venv/bin/python -m pip install --quiet --no-deps "clip-benchmark>=1.6"
 echo "installed: $(.venv/bin/searchengine --version)"

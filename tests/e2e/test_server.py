@@ -71,7 +71,7 @@ def same_ranking(api_results: list[dict], cli_results: list[dict]) -> None:
 QUERIES = [
     ("a green circle", "green circle", 5, 1),
     ("a pink triangle", "pink triangle", 4, 1),
-    ("a red circle", "red circle", 1, 3),
+    ("a red circle", "red circle", 1, 10),
 ]
 
 

@@ -366,9 +366,6 @@ class Collection:
         if sort not in SORTS:
             raise QueryError(f"unknown sort {sort!r}; use one of {', '.join(SORTS)}")
         terms = build_terms(query, plus, minus)
-        warm_text = getattr(self.encoder, "warm_text", None)  # ONNX encoders only
-        if warm_text is not None:
-            warm_text()  # the text tower loads while the index and catalog do
         index = self.vectors()
         allowed = matching_ids(self.catalog, filters) if filters and filters.active else None
         if len(index) == 0:

@@ -26,7 +26,6 @@ import logging
 import os
 import re
 import sys
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,8 +229,6 @@ class OnnxClipEncoder:
         self._text: Any = None
         self._tokenizer: TextTokenizer | None = None
         self._embedding: np.ndarray | None = None
-        self._warming: threading.Thread | None = None
-        self._warm_error: BaseException | None = None
 
     def _session(self, name: str) -> Any:
         import onnxruntime as ort
@@ -265,39 +262,11 @@ class OnnxClipEncoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self.encode_pixels(np.stack([self.preprocess(im) for im in images]))
 
-    def warm_text(self) -> None:
-        """Start loading the text tower and tokenizer in a background thread.
-
-        A cold search calls this before it loads the vector index and the catalog:
-        ONNX Runtime builds the session with the GIL released, so the two overlap
-        (about 0.2 s of a ~0.9 s cold query on two cores).
-        """
-        if self._text is not None or self._warming is not None:
-            return
-        self._warming = threading.Thread(target=self._load_text, daemon=True)
-        self._warming.start()
-
-    def _load_text(self) -> None:
-        try:
-            self._text = self._session("text")
-            self.tokenize([""])
-        except BaseException as exc:  # re-raised in the caller's thread
-            self._warm_error = exc
-
-    def _text_ready(self) -> None:
-        if self._warming is not None:
-            self._warming.join()
-            self._warming = None
-            if self._warm_error is not None:
-                error, self._warm_error = self._warm_error, None
-                raise error
-        if self._text is None:
-            self._text = self._session("text")
-
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        self._text_ready()
+        if self._text is None:
+            self._text = self._session("text")
         parts = [
             self._encode_tokens(self.tokenize(texts[i : i + TEXT_CHUNK]))
             for i in range(0, len(texts), TEXT_CHUNK)
@@ -331,9 +300,6 @@ class OnnxClipEncoder:
         return np.asarray(self._text.run(None, {"embeddings": embedded, "tokens": tokens})[0])
 
     def close(self) -> None:
-        if self._warming is not None:
-            self._warming.join()
-            self._warming = None
         self._image = None
         self._text = None
         self._embedding = None

@@ -19,6 +19,7 @@ from searchengine.cli.common import (
     errors,
     filter_options,
     human_size,
+    index_dir_option,
     make_config,
     open_collection,
     print_results,
@@ -323,12 +324,7 @@ def status(collection: str, index_dir: Path | None, failed: bool, as_json: bool)
     show_default=True,
     help="Where to write the toy photos.",
 )
-@click.option(
-    "--index-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Folder holding collections [env SEARCHENGINE_HOME; default ./indexes].",
-)
+@index_dir_option
 @click.option(
     "-n",
     "--images",

@@ -63,13 +63,17 @@ def device_option(func: F) -> F:
     )(func)
 
 
-def collection_options(func: F) -> F:
-    func = click.option(
+def index_dir_option(func: F) -> F:
+    return click.option(
         "--index-dir",
         type=click.Path(file_okay=False, path_type=Path),
         default=None,
         help="Folder holding collections [env SEARCHENGINE_HOME; default ./indexes].",
     )(func)
+
+
+def collection_options(func: F) -> F:
+    func = index_dir_option(func)
     return click.option(
         "--collection",
         "-c",

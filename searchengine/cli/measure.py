@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from searchengine.cli.common import TqdmProgress, errors, make_config
+from searchengine.cli.common import TqdmProgress, errors, index_dir_option, make_config
 
 if TYPE_CHECKING:
     from searchengine.config import Config
@@ -76,12 +76,7 @@ def _models(models: Sequence[str], device: str | None) -> tuple[list[str], str]:
     default=None,
     help="Measure on an indexed collection instead of a dataset.",
 )
-@click.option(
-    "--index-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Folder holding collections [env SEARCHENGINE_HOME; default ./indexes].",
-)
+@index_dir_option
 @click.option(
     "--pseudo-captions",
     is_flag=True,

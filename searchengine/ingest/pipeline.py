@@ -115,8 +115,8 @@ class IngestPlan:
     """The diff between disk and catalog for the scanned roots."""
 
     candidates: list[FileEntry]  # new or changed on disk
-    known: dict[str, ImageRecord]  # catalog rows under the roots, by path
-    missing: dict[str, ImageRecord]  # catalog rows whose file is gone
+    known: dict[str, int]  # catalog ids of the rows under the roots, by path
+    missing: dict[str, int]  # catalog ids of the rows whose file is gone, by path
     unchanged: int
 
 
@@ -124,8 +124,10 @@ def plan(catalog: Catalog, roots: Sequence[str]) -> IngestPlan:
     """Scan ``roots`` and compare with the catalog (stat only; no file is opened)."""
     prefixes = tuple(r.rstrip(os.sep) + os.sep for r in roots)
     root_set = set(roots)
-    known = {
-        r.path: r for r in catalog.records() if r.path.startswith(prefixes) or r.path in root_set
+    states = {
+        path: state
+        for path, state in catalog.file_states().items()
+        if path.startswith(prefixes) or path in root_set
     }
     candidates: list[FileEntry] = []
     seen: set[str] = set()
@@ -134,12 +136,13 @@ def plan(catalog: Catalog, roots: Sequence[str]) -> IngestPlan:
         if entry.path in seen:
             continue
         seen.add(entry.path)
-        record = known.get(entry.path)
-        if record and record.size == entry.size and record.mtime_ns == entry.mtime_ns:
+        state = states.get(entry.path)
+        if state is not None and state[1] == entry.size and state[2] == entry.mtime_ns:
             unchanged += 1
         else:
             candidates.append(entry)
-    missing = {p: r for p, r in known.items() if p not in seen}
+    known = {path: state[0] for path, state in states.items()}
+    missing = {path: image_id for path, image_id in known.items() if path not in seen}
     return IngestPlan(candidates, known, missing, unchanged)
 
 
@@ -170,18 +173,21 @@ class Ingest:
         self._batch_no = int(catalog.get_meta("last_batch") or 0)
         self._by_hash: dict[str, ImageRecord] = {}
         self._claimed: set[int] = set()
+        self._changed = False  # anything committed to catalog or index this run
 
     def run(self, roots: Sequence[str]) -> IndexReport:
         """Index ``roots``: embed new and changed files, drop deleted ones."""
         started = time.monotonic()
         diff = plan(self.catalog, roots)
         self.report.unchanged = diff.unchanged
-        self._by_hash = {
-            r.content_hash: r for r in self.catalog.records(OK) if r.content_hash is not None
-        }
         self._missing = dict(diff.missing)
         self._known = diff.known
-        encoder = self.get_encoder() if diff.candidates else None
+        encoder = None
+        if diff.candidates:  # an unchanged re-run reads no more of the catalog
+            self._by_hash = {
+                r.content_hash: r for r in self.catalog.records(OK) if r.content_hash is not None
+            }
+            encoder = self.get_encoder()
         if encoder is not None and self.batch_size is None:
             self.batch_size = default_batch_size(encoder.device)
         self.progress.start(len(diff.candidates))
@@ -212,8 +218,10 @@ class Ingest:
                 if not stop.requested:
                     self._remove_missing()
         finally:
-            # Whatever was committed is saved, also on Ctrl-C or an error mid-run.
-            self.save_index(self._batch_no)
+            # Whatever was committed is saved, also on Ctrl-C or an error mid-run; an
+            # unchanged re-run leaves the index file alone.
+            if self._changed:
+                self.save_index(self._batch_no)
             self.progress.close()
         self.report.seconds = time.monotonic() - started
         if stop.requested:
@@ -248,6 +256,7 @@ class Ingest:
     def _commit(self, items: Sequence[_Item], vectors: np.ndarray | None) -> None:
         """Write one batch to the catalog (one transaction), then to the index."""
         self._batch_no += 1
+        self._changed = True
         add_ids: list[int] = []
         add_vecs: list[np.ndarray] = []
         drop_ids: list[int] = []
@@ -272,20 +281,20 @@ class Ingest:
         drop_ids: list[int],
     ) -> None:
         entry = item.entry
-        record = self._known.get(entry.path)
+        known_id = self._known.get(entry.path)
         base = {"path": entry.path, "size": entry.size, "mtime_ns": entry.mtime_ns}
         if isinstance(item, _Failed):
             values = {**base, "content_hash": item.digest, "status": FAILED, "error": item.reason}
             self.report.failed += 1
             self.report.failures.append((entry.path, item.reason))
-            if record is None:
+            if known_id is None:
                 insert_image(conn, {**values, "batch": self._batch_no})
             else:
-                update_image(conn, record.id, values)
-                drop_ids.append(record.id)
+                update_image(conn, known_id, values)
+                drop_ids.append(known_id)
             return
         if isinstance(item, _Known):
-            self._apply_known(conn, item, record, base, add_ids, add_vecs)
+            self._apply_known(conn, item, known_id, base, add_ids, add_vecs)
             return
         values = {
             **base,
@@ -297,11 +306,11 @@ class Ingest:
             "error": None,
             "batch": self._batch_no,
         }
-        if record is None:
+        if known_id is None:
             image_id = insert_image(conn, values)
             self.report.added += 1
         else:
-            image_id = record.id
+            image_id = known_id
             update_image(conn, image_id, values)
             self.report.updated += 1
         assert vec is not None, "decoded images are committed with their vectors"
@@ -313,18 +322,18 @@ class Ingest:
         self,
         conn: Connection,
         item: _Known,
-        record: ImageRecord | None,
+        known_id: int | None,
         base: dict[str, Any],
         add_ids: list[int],
         add_vecs: list[np.ndarray],
     ) -> None:
         source = self._by_hash[item.digest]
-        if record is not None and record.id == source.id:
-            update_image(conn, record.id, base)  # touched, same content
+        if known_id == source.id:
+            update_image(conn, known_id, base)  # touched, same content
             self.report.unchanged += 1
             return
         gone = self._missing.get(source.path)
-        if record is None and gone is not None and source.id not in self._claimed:
+        if known_id is None and gone is not None and source.id not in self._claimed:
             # Renamed or moved: the row (and its vector) follows the file.
             self._claimed.add(source.id)
             del self._missing[source.path]
@@ -337,20 +346,21 @@ class Ingest:
         meta = {"width": source.width, "height": source.height, "taken_at": source.taken_at}
         values = {**base, **meta, "content_hash": item.digest, "status": OK, "error": None}
         values["batch"] = self._batch_no
-        if record is None:
+        if known_id is None:
             image_id = insert_image(conn, values)
             self.report.added += 1
         else:
-            image_id = record.id
+            image_id = known_id
             update_image(conn, image_id, values)
             self.report.updated += 1
         add_ids.append(image_id)
         add_vecs.append(vector)
 
     def _remove_missing(self) -> None:
-        ids = [r.id for r in self._missing.values()]
+        ids = list(self._missing.values())
         if not ids:
             return
+        self._changed = True
         with self.catalog.transaction() as conn:
             delete_images(conn, ids)
         self.index.remove(np.asarray(ids, dtype=np.int64))

@@ -47,7 +47,7 @@ from searchengine.ingest.pipeline import IndexReport, Ingest, NoProgress, Progre
 from searchengine.lock import WriteLock
 from searchengine.models import Encoder, load_encoder, parse_model_spec
 from searchengine.models.blip import DEFAULT_CAPTION_MODEL, parse_blip_model
-from searchengine.query import build_terms, embed_terms
+from searchengine.query import build_terms, embed_forms, embed_terms
 from searchengine.rerank import ImageVectors, clip_scores
 from searchengine.search import SearchResult, check_k, rank
 from searchengine.vectors import EXACT, FaissIndex
@@ -372,14 +372,17 @@ class Collection:
             return []
         rescoring = bool(rerank) or min_score is not None
         pool = candidates or (max(100, k) if rescoring else k)
-        first = rank(
-            index, self.catalog, embed_terms(terms, self.encoder), max(pool, k), allowed=allowed
-        )
         scorer = self._scorer(rerank)
+        if scorer.encoder is self.encoder:  # one text batch for both forms of the query
+            query_vector, score_vector = embed_forms(terms, self.encoder, (False, True))
+        else:
+            query_vector = embed_terms(terms, self.encoder)
+            score_vector = embed_terms(terms, scorer.encoder, clipscore=True)
+        first = rank(index, self.catalog, query_vector, max(pool, k), allowed=allowed)
         records = list(self.catalog.get([r.id for r in first]).values())
         by_id = {r.id: r for r in records}
         vectors = scorer.get([by_id[r.id] for r in first])
-        scores = clip_scores(vectors, embed_terms(terms, scorer.encoder, clipscore=True))
+        scores = clip_scores(vectors, score_vector)
         results = [
             replace(r, clip_score=float(s), score=float(s) if rerank else r.score)
             for r, s in zip(first, scores, strict=True)

@@ -56,12 +56,17 @@ def embed_terms(terms: Sequence[Term], encoder: Encoder, *, clipscore: bool = Fa
 
     With ``clipscore``, text terms get CLIPScore's "A photo depicts " prefix.
     """
-    total = np.zeros(encoder.dim, dtype=np.float64)
-    texts = [t for t in terms if t.text is not None]
-    if texts:
-        strings = [with_prefix(t.text) if clipscore else t.text for t in texts if t.text]
-        vectors = encoder.encode_texts(strings)
-        total += np.asarray([t.weight for t in texts]) @ vectors
+    return embed_forms(terms, encoder, (clipscore,))[0]
+
+
+def embed_forms(terms: Sequence[Term], encoder: Encoder, forms: Sequence[bool]) -> list[np.ndarray]:
+    """The query's unit vector once per form (``True``: with CLIPScore's text prefix).
+
+    All texts of all forms go to the encoder in one batch and example images are
+    decoded and encoded once, shared by every form: a search that shows first-stage
+    cosines and CLIPScores under one model pays for one text-tower call, not two.
+    """
+    base = np.zeros(encoder.dim, dtype=np.float64)
     images = [t for t in terms if t.image is not None]
     if images:
         decoded = []
@@ -71,7 +76,17 @@ def embed_terms(terms: Sequence[Term], encoder: Encoder, *, clipscore: bool = Fa
                 decoded.append(decode_file(str(term.image), min_side=size).image)
             except ImageError as exc:
                 raise QueryError(f"cannot use {term.image} as a query image: {exc}") from exc
-        total += np.asarray([t.weight for t in images]) @ encoder.encode_images(decoded)
-    if np.linalg.norm(total) < 1e-6:
-        raise QueryError("the query terms cancel out; change the weights or the terms")
-    return l2_normalize(total[None, :])[0]
+        base += np.asarray([t.weight for t in images]) @ encoder.encode_images(decoded)
+    texts = [t.text for t in terms if t.text is not None]
+    weights = np.asarray([t.weight for t in terms if t.text is not None])
+    vectors = np.zeros((len(forms), len(texts), encoder.dim))
+    if texts:
+        strings = [with_prefix(text) if prefixed else text for prefixed in forms for text in texts]
+        vectors = encoder.encode_texts(strings).reshape(len(forms), len(texts), -1)
+    out = []
+    for per_form in vectors:
+        total = base + weights @ per_form if texts else base
+        if np.linalg.norm(total) < 1e-6:
+            raise QueryError("the query terms cancel out; change the weights or the terms")
+        out.append(l2_normalize(total[None, :])[0])
+    return out

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -56,6 +57,18 @@ def test_unchanged_rerun_embeds_nothing(coll, photos, encoder):
     assert encoder.images_encoded == encoded
     assert (report.added, report.updated, report.removed, report.failed) == (0, 0, 0, 0)
     assert report.unchanged == 4  # three images and the broken file, not retried
+
+
+def test_unchanged_rerun_leaves_the_index_file_alone(coll, photos):
+    coll.index([photos])
+    saved = coll.index_path.stat()
+    before = coll.catalog.get_meta("index_batch")
+    time.sleep(0.01)
+    coll.index([photos])
+    after = coll.index_path.stat()
+    assert (after.st_mtime_ns, after.st_ino) == (saved.st_mtime_ns, saved.st_ino)
+    assert coll.catalog.get_meta("index_batch") == before
+    assert paths(coll.search("green", k=1)) == ["green.png"]
 
 
 def test_incremental_add_modify_rename_delete(coll, photos, encoder):
@@ -186,3 +199,13 @@ def test_status(coll, photos):
     assert (info.images, info.failed, info.vectors, info.dim) == (3, 1, 3, 4)
     assert info.index_type == "Flat" and info.size_bytes > 0
     assert info.roots == [str(photos)]
+
+
+def test_a_query_image_is_encoded_once_for_both_scores(coll, photos, encoder):
+    coll.index([photos])
+    before = encoder.images_encoded, encoder.texts_encoded
+    results = coll.search("red", k=3, plus=[str(photos / "trip" / "blue.webp")])
+    # One example image and the text in both forms (plain, and CLIPScore's prefix).
+    assert (encoder.images_encoded - before[0], encoder.texts_encoded - before[1]) == (1, 2)
+    assert all(r.clip_score is not None for r in results)
+    assert results == coll.search("red", k=3, plus=[str(photos / "trip" / "blue.webp")])

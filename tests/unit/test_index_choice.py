@@ -14,6 +14,7 @@ from searchengine.index_choice import (
     calibration_queries,
     choose_index,
     recall_at_k,
+    tune_nprobe,
     wanted_type,
 )
 from searchengine.models.fake import FakeEncoder
@@ -137,3 +138,15 @@ def test_collection_switches_index_type_as_it_grows_and_shrinks(tmp_path, monkey
     with Collection.open("c", config, encoder=FakeEncoder()) as reopened:
         assert reopened.status().index_type == "Flat"
         assert len(reopened.search("red", k=10)) == 10
+
+
+def test_tuning_keeps_the_smallest_nprobe_that_reaches_the_aim(data) -> None:
+    flat, _, queries = data
+    ivf, _ = build_index(flat, "IVF128,SQ8")
+    _, truth = flat.search(queries, 10)
+    nprobe, recall = tune_nprobe(ivf, queries, truth, 0.97)
+    assert recall >= 0.97 and ivf.nprobe == nprobe
+    if nprobe > 1:  # one bisection step fewer lists falls short
+        ivf.nprobe = nprobe - max(1, nprobe // 8)
+        _, found = ivf.search(queries, 10)
+        assert recall_at_k(found, truth) < 0.97

@@ -63,9 +63,13 @@ class FsPath(TypeDecorator[str]):
             return _BYTES_PREFIX + quote(os.fsencode(value), safe="/ ")
 
     def process_result_value(self, value: str | None, dialect: Any) -> str | None:
-        if value is None or not value.startswith(_BYTES_PREFIX):
-            return value
-        return os.fsdecode(unquote_to_bytes(value[len(_BYTES_PREFIX) :]))
+        return None if value is None else _path_from_db(value)
+
+
+def _path_from_db(value: str) -> str:
+    if not value.startswith(_BYTES_PREFIX):
+        return value
+    return os.fsdecode(unquote_to_bytes(value[len(_BYTES_PREFIX) :]))
 
 
 _BYTES_PREFIX = "bytes:"
@@ -209,10 +213,21 @@ class Catalog:
         Plain tuples, not ``ImageRecord``s: at 100k files building full rows cost more
         than walking the disk.
         """
-        c = images_table.c
-        query = select(c.path, c.id, c.size, c.mtime_ns)
-        with self.engine.connect() as conn:
-            return {path: (i, size, mtime) for path, i, size, mtime in conn.execute(query)}
+        # Plain SQL on the driver's cursor, fetched in one call: SQLAlchemy's per-row
+        # result handling was a third of a 100k-file re-run.
+        raw = self.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.execute(f"SELECT path, id, size, mtime_ns FROM {images_table.name}")
+            rows = cursor.fetchall()
+            cursor.close()
+        finally:
+            raw.close()
+        prefix = _BYTES_PREFIX
+        return {
+            (_path_from_db(path) if path.startswith(prefix) else path): (i, size, mtime)
+            for path, i, size, mtime in rows
+        }
 
     def get(self, ids: Sequence[int]) -> dict[int, ImageRecord]:
         found: dict[int, ImageRecord] = {}
@@ -232,7 +247,13 @@ class Catalog:
     def ok_ids(self) -> set[int]:
         with self.engine.connect() as conn:
             query = select(images_table.c.id).where(images_table.c.status == OK)
-            return set(conn.scalars(query))
+            return set(conn.scalars(query).all())
+
+    def ok_count(self) -> int:
+        """How many images are indexed (status ok)."""
+        query = select(func.count()).select_from(images_table).where(images_table.c.status == OK)
+        with self.engine.connect() as conn:
+            return int(conn.scalar(query) or 0)
 
     def counts(self) -> dict[str, int]:
         query = select(images_table.c.status, func.count()).group_by(images_table.c.status)

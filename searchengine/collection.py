@@ -244,7 +244,7 @@ class Collection:
             self.reconcile()
             run = Ingest(
                 self.catalog,
-                self.vectors(),
+                self.vectors,
                 self._encoder_for_ingest,
                 self._save_index,
                 batch_size=self.config.batch_size,
@@ -253,7 +253,8 @@ class Collection:
                 checkpoint_seconds=self.config.checkpoint_seconds,
             )
             report = run.run(roots)
-            self._adapt_index()
+            if self._index is not None:  # loaded: something may have changed
+                self._adapt_index()
             return report
 
     def precompute(self, model: str | Encoder, progress: Progress | None = None) -> int:
@@ -299,6 +300,7 @@ class Collection:
         self._index.save(self.index_path)
         with self.catalog.transaction() as conn:
             write_meta(conn, "index_batch", str(batch_no))
+            write_meta(conn, "index_vectors", str(len(self._index)))
             trim_vector_log(conn, batch_no)
 
     def reconcile(self) -> int:
@@ -309,6 +311,8 @@ class Collection:
         index ids without an ok catalog row are removed. Returns the ids fixed.
         """
         saved = int(self.catalog.get_meta("index_batch") or 0)
+        if self._consistent(saved):
+            return 0
         index = self.vectors()
         with self.catalog.transaction() as conn:
             replay = pending_vectors(conn, saved)
@@ -323,9 +327,27 @@ class Collection:
             with self.catalog.transaction() as conn:
                 delete_images(conn, sorted(missing))
         fixed = len(replay) + len(orphans) + len(missing)
+        last = int(self.catalog.get_meta("last_batch") or saved)
         if fixed:
-            self._save_index(int(self.catalog.get_meta("last_batch") or saved))
+            self._save_index(last)
+        else:  # the saved index is right as it is: say so, for the next run's check
+            with self.catalog.transaction() as conn:
+                write_meta(conn, "index_batch", str(last))
+                write_meta(conn, "index_vectors", str(len(index)))
         return fixed
+
+    def _consistent(self, saved: int) -> bool:
+        """Whether the saved index holds exactly the catalog's vectors, from metadata.
+
+        Every catalog change to images bumps ``last_batch``; every index save records
+        the batch and the vector count. Equal batches and counts mean the last run
+        ended cleanly, and an unchanged re-run need not load the index at all.
+        """
+        if self._index is not None or not self.index_path.exists():
+            return False
+        last = int(self.catalog.get_meta("last_batch") or 0)
+        count = self.catalog.get_meta("index_vectors")
+        return saved == last and count is not None and int(count) == self.catalog.ok_count()
 
     def search(
         self,

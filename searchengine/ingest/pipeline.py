@@ -130,19 +130,20 @@ def plan(catalog: Catalog, roots: Sequence[str]) -> IngestPlan:
         if path.startswith(prefixes) or path in root_set
     }
     candidates: list[FileEntry] = []
+    unseen = dict(states)  # what is left when the walk ends is gone from disk
+    nested = len(roots) > 1  # then a file may show up twice
     seen: set[str] = set()
     unchanged = 0
     for entry in scan(roots):
-        if entry.path in seen:
-            continue
-        seen.add(entry.path)
-        state = states.get(entry.path)
+        state = unseen.pop(entry.path, None)
         if state is not None and state[1] == entry.size and state[2] == entry.mtime_ns:
             unchanged += 1
-        else:
+        elif state is not None or not nested or entry.path not in seen:
             candidates.append(entry)
+        if nested:
+            seen.add(entry.path)
     known = {path: state[0] for path, state in states.items()}
-    missing = {path: image_id for path, image_id in known.items() if path not in seen}
+    missing = {path: state[0] for path, state in unseen.items()}
     return IngestPlan(candidates, known, missing, unchanged)
 
 
@@ -152,7 +153,7 @@ class Ingest:
     def __init__(
         self,
         catalog: Catalog,
-        index: VectorIndex,
+        get_index: Callable[[], VectorIndex],
         get_encoder: Callable[[], Encoder],
         save_index: Callable[[int], None],
         *,
@@ -162,7 +163,7 @@ class Ingest:
         checkpoint_seconds: float = 60.0,
     ) -> None:
         self.catalog = catalog
-        self.index = index
+        self.get_index = get_index
         self.get_encoder = get_encoder
         self.save_index = save_index
         self.batch_size = batch_size
@@ -174,6 +175,11 @@ class Ingest:
         self._by_hash: dict[str, ImageRecord] = {}
         self._claimed: set[int] = set()
         self._changed = False  # anything committed to catalog or index this run
+
+    @property
+    def index(self) -> VectorIndex:
+        """The vector index, loaded on first use: an unchanged re-run never needs it."""
+        return self.get_index()
 
     def run(self, roots: Sequence[str]) -> IndexReport:
         """Index ``roots``: embed new and changed files, drop deleted ones."""
@@ -193,7 +199,7 @@ class Ingest:
         self.progress.start(len(diff.candidates))
         # A first run saves right after its first batch, so searches started meanwhile
         # see results at once; later runs keep to the checkpoint interval.
-        early_save = len(self.index) == 0
+        early_save = bool(diff.candidates) and len(self.index) == 0
         last_save = time.monotonic()
         try:
             with _stop_on_interrupt() as stop:
@@ -361,8 +367,10 @@ class Ingest:
         if not ids:
             return
         self._changed = True
+        self._batch_no += 1  # every change to the images table is a batch
         with self.catalog.transaction() as conn:
             delete_images(conn, ids)
+            write_meta(conn, "last_batch", str(self._batch_no))
         self.index.remove(np.asarray(ids, dtype=np.int64))
         self.report.removed += len(ids)
 

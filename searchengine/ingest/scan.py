@@ -6,8 +6,8 @@ import errno
 import os
 import stat
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 BASE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -22,8 +22,9 @@ def image_extensions() -> frozenset[str]:
     return BASE_EXTENSIONS | HEIF_EXTENSIONS if heif_available() else BASE_EXTENSIONS
 
 
-@dataclass(frozen=True)
-class FileEntry:
+class FileEntry(NamedTuple):
+    """One file found by a scan (a tuple: a re-run of 100k files makes 100k of them)."""
+
     path: str  # absolute
     size: int
     mtime_ns: int
@@ -67,6 +68,14 @@ def _entry(entry: os.DirEntry[str]) -> FileEntry:
     return FileEntry(entry.path, st.st_size, st.st_mtime_ns)
 
 
+def _extension(name: str) -> str:
+    """``os.path.splitext(name)[1].lower()`` (leading dots are no extension), cheaper."""
+    dot = name.rfind(".")
+    if dot <= 0 or not name[:dot].lstrip("."):
+        return ""
+    return name[dot:].lower()
+
+
 def _walk(folder: str, exts: frozenset[str]) -> Iterator[FileEntry]:
     # An explicit stack of scandir iterators: os.scandir gives type and stat from the
     # directory read itself, which keeps an unchanged re-run close to a bare walk.
@@ -80,8 +89,16 @@ def _walk(folder: str, exts: frozenset[str]) -> Iterator[FileEntry]:
                     try:
                         if entry.is_dir(follow_symlinks=False):
                             subdirs.append(entry.path)
-                        elif os.path.splitext(entry.name)[1].lower() in exts:
-                            yield _entry(entry)
+                        elif _extension(entry.name) in exts:
+                            # The common case inline (a re-run does this per file).
+                            if entry.is_symlink():
+                                yield _entry(entry)
+                                continue
+                            st = entry.stat()
+                            if stat.S_ISREG(st.st_mode):
+                                yield FileEntry(entry.path, st.st_size, st.st_mtime_ns)
+                            else:
+                                yield _entry(entry)
                     except OSError:
                         continue
         except OSError:

@@ -9,8 +9,10 @@ import pytest
 from imagegen import solid
 
 from searchengine import Collection, Config
+from searchengine.catalog import delete_images
 from searchengine.errors import CollectionNotFoundError, ModelMismatchError, QueryError
 from searchengine.models.fake import FakeEncoder
+from searchengine.vectors import FaissIndex
 
 RED, GREEN, BLUE, YELLOW = (250, 0, 0), (0, 250, 0), (0, 0, 250), (250, 250, 0)
 
@@ -69,6 +71,36 @@ def test_unchanged_rerun_leaves_the_index_file_alone(coll, photos):
     assert (after.st_mtime_ns, after.st_ino) == (saved.st_mtime_ns, saved.st_ino)
     assert coll.catalog.get_meta("index_batch") == before
     assert paths(coll.search("green", k=1)) == ["green.png"]
+
+
+def test_unchanged_rerun_does_not_load_the_index(tmp_path, photos, encoder, monkeypatch):
+    config = Config(home=tmp_path / "idx", workers=2, batch_size=2)
+    with Collection.open("photos", config, create=True, encoder=encoder) as first:
+        first.index([photos])
+    loads = []
+    real_load = FaissIndex.load
+    monkeypatch.setattr(FaissIndex, "load", lambda path: loads.append(path) or real_load(path))
+    with Collection.open("photos", config, encoder=encoder) as again:
+        assert again.index([photos]).unchanged == 4
+        assert loads == []  # 100k vectors of 512-d would be 200 MB read for nothing
+        solid(photos / "yellow.jpg", YELLOW)
+        assert again.index([photos]).added == 1
+        assert paths(again.search("yellow", k=1)) == ["yellow.jpg"]
+
+
+def test_rows_deleted_behind_the_index_are_still_reconciled(tmp_path, photos, encoder):
+    """A run killed after committing deletions but before saving the index leaves
+    vectors without rows; the next run removes them even though no batch is pending."""
+    config = Config(home=tmp_path / "idx", workers=2, batch_size=2)
+    with Collection.open("photos", config, create=True, encoder=encoder) as coll:
+        coll.index([photos])
+        red = coll.catalog.by_path(str(photos / "red.jpg"))
+        with coll.catalog.transaction() as conn:
+            delete_images(conn, [red.id])
+    with Collection.open("photos", config, encoder=encoder) as coll:
+        assert coll.reconcile() == 1
+        assert red.id not in set(coll.vectors().ids().tolist())
+        assert coll.catalog.ok_count() == len(coll.vectors()) == 2
 
 
 def test_incremental_add_modify_rename_delete(coll, photos, encoder):

@@ -1,5 +1,7 @@
 import os
 
+import pytest
+
 from searchengine.ingest.scan import BASE_EXTENSIONS, scan
 
 
@@ -33,3 +35,13 @@ def test_single_file_root(tmp_path):
     (tmp_path / "x.png").write_bytes(b"abc")
     [entry] = scan([tmp_path / "x.png"], BASE_EXTENSIONS)
     assert entry.size == 3 and entry.path == str(tmp_path / "x.png")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["a.JPG", ".jpg", "..jpg", "a..jpg", "...", "a.", "noext", "a.b.Png", ".x.jpeg", "é.WebP"],
+)
+def test_extension_agrees_with_splitext(name):
+    from searchengine.ingest.scan import _extension
+
+    assert _extension(name) == os.path.splitext(name)[1].lower()

@@ -78,7 +78,7 @@ def decode_bytes(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None
                     f"{max_pixels / 1e6:.0f} MP limit (possible decompression bomb)"
                 )
             image.seek(0)
-            taken_at = _taken_at(image)
+            taken_at = taken_at_of(image)
             if image.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8):
                 width, height = height, width  # rotated by 90°: report upright size
             if min_side is not None and image.format == "JPEG":
@@ -148,7 +148,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _taken_at(image: Image.Image) -> float | None:
+def taken_at_of(image: Image.Image) -> float | None:
     try:
         exif = image.getexif()
         raw = exif.get_ifd(EXIF_IFD).get(DATETIME_ORIGINAL) or exif.get(DATETIME)

@@ -37,6 +37,12 @@ from searchengine.catalog import (
 from searchengine.errors import ImageError
 from searchengine.ingest.decode import decode_bytes, decode_size
 from searchengine.ingest.scan import FileEntry, scan
+from searchengine.ingest.tensor_decode import (
+    JPEG_MAGIC,
+    TensorPreprocessor,
+    read_header,
+    tensor_decode_available,
+)
 from searchengine.models.base import Encoder
 from searchengine.vectors import VectorIndex
 
@@ -95,6 +101,17 @@ class _Pixels:
 
 
 @dataclass
+class _Jpeg:  # a JPEG left for the device to decode (see ``tensor_decode``)
+    entry: FileEntry
+    digest: str
+    data: bytes
+    width: int
+    height: int
+    taken_at: float | None
+    orientation: int
+
+
+@dataclass
 class _Known:  # content already has a vector in the index
     entry: FileEntry
     digest: str
@@ -107,7 +124,7 @@ class _Failed:
     reason: str
 
 
-_Item = _Pixels | _Known | _Failed
+_Item = _Pixels | _Jpeg | _Known | _Failed
 
 
 @dataclass
@@ -175,6 +192,7 @@ class Ingest:
         self._by_hash: dict[str, ImageRecord] = {}
         self._claimed: set[int] = set()
         self._changed = False  # anything committed to catalog or index this run
+        self._tensors: TensorPreprocessor | None = None  # JPEGs decoded on the device
 
     @property
     def index(self) -> VectorIndex:
@@ -194,6 +212,9 @@ class Ingest:
                 r.content_hash: r for r in self.catalog.records(OK) if r.content_hash is not None
             }
             encoder = self.get_encoder()
+            if tensor_decode_available(encoder):
+                cfg = encoder.preprocess_cfg  # type: ignore[attr-defined]
+                self._tensors = TensorPreprocessor(cfg, encoder.device)
         if encoder is not None and self.batch_size is None:
             self.batch_size = default_batch_size(encoder.device)
         self.progress.start(len(diff.candidates))
@@ -203,9 +224,9 @@ class Ingest:
         last_save = time.monotonic()
         try:
             with _stop_on_interrupt() as stop:
-                pending: list[_Pixels] = []
+                pending: list[_Pixels | _Jpeg] = []
                 for item in self._decoded(diff.candidates, encoder):
-                    if isinstance(item, _Pixels):
+                    if isinstance(item, (_Pixels, _Jpeg)):
                         pending.append(item)
                     else:
                         self._commit([item], None)
@@ -239,13 +260,14 @@ class Ingest:
             return
         assert encoder is not None
         known_hashes = frozenset(self._by_hash)
+        on_device = self._tensors is not None
         assert self.batch_size is not None
         lookahead = max(self.batch_size * 2, self.workers * 4)
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="decode")
         window: deque[Future[_Item]] = deque()
         try:
             for entry in entries:
-                window.append(pool.submit(_load, entry, encoder, known_hashes))
+                window.append(pool.submit(_load, entry, encoder, known_hashes, on_device))
                 if len(window) >= lookahead:
                     yield window.popleft().result()
             while window:
@@ -254,10 +276,46 @@ class Ingest:
             # Stopping early (Ctrl-C, an error) must not wait for the look-ahead.
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _embed_and_commit(self, items: list[_Pixels], encoder: Encoder | None) -> None:
+    def _embed_and_commit(self, items: list[_Pixels | _Jpeg], encoder: Encoder | None) -> None:
         assert encoder is not None
-        vectors = encoder.encode_pixels(np.stack([it.pixels for it in items]))
-        self._commit(list(items), vectors)
+        if self._tensors is None:
+            pixels = [it.pixels for it in items if isinstance(it, _Pixels)]
+            self._commit(list(items), encoder.encode_pixels(np.stack(pixels)))
+            return
+        self._embed_on_device(items, encoder)
+
+    def _embed_on_device(self, items: list[_Pixels | _Jpeg], encoder: Encoder) -> None:
+        """Decode the batch's JPEGs on the device, embed them with the rest in one call.
+
+        A JPEG the device cannot decode goes through Pillow instead (and fails there
+        like any broken file).
+        """
+        import torch
+
+        tensors = self._tensors
+        assert tensors is not None
+        jpegs = [it for it in items if isinstance(it, _Jpeg)]
+        pixels = [it for it in items if isinstance(it, _Pixels)]
+        images = tensors.decode_each([it.data for it in jpegs])
+        batch: list[Any] = []
+        ready: list[_Item] = []
+        for item, image in zip(jpegs, images, strict=True):
+            if image is None:
+                redone = _decode_with_pillow(item.entry, item.digest, item.data, encoder)
+                if isinstance(redone, _Pixels):
+                    pixels.append(redone)
+                else:
+                    self._commit([redone], None)
+                continue
+            batch.append(tensors([image], [item.orientation]))
+            ready.append(item)
+        if pixels:
+            stacked = np.stack([it.pixels for it in pixels])
+            batch.append(torch.from_numpy(stacked).to(tensors.device))
+            ready.extend(pixels)
+        if ready:
+            vectors = encoder.encode_tensor(torch.cat(batch))  # type: ignore[attr-defined]
+            self._commit(ready, vectors)
 
     def _commit(self, items: Sequence[_Item], vectors: np.ndarray | None) -> None:
         """Write one batch to the catalog (one transaction), then to the index."""
@@ -415,8 +473,14 @@ def _record(image_id: int, values: dict[str, Any]) -> ImageRecord:
     )
 
 
-def _load(entry: FileEntry, encoder: Encoder, known_hashes: frozenset[str]) -> _Item:
-    """Worker: read, hash, and (for unseen content) decode and preprocess one file."""
+def _load(
+    entry: FileEntry, encoder: Encoder, known_hashes: frozenset[str], on_device: bool = False
+) -> _Item:
+    """Worker: read, hash, and (for unseen content) decode and preprocess one file.
+
+    With ``on_device``, a JPEG is only checked (header, size limit, orientation, date)
+    and handed on as bytes for the device to decode.
+    """
     if entry.error is not None:
         return _Failed(entry, None, entry.error)
     try:
@@ -427,6 +491,18 @@ def _load(entry: FileEntry, encoder: Encoder, known_hashes: frozenset[str]) -> _
     digest = hashlib.blake2b(data, digest_size=16).hexdigest()
     if digest in known_hashes:
         return _Known(entry, digest)
+    if on_device and data.startswith(JPEG_MAGIC):
+        try:
+            head = read_header(data)
+        except ImageError:
+            pass  # Pillow below says what is wrong with it
+        else:
+            return _Jpeg(entry, digest, data, head.width, head.height, head.taken_at,
+                         head.orientation)  # fmt: skip
+    return _decode_with_pillow(entry, digest, data, encoder)
+
+
+def _decode_with_pillow(entry: FileEntry, digest: str, data: bytes, encoder: Encoder) -> _Item:
     try:
         decoded = decode_bytes(data, min_side=decode_size(encoder.image_size))
         pixels = encoder.preprocess(decoded.image)

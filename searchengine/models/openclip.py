@@ -12,6 +12,7 @@ from PIL import Image
 
 from searchengine.errors import UnknownModelError
 from searchengine.models.base import encode_pil, l2_normalize
+from searchengine.models.lite import Preprocess
 from searchengine.models.loading import autocast, hub_errors_to_weights_error, resolve_device
 from searchengine.models.spec import ModelKind, ModelSpec
 
@@ -45,16 +46,22 @@ class OpenClipEncoder:
         self.dim = int(model.text_projection.shape[-1]) if _has_proj(model) else _probe_dim(model)
         self.image_size = _image_size(model)
         self.logit_scale = float(model.logit_scale.exp().item())
+        # The transform's settings, for ingest that preprocesses on the device itself.
+        self.preprocess_cfg = Preprocess.from_dict(open_clip.get_model_preprocess_cfg(model))
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         tensor = self._transform(image.convert("RGB"))
         return np.asarray(tensor.numpy(), dtype=np.float32)
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        torch = self._torch
-        batch = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
+        batch = self._torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
         if self.device == "cuda":
             batch = batch.pin_memory()  # lets the host-to-GPU copy run asynchronously
+        return self.encode_tensor(batch)
+
+    def encode_tensor(self, batch: Any) -> np.ndarray:
+        """Embed a preprocessed float NCHW tensor, on whatever device it is."""
+        torch = self._torch
         with torch.inference_mode(), autocast(self.device):
             features = self._model.encode_image(batch.to(self.device, non_blocking=True))
         return l2_normalize(features.float().cpu().numpy())

@@ -253,7 +253,8 @@ class Collection:
                 checkpoint_seconds=self.config.checkpoint_seconds,
             )
             report = run.run(roots)
-            if self._index is not None:  # loaded: something may have changed
+            # Unloaded means nothing changed; a memory budget may still ask for another type.
+            if self._index is not None or self.config.index_memory_mb is not None:
                 self._adapt_index()
             return report
 

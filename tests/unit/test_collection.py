@@ -241,3 +241,22 @@ def test_a_query_image_is_encoded_once_for_both_scores(coll, photos, encoder):
     assert (encoder.images_encoded - before[0], encoder.texts_encoded - before[1]) == (1, 2)
     assert all(r.clip_score is not None for r in results)
     assert results == coll.search("red", k=3, plus=[str(photos / "trip" / "blue.webp")])
+
+
+@pytest.mark.slow
+def test_a_new_memory_budget_rebuilds_an_unchanged_collection(tmp_path, encoder):
+    """An unchanged re-run skips loading the index, unless a memory budget is given:
+    then the index is checked against it (and rebuilt smaller) all the same."""
+    photos = tmp_path / "many"
+    for i in range(4200):  # past the size where an approximate index may be chosen
+        colour = (i % 251, (i * 7) % 253, (i * 13) % 255)
+        solid(photos / str(i // 300) / f"{i}.png", colour, size=(8, 8), fmt="PNG")
+    home = tmp_path / "idx"
+    with Collection.open("many", Config(home=home, workers=2), create=True, encoder=encoder) as c:
+        c.index([photos])
+        assert c.status().index_type == "Flat"
+    budget = Config(home=home, workers=2, index_memory_mb=0.12)  # ~30 bytes a vector
+    with Collection.open("many", budget, encoder=encoder) as c:
+        assert c.index([photos]).unchanged == 4200
+        assert c.status().index_type.endswith(",SQ8")
+        assert c.status().vectors == 4200

@@ -132,7 +132,7 @@ class IngestPlan:
     """The diff between disk and catalog for the scanned roots."""
 
     candidates: list[FileEntry]  # new or changed on disk
-    known: dict[str, int]  # catalog ids of the rows under the roots, by path
+    known: dict[str, tuple[int, int, int]]  # (id, size, mtime_ns) of the rows under the roots
     missing: dict[str, int]  # catalog ids of the rows whose file is gone, by path
     unchanged: int
 
@@ -159,9 +159,8 @@ def plan(catalog: Catalog, roots: Sequence[str]) -> IngestPlan:
             candidates.append(entry)
         if nested:
             seen.add(entry.path)
-    known = {path: state[0] for path, state in states.items()}
     missing = {path: state[0] for path, state in unseen.items()}
-    return IngestPlan(candidates, known, missing, unchanged)
+    return IngestPlan(candidates, states, missing, unchanged)
 
 
 class Ingest:
@@ -345,7 +344,8 @@ class Ingest:
         drop_ids: list[int],
     ) -> None:
         entry = item.entry
-        known_id = self._known.get(entry.path)
+        state = self._known.get(entry.path)
+        known_id = None if state is None else state[0]
         base = {"path": entry.path, "size": entry.size, "mtime_ns": entry.mtime_ns}
         if isinstance(item, _Failed):
             values = {**base, "content_hash": item.digest, "status": FAILED, "error": item.reason}

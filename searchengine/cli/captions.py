@@ -8,15 +8,8 @@ from pathlib import Path
 
 import click
 
-from searchengine.cli.common import errors, make_config
+from searchengine.cli.common import device_option, errors, make_config
 from searchengine.models.blip import DEFAULT_CAPTION_MODEL, DEFAULT_VQA_MODEL
-
-DEVICE = click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default=None,
-    help="Where to run the model [default auto: CUDA when present].",
-)
 
 
 @click.command()
@@ -30,7 +23,7 @@ DEVICE = click.option(
     show_default=True,
     help="BLIP captioning model: a Hugging Face repo id or a local folder.",
 )
-@DEVICE
+@device_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: [{path, caption, model}].")
 def caption(paths: Sequence[Path], model: str, device: str | None, as_json: bool) -> None:
     """Describe image files in words with BLIP, one line per file.
@@ -67,7 +60,7 @@ def caption(paths: Sequence[Path], model: str, device: str | None, as_json: bool
     show_default=True,
     help="BLIP visual question answering model: a Hugging Face repo id or a local folder.",
 )
-@DEVICE
+@device_option
 @click.option("--json", "as_json", is_flag=True, help="Print {path, question, answer, model}.")
 def ask(image: Path, question: str, model: str, device: str | None, as_json: bool) -> None:
     """Answer a QUESTION about an IMAGE file with BLIP.

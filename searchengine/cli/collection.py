@@ -100,7 +100,6 @@ def index(
 
     with errors():
         model = models[0] if models else None
-        model = models[0] if models else None
         config = make_config(
             index_dir,
             model=model,

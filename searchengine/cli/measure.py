@@ -9,18 +9,18 @@ from typing import TYPE_CHECKING
 
 import click
 
-from searchengine.cli.common import TqdmProgress, errors, index_dir_option, make_config
+from searchengine.cli.common import (
+    TqdmProgress,
+    device_option,
+    errors,
+    index_dir_option,
+    make_config,
+)
 
 if TYPE_CHECKING:
     from searchengine.config import Config
     from searchengine.evaluation import BenchReport
 
-DEVICE = click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default=None,
-    help="Where to run the models [default auto: CUDA when present].",
-)
 MODELS = click.option(
     "--model",
     "-m",
@@ -116,7 +116,7 @@ def _models(models: Sequence[str], device: str | None) -> tuple[list[str], str]:
     show_default=True,
     help="Images or captions per model call.",
 )
-@DEVICE
+@device_option
 def bench(
     dataset: str | None,
     models: tuple[str, ...],
@@ -240,7 +240,7 @@ def _collection_report(
 @click.argument("captions", nargs=-1, required=True)
 @MODELS
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@DEVICE
+@device_option
 def score(
     image: Path,
     captions: tuple[str, ...],
@@ -303,7 +303,7 @@ def score(
     help="BLIP captioning model [default Salesforce/blip-image-captioning-base].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@DEVICE
+@device_option
 def caption_eval(
     images: tuple[Path, ...],
     models: tuple[str, ...],

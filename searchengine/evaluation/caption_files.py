@@ -20,14 +20,13 @@ JSON alternatives, as the CLIPScore authors' scripts use them:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from searchengine.errors import DatasetError
-from searchengine.evaluation.datasets import load_captions_csv
+from searchengine.evaluation.datasets import load_captions_csv, read_json
 
 __all__ = ["RatedCaption", "Ratings", "load_captions", "load_ratings", "load_references"]
 
@@ -76,7 +75,7 @@ def load_references(path: str | Path, image_root: str | Path | None = None) -> d
         for image, text in load_captions(path, image_root):
             refs.setdefault(image, []).append(text)
         return refs
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, dict):
         raise DatasetError(f"{path}: references JSON must map image file to captions")
     root = Path(image_root) if image_root is not None else path.parent
@@ -105,7 +104,7 @@ def load_ratings(path: str | Path, image_root: str | Path | None = None) -> Rati
 
 
 def _ratings_json(path: Path, image_root: str | Path | None) -> Ratings:
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, dict):
         raise DatasetError(f"{path}: expected the clipscore ratings format (an object of images)")
     root = Path(image_root) if image_root is not None else path.parent
@@ -135,13 +134,3 @@ def _number(raw: object, path: Path) -> float:
         return float(raw)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise DatasetError(f"{path}: rating {raw!r} is not a number") from None
-
-
-def _read_json(path: Path) -> object:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except OSError as exc:
-        raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    except ValueError as exc:
-        raise DatasetError(f"{path}: not valid JSON ({exc})") from exc

@@ -136,7 +136,7 @@ def load_karpathy(
         DatasetError: unreadable or malformed file, an empty split, or missing images.
     """
     path = Path(path)
-    data = _read_json(path)
+    data = read_json(path)
     records = data.get("images") if isinstance(data, dict) else None
     if not isinstance(records, list):
         raise DatasetError(f"{path}: not a Karpathy-split file (no top-level 'images' list)")
@@ -356,7 +356,8 @@ def load_dataset(
     raise DatasetError(f"{path}: unknown dataset format; use a .json, .csv or a folder")
 
 
-def _read_json(path: Path) -> object:
+def read_json(path: Path) -> object:
+    """A JSON file's content; unreadable or invalid files raise ``DatasetError``."""
     try:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)

@@ -72,11 +72,7 @@ def decode_bytes(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             width, height = image.size
-            if width * height > max_pixels:
-                raise ImageError(
-                    f"refused: {width}x{height} is {width * height / 1e6:.0f} MP, over the "
-                    f"{max_pixels / 1e6:.0f} MP limit (possible decompression bomb)"
-                )
+            check_pixels(width, height, max_pixels)
             image.seek(0)
             taken_at = taken_at_of(image)
             if image.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8):
@@ -96,6 +92,15 @@ def decode_bytes(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"cannot decode: {exc}") from exc
     return Decoded(rgb, width, height, taken_at)
+
+
+def check_pixels(width: int, height: int, max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse an image over ``max_pixels`` before any pixel is decoded."""
+    if width * height > max_pixels:
+        raise ImageError(
+            f"refused: {width}x{height} is {width * height / 1e6:.0f} MP, over the "
+            f"{max_pixels / 1e6:.0f} MP limit (possible decompression bomb)"
+        )
 
 
 def _reduce(image: Image.Image, min_side: int) -> Image.Image:

@@ -295,10 +295,10 @@ class Ingest:
         assert tensors is not None
         jpegs = [it for it in items if isinstance(it, _Jpeg)]
         pixels = [it for it in items if isinstance(it, _Pixels)]
-        images = tensors.decode_each([it.data for it in jpegs])
-        batch: list[Any] = []
+        decoded = tensors.decode_each([it.data for it in jpegs])
         ready: list[_Item] = []
-        for item, image in zip(jpegs, images, strict=True):
+        images, orientations = [], []
+        for item, image in zip(jpegs, decoded, strict=True):
             if image is None:
                 redone = _decode_with_pillow(item.entry, item.digest, item.data, encoder)
                 if isinstance(redone, _Pixels):
@@ -306,8 +306,10 @@ class Ingest:
                 else:
                     self._commit([redone], None)
                 continue
-            batch.append(tensors([image], [item.orientation]))
+            images.append(image)
+            orientations.append(item.orientation)
             ready.append(item)
+        batch: list[Any] = [tensors(images, orientations)] if images else []
         if pixels:
             stacked = np.stack([it.pixels for it in pixels])
             batch.append(torch.from_numpy(stacked).to(tensors.device))

@@ -90,15 +90,7 @@ def _walk(folder: str, exts: frozenset[str]) -> Iterator[FileEntry]:
                         if entry.is_dir(follow_symlinks=False):
                             subdirs.append(entry.path)
                         elif _extension(entry.name) in exts:
-                            # The common case inline (a re-run does this per file).
-                            if entry.is_symlink():
-                                yield _entry(entry)
-                                continue
-                            st = entry.stat()
-                            if stat.S_ISREG(st.st_mode):
-                                yield FileEntry(entry.path, st.st_size, st.st_mtime_ns)
-                            else:
-                                yield _entry(entry)
+                            yield _entry(entry)
                     except OSError:
                         continue
         except OSError:

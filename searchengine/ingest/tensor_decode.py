@@ -22,7 +22,7 @@ from typing import Any
 from PIL import Image
 
 from searchengine.errors import ImageError
-from searchengine.ingest.decode import MAX_PIXELS, ORIENTATION, taken_at_of
+from searchengine.ingest.decode import MAX_PIXELS, ORIENTATION, check_pixels, taken_at_of
 from searchengine.models.lite import Preprocess
 
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -67,11 +67,7 @@ def read_header(data: bytes, max_pixels: int = MAX_PIXELS) -> JpegHeader:
             if image.format != "JPEG":
                 raise ImageError("not a JPEG")
             width, height = image.size
-            if width * height > max_pixels:
-                raise ImageError(
-                    f"refused: {width}x{height} is {width * height / 1e6:.0f} MP, over the "
-                    f"{max_pixels / 1e6:.0f} MP limit (possible decompression bomb)"
-                )
+            check_pixels(width, height, max_pixels)
             orientation = int(image.getexif().get(ORIENTATION, 1) or 1)
             taken_at = taken_at_of(image)
     except ImageError:

@@ -5,8 +5,9 @@ beside the Hugging Face cache::
 
     $HF_HOME/searchengine-onnx/<model-slug>/
         manifest.json           spec, versions, opset, verification, weights it came from
-        image.onnx              image tower, dynamic batch
-        text.onnx               text tower (dynamic length for causal CLIP text towers)
+        image.onnx              image tower graph, dynamic batch
+        text.onnx               text tower graph (dynamic length for causal CLIP text towers)
+        *.onnx.data             each tower's weights, memory-mapped by ONNX Runtime
         token_embedding.npy     causal towers: the token table, memory-mapped, not in the graph
         bpe_simple_vocab_16e6.txt.gz | tokenizer.json   the torch-free tokenizer's data
 
@@ -41,7 +42,7 @@ from searchengine.models.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
-EXPORT_FORMAT = 2  # bump when the folder layout or manifest meaning changes
+EXPORT_FORMAT = 3  # bump when the folder layout or manifest meaning changes
 MIN_COSINE = 0.999  # ONNX vs torch, every verification row
 MANIFEST = "manifest.json"
 TEXT_CHUNK = 256  # texts per text-tower call: bounds memory for long caption lists

@@ -204,7 +204,9 @@ def _onnx_export(
             verbose=False,
         )
         assert program is not None
-        program.save(str(path))
+        # Weights beside the graph: ONNX Runtime maps that file instead of parsing and
+        # copying it, so a session opens faster and the pages stay shared with the cache.
+        program.save(str(path), external_data=True)
 
 
 def _is_causal(model: Any) -> bool:

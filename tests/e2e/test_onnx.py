@@ -183,6 +183,11 @@ def test_clips_onnx_matches_torch_and_records_the_export(offline_hub: FakeHub) -
     assert manifest["verification"]["min_cosine_image"] >= MIN_COSINE
     assert {"torch", "open_clip_torch", "onnxruntime"} <= set(manifest["versions"])
     assert manifest["opset"] >= 17
+    # Weights live beside each graph, so ONNX Runtime maps them instead of copying.
+    for tower in ("image", "text"):
+        graph = export.folder / manifest["files"][tower]
+        weights = graph.with_name(graph.name + ".data")
+        assert weights.stat().st_size > graph.stat().st_size
     onnx.close()
 
 

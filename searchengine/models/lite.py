@@ -298,10 +298,15 @@ def preprocess_image(image: Image.Image, cfg: Preprocess) -> np.ndarray:
         # open_clip's ResizeKeepRatio(size) is always bicubic here.
         image = _resize(image, _keep_ratio(image, cfg.size, longest=False), bicubic)
         image = _crop_or_pad(image, cfg.size, 0)
-    pixels = np.asarray(image, dtype=np.float32) / np.float32(255)
-    mean = np.asarray(cfg.mean, dtype=np.float32)
+    # (x / 255 - mean) / std as one multiply-add per value, straight into (3, H, W).
     std = np.asarray(cfg.std, dtype=np.float32)
-    return np.ascontiguousarray(((pixels - mean) / std).transpose(2, 0, 1))
+    scale = (1 / (255 * std)).astype(np.float32)[:, None, None]
+    offset = (-np.asarray(cfg.mean, dtype=np.float32) / std)[:, None, None]
+    channels = np.asarray(image).transpose(2, 0, 1)
+    pixels = np.empty(channels.shape, dtype=np.float32)
+    np.multiply(channels, scale, out=pixels)
+    pixels += offset
+    return pixels
 
 
 def _resize(image: Image.Image, size: tuple[int, int], resample: Any) -> Image.Image:

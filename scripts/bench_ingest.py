@@ -21,6 +21,7 @@ Examples:
     python scripts/bench_ingest.py                         # 48 x 12 MP, a few minutes
     python scripts/bench_ingest.py -n 300 --json ingest.json
     python scripts/bench_ingest.py -n 300 --megapixels 1.9 # small images
+    python scripts/bench_ingest.py -n 2000 --device cuda   # GPU: JPEGs decoded on the device
     python scripts/bench_ingest.py -n 0 --tree 100000      # unchanged re-run of 100k files
     python scripts/bench_ingest.py -n 0 --tree 100000 --tree-index-dir ~/tree-idx  # keep it
 """
@@ -140,7 +141,7 @@ def index_cmd(corpus: Path, index_dir: Path, model: str, extra: list[str]) -> li
     return [EXE, "index", str(corpus), "--index-dir", str(index_dir), "-m", model, "--json", *extra]
 
 
-def ceiling(model: str, runtime: str, batch: int, batches: int, rounds: int) -> float:
+def ceiling(model: str, device: str, runtime: str, batch: int, batches: int, rounds: int) -> float:
     """Images/s of ``encode_pixels`` alone on random preprocessed tensors.
 
     The best of ``rounds`` timings: the ceiling is what the model can do, so a round
@@ -148,7 +149,7 @@ def ceiling(model: str, runtime: str, batch: int, batches: int, rounds: int) -> 
     """
     from searchengine.models import load_encoder
 
-    encoder = load_encoder(model, "cpu", runtime)
+    encoder = load_encoder(model, device, runtime)
     size = encoder.image_size
     pixels = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
     encoder.encode_pixels(pixels)  # warm-up: first-call allocations, ORT session
@@ -167,7 +168,7 @@ def bench_corpus(args: argparse.Namespace, model: str, work: Path) -> dict[str, 
     make_corpus(corpus, args.n, args.megapixels)
     files = walk(corpus)
     index_dir = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    extra = ["--runtime", args.runtime]
+    extra = ["--runtime", args.runtime, "--device", args.device]
     if args.batch_size:
         extra += ["--batch-size", str(args.batch_size)]
     if args.workers:
@@ -197,9 +198,16 @@ def bench_corpus(args: argparse.Namespace, model: str, work: Path) -> dict[str, 
     }
     if not args.skip_ceiling:
         # ONNX first: torch's worker threads keep spinning for a while after it ran.
-        runtimes = ["onnx", "torch"] if args.runtime == "auto" else [args.runtime]
+        # On CUDA the engine runs torch (half precision), so that is the ceiling there.
+        if args.device == "cuda":
+            runtimes = ["torch"]
+        else:
+            runtimes = ["onnx", "torch"] if args.runtime == "auto" else [args.runtime]
+        from searchengine.ingest.pipeline import default_batch_size
+
+        batch = args.ceiling_batch or default_batch_size(args.device)
         rates = {
-            r: ceiling(model, r, args.ceiling_batch, args.ceiling_batches, args.ceiling_rounds)
+            r: ceiling(model, args.device, r, batch, args.ceiling_batches, args.ceiling_rounds)
             for r in runtimes
         }
         best = max(rates, key=lambda r: rates[r])
@@ -258,21 +266,29 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat", type=int, default=3, help="re-runs of the tree (the fastest counts)"
     )
     parser.add_argument("--skip-ceiling", action="store_true")
-    parser.add_argument("--ceiling-batch", type=int, default=32)
+    parser.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA if present"
+    )
+    parser.add_argument(
+        "--ceiling-batch", type=int, default=None, help="default: the ingest's batch for the device"
+    )
     parser.add_argument("--ceiling-batches", type=int, default=4, help="batches per round")
     parser.add_argument("--ceiling-rounds", type=int, default=3, help="the best round counts")
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "searchengine-bench")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
 
-    results: dict[str, Any] = {"cpus": os.cpu_count(), "argv": sys.argv[1:]}
+    from searchengine.models.loading import resolve_device
+
+    args.device = resolve_device(args.device)
+    results: dict[str, Any] = {"cpus": os.cpu_count(), "argv": sys.argv[1:], "device": args.device}
     if args.n:
         model, note = (args.model, args.model) if args.model else default_model(args.work)
         print(f"model: {note}")
         from searchengine.models import load_encoder
 
         start = time.perf_counter()
-        load_encoder(model, "cpu", args.runtime).close()  # one-time ONNX export, untimed
+        load_encoder(model, args.device, args.runtime).close()  # one-time ONNX export, untimed
         results["model"] = note
         results["model_load_or_export_seconds"] = time.perf_counter() - start
         results["corpus"] = bench_corpus(args, model, args.work)

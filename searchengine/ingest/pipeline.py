@@ -3,13 +3,6 @@
 Files are read once: the bytes are hashed (to recognise moves and copies without
 re-embedding) and decoded from memory. Decoding and preprocessing run in worker
 threads (Pillow releases the GIL) while the main thread encodes the previous batch.
-
-On a CPU the model and the decode threads share the same cores. The model's
-runtime splits each layer across all cores and waits for the slowest part, so a
-decode thread that takes a core mid-layer stalls every core. Decode threads
-therefore run at idle priority (Linux ``SCHED_IDLE``): they use the gaps the model
-leaves, and the main thread decodes a file itself whenever the one it needs next
-has not been started, so decoding never waits on a busy machine's spare time.
 """
 
 from __future__ import annotations
@@ -23,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -269,28 +262,15 @@ class Ingest:
         on_device = self._tensors is not None
         assert self.batch_size is not None
         lookahead = max(self.batch_size * 2, self.workers * 4)
-        background = encoder.device == "cpu"  # the model needs these cores (see top)
-        pool = ThreadPoolExecutor(
-            self.workers,
-            thread_name_prefix="decode",
-            initializer=_background_priority if background else None,
-        )
-        window: deque[tuple[Future[_Item], FileEntry]] = deque()
-
-        def next_item() -> _Item:
-            future, entry = window.popleft()
-            if future.cancel():  # not started yet: do it here, now
-                return _load(entry, encoder, known_hashes, on_device)
-            return future.result()
-
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="decode")
+        window: deque[Future[_Item]] = deque()
         try:
             for entry in entries:
-                future = pool.submit(_load, entry, encoder, known_hashes, on_device)
-                window.append((future, entry))
+                window.append(pool.submit(_load, entry, encoder, known_hashes, on_device))
                 if len(window) >= lookahead:
-                    yield next_item()
+                    yield window.popleft().result()
             while window:
-                yield next_item()
+                yield window.popleft().result()
         finally:
             # Stopping early (Ctrl-C, an error) must not wait for the look-ahead.
             pool.shutdown(wait=True, cancel_futures=True)
@@ -453,12 +433,6 @@ class Ingest:
             write_meta(conn, "last_batch", str(self._batch_no))
         self.index.remove(np.asarray(ids, dtype=np.int64))
         self.report.removed += len(ids)
-
-
-def _background_priority() -> None:
-    """Give the calling thread only the CPU time others leave (Linux; elsewhere as is)."""
-    with suppress(AttributeError, OSError):  # not Linux, or not allowed: ordinary priority
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: this thread
 
 
 class _StopFlag:

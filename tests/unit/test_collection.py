@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import threading
 import time
 
 import numpy as np
@@ -51,68 +50,6 @@ def test_index_then_search(coll, photos):
     assert paths(coll.search("blue", k=1)) == ["blue.webp"]
     hit = coll.search("green", k=1)[0]
     assert hit.width == 64 and hit.height == 48 and 0.99 < hit.score <= 1.0001
-
-
-class _ReleaseWhenDone:
-    """Progress that sets ``event`` once every file has been handled."""
-
-    def __init__(self, event):
-        self.event, self.total, self.done = event, None, 0
-
-    def start(self, total):
-        self.total = total
-
-    def advance(self, n=1):
-        self.done += n
-        if self.done >= self.total:
-            self.event.set()
-
-    def close(self):
-        self.event.set()
-
-
-def test_ingest_finishes_when_decode_threads_get_no_cpu(coll, photos, monkeypatch):
-    # On a saturated machine the idle-priority decode threads may never run: the
-    # main thread then decodes every file itself instead of waiting for them.
-    from searchengine.ingest import pipeline
-
-    starved = threading.Event()
-    monkeypatch.setattr(pipeline, "_background_priority", starved.wait)
-    where = []
-    real_load = pipeline._load
-    monkeypatch.setattr(
-        pipeline,
-        "_load",
-        lambda *a, **k: where.append(threading.current_thread().name) or real_load(*a, **k),
-    )
-    reports = []
-    run = threading.Thread(
-        target=lambda: reports.append(coll.index([photos], progress=_ReleaseWhenDone(starved)))
-    )
-    run.start()
-    run.join(timeout=60)
-    hung = run.is_alive()
-    starved.set()  # let the workers go either way, so a failure does not hang the suite
-    run.join()
-    assert not hung, "the ingest waited on decode threads that never ran"
-    assert (reports[0].added, reports[0].failed) == (3, 1)
-    assert len(where) == 4 and not any(name.startswith("decode") for name in where)
-    assert paths(coll.search("red", k=1)) == ["red.jpg"]
-
-
-@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling policy")
-def test_decode_threads_yield_the_cpu_to_the_model(coll, photos):
-    from searchengine.ingest import pipeline
-
-    seen = []
-    thread = threading.Thread(
-        target=lambda: (pipeline._background_priority(), seen.append(os.sched_getscheduler(0)))
-    )
-    thread.start()
-    thread.join()
-    assert seen == [os.SCHED_IDLE]
-    coll.index([photos])
-    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the model's thread keeps its share
 
 
 def test_unchanged_rerun_embeds_nothing(coll, photos, encoder):

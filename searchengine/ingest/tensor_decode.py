@@ -23,7 +23,7 @@ from PIL import Image
 
 from searchengine.errors import ImageError
 from searchengine.ingest.decode import MAX_PIXELS, ORIENTATION, check_pixels, taken_at_of
-from searchengine.models.lite import Preprocess
+from searchengine.models.lite import Preprocess, resize_plan
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 
@@ -133,29 +133,21 @@ class TensorPreprocessor:
         return (batch - self._mean) / self._std
 
     def _one(self, image: Any) -> Any:
-        height, width = self.cfg.size
         _, h, w = image.shape
-        mode = self.cfg.resize_mode
-        if mode == "squash":
-            return self._resize(image, (height, width))
-        if mode == "longest":
-            resized = self._resize(image, _keep_ratio(h, w, (height, width), longest=True))
-            return _crop_or_pad(self._torch, resized, (height, width), self.cfg.fill_color)
-        if height == width:  # torchvision's Resize(int): the shorter side becomes ``size``
-            short, long = (w, h) if w <= h else (h, w)
-            new_long = int(height * long / short)
-            size = (new_long, height) if w <= h else (height, new_long)
-        else:  # open_clip's ResizeKeepRatio
-            size = _keep_ratio(h, w, (height, width), longest=False)
-        return _crop_or_pad(self._torch, self._resize(image, size), (height, width), 0)
+        plan = resize_plan(w, h, self.cfg)
+        resized = self._resize(image, (plan.height, plan.width), plan.interpolation)
+        if plan.fill is None:
+            return resized
+        return _crop_or_pad(self._torch, resized, self.cfg.size, plan.fill)
 
-    def _resize(self, image: Any, size: tuple[int, int]) -> Any:
+    def _resize(self, image: Any, size: tuple[int, int], interpolation: str) -> Any:
         """Antialiased resampling to ``size`` (h, w), rounded to 8 bits as Pillow does."""
         import torch.nn.functional as F
 
-        mode = "bilinear" if self.cfg.interpolation == "bilinear" else "bicubic"
         batch = image.unsqueeze(0).float()
-        resized = F.interpolate(batch, size=size, mode=mode, antialias=True, align_corners=False)
+        resized = F.interpolate(
+            batch, size=size, mode=interpolation, antialias=True, align_corners=False
+        )
         return resized.squeeze(0).round_().clamp_(0, 255).to(self._torch.uint8)
 
 
@@ -178,13 +170,6 @@ def upright(image: Any, orientation: int) -> Any:
     if orientation == 8:
         return torch.rot90(image, 1, (1, 2))
     return image
-
-
-def _keep_ratio(h: int, w: int, target: tuple[int, int], longest: bool) -> tuple[int, int]:
-    """(h, w) scaled to fit ``target`` by its longest or shortest side, as the PIL path."""
-    ratio_h, ratio_w = h / target[0], w / target[1]
-    ratio = max(ratio_h, ratio_w) if longest else min(ratio_h, ratio_w)
-    return max(1, round(h / ratio)), max(1, round(w / ratio))
 
 
 def _crop_or_pad(torch: Any, image: Any, size: tuple[int, int], fill: int) -> Any:

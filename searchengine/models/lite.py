@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 from PIL import Image
@@ -274,6 +274,44 @@ def _triple(value: Any) -> tuple[float, float, float]:
     return (values[0], values[1], values[2])
 
 
+class ResizePlan(NamedTuple):
+    """How open_clip's eval transform resizes one image, before its centre crop."""
+
+    width: int
+    height: int
+    interpolation: str  # "bicubic" or "bilinear"
+    fill: int | None  # crop (padding with this value) to ``cfg.size``; None: no crop
+
+
+def resize_plan(width: int, height: int, cfg: Preprocess) -> ResizePlan:
+    """The resize open_clip's transform applies to a ``width`` x ``height`` image.
+
+    Shared by the Pillow path here and the tensor path of GPU ingest, so both size,
+    resample and crop alike.
+    """
+    crop_h, crop_w = cfg.size
+    interpolation = "bilinear" if cfg.interpolation == "bilinear" else "bicubic"
+    if cfg.resize_mode == "squash":
+        return ResizePlan(crop_w, crop_h, interpolation, None)
+    if cfg.resize_mode == "longest":
+        new_w, new_h = _keep_ratio(width, height, cfg.size, longest=True)
+        return ResizePlan(new_w, new_h, interpolation, cfg.fill_color)
+    if crop_h == crop_w:  # torchvision's Resize(int): the shorter side becomes the size
+        short, long = (width, height) if width <= height else (height, width)
+        new_long = int(crop_h * long / short)
+        new_w, new_h = (crop_h, new_long) if width <= height else (new_long, crop_h)
+        return ResizePlan(new_w, new_h, interpolation, 0)
+    # open_clip's ResizeKeepRatio(size) is always bicubic here.
+    new_w, new_h = _keep_ratio(width, height, cfg.size, longest=False)
+    return ResizePlan(new_w, new_h, "bicubic", 0)
+
+
+def _keep_ratio(width: int, height: int, target: tuple[int, int], longest: bool) -> tuple[int, int]:
+    ratio_h, ratio_w = height / target[0], width / target[1]
+    ratio = max(ratio_h, ratio_w) if longest else min(ratio_h, ratio_w)
+    return max(1, round(width / ratio)), max(1, round(height / ratio))
+
+
 def preprocess_image(image: Image.Image, cfg: Preprocess) -> np.ndarray:
     """One image into the model's (3, H, W) float32 input, as open_clip's transform.
 
@@ -282,24 +320,12 @@ def preprocess_image(image: Image.Image, cfg: Preprocess) -> np.ndarray:
     """
     if image.mode != "RGB":
         image = image.convert("RGB")
-    height, width = cfg.size
-    bicubic = Image.Resampling.BICUBIC
-    resample = Image.Resampling.BILINEAR if cfg.interpolation == "bilinear" else bicubic
-    if cfg.resize_mode == "squash":
-        image = _resize(image, (width, height), resample)
-    elif cfg.resize_mode == "longest":
-        image = _resize(image, _keep_ratio(image, cfg.size, longest=True), resample)
-        image = _crop_or_pad(image, cfg.size, cfg.fill_color)
-    elif height == width:
-        w, h = image.size
-        short, long = (w, h) if w <= h else (h, w)
-        new_short, new_long = height, int(height * long / short)
-        image = _resize(image, (new_short, new_long) if w <= h else (new_long, new_short), resample)
-        image = _crop_or_pad(image, cfg.size, 0)
-    else:
-        # open_clip's ResizeKeepRatio(size) is always bicubic here.
-        image = _resize(image, _keep_ratio(image, cfg.size, longest=False), bicubic)
-        image = _crop_or_pad(image, cfg.size, 0)
+    plan = resize_plan(image.width, image.height, cfg)
+    bilinear = plan.interpolation == "bilinear"
+    resample = Image.Resampling.BILINEAR if bilinear else Image.Resampling.BICUBIC
+    image = _resize(image, (plan.width, plan.height), resample)
+    if plan.fill is not None:
+        image = _crop_or_pad(image, cfg.size, plan.fill)
     # (x / 255 - mean) / std as one multiply-add per value, straight into (3, H, W).
     std = np.asarray(cfg.std, dtype=np.float32)
     scale = (1 / (255 * std)).astype(np.float32)[:, None, None]
@@ -313,13 +339,6 @@ def preprocess_image(image: Image.Image, cfg: Preprocess) -> np.ndarray:
 
 def _resize(image: Image.Image, size: tuple[int, int], resample: Any) -> Image.Image:
     return image if image.size == size else image.resize(size, resample)
-
-
-def _keep_ratio(image: Image.Image, target: tuple[int, int], longest: bool) -> tuple[int, int]:
-    w, h = image.size
-    ratio_h, ratio_w = h / target[0], w / target[1]
-    ratio = max(ratio_h, ratio_w) if longest else min(ratio_h, ratio_w)
-    return round(w / ratio), round(h / ratio)
 
 
 def _crop_or_pad(image: Image.Image, size: tuple[int, int], fill: int) -> Image.Image:

@@ -30,21 +30,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench_query import synthetic
+from bench_query import single_query_times, synthetic
 
 from searchengine import index_choice
 
 BREADTHS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
 
 
-def timed_queries(index: Any, queries: np.ndarray) -> float:
+def median_ms(index: Any, queries: np.ndarray) -> float:
     """Median milliseconds of one single-query search."""
-    times = []
-    for row in queries:
-        start = time.perf_counter()
-        index.search(row[None], index_choice.K)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+    return statistics.median(single_query_times(index, queries)) * 1000
 
 
 def file_bytes(faiss: Any, index: Any) -> int:
@@ -54,13 +49,22 @@ def file_bytes(faiss: Any, index: Any) -> int:
         return os.path.getsize(path)
 
 
-def sweep(faiss: Any, factory: str, data: np.ndarray, queries: np.ndarray, args: Any) -> dict:
+def sweep(
+    faiss: Any,
+    factory: str,
+    data: np.ndarray,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    exact_ms: float,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
     n, dim = data.shape
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     faiss.omp_set_num_threads(args.threads)
     start = time.perf_counter()
+    ivf = faiss.try_extract_index_ivf(index)  # None for HNSW
     if not index.is_trained:
-        nlist = getattr(faiss.try_extract_index_ivf(index), "nlist", 0) if "IVF" in factory else 0
+        nlist = ivf.nlist if ivf is not None else 0
         size = min(n, max(nlist * index_choice.TRAIN_PER_LIST, 65_536))
         rng = np.random.default_rng(0)
         index.train(data[np.sort(rng.choice(n, size, replace=False))])
@@ -69,22 +73,22 @@ def sweep(faiss: Any, factory: str, data: np.ndarray, queries: np.ndarray, args:
         index.add(data[part : part + 100_000])
     build_s = time.perf_counter() - start
     faiss.omp_set_num_threads(1)
-    knob = "efSearch" if factory.startswith("HNSW") else "nprobe"
-    limit = faiss.try_extract_index_ivf(index).nlist if knob == "nprobe" else BREADTHS[-1]
+    knob = "nprobe" if ivf is not None else "efSearch"
+    limit = ivf.nlist if ivf is not None else BREADTHS[-1]
     params = faiss.ParameterSpace()
     rows = []
     for breadth in [b for b in BREADTHS if b <= limit]:
         params.set_index_parameter(index, knob, breadth)
         _, found = index.search(queries, index_choice.K)
-        recall = index_choice.recall_at_k(found, args.truth)
-        ms = timed_queries(index, queries[: args.timed])
+        recall = index_choice.recall_at_k(found, truth)
+        ms = median_ms(index, queries[: args.timed])
         rows.append({knob: breadth, "recall_at_10": recall, "ms": ms})
         print(
             f"  {factory} {knob} {breadth}: recall@10 {recall:.3f}, {ms:.2f} ms/query "
-            f"= {args.exact_ms / ms:.1f}x faster than exact",
+            f"= {exact_ms / ms:.1f}x faster than exact",
             flush=True,
         )
-        if recall >= args.stop_at or ms > args.exact_ms:
+        if recall >= args.stop_at or ms > exact_ms:
             break
     out = {
         "type": factory,
@@ -120,17 +124,18 @@ def main(argv: list[str] | None = None) -> int:
     data = data[: args.size]
     exact = faiss.IndexFlatIP(dim)
     exact.add(data)
-    _, args.truth = exact.search(queries, index_choice.K)
+    _, truth = exact.search(queries, index_choice.K)
     faiss.omp_set_num_threads(1)
-    args.exact_ms = timed_queries(exact, queries[:20])
+    exact_ms = median_ms(exact, queries[:20])
     del exact
     label = args.data if args.data == "uniform" else f"clustered ({args.centres} centres)"
-    print(f"{args.size} x {dim} ({label}): exact {args.exact_ms:.1f} ms/query")
+    print(f"{args.size} x {dim} ({label}): exact {exact_ms:.1f} ms/query")
+    types = [f for f in args.types.split(";") if f]
     results: dict[str, Any] = {
         "vectors": args.size,
         "data": label,
-        "exact_ms": args.exact_ms,
-        "types": [sweep(faiss, f, data, queries, args) for f in args.types.split(";") if f],
+        "exact_ms": exact_ms,
+        "types": [sweep(faiss, f, data, queries, truth, exact_ms, args) for f in types],
     }
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -167,12 +167,13 @@ def ann(n: int, args: argparse.Namespace) -> dict[str, Any]:
     types = {"chosen": index_choice.choose_index(n, dim)}
     budget_mb = args.budget_bytes * n / 2**20
     types["budget"] = index_choice.choose_index(n, dim, memory_mb=budget_mb)
+    types_mb = {"chosen": None, "budget": budget_mb}
     for label, index_type in types.items():
         if index_type == "Flat":
             out[label] = {"index_type": "Flat", "same_as": "exact"}
             continue
         start = time.perf_counter()
-        built, report = index_choice.build_index(flat, index_type)
+        built, report = index_choice.build_index(flat, index_type, memory_mb=types_mb[label])
         build_s = time.perf_counter() - start
         times = single_query_times(built, queries)
         _, found = built.search(queries, 10)
@@ -185,7 +186,12 @@ def ann(n: int, args: argparse.Namespace) -> dict[str, Any]:
             **ms(times),
             "speedup_vs_exact": statistics.median(exact_times) / statistics.median(times),
             "bytes_per_vector": _file_bytes(built) / n,
-            "bytes_per_vector_in_memory_est": index_choice.bytes_per_vector(index_type, dim),
+            "bytes_per_vector_in_memory_est": index_choice.bytes_per_vector(index_type, dim)
+            + (index_choice.accelerator_bytes(dim) if report.accelerator else 0),
+            "accelerator": report.accelerator,
+            "accelerator_nprobe": report.accelerator_nprobe,
+            "calibration_ms_sq8_alone": report.query_ms,
+            "calibration_ms_accelerated": report.accelerated_query_ms,
         }
         if label == "budget":
             out[label]["budget_bytes_per_vector"] = args.budget_bytes
@@ -285,6 +291,13 @@ def _print_ann(r: dict[str, Any]) -> None:
             f"= {x['speedup_vs_exact']:.0f}x faster than exact, "
             f"{x['bytes_per_vector']:.0f} B/vector, built in {x['build_s']:.0f} s"
         )
+        if x.get("calibration_ms_accelerated") is not None:
+            kept = f"kept, nprobe {x['accelerator_nprobe']}" if x["accelerator"] else "not kept"
+            print(
+                f"    fast-scan accelerator {kept}: calibration query "
+                f"{x['calibration_ms_sq8_alone']:.2f} ms SQ8 alone, "
+                f"{x['calibration_ms_accelerated']:.2f} ms accelerated"
+            )
 
 
 if __name__ == "__main__":

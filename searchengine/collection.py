@@ -72,6 +72,7 @@ class CollectionStatus:
     size_bytes: int
     roots: list[str]
     schema_version: int
+    accelerator: str | None = None  # fast-scan index that answers queries first, if any
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -211,7 +212,9 @@ class Collection:
         wanted = index_choice.wanted_type(self.vectors(), self.config.index_memory_mb)
         if wanted is None:
             return
-        rebuilt, report = index_choice.build_index(self.vectors(), wanted)
+        rebuilt, report = index_choice.build_index(
+            self.vectors(), wanted, memory_mb=self.config.index_memory_mb
+        )
         self._index = rebuilt
         self._save_index(int(self.catalog.get_meta("last_batch") or 0))
         self.catalog.set_meta(
@@ -493,7 +496,7 @@ class Collection:
     def status(self) -> CollectionStatus:
         counts = self.catalog.counts()
         size = sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
-        vectors = len(self.vectors()) if self.index_path.exists() else 0
+        index = self.vectors() if self.index_path.exists() else None
         dim = self.catalog.get_meta("dim")
         return CollectionStatus(
             name=self.name,
@@ -503,10 +506,11 @@ class Collection:
             index_type=self._index_type(),
             images=counts.get(OK, 0),
             failed=sum(n for s, n in counts.items() if s != OK),
-            vectors=vectors,
+            vectors=0 if index is None else len(index),
             size_bytes=size,
             roots=self.catalog.roots(),
             schema_version=int(self.catalog.get_meta("schema_version") or SCHEMA_VERSION),
+            accelerator=None if index is None else index.accelerator,
         )
 
     def failures(self) -> list[ImageRecord]:

@@ -12,6 +12,9 @@ from typing import Any, Protocol
 import numpy as np
 
 EXACT = "Flat"
+REFINE_FACTOR = 16  # candidates an accelerator finds per result kept, re-scored on SQ8
+_TRAILER = b"SEACCEL1"  # ends a file that holds an accelerator after the main index
+_CHUNK = 65_536
 
 
 class VectorIndex(Protocol):
@@ -47,12 +50,24 @@ class FaissIndex:
       need a tombstone filter and periodic rebuilds. IVF needs training, so it is
       only ever built by ``index_choice.build_index`` from existing vectors;
       ``reconstruct`` returns the decoded (approximate) vector.
+
+    An IVF index may carry an *accelerator*: a second IVF index over the same ids
+    with 4-bit fast-scan PQ codes (``PQ<dim/2>x4fs``, a quarter of SQ8's bytes,
+    scanned with SIMD table lookups). A query then takes ``REFINE_FACTOR`` times
+    more candidates from it than it returns and re-scores them on the main
+    index's SQ8 vectors. Where the vectors are spread out and a query must visit
+    many lists, this answers at the same recall in about a third of the time.
+    Fast-scan lists cannot remove single ids, so a removal empties the
+    accelerator and the next ``save`` refills it from the main index; until
+    then, and for filtered searches, queries use the main index alone. Both are
+    written to one file (the accelerator after the main index, then a trailer),
+    so a reader that knows nothing of accelerators still reads the main index.
     """
 
     def __init__(self, dim: int, index_type: str = EXACT, index: Any = None) -> None:
         import faiss
 
-        self._faiss = faiss
+        self._faiss: Any = faiss
         self.dim = dim
         if index is None:
             index = faiss.index_factory(dim, index_type, faiss.METRIC_INNER_PRODUCT)
@@ -67,6 +82,60 @@ class FaissIndex:
         self._index = index
         self._ivf = faiss.try_extract_index_ivf(index)
         self.index_type = describe_index(index)
+        self._accel: Any = None  # fast-scan IVF over the same ids, or None
+        self._accel_stale = False  # emptied by a removal: refill before use
+
+    @property
+    def accelerator(self) -> str | None:
+        """The accelerator's type (``IVF1024,PQ256x4fs``), or None without one."""
+        return None if self._accel is None else describe_index(self._accel)
+
+    @property
+    def accelerator_nprobe(self) -> int | None:
+        return None if self._accel is None else int(self._accel.nprobe)
+
+    @accelerator_nprobe.setter
+    def accelerator_nprobe(self, value: int) -> None:
+        if self._accel is not None:
+            self._accel.nprobe = max(1, min(int(value), int(self._accel.nlist)))
+
+    def build_accelerator(self, train_ids: np.ndarray) -> None:
+        """Train an accelerator on the vectors of ``train_ids`` and fill it with all ids."""
+        faiss = self._faiss
+        if self._ivf is None or self.dim % 2:
+            raise ValueError(f"no accelerator for a {self.index_type} index of {self.dim}-d")
+        factory = f"IVF{self._ivf.nlist},PQ{self.dim // 2}x4fs"
+        accel = faiss.index_factory(self.dim, factory, faiss.METRIC_INNER_PRODUCT)
+        accel.train(self.reconstruct_batch(train_ids))
+        accel.nprobe = self._ivf.nprobe
+        self._accel, self._accel_stale = accel, True
+        self._refill_accelerator()
+
+    def _read_accelerator(self, path: Path) -> None:
+        """Read the accelerator that follows the main index in ``path``, if one does."""
+        with open(path, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            if size < 8 + len(_TRAILER):
+                return
+            handle.seek(size - 8 - len(_TRAILER))
+            tail = handle.read()
+            if tail[8:] != _TRAILER:
+                return
+            handle.seek(int.from_bytes(tail[:8], "little"))
+            self._accel = self._faiss.read_index(self._faiss.PyCallbackIOReader(handle.read))
+        # Both are written together, so the counts agree; if not, refill before use.
+        self._accel_stale = int(self._accel.ntotal) != len(self)
+
+    def drop_accelerator(self) -> None:
+        self._accel, self._accel_stale = None, False
+
+    def _refill_accelerator(self) -> None:
+        self._accel.reset()
+        ids = self.ids()
+        for start in range(0, len(ids), _CHUNK):
+            part = ids[start : start + _CHUNK]
+            self._accel.add_with_ids(self.reconstruct_batch(part), part)
+        self._accel_stale = False
 
     @classmethod
     def load(cls, path: Path, index_type: str | None = None) -> FaissIndex:
@@ -74,7 +143,10 @@ class FaissIndex:
         import faiss
 
         index = faiss.read_index(str(path))
-        return cls(index.d, index_type or EXACT, index)
+        loaded = cls(index.d, index_type or EXACT, index)
+        if loaded._ivf is not None:
+            loaded._read_accelerator(path)
+        return loaded
 
     @property
     def exact(self) -> bool:
@@ -104,7 +176,10 @@ class FaissIndex:
         if len(ids) == 0:
             return
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        self._index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        self._index.add_with_ids(vectors, ids)
+        if self._accel is not None and not self._accel_stale:
+            self._accel.add_with_ids(vectors, ids)
 
     def remove(self, ids: np.ndarray) -> None:
         if len(ids) == 0:
@@ -115,6 +190,9 @@ class FaissIndex:
             self._faiss.IDSelectorBatch(ids) if self.exact else self._faiss.IDSelectorArray(ids)
         )
         self._index.remove_ids(selector)
+        if self._accel is not None:
+            self._accel.reset()  # fast-scan lists cannot remove; refilled on save
+            self._accel_stale = True
 
     def search(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
@@ -133,6 +211,8 @@ class FaissIndex:
             return empty.astype(np.float32), empty.astype(np.int64)
         if allowed is None:
             with _threads_for(len(queries)):
+                if self._accel is not None and not self._accel_stale:
+                    return self._refined_search(queries, k)
                 return self._index.search(queries, k)
         selector = self._faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
         if self._ivf is None:
@@ -144,6 +224,19 @@ class FaissIndex:
         params.sel = selector
         with _threads_for(len(queries)):
             return self._index.search(queries, min(k, len(allowed)), params=params)
+
+    def _refined_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates from the accelerator, ranked by their SQ8 vectors."""
+        _, candidates = self._accel.search(queries, min(len(self), k * REFINE_FACTOR))
+        scores = np.full((len(queries), k), -np.finfo(np.float32).max, dtype=np.float32)
+        ids = np.full((len(queries), k), -1, dtype=np.int64)
+        for row, (query, found) in enumerate(zip(queries, candidates, strict=True)):
+            found = found[found >= 0]
+            exact = self.reconstruct_batch(found) @ query
+            top = np.argsort(-exact, kind="stable")[:k]
+            scores[row, : len(top)] = exact[top]
+            ids[row, : len(top)] = found[top]
+        return scores, ids
 
     def reconstruct(self, image_id: int) -> np.ndarray | None:
         try:
@@ -176,9 +269,17 @@ class FaissIndex:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
         os.close(fd)
+        if self._accel is not None and self._accel_stale:
+            self._refill_accelerator()
         try:
-            self._faiss.write_index(self._index, tmp)
-            with open(tmp, "rb+") as handle:
+            faiss = self._faiss
+            with open(tmp, "wb") as handle:
+                faiss.write_index(self._index, faiss.PyCallbackIOWriter(handle.write))
+                if self._accel is not None:
+                    start = handle.tell()
+                    faiss.write_index(self._accel, faiss.PyCallbackIOWriter(handle.write))
+                    handle.write(start.to_bytes(8, "little") + _TRAILER)
+                handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
         except BaseException:
@@ -224,6 +325,8 @@ def describe_index(index: Any) -> str:
             faiss.ScalarQuantizer.QT_fp16: "SQfp16",
         }
         code = names.get(ivf.sq.qtype, "SQ")
+    elif isinstance(ivf, faiss.IndexIVFPQFastScan):
+        code = f"PQ{ivf.pq.M}x{int(ivf.pq.nbits)}fs"
     elif isinstance(ivf, faiss.IndexIVFPQ):
         bits = int(ivf.pq.nbits)
         code = f"PQ{ivf.pq.M}" + ("" if bits == 8 else f"x{bits}")

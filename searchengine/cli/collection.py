@@ -306,9 +306,10 @@ def status(collection: str, index_dir: Path | None, failed: bool, as_json: bool)
         if not failures:
             click.echo("no failed files", err=True)
         return
+    accelerated = f" + fast-scan {info.accelerator}" if info.accelerator else ""
     click.echo(
         f"collection  {info.name}\nfolder      {info.folder}\nmodel       {info.model}"
-        f"\ndimension   {info.dim or '-'}\nindex type  {info.index_type}"
+        f"\ndimension   {info.dim or '-'}\nindex type  {info.index_type}{accelerated}"
         f"\nimages      {info.images}\nfailed      {info.failed}\nvectors     {info.vectors}"
         f"\nsize        {human_size(info.size_bytes)}\nfolders     {', '.join(info.roots) or '-'}"
     )

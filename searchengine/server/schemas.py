@@ -89,6 +89,9 @@ class StatusBody(BaseModel):
     size_bytes: int
     roots: list[str]
     schema_version: int
+    accelerator: str | None = Field(
+        default=None, description="Fast-scan index that answers queries first, if any."
+    )
     rerank_model: str
     caption_model: str
 

@@ -13,6 +13,7 @@ import numpy as np
 
 EXACT = "Flat"
 REFINE_FACTOR = 16  # candidates an accelerator finds per result kept, re-scored on SQ8
+REFILL_SHARE = 0.05  # removed ids an accelerator may still hold before it is refilled
 _TRAILER = b"SEACCEL1"  # ends a file that holds an accelerator after the main index
 _CHUNK = 65_536
 
@@ -57,11 +58,13 @@ class FaissIndex:
     more candidates from it than it returns and re-scores them on the main
     index's SQ8 vectors. Where the vectors are spread out and a query must visit
     many lists, this answers at the same recall in about a third of the time.
-    Fast-scan lists cannot remove single ids, so a removal empties the
-    accelerator and the next ``save`` refills it from the main index; until
-    then, and for filtered searches, queries use the main index alone. Both are
-    written to one file (the accelerator after the main index, then a trailer),
-    so a reader that knows nothing of accelerators still reads the main index.
+    Fast-scan lists cannot remove single ids, so removed ids are remembered and
+    dropped from the candidates (a re-added id is re-scored on its new vector);
+    once they pass ``REFILL_SHARE`` of the accelerator, it is emptied and the
+    next ``save`` refills it from the main index (until then queries use the
+    main index alone, as filtered searches always do). Everything is written to
+    one file: the main index, then the accelerator, the removed ids and a
+    trailer, so a reader that knows nothing of accelerators reads the main index.
     """
 
     def __init__(self, dim: int, index_type: str = EXACT, index: Any = None) -> None:
@@ -83,7 +86,8 @@ class FaissIndex:
         self._ivf = faiss.try_extract_index_ivf(index)
         self.index_type = describe_index(index)
         self._accel: Any = None  # fast-scan IVF over the same ids, or None
-        self._accel_stale = False  # emptied by a removal: refill before use
+        self._accel_stale = False  # emptied after many removals: refill before use
+        self._gone = np.zeros(0, dtype=np.int64)  # removed ids the accelerator still holds
 
     @property
     def accelerator(self) -> str | None:
@@ -115,22 +119,26 @@ class FaissIndex:
         """Read the accelerator that follows the main index in ``path``, if one does."""
         with open(path, "rb") as handle:
             size = handle.seek(0, os.SEEK_END)
-            if size < 8 + len(_TRAILER):
+            if size < 16 + len(_TRAILER):
                 return
-            handle.seek(size - 8 - len(_TRAILER))
+            handle.seek(size - 16 - len(_TRAILER))
             tail = handle.read()
-            if tail[8:] != _TRAILER:
+            if tail[16:] != _TRAILER:
                 return
             handle.seek(int.from_bytes(tail[:8], "little"))
             self._accel = self._faiss.read_index(self._faiss.PyCallbackIOReader(handle.read))
-        # Both are written together, so the counts agree; if not, refill before use.
-        self._accel_stale = int(self._accel.ntotal) != len(self)
+            gone = int.from_bytes(tail[8:16], "little")
+            self._gone = np.frombuffer(handle.read(8 * gone), dtype="<i8").astype(np.int64)
+        # Written together with the main index, so it holds every id; be safe anyway.
+        self._accel_stale = int(self._accel.ntotal) < len(self)
 
     def drop_accelerator(self) -> None:
         self._accel, self._accel_stale = None, False
+        self._gone = np.zeros(0, dtype=np.int64)
 
     def _refill_accelerator(self) -> None:
         self._accel.reset()
+        self._gone = np.zeros(0, dtype=np.int64)
         ids = self.ids()
         for start in range(0, len(ids), _CHUNK):
             part = ids[start : start + _CHUNK]
@@ -180,6 +188,8 @@ class FaissIndex:
         self._index.add_with_ids(vectors, ids)
         if self._accel is not None and not self._accel_stale:
             self._accel.add_with_ids(vectors, ids)
+            if len(self._gone):  # back again: its old code stays, scored on the new vector
+                self._gone = np.setdiff1d(self._gone, ids)
 
     def remove(self, ids: np.ndarray) -> None:
         if len(ids) == 0:
@@ -190,9 +200,11 @@ class FaissIndex:
             self._faiss.IDSelectorBatch(ids) if self.exact else self._faiss.IDSelectorArray(ids)
         )
         self._index.remove_ids(selector)
-        if self._accel is not None:
-            self._accel.reset()  # fast-scan lists cannot remove; refilled on save
-            self._accel_stale = True
+        if self._accel is not None and not self._accel_stale:
+            self._gone = np.union1d(self._gone, ids)
+            if len(self._gone) > REFILL_SHARE * int(self._accel.ntotal):
+                self._accel.reset()  # free it now; ``save`` refills it
+                self._accel_stale = True
 
     def search(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
@@ -231,7 +243,9 @@ class FaissIndex:
         scores = np.full((len(queries), k), -np.finfo(np.float32).max, dtype=np.float32)
         ids = np.full((len(queries), k), -1, dtype=np.int64)
         for row, (query, found) in enumerate(zip(queries, candidates, strict=True)):
-            found = found[found >= 0]
+            found = np.unique(found[found >= 0])  # a re-added id may come twice
+            if len(self._gone):
+                found = found[~np.isin(found, self._gone, assume_unique=True)]
             exact = self.reconstruct_batch(found) @ query
             top = np.argsort(-exact, kind="stable")[:k]
             scores[row, : len(top)] = exact[top]
@@ -278,7 +292,9 @@ class FaissIndex:
                 if self._accel is not None:
                     start = handle.tell()
                     faiss.write_index(self._accel, faiss.PyCallbackIOWriter(handle.write))
-                    handle.write(start.to_bytes(8, "little") + _TRAILER)
+                    handle.write(self._gone.astype("<i8").tobytes())
+                    counts = start.to_bytes(8, "little") + len(self._gone).to_bytes(8, "little")
+                    handle.write(counts + _TRAILER)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)

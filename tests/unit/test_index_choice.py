@@ -197,6 +197,31 @@ def test_accelerated_search_matches_exact_and_survives_removal_save_and_load(
     assert faiss.read_index(str(path)).ntotal == 15_000
 
 
+def test_accelerated_index_forgets_a_few_removed_ids_without_a_refill(data, tmp_path) -> None:
+    flat, vectors, queries = data
+    ivf, report = build_index(flat, "IVF128,SQ8", accelerate=True)
+    _, before = ivf.search(queries, 10)
+    gone = np.unique(before[:, :3])  # ids that the queries rank near the top
+    assert 0 < len(gone) < 0.05 * len(ivf)
+    ivf.remove(gone)
+    _, found = ivf.search(queries, 10)
+    assert not set(found.ravel().tolist()) & set(gone.tolist())
+    # Still answered by the accelerator (no refill yet): starving it costs recall.
+    ivf.accelerator_nprobe = 1
+    _, starved = ivf.search(queries, 10)
+    assert recall_at_k(starved, found) < 0.7
+    ivf.accelerator_nprobe = report.accelerator_nprobe
+    ivf.save(tmp_path / "v.faiss")
+    loaded = FaissIndex.load(tmp_path / "v.faiss")
+    assert np.array_equal(loaded.search(queries, 10)[1], found)  # removals were kept
+    # A removed id comes back with another vector: found by it, and only once.
+    back = int(gone[0])
+    loaded.add(np.array([back]), vectors[19_999:])
+    _, hits = loaded.search(vectors[19_999:], 10)
+    assert hits[0, 0] in (back, 20_999) and back in hits[0, :2]
+    assert len(set(hits[0].tolist())) == 10
+
+
 def test_accelerator_only_where_it_fits_the_budget_and_pays(data, monkeypatch) -> None:
     flat, _, _ = data
     _, report = build_index(flat, "IVF128,SQ8")

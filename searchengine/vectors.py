@@ -13,6 +13,10 @@ import numpy as np
 
 EXACT = "Flat"
 REFINE_FACTOR = 16  # candidates an accelerator finds per result kept, re-scored on SQ8
+# Filters narrower than this skip the accelerator: SQ8 lists test the filter before
+# scoring a code, fast-scan scores every code first (1M vectors, 1000 ids allowed:
+# 3.9 ms SQ8, 4.8 ms accelerated; 10% allowed: 40 ms SQ8, 28 ms accelerated).
+ACCEL_FILTER_SHARE = 0.05
 REFILL_SHARE = 0.05  # removed ids an accelerator may still hold before it is refilled
 _TRAILER = b"SEACCEL1"  # ends a file that holds an accelerator after the main index
 _CHUNK = 65_536
@@ -58,13 +62,15 @@ class FaissIndex:
     more candidates from it than it returns and re-scores them on the main
     index's SQ8 vectors. Where the vectors are spread out and a query must visit
     many lists, this answers at the same recall in about a third of the time.
-    Fast-scan lists cannot remove single ids, so removed ids are remembered and
-    dropped from the candidates (a re-added id is re-scored on its new vector);
-    once they pass ``REFILL_SHARE`` of the accelerator, it is emptied and the
-    next ``save`` refills it from the main index (until then queries use the
-    main index alone, as filtered searches always do). Everything is written to
-    one file: the main index, then the accelerator, the removed ids and a
-    trailer, so a reader that knows nothing of accelerators reads the main index.
+    Filtered searches pass their id selector to it the same way (unless the
+    filter is narrow, see ``ACCEL_FILTER_SHARE``). Fast-scan lists
+    cannot remove single ids, so removed ids are remembered and dropped from the
+    candidates (a re-added id is re-scored on its new vector); once they pass
+    ``REFILL_SHARE`` of the accelerator, it is emptied and the next ``save``
+    refills it from the main index (until then queries use the main index
+    alone). Everything is written to one file: the main index, then the
+    accelerator, the removed ids and a trailer, so a reader that knows nothing
+    of accelerators reads the main index.
     """
 
     def __init__(self, dim: int, index_type: str = EXACT, index: Any = None) -> None:
@@ -221,25 +227,34 @@ class FaissIndex:
         if len(self) == 0 or (allowed is not None and len(allowed) == 0):
             empty = np.zeros((len(queries), 0))
             return empty.astype(np.float32), empty.astype(np.int64)
+        accelerated = self._accel is not None and not self._accel_stale
         if allowed is None:
             with _threads_for(len(queries)):
-                if self._accel is not None and not self._accel_stale:
+                if accelerated:
                     return self._refined_search(queries, k)
                 return self._index.search(queries, k)
         selector = self._faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+        share = min(1.0, len(allowed) / max(1, len(self)))
+        accelerated = accelerated and share >= ACCEL_FILTER_SHARE
         if self._ivf is None:
             params = self._faiss.SearchParameters()
         else:
             params = self._faiss.SearchParametersIVF()
-            share = min(1.0, len(allowed) / max(1, len(self)))
-            params.nprobe = min(int(self._ivf.nlist), int(np.ceil(self._ivf.nprobe / share)))
+            nprobe = (self._accel if accelerated else self._ivf).nprobe
+            params.nprobe = min(int(self._ivf.nlist), int(np.ceil(nprobe / share)))
         params.sel = selector
+        k = min(k, len(allowed))
         with _threads_for(len(queries)):
-            return self._index.search(queries, min(k, len(allowed)), params=params)
+            if accelerated:
+                return self._refined_search(queries, k, params)
+            return self._index.search(queries, k, params=params)
 
-    def _refined_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Candidates from the accelerator, ranked by their SQ8 vectors."""
-        _, candidates = self._accel.search(queries, min(len(self), k * REFINE_FACTOR))
+    def _refined_search(
+        self, queries: np.ndarray, k: int, params: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates from the accelerator (within ``params``), ranked by their SQ8 vectors."""
+        wanted = min(len(self), k * REFINE_FACTOR)
+        _, candidates = self._accel.search(queries, wanted, params=params)
         scores = np.full((len(queries), k), -np.finfo(np.float32).max, dtype=np.float32)
         ids = np.full((len(queries), k), -1, dtype=np.int64)
         for row, (query, found) in enumerate(zip(queries, candidates, strict=True)):

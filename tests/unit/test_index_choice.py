@@ -171,6 +171,12 @@ def test_accelerated_search_matches_exact_and_survives_removal_save_and_load(
     ivf.accelerator_nprobe = 1
     assert recall_at_k(ivf.search(queries, 10)[1], exact) < 0.7
     ivf.accelerator_nprobe = report.accelerator_nprobe
+    for allowed in (np.arange(6000, 6040), np.arange(1000, 21_000, 3)):  # narrow, a third
+        _, hits = ivf.search(queries[:20], 10, allowed=allowed)
+        allowed_vectors = flat.reconstruct_batch(allowed)
+        best = allowed[np.argsort(-(queries[:20] @ allowed_vectors.T), axis=1)[:, :10]]
+        assert set(hits.ravel().tolist()) <= set(allowed.tolist())
+        assert recall_at_k(hits, best) >= TARGET_RECALL
 
     gone = np.arange(1000, 6000)
     ivf.remove(gone)

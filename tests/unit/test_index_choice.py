@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from imagegen import solid
@@ -114,16 +116,21 @@ def test_pq_under_a_tight_budget_keeps_the_best_reachable_recall(data) -> None:
     assert abs(recall_at_k(approx, exact) - report.recall_at_10) < 0.1
 
 
-def test_collection_switches_index_type_as_it_grows_and_shrinks(tmp_path, monkeypatch) -> None:
+def small_ivf_world(tmp_path, monkeypatch, photos: int) -> tuple[Path, Config]:
+    """``photos`` PNGs, the first 10 red, and thresholds that make 200+ vectors IVF4."""
     monkeypatch.setattr(index_choice, "FLAT_MAX", 200)
     monkeypatch.setattr(index_choice, "MIN_IVF", 100)
     monkeypatch.setattr(index_choice, "nlist_for", lambda n: 4)
     rng = np.random.default_rng(0)
-    photos = tmp_path / "photos"
-    for i in range(260):
+    folder = tmp_path / "photos"
+    for i in range(photos):
         colour = (250, 0, 0) if i < 10 else tuple(int(c) for c in rng.integers(0, 120, 3))
-        solid(photos / f"{i:03d}.png", colour, fmt="PNG")
-    config = Config(home=tmp_path / "idx", workers=2, batch_size=32)
+        solid(folder / f"{i:03d}.png", colour, fmt="PNG")
+    return folder, Config(home=tmp_path / "idx", workers=2, batch_size=32)
+
+
+def test_collection_switches_index_type_as_it_grows_and_shrinks(tmp_path, monkeypatch) -> None:
+    photos, config = small_ivf_world(tmp_path, monkeypatch, 260)
     with Collection.open("c", config, create=True, encoder=FakeEncoder()) as coll:
         coll.index([photos])
         status = coll.status()
@@ -247,18 +254,10 @@ def test_accelerator_only_where_it_fits_the_budget_and_pays(data, monkeypatch) -
 def test_collection_keeps_its_accelerator_through_deletions_and_reopening(
     tmp_path, monkeypatch
 ) -> None:
-    monkeypatch.setattr(index_choice, "FLAT_MAX", 200)
-    monkeypatch.setattr(index_choice, "MIN_IVF", 100)
-    monkeypatch.setattr(index_choice, "nlist_for", lambda n: 4)
+    photos, config = small_ivf_world(tmp_path, monkeypatch, 300)
     monkeypatch.setattr(index_choice, "ACCEL_MIN", 0)
     monkeypatch.setattr(index_choice, "ACCEL_WORTH_MS", 0.0)
     monkeypatch.setattr(index_choice, "ACCEL_SPEEDUP", 0.0)  # keep it whatever it costs
-    rng = np.random.default_rng(0)
-    photos = tmp_path / "photos"
-    for i in range(300):
-        colour = (250, 0, 0) if i < 10 else tuple(int(c) for c in rng.integers(0, 120, 3))
-        solid(photos / f"{i:03d}.png", colour, fmt="PNG")
-    config = Config(home=tmp_path / "idx", workers=2, batch_size=32)
     with Collection.open("c", config, create=True, encoder=FakeEncoder()) as coll:
         coll.index([photos])
         assert coll.status().accelerator == "IVF4,PQ2x4fs"  # 4-d fake vectors: 2 codes

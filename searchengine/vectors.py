@@ -205,8 +205,10 @@ class FaissIndex:
         selector = (
             self._faiss.IDSelectorBatch(ids) if self.exact else self._faiss.IDSelectorArray(ids)
         )
-        self._index.remove_ids(selector)
-        if self._accel is not None and not self._accel_stale:
+        removed = int(self._index.remove_ids(selector))
+        # Ingest "removes" every new id before adding it (replacing a changed file's
+        # vector); only ids that were there need remembering.
+        if removed and self._accel is not None and not self._accel_stale:
             self._gone = np.union1d(self._gone, ids)
             if len(self._gone) > REFILL_SHARE * int(self._accel.ntotal):
                 self._accel.reset()  # free it now; ``save`` refills it

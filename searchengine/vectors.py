@@ -132,11 +132,19 @@ class FaissIndex:
             if tail[16:] != _TRAILER:
                 return
             handle.seek(int.from_bytes(tail[:8], "little"))
-            self._accel = self._faiss.read_index(self._faiss.PyCallbackIOReader(handle.read))
-            gone = int.from_bytes(tail[8:16], "little")
-            self._gone = np.frombuffer(handle.read(8 * gone), dtype="<i8").astype(np.int64)
-        # Written together with the main index, so it holds every id; be safe anyway.
-        self._accel_stale = int(self._accel.ntotal) < len(self)
+            try:
+                accel = self._faiss.read_index(self._faiss.PyCallbackIOReader(handle.read))
+            except RuntimeError:  # a damaged accelerator: the main index answers alone
+                return
+            gone = handle.read(8 * int.from_bytes(tail[8:16], "little"))
+            complete = handle.tell() == size - len(tail)
+        self._accel = accel
+        self._gone = np.frombuffer(gone[: len(gone) // 8 * 8], dtype="<i8").astype(np.int64)
+        # Written together with the main index, so it holds every id and the removed
+        # ids; if not, it is refilled from the main index on the next save.
+        self._accel_stale = int(accel.ntotal) < len(self) or not complete
+        if self._accel_stale:
+            self._accel.reset()
 
     def drop_accelerator(self) -> None:
         self._accel, self._accel_stale = None, False

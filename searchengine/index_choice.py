@@ -21,7 +21,7 @@ From ``ACCEL_MIN`` vectors, when the tuned SQ8 index still needs over
 PQ candidates re-scored on SQ8, ~136 more bytes a vector at 512-d), tunes its
 ``nprobe`` the same way and keeps it only if it reaches the aim at least
 ``ACCEL_SPEEDUP`` times faster. At 1M vectors spread over 100k clusters this
-took a query from ~27 ms to ~8 ms at recall@10 >= 0.95 (docs/benchmarks.md).
+took a query from 23-34 ms to ~8 ms at recall@10 0.97 (docs/benchmarks.md).
 
 The index is rebuilt at the end of an ingest run when the wanted type changes:
 Flat past 50k, back to Flat below 25k (the gap stops a collection hovering at

@@ -190,6 +190,7 @@ def ann(n: int, args: argparse.Namespace) -> dict[str, Any]:
             + (index_choice.accelerator_bytes(dim) if report.accelerator else 0),
             "accelerator": report.accelerator,
             "accelerator_nprobe": report.accelerator_nprobe,
+            "accelerator_refine_factor": report.accelerator_refine_factor,
             "calibration_ms_sq8_alone": report.query_ms,
             "calibration_ms_accelerated": report.accelerated_query_ms,
         }
@@ -292,7 +293,12 @@ def _print_ann(r: dict[str, Any]) -> None:
             f"{x['bytes_per_vector']:.0f} B/vector, built in {x['build_s']:.0f} s"
         )
         if x.get("calibration_ms_accelerated") is not None:
-            kept = f"kept, nprobe {x['accelerator_nprobe']}" if x["accelerator"] else "not kept"
+            kept = (
+                f"kept, nprobe {x['accelerator_nprobe']}, "
+                f"{x['accelerator_refine_factor']} candidates a result"
+                if x["accelerator"]
+                else "not kept"
+            )
             print(
                 f"    fast-scan accelerator {kept}: calibration query "
                 f"{x['calibration_ms_sq8_alone']:.2f} ms SQ8 alone, "

@@ -12,13 +12,16 @@ from typing import Any, Protocol
 import numpy as np
 
 EXACT = "Flat"
-REFINE_FACTOR = 16  # candidates an accelerator finds per result kept, re-scored on SQ8
+# Candidates an accelerator finds per result kept, re-scored on SQ8: the first is
+# tried first; ``index_choice.build_index`` moves on while the recall falls short.
+REFINE_FACTORS = (16, 32, 64)
 # Filters narrower than this skip the accelerator: SQ8 lists test the filter before
 # scoring a code, fast-scan scores every code first (1M vectors, 1000 ids allowed:
 # 3.9 ms SQ8, 4.8 ms accelerated; 10% allowed: 40 ms SQ8, 28 ms accelerated).
 ACCEL_FILTER_SHARE = 0.05
 REFILL_SHARE = 0.05  # removed ids an accelerator may still hold before it is refilled
-_TRAILER = b"SEACCEL1"  # ends a file that holds an accelerator after the main index
+_TRAILER = b"SEACCEL2"  # ends a file that holds an accelerator after the main index
+_TAIL = 24 + len(_TRAILER)  # accelerator offset, removed-id count, refine factor, trailer
 _CHUNK = 65_536
 
 
@@ -58,7 +61,7 @@ class FaissIndex:
 
     An IVF index may carry an *accelerator*: a second IVF index over the same ids
     with 4-bit fast-scan PQ codes (``PQ<dim/2>x4fs``, a quarter of SQ8's bytes,
-    scanned with SIMD table lookups). A query then takes ``REFINE_FACTOR`` times
+    scanned with SIMD table lookups). A query then takes ``refine_factor`` times
     more candidates from it than it returns and re-scores them on the main
     index's SQ8 vectors. Where the vectors are spread out and a query must visit
     many lists, this answers at the same recall in about a third of the time.
@@ -94,6 +97,7 @@ class FaissIndex:
         self._accel: Any = None  # fast-scan IVF over the same ids, or None
         self._accel_stale = False  # emptied after many removals: refill before use
         self._gone = np.zeros(0, dtype=np.int64)  # removed ids the accelerator still holds
+        self.refine_factor = REFINE_FACTORS[0]  # accelerator candidates per result
 
     @property
     def accelerator(self) -> str | None:
@@ -125,11 +129,11 @@ class FaissIndex:
         """Read the accelerator that follows the main index in ``path``, if one does."""
         with open(path, "rb") as handle:
             size = handle.seek(0, os.SEEK_END)
-            if size < 16 + len(_TRAILER):
+            if size < _TAIL:
                 return
-            handle.seek(size - 16 - len(_TRAILER))
+            handle.seek(size - _TAIL)
             tail = handle.read()
-            if tail[16:] != _TRAILER:
+            if tail[24:] != _TRAILER:
                 return
             handle.seek(int.from_bytes(tail[:8], "little"))
             try:
@@ -139,6 +143,7 @@ class FaissIndex:
             gone = handle.read(8 * int.from_bytes(tail[8:16], "little"))
             complete = handle.tell() == size - len(tail)
         self._accel = accel
+        self.refine_factor = max(1, int.from_bytes(tail[16:24], "little"))
         self._gone = np.frombuffer(gone[: len(gone) // 8 * 8], dtype="<i8").astype(np.int64)
         # Written together with the main index, so it holds every id and the removed
         # ids; if not, it is refilled from the main index on the next save.
@@ -263,7 +268,7 @@ class FaissIndex:
         self, queries: np.ndarray, k: int, params: Any = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Candidates from the accelerator (within ``params``), ranked by their SQ8 vectors."""
-        wanted = min(len(self), k * REFINE_FACTOR)
+        wanted = min(len(self), k * self.refine_factor)
         _, candidates = self._accel.search(queries, wanted, params=params)
         scores = np.full((len(queries), k), -np.finfo(np.float32).max, dtype=np.float32)
         ids = np.full((len(queries), k), -1, dtype=np.int64)
@@ -318,8 +323,8 @@ class FaissIndex:
                     start = handle.tell()
                     faiss.write_index(self._accel, faiss.PyCallbackIOWriter(handle.write))
                     handle.write(self._gone.astype("<i8").tobytes())
-                    counts = start.to_bytes(8, "little") + len(self._gone).to_bytes(8, "little")
-                    handle.write(counts + _TRAILER)
+                    numbers = (start, len(self._gone), self.refine_factor)
+                    handle.write(b"".join(x.to_bytes(8, "little") for x in numbers) + _TRAILER)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)

@@ -211,7 +211,7 @@ def test_accelerated_search_matches_exact_and_survives_removal_save_and_load(
     assert faiss.read_index(str(path)).ntotal == 15_000
     # A damaged accelerator costs speed, never the index: the main one answers.
     raw = bytearray(path.read_bytes())
-    start = int.from_bytes(raw[-24:-16], "little")
+    start = int.from_bytes(raw[-32:-24], "little")
     raw[start : start + 4] = b"????"  # its FAISS header
     path.write_bytes(bytes(raw))
     damaged = FaissIndex.load(path)
@@ -243,6 +243,29 @@ def test_accelerated_index_forgets_a_few_removed_ids_without_a_refill(data, tmp_
     _, hits = loaded.search(vectors[19_999:], 10)
     assert hits[0, 0] in (back, 20_999) and back in hits[0, :2]
     assert len(set(hits[0].tolist())) == 10
+
+
+def test_accelerator_takes_more_candidates_where_its_codes_miss(tmp_path) -> None:
+    # Spread out: 5000 clusters of ~4 vectors, where 4-bit codes rank neighbours
+    # poorly and 16 candidates a result fall short of the aim at any nprobe.
+    vectors = clustered(20_200, centres=5000)
+    flat = FaissIndex(64)
+    flat.add(np.arange(1000, 21_000), vectors[:20_000])
+    queries = calibration_queries(vectors[20_000:], np.random.default_rng(1))
+    _, exact = flat.search(queries, 10)
+    ivf, report = build_index(flat, "IVF128,SQ8", accelerate=True)
+    assert report.accelerator is not None and report.accelerator_refine_factor == 32
+    assert recall_at_k(ivf.search(queries, 10)[1], exact) >= TARGET_RECALL
+    ivf.save(tmp_path / "v.faiss")
+    loaded = FaissIndex.load(tmp_path / "v.faiss")
+    assert loaded.refine_factor == 32
+    assert np.array_equal(loaded.search(queries, 10)[1], ivf.search(queries, 10)[1])
+    ivf.accelerator_nprobe = 128  # every list: only the candidate count limits recall
+    recall = {}
+    for factor in (16, 32):
+        ivf.refine_factor = factor
+        recall[factor] = recall_at_k(ivf.search(queries, 10)[1], exact)
+    assert recall[16] + 0.005 < recall[32]  # 0.964 against 0.976 here
 
 
 def test_accelerator_only_where_it_fits_the_budget_and_pays(data, monkeypatch) -> None:

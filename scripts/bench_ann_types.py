@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -30,16 +29,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench_query import single_query_times, synthetic
+from bench_query import synthetic
 
 from searchengine import index_choice
 
 BREADTHS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
-
-
-def median_ms(index: Any, queries: np.ndarray) -> float:
-    """Median milliseconds of one single-query search."""
-    return statistics.median(single_query_times(index, queries)) * 1000
 
 
 def file_bytes(faiss: Any, index: Any) -> int:
@@ -81,7 +75,7 @@ def sweep(
         params.set_index_parameter(index, knob, breadth)
         _, found = index.search(queries, index_choice.K)
         recall = index_choice.recall_at_k(found, truth)
-        ms = median_ms(index, queries[: args.timed])
+        ms = index_choice.median_query_ms(index, queries[: args.timed])
         rows.append({knob: breadth, "recall_at_10": recall, "ms": ms})
         print(
             f"  {factory} {knob} {breadth}: recall@10 {recall:.3f}, {ms:.2f} ms/query "
@@ -126,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     exact.add(data)
     _, truth = exact.search(queries, index_choice.K)
     faiss.omp_set_num_threads(1)
-    exact_ms = median_ms(exact, queries[:20])
+    exact_ms = index_choice.median_query_ms(exact, queries[:20])
     del exact
     label = args.data if args.data == "uniform" else f"clustered ({args.centres} centres)"
     print(f"{args.size} x {dim} ({label}): exact {exact_ms:.1f} ms/query")

@@ -129,15 +129,6 @@ def synthetic(n: int, dim: int, kind: str, seed: int, centres: int = 1000) -> np
     return out
 
 
-def single_query_times(index: Any, queries: np.ndarray) -> list[float]:
-    times = []
-    for q in queries:
-        start = time.perf_counter()
-        index.search(q[None], 10)
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def ann(n: int, args: argparse.Namespace) -> dict[str, Any]:
     from searchengine import index_choice
     from searchengine.vectors import FaissIndex
@@ -152,7 +143,7 @@ def ann(n: int, args: argparse.Namespace) -> dict[str, Any]:
     exact_build = time.perf_counter() - start
     del data
     _, truth = flat.search(queries, 10)
-    exact_times = single_query_times(flat, queries[: args.exact_queries])
+    exact_times = index_choice.single_query_times(flat, queries[: args.exact_queries])
     out: dict[str, Any] = {
         "vectors": n,
         "dim": dim,
@@ -167,15 +158,15 @@ def ann(n: int, args: argparse.Namespace) -> dict[str, Any]:
     types = {"chosen": index_choice.choose_index(n, dim)}
     budget_mb = args.budget_bytes * n / 2**20
     types["budget"] = index_choice.choose_index(n, dim, memory_mb=budget_mb)
-    types_mb = {"chosen": None, "budget": budget_mb}
     for label, index_type in types.items():
         if index_type == "Flat":
             out[label] = {"index_type": "Flat", "same_as": "exact"}
             continue
         start = time.perf_counter()
-        built, report = index_choice.build_index(flat, index_type, memory_mb=types_mb[label])
+        memory_mb = budget_mb if label == "budget" else None
+        built, report = index_choice.build_index(flat, index_type, memory_mb=memory_mb)
         build_s = time.perf_counter() - start
-        times = single_query_times(built, queries)
+        times = index_choice.single_query_times(built, queries)
         _, found = built.search(queries, 10)
         out[label] = {
             "index_type": index_type,

@@ -36,6 +36,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -53,7 +54,6 @@ ACCEL_MIN = 200_000  # vectors before an accelerator is considered
 ACCEL_WORTH_MS = 2.0  # ...and only when a tuned SQ8 query takes longer than this
 ACCEL_SPEEDUP = 1.5  # kept only when at least this much faster at the same aim
 TIMED_QUERIES = 64  # calibration queries timed one by one for that comparison
-CHUNK = 65_536  # vectors per step while copying into the new index
 _IVF_RE = re.compile(r"^IVF(\d+),(\w+)$")
 
 
@@ -164,9 +164,8 @@ def build_index(
     ids = source.ids()
     new = FaissIndex(source.dim, index_type)
     if new.exact:
-        for start in range(0, len(ids), CHUNK):
-            part = ids[start : start + CHUNK]
-            new.add(part, source.reconstruct_batch(part))
+        for part, vectors in source.chunks(ids):
+            new.add(part, vectors)
         return new, BuildReport(new.index_type, len(new))
     rng = np.random.default_rng(seed)
     match = _IVF_RE.match(index_type)
@@ -175,9 +174,7 @@ def build_index(
     new.train(source.reconstruct_batch(ids[sample]))
     queries = calibration_queries(source.reconstruct_batch(_pick(rng, ids)), rng)
     truth = _TopK(len(queries))
-    for start in range(0, len(ids), CHUNK):
-        part = ids[start : start + CHUNK]
-        vectors = source.reconstruct_batch(part)
+    for part, vectors in source.chunks(ids):
         new.add(part, vectors)
         truth.update(queries @ vectors.T, part)
     aim = target_recall + MARGIN
@@ -190,7 +187,7 @@ def build_index(
         return new, report
     if accelerate is None and len(ids) < ACCEL_MIN:
         return new, report
-    query_ms = _query_ms(new, queries[:TIMED_QUERIES])
+    query_ms = median_query_ms(new, queries[:TIMED_QUERIES])
     report = replace(report, query_ms=query_ms)
     if accelerate is None and query_ms <= ACCEL_WORTH_MS:
         return new, report
@@ -200,7 +197,7 @@ def build_index(
         fast_nprobe, fast_recall = tune_nprobe(new, queries, truth.ids, aim, accelerator=True)
         if fast_recall >= aim:
             break
-    fast_ms = _query_ms(new, queries[:TIMED_QUERIES])
+    fast_ms = median_query_ms(new, queries[:TIMED_QUERIES])
     report = replace(report, accelerated_query_ms=fast_ms)
     faster = accelerate or fast_ms * ACCEL_SPEEDUP <= query_ms
     if fast_recall < aim or not faster:
@@ -215,14 +212,20 @@ def build_index(
     )
 
 
-def _query_ms(index: FaissIndex, queries: np.ndarray) -> float:
-    """Median milliseconds of one query searched alone (as a user's search is)."""
+def single_query_times(index: Any, queries: np.ndarray) -> list[float]:
+    """Seconds each query takes searched alone, as a user's search is (any index
+    with ``search(queries, k)``: a ``FaissIndex`` or a bare FAISS one)."""
     times = []
     for query in queries:
         start = time.perf_counter()
         index.search(query[None], K)
         times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1000
+    return times
+
+
+def median_query_ms(index: Any, queries: np.ndarray) -> float:
+    """Median milliseconds of one query searched alone."""
+    return float(np.median(single_query_times(index, queries))) * 1000
 
 
 def calibration_queries(seeds: np.ndarray, rng: np.random.Generator) -> np.ndarray:

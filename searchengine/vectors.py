@@ -22,7 +22,7 @@ ACCEL_FILTER_SHARE = 0.05
 REFILL_SHARE = 0.05  # removed ids an accelerator may still hold before it is refilled
 _TRAILER = b"SEACCEL2"  # ends a file that holds an accelerator after the main index
 _TAIL = 24 + len(_TRAILER)  # accelerator offset, removed-id count, refine factor, trailer
-_CHUNK = 65_536
+CHUNK = 65_536  # vectors per step when an index's contents are copied out
 
 
 class VectorIndex(Protocol):
@@ -111,7 +111,7 @@ class FaissIndex:
     @accelerator_nprobe.setter
     def accelerator_nprobe(self, value: int) -> None:
         if self._accel is not None:
-            self._accel.nprobe = max(1, min(int(value), int(self._accel.nlist)))
+            self._accel.nprobe = _clamped_nprobe(self._accel, value)
 
     def build_accelerator(self, train_ids: np.ndarray) -> None:
         """Train an accelerator on the vectors of ``train_ids`` and fill it with all ids."""
@@ -122,7 +122,7 @@ class FaissIndex:
         accel = faiss.index_factory(self.dim, factory, faiss.METRIC_INNER_PRODUCT)
         accel.train(self.reconstruct_batch(train_ids))
         accel.nprobe = self._ivf.nprobe
-        self._accel, self._accel_stale = accel, True
+        self._accel = accel
         self._refill_accelerator()
 
     def _read_accelerator(self, path: Path) -> None:
@@ -158,10 +158,8 @@ class FaissIndex:
     def _refill_accelerator(self) -> None:
         self._accel.reset()
         self._gone = np.zeros(0, dtype=np.int64)
-        ids = self.ids()
-        for start in range(0, len(ids), _CHUNK):
-            part = ids[start : start + _CHUNK]
-            self._accel.add_with_ids(self.reconstruct_batch(part), part)
+        for part, vectors in self.chunks():
+            self._accel.add_with_ids(vectors, part)
         self._accel_stale = False
 
     @classmethod
@@ -187,7 +185,7 @@ class FaissIndex:
     @nprobe.setter
     def nprobe(self, value: int) -> None:
         if self._ivf is not None:
-            self._ivf.nprobe = max(1, min(int(value), int(self._ivf.nlist)))
+            self._ivf.nprobe = _clamped_nprobe(self._ivf, value)
 
     @property
     def is_trained(self) -> bool:
@@ -295,6 +293,14 @@ class FaissIndex:
         keys = np.ascontiguousarray(ids, dtype=np.int64)
         return np.asarray(self._index.reconstruct_batch(keys), dtype=np.float32)
 
+    def chunks(self, ids: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(ids, vectors)`` of ``ids`` (default: all), ``CHUNK`` at a time, so a copy
+        of a large index never holds all its vectors decoded at once."""
+        ids = self.ids() if ids is None else ids
+        for start in range(0, len(ids), CHUNK):
+            part = ids[start : start + CHUNK]
+            yield part, self.reconstruct_batch(part)
+
     def ids(self) -> np.ndarray:
         faiss = self._faiss
         if self._ivf is None:
@@ -354,6 +360,10 @@ def _threads_for(queries: int) -> Iterator[None]:
         yield
     finally:
         faiss.omp_set_num_threads(before)
+
+
+def _clamped_nprobe(ivf: Any, value: int) -> int:
+    return max(1, min(int(value), int(ivf.nlist)))
 
 
 def describe_index(index: Any) -> str:

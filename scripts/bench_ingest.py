@@ -7,8 +7,9 @@ sides alike. What it measures:
 1. ``searchengine index CORPUS`` in a fresh process: images/s (embedded images over
    the command's wall time, and over the pipeline's own time), peak RSS.
 2. The model-only ceiling: preprocessed tensors already in memory, ``encode_pixels``
-   in batches, for each runtime the project supports (torch, onnx), best of
-   ``--ceiling-rounds``; the ratio of (1) to the fastest.
+   in batches, for each runtime the project supports (torch, onnx; ONNX also as
+   one-thread calls side by side, as ingest runs it on a CPU) and batch sizes 8, 16
+   and 32, best of ``--ceiling-rounds``; the ratio of (1) to the fastest of all.
 3. The unchanged re-run of the same tree against a bare ``os.scandir`` + ``stat``
    walk of it; with ``--tree N`` also on a tree of N tiny files indexed with ``toy``
    (a re-run never runs the model, so the model does not matter there).
@@ -141,26 +142,64 @@ def index_cmd(corpus: Path, index_dir: Path, model: str, extra: list[str]) -> li
     return [EXE, "index", str(corpus), "--index-dir", str(index_dir), "-m", model, "--json", *extra]
 
 
-def ceiling(model: str, device: str, runtime: str, batch: int, batches: int, rounds: int) -> float:
+def ceiling(
+    model: str, device: str, runtime: str, batch: int, images: int, rounds: int, lanes: int = 1
+) -> float:
     """Images/s of ``encode_pixels`` alone on random preprocessed tensors.
 
-    The best of ``rounds`` timings: the ceiling is what the model can do, so a round
-    slowed by the machine must not lower it (and flatter the ratio).
+    With ``lanes`` > 1 that many calls run side by side (one thread each, as ingest
+    runs ONNX on a CPU). The best of ``rounds`` timings: the ceiling is what the model
+    can do, so a round slowed by the machine must not lower it (and flatter the ratio).
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from searchengine.models import load_encoder
+    from searchengine.models.base import image_lanes
 
     encoder = load_encoder(model, device, runtime)
+    lanes = image_lanes(encoder, lanes)
     size = encoder.image_size
     pixels = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
-    encoder.encode_pixels(pixels)  # warm-up: first-call allocations, ORT session
+    calls = -(-images // (batch * lanes)) * lanes  # rounds of ~``images``, whatever the batch
     rate = 0.0
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(batches):
-            encoder.encode_pixels(pixels)
-        rate = max(rate, batch * batches / (time.perf_counter() - start))
+    with ThreadPoolExecutor(lanes) as pool:
+        list(pool.map(encoder.encode_pixels, [pixels] * lanes))  # warm-up: first-call allocations
+        for _ in range(rounds):
+            start = time.perf_counter()
+            list(pool.map(encoder.encode_pixels, [pixels] * calls))
+            rate = max(rate, batch * calls / (time.perf_counter() - start))
     encoder.close()
     return rate
+
+
+def ceilings(args: argparse.Namespace, model: str) -> dict[str, float]:
+    """The ceiling of every way the engine can run the model here, by name."""
+    from searchengine.ingest.pipeline import default_batch_size
+    from searchengine.models.onnx import cpu_count
+
+    # ONNX first: torch's worker threads keep spinning for a while after it ran.
+    # On CUDA the engine runs torch (half precision), so that is the ceiling there.
+    if args.device == "cuda":
+        runtimes = ["torch"]
+    else:
+        runtimes = ["onnx", "torch"] if args.runtime == "auto" else [args.runtime]
+    if args.ceiling_batch:
+        sizes = [args.ceiling_batch]
+    elif args.device == "cuda":
+        sizes = [default_batch_size(args.device)]
+    else:
+        sizes = [8, 16, 32]  # the model alone may prefer another batch than ingest does
+    rates = {}
+    for runtime in runtimes:
+        # ONNX on a CPU: one call on all cores, and one-thread calls side by side.
+        for lanes in [1, cpu_count()] if runtime == "onnx" and cpu_count() > 1 else [1]:
+            for size in sizes:
+                name = f"{runtime}{' lanes' if lanes > 1 else ''} b{size}"
+                rates[name] = ceiling(
+                    model, args.device, runtime, size, args.ceiling_images, args.ceiling_rounds,
+                    lanes,
+                )  # fmt: skip
+    return rates
 
 
 def bench_corpus(args: argparse.Namespace, model: str, work: Path) -> dict[str, Any]:
@@ -197,19 +236,7 @@ def bench_corpus(args: argparse.Namespace, model: str, work: Path) -> dict[str, 
         "rerun_over_walk": rerun["seconds"] / walk_s,
     }
     if not args.skip_ceiling:
-        # ONNX first: torch's worker threads keep spinning for a while after it ran.
-        # On CUDA the engine runs torch (half precision), so that is the ceiling there.
-        if args.device == "cuda":
-            runtimes = ["torch"]
-        else:
-            runtimes = ["onnx", "torch"] if args.runtime == "auto" else [args.runtime]
-        from searchengine.ingest.pipeline import default_batch_size
-
-        batch = args.ceiling_batch or default_batch_size(args.device)
-        rates = {
-            r: ceiling(model, args.device, r, batch, args.ceiling_batches, args.ceiling_rounds)
-            for r in runtimes
-        }
+        rates = ceilings(args, model)
         best = max(rates, key=lambda r: rates[r])
         out["ceiling_images_per_s"] = rates
         out["ceiling_best_runtime"] = best
@@ -270,9 +297,12 @@ def main(argv: list[str] | None = None) -> int:
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA if present"
     )
     parser.add_argument(
-        "--ceiling-batch", type=int, default=None, help="default: the ingest's batch for the device"
+        "--ceiling-batch",
+        type=int,
+        default=None,
+        help="default: 8, 16 and 32 on a CPU (the fastest counts), the ingest's on CUDA",
     )
-    parser.add_argument("--ceiling-batches", type=int, default=4, help="batches per round")
+    parser.add_argument("--ceiling-images", type=int, default=128, help="images per round")
     parser.add_argument("--ceiling-rounds", type=int, default=3, help="the best round counts")
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "searchengine-bench")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")

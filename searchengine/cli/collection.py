@@ -52,13 +52,14 @@ runtime_option = click.option(
     "--batch-size",
     type=click.IntRange(min=1),
     default=None,
-    help="Images per model call [default: 32 on CPU, 256 on CUDA].",
+    help="Images per model call [default: 256 on CUDA; on CPU 8 a lane, else 32].",
 )
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
     default=None,
-    help="Decode threads [default: one per core, at most 8].",
+    help="Decode threads; with ONNX on a CPU, lanes that each decode and run the model "
+    "(at most one per core) [default: one per core, at most 8].",
 )
 @runtime_option
 @click.option(

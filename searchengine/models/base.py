@@ -51,6 +51,16 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
+def image_lanes(encoder: Encoder, most: int) -> int:
+    """How many ``encode_pixels`` calls to run side by side on ``encoder`` (at most ``most``).
+
+    1 unless the encoder runs best that way and says so with an ``image_lanes(most)``
+    method (ONNX Runtime on a CPU), which also switches it to that mode.
+    """
+    method = getattr(encoder, "image_lanes", None)
+    return max(1, int(method(most))) if callable(method) else 1
+
+
 def encode_pil(encoder: Encoder, images: Sequence[Image.Image]) -> np.ndarray:
     """``encoder.encode_images`` for any encoder: preprocess each image, encode the batch."""
     if not images:

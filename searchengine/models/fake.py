@@ -7,6 +7,7 @@ without a neural network.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -29,7 +30,7 @@ COLOURS = {
 class FakeEncoder:
     """Colour-space encoder implementing the ``Encoder`` protocol."""
 
-    def __init__(self, spec: str = "fake", image_size: int = 16) -> None:
+    def __init__(self, spec: str = "fake", image_size: int = 16, lanes: int = 1) -> None:
         self.spec = spec
         self.dim = 4
         self.image_size = image_size
@@ -37,13 +38,21 @@ class FakeEncoder:
         self.device = "cpu"
         self.images_encoded = 0
         self.texts_encoded = 0
+        self.lanes = lanes  # image calls it takes side by side (as ONNX on a CPU does)
+        self.encoding_threads: set[str] = set()  # threads that called encode_pixels
+        self._lock = threading.Lock()
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         small = image.convert("RGB").resize((self.image_size, self.image_size))
         return np.asarray(small, dtype=np.float32).transpose(2, 0, 1) / 255.0
 
+    def image_lanes(self, most: int) -> int:
+        return max(1, min(most, self.lanes))
+
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        self.images_encoded += len(pixels)
+        with self._lock:
+            self.images_encoded += len(pixels)
+            self.encoding_threads.add(threading.current_thread().name)
         mean = pixels.reshape(len(pixels), 3, -1).mean(axis=2)
         return l2_normalize(np.concatenate([mean, np.full((len(pixels), 1), 0.1)], axis=1))
 

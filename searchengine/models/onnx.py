@@ -226,16 +226,36 @@ class OnnxClipEncoder:
         self._manifest = manifest
         self._preprocess = Preprocess.from_dict(manifest["preprocess"])
         self._threads = threads or cpu_count()
+        self._image_threads = self._threads
         self._image: Any = None
         self._text: Any = None
         self._tokenizer: TextTokenizer | None = None
         self._embedding: np.ndarray | None = None
 
+    def image_lanes(self, most: int) -> int:
+        """Switch image calls to one thread each; return how many to run side by side.
+
+        A call on N threads splits every layer N ways and waits for the slowest part,
+        and while an ingest's decoding shares the cores that part is often one the
+        scheduler paused. N one-thread calls at once never wait for each other, so
+        small photos ingest faster (``docs/benchmarks.md``). ``most`` 1 (or one core)
+        switches back: a single query image is faster on all cores.
+        """
+        lanes = max(1, min(most, self._threads))
+        threads = 1 if lanes > 1 else self._threads
+        if threads != self._image_threads:
+            self._image_threads = threads
+            self._image = None
+        if lanes > 1 and self._image is None:
+            # Created here, not on first use: the lanes' first calls come at once.
+            self._image = self._session("image")
+        return lanes
+
     def _session(self, name: str) -> Any:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = self._threads
+        options.intra_op_num_threads = self._image_threads if name == "image" else self._threads
         options.inter_op_num_threads = 1
         # Busy-waiting worker threads would take the cores the decode threads of an
         # ingest need; without spinning ORT loses ~1 ms a call and gives them back.

@@ -200,6 +200,22 @@ def test_causal_text_tower_cuts_padding_and_matches_torch(tiny_clip: str) -> Non
     assert (export_dir(parse_model_spec(tiny_clip)) / "token_embedding.npy").is_file()
 
 
+def test_image_lanes_run_side_by_side_with_the_same_vectors(tiny_clip: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    onnx = load_encoder(tiny_clip, "cpu", "onnx")
+    assert isinstance(onnx, OnnxClipEncoder)
+    images = _images()
+    pixels = np.stack([onnx.preprocess(im) for im in images])
+    alone = onnx.encode_pixels(pixels)
+    assert onnx.image_lanes(2) == min(2, onnx._threads)
+    with ThreadPoolExecutor(2) as pool:  # the lanes' calls, at once on one session
+        halves = list(pool.map(onnx.encode_pixels, [pixels[:2], pixels[2:]]))
+    np.testing.assert_allclose(np.concatenate(halves), alone, atol=1e-5)
+    assert onnx.image_lanes(1) == 1  # back to one call on every core
+    np.testing.assert_allclose(onnx.encode_pixels(pixels), alone, atol=1e-5)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["toy", "toy-large"])
 def test_shipped_toy_models_onnx_match_torch(

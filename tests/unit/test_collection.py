@@ -9,7 +9,7 @@ import pytest
 from imagegen import solid
 
 from searchengine import Collection, Config
-from searchengine.catalog import delete_images
+from searchengine.catalog import OK, delete_images
 from searchengine.errors import CollectionNotFoundError, ModelMismatchError, QueryError
 from searchengine.models.fake import FakeEncoder
 from searchengine.vectors import FaissIndex
@@ -27,9 +27,11 @@ def photos(tmp_path):
     return folder
 
 
-@pytest.fixture
-def encoder():
-    return FakeEncoder()
+@pytest.fixture(params=[1, 2], ids=["batches", "lanes"])
+def encoder(request):
+    """Both ingest structures: decode threads feeding one model call at a time, and
+    lanes that decode and encode side by side (ONNX on a multi-core CPU)."""
+    return FakeEncoder(lanes=request.param)
 
 
 @pytest.fixture
@@ -260,3 +262,31 @@ def test_a_new_memory_budget_rebuilds_an_unchanged_collection(tmp_path, encoder)
         assert c.index([photos]).unchanged == 4200
         assert c.status().index_type.endswith(",SQ8")
         assert c.status().vectors == 4200
+
+
+def test_lanes_give_each_file_the_vector_batches_give_it(tmp_path):
+    """Lanes encode on their own threads and commit out of step with decoding; every
+    file must still end up with its own vector, as one model call at a time gives."""
+    folder = tmp_path / "photos"
+    for i in range(30):
+        solid(folder / f"{i:02d}.jpg", (8 * i, 250 - 8 * i, 40 + 5 * i))
+    (folder / "07-broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    solid(folder / "copy-of-03.jpg", (24, 226, 55))  # same content as 03.jpg
+    vectors = {}
+    for lanes in (1, 2):
+        encoder = FakeEncoder(lanes=lanes)
+        config = Config(home=tmp_path / f"idx{lanes}", workers=2, batch_size=4)
+        with Collection.open("photos", config, create=True, encoder=encoder) as coll:
+            report = coll.index([folder])
+            assert (report.added, report.failed) == (31, 1)
+            index = coll.vectors()
+            vectors[lanes] = {
+                os.path.basename(r.path): index.reconstruct(r.id) for r in coll.catalog.records(OK)
+            }
+        on_lanes = {name.startswith("lane") for name in encoder.encoding_threads}
+        assert on_lanes == {lanes > 1}
+    assert vectors[1].keys() == vectors[2].keys()
+    for name, vector in vectors[1].items():
+        np.testing.assert_allclose(vectors[2][name], vector, atol=1e-6, err_msg=name)
+    distinct = {tuple(np.round(v, 5)) for v in vectors[2].values()}
+    assert len(distinct) == 30  # all but the copy

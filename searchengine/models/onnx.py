@@ -27,6 +27,7 @@ import logging
 import os
 import re
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,6 +228,7 @@ class OnnxClipEncoder:
         self._preprocess = Preprocess.from_dict(manifest["preprocess"])
         self._threads = threads or cpu_count()
         self._image_threads = self._threads
+        self._lock = threading.Lock()  # guards opening and replacing sessions
         self._image: Any = None
         self._text: Any = None
         self._tokenizer: TextTokenizer | None = None
@@ -243,13 +245,25 @@ class OnnxClipEncoder:
         """
         lanes = max(1, min(most, self._threads))
         threads = 1 if lanes > 1 else self._threads
-        if threads != self._image_threads:
-            self._image_threads = threads
-            self._image = None
-        if lanes > 1 and self._image is None:
-            # Created here, not on first use: the lanes' first calls come at once.
-            self._image = self._session("image")
+        with self._lock:
+            if threads != self._image_threads:
+                self._image_threads = threads
+                self._image = None  # made again, with these threads, on first use
         return lanes
+
+    def _image_session(self) -> Any:
+        # Under a lock: the first calls of an ingest's lanes (or of a server's
+        # requests) come at once, and each would otherwise open its own session.
+        with self._lock:
+            if self._image is None:
+                self._image = self._session("image")
+            return self._image
+
+    def _text_session(self) -> Any:
+        with self._lock:
+            if self._text is None:
+                self._text = self._session("text")
+            return self._text
 
     def _session(self, name: str) -> Any:
         import onnxruntime as ort
@@ -273,10 +287,8 @@ class OnnxClipEncoder:
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         if len(pixels) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        if self._image is None:
-            self._image = self._session("image")
         batch = np.ascontiguousarray(pixels, dtype=np.float32)
-        return l2_normalize(self._image.run(None, {"pixels": batch})[0])
+        return l2_normalize(self._image_session().run(None, {"pixels": batch})[0])
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         if not images:
@@ -286,8 +298,6 @@ class OnnxClipEncoder:
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        if self._text is None:
-            self._text = self._session("text")
         parts = [
             self._encode_tokens(self.tokenize(texts[i : i + TEXT_CHUNK]))
             for i in range(0, len(texts), TEXT_CHUNK)
@@ -306,7 +316,7 @@ class OnnxClipEncoder:
     def _encode_tokens(self, tokens: np.ndarray) -> np.ndarray:
         text = self._manifest["text"]
         if text["mode"] != "causal":
-            return np.asarray(self._text.run(None, {"tokens": tokens})[0])
+            return np.asarray(self._text_session().run(None, {"tokens": tokens})[0])
         # A causal tower's output at the pooled (end) token does not depend on the
         # padding after it, so the padding is cut: a 6-token query costs 6/77 of
         # the full context.
@@ -318,7 +328,8 @@ class OnnxClipEncoder:
         if self._embedding is None:
             self._embedding = np.load(self._folder / self._manifest["files"]["embedding"], "r")
         embedded = np.ascontiguousarray(self._embedding[tokens], dtype=np.float32)
-        return np.asarray(self._text.run(None, {"embeddings": embedded, "tokens": tokens})[0])
+        session = self._text_session()
+        return np.asarray(session.run(None, {"embeddings": embedded, "tokens": tokens})[0])
 
     def close(self) -> None:
         self._image = None

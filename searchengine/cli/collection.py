@@ -52,7 +52,7 @@ runtime_option = click.option(
     "--batch-size",
     type=click.IntRange(min=1),
     default=None,
-    help="Images per model call [default: 256 on CUDA; on CPU 8 a lane, else 32].",
+    help="Images per model call [default: 256 on CUDA; on CPU 16 over all lanes, else 32].",
 )
 @click.option(
     "--workers",

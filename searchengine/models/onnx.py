@@ -229,8 +229,7 @@ class OnnxClipEncoder:
         self._threads = threads or cpu_count()
         self._image_threads = self._threads
         self._lock = threading.Lock()  # guards opening and replacing sessions
-        self._image: Any = None
-        self._text: Any = None
+        self._sessions: dict[str, Any] = {}  # "image", "text": opened on first use
         self._tokenizer: TextTokenizer | None = None
         self._embedding: np.ndarray | None = None
 
@@ -248,24 +247,21 @@ class OnnxClipEncoder:
         with self._lock:
             if threads != self._image_threads:
                 self._image_threads = threads
-                self._image = None  # made again, with these threads, on first use
+                self._sessions.pop("image", None)  # opened again, with these threads
         return lanes
 
-    def _image_session(self) -> Any:
-        # Under a lock: the first calls of an ingest's lanes (or of a server's
-        # requests) come at once, and each would otherwise open its own session.
-        with self._lock:
-            if self._image is None:
-                self._image = self._session("image")
-            return self._image
-
-    def _text_session(self) -> Any:
-        with self._lock:
-            if self._text is None:
-                self._text = self._session("text")
-            return self._text
-
     def _session(self, name: str) -> Any:
+        """The ``name`` tower's session, opened on first use.
+
+        Under a lock: the first calls of an ingest's lanes (or of a server's requests)
+        come at once, and each would otherwise open its own session.
+        """
+        with self._lock:
+            if name not in self._sessions:
+                self._sessions[name] = self._open(name)
+            return self._sessions[name]
+
+    def _open(self, name: str) -> Any:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -288,7 +284,7 @@ class OnnxClipEncoder:
         if len(pixels) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         batch = np.ascontiguousarray(pixels, dtype=np.float32)
-        return l2_normalize(self._image_session().run(None, {"pixels": batch})[0])
+        return l2_normalize(self._session("image").run(None, {"pixels": batch})[0])
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         if not images:
@@ -316,7 +312,7 @@ class OnnxClipEncoder:
     def _encode_tokens(self, tokens: np.ndarray) -> np.ndarray:
         text = self._manifest["text"]
         if text["mode"] != "causal":
-            return np.asarray(self._text_session().run(None, {"tokens": tokens})[0])
+            return np.asarray(self._session("text").run(None, {"tokens": tokens})[0])
         # A causal tower's output at the pooled (end) token does not depend on the
         # padding after it, so the padding is cut: a 6-token query costs 6/77 of
         # the full context.
@@ -328,12 +324,12 @@ class OnnxClipEncoder:
         if self._embedding is None:
             self._embedding = np.load(self._folder / self._manifest["files"]["embedding"], "r")
         embedded = np.ascontiguousarray(self._embedding[tokens], dtype=np.float32)
-        session = self._text_session()
+        session = self._session("text")
         return np.asarray(session.run(None, {"embeddings": embedded, "tokens": tokens})[0])
 
     def close(self) -> None:
-        self._image = None
-        self._text = None
+        with self._lock:
+            self._sessions.clear()
         self._embedding = None
 
 

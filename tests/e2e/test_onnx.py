@@ -23,6 +23,7 @@ from searchengine.models.lite import ClipBpeTokenizer, Preprocess, preprocess_im
 from searchengine.models.onnx import (
     MIN_COSINE,
     OnnxClipEncoder,
+    cpu_count,
     cuda_possible,
     export_dir,
     read_export,
@@ -208,7 +209,7 @@ def test_image_lanes_run_side_by_side_with_the_same_vectors(tiny_clip: str) -> N
     images = _images()
     pixels = np.stack([onnx.preprocess(im) for im in images])
     alone = onnx.encode_pixels(pixels)
-    assert onnx.image_lanes(2) == min(2, onnx._threads)
+    assert onnx.image_lanes(2) == min(2, cpu_count())
     with ThreadPoolExecutor(2) as pool:  # the lanes' calls, at once on one session
         halves = list(pool.map(onnx.encode_pixels, [pixels[:2], pixels[2:]]))
     np.testing.assert_allclose(np.concatenate(halves), alone, atol=1e-5)

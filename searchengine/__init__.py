@@ -8,37 +8,76 @@ Typical use::
         photos.index(["~/Pictures"])
         for hit in photos.search("kids building a sandcastle", k=5):
             print(hit.score, hit.path)
+
+The names below are imported on first use, so a command that needs only part of
+the package (``searchengine search`` opening its text tower while the catalog's
+SQL layer loads, ``--help``) does not pay for all of it at start-up.
 """
 
-from searchengine.captions import (
-    Answer,
-    Captioner,
-    FileCaption,
-    QuestionAnswerer,
-    answer_question,
-    caption_files,
-    load_answerer,
-    load_captioner,
-)
-from searchengine.collection import Collection, CollectionStatus, list_collections
-from searchengine.config import Config
-from searchengine.errors import (
-    CollectionError,
-    CollectionNotFoundError,
-    ConfigError,
-    ImageError,
-    ModelError,
-    ModelMismatchError,
-    QueryError,
-    SchemaVersionError,
-    SearchEngineError,
-    UnknownModelError,
-    WeightsUnavailableError,
-)
-from searchengine.ingest.pipeline import IndexReport
-from searchengine.models import Encoder, ModelSpec, load_encoder, parse_model_spec
-from searchengine.search import SearchResult
+import importlib as _importlib
+import typing as _typing
 
+if _typing.TYPE_CHECKING:
+    from searchengine.captions import (
+        Answer,
+        Captioner,
+        FileCaption,
+        QuestionAnswerer,
+        answer_question,
+        caption_files,
+        load_answerer,
+        load_captioner,
+    )
+    from searchengine.collection import Collection, CollectionStatus, list_collections
+    from searchengine.config import Config
+    from searchengine.errors import (
+        CollectionError,
+        CollectionNotFoundError,
+        ConfigError,
+        ImageError,
+        ModelError,
+        ModelMismatchError,
+        QueryError,
+        SchemaVersionError,
+        SearchEngineError,
+        UnknownModelError,
+        WeightsUnavailableError,
+    )
+    from searchengine.ingest.pipeline import IndexReport
+    from searchengine.models import Encoder, ModelSpec, load_encoder, parse_model_spec
+    from searchengine.search import SearchResult
+
+_EXPORTS = {
+    "Answer": "searchengine.captions",
+    "Captioner": "searchengine.captions",
+    "Collection": "searchengine.collection",
+    "CollectionError": "searchengine.errors",
+    "CollectionNotFoundError": "searchengine.errors",
+    "CollectionStatus": "searchengine.collection",
+    "Config": "searchengine.config",
+    "ConfigError": "searchengine.errors",
+    "Encoder": "searchengine.models",
+    "FileCaption": "searchengine.captions",
+    "ImageError": "searchengine.errors",
+    "IndexReport": "searchengine.ingest.pipeline",
+    "ModelError": "searchengine.errors",
+    "ModelMismatchError": "searchengine.errors",
+    "ModelSpec": "searchengine.models",
+    "QueryError": "searchengine.errors",
+    "QuestionAnswerer": "searchengine.captions",
+    "SchemaVersionError": "searchengine.errors",
+    "SearchEngineError": "searchengine.errors",
+    "SearchResult": "searchengine.search",
+    "UnknownModelError": "searchengine.errors",
+    "WeightsUnavailableError": "searchengine.errors",
+    "answer_question": "searchengine.captions",
+    "caption_files": "searchengine.captions",
+    "list_collections": "searchengine.collection",
+    "load_answerer": "searchengine.captions",
+    "load_captioner": "searchengine.captions",
+    "load_encoder": "searchengine.models",
+    "parse_model_spec": "searchengine.models",
+}
 __all__ = [
     "Answer",
     "Captioner",
@@ -70,3 +109,16 @@ __all__ = [
     "load_encoder",
     "parse_model_spec",
 ]
+
+
+def __getattr__(name: str) -> object:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'searchengine' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

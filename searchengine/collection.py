@@ -33,7 +33,7 @@ from searchengine.catalog import (
     trim_vector_log,
     write_meta,
 )
-from searchengine.config import DEFAULT_COLLECTION, Config
+from searchengine.config import CATALOG_FILE, DEFAULT_COLLECTION, Config
 from searchengine.errors import (
     CollectionError,
     CollectionNotFoundError,
@@ -52,7 +52,6 @@ from searchengine.rerank import ImageVectors, clip_scores
 from searchengine.search import SearchResult, check_k, rank
 from searchengine.vectors import EXACT, FaissIndex
 
-CATALOG_FILE = "catalog.sqlite"
 INDEX_FILE = "vectors.faiss"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -121,11 +120,12 @@ class Collection:
             config: settings; ``Config.from_env()`` when omitted.
             create: create the collection if it does not exist.
             model: model spec to use; must match the collection's own, if it has one.
-            encoder: an already-loaded encoder (tests, or reuse across collections).
+            encoder: an already-loaded encoder (tests, reuse across collections, or
+                one warmed up while the catalog loaded); it must be the collection's model.
 
         Raises:
             CollectionNotFoundError: it does not exist and ``create`` is false.
-            ModelMismatchError: ``model`` differs from the collection's model.
+            ModelMismatchError: ``model`` or ``encoder`` differs from the collection's model.
         """
         config = config or Config.from_env()
         if not _NAME_RE.match(name):
@@ -157,6 +157,12 @@ class Collection:
             raise ModelMismatchError(
                 f"collection {name!r} was built with {stored}, not {model}; leave out --model "
                 f"to use {stored}, or index into a new collection (--collection NEW_NAME)"
+            )
+        if stored is not None and encoder is not None and encoder.spec != stored:
+            catalog.close()
+            raise ModelMismatchError(
+                f"collection {name!r} was built with {stored}; the encoder given is "
+                f"{encoder.spec}. Pass an encoder of {stored}, or none to load it"
             )
         return cls(name, folder, catalog, config, encoder)
 

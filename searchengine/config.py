@@ -11,6 +11,7 @@ from searchengine.errors import ConfigError
 from searchengine.models.spec import DEFAULT_MODEL
 
 DEFAULT_COLLECTION = "default"
+CATALOG_FILE = "catalog.sqlite"  # a collection's SQLite catalog, in its folder under home
 ENV_PREFIX = "SEARCHENGINE_"
 
 

@@ -228,9 +228,10 @@ def search(
       searchengine search "birthday cake" --after 2021 --before 2022-06 --sort date
       searchengine search "mountains" --path "*/holidays/*" --orientation landscape
     """
-    from searchengine.filters import Filters, parse_date
+    opened = open_collection(collection, index_dir, model, device, runtime, warm_text=True)
+    with errors(), opened as coll:
+        from searchengine.filters import Filters, parse_date  # SQL: after the warm-up starts
 
-    with errors(), open_collection(collection, index_dir, model, device, runtime) as coll:
         filters = Filters(
             path=path_glob,
             after=parse_date(after) if after else None,

@@ -178,11 +178,24 @@ def open_collection(
     model: str | None,
     device: str | None,
     runtime: str | None = None,
+    warm_text: bool = False,
 ) -> Iterator[Collection]:
-    from searchengine.collection import Collection
+    """Open a collection for one command; with ``warm_text``, its text tower opens
+    in the background while the catalog's modules load (``searchengine.warmup``)."""
+    from searchengine.warmup import TextWarmup
 
     config = make_config(index_dir, device=device, runtime=runtime)
-    with Collection.open(collection, config, model=model) as coll:
+    warm = TextWarmup(config, collection) if warm_text else None
+    from searchengine.collection import Collection  # the SQL layer: what the warm-up overlaps
+
+    encoder = warm.result() if warm is not None else None
+    try:
+        opened = Collection.open(collection, config, model=model, encoder=encoder)
+    except BaseException:
+        if encoder is not None:
+            encoder.close()
+        raise
+    with opened as coll:
         yield coll
 
 

@@ -202,6 +202,16 @@ def load_onnx_encoder(spec: ModelSpec, device: str, *, required: bool) -> Encode
     return OnnxClipEncoder(export)
 
 
+def ready_onnx_encoder(spec: ModelSpec) -> OnnxClipEncoder | None:
+    """The ONNX encoder of ``spec`` when a verified export of its current weights exists.
+
+    Never exports and never imports torch: None means ``load_onnx_encoder`` has
+    work to do (an export, or a decision for torch).
+    """
+    export = read_export(spec)
+    return OnnxClipEncoder(export) if export is not None and export.verified else None
+
+
 def _torch_sees_cuda() -> bool:
     from searchengine.models.loading import resolve_device
 
@@ -277,6 +287,13 @@ class OnnxClipEncoder:
         path = self._folder / self._manifest["files"][name]
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
+    def warm_text(self) -> None:
+        """Open the text tower and load the tokenizer now instead of at the first query."""
+        self._session("text")  # ONNX Runtime opens it without holding the GIL
+        self.tokenize(["warm-up"])
+        if self._manifest["text"]["mode"] == "causal":
+            self._token_table()
+
     def preprocess(self, image: Image.Image) -> np.ndarray:
         return preprocess_image(image, self._preprocess)
 
@@ -321,11 +338,14 @@ class OnnxClipEncoder:
         else:
             ends = tokens.argmax(axis=1)
         tokens = np.ascontiguousarray(tokens[:, : int(ends.max()) + 1])
-        if self._embedding is None:
-            self._embedding = np.load(self._folder / self._manifest["files"]["embedding"], "r")
-        embedded = np.ascontiguousarray(self._embedding[tokens], dtype=np.float32)
+        embedded = np.ascontiguousarray(self._token_table()[tokens], dtype=np.float32)
         session = self._session("text")
         return np.asarray(session.run(None, {"embeddings": embedded, "tokens": tokens})[0])
+
+    def _token_table(self) -> np.ndarray:
+        if self._embedding is None:
+            self._embedding = np.load(self._folder / self._manifest["files"]["embedding"], "r")
+        return self._embedding
 
     def close(self) -> None:
         with self._lock:

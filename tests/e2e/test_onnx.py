@@ -8,9 +8,11 @@ the same code path as ViT-B-32) and, when present, the shipped ``toy`` models.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ import pytest
 from fakehub import CLIPS_REPO_ID, FakeHub, activate
 from PIL import Image, ImageDraw
 
+from searchengine import Collection, Config
 from searchengine.models import load_encoder, parse_model_spec
 from searchengine.models.lite import ClipBpeTokenizer, Preprocess, preprocess_image
 from searchengine.models.onnx import (
@@ -30,6 +33,7 @@ from searchengine.models.onnx import (
 )
 from searchengine.models.onnx_export import TOKEN_CHECK
 from searchengine.models.spec import shipped_model_dir
+from searchengine.warmup import TextWarmup
 
 CLIPS = f"hf-hub:{CLIPS_REPO_ID}"
 
@@ -311,3 +315,44 @@ def test_search_with_an_export_never_imports_torch(
     results = json.loads(searched.stdout.split("IMPORTED:")[0])
     assert len(results) == len(_images())
     assert searched.stdout.strip().endswith("IMPORTED:")  # none of them
+
+
+# ------------------------------------------------------- warm-up of a cold search
+
+
+def _tiny_collection(spec: str, tmp_path: Path) -> Config:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, image in enumerate(_images()):
+        image.save(photos / f"{i}.jpg")
+    config = Config(home=tmp_path / "idx", device="cpu")
+    with Collection.open("c", config, create=True, model=spec) as coll:
+        coll.index([photos])
+    return config
+
+
+@pytest.mark.slow
+def test_warm_up_opens_the_text_tower_and_searches_alike(tiny_clip: str, tmp_path: Path) -> None:
+    config = _tiny_collection(tiny_clip, tmp_path)
+    warmed = TextWarmup(config, "c").result()
+    assert isinstance(warmed, OnnxClipEncoder)
+    assert "text" in warmed._sessions  # opened in the background, before any query
+    with Collection.open("c", config, encoder=warmed) as coll:
+        fast = [(hit.path, hit.score) for hit in coll.search("a green circle", k=5)]
+    with Collection.open("c", config) as coll:
+        plain = [(hit.path, hit.score) for hit in coll.search("a green circle", k=5)]
+    assert [p for p, _ in fast] == [p for p, _ in plain]
+    np.testing.assert_allclose([s for _, s in fast], [s for _, s in plain], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_no_warm_up_where_it_cannot_help(tiny_clip: str, tmp_path: Path) -> None:
+    config = _tiny_collection(tiny_clip, tmp_path)
+    assert TextWarmup(replace(config, runtime="torch"), "c").result() is None
+    assert TextWarmup(replace(config, database_url="sqlite:///other.db"), "c").result() is None
+    assert TextWarmup(config, "absent").result() is None
+    # Without an export the warm-up leaves the export (and torch) to the command.
+    spec = parse_model_spec(tiny_clip)
+    shutil.rmtree(export_dir(spec))
+    assert TextWarmup(config, "c").result() is None
+    assert read_export(spec) is None

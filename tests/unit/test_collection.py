@@ -10,9 +10,11 @@ from imagegen import solid
 
 from searchengine import Collection, Config
 from searchengine.catalog import OK, delete_images
+from searchengine.config import CATALOG_FILE
 from searchengine.errors import CollectionNotFoundError, ModelMismatchError, QueryError
 from searchengine.models.fake import FakeEncoder
 from searchengine.vectors import FaissIndex
+from searchengine.warmup import stored_model
 
 RED, GREEN, BLUE, YELLOW = (250, 0, 0), (0, 250, 0), (0, 0, 250), (250, 250, 0)
 
@@ -225,6 +227,19 @@ def test_missing_collection_and_model_mismatch(tmp_path, encoder):
     Collection.open("c", config, create=True, model="toy").close()
     with pytest.raises(ModelMismatchError, match="built with toy"):
         Collection.open("c", config, model="ViT-B-32:openai")
+    # An encoder handed in (a warmed-up one, say) is held to the same rule.
+    with pytest.raises(ModelMismatchError, match="the encoder given is fake"):
+        Collection.open("c", config, encoder=encoder)
+
+
+def test_stored_model_is_read_without_the_sql_layer(tmp_path):
+    config = Config(home=tmp_path / "idx")
+    Collection.open("c", config, create=True, model="toy").close()
+    assert stored_model(tmp_path / "idx" / "c" / CATALOG_FILE) == "toy"
+    assert stored_model(tmp_path / "idx" / "missing" / CATALOG_FILE) is None
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(b"not a database at all" * 100)
+    assert stored_model(garbage) is None
 
 
 def test_status(coll, photos):

@@ -1,0 +1,92 @@
+"""Start-up overlap for a one-shot search: open the text tower while the rest loads.
+
+A cold ``searchengine search`` spends ~0.2 s importing the catalog's SQL layer and
+FAISS and ~0.2 s opening the text tower in ONNX Runtime, which does that without
+holding the GIL. On two or more cores the two overlap: ``TextWarmup`` starts
+a thread that finds the collection's model and opens its text tower before the
+catalog is opened, and the command hands the encoder to ``Collection.open``, which
+refuses it if it is not the collection's model.
+
+The thread reads the model from the collection's SQLite catalog with the standard
+library's driver (one row of its ``meta`` table), since SQLAlchemy is the import
+being overlapped. Anything unusual (another database, a GPU, torch, no verified
+ONNX export yet, an unreadable catalog) means no warm-up: the command then loads
+the model as it always does, and says what is wrong if anything is.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from searchengine.config import CATALOG_FILE, Config
+
+if TYPE_CHECKING:
+    from searchengine.models.onnx import OnnxClipEncoder
+
+
+def stored_model(catalog_file: Path) -> str | None:
+    """The model spec a SQLite catalog records, or None if it cannot be read."""
+    if not catalog_file.is_file():
+        return None
+    try:
+        db = sqlite3.connect(f"{catalog_file.resolve().as_uri()}?mode=ro", uri=True, timeout=1)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'model'").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None
+    return str(row[0]) if row and row[0] else None
+
+
+def ready_text_encoder(config: Config, collection: str) -> OnnxClipEncoder | None:
+    """``collection``'s encoder if its text tower will run in ONNX Runtime, unopened."""
+    from searchengine.errors import SearchEngineError
+    from searchengine.models.onnx import cuda_possible, ready_onnx_encoder
+    from searchengine.models.spec import ModelKind, parse_model_spec
+
+    if config.database_url is not None or config.runtime == "torch":
+        return None
+    if config.device == "cuda" or (config.device == "auto" and cuda_possible()):
+        return None  # torch decides there; asking it costs more than the warm-up saves
+    spec = stored_model(config.home / collection / CATALOG_FILE)
+    if spec is None:
+        return None
+    try:
+        parsed = parse_model_spec(spec)
+    except SearchEngineError:
+        return None
+    if parsed.kind is ModelKind.TRANSFORMERS:
+        return None
+    return ready_onnx_encoder(parsed)
+
+
+class TextWarmup:
+    """Finds a collection's encoder and opens its text tower in a background thread."""
+
+    def __init__(self, config: Config, collection: str) -> None:
+        self._encoder: OnnxClipEncoder | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(config, collection), name="text-warmup", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, config: Config, collection: str) -> None:
+        encoder = None
+        try:
+            encoder = ready_text_encoder(config, collection)
+            if encoder is not None:
+                encoder.warm_text()
+        except Exception:  # the command's own load meets it again and says why
+            if encoder is not None:
+                encoder.close()
+            return
+        self._encoder = encoder
+
+    def result(self) -> OnnxClipEncoder | None:
+        """The warmed encoder, once ready; None if there is none to warm up."""
+        self._thread.join()
+        return self._encoder

@@ -90,7 +90,9 @@ with open(report, "w") as handle:
 """
 
 
-def run(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+def run(
+    args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> dict[str, Any]:
     """Run a command: wall seconds, its own peak RSS (MB), its stdout."""
     with (
         tempfile.TemporaryFile() as out,
@@ -99,7 +101,7 @@ def run(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
     ):
         report = Path(tmp) / "report.json"
         launcher = [sys.executable, "-c", _LAUNCHER, str(report), *args]
-        subprocess.run(launcher, stdout=out, stderr=err, env=env, check=True)
+        subprocess.run(launcher, stdout=out, stderr=err, env=env, cwd=cwd, check=True)
         measured = json.loads(report.read_text())
         out.seek(0)
         err.seek(0)

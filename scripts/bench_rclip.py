@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import os
 import shutil
@@ -46,20 +45,17 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_ingest import EXE, run
+from bench_ingest import EXE, index_cmd, run
 from make_bench_corpus import make_corpus
 
 # rclip 3.x's model folder and files under its data dir (its model_download module).
 RCLIP_MODEL_DIR = "ViT-B-32-256-datacomp_s34b_b86k"
 RCLIP_VOCAB = "tokenizer/bpe_simple_vocab_16e6.txt.gz"
 QUERY = "kids building a sandcastle"
-OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
-OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
 # A model of rclip's input and output shapes (256 px, 512-d, 77 tokens) but tiny
 # widths: for a quick check that the benchmark runs, not for its figures.
 TINY_CFG: dict[str, Any] = {
@@ -74,9 +70,13 @@ def write_models(folder: Path, tiny: bool) -> Path:
     done = folder / "done"
     if done.exists():
         return folder
+    import onnx
     import open_clip
     import torch
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
     from safetensors.torch import save_file
+
+    from searchengine.models.onnx_export import _ImageTower, _onnx_export, _TextTower
 
     shutil.rmtree(folder, ignore_errors=True)
     ours, theirs = folder / "searchengine", folder / "rclip" / RCLIP_MODEL_DIR
@@ -89,8 +89,8 @@ def write_models(folder: Path, tiny: bool) -> Path:
         "model_cfg": model_cfg,
         # rclip's preprocessing: shorter side to 256 (bicubic), centre crop, CLIP mean/std.
         "preprocess_cfg": {
-            "mean": OPENAI_MEAN,
-            "std": OPENAI_STD,
+            "mean": list(OPENAI_DATASET_MEAN),
+            "std": list(OPENAI_DATASET_STD),
             "interpolation": "bicubic",
             "resize_mode": "shortest",
         },
@@ -98,39 +98,26 @@ def write_models(folder: Path, tiny: bool) -> Path:
     (ours / "open_clip_config.json").write_text(json.dumps(config, indent=2))
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(ours / "open_clip_model.safetensors"))
+    # The product's exporter, under rclip's input name (rclip reads the first output),
+    # then each tower folded into one file as rclip ships them: a memory-mapped
+    # weights file would open faster and show less memory than rclip really uses.
     size = model_cfg["vision_cfg"]["image_size"]
     context = model_cfg["text_cfg"]["context_length"]
-    _export(model.encode_image, torch.zeros(2, 3, size, size), theirs / "visual.onnx")
-    tokens = torch.zeros(2, context, dtype=torch.long)
-    _export(model.encode_text, tokens, theirs / "textual.onnx")
+    batch = ({0: torch.export.Dim("batch", min=1, max=4096)},)
+    towers = {
+        "visual.onnx": (_ImageTower(model), torch.zeros(2, 3, size, size)),
+        "textual.onnx": (_TextTower(model), torch.zeros(2, context, dtype=torch.long)),
+    }
+    for name, (tower, sample) in towers.items():
+        _onnx_export(tower, (sample,), ["input"], batch, theirs / name)
+        graph = onnx.load(str(theirs / name))  # with the weights beside it
+        onnx.save(graph, str(theirs / name))
+        (theirs / f"{name}.data").unlink()
     vocab = folder / "rclip" / RCLIP_VOCAB
     vocab.parent.mkdir(parents=True)
     shutil.copy(Path(open_clip.__file__).parent / vocab.name, vocab)
     done.touch()
     return folder
-
-
-def _export(encode: Any, sample: Any, path: Path) -> None:
-    """One tower (``encode``) as a single ONNX file with rclip's input and output names."""
-    import torch
-
-    class Tower(torch.nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return encode(x)
-
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")  # the exporter's narration and shape-check warnings
-        torch.onnx.export(
-            Tower(),
-            (sample,),
-            str(path),
-            dynamo=True,
-            input_names=["input"],
-            output_names=["output"],
-            dynamic_shapes=({0: batch},),
-            external_data=False,
-        )
 
 
 class Ours:
@@ -145,17 +132,7 @@ class Ours:
         shutil.rmtree(self.home, ignore_errors=True)
 
     def index(self) -> tuple[dict[str, Any], int]:
-        cmd = [
-            EXE,
-            "index",
-            str(self.corpus),
-            "--index-dir",
-            str(self.home),
-            "-m",
-            self.spec,
-            "--json",
-        ]
-        done = run(cmd)
+        done = run(index_cmd(self.corpus, self.home, self.spec, []))
         return done, int(json.loads(done["stdout"])["embedded"])
 
     def query(self, k: int = 10) -> dict[str, Any]:

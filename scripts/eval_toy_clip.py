@@ -6,7 +6,7 @@ Usage::
     python scripts/eval_toy_clip.py --json --n 2000 toy-large
 
 Generates a held-out toy world with a seed never used in training (written as image files
-through ``searchengine.toyworld.generate``), loads each model exactly as the package does
+through ``searchengine.toy.world.generate``), loads each model exactly as the package does
 (``open_clip.create_model_and_transforms("local-dir:DIR")``), reads every image back from
 disk, and reports recall at 1, 5 and 10 with the CLIP_benchmark definitions:
 
@@ -28,8 +28,8 @@ import open_clip
 import torch
 from PIL import Image
 
-from searchengine import toyworld
 from searchengine.models.spec import SHIPPED_MODELS, shipped_model_dir
+from searchengine.toy import world as toyworld
 
 KS = (1, 5, 10)
 HELD_OUT_SEED = 1000  # training uses seed 1 and its quick check 999

@@ -5,7 +5,7 @@ Usage::
     python scripts/eval_toy_rerank.py                     # 1000 images, seed 1000
     python scripts/eval_toy_rerank.py --n 300 --seed 4343 --candidates 20 --json
 
-Generates the world (``searchengine.toyworld.generate``), indexes it with ``--first``
+Generates the world (``searchengine.toy.world.generate``), indexes it with ``--first``
 and precomputes ``--reranker`` vectors (``Collection.index`` + ``precompute``: the same
 code as ``searchengine index -m toy -m toy-large``), then asks every image's first
 caption through ``Collection.search``: once as is, once with ``rerank=`` the reranker
@@ -24,7 +24,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from searchengine import Collection, Config, toyworld
+from searchengine import Collection, Config
+from searchengine.toy import world as toyworld
 
 
 def evaluate(

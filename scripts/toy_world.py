@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from searchengine import toyworld
+from searchengine.toy import world as toyworld
 
 
 def _size(text: str) -> tuple[int, int]:

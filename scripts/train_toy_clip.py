@@ -2,8 +2,8 @@
 
 Usage::
 
-    python scripts/train_toy_clip.py searchengine/assets/toy --size toy
-    python scripts/train_toy_clip.py searchengine/assets/toy-large --size toy-large
+    python scripts/train_toy_clip.py searchengine/toy/assets/toy --size toy
+    python scripts/train_toy_clip.py searchengine/toy/assets/toy-large --size toy-large
 
 The output folder is an open_clip hub-format model (``open_clip_config.json`` plus fp16
 ``open_clip_model.safetensors``) that ``open_clip.create_model_and_transforms("local-dir:DIR")``
@@ -39,8 +39,8 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import save_file
 
-from searchengine import toyworld
 from searchengine.scoring import with_prefix
+from searchengine.toy import world as toyworld
 
 # Token embedding rows dominate size (49408 x text width x 2 bytes in fp16), so the text
 # towers stay narrow; the image tower is where "large" spends its budget.

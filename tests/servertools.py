@@ -26,12 +26,12 @@ from fakehub import CLIPS_REPO_ID
 from imagegen import solid
 from PIL import Image
 
-from searchengine import toyworld
 from searchengine.cli import main
 from searchengine.collection import Collection
 from searchengine.config import Config
 from searchengine.models.fake import FakeEncoder
 from searchengine.models.spec import shipped_model_dir
+from searchengine.toy import world as toyworld
 
 TOY_SEED = 4242
 TOY_IMAGES = 60

@@ -348,7 +348,7 @@ def demo(folder: Path, index_dir: Path | None, images: int, as_json: bool) -> No
       searchengine demo --dir /tmp/toy-photos -n 1000
       searchengine search "a green triangle" --collection demo
     """
-    from searchengine.demo import run_demo
+    from searchengine.toy.demo import run_demo
 
     with errors():
         report = run_demo(

@@ -12,7 +12,7 @@ COCO). Sources, picked by :func:`load_dataset`:
 - a CSV file with ``image`` and ``caption`` columns, one row per caption;
 - a folder of images with sidecar captions (``x.jpg`` + ``x.txt``, one caption a line);
 - a toy world: a folder holding the generator's ``manifest.jsonl``, or ``toy:N:SEED``,
-  which generates one (see :mod:`searchengine.toyworld`).
+  which generates one (see :mod:`searchengine.toy.world`).
 
 Relative image paths are resolved against ``image_root`` when given, else against the
 folder of the JSON or CSV file. Missing images are an error, not a silent skip: a
@@ -252,12 +252,12 @@ def load_sidecar(folder: str | Path) -> RetrievalDataset:
 
 
 def load_toy(folder: str | Path) -> RetrievalDataset:
-    """A toy world written by :func:`searchengine.toyworld.generate`.
+    """A toy world written by :func:`searchengine.toy.world.generate`.
 
     Raises:
         DatasetError: the folder holds no readable ``manifest.jsonl``.
     """
-    from searchengine import toyworld
+    from searchengine.toy import world as toyworld
 
     folder = Path(folder)
     try:
@@ -278,7 +278,7 @@ def toy_world(spec: str, data_dir: str | Path) -> RetrievalDataset:
     Raises:
         DatasetError: the spec is malformed.
     """
-    from searchengine import toyworld
+    from searchengine.toy import world as toyworld
 
     parts = spec.split(":")
     try:
@@ -339,7 +339,7 @@ def load_dataset(
         return toy_world(text, data_dir)
     path = Path(text).expanduser()
     if path.is_dir():
-        from searchengine.toyworld import MANIFEST_NAME
+        from searchengine.toy.world import MANIFEST_NAME
 
         if (path / MANIFEST_NAME).exists():
             return load_toy(path)

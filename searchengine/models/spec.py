@@ -65,7 +65,7 @@ class ModelSpec:
 
 def shipped_model_dir(name: str) -> Path:
     """Directory of a model shipped inside the package (hub-format config + weights)."""
-    return Path(str(resources.files("searchengine") / "assets" / name))
+    return Path(str(resources.files("searchengine") / "toy" / "assets" / name))
 
 
 def parse_model_spec(spec: str) -> ModelSpec:

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from searchengine import Collection, Config, toyworld
+from searchengine import Collection, Config
 from searchengine.cli import main
-from searchengine.toyworld import Mention
+from searchengine.toy import world as toyworld
+from searchengine.toy.world import Mention
 
 pytestmark = pytest.mark.slow
 

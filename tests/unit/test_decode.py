@@ -124,9 +124,9 @@ def test_reduced_decode_embeds_like_a_full_decode(name):
     gives the embedding a full-size decode gives, on 7 MP photos of the toy world."""
     import numpy as np
 
-    from searchengine import toyworld
     from searchengine.ingest.decode import decode_size
     from searchengine.models import load_encoder
+    from searchengine.toy import world as toyworld
 
     encoder = load_encoder(name, "cpu", "torch")
     full, fast = [], []

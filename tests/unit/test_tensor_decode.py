@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from searchengine import Collection, Config, toyworld
+from searchengine import Collection, Config
 from searchengine.errors import ImageError
 from searchengine.ingest import pipeline
 from searchengine.ingest.decode import decode_bytes
 from searchengine.ingest.tensor_decode import TensorPreprocessor, read_header, upright
 from searchengine.models.lite import Preprocess, preprocess_image
+from searchengine.toy import world as toyworld
 
 pytest.importorskip("torchvision")
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from searchengine import toyworld
-from searchengine.toyworld import Mention, Scene, ToyObject
+from searchengine.toy import world as toyworld
+from searchengine.toy.world import Mention, Scene, ToyObject
 
 
 def _digests(root: Path) -> dict[str, str]:

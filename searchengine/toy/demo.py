@@ -10,11 +10,11 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from searchengine import toyworld
 from searchengine.collection import Collection
 from searchengine.config import Config
 from searchengine.ingest.pipeline import IndexReport, Progress
 from searchengine.search import SearchResult
+from searchengine.toy import world as toyworld
 
 DEMO_COLLECTION = "demo"
 DEMO_MODEL = "toy"

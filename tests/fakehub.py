@@ -74,6 +74,7 @@ __all__ = [
     "build_fake_hub",
     "build_openclip_builtin",
     "clips_h14_repo",
+    "clips_reference_ids",
     "clips_repo",
     "clips_vocab",
     "copy_hf_home",
@@ -266,15 +267,23 @@ def go_online(monkeypatch: pytest.MonkeyPatch, hf_home: Path, hub: LocalHub) -> 
     records every file a loader asked for that a repo does not have: a first online run.
     """
     import huggingface_hub.constants as constants
+    import huggingface_hub.hf_api as hf_api
 
     activate(monkeypatch, hf_home)
     for name, value in hub.env().items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    # Both are read from HF_ENDPOINT when the client is first imported.
+    # Read from HF_ENDPOINT once, when the client is first imported: the constants, the
+    # client's module-level HfApi, and the HfApi transformers keeps once it made one.
     monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
     template = hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    monkeypatch.setattr(hf_api.api, "endpoint", hub.endpoint)
+    try:
+        import transformers.utils.hub as transformers_hub
+    except ImportError:
+        return
+    monkeypatch.setattr(transformers_hub, "_hf_api", None)
 
 
 @contextmanager
@@ -717,6 +726,25 @@ def clips_repo(
     if "safetensors" in weights:
         files["open_clip_model.safetensors"] = _weights(state, "safetensors")
     return RepoSpec(repo_id, files)
+
+
+def clips_reference_ids(vocab_txt: Path, texts: Sequence[str], ctx: int = 80) -> list[list[int]]:
+    """CLIPS token ids as the CLIPS authors made them, written out from their code, not ours.
+
+    CLIPS repo ``open_clip/tokenizer.py`` at f0c8140: whitespace-cleaned text through
+    ``BertWordPieceTokenizer(vocab.txt, lowercase=True).encode(text, add_special_tokens=False)``,
+    ``[bos=1] + ids[:ctx-3] + [eos=2]``, padded with ``pad=0`` to ``ctx-1``, ``class=101`` last.
+    (Non-ASCII cleaning, ftfy and HTML entities, is left to the product's parity tests.)
+    """
+    from tokenizers.implementations import BertWordPieceTokenizer
+
+    tok = BertWordPieceTokenizer(str(vocab_txt), lowercase=True)
+    rows = []
+    for text in texts:
+        ids = tok.encode(" ".join(text.split()), add_special_tokens=False).ids[: ctx - 3]
+        row = [1, *ids, 2]
+        rows.append(row + [0] * (ctx - 1 - len(row)) + [101])
+    return rows
 
 
 def clips_h14_repo(layout: ClipsLayout = "bert") -> RepoSpec:

@@ -141,6 +141,19 @@ def serve(repos: Iterable[RepoSpec]) -> Iterator[LocalHub]:
         yield hub
 
 
+def _in_folder(
+    entries: list[dict[str, object]], folder: str, recursive: bool
+) -> list[dict[str, object]]:
+    """The tree entries under ``folder`` ("" for the root): direct children unless recursive."""
+    prefix = f"{folder}/" if folder else ""
+    out = []
+    for entry in entries:
+        path = str(entry["path"])
+        if path.startswith(prefix) and (recursive or "/" not in path[len(prefix) :]):
+            out.append(entry)
+    return out
+
+
 class _Handler(BaseHTTPRequestHandler):
     owner: LocalHub
     protocol_version = "HTTP/1.1"
@@ -229,8 +242,16 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if len(tail) >= 2 and tail[0] == "tree":
             spec = self._repo(repo_id, tail[1], body)
-            if spec is not None:
-                self._json(self._tree(spec), body)
+            if spec is None:
+                return
+            folder = "/".join(tail[2:])
+            recursive = "recursive=true" in urlsplit(self.path).query.lower()
+            entries = _in_folder(self._tree(spec), folder, recursive)
+            if folder and not entries:
+                headers = {"X-Repo-Commit": self.owner.commits[repo_id]}
+                self._error(404, "EntryNotFound", f"{folder} does not exist", headers, body)
+                return
+            self._json(entries, body)
             return
         self._send(404, b'{"error": "not served by the local hub"}', {}, body)
 

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from searchengine.errors import ModelError, UnknownModelError
+from searchengine.models.textclean import clean_text
 
 # The CLIPS authors' ids, in bert-base-uncased's vocabulary: [unused0], [unused1], [PAD], [CLS].
 BOS, EOS, PAD, CLS = 1, 2, 0, 101
@@ -141,8 +142,6 @@ class ClipsTokenizer:
             )
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        from searchengine.models.lite import clean_text
-
         cleaned = [clean_text(t, self.clean) for t in texts]
         encoded = self.tokenizer.encode_batch(cleaned, add_special_tokens=False)
         return pack([enc.ids for enc in encoded], self.context_length)

@@ -74,17 +74,25 @@ def download_command(repo_id: str, files: Sequence[str] = ()) -> str:
     return " ".join([tool, repo_id, *files])
 
 
-def missing_message(repo_id: str, filename: str | None, needed_by: str, whole_repo: bool) -> str:
-    """One line: which repo (and file) is missing, why it was not fetched, how to fetch it."""
+def missing_message(repo_id: str, names: Sequence[str], needed_by: str, whole_repo: bool) -> str:
+    """One line: which repo and file are missing, why they were not fetched, how to fetch them.
+
+    Args:
+        repo_id: the hub repo.
+        names: the file, or alternatives any one of which would do (the first is fetched).
+        needed_by: the model spec that needs them.
+        whole_repo: suggest downloading the whole repo (a model needs several of its files).
+    """
     where = (
         "offline mode (HF_HUB_OFFLINE=1) is on"
         if offline()
         else "the Hugging Face hub could not be reached"
     )
-    what = f"{repo_id} ({filename})" if filename else repo_id
+    shown = [n for n in names if not n.endswith(".index.json")][:2]
+    what = f"{repo_id} ({' or '.join(shown)})" if shown else repo_id
     own = needed_by.removeprefix("hf-hub:").removeprefix("hf:")
     role = "" if repo_id == own else f", which {needed_by} needs,"
-    fetch = download_command(repo_id, () if whole_repo or not filename else (filename,))
+    fetch = download_command(repo_id, () if whole_repo or not names else (names[0],))
     return (
         f"{what}{role} is not in the local Hugging Face cache and {where}: "
         f"fetch it with `{fetch}` (or run once with internet access)"
@@ -95,10 +103,10 @@ def weights_unavailable_message(spec: ModelSpec) -> str:
     """The missing-file line for a model spec, naming the first file the cache lacks."""
     missing = first_missing(spec)
     if missing is not None:
-        repo_id, filename = missing
+        repo_id, names = missing
         # A builtin tag needs one file of a repo that holds several copies of the weights.
         whole = spec.kind is not ModelKind.OPEN_CLIP
-        return missing_message(repo_id, filename, spec.spec, whole_repo=whole)
+        return missing_message(repo_id, names, spec.spec, whole_repo=whole)
     where = "offline mode (HF_HUB_OFFLINE=1)" if offline() else "the hub is unreachable"
     local = (
         "pass a local model folder (hf:/path/to/folder)"
@@ -158,8 +166,10 @@ def _builtin_file(spec: ModelSpec) -> tuple[str | None, tuple[str, ...]]:
     return repo_id, (filename,)
 
 
-def first_missing(spec: ModelSpec) -> tuple[str, str] | None:
-    """The first (repo, file) the local cache lacks for ``spec``, or None if nothing is missing.
+def first_missing(spec: ModelSpec) -> tuple[str, Sequence[str]] | None:
+    """The first (repo, files) the local cache lacks for ``spec``, or None if nothing is missing.
+
+    ``files`` are alternatives: the repo needs one of them.
 
     For transformers repos a missing ``preprocessor_config.json`` or tokenizer file is only
     reported if the repo lists none of the alternatives either; a file recorded as absent
@@ -176,7 +186,7 @@ def first_missing(spec: ModelSpec) -> tuple[str, str] | None:
         groups = _TRANSFORMERS_FILES
     for group in groups:
         if not any(_cached(repo_id, name) for name in group):
-            return repo_id, group[0]
+            return repo_id, tuple(group)
     return None
 
 
@@ -217,7 +227,7 @@ def hub_file(repo_id: str, names: Sequence[str], needed_by: str) -> Path:
         if isinstance(cached, str):
             return Path(cached)
     raise WeightsUnavailableError(
-        missing_message(repo_id, names[0], needed_by, whole_repo=False)
+        missing_message(repo_id, names[:1], needed_by, whole_repo=False)
     ) from error
 
 

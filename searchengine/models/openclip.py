@@ -136,7 +136,13 @@ def model_config(spec: ModelSpec) -> dict[str, Any]:
     if spec.kind is ModelKind.OPEN_CLIP_DIR:
         config = read_json(Path(spec.source) / "open_clip_config.json")
     elif spec.kind is ModelKind.OPEN_CLIP_HUB:
-        config = read_json(hub_file(spec.source, ("open_clip_config.json",), spec.spec))
+        from huggingface_hub import try_to_load_from_cache
+
+        # open_clip has just fetched it: no second round trip to the hub.
+        cached = try_to_load_from_cache(spec.source, "open_clip_config.json")
+        path = Path(cached) if isinstance(cached, str) else None
+        path = path or hub_file(spec.source, ("open_clip_config.json",), spec.spec)
+        config = read_json(path)
     else:
         config = open_clip.get_model_config(spec.arch or "") or {}
     cfg = config.get("model_cfg", config)

@@ -12,8 +12,8 @@ as ``hf download`` leaves them, as a first online run leaves them, and copied to
 
 The CLIPS token ids are checked against the layout the CLIPS authors trained with
 (CLIPS repo ``open_clip/tokenizer.py`` at f0c8140; open_clip PR #1081): ``[1] + ids[:77] + [2]``,
-0-padded to 79, ``101`` last, computed here independently with ``BertWordPieceTokenizer`` over
-the cached ``vocab.txt``, as the CLIPS authors' ``CustomTokenizer`` does.
+0-padded to 79, ``101`` last, computed independently (``fakehub.clips_reference_ids``) with
+``BertWordPieceTokenizer`` over the cached ``vocab.txt``, as the CLIPS authors' code does.
 """
 
 from __future__ import annotations
@@ -32,22 +32,24 @@ from click.testing import CliRunner
 from fakehub import (
     BERT_REPO_ID,
     BLIP_CAPTION_REPO_ID,
+    BLIP_VQA_REPO_ID,
     CLIPS,
     CLIPS_H14_REPO_ID,
     CLIPS_REPO_ID,
+    HF_CLIP,
     HF_CLIP_REPO_ID,
     FakeHub,
     activate,
     bert_base_uncased_repo,
     build_fake_hub,
     clips_h14_repo,
+    clips_reference_ids,
     clips_repo,
     copy_hf_home,
     go_online,
 )
 from localhub import LocalHub
 from PIL import Image
-from tokenizers.implementations import BertWordPieceTokenizer
 
 from searchengine.cli import main
 from searchengine.errors import WeightsUnavailableError
@@ -71,15 +73,8 @@ TEXTS = [
 ]
 
 
-def reference_ids(vocab_txt: Path, texts: list[str], ctx: int = 80) -> np.ndarray:
-    """The CLIPS authors' tokenization, written out from their code (not ours)."""
-    tok = BertWordPieceTokenizer(str(vocab_txt), lowercase=True)
-    rows = []
-    for text in texts:
-        ids = tok.encode(" ".join(text.split()), add_special_tokens=False).ids[: ctx - 3]
-        row = [1, *ids, 2]
-        rows.append(row + [0] * (ctx - 1 - len(row)) + [101])
-    return np.asarray(rows, dtype=np.int64)
+def reference_ids(vocab_txt: Path, texts: list[str]) -> np.ndarray:
+    return np.asarray(clips_reference_ids(vocab_txt, texts), dtype=np.int64)
 
 
 def vocab_of(hub: FakeHub) -> Path:
@@ -308,6 +303,48 @@ def test_the_first_online_run_fetches_the_tokenizer_repo(
     assert f"/{BERT_REPO_ID}/resolve/main/tokenizer.json" in {
         p.replace(f"/resolve/{hub.commits[BERT_REPO_ID]}/", "/resolve/main/") for p in fetched
     }
+
+
+def _load_transformers_model(repo_id: str) -> None:
+    """Load a transformers repo through the product and use it once."""
+    from searchengine.captions import load_answerer, load_captioner
+
+    image = Image.new("RGB", (64, 48), (200, 30, 30))
+    if repo_id == HF_CLIP_REPO_ID:
+        encoder = load_encoder(f"hf:{repo_id}", "cpu")
+        assert encoder.encode_texts(["a dog"]).shape == (1, HF_CLIP.projection_dim)
+        assert encoder.encode_images([image]).shape == (1, HF_CLIP.projection_dim)
+        encoder.close()
+    elif repo_id == BLIP_CAPTION_REPO_ID:
+        captioner = load_captioner(repo_id, "cpu")
+        assert captioner.caption([image])[0]
+        captioner.close()
+    else:
+        answerer = load_answerer(repo_id, "cpu")
+        assert isinstance(answerer.answer(image, "what colour is it?"), str)
+        answerer.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("repo_id", [HF_CLIP_REPO_ID, BLIP_CAPTION_REPO_ID, BLIP_VQA_REPO_ID])
+@pytest.mark.parametrize("state", ["online", "copied-without-links"])
+def test_transformers_repos_load_offline_from_every_cache_state(
+    fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, repo_id: str, state: str
+) -> None:
+    specs = [fake_hub.specs[repo_id]]
+    if state == "online":
+        hf_home = tmp_path / "hf_home"
+        with LocalHub(specs) as hub, monkeypatch.context() as online:
+            go_online(online, hf_home, hub)
+            _load_transformers_model(repo_id)
+        assert hub.requests
+    else:
+        hf_home = copy_hf_home(fake_hub.hf_home, tmp_path / "copy", keep_links=False)
+    with LocalHub(specs) as hub:
+        activate(monkeypatch, hf_home)
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        _load_transformers_model(repo_id)
+    assert hub.requests == []
 
 
 # ------------------------------------------------------------------ .bin-only repos

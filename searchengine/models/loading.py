@@ -169,11 +169,8 @@ def _builtin_file(spec: ModelSpec) -> tuple[str | None, tuple[str, ...]]:
 def first_missing(spec: ModelSpec) -> tuple[str, Sequence[str]] | None:
     """The first (repo, files) the local cache lacks for ``spec``, or None if nothing is missing.
 
-    ``files`` are alternatives: the repo needs one of them.
-
-    For transformers repos a missing ``preprocessor_config.json`` or tokenizer file is only
-    reported if the repo lists none of the alternatives either; a file recorded as absent
-    (``.no_exist``, left by an online load) counts as present.
+    ``files`` are alternatives: the repo needs one of them. Used after a load failed, to
+    say what to fetch; a repo none of whose checked files is missing gets a generic line.
     """
     repo_id = hub_repo(spec)
     if repo_id is None:

@@ -39,6 +39,7 @@ from fakehub import (
     HF_CLIP,
     HF_CLIP_REPO_ID,
     FakeHub,
+    RepoSpec,
     activate,
     bert_base_uncased_repo,
     build_fake_hub,
@@ -215,6 +216,22 @@ def test_the_h14_repo_and_a_renamed_local_copy_are_clips(
     np.testing.assert_allclose(local.encode_texts(TEXTS[:3]), encoder.encode_texts(TEXTS[:3]))
 
 
+def test_a_layout_that_cannot_be_tokenized_right_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = clips_repo("clips")
+    config = json.loads(base.files["open_clip_config.json"])
+    config["model_cfg"]["text_cfg"]["tokenizer_mode"] = "clips_v2"
+    files = {**base.files, "open_clip_config.json": json.dumps(config).encode()}
+    hub = build_fake_hub(tmp_path / "hf", builders=(lambda: RepoSpec(base.repo_id, files),))
+    activate(monkeypatch, hub.hf_home)
+    image = _image(tmp_path / "x.png")
+    result = CliRunner().invoke(main, ["score", str(image), "a dog", "-m", CLIPS_SPEC])
+    assert result.exit_code == 1
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert "tokenizer_mode 'clips_v2'" in result.output and "refusing" in result.output
+
+
 # --------------------------------------------------- caches in every state a user makes
 
 
@@ -379,3 +396,31 @@ def test_the_declared_torch_floor_loads_bin_weights() -> None:
     torch_req = next(Requirement(d) for d in deps if Requirement(d).name == "torch")
     assert not torch_req.specifier.contains(Version("2.5.1"))
     assert torch_req.specifier.contains(Version("2.6.0"))
+
+
+# ----------------------------------------------- open_clip builtin, full size (ViT-B-32)
+
+
+@pytest.mark.slow
+def test_builtin_vit_b_32_openai_loads_offline(
+    fake_hub_with_builtin: FakeHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    activate(monkeypatch, fake_hub_with_builtin.hf_home)
+    cached = fake_hub_with_builtin.repos["timm/vit_base_patch32_clip_224.openai"]
+    encoder = load_encoder("ViT-B-32:openai", "cpu", "torch")
+    saved = load_file(str(cached.snapshot / "open_clip_model.safetensors"))
+    state = encoder._model.state_dict()  # type: ignore[attr-defined]
+    for name, value in saved.items():
+        torch.testing.assert_close(state[name], value.to(state[name].dtype))
+    # OpenAI's weights were trained with QuickGELU, which the plain config lacks.
+    assert type(encoder._model.transformer.resblocks[0].mlp.gelu).__name__ == "QuickGELU"  # type: ignore[attr-defined]
+    # Texts through open_clip's own BPE tokenizer: this is not CLIPS.
+    texts = ["a red circle", "a dog"]
+    tokens = open_clip.get_tokenizer("ViT-B-32")(texts)
+    np.testing.assert_array_equal(encoder._tokenizer(texts).numpy(), tokens.numpy())  # type: ignore[attr-defined]
+    with torch.no_grad():
+        direct = encoder._model.encode_text(tokens, normalize=True).numpy()  # type: ignore[attr-defined]
+    np.testing.assert_allclose(encoder.encode_texts(texts), direct, atol=1e-5)
+    assert encoder.encode_images([Image.open(_image(tmp_path / "x.png"))]).shape == (1, 512)

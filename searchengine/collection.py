@@ -33,6 +33,7 @@ from searchengine.ingest.run import Ingest
 from searchengine.ingest.write import IndexReport
 from searchengine.models import Encoder, load_encoder, parse_model_spec
 from searchengine.models.blip import DEFAULT_CAPTION_MODEL, parse_blip_model
+from searchengine.precision import FP32, INT8, describe, recorded, refusal, refuse_mixing, settle
 from searchengine.progress import Progress
 from searchengine.ranking import (
     Filters,
@@ -68,6 +69,8 @@ class CollectionStatus:
     roots: list[str]
     schema_version: int
     accelerator: str | None = None  # fast-scan index that answers queries first, if any
+    precision: str = FP32  # the image tower the vectors came from
+    precision_check: str | None = None  # what the int8 tower's check measured, if asked for
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -89,6 +92,8 @@ class Collection:
         self.config = config
         self.store = Store(folder, catalog, name, default_dim=lambda: self.encoder.dim)
         self.model = catalog.get_meta(MetaKey.MODEL) or config.model
+        stored, self._precision_check = recorded(catalog.get_meta)
+        self.precision = stored or FP32  # settled at the first ingest (``_settle_precision``)
         self._encoder = encoder
         self._rerankers: dict[str, Encoder] = {}
         self._captioners: dict[str, Captioner] = {}
@@ -138,6 +143,11 @@ class Collection:
         catalog = Catalog(url)
         try:
             _check_identity(catalog, name, config, model, encoder)
+            stored, check = recorded(catalog.get_meta)
+            if config.precision is not None:
+                has_vectors = catalog.ok_count() > 0
+                refuse_mixing(name, stored, check, has_vectors, config.precision)
+            _check_encoder_precision(name, stored, encoder)
         except BaseException:
             catalog.close()
             raise
@@ -162,7 +172,9 @@ class Collection:
     def encoder(self) -> Encoder:
         """The collection's model, loaded on first use."""
         if self._encoder is None:
-            self._encoder = load_encoder(self.model, self.config.device, self.config.runtime)
+            self._encoder = load_encoder(
+                self.model, self.config.device, self.config.runtime, precision=self.precision
+            )
         return self._encoder
 
     @property
@@ -201,6 +213,7 @@ class Collection:
                 f"collection {self.name!r} has no folders yet; name one: searchengine index PATH"
             )
         with self.store.writing():
+            refused = self._settle_precision(roots)
             run = Ingest(
                 self.store,
                 self._encoder_for_ingest,
@@ -210,8 +223,53 @@ class Collection:
                 checkpoint_seconds=self.config.checkpoint_seconds,
             )
             report = run.run(roots)
+            report.precision = self.precision
+            report.notes.extend([refused] if refused else [])
             self.store.adapt(self.config.index_policy or IndexPolicy(), self.config.index_memory_mb)
             return report
+
+    def _settle_precision(self, roots: Sequence[str]) -> str | None:
+        """Decide (once) which image tower this collection embeds with, and record it.
+
+        Returns the one line saying why, where int8 was asked for and refused.
+        """
+        stored, previous = recorded(self.catalog.get_meta)
+        precision, check = settle(
+            self.name,
+            self.model,
+            (stored, previous),
+            self.config.precision,
+            self._fp32_encoder,
+            roots,
+        )
+        if precision != stored or (check is not None and check != self._precision_check):
+            self.store.record_precision(precision, check.to_dict() if check else None)
+            self._precision_check = check
+        if precision != self.precision or self._encoder_precision() not in (None, precision):
+            if self._encoder is not None:
+                self._encoder.close()
+                self._encoder = None
+            self.precision = precision
+        wanted_int8 = self.config.precision == INT8 or stored == INT8
+        if wanted_int8 and precision == FP32 and check is not None:
+            return refusal(self.model, check)
+        return None
+
+    def _fp32_encoder(self) -> Encoder:
+        """The model with its fp32 image tower (what the int8 one is checked against)."""
+        if self._encoder_precision() == FP32:
+            assert self._encoder is not None
+            return self._encoder
+        if self._encoder is not None:
+            self._encoder.close()
+        self._encoder = load_encoder(self.model, self.config.device, self.config.runtime)
+        return self._encoder
+
+    def _encoder_precision(self) -> str | None:
+        """The image tower of the loaded encoder; None when none is loaded."""
+        if self._encoder is None:
+            return None
+        return str(getattr(self._encoder, "precision", FP32))
 
     def _encoder_for_ingest(self) -> Encoder:
         encoder = self.encoder
@@ -357,6 +415,8 @@ class Collection:
             roots=self.catalog.roots(),
             schema_version=int(schema or SCHEMA_VERSION),
             accelerator=None if index is None else index.accelerator,
+            precision=self.precision,
+            precision_check=describe(self._precision_check) if self._precision_check else None,
         )
 
     def failures(self) -> list[ImageRecord]:
@@ -384,6 +444,15 @@ def _check_identity(
         raise ModelMismatchError(
             f"collection {name!r} was built with {stored}; the encoder given is "
             f"{encoder.spec}. Pass an encoder of {stored}, or none to load it"
+        )
+
+
+def _check_encoder_precision(name: str, stored: str | None, encoder: Encoder | None) -> None:
+    given = getattr(encoder, "precision", FP32)
+    if encoder is not None and stored is not None and given != stored:
+        raise ModelMismatchError(
+            f"collection {name!r} embeds images with its {stored} tower; the encoder given "
+            f"runs the {given} one. Pass none to load the collection's own"
         )
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from searchengine.errors import ConfigError
 from searchengine.models.spec import DEFAULT_MODEL
+from searchengine.values import PRECISIONS
 
 if TYPE_CHECKING:
     from searchengine.index_choice import IndexPolicy
@@ -41,6 +42,9 @@ class Config:
             no budget (exact, then SQ8 codes past 50k images).
         index_policy: thresholds of the index choice; ``None``: the measured defaults
             (``searchengine.index_choice.IndexPolicy``).
+        precision: the image tower a new collection embeds with: ``fp32``, or ``int8``
+            (``models.quantize``: checked on the collection's photos first, fp32 if it
+            fails). ``None``: the collection's own, fp32 for a new one.
     """
 
     home: Path = Path("indexes")
@@ -53,6 +57,7 @@ class Config:
     runtime: str = "auto"
     index_memory_mb: float | None = None
     index_policy: IndexPolicy | None = None
+    precision: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Config:
@@ -76,6 +81,12 @@ class Config:
                 ) from None
         if runtime := env.get(ENV_PREFIX + "RUNTIME"):
             values["runtime"] = runtime
+        if precision := env.get(ENV_PREFIX + "PRECISION"):
+            if precision not in PRECISIONS:
+                raise ConfigError(
+                    f"{ENV_PREFIX}PRECISION={precision!r}: use one of {', '.join(PRECISIONS)}"
+                )
+            values["precision"] = precision
         if raw := env.get(ENV_PREFIX + "INDEX_MEMORY_MB"):
             values["index_memory_mb"] = _positive_float(ENV_PREFIX + "INDEX_MEMORY_MB", raw)
         for key in ("batch_size", "workers"):

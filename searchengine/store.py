@@ -110,6 +110,13 @@ class Store:
                 f"makes {dim}-d ones; use a new collection for this model"
             )
 
+    def record_precision(self, precision: str, check: dict[str, Any] | None) -> None:
+        """Record which image tower the collection embeds with (and the int8 check)."""
+        values = {MetaKey.PRECISION: precision}
+        if check is not None:
+            values[MetaKey.PRECISION_CHECK] = json.dumps(check)
+        self.catalog.set_meta(values)
+
     @property
     def index_path(self) -> Path:
         return self.folder / INDEX_FILE

@@ -26,7 +26,7 @@ from searchengine.cli.common import (
     top_k_option,
 )
 from searchengine.models.blip import DEFAULT_CAPTION_MODEL
-from searchengine.values import RUNTIMES, SORTS
+from searchengine.values import PRECISIONS, RUNTIMES, SORTS
 
 runtime_option = click.option(
     "--runtime",
@@ -71,6 +71,14 @@ runtime_option = click.option(
     help="Memory budget of the vector index [env SEARCHENGINE_INDEX_MEMORY_MB; default: "
     "none]. A collection over it gets compressed vectors and somewhat lower recall.",
 )
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default=None,
+    help="Image tower of a new collection [env SEARCHENGINE_PRECISION; default fp32]. "
+    "int8 embeds ~2x faster on a CPU; it is checked against fp32 on the collection's "
+    "own photos first and refused (fp32 used) if the vectors differ too much.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def index(
     paths: Sequence[Path],
@@ -82,6 +90,7 @@ def index(
     workers: int | None,
     runtime: str | None,
     index_memory: float | None,
+    precision: str | None,
     as_json: bool,
 ) -> None:
     """Embed every image under PATHS into a collection.
@@ -95,6 +104,7 @@ def index(
       searchengine index ~/Pictures
       searchengine index ~/Pictures ~/Phone --collection family --model ViT-B-32:openai
       searchengine index --collection family          # refresh known folders
+      searchengine index ~/Pictures --collection fast --precision int8
       searchengine index ~/Pictures -m ViT-B-32:openai \\
           -m hf-hub:UCSC-VLAA/ViT-L-14-CLIPS-Recap-DataComp-1B   # + rerank vectors
     """
@@ -110,6 +120,7 @@ def index(
             workers=workers,
             runtime=runtime,
             index_memory_mb=index_memory,
+            precision=precision,
         )
         with Collection.open(collection, config, create=True, model=model) as coll:
             report = coll.index(paths, progress=TqdmProgress("indexing"))
@@ -117,6 +128,8 @@ def index(
                 extra: coll.precompute(extra, progress=TqdmProgress(f"caching {extra}"))
                 for extra in models[1:]
             }
+    for note in report.notes:
+        click.echo(note, err=True)
     if as_json:
         payload = report.__dict__ | {"embedded": report.embedded, "precomputed": precomputed}
         click.echo(json.dumps(payload, indent=2))
@@ -310,8 +323,10 @@ def status(collection: str, index_dir: Path | None, failed: bool, as_json: bool)
             click.echo("no failed files", err=True)
         return
     accelerated = f" + fast-scan {info.accelerator}" if info.accelerator else ""
+    checked = f" ({info.precision_check})" if info.precision_check else ""
     click.echo(
         f"collection  {info.name}\nfolder      {info.folder}\nmodel       {info.model}"
+        f"\nprecision   {info.precision}{checked}"
         f"\ndimension   {info.dim or '-'}\nindex type  {info.index_type}{accelerated}"
         f"\nimages      {info.images}\nfailed      {info.failed}\nvectors     {info.vectors}"
         f"\nsize        {human_size(info.size_bytes)}\nfolders     {', '.join(info.roots) or '-'}"

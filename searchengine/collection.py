@@ -25,6 +25,7 @@ from searchengine.catalog import OK, SCHEMA_VERSION, Catalog, ImageRecord
 from searchengine.config import CATALOG_FILE, DEFAULT_COLLECTION, Config
 from searchengine.errors import (
     CollectionError,
+    CollectionLockedError,
     CollectionNotFoundError,
     ModelMismatchError,
 )
@@ -227,6 +228,19 @@ class Collection:
             report.notes.extend([refused] if refused else [])
             self.store.adapt(self.config.index_policy or IndexPolicy(), self.config.index_memory_mb)
             return report
+
+    def update(self, progress: Progress | None = None) -> IndexReport:
+        """Bring the collection up to date with its folders before a search.
+
+        ``index()`` of the known folders, as ``search --refresh`` runs it, so adding
+        photos and searching them is one command. When another process is indexing
+        the collection, nothing is done here and the report says so in ``notes``:
+        the search then sees what that process has saved so far.
+        """
+        try:
+            return self.index(progress=progress)
+        except CollectionLockedError as exc:
+            return IndexReport(notes=[f"not refreshed: {exc}"])
 
     def _settle_precision(self, roots: Sequence[str]) -> str | None:
         """Decide (once) which image tower this collection embeds with, and record it.

@@ -199,6 +199,12 @@ def index(
     show_default=True,
     help="Order of the results: date is newest first.",
 )
+@click.option(
+    "--refresh",
+    is_flag=True,
+    help="First index what changed in the collection's folders (new, changed, moved and "
+    "deleted photos), in this same process: adding photos and finding them is one command.",
+)
 @click.option("--model", "-m", default=None, help="Must match the collection's model if given.")
 @device_option
 @runtime_option
@@ -221,6 +227,7 @@ def search(
     min_height: int | None,
     orientation: str | None,
     sort: str,
+    refresh: bool,
     model: str | None,
     device: str | None,
     runtime: str | None,
@@ -241,11 +248,15 @@ def search(
       searchengine search "a dog" --caption        # + a BLIP caption per result
       searchengine search "birthday cake" --after 2021 --before 2022-06 --sort date
       searchengine search "mountains" --path "*/holidays/*" --orientation landscape
+      searchengine search "the photos from today" --refresh   # index new photos first
     """
     opened = open_collection(collection, index_dir, model, device, runtime, warm_text=True)
     with errors(), opened as coll:
         from searchengine.ranking import Filters  # SQL: after the warm-up starts
 
+        if refresh:
+            for note in coll.update(progress=TqdmProgress("indexing")).notes:
+                click.echo(note, err=True)
         filters = Filters.parse(
             path=path_glob,
             after=after,

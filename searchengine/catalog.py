@@ -7,12 +7,9 @@ ids, so an image keeps its id across moves and re-embeds.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, unquote_to_bytes
 
 import numpy as np
 from sqlalchemy import (
@@ -37,6 +34,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 
 from searchengine.errors import SchemaVersionError
+from searchengine.rows import BYTES_PREFIX as _BYTES_PREFIX
+from searchengine.rows import ImageRecord, path_to_db
+from searchengine.rows import path_from_db as _path_from_db
 from searchengine.values import OK, MetaKey
 
 SCHEMA_VERSION = 2
@@ -55,25 +55,11 @@ class FsPath(TypeDecorator[str]):
     cache_ok = True
 
     def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
-        if value is None:
-            return None
-        try:
-            value.encode("utf-8")
-            return value
-        except UnicodeEncodeError:
-            return _BYTES_PREFIX + quote(os.fsencode(value), safe="/ ")
+        return None if value is None else path_to_db(value)
 
     def process_result_value(self, value: str | None, dialect: Any) -> str | None:
         return None if value is None else _path_from_db(value)
 
-
-def _path_from_db(value: str) -> str:
-    if not value.startswith(_BYTES_PREFIX):
-        return value
-    return os.fsdecode(unquote_to_bytes(value[len(_BYTES_PREFIX) :]))
-
-
-_BYTES_PREFIX = "bytes:"
 
 metadata = MetaData()
 
@@ -141,24 +127,6 @@ pending_table = Table(
     Column("batch", Integer, nullable=False, index=True),
     Column("vector", LargeBinary, nullable=False),
 )
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    """One catalog row."""
-
-    id: int
-    path: str
-    size: int
-    mtime_ns: int
-    content_hash: str | None
-    width: int | None
-    height: int | None
-    taken_at: float | None
-    status: str
-    error: str | None
-    indexed_at: float = 0.0
-    batch: int = 0
 
 
 class Catalog:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 DEFAULT_COLLECTION = "default"
 CATALOG_FILE = "catalog.sqlite"  # a collection's SQLite catalog, in its folder under home
+INDEX_FILE = "vectors.faiss"  # its vector index, beside it
 ENV_PREFIX = "SEARCHENGINE_"
 
 

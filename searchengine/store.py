@@ -48,13 +48,13 @@ from searchengine.catalog import (
     update_image,
     write_meta,
 )
+from searchengine.config import INDEX_FILE
 from searchengine.errors import CollectionLockedError, ModelMismatchError
 from searchengine.fsutil import FileLock
 from searchengine.index_choice import IndexPolicy
 from searchengine.values import FAILED, MetaKey
 from searchengine.vectors import EXACT, FaissIndex
 
-INDEX_FILE = "vectors.faiss"
 LOCK_FILE = "write.lock"
 
 

@@ -22,6 +22,7 @@ from searchengine.cli.common import (
     index_dir_option,
     make_config,
     open_collection,
+    open_for_query,
     print_results,
     top_k_option,
 )
@@ -250,11 +251,18 @@ def search(
       searchengine search "mountains" --path "*/holidays/*" --orientation landscape
       searchengine search "the photos from today" --refresh   # index new photos first
     """
-    opened = open_collection(collection, index_dir, model, device, runtime, warm_text=True)
+    filtered = any(v is not None for v in (path_glob, after, before, min_width, min_height))
+    # Rows, the index and the collection's own model are all most queries need: those
+    # run without the SQL layer (``searchengine.oneshot``), which halves a cold search.
+    plain = not (refresh or caption or model or filtered or orientation) and rerank in (
+        None,
+        OWN_MODEL,
+    )
+    opened = open_for_query(collection, index_dir, model, device, runtime, one_shot=plain)
     with errors(), opened as coll:
-        from searchengine.ranking import Filters  # SQL: after the warm-up starts
+        from searchengine.ranking import Filters
 
-        if refresh:
+        if refresh and hasattr(coll, "update"):
             for note in coll.update(progress=TqdmProgress("indexing")).notes:
                 click.echo(note, err=True)
         filters = Filters.parse(

@@ -10,7 +10,14 @@ sides alike. What it measures:
    in batches, for each runtime the project supports (torch, onnx; ONNX also as
    one-thread calls side by side, as ingest runs it on a CPU) and batch sizes 8, 16
    and 32, best of ``--ceiling-rounds``; the ratio of (1) to the fastest of all.
-3. The unchanged re-run of the same tree against a bare ``os.scandir`` + ``stat``
+   With ``--precision int8``, the int8 image tower (ONNX only) in the ceiling and
+   the command alike.
+3. The machine's bound for the corpus: what ingest would reach if decoding and the
+   model overlapped perfectly on all cores. Decoding alone is timed as ingest does it
+   (read, hash, DCT-scaled decode, preprocess), on every core at once, best of
+   ``--ceiling-rounds``: ``bound = 1 / (1 / ceiling + 1 / decode rate)``; the ratio
+   of (1) to it.
+4. The unchanged re-run of the same tree against a bare ``os.scandir`` + ``stat``
    walk of it; with ``--tree N`` also on a tree of N tiny files indexed with ``toy``
    (a re-run never runs the model, so the model does not matter there).
 
@@ -22,6 +29,7 @@ Examples:
     python scripts/bench_ingest.py                         # 48 x 12 MP, a few minutes
     python scripts/bench_ingest.py -n 300 --json ingest.json
     python scripts/bench_ingest.py -n 300 --megapixels 1.9 # small images
+    python scripts/bench_ingest.py -n 240 --precision int8 # the int8 image tower
     python scripts/bench_ingest.py -n 2000 --device cuda   # GPU: JPEGs decoded on the device
     python scripts/bench_ingest.py -n 0 --tree 100000      # unchanged re-run of 100k files
     python scripts/bench_ingest.py -n 0 --tree 100000 --tree-index-dir ~/tree-idx  # keep it
@@ -116,6 +124,18 @@ def run(
     }
 
 
+def prepare_int8_tower(model: str, work: Path, megapixels: float = 1.0) -> None:
+    """Build and check ``model``'s int8 image tower once, as a first ``index --precision
+    int8`` would, on photos of the benchmark's kind, so that no timed run pays for it."""
+    sample = work / f"int8-check-{megapixels:g}mp"
+    make_corpus(sample, 32, megapixels, broken=False)
+    with tempfile.TemporaryDirectory(prefix="bench-int8-") as home:
+        done = run(index_cmd(sample, Path(home), model, ["--precision", "int8"]))
+    precision = json.loads(done["stdout"])["precision"]
+    if precision != "int8":
+        raise SystemExit(f"the int8 tower of {model} was refused; see `searchengine status`")
+
+
 def walk(root: Path) -> int:
     """The bare minimum a re-run must do: list every entry and stat it."""
     count = 0
@@ -145,7 +165,14 @@ def index_cmd(corpus: Path, index_dir: Path, model: str, extra: list[str]) -> li
 
 
 def ceiling(
-    model: str, device: str, runtime: str, batch: int, images: int, rounds: int, lanes: int = 1
+    model: str,
+    device: str,
+    runtime: str,
+    batch: int,
+    images: int,
+    rounds: int,
+    lanes: int = 1,
+    precision: str = "fp32",
 ) -> float:
     """Images/s of ``encode_pixels`` alone on random preprocessed tensors.
 
@@ -158,7 +185,7 @@ def ceiling(
     from searchengine.models import load_encoder
     from searchengine.models.base import image_lanes
 
-    encoder = load_encoder(model, device, runtime)
+    encoder = load_encoder(model, device, runtime, precision)
     lanes = image_lanes(encoder, lanes)
     size = encoder.image_size
     pixels = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
@@ -183,6 +210,8 @@ def ceilings(args: argparse.Namespace, model: str) -> dict[str, float]:
     # On CUDA the engine runs torch (half precision), so that is the ceiling there.
     if args.device == "cuda":
         runtimes = ["torch"]
+    elif args.precision == "int8":
+        runtimes = ["onnx"]  # the int8 tower runs in ONNX Runtime only
     else:
         runtimes = ["onnx", "torch"] if args.runtime == "auto" else [args.runtime]
     if args.ceiling_batch:
@@ -199,9 +228,39 @@ def ceilings(args: argparse.Namespace, model: str) -> dict[str, float]:
                 name = f"{runtime}{' lanes' if lanes > 1 else ''} b{size}"
                 rates[name] = ceiling(
                     model, args.device, runtime, size, args.ceiling_images, args.ceiling_rounds,
-                    lanes,
+                    lanes, args.precision,
                 )  # fmt: skip
     return rates
+
+
+def decode_rate(corpus: Path, model: str, device: str, rounds: int, files: int = 48) -> float:
+    """Images/s of decoding alone, as ingest decodes (read, hash, DCT-scaled decode,
+    preprocess), on every core at once; the best of ``rounds``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from searchengine.ingest.load import Pixels, load
+    from searchengine.ingest.scan import scan
+    from searchengine.models import load_encoder
+    from searchengine.models.onnx import cpu_count
+
+    encoder = load_encoder(model, device)  # only its preprocessing is used
+    entries = [e for e in scan([corpus]) if e.path.lower().endswith((".jpg", ".jpeg"))][:files]
+    nothing: frozenset[str] = frozenset()
+    rate = 0.0
+    with ThreadPoolExecutor(cpu_count()) as pool:
+        for _ in range(rounds):
+            start = time.perf_counter()
+            items = list(pool.map(lambda e: load(e, encoder, nothing), entries))
+            seconds = time.perf_counter() - start
+            decoded = sum(isinstance(item, Pixels) for item in items)
+            rate = max(rate, decoded / seconds)
+    encoder.close()
+    return rate
+
+
+def bound(ceiling_rate: float, decode: float) -> float:
+    """Images/s with decoding and the model overlapped perfectly on all cores."""
+    return 1 / (1 / ceiling_rate + 1 / decode)
 
 
 def bench_corpus(args: argparse.Namespace, model: str, work: Path) -> dict[str, Any]:
@@ -209,7 +268,7 @@ def bench_corpus(args: argparse.Namespace, model: str, work: Path) -> dict[str, 
     make_corpus(corpus, args.n, args.megapixels)
     files = walk(corpus)
     index_dir = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    extra = ["--runtime", args.runtime, "--device", args.device]
+    extra = ["--runtime", args.runtime, "--device", args.device, "--precision", args.precision]
     if args.batch_size:
         extra += ["--batch-size", str(args.batch_size)]
     if args.workers:
@@ -244,6 +303,11 @@ def bench_corpus(args: argparse.Namespace, model: str, work: Path) -> dict[str, 
         out["ceiling_best_runtime"] = best
         out["ratio_to_ceiling_pipeline"] = out["images_per_s_pipeline"] / rates[best]
         out["ratio_to_ceiling_command"] = out["images_per_s_command"] / rates[best]
+        decode = decode_rate(corpus, model, args.device, args.ceiling_rounds)
+        out["decode_images_per_s"] = decode
+        out["bound_images_per_s"] = bound(rates[best], decode)
+        out["ratio_to_bound_pipeline"] = out["images_per_s_pipeline"] / out["bound_images_per_s"]
+        out["ratio_to_bound_command"] = out["images_per_s_command"] / out["bound_images_per_s"]
     return out
 
 
@@ -285,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, default=None, help="use this folder as is")
     parser.add_argument("--model", default=None, help="model spec [default: see above]")
     parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"])
+    parser.add_argument(
+        "--precision", default="fp32", choices=["fp32", "int8"], help="image tower (int8: ONNX)"
+    )
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--tree", type=int, default=0, help="also: re-run of N tiny files")
@@ -321,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
 
         start = time.perf_counter()
         load_encoder(model, args.device, args.runtime).close()  # one-time ONNX export, untimed
+        if args.precision == "int8":
+            prepare_int8_tower(model, args.work)  # one-time build and check, untimed
         results["model"] = note
         results["model_load_or_export_seconds"] = time.perf_counter() - start
         results["corpus"] = bench_corpus(args, model, args.work)
@@ -347,6 +416,13 @@ def _print_corpus(r: dict[str, Any]) -> None:
             f"ratio to the fastest ceiling ({r['ceiling_best_runtime']}): "
             f"{r['ratio_to_ceiling_pipeline']:.2f} pipeline, "
             f"{r['ratio_to_ceiling_command']:.2f} end to end"
+        )
+    if "bound_images_per_s" in r:
+        print(
+            f"decoding alone: {r['decode_images_per_s']:.1f} images/s on all cores; bound "
+            f"(perfect overlap with the fastest ceiling): {r['bound_images_per_s']:.1f} "
+            f"images/s; ratio to it: {r['ratio_to_bound_pipeline']:.2f} pipeline, "
+            f"{r['ratio_to_bound_command']:.2f} end to end"
         )
     print(
         f"unchanged re-run: {r['rerun_seconds']:.2f} s vs bare walk {r['walk_seconds']:.3f} s "

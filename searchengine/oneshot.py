@@ -8,8 +8,10 @@ scored by the collection's own model, on a SQLite catalog), ``OneShot`` reads th
 rows with the standard library's ``sqlite3`` instead, read-only, and runs the same
 ``Ranker`` as every other caller, so its answers are the same. Anything else goes
 the full way through ``Collection``: filters and another reranking model (SQL
-queries), captions, ``--refresh`` (a write), a database server, a catalog of another
-schema version, a collection not indexed yet.
+queries), captions, a database server, a catalog of another schema version, a
+collection not indexed yet, and ``--refresh`` when a file did change (a write).
+``search --refresh`` with nothing changed on disk (the ingest plan, made from the
+same stat-only walk, finds nothing to do) is a one-shot search too.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from searchengine.config import CATALOG_FILE, INDEX_FILE, Config
+from searchengine.ingest.plan import plan
 from searchengine.models.base import Encoder
 from searchengine.ranking import (
     Filters,
@@ -68,10 +71,28 @@ class SqliteRows:
                 found[int(row[0])] = _record(row)
         return found
 
+    def roots(self) -> list[str]:
+        return [path_from_db(row[0]) for row in self._db.execute("SELECT path FROM roots")]
+
+    def file_states(self) -> dict[str, tuple[int, int, int]]:
+        """``path -> (id, size, mtime_ns)`` of every row, as ``Catalog.file_states``."""
+        rows = self._db.execute("SELECT path, id, size, mtime_ns FROM images")
+        return {path_from_db(path): (i, size, mtime) for path, i, size, mtime in rows}
+
     def by_path(self, path: str) -> ImageRecord | None:
         query = f"SELECT {_COLUMNS} FROM images WHERE path = ?"
         row = self._db.execute(query, (path_to_db(path),)).fetchone()
         return None if row is None else _record(row)
+
+
+def _changed(rows: SqliteRows) -> bool:
+    """Whether indexing the collection's folders now would change anything (including
+    replaying batches a killed run committed but did not save in the index file)."""
+    roots = rows.roots()
+    if not roots or rows.meta(MetaKey.LAST_BATCH) != rows.meta(MetaKey.INDEX_BATCH):
+        return True  # the full path refreshes, or says what is wrong
+    diff = plan(rows.file_states(), roots)
+    return bool(diff.candidates or diff.missing)
 
 
 def _record(row: tuple[Any, ...]) -> ImageRecord:
@@ -92,9 +113,15 @@ class OneShot:
         self.encoder = encoder
 
     @classmethod
-    def open(cls, config: Config, name: str, encoder: Encoder | None) -> OneShot | None:
+    def open(
+        cls, config: Config, name: str, encoder: Encoder | None, *, refresh: bool = False
+    ) -> OneShot | None:
         """``name``'s rows and index with ``encoder`` (its model, already loaded), or
-        None when this collection or this query setup needs the full ``Collection``."""
+        None when this collection or this query setup needs the full ``Collection``.
+
+        With ``refresh``, also None when a file under the collection's folders is new,
+        changed or gone since it was indexed: ``Collection.update`` has work to do.
+        """
         folder = config.home / name
         catalog_file, index_file = folder / CATALOG_FILE, folder / INDEX_FILE
         if encoder is None or config.database_url is not None:
@@ -109,6 +136,7 @@ class OneShot:
                 and (rows.meta(MetaKey.PRECISION) or "fp32")
                 == getattr(encoder, "precision", "fp32")
             )
+            same = same and not (refresh and _changed(rows))
         except sqlite3.Error:
             return None
         if not same:

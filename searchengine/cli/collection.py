@@ -254,11 +254,8 @@ def search(
     filtered = any(v is not None for v in (path_glob, after, before, min_width, min_height))
     # Rows, the index and the collection's own model are all most queries need: those
     # run without the SQL layer (``searchengine.oneshot``), which halves a cold search.
-    plain = not (refresh or caption or model or filtered or orientation) and rerank in (
-        None,
-        OWN_MODEL,
-    )
-    opened = open_for_query(collection, index_dir, model, device, runtime, one_shot=plain)
+    plain = not (caption or model or filtered or orientation) and rerank in (None, OWN_MODEL)
+    opened = open_for_query(collection, index_dir, model, device, runtime, plain, refresh)
     with errors(), opened as coll:
         from searchengine.ranking import Filters
 

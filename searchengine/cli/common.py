@@ -180,7 +180,7 @@ def open_collection(
 ) -> Iterator[Collection]:
     """Open a collection for one command; with ``warm_text``, its text tower opens
     in the background while the catalog's modules load (``searchengine.warmup``)."""
-    with _opened(collection, index_dir, model, device, runtime, warm_text, False) as coll:
+    with _opened(collection, index_dir, model, device, runtime, warm_text, False, False) as coll:
         yield cast("Collection", coll)
 
 
@@ -192,11 +192,15 @@ def open_for_query(
     device: str | None,
     runtime: str | None,
     one_shot: bool,
+    refresh: bool = False,
 ) -> Iterator[Collection | OneShot]:
     """Open a collection for one query: with ``one_shot`` (the query needs nothing but
     rows, the index and the collection's own model) without the SQL layer where the
-    collection allows it (``searchengine.oneshot``), else as ``open_collection``."""
-    with _opened(collection, index_dir, model, device, runtime, True, one_shot) as coll:
+    collection allows it (``searchengine.oneshot``), else as ``open_collection``.
+    With ``refresh``, a collection whose folders changed is opened in full, to be
+    updated first."""
+    opened = _opened(collection, index_dir, model, device, runtime, True, one_shot, refresh)
+    with opened as coll:
         yield coll
 
 
@@ -209,6 +213,7 @@ def _opened(
     runtime: str | None,
     warm_text: bool,
     one_shot: bool,
+    refresh: bool,
 ) -> Iterator[Collection | OneShot]:
     from searchengine.warmup import TextWarmup
 
@@ -217,7 +222,7 @@ def _opened(
     if one_shot and warm is not None:
         from searchengine.oneshot import OneShot  # faiss and sqlite3, while the tower opens
 
-        quick = OneShot.open(config, collection, warm.result())
+        quick = OneShot.open(config, collection, warm.result(), refresh=refresh)
         if quick is not None:
             with quick:
                 yield quick

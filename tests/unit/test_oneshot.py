@@ -103,3 +103,28 @@ def test_it_reads_the_files_and_schema_the_catalog_writes() -> None:
 def test_importing_it_does_not_import_the_sql_layer() -> None:
     loaded = imported_after("import searchengine.oneshot", ["sqlalchemy", "searchengine.catalog"])
     assert loaded == []
+
+
+def test_a_refresh_with_nothing_changed_on_disk_is_one_shot_too(built: tuple[Config, Path]) -> None:
+    config, photos = built
+    unchanged = OneShot.open(config, "c", FakeEncoder(), refresh=True)
+    assert unchanged is not None
+    unchanged.close()
+    solid(photos / "white.jpg", (250, 250, 250))  # a new photo: Collection.update's work
+    assert OneShot.open(config, "c", FakeEncoder(), refresh=True) is None
+    plain = OneShot.open(config, "c", FakeEncoder())
+    assert plain is not None  # a plain search is not held up
+    plain.close()
+    (photos / "white.jpg").unlink()
+    (photos / "red.jpg").unlink()  # a photo gone
+    assert OneShot.open(config, "c", FakeEncoder(), refresh=True) is None
+
+
+def test_batches_a_killed_run_left_unsaved_are_refreshed_in_full(
+    built: tuple[Config, Path],
+) -> None:
+    config, _ = built
+    with Collection.open("c", config, encoder=FakeEncoder()) as coll:
+        last = int(coll.catalog.get_meta(MetaKey.LAST_BATCH) or 0)
+        coll.catalog.set_meta({MetaKey.LAST_BATCH: str(last + 1)})
+    assert OneShot.open(config, "c", FakeEncoder(), refresh=True) is None

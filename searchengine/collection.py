@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -26,6 +27,7 @@ from searchengine.config import CATALOG_FILE, DEFAULT_COLLECTION, Config
 from searchengine.errors import (
     CollectionError,
     CollectionNotFoundError,
+    ConfigError,
     ModelMismatchError,
 )
 from searchengine.index_choice import IndexPolicy
@@ -201,17 +203,34 @@ class Collection:
                 f"collection {self.name!r} has no folders yet; name one: searchengine index PATH"
             )
         with self.store.writing():
-            run = Ingest(
-                self.store,
-                self._encoder_for_ingest,
-                batch_size=self.config.batch_size,
-                workers=self.config.workers,
-                progress=progress,
-                checkpoint_seconds=self.config.checkpoint_seconds,
-            )
-            report = run.run(roots)
+            report = self._ingest(progress).run(roots)
             self.store.adapt(self.config.index_policy or IndexPolicy(), self.config.index_memory_mb)
             return report
+
+    def _ingest(self, progress: Progress | None) -> Ingest:
+        """The ingest engine the config asks for: this process, or a Ray cluster."""
+        config = self.config
+        common: dict[str, Any] = {
+            "batch_size": config.batch_size,
+            "workers": config.workers,
+            "progress": progress,
+            "checkpoint_seconds": config.checkpoint_seconds,
+        }
+        if config.engine == "ray":
+            from searchengine.ingest.ray_run import RayIngest
+
+            return RayIngest(
+                self.store,
+                self._encoder_for_ingest,
+                spec=self.model,
+                address=config.ray_address,
+                device=config.device,
+                runtime=config.runtime,
+                **common,
+            )
+        if config.engine != "local":
+            raise ConfigError(f"unknown engine {config.engine!r}; use one of: local, ray")
+        return Ingest(self.store, self._encoder_for_ingest, **common)
 
     def _encoder_for_ingest(self) -> Encoder:
         encoder = self.encoder

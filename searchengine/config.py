@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from searchengine.errors import ConfigError
 from searchengine.models.spec import DEFAULT_MODEL
+from searchengine.values import ENGINES
 
 if TYPE_CHECKING:
     from searchengine.index_choice import IndexPolicy
@@ -41,6 +42,10 @@ class Config:
             no budget (exact, then SQ8 codes past 50k images).
         index_policy: thresholds of the index choice; ``None``: the measured defaults
             (``searchengine.index_choice.IndexPolicy``).
+        engine: where ingest loads and embeds: ``local`` (this process) or ``ray`` (Ray
+            Data tasks and actors; this process still plans and writes).
+        ray_address: the Ray cluster to join (``host:port`` or ``ray://host:port``);
+            ``None`` or ``auto`` starts a Ray instance on this machine for the run.
     """
 
     home: Path = Path("indexes")
@@ -53,6 +58,8 @@ class Config:
     runtime: str = "auto"
     index_memory_mb: float | None = None
     index_policy: IndexPolicy | None = None
+    engine: str = "local"
+    ray_address: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Config:
@@ -76,6 +83,12 @@ class Config:
                 ) from None
         if runtime := env.get(ENV_PREFIX + "RUNTIME"):
             values["runtime"] = runtime
+        if engine := env.get(ENV_PREFIX + "ENGINE"):
+            if engine not in ENGINES:
+                raise ConfigError(f"{ENV_PREFIX}ENGINE={engine!r}: use one of {', '.join(ENGINES)}")
+            values["engine"] = engine
+        if address := env.get(ENV_PREFIX + "RAY_ADDRESS"):
+            values["ray_address"] = address
         if raw := env.get(ENV_PREFIX + "INDEX_MEMORY_MB"):
             values["index_memory_mb"] = _positive_float(ENV_PREFIX + "INDEX_MEMORY_MB", raw)
         for key in ("batch_size", "workers"):

@@ -13,6 +13,7 @@ never calls ``sys.exit``. The hierarchy::
     │   ├── CollectionLockedError  another process is indexing it
     │   ├── ModelMismatchError  a collection used with another model
     │   └── SchemaVersionError  catalog written by a newer release
+    ├── ClusterError            Ray missing, or its cluster unreachable or failing
     ├── ImageError              one file cannot be used (recorded, never fatal to a run)
     ├── DatasetError            a benchmark dataset or captions file cannot be used
     └── QueryError              empty or unusable query
@@ -59,6 +60,10 @@ class ModelMismatchError(CollectionError):
 
 class SchemaVersionError(CollectionError):
     """The catalog was written by a newer release of searchengine."""
+
+
+class ClusterError(SearchEngineError):
+    """The Ray engine cannot run: Ray is not installed, or its cluster is unreachable."""
 
 
 class ImageError(SearchEngineError):

@@ -93,16 +93,7 @@ class Ingest:
         started = time.monotonic()
         diff = plan(self.store.catalog.file_states(), roots)
         self.writer = writer = Writer(self.store, diff)
-        encoder = None
-        if diff.candidates:
-            encoder = self.get_encoder()
-            if tensor_decode_available(encoder):
-                self._tensors = TensorPreprocessor(encoder.preprocess_cfg, encoder.device)
-        lanes = 1
-        if encoder is not None and self._tensors is None:
-            lanes = image_lanes(encoder, self.workers)
-        if encoder is not None and self.batch_size is None:
-            self.batch_size = default_batch_size(encoder.device, lanes)
+        encoder = self.get_encoder() if diff.candidates else None
         self.progress.start(len(diff.candidates))
         # A first run saves right after its first batch, so searches started meanwhile
         # see results at once; later runs keep to the checkpoint interval.
@@ -110,15 +101,11 @@ class Ingest:
         self._last_save = time.monotonic()
         try:
             with _stop_on_interrupt() as stop:
-                if encoder is not None and lanes > 1:
-                    self._run_in_lanes(diff.candidates, encoder, lanes, stop)
-                elif encoder is not None:
-                    self._run_in_batches(diff.candidates, encoder, stop)
+                if encoder is not None:
+                    self._embed(diff.candidates, encoder, stop)
                 if not stop.requested:
                     writer.remove_missing()
         finally:
-            if lanes > 1 and encoder is not None:
-                image_lanes(encoder, 1)  # back to all cores a call, for query images
             # Whatever was committed is saved, also on Ctrl-C or an error mid-run; an
             # unchanged re-run leaves the index file alone.
             if self.store.dirty:
@@ -128,6 +115,21 @@ class Ingest:
         if stop.requested:
             raise KeyboardInterrupt
         return writer.report
+
+    def _embed(self, entries: list[FileEntry], encoder: Encoder, stop: _StopFlag) -> None:
+        """Load, embed and commit ``entries`` in planned order, until done or stopped."""
+        if tensor_decode_available(encoder):
+            self._tensors = TensorPreprocessor(encoder.preprocess_cfg, encoder.device)
+        lanes = image_lanes(encoder, self.workers) if self._tensors is None else 1
+        if self.batch_size is None:
+            self.batch_size = default_batch_size(encoder.device, lanes)
+        if lanes == 1:
+            self._run_in_batches(entries, encoder, stop)
+            return
+        try:
+            self._run_in_lanes(entries, encoder, lanes, stop)
+        finally:
+            image_lanes(encoder, 1)  # back to all cores a call, for query images
 
     def _checkpoint(self) -> None:
         due = time.monotonic() - self._last_save > self.checkpoint_seconds

@@ -14,6 +14,7 @@ from searchengine.errors import UnknownModelError
 from searchengine.models.base import encode_pil, l2_normalize
 from searchengine.models.lite import Preprocess
 from searchengine.models.loading import autocast, hub_errors_to_weights_error, resolve_device
+from searchengine.models.portable import PortablePreprocessor, TorchTransform
 from searchengine.models.spec import ModelKind, ModelSpec
 
 
@@ -41,7 +42,7 @@ class OpenClipEncoder:
             self._tokenizer = open_clip.get_tokenizer(name)
         model.eval()
         self._model: Any = model
-        self._transform = transform
+        self._pixels = TorchTransform(transform)
         self._torch = torch
         self.dim = int(model.text_projection.shape[-1]) if _has_proj(model) else _probe_dim(model)
         self.image_size = _image_size(model)
@@ -50,8 +51,11 @@ class OpenClipEncoder:
         self.preprocess_cfg = Preprocess.from_dict(open_clip.get_model_preprocess_cfg(model))
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
-        tensor = self._transform(image.convert("RGB"))
-        return np.asarray(tensor.numpy(), dtype=np.float32)
+        return self._pixels(image)
+
+    def portable_preprocessor(self) -> PortablePreprocessor:
+        """This model's ``preprocess`` without the model (for cluster ingest)."""
+        return PortablePreprocessor(self.image_size, self._pixels)
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         batch = self._torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))

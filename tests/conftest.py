@@ -61,3 +61,13 @@ def empty_offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeHu
 def offline_hub_env(fake_hub: FakeHub) -> dict[str, str]:
     """This process's environment, pointed at ``fake_hub`` and offline, for subprocesses."""
     return {**os.environ, **fake_hub.env()}
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """A one-node Ray cluster (``tests/raycluster.py``), started once, stopped at the end."""
+    from raycluster import RayHead
+
+    head = RayHead()
+    yield head
+    head.stop()

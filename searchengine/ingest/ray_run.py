@@ -35,8 +35,9 @@ import math
 import os
 import pickle
 import socket
+import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -310,7 +311,10 @@ def ray_connection(address: str | None) -> Iterator[Any]:
             raise ClusterError(f"cannot join the Ray cluster at {address}: {exc}") from None
     logging.getLogger("ray.data").setLevel(logging.ERROR)
     try:
-        yield ray
+        # Ray prints notices such as "a worker died" on stdout, which carries the
+        # summary (and --json); they belong with the progress bar, on stderr.
+        with redirect_stdout(sys.stderr):
+            yield ray
     finally:
         ray.shutdown()
 

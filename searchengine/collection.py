@@ -202,8 +202,9 @@ class Collection:
             raise CollectionError(
                 f"collection {self.name!r} has no folders yet; name one: searchengine index PATH"
             )
+        run = self._ingest(progress)  # an engine that cannot run says so before any work
         with self.store.writing():
-            report = self._ingest(progress).run(roots)
+            report = run.run(roots)
             self.store.adapt(self.config.index_policy or IndexPolicy(), self.config.index_memory_mb)
             return report
 

@@ -115,7 +115,7 @@ def test_toy_world_gives_the_same_collection_as_a_local_run(tmp_path, ray_head):
 
 def test_a_file_a_worker_cannot_read_is_recorded_as_failed(tmp_path, ray_head):
     photos, home = tmp_path / "photos", tmp_path / "idx"
-    good, _ = make_photos(photos, 12, seed=5)
+    make_photos(photos, 12, seed=5)
     secret = photos / "secret.png"
     Image.new("RGB", (32, 32), "red").save(secret)
     secret.chmod(0)
@@ -128,8 +128,7 @@ def test_a_file_a_worker_cannot_read_is_recorded_as_failed(tmp_path, ray_head):
 def test_a_killed_ray_worker_is_retried_and_nothing_is_lost_or_doubled(tmp_path, ray_head):
     photos, home = tmp_path / "photos", tmp_path / "idx"
     good, broken = make_photos(photos, 600, seed=11)
-    command = [EXE, "index", str(photos), "--index-dir", str(home), "-c", "crash", "-m", "toy",
-               "--batch-size", "2", "--engine", "ray", "--ray-address", ray_head.address, "--json"]  # fmt: skip
+    command = [*ray_command(photos, home, ray_head), "--json"]
     proc = subprocess.Popen(
         command, env=ray_head.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -159,8 +158,7 @@ def test_a_killed_driver_leaves_a_consistent_collection_and_the_next_run_resumes
 ):
     photos, home = tmp_path / "photos", tmp_path / "idx"
     good, broken = make_photos(photos, 400, seed=13)
-    command = [EXE, "index", str(photos), "--index-dir", str(home), "-c", "crash", "-m", "toy",
-               "--batch-size", "2", "--engine", "ray", "--ray-address", ray_head.address]  # fmt: skip
+    command = ray_command(photos, home, ray_head)
     env = {**ray_head.env(), "SEARCHENGINE_CHECKPOINT_SECONDS": "0.5"}
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -182,8 +180,7 @@ def test_a_killed_driver_leaves_a_consistent_collection_and_the_next_run_resumes
 def test_ctrl_c_stops_after_the_batch_and_the_same_command_resumes(tmp_path, ray_head):
     photos, home = tmp_path / "photos", tmp_path / "idx"
     good, broken = make_photos(photos, 400, seed=17)
-    command = [EXE, "index", str(photos), "--index-dir", str(home), "-c", "crash", "-m", "toy",
-               "--batch-size", "2", "--engine", "ray", "--ray-address", ray_head.address]  # fmt: skip
+    command = ray_command(photos, home, ray_head)
     proc = subprocess.Popen(
         command, env=ray_head.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -260,6 +257,12 @@ def test_random_vit_b_32_gives_the_same_collection_as_a_local_run(
     ray = index(photos, home, "ray", "-m", "ViT-B-32:openai", env=env, ray=ray_head)
     assert counts(ray) == counts(local) == {**counts(local), "added": 24, "failed": 2}
     same_collection(home, "local", "ray", ["a photo of noise", "a red square"], env)
+
+
+def ray_command(photos: Path, home: Path, head) -> list[str]:
+    """Index with small batches (a long run, to kill in the middle of) on ``head``."""
+    return [EXE, "index", str(photos), "--index-dir", str(home), "-c", "crash", "-m", "toy",
+            "--batch-size", "2", "--engine", "ray", "--ray-address", head.address]  # fmt: skip
 
 
 def wait_for(predicate, proc: subprocess.Popen, timeout: float = 300.0) -> bool:

@@ -1,14 +1,14 @@
-"""A Ray cluster of one node for the tests: a real ``ray start --head`` process.
+"""A Ray cluster of one node for tests and benchmarks: a real ``ray start --head``.
 
 The head is what a team's cluster runs (``docs/scale.md``), so ``searchengine index
 --engine ray --ray-address HOST:PORT`` joins it exactly as it would join a cluster.
 It is small (2 CPUs, a 200 MB object store, no dashboard) and lives in its own short
 temporary folder (Ray's socket paths must stay under 107 characters).
 
-When the tests run as root, the head runs without the capabilities that let root read
-any file (util-linux ``setpriv``, as ``tests/e2e/test_hostile.py`` does): its workers
-then cannot read a file of mode 000 that the driver, still root, plans, which is how a
-worker that does not see a path behaves.
+With ``unprivileged`` (the tests) under root, the head runs without the capabilities
+that let root read any file (util-linux ``setpriv``, as ``tests/e2e/test_hostile.py``
+does): its workers then cannot read a file of mode 000 that the driver, still root,
+plans, which is how a worker that does not see a path behaves.
 
 Ray's token authentication is off for this loopback-only cluster
 (``RAY_AUTH_MODE=disabled``, for the head and the drivers alike).
@@ -40,7 +40,9 @@ def free_port() -> int:
 class RayHead:
     """``ray start --head --block`` in its own process group; ``stop()`` ends all of it."""
 
-    def __init__(self, cpus: int = 2, object_store_mb: int = 200) -> None:
+    def __init__(
+        self, cpus: int = 2, object_store_mb: int = 200, unprivileged: bool = True
+    ) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -53,8 +55,7 @@ class RayHead:
             "--temp-dir", str(self.folder / "t"), "--include-dashboard", "false",
             "--disable-usage-stats",
         ]  # fmt: skip
-        self.unprivileged = os.geteuid() == 0
-        if self.unprivileged:
+        if unprivileged and os.geteuid() == 0:
             setpriv = shutil.which("setpriv")
             assert setpriv, "running as root needs util-linux setpriv to drop DAC override"
             command = [setpriv, f"--bounding-set={_DROP}", f"--inh-caps={_DROP}", "--", *command]

@@ -205,7 +205,7 @@ class Collection:
         run = self._ingest(progress)  # an engine that cannot run says so before any work
         with self.store.writing():
             report = run.run(roots)
-            self.store.adapt(self.config.index_policy or IndexPolicy(), self.config.index_memory_mb)
+            self._adapt()
             return report
 
     def _ingest(self, progress: Progress | None) -> Ingest:
@@ -216,6 +216,7 @@ class Collection:
             "workers": config.workers,
             "progress": progress,
             "checkpoint_seconds": config.checkpoint_seconds,
+            "adapt": self._adapt,
         }
         if config.engine == "ray":
             from searchengine.ingest.ray_run import RayIngest
@@ -232,6 +233,9 @@ class Collection:
         if config.engine != "local":
             raise ConfigError(f"unknown engine {config.engine!r}; use one of: local, ray")
         return Ingest(self.store, self._encoder_for_ingest, **common)
+
+    def _adapt(self) -> None:
+        self.store.adapt(self.config.index_policy or IndexPolicy(), self.config.index_memory_mb)
 
     def _encoder_for_ingest(self) -> Encoder:
         encoder = self.encoder

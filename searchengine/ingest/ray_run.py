@@ -112,6 +112,7 @@ class RayIngest(Ingest):
         workers: at most this many actors.
         progress: where files done are reported.
         checkpoint_seconds: how often a long run saves the index file.
+        adapt: called after each checkpoint (see ``Ingest``).
     """
 
     def __init__(
@@ -127,6 +128,7 @@ class RayIngest(Ingest):
         workers: int | None = None,
         progress: Progress | None = None,
         checkpoint_seconds: float = 60.0,
+        adapt: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(
             store,
@@ -135,6 +137,7 @@ class RayIngest(Ingest):
             workers=workers,
             progress=progress,
             checkpoint_seconds=checkpoint_seconds,
+            adapt=adapt,
         )
         self.spec = spec
         self.address = address

@@ -66,6 +66,9 @@ class Ingest:
         workers: load threads or lanes.
         progress: where files done are reported.
         checkpoint_seconds: how often a long run saves the index file.
+        adapt: called after each checkpoint to change the index type if the
+            collection's size now calls for another (``Store.adapt``), so a large first
+            run holds compressed codes from the threshold on, not every vector exactly.
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class Ingest:
         workers: int | None = None,
         progress: Progress | None = None,
         checkpoint_seconds: float = 60.0,
+        adapt: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.get_encoder = get_encoder
@@ -84,6 +88,7 @@ class Ingest:
         self.workers = workers or default_workers()
         self.progress = progress or NoProgress()
         self.checkpoint_seconds = checkpoint_seconds
+        self.adapt = adapt
         self._tensors: TensorPreprocessor | None = None  # JPEGs decoded on the device
         self._last_save = 0.0  # when the index was last saved (monotonic)
         self._early_save = False  # save after the first batch (a new collection)
@@ -135,6 +140,8 @@ class Ingest:
         due = time.monotonic() - self._last_save > self.checkpoint_seconds
         if due or (self._early_save and len(self.store.vectors()) > 0):
             self.store.checkpoint()
+            if self.adapt is not None:
+                self.adapt()
             self._last_save, self._early_save = time.monotonic(), False
 
     def _run_in_batches(self, entries: list[FileEntry], encoder: Encoder, stop: _StopFlag) -> None:

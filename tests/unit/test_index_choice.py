@@ -308,6 +308,7 @@ def test_collection_keeps_its_accelerator_through_deletions_and_reopening(tmp_pa
         assert top == {f"{i:03d}.png" for i in range(5, 10)}
 
 
+@pytest.mark.slow  # indexes 600 photos, trains an IVF index
 def test_a_large_first_run_compresses_its_index_at_the_threshold_not_at_the_end(tmp_path):
     """Memory: past the threshold the run holds SQ8 codes (1 byte a dimension), not
     every vector at float32 until the run ends."""

@@ -168,6 +168,8 @@ class RayIngest(Ingest):
                         break
                     self._checkpoint()
             except Exception as exc:
+                if not type(exc).__module__.startswith("ray."):
+                    raise  # the driver's own (the store's) errors pass as they are
                 raise library_error(exc) from exc
             finally:
                 close = getattr(batches, "close", None)

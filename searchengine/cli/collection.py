@@ -60,7 +60,8 @@ runtime_option = click.option(
     type=click.IntRange(min=1),
     default=None,
     help="Decode threads; with ONNX on a CPU, lanes that each decode and run the model "
-    "(at most one per core) [default: one per core, at most 8].",
+    "(at most one per core) [default: one per core, at most 8]. With --engine ray: at "
+    "most this many actors [default: one per GPU, else one per CPU of the cluster].",
 )
 @runtime_option
 @click.option(

@@ -1,12 +1,18 @@
 """The SQL catalog: what files a collection holds and what became of each.
 
 SQLAlchemy Core with portable types only, so the same schema runs on SQLite (the
-default, one file per collection) and PostgreSQL. Catalog image ids are the FAISS
-ids, so an image keeps its id across moves and re-embeds.
+default, one file per collection) and PostgreSQL (one schema per collection; see
+``backends.py``). Catalog image ids are the FAISS ids, so an image keeps its id across
+moves and re-embeds.
+
+A path is unique through ``path_hash`` (BLAKE2b-128 of its bytes), not through an
+index on the path itself: a B-tree entry has a size limit (about 2,700 bytes in
+PostgreSQL) that a deep path can exceed, and a 32-character key fits any path.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -26,20 +32,28 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
-    create_engine,
     delete,
-    event,
     func,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
 
+from searchengine.backends import (
+    SQLITE,
+    CatalogLocation,
+    catalog_bytes,
+    create_catalog_engine,
+    ensure_schema,
+    reaching,
+)
 from searchengine.errors import SchemaVersionError
 from searchengine.values import OK, MetaKey
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class FsPath(TypeDecorator[str]):
@@ -75,6 +89,12 @@ def _path_from_db(value: str) -> str:
 
 _BYTES_PREFIX = "bytes:"
 
+
+def path_key(path: str) -> str:
+    """The unique key of a path: BLAKE2b-128 of its bytes, hex (32 characters)."""
+    return hashlib.blake2b(os.fsencode(path), digest_size=16).hexdigest()
+
+
 metadata = MetaData()
 
 meta_table = Table(
@@ -94,7 +114,8 @@ images_table = Table(
     "images",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("path", FsPath, nullable=False, unique=True),
+    Column("path", FsPath, nullable=False),
+    Column("path_hash", String(32), nullable=False, unique=True),
     Column("size", BigInteger, nullable=False),
     Column("mtime_ns", BigInteger, nullable=False),
     Column("content_hash", String(64), nullable=True, index=True),
@@ -162,18 +183,52 @@ class ImageRecord:
 
 
 class Catalog:
-    """A collection's catalog behind a SQLAlchemy engine."""
+    """A collection's catalog behind a SQLAlchemy engine.
 
-    def __init__(self, url: str) -> None:
+    Args:
+        url: SQLAlchemy URL of the database.
+        schema: the PostgreSQL schema holding this collection's tables (``None`` for
+            SQLite, whose file is the collection's own).
+        writable: whether this open may create or upgrade the tables. A reader writes
+            nothing (a read-only role or a replica can search); it finds an empty
+            catalog as ``found`` false and refuses one that needs an upgrade.
+
+    Raises:
+        CatalogUnavailableError: the database cannot be reached or used.
+        SchemaVersionError: the catalog's schema is newer than this release, or older
+            and the open is not writable.
+    """
+
+    def __init__(self, url: str, *, schema: str | None = None, writable: bool = True) -> None:
         self.url = url
-        self.engine: Engine = create_engine(url)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        with self.engine.begin() as conn:
-            _prepare_schema(conn)
+        self.location = CatalogLocation(url, schema)
+        self.engine: Engine = create_catalog_engine(self.location)
+        try:
+            with reaching(self.location), self.engine.begin() as conn:
+                self.found = _prepare_schema(conn, self.location, writable)
+        except BaseException:
+            self.engine.dispose()
+            raise
+
+    @property
+    def shared(self) -> bool:
+        """Whether the catalog is on a server other hosts may write to."""
+        return self.location.shared
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def size_bytes(self) -> int:
+        """The catalog's size on disk (a SQLite file with its log, or a server's tables)."""
+        if self.location.backend == SQLITE:
+            name = self.engine.url.database or ""
+            return sum(
+                os.path.getsize(name + suffix)
+                for suffix in ("", "-wal", "-shm")
+                if os.path.exists(name + suffix)
+            )
+        with reaching(self.location), self.engine.connect() as conn:
+            return catalog_bytes(conn, self.location)
 
     # -- collection identity ------------------------------------------------
     def get_meta(self, key: str) -> str | None:
@@ -203,7 +258,7 @@ class Catalog:
             query = query.where(images_table.c.status == status)
         with self.engine.connect() as conn:
             for row in conn.execute(query):
-                yield ImageRecord(**row._mapping)
+                yield _record(row)
 
     def file_states(self) -> dict[str, tuple[int, int, int]]:
         """``path -> (id, size, mtime_ns)`` for every row: all an unchanged re-run reads.
@@ -234,13 +289,14 @@ class Catalog:
                 chunk = [int(i) for i in ids[start : start + 500]]
                 rows = conn.execute(select(images_table).where(images_table.c.id.in_(chunk)))
                 for row in rows:
-                    found[row.id] = ImageRecord(**row._mapping)
+                    found[row.id] = _record(row)
         return found
 
     def by_path(self, path: str) -> ImageRecord | None:
+        query = select(images_table).where(images_table.c.path_hash == path_key(path))
         with self.engine.connect() as conn:
-            row = conn.execute(select(images_table).where(images_table.c.path == path)).first()
-        return ImageRecord(**row._mapping) if row else None
+            row = conn.execute(query).first()
+        return _record(row) if row else None
 
     def ok_ids(self) -> set[int]:
         with self.engine.connect() as conn:
@@ -263,9 +319,21 @@ class Catalog:
         return self.engine.begin()
 
 
+def _record(row: Any) -> ImageRecord:
+    values = dict(row._mapping)
+    values.pop("path_hash", None)
+    return ImageRecord(**values)
+
+
+def _with_key(values: dict[str, Any]) -> dict[str, Any]:
+    if "path" in values:
+        return {**values, "path_hash": path_key(values["path"])}
+    return values
+
+
 def insert_image(conn: Connection, values: dict[str, Any]) -> int:
     """Insert one image row and return its id."""
-    values = {"indexed_at": time.time(), **values}
+    values = _with_key({"indexed_at": time.time(), **values})
     result = conn.execute(insert(images_table).values(**values))
     key = result.inserted_primary_key
     assert key is not None
@@ -273,7 +341,7 @@ def insert_image(conn: Connection, values: dict[str, Any]) -> int:
 
 
 def update_image(conn: Connection, image_id: int, values: dict[str, Any]) -> None:
-    values = {"indexed_at": time.time(), **values}
+    values = _with_key({"indexed_at": time.time(), **values})
     conn.execute(update(images_table).where(images_table.c.id == image_id).values(**values))
 
 
@@ -286,15 +354,22 @@ def delete_images(conn: Connection, ids: Sequence[int]) -> None:
         conn.execute(delete(pending_table).where(pending_table.c.image_id.in_(chunk)))
 
 
-def _prepare_schema(conn: Connection) -> None:
-    """Create a new catalog, or migrate an older one in place, in one transaction.
+def _prepare_schema(conn: Connection, location: CatalogLocation, writable: bool) -> bool:
+    """Check the catalog's schema version; a writer creates or upgrades it.
 
-    Only the tables of schema 1 are created directly; later ones come from the
-    migrations, so a new catalog and an upgraded one go through the same steps,
-    and a failed migration leaves the catalog as it was.
+    A new catalog is created at the current version in one go; an older one is
+    upgraded step by step (``MIGRATIONS``), all in the caller's transaction, so a
+    failed upgrade leaves the catalog as it was. Returns whether a catalog was there
+    (or has been made).
     """
-    for table in (meta_table, roots_table, images_table):
-        table.create(conn, checkfirst=True)
+    if writable and location.schema is not None:
+        ensure_schema(conn, location.schema)
+    if not inspect(conn).has_table(meta_table.name):
+        if not writable:
+            return False
+        metadata.create_all(conn)
+        write_meta(conn, MetaKey.SCHEMA_VERSION, str(SCHEMA_VERSION))
+        return True
     found = read_meta(conn, MetaKey.SCHEMA_VERSION)
     version = 1 if found is None else int(found)
     if version > SCHEMA_VERSION:
@@ -302,20 +377,61 @@ def _prepare_schema(conn: Connection) -> None:
             f"this collection was written by a newer searchengine (schema {version}, "
             f"this release reads up to {SCHEMA_VERSION}); upgrade searchengine"
         )
+    if version < SCHEMA_VERSION and not writable:
+        name = read_meta(conn, MetaKey.NAME) or "NAME"
+        raise SchemaVersionError(
+            f"collection {name!r} has catalog schema {version} and this release reads "
+            f"{SCHEMA_VERSION}; upgrade it once with `searchengine index --collection "
+            f"{name}` (a writer; searches never change the catalog)"
+        )
     while version < SCHEMA_VERSION:
         MIGRATIONS[version](conn)
         version += 1
-    write_meta(conn, MetaKey.SCHEMA_VERSION, str(version))
+        write_meta(conn, MetaKey.SCHEMA_VERSION, str(version))
+    return True
 
 
 def _migrate_1_to_2(conn: Connection) -> None:
     # Version 2 adds the reranker-vector and caption caches and the vector log.
-    embeddings_table.create(conn, checkfirst=True)
-    captions_table.create(conn, checkfirst=True)
-    pending_table.create(conn, checkfirst=True)
+    for name in ("embeddings", "captions", "pending_vectors"):
+        metadata.tables[name].create(conn, checkfirst=True)
 
 
-MIGRATIONS = {1: _migrate_1_to_2}
+_V2_COLUMNS = (
+    "id, path, size, mtime_ns, content_hash, width, height, taken_at, status, error, "
+    "indexed_at, batch"
+)
+
+
+def _migrate_2_to_3(conn: Connection) -> None:
+    """Version 3 makes a path unique by its hash (``path_hash``), not by a B-tree on
+    the path, which refuses paths over ~2,700 bytes on PostgreSQL.
+
+    SQLite cannot drop a column's UNIQUE, so the table is rebuilt the same way on
+    both backends: renamed aside, made anew, rows copied with their ids, dropped.
+    """
+    conn.execute(text("ALTER TABLE images RENAME TO images_v2"))
+    for index in images_table.indexes:  # index names are per schema: free them
+        conn.execute(text(f"DROP INDEX IF EXISTS {index.name}"))
+    images_table.create(conn)
+    rows = conn.execute(text(f"SELECT {_V2_COLUMNS} FROM images_v2")).mappings().all()
+    for start in range(0, len(rows), 1000):
+        chunk = [dict(r) for r in rows[start : start + 1000]]
+        for row in chunk:
+            row["path"] = _path_from_db(row["path"])
+            row["path_hash"] = path_key(row["path"])
+        conn.execute(insert(images_table), chunk)
+    conn.execute(text("DROP TABLE images_v2"))
+    if conn.dialect.name == "postgresql":  # the new id sequence starts past the copied ids
+        conn.execute(
+            text(
+                "SELECT setval(pg_get_serial_sequence('images', 'id'), "
+                "(SELECT coalesce(max(id), 0) + 1 FROM images), false)"
+            )
+        )
+
+
+MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
 
 
 def log_vectors(conn: Connection, batch: int, ids: Sequence[int], vectors: np.ndarray) -> None:
@@ -351,15 +467,6 @@ def write_meta(conn: Connection, key: str, value: str) -> None:
     done = conn.execute(update(meta_table).where(meta_table.c.key == key).values(value=value))
     if done.rowcount == 0:
         conn.execute(insert(meta_table).values(key=key, value=value))
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    # WAL lets searches read a consistent snapshot while an index run writes.
-    cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
 
 
 def blob(vector: np.ndarray) -> bytes:

@@ -151,9 +151,11 @@ def redact(url: str) -> str:
 
 
 def _without_password(url: str) -> str:
-    from sqlalchemy.engine import make_url
+    from sqlalchemy.engine import URL, make_url
 
-    return make_url(url).set(password=None).render_as_string(hide_password=False)
+    u = make_url(url)  # (URL.set treats password=None as "unchanged")
+    bare = URL.create(u.drivername, u.username, None, u.host, u.port, u.database, u.query)
+    return bare.render_as_string(hide_password=False)
 
 
 def same_database(a: str, b: str) -> bool:
@@ -272,6 +274,15 @@ def reaching(location: CatalogLocation) -> Iterator[None]:
         yield
     except (OperationalError, InterfaceError) as exc:
         raise CatalogUnavailableError(connection_problem(location.shown, exc)) from None
+    except Exception as exc:
+        if not refused(exc):
+            raise
+        raise CatalogUnavailableError(connection_problem(location.shown, exc)) from None
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether a database error is a refused privilege (a read-only role writing)."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) == "42501"
 
 
 def connection_problem(shown: str | None, exc: BaseException) -> str:

@@ -156,7 +156,8 @@ class Collection:
                 raise
         try:
             _check_identity(catalog, name, config, model, encoder, create)
-            if location.shared and read_location(folder) is None:
+            # A writer records where the catalog is; a reader on a new host makes nothing.
+            if location.shared and (create or folder.exists()) and read_location(folder) is None:
                 folder.mkdir(parents=True, exist_ok=True)
                 write_location(folder, location)
         except BaseException:
@@ -371,7 +372,8 @@ class Collection:
 
     def status(self) -> CollectionStatus:
         counts = self.catalog.counts()
-        size = sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
+        files = self.folder.iterdir() if self.folder.exists() else iter(())
+        size = sum(p.stat().st_size for p in files if p.is_file())
         location = self.catalog.location
         catalog_bytes = self.catalog.size_bytes()
         if location.shared:  # not in the folder: count it as well

@@ -47,9 +47,12 @@ def errors() -> Iterator[None]:
 def _database_problem(exc: Exception) -> str | None:
     """One line for a lost catalog connection, or None for any other error."""
     sa_exc = sys.modules.get("sqlalchemy.exc")  # loaded only if a catalog was opened
-    if sa_exc is None or not isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+    if sa_exc is None or not isinstance(exc, sa_exc.DBAPIError):
         return None
-    from searchengine.backends import connection_problem
+    from searchengine.backends import connection_problem, refused
+
+    if not isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) and not refused(exc):
+        return None
 
     return connection_problem(None, exc)
 

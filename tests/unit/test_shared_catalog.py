@@ -79,9 +79,9 @@ def test_the_second_host_is_refused_while_the_first_writes_and_loses_nothing(
     with Collection.open("team", host(tmp_path, "a", url), create=True, encoder=encoder) as a:
         a.index([photos])
         b = Collection.open("team", host(tmp_path, "b", url), create=True, encoder=encoder)
-        with b, a.store.writing():
-            with pytest.raises(CollectionLockedError, match=f"process {os.getpid()} on "):
-                b.index([photos])
+        refused = pytest.raises(CollectionLockedError, match=f"process {os.getpid()} on ")
+        with b, a.store.writing(), refused:
+            b.index([photos])
         solid(photos / "yellow.jpg", YELLOW)
         assert a.index().added == 1
         a_results = a.search("yellow", k=4)
@@ -147,7 +147,7 @@ def test_a_collection_is_opened_only_where_its_catalog_is(
     home = tmp_path / "idx"
     with Collection.open("local", Config(home=home), create=True, encoder=FakeEncoder()) as c:
         c.index([photos])
-    with pytest.raises(CollectionError, match="keeps its catalog in .*catalog.sqlite"):
+    with pytest.raises(CollectionError, match=r"keeps its catalog in .*catalog\.sqlite"):
         Collection.open("local", Config(home=home, database_url=url))
     with Collection.open("team", Config(home=home, database_url=url), create=True, model="toy"):
         pass

@@ -28,9 +28,11 @@ from pathlib import Path
 
 OPEN_SNIPPET = """
 import sys, time
+from pathlib import Path
 t = time.perf_counter()
 from searchengine import Collection, Config
-with Collection.open("bench", Config(home=sys.argv[1], database_url=sys.argv[2] or None)) as c:
+home, url = Path(sys.argv[1]), sys.argv[2] or None
+with Collection.open("bench", Config(home=home, database_url=url)) as c:
     c.catalog.ok_count()
 print(time.perf_counter() - t)
 """

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,7 +23,7 @@ from PIL import Image
 
 from searchengine.backends import LOCATION_FILE, locate, read_location, write_location
 from searchengine.captions import Captioner, cached_captions, load_captioner
-from searchengine.catalog import OK, SCHEMA_VERSION, Catalog, ImageRecord
+from searchengine.catalog import OK, Catalog, ImageRecord, open_catalog
 from searchengine.config import CATALOG_FILE, DEFAULT_COLLECTION, Config
 from searchengine.errors import (
     CollectionError,
@@ -48,6 +47,7 @@ from searchengine.ranking import (
     example_term,
     query_terms,
 )
+from searchengine.schema import SCHEMA_VERSION
 from searchengine.store import INDEX_FILE, Store
 from searchengine.values import MetaKey
 from searchengine.vectors import EXACT, FaissIndex
@@ -130,36 +130,20 @@ class Collection:
                 f"invalid collection name {name!r}: use letters, digits, '.', '_' or '-'"
             )
         folder = config.home / name
-        location = locate(name, folder, config.database_url)
         missing = CollectionNotFoundError(
             f"no collection {name!r} in {config.home.resolve()}"
-            + (f" or in {location.shown}" if location.shared else "")
+            + (" or in its database" if config.database_url else "")
             + f"; create it with `searchengine index PATH --collection {name}`, or point "
             "--index-dir / SEARCHENGINE_HOME (or --database-url) at where it is"
         )
-        made = not folder.exists()
-        if location.shared:
-            # Nothing is written on disk before the database has answered.
-            catalog = Catalog(location.url, schema=location.schema, writable=create)
-            if not catalog.found:
-                catalog.close()
-                raise missing
-        else:
-            if not (folder / CATALOG_FILE).exists() and not create:
-                raise missing
-            folder.mkdir(parents=True, exist_ok=True)
-            try:  # SQLite: the user's own file, upgraded on any open as it always was
-                catalog = Catalog(location.url)
-            except BaseException:
-                if made:
-                    shutil.rmtree(folder, ignore_errors=True)
-                raise
+        catalog = open_catalog(folder, locate(name, folder, config.database_url), create)
+        if catalog is None:
+            raise missing
         try:
             _check_identity(catalog, name, config, model, encoder, create)
-            # A writer records where the catalog is; a reader on a new host makes nothing.
-            if location.shared and (create or folder.exists()) and read_location(folder) is None:
-                folder.mkdir(parents=True, exist_ok=True)
-                write_location(folder, location)
+            if catalog.shared and (create or folder.exists()) and read_location(folder) is None:
+                folder.mkdir(parents=True, exist_ok=True)  # a reader on a new host: nothing
+                write_location(folder, catalog.location)
         except BaseException:
             catalog.close()
             raise

@@ -6,8 +6,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from searchengine.backends import create_catalog_engine, server_location, sqlite_location
-from searchengine.catalog import SCHEMA_VERSION, Catalog, insert_image, metadata
+from searchengine.catalog import Catalog, insert_image
 from searchengine.errors import SchemaVersionError
+from searchengine.schema import SCHEMA_VERSION, metadata
 
 
 def location(tmp_path, database_url, name="c"):

@@ -246,7 +246,6 @@ def create_catalog_engine(location: CatalogLocation) -> Any:
             "options": f"-c search_path={location.schema}",
             "application_name": app,
         }
-        kwargs["pool_pre_ping"] = True
     try:
         engine = create_engine(location.url, **kwargs)
     except ModuleNotFoundError as exc:

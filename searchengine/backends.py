@@ -109,8 +109,8 @@ def server_location(url: str, collection: str) -> CatalogLocation:
         parsed = make_url(url)
     except ArgumentError:
         raise ConfigError(
-            f"cannot read the database URL {redact(url)!r}; "
-            "expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
+            "--database-url / SEARCHENGINE_DATABASE_URL is not a database URL; "
+            "expected postgresql://USER@HOST:PORT/DATABASE"
         ) from None
     backend = parsed.get_backend_name()
     if backend == SQLITE:
@@ -147,7 +147,7 @@ def redact(url: str) -> str:
 
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # not a URL at all: show its scheme only
-        return url.split("://", 1)[0] + "://…"
+        return url.split("://", 1)[0] + "://…" if "://" in url else "…"
 
 
 def _without_password(url: str) -> str:

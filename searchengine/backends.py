@@ -303,7 +303,8 @@ def ensure_schema(conn: Any, schema: str) -> None:
     from sqlalchemy import text
 
     conn.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"), _keys(_SCHEMA_LOCK, schema))
-    conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {schema}"))
+    if not schema_exists(conn, schema):  # a role may write a schema made for it by others
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
 
 
 def schema_exists(conn: Any, schema: str) -> bool:

@@ -362,7 +362,9 @@ class Collection:
         catalog_bytes = self.catalog.size_bytes()
         if location.shared:  # not in the folder: count it as well
             size += catalog_bytes
-        index = self.vectors() if self.index_path.exists() else None
+        # A host sharing a server catalog builds its index from it even without a file.
+        built = self.index_path.exists() or (location.shared and self.store.dim is not None)
+        index = self.vectors() if built else None
         schema = self.catalog.get_meta(MetaKey.SCHEMA_VERSION)
         return CollectionStatus(
             name=self.name,

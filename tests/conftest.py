@@ -91,4 +91,7 @@ def database_url(request: pytest.FixtureRequest) -> str | None:
     a fresh, empty PostgreSQL database."""
     if request.param == "sqlite":
         return None
-    return request.getfixturevalue("pg_cluster").new_database()
+    cluster = request.getfixturevalue("pg_cluster")
+    url = cluster.new_database()
+    request.addfinalizer(lambda: cluster.give_back(url))
+    return url

@@ -57,6 +57,7 @@ class Cluster:
     port: int
     run_as: str | None  # the OS user running the server, when we are root
     _databases: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _free: list[str] = field(default_factory=list)
 
     @property
     def data(self) -> Path:
@@ -76,10 +77,36 @@ class Cluster:
                 conn.execute(sql)  # type: ignore[arg-type]
 
     def new_database(self) -> str:
-        """A fresh, empty database; returns its URL."""
+        """A fresh, empty database (or an emptied one given back); returns its URL.
+
+        A new database copies ~1,000 files of its template; a suite making one per
+        test spent a minute deleting them at the end. Emptied ones are reused.
+        """
+        if self._free:
+            return self._free.pop()
         name = f"t{os.getpid()}_{next(self._databases)}"
-        self.admin(f"CREATE DATABASE {name}")
+        self.admin(f"CREATE DATABASE {name} STRATEGY = FILE_COPY")
         return self.url(name)
+
+    def give_back(self, url: str) -> None:
+        """Empty a database of every collection schema, for the next test to use."""
+        import psycopg
+
+        name = url.rsplit("/", 1)[1]
+        try:
+            with psycopg.connect(self.url(name), autocommit=True) as conn:
+                conn.execute("SET lock_timeout = '5s'")
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()",
+                    [name],
+                )
+                rows = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'se%%'")
+                for (schema,) in rows.fetchall():
+                    conn.execute(f'DROP SCHEMA "{schema}" CASCADE')  # type: ignore[arg-type]
+        except psycopg.Error:
+            return  # not reusable: left as it is
+        self._free.append(url)
 
     def _cmd(self, *args: str) -> list[str]:
         tool = [str(self.bindir / args[0]), *args[1:]]

@@ -51,6 +51,7 @@ __all__ = [
     "delete_images",
     "insert_image",
     "log_vectors",
+    "logged_ids",
     "open_catalog",
     "pending_vectors",
     "read_meta",
@@ -284,6 +285,11 @@ def log_vectors(conn: Connection, batch: int, ids: Sequence[int], vectors: np.nd
         for i, v in zip(ids, vectors, strict=True)
     ]
     conn.execute(insert(pending_table), rows)
+
+
+def logged_ids(conn: Connection) -> set[int]:
+    """Ids of the images whose vector the catalog holds."""
+    return {int(i) for i in conn.scalars(select(pending_table.c.image_id))}
 
 
 def pending_vectors(conn: Connection, after_batch: int) -> dict[int, np.ndarray]:

@@ -60,6 +60,7 @@ from searchengine.catalog import (
     delete_images,
     insert_image,
     log_vectors,
+    logged_ids,
     pending_vectors,
     trim_vector_log,
     update_image,
@@ -281,6 +282,8 @@ class Store:
             self._index = self._load(catch_up=False)
         index = self._index
         fixed = self._catch_up(index, saved)
+        if self.catalog.shared:
+            self._backfill(index)
         ok = self.catalog.ok_ids()
         missing = ok - set(int(i) for i in index.ids())
         if missing:  # no vector anywhere (cannot happen unless files were edited by hand)
@@ -305,6 +308,20 @@ class Store:
         if replay:
             index.add(np.asarray(list(replay), dtype=np.int64), np.stack(list(replay.values())))
         return len(replay) + len(orphans)
+
+    def _backfill(self, index: FaissIndex) -> None:
+        """Give a shared catalog the vectors only this host's file holds.
+
+        A catalog that began on one host (an earlier release, which trimmed its vector
+        log) has its vectors in that host's file alone; copied into the catalog, every
+        other host can build its index from them instead of losing those rows.
+        """
+        with self.catalog.transaction() as conn:
+            stored = logged_ids(conn)
+        lacking = np.asarray(sorted(set(int(i) for i in index.ids()) - stored), dtype=np.int64)
+        for ids, vectors in index.chunks(lacking):
+            with self.catalog.transaction() as conn:
+                log_vectors(conn, self._last_batch, [int(i) for i in ids], vectors)
 
     def _empty_index(self) -> FaissIndex:
         size = self.dim or (self._default_dim() if self._default_dim else None)

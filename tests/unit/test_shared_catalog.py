@@ -213,3 +213,29 @@ def test_connection_failures_are_one_line_and_leave_nothing(
         assert expected in result.output
         assert "wrong" not in result.output.replace("wrong password", "")
         assert not home.exists()
+
+
+@pytest.mark.postgres
+def test_vectors_only_one_hosts_file_holds_are_given_to_the_catalog(
+    tmp_path, photos, pg_cluster
+):
+    """A catalog moved from an earlier release has no vectors (it trimmed its log):
+    the host holding the index file gives them to the catalog, so another host
+    builds its index from it instead of dropping rows."""
+    from sqlalchemy import text
+
+    url = pg_cluster.new_database()
+    encoder = FakeEncoder()
+    with Collection.open("team", host(tmp_path, "a", url), create=True, encoder=encoder) as a:
+        a.index([photos])
+        with a.catalog.transaction() as conn:
+            conn.execute(text("DELETE FROM pending_vectors"))
+        (tmp_path / "a" / "team" / "vectors.state.json").unlink()  # as that release left it
+    with Collection.open("team", host(tmp_path, "a", url), encoder=encoder) as a:
+        assert a.index().unchanged == 3
+    encoded = encoder.images_encoded
+    with Collection.open("team", host(tmp_path, "b", url), create=True, encoder=encoder) as b:
+        report = b.index([photos])
+        assert (report.unchanged, report.removed, report.added) == (3, 0, 0)
+        assert encoder.images_encoded == encoded
+        assert names(b.search("blue", k=1)) == ["blue.webp"]

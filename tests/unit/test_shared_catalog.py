@@ -216,9 +216,7 @@ def test_connection_failures_are_one_line_and_leave_nothing(
 
 
 @pytest.mark.postgres
-def test_vectors_only_one_hosts_file_holds_are_given_to_the_catalog(
-    tmp_path, photos, pg_cluster
-):
+def test_vectors_only_one_hosts_file_holds_are_given_to_the_catalog(tmp_path, photos, pg_cluster):
     """A catalog moved from an earlier release has no vectors (it trimmed its log):
     the host holding the index file gives them to the catalog, so another host
     builds its index from it instead of dropping rows."""

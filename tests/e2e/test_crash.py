@@ -36,7 +36,7 @@ def test_sigkill_at_random_moments_loses_nothing(offline_hub_env, tmp_path, data
     assert report.phases["catalog ahead of saved index"] + report.phases["during index save"] >= 3
 
 
-def wait_for(predicate, timeout=60.0):
+def wait_for(predicate, timeout=180.0):  # a loaded 2-core machine exports models slowly
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

@@ -39,6 +39,7 @@ from typing import Any
 
 from searchengine.config import CATALOG_FILE
 from searchengine.errors import CatalogUnavailableError, CollectionError, ConfigError
+from searchengine.fsutil import atomic_write
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
@@ -182,13 +183,11 @@ def read_location(folder: Path) -> dict[str, Any] | None:
 
 
 def write_location(folder: Path, location: CatalogLocation) -> None:
-    from searchengine.fsutil import atomic_write
-
     with atomic_write(folder / LOCATION_FILE) as handle:
         handle.write(json.dumps(location.record(), indent=2).encode() + b"\n")
 
 
-# -- choosing ---
+# -- choosing ------------------------------------------------------------------------
 def locate(name: str, folder: Path, url: str | None) -> CatalogLocation:
     """Where collection ``name`` (in ``folder``) keeps its catalog, given a database URL.
 
@@ -228,7 +227,7 @@ def locate(name: str, folder: Path, url: str | None) -> CatalogLocation:
     return location
 
 
-# -- engines -------------------------------------------------------------------------
+# -- engines ----------------------------------------------------------------------
 def create_catalog_engine(location: CatalogLocation) -> Any:
     """A SQLAlchemy engine for ``location`` (no connection is made yet).
 

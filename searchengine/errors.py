@@ -12,6 +12,7 @@ never calls ``sys.exit``. The hierarchy::
     │   ├── CollectionNotFoundError
     │   ├── CollectionLockedError  another process is indexing it
     │   ├── ModelMismatchError  a collection used with another model
+    │   ├── CatalogUnavailableError  the catalog's database cannot be reached or used
     │   └── SchemaVersionError  catalog written by a newer release
     ├── ClusterError            Ray missing, or its cluster unreachable or failing
     ├── ImageError              one file cannot be used (recorded, never fatal to a run)
@@ -56,6 +57,10 @@ class CollectionLockedError(CollectionError):
 
 class ModelMismatchError(CollectionError):
     """The collection was built with another model than the one asked for."""
+
+
+class CatalogUnavailableError(CollectionError):
+    """The catalog's database cannot be used: no driver, unreachable, refused, missing."""
 
 
 class SchemaVersionError(CollectionError):

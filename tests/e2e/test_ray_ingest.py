@@ -22,7 +22,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
-from crash_harness import check_collection, make_photos, read_state
+from crash_harness import CatalogReader, check_collection, make_photos, read_state
 from PIL import Image
 from raycluster import RAY_ENV, processes_with_env
 
@@ -175,6 +175,47 @@ def test_a_killed_driver_leaves_a_consistent_collection_and_the_next_run_resumes
     # Work committed before the kill is not redone: the resume embeds exactly the rest.
     assert resumed["added"] == len(good) - committed
     assert check_collection(home / "crash", good, broken) == []
+
+
+@pytest.mark.postgres
+def test_on_a_postgres_catalog_a_driver_killed_on_one_host_is_resumed_on_another(
+    tmp_path, ray_head, pg_cluster
+):
+    """Host A (one collection folder) is killed mid-run; host B (another folder, the
+    same catalog and photo paths) resumes without re-embedding A's committed work, and
+    A then catches up from the catalog, embedding nothing."""
+    url = pg_cluster.new_database()
+    reader = CatalogReader(url)
+    try:
+        photos, host_a, host_b = tmp_path / "photos", tmp_path / "host-a", tmp_path / "host-b"
+        good, broken = make_photos(photos, 400, seed=29)
+        env = {**os.environ, "SEARCHENGINE_DATABASE_URL": url}
+        killed = {**ray_head.env(env), "SEARCHENGINE_CHECKPOINT_SECONDS": "0.5"}
+        proc = subprocess.Popen(
+            ray_command(photos, host_a, ray_head),
+            env=killed,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert wait_for(lambda: read_state(host_a / "crash", reader)[1] >= 30, proc)
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        _, committed = read_state(host_a / "crash", reader)
+        assert 30 <= committed < len(good)
+        resumed = index(photos, host_b, "crash", env=env, ray=ray_head)
+        assert resumed["added"] == len(good) - committed
+        assert check_collection(host_b / "crash", good, broken, reader) == []
+        caught_up = index(photos, host_a, "crash", env=env, ray=ray_head)
+        assert caught_up["added"] == 0
+        assert check_collection(host_a / "crash", good, broken, reader) == []
+    finally:
+        reader.close()
+        pg_cluster.give_back(url)
 
 
 def test_ctrl_c_stops_after_the_batch_and_the_same_command_resumes(tmp_path, ray_head):

@@ -238,7 +238,7 @@ class Collection:
         """
         roots = [os.path.abspath(p) for p in paths]
         for root in roots:
-            if not os.path.exists(root):
+            if not os.path.lexists(root):  # a broken link named here gets a verdict
                 raise CollectionError(f"no such file or folder: {root}")
         self.catalog.add_roots(roots)
         roots = roots or self.catalog.roots()

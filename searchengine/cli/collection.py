@@ -37,7 +37,7 @@ runtime_option = click.option(
 
 
 @click.command()
-@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @collection_options
 @click.option(
     "--model",
@@ -99,6 +99,9 @@ def index(
     """
     from searchengine.collection import Collection
 
+    for path in paths:  # before anything is created; a broken link is a file to record
+        if not os.path.lexists(path):
+            raise click.BadParameter(f"no such file or folder: {path}", param_hint="PATHS")
     with errors():
         model = models[0] if models else None
         config = make_config(

@@ -37,9 +37,22 @@ def errors() -> Iterator[None]:
         sys.exit(130)
 
 
+# Control characters in a name would split a result over lines, or drive the terminal
+# (an escape sequence): each is shown as an escape instead, one line per result.
+_CONTROLS = {
+    **{c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]},
+    **{c: f"\\u{c:04x}" for c in range(0x80, 0xA0)},
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\t"): "\\t",
+}
+
+
 def display_path(path: str) -> str:
-    """A path printable on any terminal: undecodable name bytes shown as ``\\xNN``."""
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """A path printable on one terminal line: undecodable name bytes shown as ``\\xNN``,
+    control characters (newline, tab, escape ...) as ``\\n``, ``\\t``, ``\\x1b``."""
+    text = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text.translate(_CONTROLS)
 
 
 def top_k_option(func: F) -> F:

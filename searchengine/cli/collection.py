@@ -15,7 +15,6 @@ from searchengine.cli.common import (
     TqdmProgress,
     collection_options,
     device_option,
-    display_path,
     errors,
     filter_options,
     human_size,
@@ -23,13 +22,15 @@ from searchengine.cli.common import (
     make_config,
     open_collection,
     print_results,
+    terminal_path,
     top_k_option,
 )
 from searchengine.models.blip import DEFAULT_CAPTION_MODEL
+from searchengine.values import RUNTIMES, SORTS
 
 runtime_option = click.option(
     "--runtime",
-    type=click.Choice(["auto", "torch", "onnx"]),
+    type=click.Choice(RUNTIMES),
     default=None,
     help="How to run open_clip models [env SEARCHENGINE_RUNTIME; default auto: ONNX "
     "Runtime on a CPU (exported and checked against torch once per model), torch on CUDA].",
@@ -183,7 +184,7 @@ def index(
 @filter_options
 @click.option(
     "--sort",
-    type=click.Choice(["relevance", "date", "date-asc"]),
+    type=click.Choice(SORTS),
     default="relevance",
     show_default=True,
     help="Order of the results: date is newest first.",
@@ -233,12 +234,12 @@ def search(
     """
     opened = open_collection(collection, index_dir, model, device, runtime, warm_text=True)
     with errors(), opened as coll:
-        from searchengine.filters import Filters, parse_date  # SQL: after the warm-up starts
+        from searchengine.ranking import Filters  # SQL: after the warm-up starts
 
-        filters = Filters(
+        filters = Filters.parse(
             path=path_glob,
-            after=parse_date(after) if after else None,
-            before=parse_date(before, end=True) if before else None,
+            after=after,
+            before=before,
             min_width=min_width,
             min_height=min_height,
             orientation=orientation,
@@ -307,7 +308,7 @@ def status(collection: str, index_dir: Path | None, failed: bool, as_json: bool)
         return
     if failed:
         for r in failures:
-            click.echo(f"{display_path(r.path)}\t{r.error}")
+            click.echo(f"{terminal_path(r.path)}\t{r.error}")
         if not failures:
             click.echo("no failed files", err=True)
         return

@@ -13,10 +13,12 @@ import click
 
 from searchengine.config import DEFAULT_COLLECTION, Config
 from searchengine.errors import ConfigError, SearchEngineError
+from searchengine.fsutil import display_path
+from searchengine.values import DEVICES, ORIENTATIONS
 
 if TYPE_CHECKING:
     from searchengine.collection import Collection
-    from searchengine.search import SearchResult
+    from searchengine.ranking import SearchResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,11 +50,10 @@ _CONTROLS = {
 }
 
 
-def display_path(path: str) -> str:
+def terminal_path(path: str) -> str:
     """A path printable on one terminal line: undecodable name bytes shown as ``\\xNN``,
     control characters (newline, tab, escape ...) as ``\\n``, ``\\t``, ``\\x1b``."""
-    text = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return text.translate(_CONTROLS)
+    return display_path(path).translate(_CONTROLS)
 
 
 def top_k_option(func: F) -> F:
@@ -70,7 +71,7 @@ def top_k_option(func: F) -> F:
 def device_option(func: F) -> F:
     return click.option(
         "--device",
-        type=click.Choice(["auto", "cpu", "cuda"]),
+        type=click.Choice(DEVICES),
         default=None,
         help="Where to run the model [default auto: CUDA when present].",
     )(func)
@@ -131,7 +132,7 @@ def print_results(results: Sequence[SearchResult], as_json: bool) -> None:
         scores = f"cos {r.cosine:.4f}"
         if r.clip_score is not None:
             scores += f"  clip {r.clip_score:.4f}"
-        click.echo(f"{r.score:.4f}  {display_path(r.path)}  ({scores})")
+        click.echo(f"{r.score:.4f}  {terminal_path(r.path)}  ({scores})")
         if r.caption:
             click.echo(f"        {r.caption}")
 
@@ -174,7 +175,7 @@ def filter_options(func: F) -> F:
         ),
         click.option(
             "--orientation",
-            type=click.Choice(["landscape", "portrait", "square"]),
+            type=click.Choice(ORIENTATIONS),
             default=None,
             help="Only images of this orientation.",
         ),

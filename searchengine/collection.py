@@ -208,6 +208,7 @@ class Collection:
                 workers=self.config.workers,
                 progress=progress,
                 checkpoint_seconds=self.config.checkpoint_seconds,
+                load_seconds=self.config.load_seconds,
             )
             report = run.run(roots)
             self.store.adapt(self.config.index_policy or IndexPolicy(), self.config.index_memory_mb)

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 DEFAULT_COLLECTION = "default"
 CATALOG_FILE = "catalog.sqlite"  # a collection's SQLite catalog, in its folder under home
 ENV_PREFIX = "SEARCHENGINE_"
+# A healthy read and decode of the largest image allowed (100 MP) takes seconds; far
+# past that a decoder (or the disk) is taken to hang, and the file is failed.
+DEFAULT_LOAD_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class Config:
             no budget (exact, then SQ8 codes past 50k images).
         index_policy: thresholds of the index choice; ``None``: the measured defaults
             (``searchengine.index_choice.IndexPolicy``).
+        load_seconds: how long ingest waits for one file to be read and decoded
+            before it records the file as failed and goes on.
     """
 
     home: Path = Path("indexes")
@@ -53,6 +58,7 @@ class Config:
     runtime: str = "auto"
     index_memory_mb: float | None = None
     index_policy: IndexPolicy | None = None
+    load_seconds: float = DEFAULT_LOAD_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Config:
@@ -76,6 +82,8 @@ class Config:
                 ) from None
         if runtime := env.get(ENV_PREFIX + "RUNTIME"):
             values["runtime"] = runtime
+        if raw := env.get(ENV_PREFIX + "LOAD_SECONDS"):
+            values["load_seconds"] = _positive_float(ENV_PREFIX + "LOAD_SECONDS", raw)
         if raw := env.get(ENV_PREFIX + "INDEX_MEMORY_MB"):
             values["index_memory_mb"] = _positive_float(ENV_PREFIX + "INDEX_MEMORY_MB", raw)
         for key in ("batch_size", "workers"):

@@ -118,10 +118,12 @@ def decode_bytes(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None
             raise
         except Image.DecompressionBombError as exc:
             fmt = fmt or reasons.guess_format(data)
-            raise ImageError(reasons.too_large_for_pillow(exc, max_pixels, fmt)) from exc
+            raise ImageError(reasons.too_large_for_pillow(exc, data, max_pixels, fmt)) from exc
         except UnidentifiedImageError as exc:
             raise ImageError(reasons.unidentified(data, heif)) from exc
-        except Exception as exc:  # any decoder, any exception type: this file only
+        except BaseException as exc:  # any decoder, any exception type: this file only
+            if isinstance(exc, KeyboardInterrupt):
+                raise
             fmt = fmt or reasons.guess_format(data)  # it failed while being opened
             why = reasons.heif_needed(data, heif) or reasons.decode_failure(exc, fmt, messages)
             raise ImageError(why) from exc

@@ -90,6 +90,22 @@ def decode_failure(exc: BaseException, fmt: str | None, messages: Sequence[str] 
     return f"corrupt {what} data: {detail}"
 
 
+def unexpected(exc: BaseException) -> str:
+    """The reason for an exception no stage expected (a bug, or an odd file)."""
+    detail = one_sentence(str(exc)) or "no message"
+    return f"could not be loaded: {type(exc).__name__}: {detail}"
+
+
+def preprocess_failure(exc: BaseException, fmt: str | None) -> str:
+    """The reason for a decoded image the model's preprocessing could not take."""
+    detail = one_sentence(str(exc)) or "no message"
+    what = f"{fmt} image" if fmt else "image"
+    return (
+        f"unsupported {what} shape: the model's preprocessing failed "
+        f"({type(exc).__name__}: {detail})"
+    )
+
+
 def too_large(width: int, height: int, limit: int, fmt: str | None = None) -> str:
     """The reason for an image over the pixel limit."""
     what = f"this {fmt} image" if fmt else "this image"
@@ -99,8 +115,20 @@ def too_large(width: int, height: int, limit: int, fmt: str | None = None) -> st
     )
 
 
-def too_large_for_pillow(exc: BaseException, limit: int, fmt: str | None = None) -> str:
-    """The reason for Pillow's own ``DecompressionBombError`` (its limit is above ours)."""
+def too_large_for_pillow(exc: BaseException, data: bytes, limit: int, fmt: str | None) -> str:
+    """The reason for Pillow's own ``DecompressionBombError`` (its limit is above ours).
+
+    Its message gives a pixel count only; the plugin, asked directly (no pixel is
+    decoded), gives the size.
+    """
+    from PIL import Image
+
+    if fmt in Image.OPEN:
+        try:
+            width, height = Image.OPEN[fmt][0](io.BytesIO(data), "").size
+            return too_large(width, height, limit, fmt)
+        except Exception:
+            pass
     found = re.search(r"\((\d+) pixels\)", str(exc))
     what = f"this {fmt} image" if fmt else "this image"
     size = f" is {int(found.group(1)):,} pixels," if found else " is"

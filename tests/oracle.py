@@ -59,17 +59,23 @@ def verdicts(paths: Iterable[str], max_pixels: int, seconds: float = 30.0) -> di
             line = _read_line(child, seconds)
             if line is None:  # hung or died: this file's fault
                 code = child.poll()
-                child.kill()
-                child.wait()
+                _stop(child)
                 child = None
                 out[path] = "timeout" if code is None else f"child died ({code})"
                 continue
             out[path] = json.loads(line)
     finally:
         if child is not None:
-            child.kill()
-            child.wait()
+            _stop(child)
     return out
+
+
+def _stop(child: subprocess.Popen[str]) -> None:
+    child.kill()
+    child.wait()
+    for pipe in (child.stdin, child.stdout):
+        if pipe is not None:
+            pipe.close()
 
 
 def _start(max_pixels: int) -> subprocess.Popen[str]:

@@ -61,6 +61,23 @@ def one_sentence(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
+# Pillow's codec status codes (libImaging/Imaging.h), for decoders that report only one.
+_CODEC_ERRORS = {
+    -1: "the image data overran its buffer",
+    -2: "the image data is broken",
+    -3: "the image data is not what its header announced",
+    -8: "the decoder was given a bad configuration",
+    -9: "out of memory while decoding",
+}
+
+
+def _codec_error(detail: str) -> str:
+    found = re.search(r"-?\d+", detail)
+    code = int(found.group()) if found else 0
+    text = _CODEC_ERRORS.get(code, "the decoder stopped")
+    return f"{text} (decoder error {code})" if found else text
+
+
 def cause_of(exc: BaseException, detail: str) -> str:
     """``TRUNCATED``, ``UNSUPPORTED`` or ``CORRUPT`` for an exception raised while decoding."""
     if isinstance(exc, EOFError) or _TRUNCATED_RE.search(detail):
@@ -73,8 +90,8 @@ def cause_of(exc: BaseException, detail: str) -> str:
 def decode_failure(exc: BaseException, fmt: str | None, messages: Sequence[str] = ()) -> str:
     """The reason for a file whose decoding raised ``exc`` (format ``fmt`` when known)."""
     detail = one_sentence(str(exc))
-    if _OPAQUE_RE.match(detail) and messages:
-        detail = one_sentence(messages[-1])
+    if _OPAQUE_RE.match(detail):
+        detail = one_sentence(messages[-1]) if messages else _codec_error(detail)
     if not detail:
         detail = type(exc).__name__
     cause = cause_of(exc, detail)

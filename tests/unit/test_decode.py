@@ -80,7 +80,7 @@ def _png_header(width: int, height: int) -> bytes:
     ("size", "expected"),
     [
         # Pillow refuses this one itself (over twice its own limit): the message is ours.
-        ((50_000, 50_000), "this PNG image is 2,500,000,000 pixels, over the limit of 100,000,000"),
+        ((50_000, 50_000), "this PNG image is 50000x50000, 2,500,000,000 pixels, over the limit"),
         # Just over our limit: no rounding makes it read as "100 MP, over the 100 MP limit".
         ((10_001, 10_001), "10001x10001, 100,020,001 pixels, over the limit of 100,000,000"),
     ],

@@ -155,6 +155,7 @@ def test_reduction_applies_to_png_too_and_never_below_min_side():
     assert fast.image.size == (1000, 500)
 
 
+@pytest.mark.slow  # loads a model and decodes 7 MP photos twice
 @pytest.mark.parametrize("name", ["toy", "toy-large"])
 def test_reduced_decode_embeds_like_a_full_decode(name):
     """What ingest, queries and reranking decode (DCT-scaled to the model's input size)

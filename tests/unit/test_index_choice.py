@@ -163,6 +163,7 @@ def test_tuning_keeps_the_smallest_nprobe_that_reaches_the_aim(data) -> None:
     assert recall_at_k(found, truth) < 0.97
 
 
+@pytest.mark.slow  # trains and tunes a 20k-vector accelerator
 def test_accelerated_search_matches_exact_and_survives_removal_save_and_load(
     data, tmp_path
 ) -> None:
@@ -223,6 +224,7 @@ def test_accelerated_search_matches_exact_and_survives_removal_save_and_load(
     assert recall_at_k(found, kept) >= TARGET_RECALL
 
 
+@pytest.mark.slow
 def test_accelerated_index_forgets_a_few_removed_ids_without_a_refill(data, tmp_path) -> None:
     flat, vectors, queries = data
     ivf, report = build_index(flat, "IVF128,SQ8", accelerate=True)
@@ -248,6 +250,7 @@ def test_accelerated_index_forgets_a_few_removed_ids_without_a_refill(data, tmp_
     assert len(set(hits[0].tolist())) == 10
 
 
+@pytest.mark.slow
 def test_accelerator_takes_more_candidates_where_its_codes_miss(tmp_path) -> None:
     # Spread out: 5000 clusters of ~4 vectors, where 4-bit codes rank neighbours
     # poorly and 16 candidates a result fall short of the aim at any nprobe.
@@ -271,6 +274,7 @@ def test_accelerator_takes_more_candidates_where_its_codes_miss(tmp_path) -> Non
     assert recall[16] + 0.005 < recall[32]  # 0.964 against 0.976 here
 
 
+@pytest.mark.slow
 def test_accelerator_only_where_it_fits_the_budget_and_pays(data) -> None:
     flat, _, _ = data
     _, report = build_index(flat, "IVF128,SQ8")

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PIL import Image
 
+from searchengine import home
 from searchengine.captions import Captioner, cached_captions, load_captioner
 from searchengine.catalog import OK, SCHEMA_VERSION, Catalog, ImageRecord
-from searchengine.config import CATALOG_FILE, DEFAULT_COLLECTION, Config
+from searchengine.config import DEFAULT_COLLECTION, Config
 from searchengine.errors import (
     CollectionError,
     CollectionNotFoundError,
@@ -124,22 +126,35 @@ class Collection:
                 f"invalid collection name {name!r}: use letters, digits, '.', '_' or '-'"
             )
         folder = config.home / name
-        exists = (folder / CATALOG_FILE).exists() or (
-            config.database_url is not None and folder.exists()
-        )
-        if not exists and not create:
-            raise CollectionNotFoundError(
-                f"no collection {name!r} in {config.home.resolve()}; create it with "
-                f"`searchengine index PATH --collection {name}`, or point --index-dir / "
-                "SEARCHENGINE_HOME at the folder that holds it"
-            )
-        folder.mkdir(parents=True, exist_ok=True)
-        url = config.database_url or f"sqlite:///{(folder / CATALOG_FILE).resolve()}"
-        catalog = Catalog(url)
+        loaded = None
+        if not home.exists(folder, config):
+            if not create:
+                raise CollectionNotFoundError(
+                    f"no collection {name!r} in {config.home.resolve()}; create it with "
+                    f"`searchengine index PATH --collection {name}`, or point --index-dir / "
+                    "SEARCHENGINE_HOME at the folder that holds it"
+                )
+            # Nothing is written before the model is known to load: a bad spec must not
+            # leave a collection that refuses every later run for being "built with" it.
+            if encoder is None:
+                spec = parse_model_spec(model or config.model)
+                encoder = loaded = load_encoder(spec, config.device, config.runtime)
+        created = not folder.exists()
+        catalog = None
         try:
+            url = home.catalog_url(folder, config)
+            if config.database_url is not None:  # reachable before anything is made
+                catalog = home.open_catalog(url)
+            folder.mkdir(parents=True, exist_ok=True)
+            catalog = catalog or home.open_catalog(url)
             _check_identity(catalog, name, config, model, encoder)
         except BaseException:
-            catalog.close()
+            if catalog is not None:
+                catalog.close()
+            if created:  # leave no folder that would count as a collection
+                shutil.rmtree(folder, ignore_errors=True)
+            if loaded is not None:
+                loaded.close()
             raise
         return cls(name, folder, catalog, config, encoder)
 
@@ -388,11 +403,4 @@ def _check_identity(
         )
 
 
-def list_collections(config: Config) -> Sequence[str]:
-    home = config.home
-    if not home.is_dir():
-        return []
-    return sorted(p.name for p in home.iterdir() if (p / CATALOG_FILE).exists())
-
-
-__all__ = ["INDEX_FILE", "Collection", "CollectionStatus", "list_collections"]
+__all__ = ["INDEX_FILE", "Collection", "CollectionStatus"]

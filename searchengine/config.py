@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from searchengine.errors import ConfigError
 from searchengine.models.spec import DEFAULT_MODEL
+from searchengine.values import DEVICES, RUNTIMES
 
 if TYPE_CHECKING:
     from searchengine.index_choice import IndexPolicy
@@ -70,7 +71,7 @@ class Config:
         if model := env.get(ENV_PREFIX + "MODEL"):
             values["model"] = model
         if device := env.get(ENV_PREFIX + "DEVICE"):
-            values["device"] = device
+            values["device"] = _choice(ENV_PREFIX + "DEVICE", device, DEVICES)
         if url := env.get(ENV_PREFIX + "DATABASE_URL"):
             values["database_url"] = url
         if raw := env.get(ENV_PREFIX + "CHECKPOINT_SECONDS"):
@@ -81,7 +82,7 @@ class Config:
                     f"{ENV_PREFIX}CHECKPOINT_SECONDS={raw!r} must be a number"
                 ) from None
         if runtime := env.get(ENV_PREFIX + "RUNTIME"):
-            values["runtime"] = runtime
+            values["runtime"] = _choice(ENV_PREFIX + "RUNTIME", runtime, RUNTIMES)
         if raw := env.get(ENV_PREFIX + "LOAD_SECONDS"):
             values["load_seconds"] = _positive_float(ENV_PREFIX + "LOAD_SECONDS", raw)
         if raw := env.get(ENV_PREFIX + "INDEX_MEMORY_MB"):
@@ -93,6 +94,13 @@ class Config:
         if "home" in values:
             values["home"] = Path(str(values["home"])).expanduser()
         return replace(cls(), **values)  # type: ignore[arg-type]
+
+
+def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    """An environment value that must be one of ``choices`` (checked before any work)."""
+    if raw not in choices:
+        raise ConfigError(f"{name}={raw!r} is not one of: {', '.join(choices)}")
+    return raw
 
 
 def _positive_float(name: str, raw: str) -> float:

@@ -145,7 +145,8 @@ class Loader:
     Each calling thread hands its files, one at a time, to a helper thread of its
     own and waits at most ``seconds``; a file not done by then is failed, its helper
     abandoned (a daemon thread: it cannot keep the process alive) and a new one
-    started. The hand-off costs microseconds a file, against milliseconds of decode.
+    started. The hand-off and the journal's two appends cost ~30 µs a file (measured
+    on the 2-core machine), against 13-80 ms of decoding.
 
     Args:
         seconds: how long one file may take to read and decode.

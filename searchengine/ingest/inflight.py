@@ -21,8 +21,10 @@ process; the journal costs nothing until something crashes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -34,14 +36,20 @@ from searchengine.ingest.scan import FileEntry
 JOURNAL_FILE = "loading.journal"
 _COMPACT_BYTES = 1 << 20  # rewrite the journal with only the open entries past this
 
+# The child decodes one file per line of its input (a JSON string) and answers a line
+# per file once it is done; a crash or a hang shows as the answer that never comes.
 PROBE = r"""
-import sys
+import json, sys
 from searchengine.errors import ImageError
 from searchengine.ingest.decode import decode_file
-try:
-    decode_file(sys.argv[1], min_side=int(sys.argv[2]) if sys.argv[2] != "-" else None)
-except ImageError:
-    pass  # an ordinary failure: the indexer records it when it loads the file again
+side = int(sys.argv[1]) if sys.argv[1] != "-" else None
+for line in sys.stdin:
+    try:
+        decode_file(json.loads(line), min_side=side)
+    except ImageError:
+        pass  # an ordinary failure: the indexer records it when it loads the file again
+    sys.stdout.write("done\n")
+    sys.stdout.flush()
 """
 
 
@@ -120,32 +128,68 @@ def suspects(path: Path) -> list[str]:
     return list(open_)
 
 
-def probe(file: str, min_side: int | None, seconds: float) -> str | None:
-    """Decode ``file`` in a child process; why it cannot be loaded safely, or None.
+def probe(files: list[str], min_side: int | None, seconds: float) -> dict[str, str]:
+    """Decode ``files`` in a child process; why each that is unsafe cannot be loaded.
 
-    None also when the decode fails in the ordinary way (the indexer records that
-    reason itself when it loads the file again).
+    One child decodes them in turn (one interpreter start for all); a file that
+    kills it or takes longer than ``seconds`` gets a reason, and a fresh child goes
+    on with the rest. Files that decode, or fail in the ordinary way (the indexer
+    records that reason itself when it loads them again), are not in the result.
     """
     package_root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([package_root, *sys.path])}
-    side = "-" if min_side is None else str(min_side)
+    command = [sys.executable, "-c", PROBE, "-" if min_side is None else str(min_side)]
+    unsafe: dict[str, str] = {}
+    child: subprocess.Popen[str] | None = None
     try:
-        done = subprocess.run(
-            [sys.executable, "-c", PROBE, file, side],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=seconds,
-        )
-    except subprocess.TimeoutExpired:
-        return timed_out(seconds)
-    if done.returncode >= 0:
-        return None
+        for file in files:
+            if child is None:
+                child = subprocess.Popen(
+                    command, env=env, text=True, stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+            assert child.stdin is not None and child.stdout is not None
+            try:
+                child.stdin.write(json.dumps(file) + "\n")
+                child.stdin.flush()
+            except BrokenPipeError:
+                pass  # died before reading it: the wait below says how
+            answer = _answer(child, seconds)
+            if answer == "done":
+                continue
+            returncode = child.wait() if answer == "died" else None
+            _stop(child)
+            child = None
+            unsafe[file] = timed_out(seconds) if returncode is None else _crashed(returncode)
+    finally:
+        if child is not None:
+            _stop(child)
+    return unsafe
+
+
+def _answer(child: subprocess.Popen[str], seconds: float) -> str:
+    """``done``, ``died`` (its output ended) or ``hung`` (nothing within ``seconds``)."""
+    assert child.stdout is not None
+    ready, _, _ = select.select([child.stdout], [], [], seconds)
+    if not ready:
+        return "hung"
+    return "done" if child.stdout.readline() else "died"
+
+
+def _stop(child: subprocess.Popen[str]) -> None:
+    child.kill()
+    child.wait()
+    for pipe in (child.stdin, child.stdout):
+        if pipe is not None:
+            with contextlib.suppress(BrokenPipeError):
+                pipe.close()
+
+
+def _crashed(returncode: int) -> str:
     try:
-        name = signal.Signals(-done.returncode).name
+        name = signal.Signals(-returncode).name
     except ValueError:
-        name = f"signal {-done.returncode}"
+        name = f"signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
     if name == "SIGKILL":
         return "crashed the image decoder: it was killed (SIGKILL), likely out of memory"
     return f"crashed the image decoder: it died with {name} on this file"
@@ -171,10 +215,7 @@ def recheck(
     journal.unlink(missing_ok=True)
     if not left:
         return candidates
-    out = []
-    for entry in candidates:
-        why = (
-            probe(entry.path, min_side, seconds) if entry.path in left and not entry.error else None
-        )
-        out.append(entry if why is None else entry._replace(error=why))
-    return out
+    unsafe = probe(
+        [e.path for e in candidates if e.path in left and not e.error], min_side, seconds
+    )
+    return [e._replace(error=unsafe[e.path]) if e.path in unsafe else e for e in candidates]

@@ -7,6 +7,7 @@ hands its work to the module that owns it (ingest, ranking, captions, the store)
 On-disk layout (documented in ``indexes/README.md``)::
 
     <home>/<name>/catalog.sqlite   SQL catalog (unless a database URL is configured)
+    <home>/<name>/catalog.json     where the catalog lives, when it is on a server
     <home>/<name>/vectors.faiss    FAISS index, ids = catalog image ids
 """
 
@@ -14,17 +15,16 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PIL import Image
 
-from searchengine import home
+from searchengine.backends import LOCATION_FILE, locate, read_location, write_location
 from searchengine.captions import Captioner, cached_captions, load_captioner
-from searchengine.catalog import OK, SCHEMA_VERSION, Catalog, ImageRecord
-from searchengine.config import DEFAULT_COLLECTION, Config
+from searchengine.catalog import OK, Catalog, ImageRecord, open_catalog
+from searchengine.config import CATALOG_FILE, DEFAULT_COLLECTION, Config
 from searchengine.errors import (
     CollectionError,
     CollectionNotFoundError,
@@ -47,6 +47,7 @@ from searchengine.ranking import (
     example_term,
     query_terms,
 )
+from searchengine.schema import SCHEMA_VERSION
 from searchengine.store import INDEX_FILE, Store
 from searchengine.values import MetaKey
 from searchengine.vectors import EXACT, FaissIndex
@@ -70,6 +71,9 @@ class CollectionStatus:
     roots: list[str]
     schema_version: int
     accelerator: str | None = None  # fast-scan index that answers queries first, if any
+    backend: str = "sqlite"  # where the catalog lives: sqlite or postgresql
+    catalog: str = ""  # the catalog's file or URL (password hidden)
+    catalog_bytes: int = 0  # the catalog's size (counted in size_bytes too)
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -126,33 +130,36 @@ class Collection:
                 f"invalid collection name {name!r}: use letters, digits, '.', '_' or '-'"
             )
         folder = config.home / name
+        missing = CollectionNotFoundError(
+            f"no collection {name!r} in {config.home.resolve()}"
+            + (" or in its database" if config.database_url else "")
+            + f"; create it with `searchengine index PATH --collection {name}`, or point "
+            "--index-dir / SEARCHENGINE_HOME (or --database-url) at where it is"
+        )
+        location = locate(name, folder, config.database_url)
+        catalog = open_catalog(folder, location, False)
         loaded = None
-        if not home.exists(folder, config):
-            if not create:
-                raise CollectionNotFoundError(
-                    f"no collection {name!r} in {config.home.resolve()}; create it with "
-                    f"`searchengine index PATH --collection {name}`, or point --index-dir / "
-                    "SEARCHENGINE_HOME at the folder that holds it"
-                )
+        if catalog is None and create:
             # Nothing is written before the model is known to load: a bad spec must not
             # leave a collection that refuses every later run for being "built with" it.
             if encoder is None:
                 spec = parse_model_spec(model or config.model)
                 encoder = loaded = load_encoder(spec, config.device, config.runtime)
-        created = not folder.exists()
-        catalog = None
+            try:
+                catalog = open_catalog(folder, location, True)
+            except BaseException:
+                if loaded is not None:
+                    loaded.close()
+                raise
+        if catalog is None:
+            raise missing
         try:
-            url = home.catalog_url(folder, config)
-            if config.database_url is not None:  # reachable before anything is made
-                catalog = home.open_catalog(url)
-            folder.mkdir(parents=True, exist_ok=True)
-            catalog = catalog or home.open_catalog(url)
-            _check_identity(catalog, name, config, model, encoder)
+            _check_identity(catalog, name, config, model, encoder, create)
+            if catalog.shared and (create or folder.exists()) and read_location(folder) is None:
+                folder.mkdir(parents=True, exist_ok=True)  # a reader on a new host: nothing
+                write_location(folder, catalog.location)
         except BaseException:
-            if catalog is not None:
-                catalog.close()
-            if created:  # leave no folder that would count as a collection
-                shutil.rmtree(folder, ignore_errors=True)
+            catalog.close()
             if loaded is not None:
                 loaded.close()
             raise
@@ -214,6 +221,15 @@ class Collection:
         if not roots:
             raise CollectionError(
                 f"collection {self.name!r} has no folders yet; name one: searchengine index PATH"
+            )
+        absent = [r for r in roots if not os.path.exists(r)]
+        if self.catalog.shared and absent:
+            # On a shared catalog an absent folder is more likely another host's mount
+            # than a deletion: refusing beats dropping every image under it.
+            raise CollectionError(
+                f"{absent[0]} is not on this host; a collection shared between hosts needs "
+                "its folders at the same paths on each (mount them there), or name the "
+                "folders to index: searchengine index PATH"
             )
         with self.store.writing():
             run = Ingest(
@@ -357,8 +373,15 @@ class Collection:
 
     def status(self) -> CollectionStatus:
         counts = self.catalog.counts()
-        size = sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
-        index = self.vectors() if self.index_path.exists() else None
+        files = self.folder.iterdir() if self.folder.exists() else iter(())
+        size = sum(p.stat().st_size for p in files if p.is_file())
+        location = self.catalog.location
+        catalog_bytes = self.catalog.size_bytes()
+        if location.shared:  # not in the folder: count it as well
+            size += catalog_bytes
+        # A host sharing a server catalog builds its index from it even without a file.
+        built = self.index_path.exists() or (location.shared and self.store.dim is not None)
+        index = self.vectors() if built else None
         schema = self.catalog.get_meta(MetaKey.SCHEMA_VERSION)
         return CollectionStatus(
             name=self.name,
@@ -373,6 +396,9 @@ class Collection:
             roots=self.catalog.roots(),
             schema_version=int(schema or SCHEMA_VERSION),
             accelerator=None if index is None else index.accelerator,
+            backend=location.backend,
+            catalog=location.shown if location.shared else str(self.folder / CATALOG_FILE),
+            catalog_bytes=catalog_bytes,
         )
 
     def failures(self) -> list[ImageRecord]:
@@ -381,15 +407,26 @@ class Collection:
 
 
 def _check_identity(
-    catalog: Catalog, name: str, config: Config, model: str | None, encoder: Encoder | None
+    catalog: Catalog,
+    name: str,
+    config: Config,
+    model: str | None,
+    encoder: Encoder | None,
+    create: bool,
 ) -> None:
     """Record a new collection's model, or refuse a model that is not the stored one."""
+    stored_name = catalog.get_meta(MetaKey.NAME)
+    if stored_name is not None and stored_name != name:
+        raise CollectionError(
+            f"the catalog at {catalog.location.shown} belongs to collection {stored_name!r}, "
+            f"not {name!r}"
+        )
     stored = catalog.get_meta(MetaKey.MODEL)
     if model is not None:
         wanted = parse_model_spec(model).spec
     else:  # an injected encoder names itself; its spec need not be loadable
         wanted = encoder.spec if encoder else parse_model_spec(config.model).spec
-    if stored is None:
+    if stored is None and create:
         catalog.set_meta({MetaKey.MODEL: wanted, MetaKey.NAME: name, MetaKey.INDEX_TYPE: EXACT})
     elif model is not None and wanted != stored:
         raise ModelMismatchError(
@@ -403,4 +440,15 @@ def _check_identity(
         )
 
 
-__all__ = ["INDEX_FILE", "Collection", "CollectionStatus"]
+def list_collections(config: Config) -> Sequence[str]:
+    home = config.home
+    if not home.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in home.iterdir()
+        if (p / CATALOG_FILE).exists() or (p / LOCATION_FILE).exists()
+    )
+
+
+__all__ = ["INDEX_FILE", "Collection", "CollectionStatus", "list_collections"]

@@ -1,9 +1,7 @@
-"""The collections under one home folder: which exist, what each holds, removing one.
+"""The collections under one home folder: what each holds, and removing one.
 
-A collection exists once its catalog does: ``<home>/<name>/catalog.sqlite``, or, with
-a database URL, its folder (the catalog lives in the database). Opening one is
-``Collection.open``'s job; this module never loads a model or a vector index, so
-listing a hundred collections costs a catalog query each.
+Listing opens each catalog for its counts and model; no model or vector index is
+loaded, so listing a hundred collections costs a catalog query each.
 """
 
 from __future__ import annotations
@@ -12,11 +10,10 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sqlalchemy import exc as sql_errors
-from sqlalchemy.engine import make_url
-
-from searchengine.catalog import Catalog
-from searchengine.config import CATALOG_FILE, Config
+from searchengine.backends import locate
+from searchengine.catalog import open_catalog
+from searchengine.collection import list_collections
+from searchengine.config import Config
 from searchengine.errors import CollectionError, CollectionLockedError, CollectionNotFoundError
 from searchengine.fsutil import FileLock
 from searchengine.store import LOCK_FILE
@@ -32,25 +29,10 @@ class CollectionSummary:
     model: str | None
     images: int
     failed: int
-    size_bytes: int
+    size_bytes: int  # the collection's folder (a server catalog is not counted)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
-
-
-def exists(folder: Path, config: Config) -> bool:
-    """Whether ``folder`` holds a collection (its catalog, or with a database, itself)."""
-    if config.database_url is not None:
-        return folder.is_dir()
-    return (folder / CATALOG_FILE).is_file()
-
-
-def list_collections(config: Config) -> list[str]:
-    """Names of the collections under ``config.home``, sorted."""
-    home = config.home
-    if not home.is_dir():
-        return []
-    return sorted(p.name for p in home.iterdir() if p.is_dir() and exists(p, config))
 
 
 def collection_summaries(config: Config) -> list[CollectionSummary]:
@@ -58,7 +40,9 @@ def collection_summaries(config: Config) -> list[CollectionSummary]:
     out = []
     for name in list_collections(config):
         folder = config.home / name
-        catalog = open_catalog(catalog_url(folder, config))
+        catalog = open_catalog(folder, locate(name, folder, config.database_url), False)
+        if catalog is None:
+            continue
         try:
             counts = catalog.counts()
             model = catalog.get_meta(MetaKey.MODEL)
@@ -80,18 +64,19 @@ def remove_collection(name: str, config: Config) -> Path:
     Raises:
         CollectionNotFoundError: there is no such collection.
         CollectionLockedError: a process is indexing it.
-        CollectionError: its catalog is in a database, which this does not drop.
+        CollectionError: its catalog is on a database server (not dropped here).
     """
-    folder = config.home / name
-    if not name or "/" in name or name in (".", "..") or not exists(folder, config):
+    if name not in list_collections(config):
         raise CollectionNotFoundError(
             f"no collection {name!r} in {config.home.resolve()}; see them with "
             "`searchengine collections`"
         )
-    if config.database_url is not None:
+    folder = config.home / name
+    location = locate(name, folder, config.database_url)
+    if location.shared:
         raise CollectionError(
-            f"collection {name!r} keeps its catalog in the database "
-            f"{safe_url(config.database_url)}; drop that database yourself, then delete {folder}"
+            f"collection {name!r} keeps its catalog on {location.shown} (schema "
+            f"{location.schema}); drop that schema there, then delete {folder}"
         )
     lock = FileLock(folder / LOCK_FILE, blocking=False)
     if not lock.acquire():
@@ -100,8 +85,8 @@ def remove_collection(name: str, config: Config) -> Path:
             "to finish, or stop it, then remove the collection"
         )
     try:
-        # A removed folder is gone for good: move it aside first, so a crash midway
-        # leaves a name that no longer counts as a collection, never half of one.
+        # Moved aside first: a crash midway leaves a name that no longer counts as a
+        # collection, never half of one.
         doomed = folder.with_name(f".{name}.removing")
         shutil.rmtree(doomed, ignore_errors=True)
         folder.rename(doomed)
@@ -109,43 +94,3 @@ def remove_collection(name: str, config: Config) -> Path:
         lock.release()
     shutil.rmtree(doomed)
     return folder
-
-
-def catalog_url(folder: Path, config: Config) -> str:
-    """Where a collection's catalog is: the configured database, or its SQLite file."""
-    return config.database_url or f"sqlite:///{(folder / CATALOG_FILE).resolve()}"
-
-
-def open_catalog(url: str) -> Catalog:
-    """Connect to a catalog; a database that cannot be reached is one clear error.
-
-    Raises:
-        CollectionError: the database is unreachable, its driver is missing, or the
-            URL names no database SQLAlchemy knows.
-    """
-    try:
-        return Catalog(url)
-    except ImportError as exc:
-        raise CollectionError(
-            f"cannot open the catalog database {safe_url(url)}: its driver is not installed "
-            f"({exc.name or exc}); install it, or check SEARCHENGINE_DATABASE_URL"
-        ) from exc
-    except (sql_errors.ArgumentError, sql_errors.NoSuchModuleError) as exc:
-        raise CollectionError(
-            f"cannot open the catalog database {safe_url(url)}: not a database URL "
-            "SQLAlchemy knows; check SEARCHENGINE_DATABASE_URL"
-        ) from exc
-    except sql_errors.OperationalError as exc:
-        cause = " ".join(str(exc.orig).split()) if exc.orig is not None else "unreachable"
-        raise CollectionError(
-            f"cannot open the catalog database {safe_url(url)} ({cause}); check that it "
-            "is running and reachable, or SEARCHENGINE_DATABASE_URL"
-        ) from exc
-
-
-def safe_url(url: str) -> str:
-    """A database URL fit for a message: the password hidden."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "(an unparsable URL)"

@@ -42,18 +42,16 @@ def test_a_model_that_does_not_load_creates_no_collection(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("url", "says"),
+    ("url", "code"),
     [
-        ("sqlite:////nonexistent/folder/catalog.sqlite", "unable to open database file"),
-        ("postgresql://someone:secret@127.0.0.1:1/photos", "driver is not installed"),
-        ("nosuchdb://x/y", "not a database URL"),
+        ("postgresql://someone:secret@127.0.0.1:1/photos", 1),  # nothing listens there
+        ("nosuchdb://x/y", 2),
+        ("sqlite:////nonexistent/folder/catalog.sqlite", 2),
     ],
 )
-def test_an_unreachable_database_creates_nothing(tmp_path, url, says):
-    pytest.importorskip("sqlalchemy")
+def test_an_unreachable_or_unusable_database_creates_nothing(tmp_path, url, code):
     result = _index(tmp_path, "--model", "toy", env={"SEARCHENGINE_DATABASE_URL": url})
-    assert result.exit_code == 1, result.output
-    assert "cannot open the catalog database" in result.output and says in result.output
+    assert result.exit_code == code, result.output
     assert "secret" not in result.output  # the password is not printed
     assert "Traceback" not in result.output
     assert _left_on_disk(tmp_path) == []

@@ -138,7 +138,21 @@ class Collection:
             + f"; create it with `searchengine index PATH --collection {name}`, or point "
             "--index-dir / SEARCHENGINE_HOME (or --database-url) at where it is"
         )
-        catalog = open_catalog(folder, locate(name, folder, config.database_url), create)
+        location = locate(name, folder, config.database_url)
+        catalog = open_catalog(folder, location, False)
+        loaded = None
+        if catalog is None and create:
+            # Nothing is written before the model is known to load: a bad spec must not
+            # leave a collection that refuses every later run for being "built with" it.
+            if encoder is None:
+                spec = parse_model_spec(model or config.model)
+                encoder = loaded = load_encoder(spec, config.device, config.runtime)
+            try:
+                catalog = open_catalog(folder, location, True)
+            except BaseException:
+                if loaded is not None:
+                    loaded.close()
+                raise
         if catalog is None:
             raise missing
         try:
@@ -148,6 +162,8 @@ class Collection:
                 write_location(folder, catalog.location)
         except BaseException:
             catalog.close()
+            if loaded is not None:
+                loaded.close()
             raise
         return cls(name, folder, catalog, config, encoder)
 
@@ -200,7 +216,7 @@ class Collection:
         """
         roots = [os.path.abspath(p) for p in paths]
         for root in roots:
-            if not os.path.exists(root):
+            if not os.path.lexists(root):  # a broken link named here gets a verdict
                 raise CollectionError(f"no such file or folder: {root}")
         self.catalog.add_roots(roots)
         roots = roots or self.catalog.roots()
@@ -231,6 +247,7 @@ class Collection:
             "workers": config.workers,
             "progress": progress,
             "checkpoint_seconds": config.checkpoint_seconds,
+            "load_seconds": config.load_seconds,
             "adapt": self._adapt,
         }
         if config.engine == "ray":

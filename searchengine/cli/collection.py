@@ -16,7 +16,6 @@ from searchengine.cli.common import (
     collection_options,
     database_url_option,
     device_option,
-    display_path,
     errors,
     filter_options,
     human_size,
@@ -24,6 +23,7 @@ from searchengine.cli.common import (
     make_config,
     open_collection,
     print_results,
+    terminal_path,
     top_k_option,
 )
 from searchengine.models.blip import DEFAULT_CAPTION_MODEL
@@ -39,7 +39,7 @@ runtime_option = click.option(
 
 
 @click.command()
-@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @collection_options
 @click.option(
     "--model",
@@ -123,6 +123,9 @@ def index(
     """
     from searchengine.collection import Collection
 
+    for path in paths:  # before anything is created; a broken link is a file to record
+        if not os.path.lexists(path):
+            raise click.BadParameter(f"no such file or folder: {path}", param_hint="PATHS")
     with errors():
         model = models[0] if models else None
         config = make_config(
@@ -342,7 +345,7 @@ def status(
         return
     if failed:
         for r in failures:
-            click.echo(f"{display_path(r.path)}\t{r.error}")
+            click.echo(f"{terminal_path(r.path)}\t{r.error}")
         if not failures:
             click.echo("no failed files", err=True)
         return

@@ -57,6 +57,23 @@ def _database_problem(exc: Exception) -> str | None:
     return connection_problem(None, exc)
 
 
+# Control characters in a name would split a result over lines, or drive the terminal
+# (an escape sequence): each is shown as an escape instead, one line per result.
+_CONTROLS = {
+    **{c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]},
+    **{c: f"\\u{c:04x}" for c in range(0x80, 0xA0)},
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\t"): "\\t",
+}
+
+
+def terminal_path(path: str) -> str:
+    """A path printable on one terminal line: undecodable name bytes shown as ``\\xNN``,
+    control characters (newline, tab, escape ...) as ``\\n``, ``\\t``, ``\\x1b``."""
+    return display_path(path).translate(_CONTROLS)
+
+
 def top_k_option(func: F) -> F:
     return click.option(
         "-k",
@@ -147,7 +164,7 @@ def print_results(results: Sequence[SearchResult], as_json: bool) -> None:
         scores = f"cos {r.cosine:.4f}"
         if r.clip_score is not None:
             scores += f"  clip {r.clip_score:.4f}"
-        click.echo(f"{r.score:.4f}  {display_path(r.path)}  ({scores})")
+        click.echo(f"{r.score:.4f}  {terminal_path(r.path)}  ({scores})")
         if r.caption:
             click.echo(f"        {r.caption}")
 

@@ -43,8 +43,9 @@ from typing import Any
 
 import numpy as np
 
+from searchengine.config import DEFAULT_LOAD_SECONDS
 from searchengine.errors import ClusterError, ModelError, SearchEngineError
-from searchengine.ingest.load import Item, Pixels, load, stack_pixels
+from searchengine.ingest.load import Item, Loader, Pixels, stack_pixels
 from searchengine.ingest.run import Ingest, _StopFlag, default_batch_size
 from searchengine.ingest.scan import FileEntry
 from searchengine.models.base import Encoder, image_lanes
@@ -112,6 +113,8 @@ class RayIngest(Ingest):
         workers: at most this many actors.
         progress: where files done are reported.
         checkpoint_seconds: how often a long run saves the index file.
+        load_seconds: how long a task may read and decode one file before it is
+            failed as hung.
         adapt: called after each checkpoint (see ``Ingest``).
     """
 
@@ -128,6 +131,7 @@ class RayIngest(Ingest):
         workers: int | None = None,
         progress: Progress | None = None,
         checkpoint_seconds: float = 60.0,
+        load_seconds: float = DEFAULT_LOAD_SECONDS,
         adapt: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(
@@ -137,6 +141,7 @@ class RayIngest(Ingest):
             workers=workers,
             progress=progress,
             checkpoint_seconds=checkpoint_seconds,
+            load_seconds=load_seconds,
             adapt=adapt,
         )
         self.spec = spec
@@ -194,7 +199,11 @@ class RayIngest(Ingest):
         common: dict[str, Any] = {"batch_size": size, "runtime_env": {"env_vars": env}}
         loaded = dataset.map_batches(
             load_rows,
-            fn_kwargs={"preprocessor": preprocessor, "known": self.writer.known_hashes},
+            fn_kwargs={
+                "preprocessor": preprocessor,
+                "known": self.writer.known_hashes,
+                "seconds": self.load_seconds,
+            },
             num_cpus=1,
             **common,
         )
@@ -214,10 +223,18 @@ class RayIngest(Ingest):
 
 
 def load_rows(
-    batch: dict[str, np.ndarray], preprocessor: PortablePreprocessor, known: frozenset[str]
+    batch: dict[str, np.ndarray],
+    preprocessor: PortablePreprocessor,
+    known: frozenset[str],
+    seconds: float = DEFAULT_LOAD_SECONDS,
 ) -> dict[str, np.ndarray]:
-    """Ray task: ``load`` each planned file of a batch (rows of pickled entries)."""
-    items = [load(pickle.loads(raw), preprocessor, known) for raw in batch["entry"]]
+    """Ray task: ``load`` each planned file of a batch (rows of pickled entries), each
+    within ``seconds`` (a hung file is failed, as in a local run)."""
+    loader = Loader(seconds)
+    try:
+        items = loader.batch([pickle.loads(raw) for raw in batch["entry"]], preprocessor, known)
+    finally:
+        loader.close()
     return {"item": _pickled(items)}
 
 

@@ -127,6 +127,10 @@ class Collection:
             ModelMismatchError: ``model`` or ``encoder`` differs from the collection's model.
         """
         config = config or Config.from_env()
+        if config.engine == "ray":  # said before anything is created or loaded
+            from searchengine.ingest.ray_run import check_engine
+
+            check_engine(config.ray_address)
         if not _NAME_RE.match(name):
             raise CollectionError(
                 f"invalid collection name {name!r}: use letters, digits, '.', '_' or '-'"

@@ -149,11 +149,7 @@ class RayIngest(Ingest):
         self.device = device
         self.runtime = runtime
         self._workers = workers  # None: sized to the cluster, not to this machine
-        # Said at once, also on a run with nothing to embed (which never starts Ray).
-        if importlib.util.find_spec("ray") is None:
-            import_ray()
-        if address not in LOCAL_ADDRESSES:
-            split_address(str(address))
+        check_engine(address)  # also on a run with nothing to embed (which never starts Ray)
 
     def _embed(self, entries: list[FileEntry], encoder: Encoder, stop: _StopFlag) -> None:
         if not isinstance(encoder, Portable):
@@ -290,6 +286,19 @@ def library_error(exc: BaseException) -> BaseException:
         cause = cause.__cause__ or cause.__context__
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return ClusterError(f"the Ray run failed: {first}")
+
+
+def check_engine(address: str | None) -> None:
+    """Refuse at once, before any work, what would fail later: Ray missing, or an
+    address that is not one.
+
+    Raises:
+        ClusterError: Ray is not installed, or ``address`` is malformed.
+    """
+    if importlib.util.find_spec("ray") is None:
+        import_ray()
+    if address not in LOCAL_ADDRESSES:
+        split_address(str(address))
 
 
 def import_ray() -> Any:

@@ -7,6 +7,7 @@ hands its work to the module that owns it (ingest, ranking, captions, the store)
 On-disk layout (documented in ``indexes/README.md``)::
 
     <home>/<name>/catalog.sqlite   SQL catalog (unless a database URL is configured)
+    <home>/<name>/catalog.json     where the catalog lives, when it is on a server
     <home>/<name>/vectors.faiss    FAISS index, ids = catalog image ids
 """
 
@@ -17,16 +18,19 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
+from searchengine.backends import LOCATION_FILE, locate, read_location, write_location
 from searchengine.captions import Captioner, cached_captions, load_captioner
-from searchengine.catalog import OK, SCHEMA_VERSION, Catalog, ImageRecord
+from searchengine.catalog import OK, Catalog, ImageRecord, open_catalog
 from searchengine.config import CATALOG_FILE, DEFAULT_COLLECTION, Config
 from searchengine.errors import (
     CollectionError,
     CollectionLockedError,
     CollectionNotFoundError,
+    ConfigError,
     ModelMismatchError,
 )
 from searchengine.index_choice import IndexPolicy
@@ -47,6 +51,7 @@ from searchengine.ranking import (
     example_term,
     query_terms,
 )
+from searchengine.schema import SCHEMA_VERSION
 from searchengine.store import INDEX_FILE, Store
 from searchengine.values import MetaKey
 from searchengine.vectors import EXACT, FaissIndex
@@ -70,6 +75,9 @@ class CollectionStatus:
     roots: list[str]
     schema_version: int
     accelerator: str | None = None  # fast-scan index that answers queries first, if any
+    backend: str = "sqlite"  # where the catalog lives: sqlite or postgresql
+    catalog: str = ""  # the catalog's file or URL (password hidden)
+    catalog_bytes: int = 0  # the catalog's size (counted in size_bytes too)
     precision: str = FP32  # the image tower the vectors came from
     precision_check: str | None = None  # what the int8 tower's check measured, if asked for
 
@@ -125,32 +133,52 @@ class Collection:
             ModelMismatchError: ``model`` or ``encoder`` differs from the collection's model.
         """
         config = config or Config.from_env()
+        if config.engine == "ray":  # said before anything is created or loaded
+            from searchengine.ingest.ray_run import check_engine
+
+            check_engine(config.ray_address)
         if not _NAME_RE.match(name):
             raise CollectionError(
                 f"invalid collection name {name!r}: use letters, digits, '.', '_' or '-'"
             )
         folder = config.home / name
-        exists = (folder / CATALOG_FILE).exists() or (
-            config.database_url is not None and folder.exists()
+        missing = CollectionNotFoundError(
+            f"no collection {name!r} in {config.home.resolve()}"
+            + (" or in its database" if config.database_url else "")
+            + f"; create it with `searchengine index PATH --collection {name}`, or point "
+            "--index-dir / SEARCHENGINE_HOME (or --database-url) at where it is"
         )
-        if not exists and not create:
-            raise CollectionNotFoundError(
-                f"no collection {name!r} in {config.home.resolve()}; create it with "
-                f"`searchengine index PATH --collection {name}`, or point --index-dir / "
-                "SEARCHENGINE_HOME at the folder that holds it"
-            )
-        folder.mkdir(parents=True, exist_ok=True)
-        url = config.database_url or f"sqlite:///{(folder / CATALOG_FILE).resolve()}"
-        catalog = Catalog(url)
+        location = locate(name, folder, config.database_url)
+        catalog = open_catalog(folder, location, False)
+        loaded = None
+        if catalog is None and create:
+            # Nothing is written before the model is known to load: a bad spec must not
+            # leave a collection that refuses every later run for being "built with" it.
+            if encoder is None:
+                spec = parse_model_spec(model or config.model)
+                encoder = loaded = load_encoder(spec, config.device, config.runtime)
+            try:
+                catalog = open_catalog(folder, location, True)
+            except BaseException:
+                if loaded is not None:
+                    loaded.close()
+                raise
+        if catalog is None:
+            raise missing
         try:
-            _check_identity(catalog, name, config, model, encoder)
+            _check_identity(catalog, name, config, model, encoder, create)
             stored, check = recorded(catalog.get_meta)
             if config.precision is not None:
                 has_vectors = catalog.ok_count() > 0
                 refuse_mixing(name, stored, check, has_vectors, config.precision)
             _check_encoder_precision(name, stored, encoder)
+            if catalog.shared and (create or folder.exists()) and read_location(folder) is None:
+                folder.mkdir(parents=True, exist_ok=True)  # a reader on a new host: nothing
+                write_location(folder, catalog.location)
         except BaseException:
             catalog.close()
+            if loaded is not None:
+                loaded.close()
             raise
         return cls(name, folder, catalog, config, encoder)
 
@@ -205,7 +233,7 @@ class Collection:
         """
         roots = [os.path.abspath(p) for p in paths]
         for root in roots:
-            if not os.path.exists(root):
+            if not os.path.lexists(root):  # a broken link named here gets a verdict
                 raise CollectionError(f"no such file or folder: {root}")
         self.catalog.add_roots(roots)
         roots = roots or self.catalog.roots()
@@ -213,21 +241,58 @@ class Collection:
             raise CollectionError(
                 f"collection {self.name!r} has no folders yet; name one: searchengine index PATH"
             )
+        absent = [r for r in roots if not os.path.exists(r)]
+        if self.catalog.shared and absent:
+            # On a shared catalog an absent folder is more likely another host's mount
+            # than a deletion: refusing beats dropping every image under it.
+            raise CollectionError(
+                f"{absent[0]} is not on this host; a collection shared between hosts needs "
+                "its folders at the same paths on each (mount them there), or name the "
+                "folders to index: searchengine index PATH"
+            )
+        run = self._ingest(progress)  # an engine that cannot run says so before any work
         with self.store.writing():
             refused = self._settle_precision(roots)
-            run = Ingest(
-                self.store,
-                self._encoder_for_ingest,
-                batch_size=self.config.batch_size,
-                workers=self.config.workers,
-                progress=progress,
-                checkpoint_seconds=self.config.checkpoint_seconds,
-            )
             report = run.run(roots)
             report.precision = self.precision
             report.notes.extend([refused] if refused else [])
-            self.store.adapt(self.config.index_policy or IndexPolicy(), self.config.index_memory_mb)
+            self._adapt()
             return report
+
+    def _ingest(self, progress: Progress | None) -> Ingest:
+        """The ingest engine the config asks for: this process, or a Ray cluster."""
+        config = self.config
+        common: dict[str, Any] = {
+            "batch_size": config.batch_size,
+            "workers": config.workers,
+            "progress": progress,
+            "checkpoint_seconds": config.checkpoint_seconds,
+            "load_seconds": config.load_seconds,
+            "adapt": self._adapt,
+        }
+        if config.engine == "ray":
+            if INT8 in (config.precision, self.precision):
+                raise ConfigError(
+                    "the int8 image tower embeds in this process only; index this "
+                    "collection with --engine local"
+                )
+            from searchengine.ingest.ray_run import RayIngest
+
+            return RayIngest(
+                self.store,
+                self._encoder_for_ingest,
+                spec=self.model,
+                address=config.ray_address,
+                device=config.device,
+                runtime=config.runtime,
+                **common,
+            )
+        if config.engine != "local":
+            raise ConfigError(f"unknown engine {config.engine!r}; use one of: local, ray")
+        return Ingest(self.store, self._encoder_for_ingest, **common)
+
+    def _adapt(self) -> None:
+        self.store.adapt(self.config.index_policy or IndexPolicy(), self.config.index_memory_mb)
 
     def update(self, progress: Progress | None = None) -> IndexReport:
         """Bring the collection up to date with its folders before a search.
@@ -413,8 +478,15 @@ class Collection:
 
     def status(self) -> CollectionStatus:
         counts = self.catalog.counts()
-        size = sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
-        index = self.vectors() if self.index_path.exists() else None
+        files = self.folder.iterdir() if self.folder.exists() else iter(())
+        size = sum(p.stat().st_size for p in files if p.is_file())
+        location = self.catalog.location
+        catalog_bytes = self.catalog.size_bytes()
+        if location.shared:  # not in the folder: count it as well
+            size += catalog_bytes
+        # A host sharing a server catalog builds its index from it even without a file.
+        built = self.index_path.exists() or (location.shared and self.store.dim is not None)
+        index = self.vectors() if built else None
         schema = self.catalog.get_meta(MetaKey.SCHEMA_VERSION)
         return CollectionStatus(
             name=self.name,
@@ -429,6 +501,9 @@ class Collection:
             roots=self.catalog.roots(),
             schema_version=int(schema or SCHEMA_VERSION),
             accelerator=None if index is None else index.accelerator,
+            backend=location.backend,
+            catalog=location.shown if location.shared else str(self.folder / CATALOG_FILE),
+            catalog_bytes=catalog_bytes,
             precision=self.precision,
             precision_check=describe(self._precision_check) if self._precision_check else None,
         )
@@ -439,15 +514,26 @@ class Collection:
 
 
 def _check_identity(
-    catalog: Catalog, name: str, config: Config, model: str | None, encoder: Encoder | None
+    catalog: Catalog,
+    name: str,
+    config: Config,
+    model: str | None,
+    encoder: Encoder | None,
+    create: bool,
 ) -> None:
     """Record a new collection's model, or refuse a model that is not the stored one."""
+    stored_name = catalog.get_meta(MetaKey.NAME)
+    if stored_name is not None and stored_name != name:
+        raise CollectionError(
+            f"the catalog at {catalog.location.shown} belongs to collection {stored_name!r}, "
+            f"not {name!r}"
+        )
     stored = catalog.get_meta(MetaKey.MODEL)
     if model is not None:
         wanted = parse_model_spec(model).spec
     else:  # an injected encoder names itself; its spec need not be loadable
         wanted = encoder.spec if encoder else parse_model_spec(config.model).spec
-    if stored is None:
+    if stored is None and create:
         catalog.set_meta({MetaKey.MODEL: wanted, MetaKey.NAME: name, MetaKey.INDEX_TYPE: EXACT})
     elif model is not None and wanted != stored:
         raise ModelMismatchError(
@@ -474,7 +560,11 @@ def list_collections(config: Config) -> Sequence[str]:
     home = config.home
     if not home.is_dir():
         return []
-    return sorted(p.name for p in home.iterdir() if (p / CATALOG_FILE).exists())
+    return sorted(
+        p.name
+        for p in home.iterdir()
+        if (p / CATALOG_FILE).exists() or (p / LOCATION_FILE).exists()
+    )
 
 
 __all__ = ["INDEX_FILE", "Collection", "CollectionStatus", "list_collections"]

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from searchengine.backends import LOCATION_FILE
 from searchengine.config import CATALOG_FILE, INDEX_FILE, Config
 from searchengine.ingest.plan import plan
 from searchengine.models.base import Encoder
@@ -33,11 +34,11 @@ from searchengine.ranking import (
     Term,
     query_terms,
 )
-from searchengine.rows import ImageRecord, path_from_db, path_to_db
+from searchengine.rows import ImageRecord, path_from_db, path_key
 from searchengine.values import MetaKey
 from searchengine.vectors import FaissIndex
 
-READS_SCHEMA = 2  # the catalog schema these queries read (``catalog.SCHEMA_VERSION``)
+READS_SCHEMA = 3  # the catalog schema these queries read (``schema.SCHEMA_VERSION``)
 _COLUMNS = (
     "id, path, size, mtime_ns, content_hash, width, height, taken_at, status, error, "
     "indexed_at, batch"
@@ -80,8 +81,8 @@ class SqliteRows:
         return {path_from_db(path): (i, size, mtime) for path, i, size, mtime in rows}
 
     def by_path(self, path: str) -> ImageRecord | None:
-        query = f"SELECT {_COLUMNS} FROM images WHERE path = ?"
-        row = self._db.execute(query, (path_to_db(path),)).fetchone()
+        query = f"SELECT {_COLUMNS} FROM images WHERE path_hash = ?"
+        row = self._db.execute(query, (path_key(path),)).fetchone()
         return None if row is None else _record(row)
 
 
@@ -126,6 +127,8 @@ class OneShot:
         catalog_file, index_file = folder / CATALOG_FILE, folder / INDEX_FILE
         if encoder is None or config.database_url is not None:
             return None
+        if (folder / LOCATION_FILE).exists():
+            return None  # its catalog is on a database server
         if not catalog_file.is_file() or not index_file.is_file():
             return None
         try:

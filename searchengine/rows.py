@@ -7,6 +7,7 @@ handles them, neither needing SQLAlchemy for that.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +44,11 @@ def path_to_db(path: str) -> str:
         return path
     except UnicodeEncodeError:
         return BYTES_PREFIX + quote(os.fsencode(path), safe="/ ")
+
+
+def path_key(path: str) -> str:
+    """The unique key of a path: BLAKE2b-128 of its bytes, hex (32 characters)."""
+    return hashlib.blake2b(os.fsencode(path), digest_size=16).hexdigest()
 
 
 def path_from_db(value: str) -> str:

@@ -80,3 +80,47 @@ def empty_offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeHu
 def offline_hub_env(fake_hub: FakeHub) -> dict[str, str]:
     """This process's environment, pointed at ``fake_hub`` and offline, for subprocesses."""
     return {**os.environ, **fake_hub.env()}
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """A one-node Ray cluster (``scripts/raycluster.py``), started once, stopped at the end."""
+    from raycluster import RayHead
+
+    head = RayHead()
+    yield head
+    head.stop()
+
+
+# -- catalog backends ------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostgreSQL cluster for the session (``tests/pgcluster.py``).
+
+    Skips, saying why, where PostgreSQL cannot be started; under CI it must start.
+    """
+    from pgcluster import ClusterUnavailable, start_cluster
+
+    try:
+        cluster = start_cluster()
+    except ClusterUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI runs the PostgreSQL tests, but the cluster did not start: {exc}")
+        pytest.skip(f"PostgreSQL is not available here: {exc}")
+    yield cluster
+    cluster.stop()
+
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """Each catalog backend: ``None`` (SQLite in the collection's folder) or the URL of
+    a fresh, empty PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    cluster = request.getfixturevalue("pg_cluster")
+    url = cluster.new_database()
+    request.addfinalizer(lambda: cluster.give_back(url))
+    return url

@@ -111,7 +111,7 @@ def date_expr() -> ColumnElement[float]:
     """The date a photo is sorted and filtered by: EXIF date, else file mtime."""
     from sqlalchemy import Float, cast, func
 
-    from searchengine.catalog import images_table
+    from searchengine.schema import images_table
 
     mtime = cast(images_table.c.mtime_ns, Float) / 1e9
     return func.coalesce(images_table.c.taken_at, mtime)
@@ -123,7 +123,7 @@ def matching_ids(catalog: Catalog, filters: Filters) -> np.ndarray:
     # never needs it (``oneshot``).
     from sqlalchemy import and_, select
 
-    from searchengine.catalog import images_table
+    from searchengine.schema import images_table
 
     t = images_table
     conditions = [t.c.status == OK]

@@ -10,10 +10,10 @@ from imagegen import solid
 from importcheck import imported_after
 
 from searchengine import Collection, Config
-from searchengine.catalog import SCHEMA_VERSION
 from searchengine.models.fake import FakeEncoder
 from searchengine.oneshot import READS_SCHEMA, OneShot
 from searchengine.ranking import Filters
+from searchengine.schema import SCHEMA_VERSION
 from searchengine.store import INDEX_FILE
 from searchengine.values import MetaKey
 

@@ -21,14 +21,22 @@ The sibling of ``run.Ingest``, with the same plan, load and write stages: this p
   the planned files in slices of ``batch_size``, as the local lanes do, and catalog
   ids follow the plan. The cost is waiting on the oldest batch in flight, a few
   batches per actor at most.
-- **Faults.** Ray Data retries tasks and restarts actors that die (its defaults:
-  without limit for system failures); a batch reaches the driver once, so nothing is
-  lost or committed twice. The driver is the only writer: killed, it leaves what the
+- **Faults.** Ray Data retries tasks and restarts actors that die, without limit; a
+  batch reaches the driver once, so nothing is lost or committed twice. A file that
+  crashes its decoder would so restart its worker forever, so each load task keeps a
+  journal of the files it is decoding in the node's temporary folder
+  (``ingest/inflight.py``), named after the run and the batch: a retry of a batch
+  whose worker died probes the files in flight in a child process first and fails
+  the one that crashes it. A crashing file costs one retry on each node it lands
+  on. (Retry limits are not set: the two stages must share their remote arguments
+  for Ray Data to fuse them on a CPU cluster, and tasks and actors take different
+  ones.) The driver is the only writer: killed, it leaves what the
   store guarantees (``store.py``), and the next run resumes from the catalog.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import math
@@ -36,15 +44,19 @@ import os
 import pickle
 import socket
 import sys
+import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from searchengine.config import DEFAULT_LOAD_SECONDS
 from searchengine.errors import ClusterError, ModelError, SearchEngineError
+from searchengine.ingest import inflight
 from searchengine.ingest.load import Item, Loader, Pixels, stack_pixels
 from searchengine.ingest.run import Ingest, _StopFlag, default_batch_size
 from searchengine.ingest.scan import FileEntry
@@ -199,6 +211,7 @@ class RayIngest(Ingest):
                 "preprocessor": preprocessor,
                 "known": self.writer.known_hashes,
                 "seconds": self.load_seconds,
+                "run": uuid.uuid4().hex,
             },
             num_cpus=1,
             **common,
@@ -223,15 +236,33 @@ def load_rows(
     preprocessor: PortablePreprocessor,
     known: frozenset[str],
     seconds: float = DEFAULT_LOAD_SECONDS,
+    run: str = "",
 ) -> dict[str, np.ndarray]:
     """Ray task: ``load`` each planned file of a batch (rows of pickled entries), each
-    within ``seconds`` (a hung file is failed, as in a local run)."""
-    loader = Loader(seconds)
+    within ``seconds`` (a hung file is failed, as in a local run). Files a crashed
+    earlier attempt of this batch left in flight are probed first (module docstring)."""
+    entries: list[FileEntry] = [pickle.loads(raw) for raw in batch["entry"]]
+    journal = task_journal(run, entries)
+    entries = inflight.recheck(journal, entries, preprocessor.image_size, seconds)
+    loader = Loader(seconds, inflight.Journal(journal))
     try:
-        items = loader.batch([pickle.loads(raw) for raw in batch["entry"]], preprocessor, known)
+        items = loader.batch(entries, preprocessor, known)
     finally:
         loader.close()
+        if loader.journal is not None:
+            loader.journal.close()  # no crash: nothing was left half-loaded
     return {"item": _pickled(items)}
+
+
+def task_journal(run: str, entries: list[FileEntry]) -> Path:
+    """Where a batch's load task notes its files in flight: the node's temporary
+    folder, named after the run and the batch, so a retry on this node finds it."""
+    key = hashlib.blake2b(
+        "\n".join(e.path for e in entries).encode("utf-8", "surrogateescape"), digest_size=12
+    ).hexdigest()
+    folder = Path(tempfile.gettempdir()) / "searchengine-ray"
+    folder.mkdir(exist_ok=True)
+    return folder / f"{run or 'run'}-{key}.journal"
 
 
 class Embedder:
@@ -341,13 +372,14 @@ def ray_connection(address: str | None) -> Iterator[Any]:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ClusterError(f"cannot join the Ray cluster at {address}: {exc}") from None
     logging.getLogger("ray.data").setLevel(logging.ERROR)
-    try:
-        # Ray prints notices such as "a worker died" on stdout, which carries the
-        # summary (and --json); they belong with the progress bar, on stderr.
-        with redirect_stdout(sys.stderr):
+    # Ray prints notices such as "a worker died" on stdout, which carries the summary
+    # (and --json); they belong with the progress bar, on stderr. Its listener threads
+    # still print while it shuts down, so that happens inside the redirect too.
+    with redirect_stdout(sys.stderr):
+        try:
             yield ray
-    finally:
-        ray.shutdown()
+        finally:
+            ray.shutdown()
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:

@@ -35,6 +35,7 @@ from searchengine.models import Encoder, load_encoder, parse_model_spec
 from searchengine.models.blip import DEFAULT_CAPTION_MODEL, parse_blip_model
 from searchengine.progress import Progress
 from searchengine.ranking import (
+    Calibration,
     Filters,
     ImageVectors,
     Page,
@@ -42,6 +43,7 @@ from searchengine.ranking import (
     Ranker,
     SearchResult,
     Term,
+    calibrate,
     example_term,
     query_terms,
 )
@@ -92,6 +94,7 @@ class Collection:
         self._encoder = encoder
         self._rerankers: dict[str, Encoder] = {}
         self._captioners: dict[str, Captioner] = {}
+        self._calibration: tuple[object, Calibration | None] | None = None
 
     # -- opening ----------------------------------------------------------------
     @classmethod
@@ -211,7 +214,35 @@ class Collection:
             )
             report = run.run(roots)
             self.store.adapt(self.config.index_policy or IndexPolicy(), self.config.index_memory_mb)
+            changed = report.added + report.updated + report.moved + report.removed
+            stored = Calibration.from_json(self.catalog.get_meta(MetaKey.CALIBRATION))
+            if changed or stored is None or stored.model != self.model:
+                self._store_calibration()
             return report
+
+    def _store_calibration(self) -> None:
+        if not self.index_path.exists():
+            return
+        measured = calibrate(self.vectors(), self.encoder)
+        self.catalog.set_meta({MetaKey.CALIBRATION: measured.to_json() if measured else ""})
+        self._calibration = None
+
+    def calibration(self) -> Calibration | None:
+        """What a real match scores in this collection (``ranking.calibration``).
+
+        The one stored by the last ingest, when it was measured on the index as it is
+        now; otherwise measured now and kept for as long as the index is unchanged
+        (a reader, such as the web server, never writes the catalog).
+        """
+        index = self.vectors()
+        key = (id(index), len(index))
+        if self._calibration is not None and self._calibration[0] == key:
+            return self._calibration[1]
+        stored = Calibration.from_json(self.catalog.get_meta(MetaKey.CALIBRATION))
+        if stored is None or not stored.fits(self.model, len(index)):
+            stored = calibrate(index, self.encoder)
+        self._calibration = (key, stored)
+        return stored
 
     def _encoder_for_ingest(self) -> Encoder:
         encoder = self.encoder
@@ -233,7 +264,9 @@ class Collection:
             query: terms, paging, filters, rescoring and sort.
             rerank: where CLIPScore comes from (see ``search``).
         """
-        ranker = Ranker(self.catalog, self.vectors(), self.encoder, self._scorer(rerank))
+        ranker = Ranker(
+            self.catalog, self.vectors(), self.encoder, self._scorer(rerank), self.calibration()
+        )
         return ranker.run(query)
 
     def search(

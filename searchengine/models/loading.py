@@ -1,4 +1,12 @@
-"""What every loader shares: device choice, mixed precision, offline errors."""
+"""What every loader shares: device choice, mixed precision, offline errors, and a
+short, stated time-out for the hub.
+
+The hub client waits ``HF_HUB_ETAG_TIMEOUT`` (10 s) on each of the dozen files a model
+reads, so an unreachable hub that accepts connections but never answers costs minutes
+per load attempt, after torch and transformers (~1 GB) were imported for nothing.
+``check_hub`` asks first, once, with ``HUB_TIMEOUT``: weights that are not cached and
+a hub that does not answer in time fail in seconds, before any heavy import.
+"""
 
 from __future__ import annotations
 
@@ -77,6 +85,50 @@ def hub_errors_to_weights_error(spec: ModelSpec) -> Iterator[None]:
         if _is_hub_miss(exc) or not _repo_cached(spec):
             raise WeightsUnavailableError(weights_unavailable_message(spec)) from exc
         raise
+
+
+HUB_TIMEOUT = 5.0  # seconds the hub gets to answer before a load gives up
+
+
+def check_hub(spec: ModelSpec, timeout: float = HUB_TIMEOUT) -> None:
+    """Fail fast when a hub model's weights are not cached and the hub cannot serve them.
+
+    Nothing to do for local models and cached repos. Otherwise one metadata request,
+    with ``timeout``, tells whether a download can start.
+
+    Raises:
+        WeightsUnavailableError: offline, or the hub did not answer within ``timeout``,
+            or it has no such repo.
+    """
+    if spec.kind not in (ModelKind.TRANSFORMERS, ModelKind.OPEN_CLIP_HUB):
+        return
+    if _repo_cached(spec):
+        return
+    if _offline():
+        raise WeightsUnavailableError(weights_unavailable_message(spec))
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+
+    config = "config.json" if spec.kind is ModelKind.TRANSFORMERS else "open_clip_config.json"
+    try:
+        get_hf_file_metadata(hf_hub_url(spec.source, config), timeout=timeout)
+    except Exception as exc:  # any failure to fetch means no download: say which
+        reason = _first_line(exc)
+        raise WeightsUnavailableError(
+            f"weights for {spec.spec} are not in the local Hugging Face cache and the hub "
+            f"at {constants.ENDPOINT} did not serve them within {timeout:g} s ({reason}): "
+            "connect to the internet once, pre-populate the cache (HF_HOME), or pass a "
+            "local model folder"
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def repo_cached(spec: ModelSpec) -> bool:
+    """Whether loading ``spec`` needs nothing from the network (local, or fully cached)."""
+    return _repo_cached(spec)
 
 
 def _repo_cached(spec: ModelSpec) -> bool:

@@ -49,7 +49,10 @@ def load_onnx_encoder(spec: ModelSpec, device: str, *, required: bool) -> Encode
     ):
         export = None
     if export is None:
+        from searchengine.models.loading import check_hub
         from searchengine.models.onnx_export import export_model
+
+        check_hub(spec)  # an export needs the weights: fail in seconds if they cannot come
 
         export, torch_encoder = export_model(spec)
         if not export.verified and not required:

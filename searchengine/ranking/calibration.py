@@ -1,0 +1,108 @@
+"""What a real match scores in one collection under one model, so that a search can say
+"nothing matches well" instead of showing its closest misses as if they were answers.
+
+A first-stage cosine means nothing on its own: its scale differs by model (CLIP ViT-B/32
+puts real matches near 0.3, the shipped ``toy`` model near 0.65), and the best of *n*
+images scores higher the larger *n* is, whether or not any of them shows the query. So
+the line is drawn per collection and model, from the collection itself: queries that
+name nothing (``NULL_QUERIES``: "a photo", "something", "zzzz", ...) are searched, and
+the median of their best scores is what a query that matches nothing still reaches in
+this collection. A result whose cosine is below it is *weak*: no better than a query
+that says nothing.
+
+Measured on the toy world (``scripts/eval_weak.py``, results in ``docs/web.md``): with
+the ``toy`` model, colour-and-shape queries for objects absent from a collection of 360
+photos are flagged about half the time, present ones almost never; off-world queries
+("a dog on a beach") mostly. A threshold from the nulls' maximum instead flags ~80 % of
+absent objects but also ~20 % of present ones at 300 images, ~50 % at 60.
+
+The calibration is stored in the catalog at the end of each ingest
+(``Collection.index``) and re-made in memory when the index has changed since.
+Only text queries are judged: an example image's cosines are on another scale.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from searchengine.models.base import Encoder
+from searchengine.vectors import VectorIndex
+
+# Queries that describe nothing: generic words and letters that are no words. Their
+# best scores are what any query reaches in a collection by chance.
+NULL_QUERIES = (
+    "a photo",
+    "an image",
+    "a picture",
+    "something",
+    "a thing",
+    "anything",
+    "a photo of it",
+    "zzzz",
+    "qwerty",
+    "asdf",
+    "xyzzy plugh",
+    "lorem ipsum dolor",
+)
+# Below this many images the best of the nulls says little; no result is judged.
+MIN_IMAGES = 10
+METHOD = "null-queries-median-v1"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The cosine below which a result of a text search is weak.
+
+    Attributes:
+        model: the model spec whose first-stage cosines this applies to.
+        threshold: the median best score of ``NULL_QUERIES`` in the collection.
+        images: how many vectors the index held when it was measured.
+        method: how it was measured (a change of method invalidates stored ones).
+    """
+
+    model: str
+    threshold: float
+    images: int
+    method: str = METHOD
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str | None) -> Calibration | None:
+        """A stored calibration, or ``None`` when absent, unreadable or of another method."""
+        if not text:
+            return None
+        try:
+            data = json.loads(text)
+            found = cls(str(data["model"]), float(data["threshold"]), int(data["images"]))
+            method = str(data.get("method", ""))
+        except (ValueError, KeyError, TypeError):
+            return None
+        return found if method == METHOD else None
+
+    def fits(self, model: str, images: int) -> bool:
+        """Whether this was measured for ``model`` on an index of ``images`` vectors."""
+        return self.model == model and self.images == images
+
+    def is_weak(self, cosine: float) -> bool:
+        return cosine < self.threshold
+
+
+def calibrate(index: VectorIndex, encoder: Encoder) -> Calibration | None:
+    """Measure the weak-match line of ``index`` under ``encoder`` (its own model).
+
+    Returns ``None`` for collections under ``MIN_IMAGES`` images.
+    """
+    size = len(index)
+    if size < MIN_IMAGES:
+        return None
+    queries = encoder.encode_texts(list(NULL_QUERIES))
+    scores, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), 1)
+    best = [float(s[0]) for s, i in zip(scores, ids, strict=True) if i[0] >= 0]
+    if not best:
+        return None
+    return Calibration(encoder.spec, round(float(np.median(best)), 6), size)

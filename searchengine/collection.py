@@ -215,8 +215,12 @@ class Collection:
             report = run.run(roots)
             self.store.adapt(self.config.index_policy or IndexPolicy(), self.config.index_memory_mb)
             changed = report.added + report.updated + report.moved + report.removed
-            stored = Calibration.from_json(self.catalog.get_meta(MetaKey.CALIBRATION))
-            if changed or stored is None or stored.model != self.model:
+            # "" records a collection too small to calibrate; a method or model other
+            # than the current ones is stale.
+            raw = self.catalog.get_meta(MetaKey.CALIBRATION)
+            stored = Calibration.from_json(raw)
+            stale = raw is None or (raw != "" and (stored is None or stored.model != self.model))
+            if changed or stale:
                 self._store_calibration()
             return report
 

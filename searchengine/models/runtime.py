@@ -50,9 +50,9 @@ def load_onnx_encoder(spec: ModelSpec, device: str, *, required: bool) -> Encode
         export = None
     if export is None:
         from searchengine.models.loading import check_hub
-        from searchengine.models.onnx_export import export_model
 
         check_hub(spec)  # an export needs the weights: fail in seconds if they cannot come
+        from searchengine.models.onnx_export import export_model  # imports torch
 
         export, torch_encoder = export_model(spec)
         if not export.verified and not required:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Path, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Path, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
-from pydantic import BaseModel, BeforeValidator, StringConstraints
+from pydantic import BaseModel, StringConstraints
 
 from searchengine.ranking import MAX_QUERY_CHARS, Filters
 from searchengine.server.schemas import (
@@ -43,19 +44,31 @@ MAX_ID = 2**63 - 1
 # the end of its month is still refused, with a 400 that says so).
 _DATE = r"^(1[89]|2\d)\d\d(-(0?[1-9]|1[0-2])(-(0?[1-9]|[12]\d|3[01]))?)?$"
 _DECIMAL = re.compile(r"-?(0|[1-9][0-9]*)")
+_INTEGERS = ("image_id", "k", "offset", "min_width", "min_height")
 
 
-def _plain_decimal(value: object) -> object:
-    """Refuse what Python or pydantic would read as an integer but a person would not
-    write: ``+1``, ``01``, ``1_0``, ``1.0``, `` 1``."""
-    if isinstance(value, str) and not _DECIMAL.fullmatch(value):
-        raise ValueError("must be a plain decimal integer, e.g. 42")
-    return value
+def plain_integers(request: Request) -> None:
+    """Refuse integers that Python or pydantic would read but a person would not write:
+    ``+1``, ``01``, ``1_0``, ``1.0``, `` 1`` (all read as 1, or 10, before).
+
+    A dependency of every route, checked on the raw text before the parameters are
+    parsed (an annotation on each parameter would drop its bounds from the schema).
+    """
+    problems = [
+        {
+            "type": "value_error",
+            "loc": (where, name),
+            "msg": "must be a plain decimal integer, e.g. 42",
+        }
+        for where, values in (("path", request.path_params), ("query", request.query_params))
+        for name in _INTEGERS
+        if name in values and not _DECIMAL.fullmatch(str(values[name]))
+    ]
+    if problems:
+        raise RequestValidationError(problems)
 
 
-PlainInt = Annotated[int, BeforeValidator(_plain_decimal)]
-
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", dependencies=[Depends(plain_integers)])
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -75,9 +88,9 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 _IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff")
 
-ImageId = Annotated[PlainInt, Path(ge=1, le=MAX_ID, description="Catalog id of an indexed image.")]
-K = Annotated[PlainInt, Query(ge=1, le=MAX_K, description="Results per page.")]
-Offset = Annotated[PlainInt, Query(ge=0, le=MAX_OFFSET, description="Results to skip.")]
+ImageId = Annotated[int, Path(ge=1, le=MAX_ID, description="Catalog id of an indexed image.")]
+K = Annotated[int, Query(ge=1, le=MAX_K, description="Results per page.")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Results to skip.")]
 Term = Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_CHARS)]
 Terms = Annotated[list[Term], Query(max_length=MAX_TERMS)]
 DateText = Annotated[
@@ -131,8 +144,8 @@ async def search(
     ] = None,
     after: DateText = None,
     before: DateText = None,
-    min_width: Annotated[PlainInt | None, Query(ge=1, le=MAX_SIDE)] = None,
-    min_height: Annotated[PlainInt | None, Query(ge=1, le=MAX_SIDE)] = None,
+    min_width: Annotated[int | None, Query(ge=1, le=MAX_SIDE)] = None,
+    min_height: Annotated[int | None, Query(ge=1, le=MAX_SIDE)] = None,
     orientation: Orientation | None = None,
     sort: Annotated[
         Sort,
@@ -237,7 +250,11 @@ async def similar_to_upload(
     request: Request,
     file: Annotated[
         UploadFile,
-        File(description="An image file, not empty (size- and memory-limited)."),
+        # The schema says what the decoder checks (an empty file is refused with 400).
+        File(
+            description="An image file, not empty (size- and memory-limited).",
+            json_schema_extra={"minLength": 1},
+        ),
     ],
     k: K = 24,
     offset: Offset = 0,

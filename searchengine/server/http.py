@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -24,10 +25,23 @@ from searchengine.server.security import SECURITY_HEADERS
 
 MAX_HEAD_BYTES = 512 * 1024
 SHUTDOWN_SECONDS = 1
+LINGER_SECONDS = 2.0  # how long a refused client may go on sending before the close
 
 
 class JsonErrorsH11(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol, answering unparseable requests with a JSON 400."""
+    """uvicorn's HTTP/1.1 protocol, answering unparseable requests with a JSON 400.
+
+    After the answer the connection closes gently ("lingering close", as web servers
+    do): what the client still sends is read and dropped for a moment, so that the
+    close does not reset the connection before the client has read why.
+    """
+
+    _refused = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        super().data_received(data)
 
     def send_400_response(self, msg: str) -> None:
         body = json.dumps(
@@ -48,7 +62,10 @@ class JsonErrorsH11(H11Protocol):
             h11.EndOfMessage(),
         ):
             self.transport.write(self.conn.send(event))
-        self.transport.close()
+        self._refused = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        asyncio.get_running_loop().call_later(LINGER_SECONDS, self.transport.close)
 
 
 def uvicorn_config(app: Any, host: str, port: int) -> Config:

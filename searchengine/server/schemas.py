@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import MISSING
 from typing import Any, Literal, get_type_hints
 
 from pydantic import BaseModel, Field, create_model
 
 from searchengine.collection import CollectionStatus
+from searchengine.fsutil import display_path
+from searchengine.ranking import SearchResult
 
 
 class ErrorBody(BaseModel):
@@ -157,3 +160,31 @@ class HealthBody(BaseModel):
     collection: str
     model: str
     images: int
+
+
+def image_urls(image_id: int) -> dict[str, str]:
+    """The URLs of an image's files: by catalog id only."""
+    base = f"/api/images/{image_id}"
+    return {
+        "thumbnail": f"{base}/thumbnail",
+        "preview": f"{base}/thumbnail?size=large",
+        "file": f"{base}/file",
+    }
+
+
+def result_body(r: SearchResult) -> Result:
+    """A ranked result as the API shows it."""
+    return Result(
+        id=r.id,
+        path=display_path(r.path),
+        name=display_path(os.path.basename(r.path)),
+        score=r.score,
+        cosine=r.cosine,
+        clip_score=r.clip_score,
+        width=r.width,
+        height=r.height,
+        taken_at=r.taken_at,
+        caption=r.caption,
+        weak=r.weak,
+        **image_urls(r.id),
+    )

@@ -16,11 +16,12 @@ request does can hold the web server's own threads for long.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from starlette.concurrency import run_in_threadpool
@@ -30,21 +31,23 @@ from searchengine.errors import ImageError, QueryError
 from searchengine.fsutil import display_path
 from searchengine.ingest.decode import decode_bytes, decode_memory
 from searchengine.models.blip import DEFAULT_CAPTION_MODEL
-from searchengine.ranking import Filters, ImageTerm, Page, Query, SearchResult, Term, TextTerm
+from searchengine.ranking import Filters, ImageTerm, Page, Query, Term, TextTerm
 from searchengine.ranking.terms import WEIGHTED
+from searchengine.server.captioning import caption_page
 from searchengine.server.schemas import (
     CaptionBody,
     FoldersBody,
     HealthBody,
     ImageInfo,
     ModelStatus,
-    Result,
     SearchPage,
     SimilarPage,
     StatusBody,
+    image_urls,
+    result_body,
 )
 from searchengine.server.thumbnails import FileUnavailable, ThumbnailCache, read_indexed
-from searchengine.server.workers import MemoryBudget, ModelSlot, OverBudget, Unavailable, Worker
+from searchengine.server.workers import MemoryBudget, ModelSlot, OverBudget, Worker
 from searchengine.values import MetaKey
 
 if TYPE_CHECKING:
@@ -57,10 +60,9 @@ if TYPE_CHECKING:
     from searchengine.collection import Collection, CollectionStatus
     from searchengine.models import Encoder
 
+log = logging.getLogger("searchengine.server")
 MAX_FOLDERS = 2000
 HEALTH_COUNT_SECONDS = 2.0  # how stale /api/health's image count may be
-# BLIP takes about a second an image on a CPU: a search captions at most one page.
-MAX_CAPTIONED = 24
 # Decoded pixels held at once. A 100 MP RGBA PNG takes ~900 MB at its peak; the server
 # and its model take ~300 MB more with the shipped models: 1.5 GB in all, at most.
 DECODE_BUDGET = 1_000_000_000
@@ -116,7 +118,7 @@ class Service:
         # ONNX sessions, FAISS searches and the SQL engine are thread-safe, and the index
         # and calibration caches at worst load twice after another process's ingest.
         self.searches = Worker("search", threads=2, depth=64, retry_after=2)
-        self.captions = Worker("caption", threads=1, depth=4, retry_after=30)
+        self.captions = Worker("caption", threads=1, depth=24, retry_after=30)
         self.decodes = Worker("decode", threads=2, depth=32, retry_after=10)
         self._folders: tuple[object, FoldersBody] | None = None
         self._images: tuple[float | None, int] = (None, 0)  # (when counted, ok images)
@@ -166,10 +168,10 @@ class Service:
         ranked = await self.searches.run(self._rank, query, rerank)
         page, notice = ranked.results, None
         if request.caption:
-            page, notice = await self._captioned(page)
+            page, notice = await caption_page(self, page)
         return SearchPage(
             query=request.q,
-            results=[_result(r) for r in page],
+            results=[result_body(r) for r in page],
             offset=request.offset,
             k=request.k,
             has_more=ranked.has_more,
@@ -234,7 +236,7 @@ class Service:
             height=r.height,
             taken_at=r.taken_at,
             modified=r.mtime_ns / 1e9,
-            **_urls(r.id),
+            **image_urls(r.id),
         )
 
     async def status(self) -> BaseModel:
@@ -324,11 +326,6 @@ class Service:
         except ImageError as exc:
             raise FileUnavailable(f"image {record.id} cannot be decoded: {exc}", 409) from exc
 
-    def _caption_page(self, page: list[SearchResult], captioner: Captioner) -> dict[int, str]:
-        for r in page:
-            read_indexed(self.record(r.id))
-        return self.collection.caption(page, model=captioner)
-
     # -- helpers -------------------------------------------------------------------
     async def _ready(self, slot: ModelSlot[Encoder]) -> Encoder:
         """A model slot's model; a short wait for a load under way runs off the loop."""
@@ -342,7 +339,7 @@ class Service:
         ranked = await self.searches.run(self._similar_page, example, k, offset)
         return SimilarPage(
             source=source,
-            results=[_result(r) for r in ranked.results],
+            results=[result_body(r) for r in ranked.results],
             offset=offset,
             k=k,
             has_more=ranked.has_more,
@@ -369,47 +366,8 @@ class Service:
         decoded = await self.decodes.run(self._decode_indexed, record, encoder.image_size)
         return ImageTerm(decoded, weight)
 
-    async def _captioned(self, page: list[SearchResult]) -> tuple[list[SearchResult], str | None]:
-        """The page with captions, or without them and a notice saying why."""
-        wanted = page[:MAX_CAPTIONED]
-        try:
-            captioner = self.caption_model.get()
-            texts = await self.captions.run(self._caption_page, wanted, captioner)
-        except Unavailable as exc:
-            return page, f"no captions: {exc}"
-        notice = None
-        if len(page) > len(wanted):
-            notice = f"captions for the first {MAX_CAPTIONED} results only"
-        return [replace(r, caption=texts.get(r.id)) for r in page], notice
-
     def _slots(self) -> list[ModelSlot]:
         slots: list[ModelSlot] = [self.search_model]
         if self.rerank_model is not None:
             slots.append(self.rerank_model)
         return [*slots, self.caption_model]
-
-
-def _urls(image_id: int) -> dict[str, str]:
-    base = f"/api/images/{image_id}"
-    return {
-        "thumbnail": f"{base}/thumbnail",
-        "preview": f"{base}/thumbnail?size=large",
-        "file": f"{base}/file",
-    }
-
-
-def _result(r: SearchResult) -> Result:
-    return Result(
-        id=r.id,
-        path=display_path(r.path),
-        name=display_path(os.path.basename(r.path)),
-        score=r.score,
-        cosine=r.cosine,
-        clip_score=r.clip_score,
-        width=r.width,
-        height=r.height,
-        taken_at=r.taken_at,
-        caption=r.caption,
-        weak=r.weak,
-        **_urls(r.id),
-    )

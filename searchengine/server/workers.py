@@ -78,6 +78,7 @@ class ModelSlot(Generic[T]):
         patience: seconds a request waits for a load that is under way before it is
             told to come back (0: at once). A model that loads in a blink, such as one
             already in memory, then answers the first request instead of a 503.
+        clock: monotonic seconds, for the back-off (tests pass their own).
     """
 
     def __init__(
@@ -88,8 +89,10 @@ class ModelSlot(Generic[T]):
         *,
         loaded: T | None = None,
         patience: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.role = role
+        self._clock = clock
         self.model = model
         self._load = load
         self._patience = patience
@@ -101,7 +104,7 @@ class ModelSlot(Generic[T]):
         self._since = time.time()
         self._error: str | None = None
         self._failures = 0
-        self._retry_at = 0.0  # time.monotonic() after which a failed load is retried
+        self._retry_at = 0.0  # clock() after which a failed load is retried
 
     def get(self) -> T:
         """The model, when ready.
@@ -114,7 +117,7 @@ class ModelSlot(Generic[T]):
             if self._value is not None:
                 return self._value
             if self._state == "idle" or (
-                self._state == "failed" and time.monotonic() >= self._retry_at
+                self._state == "failed" and self._clock() >= self._retry_at
             ):
                 self._start()
             done = self._done
@@ -151,7 +154,7 @@ class ModelSlot(Generic[T]):
         with self._lock:
             retry = None
             if self._state == "failed":
-                retry = round(max(0.0, self._retry_at - time.monotonic()), 1)
+                retry = round(max(0.0, self._retry_at - self._clock()), 1)
             return SlotState(self.role, self.model, self._state, self._since, self._error, retry)
 
     def close(self) -> None:
@@ -195,14 +198,14 @@ class ModelSlot(Generic[T]):
             wait = min(RETRY_FIRST * 2 ** (self._failures - 1), RETRY_MOST)
             self._state, self._since = "failed", time.time()
             self._error = lines[0] if lines else type(exc).__name__
-            self._retry_at = time.monotonic() + wait
+            self._retry_at = self._clock() + wait
             self._done.set()
         log.warning("cannot load the %s model %s: %s", self.role, self.model, self._error)
 
     def _unavailable(self) -> Unavailable:
         with self._lock:
             if self._state == "failed":
-                wait = max(1.0, self._retry_at - time.monotonic())
+                wait = max(1.0, self._retry_at - self._clock())
                 return Unavailable(
                     f"the {self.role} model {self.model} cannot be loaded ({self._error}); "
                     f"the server tries again in {math.ceil(wait)} s",

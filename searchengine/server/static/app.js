@@ -9,7 +9,7 @@
 
 const PAGE_SIZE = 24;
 const MAX_QUERY = 2000; // the API's bound; longer text is refused, never cut silently
-const SHOWN_QUERY = 80; // characters of a query repeated in the status line
+const SHOWN_QUERY = 60; // characters of a query repeated in the status line
 const $ = (id) => document.getElementById(id);
 
 const state = {
@@ -201,7 +201,9 @@ function requestFromUrl(search, entry) {
   // The request an address (and its history entry) stands for, or null.
   const params = new URLSearchParams(search);
   const like = params.get("like");
-  if (like && /^[1-9][0-9]{0,17}$/.test(like)) return { kind: "similar", id: Number(like) };
+  if (like && /^[1-9][0-9]{0,17}$/.test(like)) {
+    return { kind: "similar", id: Number(like), name: entry && entry.name };
+  }
   const q = params.get("q");
   if (q) {
     const request = { kind: "search", q, rerank: params.has("rerank"), caption: params.has("caption") };
@@ -236,7 +238,8 @@ function remember(request, push) {
   // A new search is a new history entry; paging and reruns are not.
   const params = KINDS[request.kind].url(request).toString();
   const address = location.pathname + (params ? `?${params}` : "");
-  const entry = request.kind === "upload" ? { upload: request.upload } : {};
+  // The history entry keeps what the address cannot: an upload, a photo's name.
+  const entry = request.kind === "upload" ? { upload: request.upload } : { name: request.name };
   if (push) history.pushState(entry, "", address);
   else history.replaceState(entry, "", address);
 }
@@ -244,7 +247,11 @@ function remember(request, push) {
 // ---------------------------------------------------------------- searching
 
 function scoreName(page) {
-  return page && page.ranked_by === "clip_score" ? "CLIPScore (0 to 2.5)" : "cosine (−1 to 1)";
+  return page && page.ranked_by === "clip_score" ? "CLIPScore (0 to 2.5)" : "cosine (-1 to 1)";
+}
+
+function scoreKind(page) {
+  return page && page.ranked_by === "clip_score" ? "CLIPScore" : "cosine";
 }
 
 function summary(request, page, seconds) {
@@ -253,12 +260,12 @@ function summary(request, page, seconds) {
     return `Nothing matches ${what}. Try other words, or clear the filters.`;
   }
   const more = page.has_more ? "" : " (all)";
-  const parts = [`${state.results.length} photos${more} for ${what}, in ${seconds} s, ranked by ${scoreName(page)}.`];
+  const parts = [`${state.results.length} photos${more} for ${what} in ${seconds} s, ranked by ${scoreName(page)}.`];
   const best = state.results[0];
   if (best.weak) {
     parts.push(
-      `None matches well: the best has cosine ${formatScore(best.cosine)}, below the ` +
-      `${formatScore(page.weak_below)} a real match reaches in this collection. These are the closest.`,
+      `None matches well (best cosine ${formatScore(best.cosine)}; a real match here ` +
+      `reaches ${formatScore(page.weak_below)}). These are the closest.`,
     );
   }
   if (page.notice) parts.push(`(${page.notice}.)`);
@@ -381,7 +388,7 @@ function card(result, index) {
     button.append(caption);
   }
   const weak = result.weak ? ", weak match" : "";
-  button.setAttribute("aria-label", `${result.name}, ${score.title.split(" (")[0]} ${formatScore(result.score)}${weak}`);
+  button.setAttribute("aria-label", `${result.name}, ${scoreKind(state.page)} ${formatScore(result.score)}${weak}`);
   button.addEventListener("click", () => openViewer(index));
   button.addEventListener("focus", () => setTabStop(index));
   item.append(button);

@@ -2,8 +2,10 @@
 
 ``create_app`` takes an already-open ``Collection`` (the composition root, the
 ``serve`` command or a test, opens and closes it) and returns a FastAPI app to run
-under any ASGI server. Errors, whatever raised them, reach clients as
-``{"error": "one line"}`` with a 4xx status; only a bug gives a 500.
+under any ASGI server (``http.uvicorn_config`` has the settings ``serve`` uses).
+Errors, whatever raised them, reach clients as ``{"error": "one line"}`` with a 4xx
+status, or 503 and ``Retry-After`` when a model is not ready or a queue is full; only
+a bug gives a 500.
 """
 
 from __future__ import annotations

@@ -137,21 +137,28 @@ function modelNotes(models) {
     });
 }
 
+async function showStatus() {
+  // The header: the collection, and any model that is not ready, until it settles.
+  const status = await api("/api/status");
+  const notes = modelNotes(status.models);
+  $("collection").textContent = [
+    `${status.name}: ${status.images} photos · ${status.model}`,
+    ...notes,
+  ].join(" · ");
+  if (!notes.length) return;
+  const loading = status.models.some((m) => m.state === "loading");
+  setTimeout(() => showStatus().catch(() => {}), loading ? 5000 : 30000);
+}
+
 async function loadCollection() {
   try {
-    const status = await api("/api/status");
-    const notes = modelNotes(status.models);
-    $("collection").textContent = [
-      `${status.name}: ${status.images} photos · ${status.model}`,
-      ...notes,
-    ].join(" · ");
+    await showStatus();
     const folders = await api("/api/folders");
     const select = $("folder");
     const chosen = select.value;
     select.length = 1;
     for (const folder of folders.folders) select.add(new Option(folder, folder));
     select.value = chosen;
-    if (notes.length) setTimeout(loadCollection, 5000); // until every model settles
   } catch (err) {
     $("collection").textContent = "";
     if (err.status !== 401) fail(err.message);

@@ -28,10 +28,11 @@ if _typing.TYPE_CHECKING:
         load_answerer,
         load_captioner,
     )
-    from searchengine.collection import Collection, CollectionStatus, list_collections
+    from searchengine.collection import Collection, CollectionStatus
     from searchengine.config import Config
     from searchengine.errors import (
         CollectionError,
+        CollectionLockedError,
         CollectionNotFoundError,
         ConfigError,
         ImageError,
@@ -43,6 +44,12 @@ if _typing.TYPE_CHECKING:
         UnknownModelError,
         WeightsUnavailableError,
     )
+    from searchengine.home import (
+        CollectionSummary,
+        collection_summaries,
+        list_collections,
+        remove_collection,
+    )
     from searchengine.ingest.write import IndexReport
     from searchengine.models import Encoder, ModelSpec, load_encoder, parse_model_spec
     from searchengine.ranking import SearchResult
@@ -52,8 +59,10 @@ _EXPORTS = {
     "Captioner": "searchengine.captions",
     "Collection": "searchengine.collection",
     "CollectionError": "searchengine.errors",
+    "CollectionLockedError": "searchengine.errors",
     "CollectionNotFoundError": "searchengine.errors",
     "CollectionStatus": "searchengine.collection",
+    "CollectionSummary": "searchengine.home",
     "Config": "searchengine.config",
     "ConfigError": "searchengine.errors",
     "Encoder": "searchengine.models",
@@ -72,19 +81,23 @@ _EXPORTS = {
     "WeightsUnavailableError": "searchengine.errors",
     "answer_question": "searchengine.captions",
     "caption_files": "searchengine.captions",
-    "list_collections": "searchengine.collection",
+    "collection_summaries": "searchengine.home",
+    "list_collections": "searchengine.home",
     "load_answerer": "searchengine.captions",
     "load_captioner": "searchengine.captions",
     "load_encoder": "searchengine.models",
     "parse_model_spec": "searchengine.models",
+    "remove_collection": "searchengine.home",
 }
 __all__ = [
     "Answer",
     "Captioner",
     "Collection",
     "CollectionError",
+    "CollectionLockedError",
     "CollectionNotFoundError",
     "CollectionStatus",
+    "CollectionSummary",
     "Config",
     "ConfigError",
     "Encoder",
@@ -103,11 +116,13 @@ __all__ = [
     "WeightsUnavailableError",
     "answer_question",
     "caption_files",
+    "collection_summaries",
     "list_collections",
     "load_answerer",
     "load_captioner",
     "load_encoder",
     "parse_model_spec",
+    "remove_collection",
 ]
 
 

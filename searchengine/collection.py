@@ -7,6 +7,7 @@ hands its work to the module that owns it (ingest, ranking, captions, the store)
 On-disk layout (documented in ``indexes/README.md``)::
 
     <home>/<name>/catalog.sqlite   SQL catalog (unless a database URL is configured)
+    <home>/<name>/catalog.json     where the catalog lives, when it is on a server
     <home>/<name>/vectors.faiss    FAISS index, ids = catalog image ids
 """
 
@@ -20,8 +21,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from searchengine.backends import LOCATION_FILE, locate, read_location, write_location
 from searchengine.captions import Captioner, cached_captions, load_captioner
-from searchengine.catalog import OK, SCHEMA_VERSION, Catalog, ImageRecord
+from searchengine.catalog import OK, Catalog, ImageRecord, open_catalog
 from searchengine.config import CATALOG_FILE, DEFAULT_COLLECTION, Config
 from searchengine.errors import (
     CollectionError,
@@ -47,6 +49,7 @@ from searchengine.ranking import (
     example_term,
     query_terms,
 )
+from searchengine.schema import SCHEMA_VERSION
 from searchengine.store import INDEX_FILE, Store
 from searchengine.values import MetaKey
 from searchengine.vectors import EXACT, FaissIndex
@@ -70,6 +73,9 @@ class CollectionStatus:
     roots: list[str]
     schema_version: int
     accelerator: str | None = None  # fast-scan index that answers queries first, if any
+    backend: str = "sqlite"  # where the catalog lives: sqlite or postgresql
+    catalog: str = ""  # the catalog's file or URL (password hidden)
+    catalog_bytes: int = 0  # the catalog's size (counted in size_bytes too)
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -127,22 +133,38 @@ class Collection:
                 f"invalid collection name {name!r}: use letters, digits, '.', '_' or '-'"
             )
         folder = config.home / name
-        exists = (folder / CATALOG_FILE).exists() or (
-            config.database_url is not None and folder.exists()
+        missing = CollectionNotFoundError(
+            f"no collection {name!r} in {config.home.resolve()}"
+            + (" or in its database" if config.database_url else "")
+            + f"; create it with `searchengine index PATH --collection {name}`, or point "
+            "--index-dir / SEARCHENGINE_HOME (or --database-url) at where it is"
         )
-        if not exists and not create:
-            raise CollectionNotFoundError(
-                f"no collection {name!r} in {config.home.resolve()}; create it with "
-                f"`searchengine index PATH --collection {name}`, or point --index-dir / "
-                "SEARCHENGINE_HOME at the folder that holds it"
-            )
-        folder.mkdir(parents=True, exist_ok=True)
-        url = config.database_url or f"sqlite:///{(folder / CATALOG_FILE).resolve()}"
-        catalog = Catalog(url)
+        location = locate(name, folder, config.database_url)
+        catalog = open_catalog(folder, location, False)
+        loaded = None
+        if catalog is None and create:
+            # Nothing is written before the model is known to load: a bad spec must not
+            # leave a collection that refuses every later run for being "built with" it.
+            if encoder is None:
+                spec = parse_model_spec(model or config.model)
+                encoder = loaded = load_encoder(spec, config.device, config.runtime)
+            try:
+                catalog = open_catalog(folder, location, True)
+            except BaseException:
+                if loaded is not None:
+                    loaded.close()
+                raise
+        if catalog is None:
+            raise missing
         try:
-            _check_identity(catalog, name, config, model, encoder)
+            _check_identity(catalog, name, config, model, encoder, create)
+            if catalog.shared and (create or folder.exists()) and read_location(folder) is None:
+                folder.mkdir(parents=True, exist_ok=True)  # a reader on a new host: nothing
+                write_location(folder, catalog.location)
         except BaseException:
             catalog.close()
+            if loaded is not None:
+                loaded.close()
             raise
         return cls(name, folder, catalog, config, encoder)
 
@@ -195,13 +217,22 @@ class Collection:
         """
         roots = [os.path.abspath(p) for p in paths]
         for root in roots:
-            if not os.path.exists(root):
+            if not os.path.lexists(root):  # a broken link named here gets a verdict
                 raise CollectionError(f"no such file or folder: {root}")
         self.catalog.add_roots(roots)
         roots = roots or self.catalog.roots()
         if not roots:
             raise CollectionError(
                 f"collection {self.name!r} has no folders yet; name one: searchengine index PATH"
+            )
+        absent = [r for r in roots if not os.path.exists(r)]
+        if self.catalog.shared and absent:
+            # On a shared catalog an absent folder is more likely another host's mount
+            # than a deletion: refusing beats dropping every image under it.
+            raise CollectionError(
+                f"{absent[0]} is not on this host; a collection shared between hosts needs "
+                "its folders at the same paths on each (mount them there), or name the "
+                "folders to index: searchengine index PATH"
             )
         with self.store.writing():
             run = Ingest(
@@ -211,6 +242,7 @@ class Collection:
                 workers=self.config.workers,
                 progress=progress,
                 checkpoint_seconds=self.config.checkpoint_seconds,
+                load_seconds=self.config.load_seconds,
             )
             report = run.run(roots)
             self.store.adapt(self.config.index_policy or IndexPolicy(), self.config.index_memory_mb)
@@ -378,8 +410,15 @@ class Collection:
 
     def status(self) -> CollectionStatus:
         counts = self.catalog.counts()
-        size = sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
-        index = self.vectors() if self.index_path.exists() else None
+        files = self.folder.iterdir() if self.folder.exists() else iter(())
+        size = sum(p.stat().st_size for p in files if p.is_file())
+        location = self.catalog.location
+        catalog_bytes = self.catalog.size_bytes()
+        if location.shared:  # not in the folder: count it as well
+            size += catalog_bytes
+        # A host sharing a server catalog builds its index from it even without a file.
+        built = self.index_path.exists() or (location.shared and self.store.dim is not None)
+        index = self.vectors() if built else None
         schema = self.catalog.get_meta(MetaKey.SCHEMA_VERSION)
         return CollectionStatus(
             name=self.name,
@@ -394,6 +433,9 @@ class Collection:
             roots=self.catalog.roots(),
             schema_version=int(schema or SCHEMA_VERSION),
             accelerator=None if index is None else index.accelerator,
+            backend=location.backend,
+            catalog=location.shown if location.shared else str(self.folder / CATALOG_FILE),
+            catalog_bytes=catalog_bytes,
         )
 
     def failures(self) -> list[ImageRecord]:
@@ -402,15 +444,26 @@ class Collection:
 
 
 def _check_identity(
-    catalog: Catalog, name: str, config: Config, model: str | None, encoder: Encoder | None
+    catalog: Catalog,
+    name: str,
+    config: Config,
+    model: str | None,
+    encoder: Encoder | None,
+    create: bool,
 ) -> None:
     """Record a new collection's model, or refuse a model that is not the stored one."""
+    stored_name = catalog.get_meta(MetaKey.NAME)
+    if stored_name is not None and stored_name != name:
+        raise CollectionError(
+            f"the catalog at {catalog.location.shown} belongs to collection {stored_name!r}, "
+            f"not {name!r}"
+        )
     stored = catalog.get_meta(MetaKey.MODEL)
     if model is not None:
         wanted = parse_model_spec(model).spec
     else:  # an injected encoder names itself; its spec need not be loadable
         wanted = encoder.spec if encoder else parse_model_spec(config.model).spec
-    if stored is None:
+    if stored is None and create:
         catalog.set_meta({MetaKey.MODEL: wanted, MetaKey.NAME: name, MetaKey.INDEX_TYPE: EXACT})
     elif model is not None and wanted != stored:
         raise ModelMismatchError(
@@ -428,7 +481,11 @@ def list_collections(config: Config) -> Sequence[str]:
     home = config.home
     if not home.is_dir():
         return []
-    return sorted(p.name for p in home.iterdir() if (p / CATALOG_FILE).exists())
+    return sorted(
+        p.name
+        for p in home.iterdir()
+        if (p / CATALOG_FILE).exists() or (p / LOCATION_FILE).exists()
+    )
 
 
 __all__ = ["INDEX_FILE", "Collection", "CollectionStatus", "list_collections"]

@@ -12,6 +12,7 @@ never calls ``sys.exit``. The hierarchy::
     │   ├── CollectionNotFoundError
     │   ├── CollectionLockedError  another process is indexing it
     │   ├── ModelMismatchError  a collection used with another model
+    │   ├── CatalogUnavailableError  the catalog's database cannot be reached or used
     │   └── SchemaVersionError  catalog written by a newer release
     ├── ImageError              one file cannot be used (recorded, never fatal to a run)
     ├── DatasetError            a benchmark dataset or captions file cannot be used
@@ -55,6 +56,10 @@ class CollectionLockedError(CollectionError):
 
 class ModelMismatchError(CollectionError):
     """The collection was built with another model than the one asked for."""
+
+
+class CatalogUnavailableError(CollectionError):
+    """The catalog's database cannot be used: no driver, unreachable, refused, missing."""
 
 
 class SchemaVersionError(CollectionError):

@@ -14,8 +14,8 @@ from searchengine.cli.common import (
     OWN_MODEL,
     TqdmProgress,
     collection_options,
+    database_url_option,
     device_option,
-    display_path,
     errors,
     filter_options,
     human_size,
@@ -23,6 +23,7 @@ from searchengine.cli.common import (
     make_config,
     open_collection,
     print_results,
+    terminal_path,
     top_k_option,
 )
 from searchengine.models.blip import DEFAULT_CAPTION_MODEL
@@ -38,7 +39,7 @@ runtime_option = click.option(
 
 
 @click.command()
-@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @collection_options
 @click.option(
     "--model",
@@ -76,6 +77,7 @@ def index(
     paths: Sequence[Path],
     collection: str,
     index_dir: Path | None,
+    database_url: str | None,
     models: tuple[str, ...],
     device: str | None,
     batch_size: int | None,
@@ -97,13 +99,18 @@ def index(
       searchengine index --collection family          # refresh known folders
       searchengine index ~/Pictures -m ViT-B-32:openai \\
           -m hf-hub:UCSC-VLAA/ViT-L-14-CLIPS-Recap-DataComp-1B   # + rerank vectors
+      searchengine index /mnt/photos -c team --database-url postgresql://me@db/photos
     """
     from searchengine.collection import Collection
 
+    for path in paths:  # before anything is created; a broken link is a file to record
+        if not os.path.lexists(path):
+            raise click.BadParameter(f"no such file or folder: {path}", param_hint="PATHS")
     with errors():
         model = models[0] if models else None
         config = make_config(
             index_dir,
+            database_url,
             model=model,
             device=device,
             batch_size=batch_size,
@@ -194,6 +201,7 @@ def search(
     query: str,
     collection: str,
     index_dir: Path | None,
+    database_url: str | None,
     k: int,
     plus: tuple[str, ...],
     minus: tuple[str, ...],
@@ -229,7 +237,9 @@ def search(
       searchengine search "birthday cake" --after 2021 --before 2022-06 --sort date
       searchengine search "mountains" --path "*/holidays/*" --orientation landscape
     """
-    opened = open_collection(collection, index_dir, model, device, runtime, warm_text=True)
+    opened = open_collection(
+        collection, index_dir, database_url, model, device, runtime, warm_text=True
+    )
     with errors(), opened as coll:
         from searchengine.ranking import Filters  # SQL: after the warm-up starts
 
@@ -266,6 +276,7 @@ def similar(
     image: Path,
     collection: str,
     index_dir: Path | None,
+    database_url: str | None,
     k: int,
     device: str | None,
     as_json: bool,
@@ -277,7 +288,7 @@ def similar(
       searchengine similar ~/Pictures/beach.jpg
       searchengine similar ./query.png -k 5 --json
     """
-    with errors(), open_collection(collection, index_dir, None, device) as coll:
+    with errors(), open_collection(collection, index_dir, database_url, None, device) as coll:
         results = coll.similar(image, k)
     print_results(results, as_json)
 
@@ -286,15 +297,22 @@ def similar(
 @collection_options
 @click.option("--failed", is_flag=True, help="List the files that could not be indexed.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def status(collection: str, index_dir: Path | None, failed: bool, as_json: bool) -> None:
-    """Show a collection: model, image count, index type, size, failures.
+def status(
+    collection: str,
+    index_dir: Path | None,
+    database_url: str | None,
+    failed: bool,
+    as_json: bool,
+) -> None:
+    """Show a collection: model, image count, index type, catalog, size, failures.
 
     \b
     Examples:
       searchengine status
       searchengine status --failed --collection family
+      searchengine status -c team --database-url postgresql://me@db/photos --json
     """
-    with errors(), open_collection(collection, index_dir, None, None) as coll:
+    with errors(), open_collection(collection, index_dir, database_url, None, None) as coll:
         info = coll.status()
         failures = coll.failures() if failed else []
     if as_json:
@@ -305,7 +323,7 @@ def status(collection: str, index_dir: Path | None, failed: bool, as_json: bool)
         return
     if failed:
         for r in failures:
-            click.echo(f"{display_path(r.path)}\t{r.error}")
+            click.echo(f"{terminal_path(r.path)}\t{r.error}")
         if not failures:
             click.echo("no failed files", err=True)
         return
@@ -314,6 +332,7 @@ def status(collection: str, index_dir: Path | None, failed: bool, as_json: bool)
         f"collection  {info.name}\nfolder      {info.folder}\nmodel       {info.model}"
         f"\ndimension   {info.dim or '-'}\nindex type  {info.index_type}{accelerated}"
         f"\nimages      {info.images}\nfailed      {info.failed}\nvectors     {info.vectors}"
+        f"\ncatalog     {info.backend}: {info.catalog} ({human_size(info.catalog_bytes)})"
         f"\nsize        {human_size(info.size_bytes)}\nfolders     {', '.join(info.roots) or '-'}"
     )
 
@@ -328,6 +347,7 @@ def status(collection: str, index_dir: Path | None, failed: bool, as_json: bool)
     help="Where to write the toy photos.",
 )
 @index_dir_option
+@database_url_option
 @click.option(
     "-n",
     "--images",
@@ -337,7 +357,9 @@ def status(collection: str, index_dir: Path | None, failed: bool, as_json: bool)
     help="How many toy photos to generate.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the demo's results as JSON.")
-def demo(folder: Path, index_dir: Path | None, images: int, as_json: bool) -> None:
+def demo(
+    folder: Path, index_dir: Path | None, database_url: str | None, images: int, as_json: bool
+) -> None:
     """Try searchengine offline: generate toy photos, index them, run a few queries.
 
     Uses the tiny `toy` model shipped with the package, so it needs no network and
@@ -354,7 +376,7 @@ def demo(folder: Path, index_dir: Path | None, images: int, as_json: bool) -> No
     with errors():
         report = run_demo(
             folder,
-            make_config(index_dir, device="cpu"),
+            make_config(index_dir, database_url, device="cpu"),
             n=images,
             progress=TqdmProgress("indexing"),
         )

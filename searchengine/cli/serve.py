@@ -48,6 +48,7 @@ MISSING_EXTRA = (
 def serve(
     collection: str,
     index_dir: Path | None,
+    database_url: str | None,
     host: str,
     port: int,
     token: str | None,
@@ -84,7 +85,7 @@ def serve(
 
     with errors():
         check_binding(host, token)  # before the model loads: a refusal comes at once
-    with errors(), open_collection(collection, index_dir, None, device) as coll:
+    with errors(), open_collection(collection, index_dir, database_url, None, device) as coll:
         click.echo(f"loading {coll.model} for collection {coll.name!r}…", err=True)
         app = create_app(
             coll,

@@ -16,8 +16,8 @@ from PIL import Image
 from searchengine.errors import ModelError, QueryError, UnknownModelError
 from searchengine.models.loading import (
     autocast,
+    cached,
     hub_errors_to_weights_error,
-    repo_cached,
     resolve_device,
 )
 from searchengine.models.spec import ModelKind, ModelSpec
@@ -81,7 +81,7 @@ class _Blip:
         self.batch_size = batch_size
         # A complete cached copy is loaded as it is: asking the hub whether each of its
         # files changed would cost a time-out per file whenever the hub is unreachable.
-        local = repo_cached(spec)
+        local = cached(spec)
         try:
             with hub_errors_to_weights_error(spec):
                 self._processor: Any = BlipProcessor.from_pretrained(

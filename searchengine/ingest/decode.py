@@ -198,7 +198,7 @@ def decode_memory(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | Non
 
 
 # Working memory of a decoder itself (libjpeg's buffers, zlib's window), whatever the size.
-_DECODER_STATE = 4_000_000
+_DECODER_STATE = 8_000_000
 
 
 def check_pixels(

@@ -208,6 +208,8 @@ print(peak() - before)
         ("RGB", "JPEG", None),
         ("RGBA", "PNG", None),
         ("RGB", "WEBP", 64),
+        ("I;16", "PNG", 64),  # 16-bit grey: scaled to 8 bits through numpy, full size
+        ("F", "TIFF", None),  # float grey: through float64 arrays
     ],
 )
 @pytest.mark.slow  # a fresh interpreter per case
@@ -215,7 +217,8 @@ print(peak() - before)
 def test_the_memory_estimate_covers_the_measured_peak(tmp_path, mode, fmt, side):
     from searchengine.ingest.decode import decode_memory
 
-    image = Image.new(mode, (2000, 1500), 7 if mode == "P" else (90,) * len(mode))
+    fill = 7 if mode in ("P", "I;16", "F") else (90,) * len(mode)
+    image = Image.new(mode, (2000, 1500), fill)
     if mode == "P":
         image.info["transparency"] = 0
     path = tmp_path / f"big.{fmt.lower()}"
@@ -230,7 +233,7 @@ def test_the_memory_estimate_covers_the_measured_peak(tmp_path, mode, fmt, side)
     )
     peak = int(out.stdout)
     assert peak <= estimate, (peak, estimate)
-    assert estimate <= 2.5 * peak + 6_000_000  # an estimate, not a refusal of everything
+    assert estimate <= 2.5 * peak + 10_000_000  # an estimate, not a refusal of everything
 
 
 def test_a_jpeg_costs_a_fraction_when_decoded_for_a_model(tmp_path):
@@ -239,8 +242,8 @@ def test_a_jpeg_costs_a_fraction_when_decoded_for_a_model(tmp_path):
     path = solid(tmp_path / "j.jpg", (10, 20, 30), (4000, 3000))
     full, for_model = (decode_memory(path.read_bytes(), min_side=s) for s in (None, 224))
     assert full > 4000 * 3000 * 4  # RGB is 4 bytes a pixel in Pillow, plus copies
-    assert for_model < full / 25  # 1/8 of each side: 500 x 375, plus the decoder's state
-    with pytest.raises(ImageError, match="100 MP limit"):
+    assert for_model < full / 15  # 1/8 of each side: 500 x 375, plus the decoder's state
+    with pytest.raises(ImageError, match="over the limit of 100,000,000 pixels"):
         decode_memory(png_header_only(12000, 9000))
 
 

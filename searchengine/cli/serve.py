@@ -76,10 +76,8 @@ def serve(
     # seconds per file, not its 10 s default (a value the user set wins).
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", f"{HUB_TIMEOUT:g}")
     try:
-        import uvicorn
-
         from searchengine.server import check_binding, create_app
-        from searchengine.server.http import uvicorn_config
+        from searchengine.server.http import run
     except ImportError as exc:
         raise click.ClickException(f"{MISSING_EXTRA} ({exc.name} is missing)") from exc
 
@@ -98,4 +96,4 @@ def serve(
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}:{port}/" + (f"#token={token}" if token else "")
         click.echo(f"serving {coll.name!r} at {url}  (Ctrl-C stops)", err=True)
-        uvicorn.Server(uvicorn_config(app, host, port)).run()
+        run(app, host, port)

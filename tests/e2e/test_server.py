@@ -350,7 +350,9 @@ def test_weak_results_say_when_nothing_matches(toy: ToyCollection, client: TestC
 
 
 @pytest.mark.slow
-def test_schemathesis_passes_on_the_live_server(toy: ToyCollection, fake_hub) -> None:
+def test_schemathesis_passes_on_the_live_server(
+    toy: ToyCollection, fake_hub, tmp_path: Path
+) -> None:
     """``st run`` against ``searchengine serve`` itself, every check on (the answers a
     schema cannot foresee are listed, with reasons, in ``schemathesis.toml``)."""
     config = Path(__file__).with_name("schemathesis.toml")
@@ -360,7 +362,7 @@ def test_schemathesis_passes_on_the_live_server(toy: ToyCollection, fake_hub) ->
         run = subprocess.run(
             [str(st), "--no-color", "--config-file", str(config), "run",
              f"{url}/api/openapi.json", "--max-examples", examples, "--seed", "19"],
-            capture_output=True, text=True, timeout=900,
+            capture_output=True, text=True, timeout=900, cwd=tmp_path,  # its cache goes there
         )  # fmt: skip
     summary = run.stdout[-3000:]
     assert run.returncode == 0, summary

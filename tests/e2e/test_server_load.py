@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -35,6 +36,8 @@ pytestmark = pytest.mark.slow
 SEARCHES = 200
 CAPTIONS = 20
 CONCURRENCY = 20
+PAGES = 20  # requests for the page and its script, mixed in
+PAGE_FILES = ("/", "/static/app.js")
 QUERIES = ["a green circle", "a pink triangle", "a red circle", "a black cross", "a blue star"]
 
 
@@ -119,6 +122,9 @@ def test_captions_that_cannot_load_never_slow_searches(toy, unreachable) -> None
         ids = [r["id"] for r in found]
 
         def one(job: int) -> tuple[str, int, float, httpx.Response]:
+            if job >= SEARCHES + CAPTIONS:  # the page itself, amid the load
+                status, seconds, response = timed_get(http, PAGE_FILES[job % len(PAGE_FILES)])
+                return "page", status, seconds, response
             if job % 11 == 0 and job // 11 < CAPTIONS:
                 status, seconds, response = timed_get(
                     http, f"/api/images/{ids[job % len(ids)]}/caption"
@@ -130,12 +136,16 @@ def test_captions_that_cannot_load_never_slow_searches(toy, unreachable) -> None
             return "search", status, seconds, response
 
         with health_probe(str(http.base_url)) as health, ThreadPoolExecutor(CONCURRENCY) as pool:
-            answers = list(pool.map(one, range(SEARCHES + CAPTIONS)))
+            jobs = list(range(SEARCHES + CAPTIONS + PAGES))
+            random.Random(7).shuffle(jobs)  # page files asked for all through the load
+            answers = list(pool.map(one, jobs))
         status = http.get("/api/status").json()
 
     searches = [a for a in answers if a[0] == "search"]
     captions = [a for a in answers if a[0] == "caption"]
-    assert (len(searches), len(captions)) == (SEARCHES, CAPTIONS)
+    pages = [a for a in answers if a[0] == "page"]
+    assert (len(searches), len(captions), len(pages)) == (SEARCHES, CAPTIONS, PAGES)
+    assert all(code == 200 and seconds < 1.0 for _, code, seconds, _ in pages)
     slowest = max(s for _, _, s, _ in searches)
     print(
         f"\nsearches: median {statistics.median(s for _, _, s, _ in searches) * 1000:.0f} ms, "

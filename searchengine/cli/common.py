@@ -160,10 +160,10 @@ def print_results(results: Sequence[SearchResult], as_json: bool) -> None:
         return
     if not results:
         click.echo("no results", err=True)
-    elif all(r.weak for r in results):
+    elif results[0].weak:
         click.echo(
-            "nothing matches well: every result scores below what a real match scores in "
-            "this collection; these are only the closest",
+            "nothing matches well: even the best result scores below what a real match "
+            "scores in this collection; these are only the closest",
             err=True,
         )
     for r in results:

@@ -114,8 +114,12 @@ class Ranker:
         if query.sort != "relevance":
             page = by_date(page, self.catalog, newest_first=query.sort == "date")
         line = self._weak_line(query)
-        if line is not None:
-            page = [replace(r, weak=r.cosine < line) for r in page]
+        if line is not None and ranked:
+            # The line is what the *best* of this collection reaches by chance: it judges
+            # the query (did anything match?), not each result, so every result carries
+            # the verdict on the best one.
+            weak = max(r.cosine for r in ranked) < line
+            page = [replace(r, weak=weak) for r in page]
         return Page(page, has_more=len(ranked) > wanted, weak_below=line)
 
     def _weak_line(self, query: Query) -> float | None:

@@ -20,9 +20,10 @@ class SearchResult:
         clip_score: CLIPScore (``2.5 * max(cos, 0)``, prefixed query) under the
             reranking model, or under the collection's model without ``--rerank``.
         caption: a generated caption, when asked for.
-        weak: whether the first-stage cosine is below what a real match scores in
-            this collection (``ranking.calibration``); ``None`` when not judged (an
-            image query, or a collection too small to calibrate).
+        weak: whether nothing matches the query well: its best first-stage cosine is
+            below what a real match scores in this collection (``ranking.calibration``);
+            the same for every result of a query. ``None`` when not judged (an image
+            query, or a collection too small to calibrate).
     """
 
     id: int

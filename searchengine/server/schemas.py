@@ -35,8 +35,9 @@ class Result(BaseModel):
     caption: str | None = Field(default=None, description="BLIP caption, when asked for.")
     weak: bool | None = Field(
         default=None,
-        description="Whether the cosine is below what a real match scores in this collection "
-        "(the page's `weak_below`); null when not judged (image queries, tiny collections).",
+        description="Whether nothing matches the query well: its best cosine is below what "
+        "a real match scores in this collection (the page's `weak_below`); the same for "
+        "every result. Null when not judged (image queries, tiny collections).",
     )
     thumbnail: str = Field(description="URL of a small JPEG thumbnail.")
     preview: str = Field(description="URL of a screen-sized JPEG.")
@@ -64,7 +65,8 @@ class SearchPage(Page):
     weak_below: float | None = Field(
         default=None,
         description="The cosine a real match reaches in this collection (calibrated per "
-        "collection and model); results below it are weak. Null when not judged.",
+        "collection and model); a query whose best result is below it is weak. Null when "
+        "not judged.",
     )
     notice: str | None = Field(
         default=None, description="Something the results lack and why (e.g. no captions)."

@@ -62,6 +62,11 @@ def test_a_present_colour_matches_and_an_absent_one_is_weak(coll):
     assert [r.weak for r in present] == [False, False, False]
     absent = coll.search("blue", k=3)
     assert [r.weak for r in absent] == [True, True, True]
+    # The verdict is on the query: the green and yellow photos after the reds are not
+    # called weak one by one.
+    whole = coll.search("red", k=15)
+    assert len(whole) == 15 and not any(r.weak for r in whole)
+    assert whole[-1].cosine < coll.calibration().threshold
     page = coll.rank(Query((TextTerm("blue"),), 3))
     assert page.weak_below == coll.calibration().threshold
     assert all(r.cosine < page.weak_below for r in page.results)

@@ -292,12 +292,20 @@ def logged_ids(conn: Connection) -> set[int]:
     return {int(i) for i in conn.scalars(select(pending_table.c.image_id))}
 
 
-def pending_vectors(conn: Connection, after_batch: int) -> dict[int, np.ndarray]:
-    """Logged vectors of batches newer than the saved index, by image id."""
+def pending_vectors(
+    conn: Connection, after_batch: int, chunk: int = 20_000
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Logged vectors of batches newer than the saved index: (ids, vectors) ``chunk``
+    rows at a time, streamed, so a host that builds its index from a shared catalog
+    holds one chunk of them beside the index, never all of them."""
     query = select(pending_table.c.image_id, pending_table.c.vector).where(
         pending_table.c.batch > after_batch
     )
-    return {int(i): np.frombuffer(data, dtype=np.float32).copy() for i, data in conn.execute(query)}
+    result = conn.execution_options(yield_per=chunk).execute(query)
+    for rows in result.partitions():
+        ids = np.fromiter((int(i) for i, _ in rows), dtype=np.int64, count=len(rows))
+        vectors = np.stack([np.frombuffer(data, dtype=np.float32) for _, data in rows])
+        yield ids, vectors
 
 
 def trim_vector_log(conn: Connection, up_to_batch: int) -> None:

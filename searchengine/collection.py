@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -28,6 +29,7 @@ from searchengine.config import CATALOG_FILE, DEFAULT_COLLECTION, Config
 from searchengine.errors import (
     CollectionError,
     CollectionNotFoundError,
+    ConfigError,
     ModelMismatchError,
 )
 from searchengine.index_choice import IndexPolicy
@@ -128,6 +130,10 @@ class Collection:
             ModelMismatchError: ``model`` or ``encoder`` differs from the collection's model.
         """
         config = config or Config.from_env()
+        if config.engine == "ray":  # said before anything is created or loaded
+            from searchengine.ingest.ray_run import check_engine
+
+            check_engine(config.ray_address)
         if not _NAME_RE.match(name):
             raise CollectionError(
                 f"invalid collection name {name!r}: use letters, digits, '.', '_' or '-'"
@@ -234,27 +240,53 @@ class Collection:
                 "its folders at the same paths on each (mount them there), or name the "
                 "folders to index: searchengine index PATH"
             )
+        run = self._ingest(progress)  # an engine that cannot run says so before any work
         with self.store.writing():
-            run = Ingest(
+            report = run.run(roots)
+            self._adapt()
+            self._calibrate_after(report)
+            return report
+
+    def _ingest(self, progress: Progress | None) -> Ingest:
+        """The ingest engine the config asks for: this process, or a Ray cluster."""
+        config = self.config
+        common: dict[str, Any] = {
+            "batch_size": config.batch_size,
+            "workers": config.workers,
+            "progress": progress,
+            "checkpoint_seconds": config.checkpoint_seconds,
+            "load_seconds": config.load_seconds,
+            "adapt": self._adapt,
+        }
+        if config.engine == "ray":
+            from searchengine.ingest.ray_run import RayIngest
+
+            return RayIngest(
                 self.store,
                 self._encoder_for_ingest,
-                batch_size=self.config.batch_size,
-                workers=self.config.workers,
-                progress=progress,
-                checkpoint_seconds=self.config.checkpoint_seconds,
-                load_seconds=self.config.load_seconds,
+                spec=self.model,
+                address=config.ray_address,
+                device=config.device,
+                runtime=config.runtime,
+                **common,
             )
-            report = run.run(roots)
-            self.store.adapt(self.config.index_policy or IndexPolicy(), self.config.index_memory_mb)
-            changed = report.added + report.updated + report.moved + report.removed
-            # "" records a collection too small to calibrate; a method or model other
-            # than the current ones is stale.
-            raw = self.catalog.get_meta(MetaKey.CALIBRATION)
-            stored = Calibration.from_json(raw)
-            stale = raw is None or (raw != "" and (stored is None or stored.model != self.model))
-            if changed or stale:
-                self._store_calibration()
-            return report
+        if config.engine != "local":
+            raise ConfigError(f"unknown engine {config.engine!r}; use one of: local, ray")
+        return Ingest(self.store, self._encoder_for_ingest, **common)
+
+    def _adapt(self) -> None:
+        self.store.adapt(self.config.index_policy or IndexPolicy(), self.config.index_memory_mb)
+
+    def _calibrate_after(self, report: IndexReport) -> None:
+        """Store the weak-match line when the run changed the index, or none fits."""
+        changed = report.added + report.updated + report.moved + report.removed
+        # "" records a collection too small to calibrate; a method or model other than
+        # the current ones is stale.
+        raw = self.catalog.get_meta(MetaKey.CALIBRATION)
+        stored = Calibration.from_json(raw)
+        stale = raw is None or (raw != "" and (stored is None or stored.model != self.model))
+        if changed or stale:
+            self._store_calibration()
 
     def _store_calibration(self) -> None:
         if not self.index_path.exists():

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from searchengine.errors import ConfigError
 from searchengine.models.spec import DEFAULT_MODEL
-from searchengine.values import DEVICES, RUNTIMES
+from searchengine.values import DEVICES, ENGINES, RUNTIMES
 
 if TYPE_CHECKING:
     from searchengine.index_choice import IndexPolicy
@@ -47,6 +47,10 @@ class Config:
             (``searchengine.index_choice.IndexPolicy``).
         load_seconds: how long ingest waits for one file to be read and decoded
             before it records the file as failed and goes on.
+        engine: where ingest loads and embeds: ``local`` (this process) or ``ray`` (Ray
+            Data tasks and actors; this process still plans and writes).
+        ray_address: the Ray cluster to join (``host:port`` or ``ray://host:port``);
+            ``None`` or ``auto`` starts a Ray instance on this machine for the run.
     """
 
     home: Path = Path("indexes")
@@ -60,6 +64,8 @@ class Config:
     index_memory_mb: float | None = None
     index_policy: IndexPolicy | None = None
     load_seconds: float = DEFAULT_LOAD_SECONDS
+    engine: str = "local"
+    ray_address: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Config:
@@ -85,6 +91,10 @@ class Config:
             values["runtime"] = _choice(ENV_PREFIX + "RUNTIME", runtime, RUNTIMES)
         if raw := env.get(ENV_PREFIX + "LOAD_SECONDS"):
             values["load_seconds"] = _positive_float(ENV_PREFIX + "LOAD_SECONDS", raw)
+        if engine := env.get(ENV_PREFIX + "ENGINE"):
+            values["engine"] = _choice(ENV_PREFIX + "ENGINE", engine, ENGINES)
+        if address := env.get(ENV_PREFIX + "RAY_ADDRESS"):
+            values["ray_address"] = address
         if raw := env.get(ENV_PREFIX + "INDEX_MEMORY_MB"):
             values["index_memory_mb"] = _positive_float(ENV_PREFIX + "INDEX_MEMORY_MB", raw)
         for key in ("batch_size", "workers"):

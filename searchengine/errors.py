@@ -14,6 +14,7 @@ never calls ``sys.exit``. The hierarchy::
     │   ├── ModelMismatchError  a collection used with another model
     │   ├── CatalogUnavailableError  the catalog's database cannot be reached or used
     │   └── SchemaVersionError  catalog written by a newer release
+    ├── ClusterError            Ray missing, or its cluster unreachable or failing
     ├── ImageError              one file cannot be used (recorded, never fatal to a run)
     ├── DatasetError            a benchmark dataset or captions file cannot be used
     └── QueryError              empty or unusable query
@@ -64,6 +65,10 @@ class CatalogUnavailableError(CollectionError):
 
 class SchemaVersionError(CollectionError):
     """The catalog was written by a newer release of searchengine."""
+
+
+class ClusterError(SearchEngineError):
+    """The Ray engine cannot run: Ray is not installed, or its cluster is unreachable."""
 
 
 class ImageError(SearchEngineError):

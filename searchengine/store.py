@@ -299,15 +299,19 @@ class Store:
 
     def _catch_up(self, index: FaissIndex, saved: int) -> int:
         """Replay logged vectors newer than batch ``saved``, drop ids without an ok row."""
-        with self.catalog.transaction() as conn:
-            replay = pending_vectors(conn, saved)
         ok = self.catalog.ok_ids()
-        replay = {i: v for i, v in replay.items() if i in ok}
         orphans = [int(i) for i in index.ids() if int(i) not in ok]
-        index.remove(np.asarray(orphans + list(replay), dtype=np.int64))
-        if replay:
-            index.add(np.asarray(list(replay), dtype=np.int64), np.stack(list(replay.values())))
-        return len(replay) + len(orphans)
+        index.remove(np.asarray(orphans, dtype=np.int64))
+        replayed = 0
+        with self.catalog.transaction() as conn:
+            for ids, vectors in pending_vectors(conn, saved):
+                keep = np.fromiter((int(i) in ok for i in ids), dtype=bool, count=len(ids))
+                if not keep.any():
+                    continue
+                index.remove(ids[keep])
+                index.add(ids[keep], vectors[keep])
+                replayed += int(keep.sum())
+        return replayed + len(orphans)
 
     def _backfill(self, index: FaissIndex) -> None:
         """Give a shared catalog the vectors only this host's file holds.

@@ -82,6 +82,16 @@ def offline_hub_env(fake_hub: FakeHub) -> dict[str, str]:
     return {**os.environ, **fake_hub.env()}
 
 
+@pytest.fixture(scope="session")
+def ray_head():
+    """A one-node Ray cluster (``scripts/raycluster.py``), started once, stopped at the end."""
+    from raycluster import RayHead
+
+    head = RayHead()
+    yield head
+    head.stop()
+
+
 # -- catalog backends ------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def pg_cluster():

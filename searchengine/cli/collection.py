@@ -27,7 +27,7 @@ from searchengine.cli.common import (
     top_k_option,
 )
 from searchengine.models.blip import DEFAULT_CAPTION_MODEL
-from searchengine.values import RUNTIMES, SORTS
+from searchengine.values import ENGINES, RUNTIMES, SORTS
 
 runtime_option = click.option(
     "--runtime",
@@ -61,7 +61,8 @@ runtime_option = click.option(
     type=click.IntRange(min=1),
     default=None,
     help="Decode threads; with ONNX on a CPU, lanes that each decode and run the model "
-    "(at most one per core) [default: one per core, at most 8].",
+    "(at most one per core) [default: one per core, at most 8]. With --engine ray: at "
+    "most this many actors [default: one per GPU, else one per CPU of the cluster].",
 )
 @runtime_option
 @click.option(
@@ -71,6 +72,22 @@ runtime_option = click.option(
     metavar="MB",
     help="Memory budget of the vector index [env SEARCHENGINE_INDEX_MEMORY_MB; default: "
     "none]. A collection over it gets compressed vectors and somewhat lower recall.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(ENGINES),
+    default=None,
+    help="Where files are decoded and embedded [env SEARCHENGINE_ENGINE; default local: "
+    "this process]. ray: Ray Data tasks and actors (one model each, a GPU each where "
+    "the cluster has GPUs); this process still plans and writes.",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    metavar="ADDRESS",
+    help="With --engine ray: the cluster to join, HOST:PORT or ray://HOST:PORT [env "
+    "SEARCHENGINE_RAY_ADDRESS; default auto: start Ray on this machine]. Every node must "
+    "see the photos at the same paths.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def index(
@@ -84,6 +101,8 @@ def index(
     workers: int | None,
     runtime: str | None,
     index_memory: float | None,
+    engine: str | None,
+    ray_address: str | None,
     as_json: bool,
 ) -> None:
     """Embed every image under PATHS into a collection.
@@ -100,6 +119,7 @@ def index(
       searchengine index ~/Pictures -m ViT-B-32:openai \\
           -m hf-hub:UCSC-VLAA/ViT-L-14-CLIPS-Recap-DataComp-1B   # + rerank vectors
       searchengine index /mnt/photos -c team --database-url postgresql://me@db/photos
+      searchengine index /shared/photos --engine ray --ray-address 10.0.0.1:6379
     """
     from searchengine.collection import Collection
 
@@ -117,6 +137,8 @@ def index(
             workers=workers,
             runtime=runtime,
             index_memory_mb=index_memory,
+            engine=engine,
+            ray_address=ray_address,
         )
         with Collection.open(collection, config, create=True, model=model) as coll:
             report = coll.index(paths, progress=TqdmProgress("indexing"))

@@ -39,6 +39,7 @@ from PIL import Image
 
 from searchengine.models.base import l2_normalize
 from searchengine.models.lite import Preprocess, TextTokenizer, load_tokenizer, preprocess_image
+from searchengine.models.portable import PortablePreprocessor
 from searchengine.models.provenance import unchanged, writer_versions
 from searchengine.models.spec import ModelSpec
 
@@ -211,6 +212,10 @@ class OnnxClipEncoder:
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         return preprocess_image(image, self._preprocess)
+
+    def portable_preprocessor(self) -> PortablePreprocessor:
+        """This model's ``preprocess`` without the model (for cluster ingest)."""
+        return PortablePreprocessor(self.image_size, self._preprocess)
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         if len(pixels) == 0:

@@ -21,6 +21,7 @@ from searchengine.models.loading import (
     read_json,
     resolve_device,
 )
+from searchengine.models.portable import PortablePreprocessor, TorchTransform
 from searchengine.models.spec import ModelKind, ModelSpec
 
 
@@ -49,7 +50,7 @@ class OpenClipEncoder:
             self._tokenizer = text_tokenizer(spec, self.model_cfg)
         model.eval()
         self._model: Any = model
-        self._transform = transform
+        self._pixels = TorchTransform(transform)
         self._torch = torch
         self.dim = int(model.text_projection.shape[-1]) if _has_proj(model) else _probe_dim(model)
         self.image_size = _image_size(model)
@@ -58,8 +59,11 @@ class OpenClipEncoder:
         self.preprocess_cfg = Preprocess.from_dict(open_clip.get_model_preprocess_cfg(model))
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
-        tensor = self._transform(image.convert("RGB"))
-        return np.asarray(tensor.numpy(), dtype=np.float32)
+        return self._pixels(image)
+
+    def portable_preprocessor(self) -> PortablePreprocessor:
+        """This model's ``preprocess`` without the model (for cluster ingest)."""
+        return PortablePreprocessor(self.image_size, self._pixels)
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         batch = self._torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))

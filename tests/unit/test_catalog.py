@@ -142,3 +142,35 @@ def test_schema_2_catalog_is_upgraded_by_a_writer_only(tmp_path, database_url):
     reader = open_catalog(where, writable=False)  # now current: a reader opens it
     assert reader.found and reader.by_path(long_path).id == new
     reader.close()
+
+
+def test_logged_vectors_come_back_in_chunks_on_each_backend(tmp_path, database_url):
+    """A host building its index from a shared catalog holds a chunk of vectors at a
+    time beside the index, not every vector the catalog keeps."""
+    import numpy as np
+
+    from searchengine.catalog import log_vectors, pending_vectors
+
+    catalog = open_catalog(location(tmp_path, database_url))
+    vectors = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    with catalog.transaction() as conn:
+        ids = [
+            insert_image(conn, {"path": f"/p/{i}.jpg", "size": 1, "mtime_ns": 1, "status": "ok"})
+            for i in range(5)
+        ]
+        log_vectors(conn, 1, ids[:2], vectors[:2])
+        log_vectors(conn, 2, ids[2:], vectors[2:])
+    with catalog.transaction() as conn:
+        chunks = list(pending_vectors(conn, 0, chunk=2))
+        newer = list(pending_vectors(conn, 1, chunk=2))
+    catalog.close()
+    assert [len(part) for part, _ in chunks] == [2, 2, 1]
+    got = dict(
+        zip(
+            np.concatenate([p for p, _ in chunks]).tolist(),
+            np.concatenate([v for _, v in chunks]),
+            strict=True,
+        )
+    )
+    assert all(np.array_equal(got[i], v) for i, v in zip(ids, vectors, strict=True))
+    assert sorted(np.concatenate([p for p, _ in newer]).tolist()) == sorted(ids[2:])

@@ -39,6 +39,7 @@ from searchengine.models import Encoder, load_encoder, parse_model_spec
 from searchengine.models.blip import DEFAULT_CAPTION_MODEL, parse_blip_model
 from searchengine.progress import Progress
 from searchengine.ranking import (
+    Calibration,
     Filters,
     ImageVectors,
     Page,
@@ -46,6 +47,7 @@ from searchengine.ranking import (
     Ranker,
     SearchResult,
     Term,
+    calibrate,
     example_term,
     query_terms,
 )
@@ -100,6 +102,7 @@ class Collection:
         self._encoder = encoder
         self._rerankers: dict[str, Encoder] = {}
         self._captioners: dict[str, Captioner] = {}
+        self._calibration: tuple[object, Calibration | None] | None = None
 
     # -- opening ----------------------------------------------------------------
     @classmethod
@@ -241,6 +244,7 @@ class Collection:
         with self.store.writing():
             report = run.run(roots)
             self._adapt()
+            self._calibrate_after(report)
             return report
 
     def _ingest(self, progress: Progress | None) -> Ingest:
@@ -273,6 +277,41 @@ class Collection:
     def _adapt(self) -> None:
         self.store.adapt(self.config.index_policy or IndexPolicy(), self.config.index_memory_mb)
 
+    def _calibrate_after(self, report: IndexReport) -> None:
+        """Store the weak-match line when the run changed the index, or none fits."""
+        changed = report.added + report.updated + report.moved + report.removed
+        # "" records a collection too small to calibrate; a method or model other than
+        # the current ones is stale.
+        raw = self.catalog.get_meta(MetaKey.CALIBRATION)
+        stored = Calibration.from_json(raw)
+        stale = raw is None or (raw != "" and (stored is None or stored.model != self.model))
+        if changed or stale:
+            self._store_calibration()
+
+    def _store_calibration(self) -> None:
+        if not self.index_path.exists():
+            return
+        measured = calibrate(self.vectors(), self.encoder)
+        self.catalog.set_meta({MetaKey.CALIBRATION: measured.to_json() if measured else ""})
+        self._calibration = None
+
+    def calibration(self) -> Calibration | None:
+        """What a real match scores in this collection (``ranking.calibration``).
+
+        The one stored by the last ingest, when it was measured on the index as it is
+        now; otherwise measured now and kept for as long as the index is unchanged
+        (a reader, such as the web server, never writes the catalog).
+        """
+        index = self.vectors()
+        key = (id(index), len(index))
+        if self._calibration is not None and self._calibration[0] == key:
+            return self._calibration[1]
+        stored = Calibration.from_json(self.catalog.get_meta(MetaKey.CALIBRATION))
+        if stored is None or not stored.fits(self.model, len(index)):
+            stored = calibrate(index, self.encoder)
+        self._calibration = (key, stored)
+        return stored
+
     def _encoder_for_ingest(self) -> Encoder:
         encoder = self.encoder
         self.store.claim_dim(encoder.dim, encoder.spec)
@@ -293,7 +332,9 @@ class Collection:
             query: terms, paging, filters, rescoring and sort.
             rerank: where CLIPScore comes from (see ``search``).
         """
-        ranker = Ranker(self.catalog, self.vectors(), self.encoder, self._scorer(rerank))
+        ranker = Ranker(
+            self.catalog, self.vectors(), self.encoder, self._scorer(rerank), self.calibration()
+        )
         return ranker.run(query)
 
     def search(

@@ -17,10 +17,11 @@ import numpy as np
 from searchengine.catalog import Catalog, ImageRecord
 from searchengine.errors import QueryError
 from searchengine.models.base import Encoder
+from searchengine.ranking.calibration import Calibration
 from searchengine.ranking.filters import Filters, matching_ids
 from searchengine.ranking.rescore import ImageVectors, clip_scores
 from searchengine.ranking.results import Page, SearchResult, check_k
-from searchengine.ranking.terms import Term, embed_forms, embed_terms
+from searchengine.ranking.terms import Term, TextTerm, embed_forms, embed_terms
 from searchengine.values import SORTS
 from searchengine.vectors import VectorIndex
 
@@ -76,15 +77,23 @@ class Ranker:
         encoder: its model (the space of the index).
         scorer: where CLIPScore's image vectors come from: the index itself, or a
             reranking model's cached vectors.
+        calibration: the collection's weak-match line; results of text queries are
+            marked weak below it.
     """
 
     def __init__(
-        self, catalog: Catalog, index: VectorIndex, encoder: Encoder, scorer: ImageVectors
+        self,
+        catalog: Catalog,
+        index: VectorIndex,
+        encoder: Encoder,
+        scorer: ImageVectors,
+        calibration: Calibration | None = None,
     ) -> None:
         self.catalog = catalog
         self.index = index
         self.encoder = encoder
         self.scorer = scorer
+        self.calibration = calibration
 
     def run(self, query: Query) -> Page:
         """One page of results for ``query``, best first (or by date within the page)."""
@@ -104,7 +113,24 @@ class Ranker:
         page = ranked[query.offset : wanted]
         if query.sort != "relevance":
             page = by_date(page, self.catalog, newest_first=query.sort == "date")
-        return Page(page, has_more=len(ranked) > wanted)
+        line = self._weak_line(query)
+        if line is not None and ranked:
+            # The line is what the *best* of this collection reaches by chance: it judges
+            # the query (did anything match?), not each result, so every result carries
+            # the verdict on the best one.
+            weak = max(r.cosine for r in ranked) < line
+            page = [replace(r, weak=weak) for r in page]
+        return Page(page, has_more=len(ranked) > wanted, weak_below=line)
+
+    def _weak_line(self, query: Query) -> float | None:
+        """The calibrated cosine a real match reaches, for queries made only of text
+        (an example image's cosines are on another scale)."""
+        calibration = self.calibration
+        if calibration is None or calibration.model != self.encoder.spec:
+            return None
+        if not all(isinstance(t, TextTerm) for t in query.terms):
+            return None
+        return calibration.threshold
 
     def _query_vectors(self, query: Query) -> list[np.ndarray]:
         """The first-stage vector and, for CLIPScore, the prefixed one under the scorer."""

@@ -86,3 +86,18 @@ def test_bad_queries_are_refused_before_any_work(coll) -> None:
         Query((TextTerm("red"),), k=0)
     with pytest.raises(QueryError, match="empty"):
         TextTerm("   ")
+
+
+@pytest.mark.parametrize("weight", [1e20, -101.0, float("nan"), float("inf")])
+def test_term_weights_are_bounded(weight) -> None:
+    # A huge weight overflowed the float32 sum into NaN scores: all-zero results, 200 OK.
+    for make in (
+        lambda: TextTerm("red", weight),
+        lambda: ImageTerm("x.jpg", weight),
+        lambda: VectorTerm(np.ones(4), weight),
+    ):
+        with pytest.raises(QueryError, match="out of range"):
+            make()
+    with pytest.raises(QueryError, match="out of range"):
+        parse_term("99999999999999999999:red")
+    assert TextTerm("red", -100.0).weight == -100.0

@@ -45,6 +45,8 @@ import pickle
 import socket
 import sys
 import tempfile
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stdout
@@ -171,7 +173,8 @@ class RayIngest(Ingest):
             shape = pool_shape(ray.cluster_resources(), self.device, self._workers)
             size = self.batch_size or default_batch_size(shape.device)
             dataset = self._dataset(ray, entries, preprocessor, shape, size)
-            batches = dataset.iter_batches(batch_size=size, batch_format="numpy")
+            # A generator, so that a stop can close it (the iterable has no close).
+            batches = iter(dataset.iter_batches(batch_size=size, batch_format="numpy"))
             try:
                 for batch in batches:
                     items, vectors = unpack(batch)
@@ -185,9 +188,7 @@ class RayIngest(Ingest):
                     raise  # the driver's own (the store's) errors pass as they are
                 raise library_error(exc) from exc
             finally:
-                close = getattr(batches, "close", None)
-                if close is not None:
-                    close()  # stops the streaming execution (and its actors) now
+                batches.close()  # stops the streaming execution (and its actors) now
 
     def _dataset(
         self,
@@ -379,7 +380,29 @@ def ray_connection(address: str | None) -> Iterator[Any]:
         try:
             yield ray
         finally:
+            wait_for_data_threads()
             ray.shutdown()
+
+
+# Ray Data's background threads that call into Ray until their run ends: the streaming
+# executor's loop, its metadata fetcher and the iterator's fetch workers. (The block
+# prefetcher parks for good and never calls Ray once the run is closed.)
+_DATA_THREADS = ("StreamingExecutor-", "ray-data-metadata-prefetch", "iter_threaded")
+
+
+def wait_for_data_threads(timeout: float = 30.0) -> None:
+    """Let Ray Data's background threads end before the driver disconnects.
+
+    A stopped run (Ctrl-C, an error) closes its batch iterator, but the executor waits
+    only ~2 s for its loop thread; a thread still calling into Ray when
+    ``ray.shutdown()`` runs makes Ray end the whole process with status 1, losing the
+    clean stop.
+    """
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread is threading.current_thread() or not thread.name.startswith(_DATA_THREADS):
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:

@@ -101,3 +101,14 @@ def test_term_weights_are_bounded(weight) -> None:
     with pytest.raises(QueryError, match="out of range"):
         parse_term("99999999999999999999:red")
     assert TextTerm("red", -100.0).weight == -100.0
+
+
+def test_a_search_reads_its_candidates_rows_once(coll, monkeypatch) -> None:
+    # First stage, CLIPScore and the date sort all need the candidates' rows: one
+    # catalog read, not one per step (each is a query on a shared server).
+    reads: list[int] = []
+    get = coll.catalog.get
+    monkeypatch.setattr(coll.catalog, "get", lambda ids: reads.append(len(ids)) or get(ids))
+    page = coll.rank(Query((TextTerm("red"),), k=4, rerank=True, sort="date")).results
+    assert len(page) == 4
+    assert reads == [len(SHADES) + 1]

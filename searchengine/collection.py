@@ -41,6 +41,7 @@ from searchengine.models.blip import DEFAULT_CAPTION_MODEL, parse_blip_model
 from searchengine.precision import FP32, INT8, describe, recorded, refusal, refuse_mixing, settle
 from searchengine.progress import Progress
 from searchengine.ranking import (
+    Calibration,
     Filters,
     ImageVectors,
     Page,
@@ -48,6 +49,7 @@ from searchengine.ranking import (
     Ranker,
     SearchResult,
     Term,
+    calibrate,
     example_term,
     query_terms,
 )
@@ -106,6 +108,7 @@ class Collection:
         self._encoder = encoder
         self._rerankers: dict[str, Encoder] = {}
         self._captioners: dict[str, Captioner] = {}
+        self._calibration: tuple[object, Calibration | None] | None = None
 
     # -- opening ----------------------------------------------------------------
     @classmethod
@@ -134,7 +137,7 @@ class Collection:
         """
         config = config or Config.from_env()
         if config.engine == "ray":  # said before anything is created or loaded
-            from searchengine.ingest.ray_run import check_engine
+            from searchengine.ingest.ray_cluster import check_engine
 
             check_engine(config.ray_address)
         if not _NAME_RE.match(name):
@@ -257,6 +260,7 @@ class Collection:
             report.precision = self.precision
             report.notes.extend([refused] if refused else [])
             self._adapt()
+            self._calibrate_after(report)
             return report
 
     def _ingest(self, progress: Progress | None) -> Ingest:
@@ -350,6 +354,41 @@ class Collection:
             return None
         return str(getattr(self._encoder, "precision", FP32))
 
+    def _calibrate_after(self, report: IndexReport) -> None:
+        """Store the weak-match line when the run changed the index, or none fits."""
+        changed = report.added + report.updated + report.moved + report.removed
+        # "" records a collection too small to calibrate; a method or model other than
+        # the current ones is stale.
+        raw = self.catalog.get_meta(MetaKey.CALIBRATION)
+        stored = Calibration.from_json(raw)
+        stale = raw is None or (raw != "" and (stored is None or stored.model != self.model))
+        if changed or stale:
+            self._store_calibration()
+
+    def _store_calibration(self) -> None:
+        if not self.index_path.exists():
+            return
+        measured = calibrate(self.vectors(), self.encoder)
+        self.catalog.set_meta({MetaKey.CALIBRATION: measured.to_json() if measured else ""})
+        self._calibration = None
+
+    def calibration(self) -> Calibration | None:
+        """What a real match scores in this collection (``ranking.calibration``).
+
+        The one stored by the last ingest, when it was measured on the index as it is
+        now; otherwise measured now and kept for as long as the index is unchanged
+        (a reader, such as the web server, never writes the catalog).
+        """
+        index = self.vectors()
+        key = (id(index), len(index))
+        if self._calibration is not None and self._calibration[0] == key:
+            return self._calibration[1]
+        stored = Calibration.from_json(self.catalog.get_meta(MetaKey.CALIBRATION))
+        if stored is None or not stored.fits(self.model, len(index)):
+            stored = calibrate(index, self.encoder)
+        self._calibration = (key, stored)
+        return stored
+
     def _encoder_for_ingest(self) -> Encoder:
         encoder = self.encoder
         self.store.claim_dim(encoder.dim, encoder.spec)
@@ -370,7 +409,9 @@ class Collection:
             query: terms, paging, filters, rescoring and sort.
             rerank: where CLIPScore comes from (see ``search``).
         """
-        ranker = Ranker(self.catalog, self.vectors(), self.encoder, self._scorer(rerank))
+        ranker = Ranker(
+            self.catalog, self.vectors(), self.encoder, self._scorer(rerank), self.calibration()
+        )
         return ranker.run(query)
 
     def search(

@@ -26,12 +26,14 @@ from searchengine.config import CATALOG_FILE, INDEX_FILE, Config
 from searchengine.ingest.plan import plan
 from searchengine.models.base import Encoder
 from searchengine.ranking import (
+    Calibration,
     Filters,
     ImageVectors,
     Query,
     Ranker,
     SearchResult,
     Term,
+    calibrate,
     query_terms,
 )
 from searchengine.rows import ImageRecord, path_from_db, path_key
@@ -113,6 +115,14 @@ class OneShot:
         self.index = index
         self.encoder = encoder
 
+    def calibration(self) -> Calibration | None:
+        """The weak-match line ``Collection.calibration`` would use: the stored one when
+        it was measured on this index, else measured now (never written: read-only)."""
+        stored = Calibration.from_json(self.rows.meta(MetaKey.CALIBRATION))
+        if stored is not None and stored.fits(self.encoder.spec, len(self.index)):
+            return stored
+        return calibrate(self.index, self.encoder)
+
     @classmethod
     def open(
         cls, config: Config, name: str, encoder: Encoder | None, *, refresh: bool = False
@@ -191,4 +201,5 @@ class OneShot:
             sort=sort,
         )
         scorer = ImageVectors(None, self.encoder, index=self.index)
-        return Ranker(self.rows, self.index, self.encoder, scorer).run(prepared).results
+        ranker = Ranker(self.rows, self.index, self.encoder, scorer, self.calibration())
+        return ranker.run(prepared).results

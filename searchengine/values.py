@@ -44,3 +44,4 @@ class MetaKey:
     LAST_BATCH = "last_batch"  # the newest ingest batch committed to the catalog
     INDEX_BATCH = "index_batch"  # the newest batch the saved index file holds
     INDEX_VECTORS = "index_vectors"  # how many vectors the saved index file holds
+    CALIBRATION = "calibration"  # what a real match scores (ranking.calibration, JSON)

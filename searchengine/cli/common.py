@@ -161,10 +161,18 @@ def print_results(results: Sequence[SearchResult], as_json: bool) -> None:
         return
     if not results:
         click.echo("no results", err=True)
+    elif results[0].weak:
+        click.echo(
+            "nothing matches well: even the best result scores below what a real match "
+            "scores in this collection; these are only the closest",
+            err=True,
+        )
     for r in results:
         scores = f"cos {r.cosine:.4f}"
         if r.clip_score is not None:
             scores += f"  clip {r.clip_score:.4f}"
+        if r.weak:
+            scores += "  weak"
         click.echo(f"{r.score:.4f}  {terminal_path(r.path)}  ({scores})")
         if r.caption:
             click.echo(f"        {r.caption}")

@@ -134,6 +134,73 @@ def decode_bytes(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None
     return Decoded(rgb, width, height, taken_at, fmt, messages)
 
 
+def decode_memory(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None = None) -> int:
+    """An upper estimate of the bytes ``decode_bytes(data, max_pixels, min_side)`` holds
+    at its peak, read from the header alone (nothing is decoded).
+
+    Pillow keeps RGB, CMYK and alpha modes at 4 bytes a pixel, 16-bit greyscale at 2
+    and 1-bit, greyscale and palette at 1. A JPEG with ``min_side`` decodes at the DCT
+    scale ``Image.draft`` picks (1/2, 1/4 or 1/8 of each side); every other format
+    decodes at full size first. Then RGB, greyscale and CMYK images box-reduce with
+    little more; alpha images are premultiplied into a full-size copy first; palette
+    and 1-bit images become RGBA, then RGB, at full size; 16-bit, 32-bit and float
+    greyscale pass through numpy (float64 for the last two) when not reduced; WebP
+    passes through a buffer of libwebp's own; and without ``min_side`` the upright and
+    RGB copies are full size too. The factors are measured peaks with a margin
+    (``tests/unit/test_decode.py`` checks them in a fresh process): a 100 MP RGBA PNG
+    holds ~800 MB whatever ``min_side``, a 100 MP JPEG ~9 MB at ``min_side=64``.
+
+    Raises:
+        ImageError: empty, not an image, or over ``max_pixels``.
+    """
+    if not data:
+        raise ImageError("empty file (0 bytes)")
+    heif = heif_available()
+    fmt: str | None = None
+    with captured() as messages:
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                mode, fmt = image.mode, image.format
+        except Image.DecompressionBombError as exc:
+            fmt = fmt or reasons.guess_format(data)
+            raise ImageError(reasons.too_large_for_pillow(exc, data, max_pixels, fmt)) from exc
+        except UnidentifiedImageError as exc:
+            raise ImageError(reasons.unidentified(data, heif)) from exc
+        except Exception as exc:  # a header no decoder can read: this file only
+            fmt = fmt or reasons.guess_format(data)
+            why = reasons.heif_needed(data, heif) or reasons.decode_failure(exc, fmt, messages)
+            raise ImageError(why) from exc
+    check_pixels(width, height, max_pixels, fmt)
+    if min_side is not None and min_side > 0 and fmt == "JPEG":
+        fits = min(width // min_side, height // min_side)
+        scale = next((s for s in (8, 4, 2) if fits >= s), 1)
+        width, height = -(-width // scale), -(-height // scale)
+    pixels = width * height
+    per_pixel = 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
+    decoded = pixels * per_pixel
+    reduced = min_side is not None and mode in _REDUCIBLE
+    if fmt == "WEBP":
+        peak = pixels * 17  # libwebp decodes into a buffer of its own, then it is converted
+    elif mode in ("1", "P", "PA"):
+        peak = pixels * 16  # to RGBA, then composited onto an RGB background, full size
+    elif mode in ("I", "F") and not reduced:
+        peak = decoded + pixels * 48  # scaled to 8 bits through float64 arrays
+    elif mode in ("RGBA", "LA"):
+        peak = decoded + pixels * (14 if min_side is None else 5)
+    elif reduced:
+        peak = decoded * 5 // 4
+    else:
+        peak = decoded + pixels * 8
+    if fmt in ("HEIF", "AVIF"):
+        peak += pixels * 4  # the decoder's own buffer, copied into Pillow's
+    return peak + _DECODER_STATE
+
+
+# Working memory of a decoder itself (libjpeg's buffers, zlib's window), whatever the size.
+_DECODER_STATE = 8_000_000
+
+
 def check_pixels(
     width: int, height: int, max_pixels: int = MAX_PIXELS, fmt: str | None = None
 ) -> None:

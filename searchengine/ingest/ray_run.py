@@ -21,31 +21,39 @@ The sibling of ``run.Ingest``, with the same plan, load and write stages: this p
   the planned files in slices of ``batch_size``, as the local lanes do, and catalog
   ids follow the plan. The cost is waiting on the oldest batch in flight, a few
   batches per actor at most.
-- **Faults.** Ray Data retries tasks and restarts actors that die (its defaults:
-  without limit for system failures); a batch reaches the driver once, so nothing is
-  lost or committed twice. The driver is the only writer: killed, it leaves what the
+- **Faults.** Ray Data retries tasks and restarts actors that die, without limit; a
+  batch reaches the driver once, so nothing is lost or committed twice. A file that
+  crashes its decoder would so restart its worker forever, so each load task keeps a
+  journal of the files it is decoding in the node's temporary folder
+  (``ingest/inflight.py``), named after the run and the batch: a retry of a batch
+  whose worker died probes the files in flight in a child process first and fails
+  the one that crashes it. A crashing file costs one retry on each node it lands
+  on. (Retry limits are not set: the two stages must share their remote arguments
+  for Ray Data to fuse them on a CPU cluster, and tasks and actors take different
+  ones.) The driver is the only writer: killed, it leaves what the
   store guarantees (``store.py``), and the next run resumes from the catalog.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import logging
+import hashlib
 import math
 import os
 import pickle
-import socket
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, redirect_stdout
+import tempfile
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from searchengine.config import DEFAULT_LOAD_SECONDS
 from searchengine.errors import ClusterError, ModelError, SearchEngineError
+from searchengine.ingest import inflight
 from searchengine.ingest.load import Item, Loader, Pixels, stack_pixels
+from searchengine.ingest.ray_cluster import check_engine, ray_connection
 from searchengine.ingest.run import Ingest, _StopFlag, default_batch_size
 from searchengine.ingest.scan import FileEntry
 from searchengine.models.base import Encoder, image_lanes
@@ -53,8 +61,6 @@ from searchengine.models.portable import Portable, PortablePreprocessor
 from searchengine.progress import Progress
 from searchengine.store import Store
 
-INSTALL_HINT = "pip install 'searchengine[ray]'"
-LOCAL_ADDRESSES = (None, "", "auto", "local")
 # What an actor needs to find model weights as the driver does (and offline if it is).
 FORWARDED_ENV = (
     "HF_HOME",
@@ -159,7 +165,8 @@ class RayIngest(Ingest):
             shape = pool_shape(ray.cluster_resources(), self.device, self._workers)
             size = self.batch_size or default_batch_size(shape.device)
             dataset = self._dataset(ray, entries, preprocessor, shape, size)
-            batches = dataset.iter_batches(batch_size=size, batch_format="numpy")
+            # A generator, so that a stop can close it (the iterable has no close).
+            batches = iter(dataset.iter_batches(batch_size=size, batch_format="numpy"))
             try:
                 for batch in batches:
                     items, vectors = unpack(batch)
@@ -173,9 +180,7 @@ class RayIngest(Ingest):
                     raise  # the driver's own (the store's) errors pass as they are
                 raise library_error(exc) from exc
             finally:
-                close = getattr(batches, "close", None)
-                if close is not None:
-                    close()  # stops the streaming execution (and its actors) now
+                batches.close()  # stops the streaming execution (and its actors) now
 
     def _dataset(
         self,
@@ -199,6 +204,7 @@ class RayIngest(Ingest):
                 "preprocessor": preprocessor,
                 "known": self.writer.known_hashes,
                 "seconds": self.load_seconds,
+                "run": uuid.uuid4().hex,
             },
             num_cpus=1,
             **common,
@@ -223,15 +229,33 @@ def load_rows(
     preprocessor: PortablePreprocessor,
     known: frozenset[str],
     seconds: float = DEFAULT_LOAD_SECONDS,
+    run: str = "",
 ) -> dict[str, np.ndarray]:
     """Ray task: ``load`` each planned file of a batch (rows of pickled entries), each
-    within ``seconds`` (a hung file is failed, as in a local run)."""
-    loader = Loader(seconds)
+    within ``seconds`` (a hung file is failed, as in a local run). Files a crashed
+    earlier attempt of this batch left in flight are probed first (module docstring)."""
+    entries: list[FileEntry] = [pickle.loads(raw) for raw in batch["entry"]]
+    journal = task_journal(run, entries)
+    entries = inflight.recheck(journal, entries, preprocessor.image_size, seconds)
+    loader = Loader(seconds, inflight.Journal(journal))
     try:
-        items = loader.batch([pickle.loads(raw) for raw in batch["entry"]], preprocessor, known)
+        items = loader.batch(entries, preprocessor, known)
     finally:
         loader.close()
+        if loader.journal is not None:
+            loader.journal.close()  # no crash: nothing was left half-loaded
     return {"item": _pickled(items)}
+
+
+def task_journal(run: str, entries: list[FileEntry]) -> Path:
+    """Where a batch's load task notes its files in flight: the node's temporary
+    folder, named after the run and the batch, so a retry on this node finds it."""
+    key = hashlib.blake2b(
+        "\n".join(e.path for e in entries).encode("utf-8", "surrogateescape"), digest_size=12
+    ).hexdigest()
+    folder = Path(tempfile.gettempdir()) / "searchengine-ray"
+    folder.mkdir(exist_ok=True)
+    return folder / f"{run or 'run'}-{key}.journal"
 
 
 class Embedder:
@@ -286,102 +310,3 @@ def library_error(exc: BaseException) -> BaseException:
         cause = cause.__cause__ or cause.__context__
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return ClusterError(f"the Ray run failed: {first}")
-
-
-def check_engine(address: str | None) -> None:
-    """Refuse at once, before any work, what would fail later: Ray missing, or an
-    address that is not one.
-
-    Raises:
-        ClusterError: Ray is not installed, or ``address`` is malformed.
-    """
-    if importlib.util.find_spec("ray") is None:
-        import_ray()
-    if address not in LOCAL_ADDRESSES:
-        split_address(str(address))
-
-
-def import_ray() -> Any:
-    """Ray, or a ``ClusterError`` that says how to install it."""
-    try:
-        import ray
-        import ray.data
-    except ImportError as exc:
-        raise ClusterError(
-            f"--engine ray needs Ray, which is not installed ({exc}); install it with "
-            f"{INSTALL_HINT}, or use --engine local"
-        ) from None
-    return ray
-
-
-@contextmanager
-def ray_connection(address: str | None) -> Iterator[Any]:
-    """Ray, joined to the cluster at ``address`` (or a new local instance) for a run.
-
-    A driver already connected (``ray.init`` called by the caller) is used as it is and
-    left connected.
-
-    Raises:
-        ClusterError: Ray is not installed, or the cluster cannot be reached.
-    """
-    ray = import_ray()
-    if ray.is_initialized():
-        yield ray
-        return
-    # Failures reach the driver as exceptions; Ray's own notices would bury the
-    # progress bar and the summary line.
-    quiet: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
-    if address in LOCAL_ADDRESSES:
-        ray.init(address="local", include_dashboard=False, **quiet)
-    else:
-        assert address is not None
-        check_reachable(address)
-        try:
-            ray.init(address=address, **quiet)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise ClusterError(f"cannot join the Ray cluster at {address}: {exc}") from None
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
-    try:
-        # Ray prints notices such as "a worker died" on stdout, which carries the
-        # summary (and --json); they belong with the progress bar, on stderr.
-        with redirect_stdout(sys.stderr):
-            yield ray
-    finally:
-        ray.shutdown()
-
-
-def check_reachable(address: str, timeout: float = 5.0) -> None:
-    """Fail fast, in one line, when nothing listens at a cluster address.
-
-    Ray itself keeps retrying an unreachable address for a minute or more.
-    """
-    host, port = split_address(address)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or str(exc) or type(exc).__name__
-        raise ClusterError(
-            f"cannot reach the Ray cluster at {address} ({reason}); start it with "
-            "`ray start --head` and pass the address it prints, or leave out "
-            "--ray-address to run Ray on this machine"
-        ) from None
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """``host:port`` or ``ray://host[:port]`` (Ray Client, port 10001 by default).
-
-    Raises:
-        ClusterError: anything else.
-    """
-    client = address.startswith("ray://")
-    rest = address[len("ray://") :] if client else address
-    host, sep, port = rest.rpartition(":")
-    if not sep and client:
-        host, port = rest, "10001"
-    if not host or not port.isdigit():
-        raise ClusterError(
-            f"--ray-address {address!r}: use HOST:PORT (the head's GCS address) or "
-            "ray://HOST[:PORT] (Ray Client)"
-        )
-    return host.strip("[]"), int(port)

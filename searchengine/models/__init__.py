@@ -48,6 +48,7 @@ def load_encoder(
         ModelError: ``runtime="onnx"`` and the ONNX export failed verification.
     """
     from searchengine.errors import ConfigError
+    from searchengine.models.loading import check_hub
 
     parsed = parse_model_spec(spec) if isinstance(spec, str) else spec
     if runtime not in RUNTIMES:
@@ -66,6 +67,7 @@ def load_encoder(
             raise ConfigError(
                 f"--runtime onnx supports open_clip models, not {parsed.spec}; use auto or torch"
             )
+        check_hub(parsed)  # before torch is imported: a silent hub fails in seconds
         from searchengine.models.hf_clip import TransformersClipEncoder
 
         return TransformersClipEncoder(parsed, device)
@@ -75,6 +77,7 @@ def load_encoder(
         encoder = load_onnx_encoder(parsed, device, required=runtime == "onnx", precision=precision)
         if encoder is not None:
             return encoder
+    check_hub(parsed)
     from searchengine.models.openclip import OpenClipEncoder
 
     return OpenClipEncoder(parsed, device)

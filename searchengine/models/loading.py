@@ -1,8 +1,16 @@
-"""What every loader shares: device choice, mixed precision, hub files, offline errors.
+"""What every loader shares: device choice, mixed precision, hub files, offline errors,
+and a short, stated time-out for the hub.
 
 An offline failure names the exact repo and file missing from the Hugging Face cache and
 the command that fetches it. The repo a model needs is not always the one in its spec: the
 first CLIPS layout reads its tokenizer from ``bert-base-uncased``.
+
+The hub client waits ``HF_HUB_ETAG_TIMEOUT`` (10 s) on each of the dozen files a model
+reads, so a hub that accepts connections but never answers cost minutes per load
+attempt, after torch and transformers (~1 GB) were imported for nothing. ``check_hub``
+asks first, once, with ``HUB_TIMEOUT``: files that are not cached and a hub that does not
+answer in time fail in seconds, before any heavy import. A model whose files are all
+cached loads without asking the hub (``cached``).
 """
 
 from __future__ import annotations
@@ -232,6 +240,54 @@ def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from a file (empty dict if the file holds something else)."""
     data = json.loads(path.read_text(encoding="utf-8"))
     return data if isinstance(data, dict) else {}
+
+
+# ------------------------------------------------------------------ the hub's time-out
+
+HUB_TIMEOUT = 5.0  # seconds the hub gets to answer before a load gives up
+
+
+def cached(spec: ModelSpec) -> bool:
+    """Whether loading ``spec`` needs nothing from the network: a local model, or a hub
+    repo whose files are all in the cache (builtin tags are not checked: False)."""
+    if spec.kind not in (ModelKind.TRANSFORMERS, ModelKind.OPEN_CLIP_HUB):
+        return spec.kind is ModelKind.OPEN_CLIP_DIR
+    return first_missing(spec) is None
+
+
+def check_hub(spec: ModelSpec, timeout: float = HUB_TIMEOUT) -> None:
+    """Fail fast when a hub model's files are not cached and the hub cannot serve them.
+
+    Nothing to do for local models, builtin tags (which repo they read is open_clip's to
+    say, after importing torch) and complete cached repos. Otherwise one metadata
+    request for the repo's config, with ``timeout``, tells whether a download can start.
+
+    Raises:
+        WeightsUnavailableError: offline, or the hub did not answer within ``timeout``,
+            or it has no such repo.
+    """
+    if spec.kind not in (ModelKind.TRANSFORMERS, ModelKind.OPEN_CLIP_HUB):
+        return
+    missing = first_missing(spec)
+    if missing is None:
+        return
+    if offline():
+        raise WeightsUnavailableError(weights_unavailable_message(spec))
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+
+    repo_id, names = missing
+    config = _OPEN_CLIP_FILES[0][0] if spec.kind is ModelKind.OPEN_CLIP_HUB else "config.json"
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, config), timeout=timeout)
+    except Exception as exc:  # any failure to fetch means no download: say which
+        lines = str(exc).strip().splitlines()
+        reason = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+        raise WeightsUnavailableError(
+            f"{repo_id} ({names[0]}) is not in the local Hugging Face cache and the hub at "
+            f"{constants.ENDPOINT} did not serve it within {timeout:g} s ({reason}): fetch "
+            f"it with `{download_command(repo_id)}` where the hub can be reached, or pass a "
+            "local model folder"
+        ) from exc
 
 
 # ------------------------------------------------------------------ error mapping

@@ -44,7 +44,10 @@ def load_onnx_encoder(
     # refuses an export by other versions): an upgrade may well have fixed the exporter.
     export = read_export(spec)
     if export is None:
-        from searchengine.models.onnx_export import export_model
+        from searchengine.models.loading import check_hub
+
+        check_hub(spec)  # an export needs the weights: fail in seconds if they cannot come
+        from searchengine.models.onnx_export import export_model  # imports torch
 
         export, torch_encoder = export_model(spec)
         if not export.verified and not required:

@@ -313,3 +313,29 @@ def wait_for(predicate, proc: subprocess.Popen, timeout: float = 300.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def test_a_file_that_crashes_the_decoder_fails_alone_on_the_cluster(tmp_path, monkeypatch):
+    """A segfaulting codec on the workers: the batch's retry probes the files in flight,
+    fails the culprit, and the run ends with every good photo indexed (no endless
+    restarts)."""
+    from badplugins import CRASH, install
+    from raycluster import RayHead
+
+    photos, home = tmp_path / "photos", tmp_path / "idx"
+    good, broken = make_photos(photos, 10, seed=9)
+    crash = photos / "crash.jpg"
+    crash.write_bytes(CRASH + b"\0" * 64)
+    plugins = install(tmp_path / "plugins")
+    # The head's workers (and the probes they start) meet the crashing codec.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(plugins), *sys.path]))
+    head = RayHead(unprivileged=False)
+    try:
+        report = index(photos, home, "crashy", "-m", "toy", "--batch-size", "4", ray=head)
+    finally:
+        head.stop()
+    failures = dict(map(tuple, report["failures"]))
+    reason = "crashed the image decoder: it died with SIGSEGV on this file"
+    assert failures[str(crash)] == reason
+    assert (report["added"], report["failed"]) == (len(good), len(broken) + 1)
+    assert check_collection(home / "crashy", good, broken | {str(crash)}) == []

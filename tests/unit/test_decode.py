@@ -1,4 +1,6 @@
 import io
+import subprocess
+import sys
 
 import pytest
 from imagegen import half_and_half, solid
@@ -176,6 +178,79 @@ def test_reduced_decode_embeds_like_a_full_decode(name):
     assert max(fast[0].size) <= 3072 // 8 * 2  # the cheap path was taken
     cosines = (encoder.encode_images(full) * encoder.encode_images(fast)).sum(axis=1)
     assert cosines.min() >= 0.9999  # measured: 0.99998 (toy), 0.999996 (toy-large)
+
+
+# A fresh interpreter decodes one file and reports its peak memory above where it
+# started: VmHWM, the high-water mark of this process's own memory (ru_maxrss would
+# start from the parent's, which it keeps across fork and exec).
+_PEAK = """
+import sys
+from searchengine.ingest.decode import decode_bytes
+def peak():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+data = open(sys.argv[1], "rb").read()
+side = None if sys.argv[2] == "none" else int(sys.argv[2])
+before = peak()
+decode_bytes(data, min_side=side)
+print(peak() - before)
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt", "side"),
+    [
+        ("RGBA", "PNG", 64),  # premultiplied for the box reduction: a second full copy
+        ("RGB", "PNG", 64),
+        ("P", "PNG", 224),  # palette with transparency: RGBA, then RGB, at full size
+        ("RGB", "JPEG", 64),  # DCT-scaled: an eighth of each side
+        ("RGB", "JPEG", None),
+        ("RGBA", "PNG", None),
+        ("RGB", "WEBP", 64),
+        ("I;16", "PNG", 64),  # 16-bit grey: scaled to 8 bits through numpy, full size
+        ("F", "TIFF", None),  # float grey: through float64 arrays
+    ],
+)
+@pytest.mark.slow  # a fresh interpreter per case
+@pytest.mark.skipif(sys.platform != "linux", reason="reads the peak from /proc")
+def test_the_memory_estimate_covers_the_measured_peak(tmp_path, mode, fmt, side):
+    from searchengine.ingest.decode import decode_memory
+
+    fill = 7 if mode in ("P", "I;16", "F") else (90,) * len(mode)
+    image = Image.new(mode, (2000, 1500), fill)
+    if mode == "P":
+        image.info["transparency"] = 0
+    path = tmp_path / f"big.{fmt.lower()}"
+    image.save(path, fmt)
+    data = path.read_bytes()
+    estimate = decode_memory(data, min_side=side)
+    out = subprocess.run(
+        [sys.executable, "-c", _PEAK, str(path), str(side).lower()],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    peak = int(out.stdout)
+    assert peak <= estimate, (peak, estimate)
+    assert estimate <= 2.5 * peak + 10_000_000  # an estimate, not a refusal of everything
+
+
+def test_a_jpeg_costs_a_fraction_when_decoded_for_a_model(tmp_path):
+    from searchengine.ingest.decode import decode_memory
+
+    path = solid(tmp_path / "j.jpg", (10, 20, 30), (4000, 3000))
+    full, for_model = (decode_memory(path.read_bytes(), min_side=s) for s in (None, 224))
+    assert full > 4000 * 3000 * 4  # RGB is 4 bytes a pixel in Pillow, plus copies
+    assert for_model < full / 15  # 1/8 of each side: 500 x 375, plus the decoder's state
+    with pytest.raises(ImageError, match="over the limit of 100,000,000 pixels"):
+        decode_memory(png_header_only(12000, 9000))
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("1", (width, height)).save(out, "PNG")
+    return out.getvalue()
 
 
 def _save(image: Image.Image, fmt: str, **kwargs) -> bytes:

@@ -128,3 +128,23 @@ def test_batches_a_killed_run_left_unsaved_are_refreshed_in_full(
         last = int(coll.catalog.get_meta(MetaKey.LAST_BATCH) or 0)
         coll.catalog.set_meta({MetaKey.LAST_BATCH: str(last + 1)})
     assert OneShot.open(config, "c", FakeEncoder(), refresh=True) is None
+
+
+def test_weak_verdicts_are_the_collections(tmp_path: Path) -> None:
+    # From MIN_IMAGES photos up a collection has a weak-match line; a one-shot search
+    # must mark the same results weak as the full path does.
+    photos = tmp_path / "photos"
+    for i in range(12):
+        solid(photos / f"p{i}.jpg", (20 * i, 250 - 20 * i, (90 * i) % 256), size=(64 + i, 48))
+    config = Config(home=tmp_path / "idx", workers=1, batch_size=4)
+    with Collection.open("c", config, create=True, encoder=FakeEncoder()) as coll:
+        coll.index([photos])
+        line = coll.calibration()
+        assert line is not None
+        expected = {q: coll.search(q, k=3) for q in ("red", "zzzz", "a photo of a red thing")}
+    quick = OneShot.open(config, "c", FakeEncoder())
+    assert quick is not None
+    with quick:
+        assert quick.calibration() == line
+        for q, results in expected.items():
+            assert quick.search(q, k=3) == results

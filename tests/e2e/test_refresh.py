@@ -33,9 +33,10 @@ def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return done
 
 
-def _results(done: subprocess.CompletedProcess[str]) -> list[tuple[str, float]]:
+def _results(done: subprocess.CompletedProcess[str]) -> list[tuple[str, float, bool]]:
+    # The weak-match verdict too: it comes from the calibration each path reads or makes.
     rows: list[dict[str, Any]] = json.loads(done.stdout)
-    return [(row["path"], round(row["cosine"], 5)) for row in rows]
+    return [(row["path"], round(row["cosine"], 5), row["weak"]) for row in rows]
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
@@ -65,7 +66,7 @@ def test_refresh_then_search_equals_index_then_search(
         _results(_run(env, "search", q, *home, "-c", "two", "-k", "8", "--json")) for q in QUERIES
     ]
     assert refreshed == separately
-    found = {path for rows in refreshed for path, _ in rows}
+    found = {path for rows in refreshed for path, _, _ in rows}
     assert any("/2024/" in p for p in found)  # the new photos are found at once
     assert not any(p.endswith("2023/toy-004.jpg") for p in found)
 

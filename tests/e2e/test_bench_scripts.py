@@ -58,7 +58,11 @@ def test_bench_ingest_reports_ratios_against_every_ceiling(offline_hub_env, tmp_
 def _python_312() -> str | None:
     """A Python 3.12+ for rclip 4.x (``SEARCHENGINE_PYTHON312``, else on PATH)."""
     found = os.environ.get("SEARCHENGINE_PYTHON312") or shutil.which("python3.12")
-    return found if found and Path(found).exists() else None
+    if not found or not Path(found).exists():
+        return None
+    # A pyenv shim is on PATH even where no 3.12 is selected; it then fails to start.
+    runs = subprocess.run([found, "--version"], capture_output=True, timeout=60)
+    return found if runs.returncode == 0 else None
 
 
 RCLIP_VERSIONS = {"3.3.0": sys.executable, "4.0.8": _python_312()}

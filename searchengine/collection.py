@@ -474,30 +474,62 @@ class Collection:
             )
         return ImageVectors(self.catalog, self._rerankers[canonical])
 
-    def similar(self, image: str | Path | Image.Image, k: int = 10) -> list[SearchResult]:
-        """Images most like an example image (indexed or not); the image itself excluded."""
+    def similar(
+        self,
+        image: str | Path | Image.Image,
+        k: int = 10,
+        *,
+        region: tuple[int, int, int, int] | None = None,
+        region_method: str = "falip",
+    ) -> list[SearchResult]:
+        """Images most like an example image (indexed or not); the image itself excluded.
+
+        With ``region`` (``x0, y0, x1, y1`` in the upright image's pixels), images most
+        like that part of it: the query is the region's embedding
+        (:func:`searchengine.region.region_vectors`, FALIP by default).
+        """
         check_k(k)
         index = self.vectors()
         exclude: set[int] = set()
         vector = None
+        full = image.size if isinstance(image, Image.Image) else None
         if not isinstance(image, Image.Image):
             path = os.path.abspath(image)
             record = self.catalog.by_path(path)
             if record is not None and record.status == OK:
                 exclude.add(record.id)
-                vector = index.reconstruct(record.id)
+                vector = index.reconstruct(record.id) if region is None else None
             if vector is None:
                 try:
                     size = decode_size(self.encoder.image_size)
-                    image = decode_file(path, min_side=size).image
+                    decoded = decode_file(path, min_side=size)
                 except ImageError as exc:
                     raise QueryError(f"cannot use {path} as an example image: {exc}") from exc
+                image, full = decoded.image, (decoded.width, decoded.height)
         if vector is None:
             assert isinstance(image, Image.Image)
-            vector = self.encoder.encode_images([image])[0]
+            if region is None:
+                vector = self.encoder.encode_images([image])[0]
+            else:
+                vector = self._region_vector(image, full or image.size, region, region_method)
         if len(index) == 0:
             return []
         return rank(index, self.catalog, vector, k, exclude)
+
+    def _region_vector(
+        self,
+        image: Image.Image,
+        full: tuple[int, int],
+        region: tuple[int, int, int, int],
+        method: str,
+    ) -> np.ndarray:
+        """The region (in full-size pixels) embedded from a possibly reduced decode."""
+        from searchengine.region import clip_box, region_vectors
+
+        x0, y0, x1, y1 = clip_box(region, full)
+        fx, fy = image.width / full[0], image.height / full[1]
+        box = (round(x0 * fx), round(y0 * fy), max(round(x1 * fx), 1), max(round(y1 * fy), 1))
+        return region_vectors(self.encoder, image, [box], method)[0]
 
     def status(self) -> CollectionStatus:
         counts = self.catalog.counts()

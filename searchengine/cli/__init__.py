@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from searchengine.cli import captions, collection, measure, serve
+from searchengine.cli import captions, collection, measure, serve, where
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,6 +37,8 @@ for command in (
     measure.score,
     measure.caption_eval,
     serve.serve,
+    where.where,
+    where.ground,
 ):
     main.add_command(command)
 

@@ -16,6 +16,7 @@ from searchengine.cli.common import (
     index_dir_option,
     make_config,
 )
+from searchengine.cli.where import region_options
 
 if TYPE_CHECKING:
     from searchengine.config import Config
@@ -110,6 +111,29 @@ def _models(models: Sequence[str], device: str | None) -> tuple[list[str], str]:
 )
 @click.option("--no-cache", is_flag=True, help="Neither read nor write cached embeddings.")
 @click.option(
+    "--task",
+    type=click.Choice(["retrieval", "ground", "where"]),
+    default="retrieval",
+    show_default=True,
+    help="ground: pick the described object's box (toy worlds; CLIP models); where: "
+    "localise phrases with CLIPSeg (toy worlds; e.g. -m toy-seg).",
+)
+@click.option(
+    "--region-method",
+    "region_methods",
+    default="falip,crop,circle,blur,none",
+    show_default=True,
+    metavar="LIST",
+    help="With --task ground: region methods to compare, comma-separated.",
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+    default=0.5,
+    show_default=True,
+    help="With --task where: peak probability from which a phrase counts as found.",
+)
+@click.option(
     "--batch-size",
     type=click.IntRange(min=1),
     default=32,
@@ -133,6 +157,9 @@ def bench(
     plot: Path | None,
     cache_dir: Path | None,
     no_cache: bool,
+    task: str,
+    region_methods: str,
+    threshold: float,
     batch_size: int,
     device: str | None,
 ) -> None:
@@ -141,10 +168,14 @@ def bench(
     DATASET is a Karpathy-split JSON (Flickr30k/COCO), an image,caption CSV, a
     folder of images with .txt captions, a toy-world folder, or toy:N:SEED.
     Recall follows CLIP_benchmark; embeddings are cached per (dataset, model).
+    On a toy world, --task ground measures referring-expression accuracy per
+    region method and --task where measures CLIPSeg localisation.
 
     \b
     Examples:
       searchengine bench toy:1000:4242 -m toy -m toy-large
+      searchengine bench toy:500:5151 --task ground -m toy --region-method falip,crop,none
+      searchengine bench toy:500:5151 --task where -m toy-seg
       searchengine bench dataset_flickr30k.json --images flickr30k-images \\
           -m ViT-B-32:openai -m hf-hub:UCSC-VLAA/ViT-L-14-CLIPS-Recap-DataComp-1B
       searchengine bench pairs.csv -m ViT-B-32:openai --k 1,5,10,50 --csv
@@ -153,6 +184,9 @@ def bench(
     """
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
+    if task != "retrieval":
+        _region_task(task, dataset, models, region_methods, threshold, device, cache_dir, as_json)
+        return
     if (dataset is None) == (collection is None):
         raise click.UsageError("give a DATASET or --collection NAME (one of them)")
     if collection is not None and not (pseudo_captions or captions_file):
@@ -204,6 +238,37 @@ def bench(
         click.echo(f"wrote {plot}", err=True)
 
 
+def _region_task(
+    task: str,
+    dataset: str | None,
+    models: Sequence[str],
+    region_methods: str,
+    threshold: float,
+    device: str | None,
+    cache_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """``bench --task ground|where``: one library call, a table or JSON."""
+    from searchengine.evaluation.toyscenes import run_region_task
+    from searchengine.models.clipseg import DEFAULT_SEG_MODEL
+
+    if dataset is None:
+        raise click.UsageError(f"--task {task} needs a toy world: toy:N:SEED or its folder")
+    with errors():
+        config = make_config(None, device=device)
+        specs = list(models) or [DEFAULT_SEG_MODEL if task == "where" else config.model]
+        report = run_region_task(
+            task,
+            dataset,
+            specs,
+            methods=region_methods.split(","),
+            threshold=threshold,
+            device=config.device,
+            data_dir=(cache_dir / "datasets") if cache_dir else None,
+        )
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.to_table())
+
+
 def _collection_report(
     name: str,
     config: Config,
@@ -239,12 +304,15 @@ def _collection_report(
 @click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("captions", nargs=-1, required=True)
 @MODELS
+@region_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @device_option
 def score(
     image: Path,
     captions: tuple[str, ...],
     models: tuple[str, ...],
+    region: tuple[int, int, int, int] | None,
+    region_method: str,
     as_json: bool,
     device: str | None,
 ) -> None:
@@ -252,11 +320,13 @@ def score(
 
     logit = logit_scale * cos; prob = softmax of the logits over the given
     captions; CLIP-S = 2.5 * max(cos, 0) with the caption prefixed
-    "A photo depicts " (Hessel et al., 2021).
+    "A photo depicts " (Hessel et al., 2021). With --region, only that part of
+    the image is scored (FALIP by default: the model attends to it in context).
 
     \b
     Examples:
       searchengine score beach.jpg "a dog on a beach" "a cat on a sofa"
+      searchengine score beach.jpg "a dog" "a ball" --region 40,60,300,280 -m toy
       searchengine score beach.jpg "a dog" "a cat" -m ViT-B-32:openai \\
           -m hf-hub:UCSC-VLAA/ViT-L-14-CLIPS-Recap-DataComp-1B --json
     """
@@ -264,7 +334,9 @@ def score(
 
     with errors():
         specs, where = _models(models, device)
-        table = score_captions(image, captions, specs, device=where)
+        table = score_captions(
+            image, captions, specs, device=where, region=region, region_method=region_method
+        )
     click.echo(json.dumps(table.to_dict(), indent=2) if as_json else table.to_table())
 
 

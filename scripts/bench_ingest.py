@@ -176,7 +176,7 @@ def ceiling(
 
 def ceilings(args: argparse.Namespace, model: str) -> dict[str, float]:
     """The ceiling of every way the engine can run the model here, by name."""
-    from searchengine.ingest.pipeline import default_batch_size
+    from searchengine.ingest.run import default_batch_size
     from searchengine.models.onnx import cpu_count
 
     # ONNX first: torch's worker threads keep spinning for a while after it ran.

@@ -43,9 +43,9 @@ if _typing.TYPE_CHECKING:
         UnknownModelError,
         WeightsUnavailableError,
     )
-    from searchengine.ingest.pipeline import IndexReport
+    from searchengine.ingest.write import IndexReport
     from searchengine.models import Encoder, ModelSpec, load_encoder, parse_model_spec
-    from searchengine.search import SearchResult
+    from searchengine.ranking import SearchResult
 
 _EXPORTS = {
     "Answer": "searchengine.captions",
@@ -59,7 +59,7 @@ _EXPORTS = {
     "Encoder": "searchengine.models",
     "FileCaption": "searchengine.captions",
     "ImageError": "searchengine.errors",
-    "IndexReport": "searchengine.ingest.pipeline",
+    "IndexReport": "searchengine.ingest.write",
     "ModelError": "searchengine.errors",
     "ModelMismatchError": "searchengine.errors",
     "ModelSpec": "searchengine.models",
@@ -67,7 +67,7 @@ _EXPORTS = {
     "QuestionAnswerer": "searchengine.captions",
     "SchemaVersionError": "searchengine.errors",
     "SearchEngineError": "searchengine.errors",
-    "SearchResult": "searchengine.search",
+    "SearchResult": "searchengine.ranking",
     "UnknownModelError": "searchengine.errors",
     "WeightsUnavailableError": "searchengine.errors",
     "answer_question": "searchengine.captions",

@@ -16,7 +16,8 @@ from typing import Protocol, runtime_checkable
 
 from PIL import Image
 
-from searchengine.catalog import Catalog, DerivedCache, ImageRecord
+from searchengine.catalog import Catalog, ImageRecord
+from searchengine.derived import DerivedCache
 from searchengine.errors import ImageError, QueryError
 from searchengine.ingest.decode import decode_file
 from searchengine.models.blip import DEFAULT_CAPTION_MODEL, DEFAULT_VQA_MODEL

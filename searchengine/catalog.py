@@ -37,6 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 
 from searchengine.errors import SchemaVersionError
+from searchengine.values import OK, MetaKey
 
 SCHEMA_VERSION = 2
 
@@ -140,9 +141,6 @@ pending_table = Table(
     Column("batch", Integer, nullable=False, index=True),
     Column("vector", LargeBinary, nullable=False),
 )
-
-OK = "ok"
-FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -297,7 +295,7 @@ def _prepare_schema(conn: Connection) -> None:
     """
     for table in (meta_table, roots_table, images_table):
         table.create(conn, checkfirst=True)
-    found = read_meta(conn, "schema_version")
+    found = read_meta(conn, MetaKey.SCHEMA_VERSION)
     version = 1 if found is None else int(found)
     if version > SCHEMA_VERSION:
         raise SchemaVersionError(
@@ -307,7 +305,7 @@ def _prepare_schema(conn: Connection) -> None:
     while version < SCHEMA_VERSION:
         MIGRATIONS[version](conn)
         version += 1
-    write_meta(conn, "schema_version", str(version))
+    write_meta(conn, MetaKey.SCHEMA_VERSION, str(version))
 
 
 def _migrate_1_to_2(conn: Connection) -> None:
@@ -326,7 +324,7 @@ def log_vectors(conn: Connection, batch: int, ids: Sequence[int], vectors: np.nd
         return
     conn.execute(delete(pending_table).where(pending_table.c.image_id.in_([int(i) for i in ids])))
     rows = [
-        {"image_id": int(i), "batch": batch, "vector": _blob(v)}
+        {"image_id": int(i), "batch": batch, "vector": blob(v)}
         for i, v in zip(ids, vectors, strict=True)
     ]
     conn.execute(insert(pending_table), rows)
@@ -337,7 +335,7 @@ def pending_vectors(conn: Connection, after_batch: int) -> dict[int, np.ndarray]
     query = select(pending_table.c.image_id, pending_table.c.vector).where(
         pending_table.c.batch > after_batch
     )
-    return {int(i): np.frombuffer(blob, dtype=np.float32).copy() for i, blob in conn.execute(query)}
+    return {int(i): np.frombuffer(data, dtype=np.float32).copy() for i, data in conn.execute(query)}
 
 
 def trim_vector_log(conn: Connection, up_to_batch: int) -> None:
@@ -364,70 +362,6 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
-class DerivedCache:
-    """Reranker vectors and captions kept per (image, model) in the catalog.
-
-    A row is served only while its content hash equals the image's current one.
-    """
-
-    def __init__(self, catalog: Catalog) -> None:
-        self.engine = catalog.engine
-
-    def vectors(self, ids: Sequence[int], model: str) -> dict[int, np.ndarray]:
-        table = embeddings_table
-        found: dict[int, np.ndarray] = {}
-        for chunk, conn in self._chunks(ids):
-            query = (
-                select(table.c.image_id, table.c.vector)
-                .join(images_table, images_table.c.id == table.c.image_id)
-                .where(table.c.model == model, table.c.image_id.in_(chunk))
-                .where(table.c.content_hash == images_table.c.content_hash)
-            )
-            for image_id, blob in conn.execute(query):
-                found[int(image_id)] = np.frombuffer(blob, dtype=np.float32).copy()
-        return found
-
-    def store_vectors(self, model: str, rows: Sequence[tuple[int, str, np.ndarray]]) -> None:
-        values = [
-            {"image_id": i, "model": model, "content_hash": h, "vector": _blob(v)}
-            for i, h, v in rows
-        ]
-        self._replace(embeddings_table, model, values)
-
-    def captions(self, ids: Sequence[int], model: str) -> dict[int, str]:
-        table = captions_table
-        found: dict[int, str] = {}
-        for chunk, conn in self._chunks(ids):
-            query = (
-                select(table.c.image_id, table.c.text)
-                .join(images_table, images_table.c.id == table.c.image_id)
-                .where(table.c.model == model, table.c.image_id.in_(chunk))
-                .where(table.c.content_hash == images_table.c.content_hash)
-            )
-            found.update({int(i): str(t) for i, t in conn.execute(query)})
-        return found
-
-    def store_captions(self, model: str, rows: Sequence[tuple[int, str, str]]) -> None:
-        now = time.time()
-        values = [
-            {"image_id": i, "model": model, "content_hash": h, "text": t, "created_at": now}
-            for i, h, t in rows
-        ]
-        self._replace(captions_table, model, values)
-
-    def _chunks(self, ids: Sequence[int]) -> Iterator[tuple[list[int], Connection]]:
-        with self.engine.connect() as conn:
-            for start in range(0, len(ids), 500):
-                yield [int(i) for i in ids[start : start + 500]], conn
-
-    def _replace(self, table: Table, model: str, values: list[dict[str, Any]]) -> None:
-        if not values:
-            return
-        ids = [v["image_id"] for v in values]
-        with self.engine.begin() as conn:
-            conn.execute(delete(table).where(table.c.model == model, table.c.image_id.in_(ids)))
-            conn.execute(insert(table), values)
-
-
-def _blob(vector: np.ndarray) -> bytes:
+def blob(vector: np.ndarray) -> bytes:
+    """A vector as the catalog stores it: float32 bytes."""
     return np.ascontiguousarray(vector, dtype=np.float32).tobytes()

@@ -6,9 +6,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from searchengine.errors import ConfigError
 from searchengine.models.spec import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from searchengine.index_choice import IndexPolicy
 
 DEFAULT_COLLECTION = "default"
 CATALOG_FILE = "catalog.sqlite"  # a collection's SQLite catalog, in its folder under home
@@ -35,6 +39,8 @@ class Config:
         index_memory_mb: memory budget for the vector index; past it a larger
             collection gets compressed (PQ) codes at some cost in recall. ``None``:
             no budget (exact, then SQ8 codes past 50k images).
+        index_policy: thresholds of the index choice; ``None``: the measured defaults
+            (``searchengine.index_choice.IndexPolicy``).
     """
 
     home: Path = Path("indexes")
@@ -46,6 +52,7 @@ class Config:
     checkpoint_seconds: float = 60.0
     runtime: str = "auto"
     index_memory_mb: float | None = None
+    index_policy: IndexPolicy | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Config:

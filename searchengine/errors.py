@@ -10,7 +10,6 @@ never calls ``sys.exit``. The hierarchy::
     │   └── WeightsUnavailableError  weights not cached and the hub unreachable
     ├── CollectionError
     │   ├── CollectionNotFoundError
-    │   ├── CollectionExistsError
     │   ├── CollectionLockedError  another process is indexing it
     │   ├── ModelMismatchError  a collection used with another model
     │   └── SchemaVersionError  catalog written by a newer release
@@ -48,10 +47,6 @@ class CollectionError(SearchEngineError):
 
 class CollectionNotFoundError(CollectionError):
     """No collection exists under the given name."""
-
-
-class CollectionExistsError(CollectionError):
-    """A collection was to be created where one already exists."""
 
 
 class CollectionLockedError(CollectionError):

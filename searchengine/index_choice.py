@@ -58,6 +58,38 @@ _IVF_RE = re.compile(r"^IVF(\d+),(\w+)$")
 
 
 @dataclass(frozen=True)
+class IndexPolicy:
+    """The thresholds above, as one value a collection's config carries.
+
+    The defaults are the measured ones; tests and benchmarks pass smaller ones to
+    exercise IVF and the accelerator on a few hundred vectors.
+
+    Attributes:
+        flat_max: exact search below this many vectors.
+        min_ivf: never IVF below this many (too few to train the lists).
+        nlist: inverted lists of an IVF index; None: the power of two nearest sqrt(N).
+        target_recall: recall@10 the tuned ``nprobe`` reaches (plus ``MARGIN``).
+        accel_min: vectors before an accelerator is considered.
+        accel_worth_ms: ...and only when a tuned SQ8 query takes longer than this.
+        accel_speedup: kept only when at least this much faster at the same aim.
+    """
+
+    flat_max: int = FLAT_MAX
+    min_ivf: int = MIN_IVF
+    nlist: int | None = None
+    target_recall: float = TARGET_RECALL
+    accel_min: int = ACCEL_MIN
+    accel_worth_ms: float = ACCEL_WORTH_MS
+    accel_speedup: float = ACCEL_SPEEDUP
+
+    def lists_for(self, n: int) -> int:
+        return self.nlist if self.nlist is not None else nlist_for(n)
+
+
+DEFAULT_POLICY = IndexPolicy()
+
+
+@dataclass(frozen=True)
 class BuildReport:
     """What ``build_index`` measured on the collection's vectors."""
 
@@ -105,14 +137,16 @@ def accelerator_bytes(dim: int) -> float:
     return dim / 4 + 8
 
 
-def choose_index(n: int, dim: int, memory_mb: float | None = None) -> str:
+def choose_index(
+    n: int, dim: int, memory_mb: float | None = None, policy: IndexPolicy = DEFAULT_POLICY
+) -> str:
     """The index type for ``n`` vectors of ``dim`` within ``memory_mb`` (None: no limit)."""
-    if n < MIN_IVF:
+    if n < policy.min_ivf:
         return EXACT
     budget = None if memory_mb is None else memory_mb * 2**20 / n
-    if n < FLAT_MAX and (budget is None or bytes_per_vector(EXACT, dim) <= budget):
+    if n < policy.flat_max and (budget is None or bytes_per_vector(EXACT, dim) <= budget):
         return EXACT
-    nlist = nlist_for(n)
+    nlist = policy.lists_for(n)
     sq8 = f"IVF{nlist},SQ8"
     if budget is None or bytes_per_vector(sq8, dim) <= budget:
         return sq8
@@ -123,10 +157,12 @@ def choose_index(n: int, dim: int, memory_mb: float | None = None) -> str:
     return f"IVF{nlist},PQ{options[-1] if options else 4}"
 
 
-def wanted_type(index: FaissIndex, memory_mb: float | None = None) -> str | None:
+def wanted_type(
+    index: FaissIndex, memory_mb: float | None = None, policy: IndexPolicy = DEFAULT_POLICY
+) -> str | None:
     """The type ``index`` should be rebuilt into now, or None to keep it."""
     n = len(index)
-    target = choose_index(n, index.dim, memory_mb)
+    target = choose_index(n, index.dim, memory_mb, policy)
     current = index.index_type
     if target == current:
         return None
@@ -135,7 +171,7 @@ def wanted_type(index: FaissIndex, memory_mb: float | None = None) -> str | None
     if target == EXACT:
         # Stay approximate until the collection is well below the threshold, unless
         # Flat is what fits the budget anyway (then n is small).
-        return EXACT if n < FLAT_MAX // 2 else None
+        return EXACT if n < policy.flat_max // 2 else None
     now, then = _IVF_RE.match(current), _IVF_RE.match(target)
     if now is None or then is None or now.group(2) != then.group(2):
         return target
@@ -147,10 +183,10 @@ def build_index(
     source: FaissIndex,
     index_type: str,
     *,
-    target_recall: float = TARGET_RECALL,
     seed: int = 0,
     memory_mb: float | None = None,
     accelerate: bool | None = None,
+    policy: IndexPolicy = DEFAULT_POLICY,
 ) -> tuple[FaissIndex, BuildReport]:
     """A new index of ``index_type`` holding every vector of ``source`` under its id.
 
@@ -169,7 +205,7 @@ def build_index(
         return new, BuildReport(new.index_type, len(new))
     rng = np.random.default_rng(seed)
     match = _IVF_RE.match(index_type)
-    nlist = int(match.group(1)) if match else nlist_for(len(ids))
+    nlist = int(match.group(1)) if match else policy.lists_for(len(ids))
     sample = np.sort(rng.choice(len(ids), min(len(ids), nlist * TRAIN_PER_LIST), replace=False))
     new.train(source.reconstruct_batch(ids[sample]))
     queries = calibration_queries(source.reconstruct_batch(_pick(rng, ids)), rng)
@@ -177,7 +213,7 @@ def build_index(
     for part, vectors in source.chunks(ids):
         new.add(part, vectors)
         truth.update(queries @ vectors.T, part)
-    aim = target_recall + MARGIN
+    aim = policy.target_recall + MARGIN
     nprobe, recall = tune_nprobe(new, queries, truth.ids, aim)
     report = BuildReport(new.index_type, len(new), nprobe, recall, len(queries))
     fits = memory_mb is None or memory_mb * 2**20 / len(ids) >= bytes_per_vector(
@@ -185,11 +221,11 @@ def build_index(
     ) + accelerator_bytes(new.dim)
     if accelerate is False or not fits or new.dim % 2 or not new.index_type.endswith(",SQ8"):
         return new, report
-    if accelerate is None and len(ids) < ACCEL_MIN:
+    if accelerate is None and len(ids) < policy.accel_min:
         return new, report
     query_ms = median_query_ms(new, queries[:TIMED_QUERIES])
     report = replace(report, query_ms=query_ms)
-    if accelerate is None and query_ms <= ACCEL_WORTH_MS:
+    if accelerate is None and query_ms <= policy.accel_worth_ms:
         return new, report
     new.build_accelerator(ids[sample])
     for factor in REFINE_FACTORS:  # more candidates only where the codes miss too many
@@ -199,7 +235,7 @@ def build_index(
             break
     fast_ms = median_query_ms(new, queries[:TIMED_QUERIES])
     report = replace(report, accelerated_query_ms=fast_ms)
-    faster = accelerate or fast_ms * ACCEL_SPEEDUP <= query_ms
+    faster = accelerate or fast_ms * policy.accel_speedup <= query_ms
     if fast_recall < aim or not faster:
         new.drop_accelerator()
         return new, report

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from searchengine.fsutil import atomic_write
 from searchengine.where import Location
 
 __all__ = ["heat_overlay", "logit_figure", "save_png", "write_pictures"]
@@ -101,13 +102,8 @@ def logit_figure(location: Location, side: int = 512) -> Image.Image:
 def save_png(image: Image.Image, path: str | Path) -> Path:
     """Write ``image`` as PNG atomically (temp file + rename), creating the folder."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
-    try:
-        image.save(partial, format="PNG")
-        partial.replace(target)
-    finally:
-        partial.unlink(missing_ok=True)
+    with atomic_write(target) as out:
+        image.save(out, format="PNG")
     return target
 
 

@@ -20,14 +20,20 @@ standalone so that a ranking term ("more like this part") can call it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from searchengine.errors import ConfigError, QueryError
+from searchengine.errors import ConfigError, ImageError, QueryError
 from searchengine.models.base import Encoder
+
+if TYPE_CHECKING:
+    from searchengine.catalog import Catalog
+    from searchengine.ranking.terms import VectorTerm
 
 __all__ = [
     "REGION_METHODS",
@@ -37,11 +43,15 @@ __all__ = [
     "edit_for",
     "parse_box",
     "parse_methods",
+    "region_term",
     "region_vectors",
     "torch_tower",
 ]
 
 REGION_METHODS = ("falip", "crop", "circle", "blur", "none")
+# A region is usually a small part of the photo: decode with the shorter side at least
+# this long (JPEGs at a reduced DCT scale), so a crop still has pixels to show.
+_REGION_SIDE = 768
 Box = tuple[int, int, int, int]
 
 
@@ -210,3 +220,48 @@ def region_vectors(
         return embedder.vectors(image, boxes, method)
     finally:
         embedder.close()
+
+
+def region_term(
+    image: str | Path | Image.Image,
+    region: Box,
+    catalog: Catalog,
+    encoder: Encoder,
+    method: str = "falip",
+) -> tuple[VectorTerm, frozenset[int]]:
+    """A part of an example image as a query term, and the ids to leave out.
+
+    ``region`` is in the pixels of the upright image at full size; the photo is decoded
+    smaller when it can be, and the box scaled to match. An indexed file is left out of
+    its own results, as for a whole example image.
+
+    Raises:
+        QueryError: the file cannot be read, or the region lies outside it.
+        ConfigError: an unknown method, or FALIP on a model it cannot run on.
+    """
+    from searchengine.ingest.decode import decode_file
+    from searchengine.ranking.terms import VectorTerm
+    from searchengine.values import OK
+
+    exclude: frozenset[int] = frozenset()
+    if isinstance(image, Image.Image):
+        picture, full = image, image.size
+    else:
+        path = os.path.abspath(image)
+        record = catalog.by_path(path)
+        if record is not None and record.status == OK:
+            exclude = frozenset({record.id})
+        try:
+            decoded = decode_file(path, min_side=max(encoder.image_size, _REGION_SIDE))
+        except ImageError as exc:
+            raise QueryError(f"cannot use {path} as an example image: {exc}") from exc
+        picture, full = decoded.image, (decoded.width, decoded.height)
+    x0, y0, x1, y1 = clip_box(region, full)
+    fx, fy = picture.width / full[0], picture.height / full[1]
+    box = (
+        int(x0 * fx),
+        int(y0 * fy),
+        max(int(np.ceil(x1 * fx)), int(x0 * fx) + 1),
+        max(int(np.ceil(y1 * fy)), int(y0 * fy) + 1),
+    )
+    return VectorTerm(region_vectors(encoder, picture, [box], method)[0]), exclude

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+from searchengine.fsutil import atomic_write
 
 EXACT = "Flat"
 # Candidates an accelerator finds per result kept, re-scored on SQ8: the first is
@@ -315,29 +316,20 @@ class FaissIndex:
         return np.concatenate(parts)
 
     def save(self, path: Path) -> None:
-        """Write atomically: a reader sees the old file or the new one, never half."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        os.close(fd)
+        """Write atomically and durably: a reader sees the old file or the new one."""
         if self._accel is not None and self._accel_stale:
             self._refill_accelerator()
-        try:
-            faiss = self._faiss
-            with open(tmp, "wb") as handle:
-                faiss.write_index(self._index, faiss.PyCallbackIOWriter(handle.write))
-                if self._accel is not None:
-                    start = handle.tell()
-                    faiss.write_index(self._accel, faiss.PyCallbackIOWriter(handle.write))
-                    handle.write(self._gone.astype("<i8").tobytes())
-                    numbers = (start, len(self._gone), self.refine_factor)
-                    handle.write(b"".join(x.to_bytes(8, "little") for x in numbers) + _TRAILER)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+        faiss = self._faiss
+        # Temporary files are named after the index, so the store can clear any that a
+        # killed writer left behind.
+        with atomic_write(path, durable=True, prefix=path.name + ".") as handle:
+            faiss.write_index(self._index, faiss.PyCallbackIOWriter(handle.write))
+            if self._accel is not None:
+                start = handle.tell()
+                faiss.write_index(self._accel, faiss.PyCallbackIOWriter(handle.write))
+                handle.write(self._gone.astype("<i8").tobytes())
+                numbers = (start, len(self._gone), self.refine_factor)
+                handle.write(b"".join(x.to_bytes(8, "little") for x in numbers) + _TRAILER)
 
 
 @contextlib.contextmanager
@@ -389,14 +381,3 @@ def describe_index(index: Any) -> str:
     else:
         code = "Flat"
     return f"IVF{ivf.nlist},{code}"
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

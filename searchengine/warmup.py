@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from searchengine.config import CATALOG_FILE, Config
+from searchengine.values import MetaKey
 
 if TYPE_CHECKING:
     from searchengine.models.onnx import OnnxClipEncoder
@@ -34,7 +35,7 @@ def stored_model(catalog_file: Path) -> str | None:
     try:
         db = sqlite3.connect(f"{catalog_file.resolve().as_uri()}?mode=ro", uri=True, timeout=1)
         try:
-            row = db.execute("SELECT value FROM meta WHERE key = 'model'").fetchone()
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (MetaKey.MODEL,)).fetchone()
         finally:
             db.close()
     except sqlite3.Error:

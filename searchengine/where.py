@@ -28,7 +28,7 @@ from PIL import Image
 from searchengine.errors import ImageError, QueryError
 from searchengine.ingest.decode import decode_file
 from searchengine.models.clipseg import DEFAULT_SEG_MODEL, ClipSeg
-from searchengine.search import check_query
+from searchengine.ranking.results import check_query
 
 __all__ = [
     "DEFAULT_THRESHOLD",

@@ -27,10 +27,11 @@ from searchengine.cli.common import (
 )
 from searchengine.cli.where import print_located, region_options, where_options
 from searchengine.models.blip import DEFAULT_CAPTION_MODEL
+from searchengine.values import RUNTIMES, SORTS
 
 runtime_option = click.option(
     "--runtime",
-    type=click.Choice(["auto", "torch", "onnx"]),
+    type=click.Choice(RUNTIMES),
     default=None,
     help="How to run open_clip models [env SEARCHENGINE_RUNTIME; default auto: ONNX "
     "Runtime on a CPU (exported and checked against torch once per model), torch on CUDA].",
@@ -181,7 +182,7 @@ def index(
 @filter_options
 @click.option(
     "--sort",
-    type=click.Choice(["relevance", "date", "date-asc"]),
+    type=click.Choice(SORTS),
     default="relevance",
     show_default=True,
     help="Order of the results: date is newest first.",
@@ -237,12 +238,12 @@ def search(
     """
     opened = open_collection(collection, index_dir, model, device, runtime, warm_text=True)
     with errors(), opened as coll:
-        from searchengine.filters import Filters, parse_date  # SQL: after the warm-up starts
+        from searchengine.ranking import Filters  # SQL: after the warm-up starts
 
-        filters = Filters(
+        filters = Filters.parse(
             path=path_glob,
-            after=parse_date(after) if after else None,
-            before=parse_date(before, end=True) if before else None,
+            after=after,
+            before=before,
             min_width=min_width,
             min_height=min_height,
             orientation=orientation,

@@ -13,10 +13,12 @@ import click
 
 from searchengine.config import DEFAULT_COLLECTION, Config
 from searchengine.errors import ConfigError, SearchEngineError
+from searchengine.fsutil import display_path
+from searchengine.values import DEVICES, ORIENTATIONS
 
 if TYPE_CHECKING:
     from searchengine.collection import Collection
-    from searchengine.search import SearchResult
+    from searchengine.ranking import SearchResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,11 +39,6 @@ def errors() -> Iterator[None]:
         sys.exit(130)
 
 
-def display_path(path: str) -> str:
-    """A path printable on any terminal: undecodable name bytes shown as ``\\xNN``."""
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
 def top_k_option(func: F) -> F:
     return click.option(
         "-k",
@@ -57,7 +54,7 @@ def top_k_option(func: F) -> F:
 def device_option(func: F) -> F:
     return click.option(
         "--device",
-        type=click.Choice(["auto", "cpu", "cuda"]),
+        type=click.Choice(DEVICES),
         default=None,
         help="Where to run the model [default auto: CUDA when present].",
     )(func)
@@ -161,7 +158,7 @@ def filter_options(func: F) -> F:
         ),
         click.option(
             "--orientation",
-            type=click.Choice(["landscape", "portrait", "square"]),
+            type=click.Choice(ORIENTATIONS),
             default=None,
             help="Only images of this orientation.",
         ),

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from searchengine.cli.common import collection_options, errors, open_collection
+from searchengine.values import DEVICES
 
 MISSING_EXTRA = (
     "the web server needs the server extra: pip install 'searchengine[server]' "
@@ -42,7 +43,7 @@ MISSING_EXTRA = (
     metavar="MODEL",
     help="BLIP model for captions [default: Salesforce/blip-image-captioning-base].",
 )
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@click.option("--device", type=click.Choice(DEVICES), default=None)
 def serve(
     collection: str,
     index_dir: Path | None,

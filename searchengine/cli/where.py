@@ -13,7 +13,7 @@ from searchengine.cli.common import F, device_option, display_path, errors, prin
 from searchengine.models.clipseg import DEFAULT_SEG_MODEL
 
 if TYPE_CHECKING:
-    from searchengine.search import SearchResult
+    from searchengine.ranking.results import SearchResult
 
 SEG_MODEL_HELP = (
     f"CLIPSeg model: a hub repo id, a local folder or toy-seg [default {DEFAULT_SEG_MODEL}]."

@@ -22,7 +22,6 @@ import io
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from searchengine.errors import DatasetError, ImageError
-from searchengine.evaluation.datasets import RetrievalDataset
+from searchengine.evaluation.datasets import RetrievalDataset, default_cache_dir
 from searchengine.evaluation.metrics import (
     DEFAULT_KS,
     RetrievalMetrics,
@@ -42,9 +41,10 @@ from searchengine.evaluation.metrics import (
     similarity,
     text_to_image_hits,
 )
-from searchengine.ingest.pipeline import NoProgress, Progress
+from searchengine.fsutil import atomic_write
 from searchengine.models import Encoder, load_encoder, parse_model_spec
 from searchengine.models.spec import ModelKind
+from searchengine.progress import NoProgress, Progress
 
 __all__ = [
     "BenchReport",
@@ -57,18 +57,9 @@ __all__ = [
     "run_bench",
 ]
 
-CACHE_ENV = "SEARCHENGINE_CACHE_DIR"
 CACHE_FORMAT = 1
 CURVE_KS = (1, 2, 3, 5, 10, 20, 50, 100)
 ProgressFactory = Callable[[str], Progress]
-
-
-def default_cache_dir(env: dict[str, str] | None = None) -> Path:
-    """``$SEARCHENGINE_CACHE_DIR``, else ``$XDG_CACHE_HOME/searchengine/bench``."""
-    env = dict(os.environ) if env is None else env
-    if folder := env.get(CACHE_ENV):
-        return Path(folder).expanduser()
-    return Path(env.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "searchengine" / "bench"
 
 
 def model_identity(spec: str) -> str:
@@ -132,15 +123,9 @@ class EmbeddingCache:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         target = self.path(dataset, identity)
-        handle, temp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".npz")
-        try:
-            with os.fdopen(handle, "wb") as out:
-                meta = json.dumps(self._meta(dataset, identity), sort_keys=True)
-                np.savez(out, images=images, texts=texts, meta=np.array(meta))
-            os.replace(temp, target)
-        finally:
-            if os.path.exists(temp):
-                os.unlink(temp)
+        with atomic_write(target, prefix=".tmp-") as out:
+            meta = json.dumps(self._meta(dataset, identity), sort_keys=True)
+            np.savez(out, images=images, texts=texts, meta=np.array(meta))
 
     @staticmethod
     def _meta(dataset: RetrievalDataset, identity: str) -> dict[str, Any]:

@@ -30,8 +30,8 @@ from searchengine.errors import DatasetError, ImageError, QueryError
 from searchengine.evaluation.caption_files import RatedCaption
 from searchengine.evaluation.correlation import Correlations, correlations
 from searchengine.evaluation.scores import model_labels
-from searchengine.ingest.pipeline import NoProgress, Progress
 from searchengine.models import Encoder, load_encoder, parse_model_spec
+from searchengine.progress import NoProgress, Progress
 from searchengine.scoring import clip_score, ref_clip_score, with_prefix
 
 if TYPE_CHECKING:

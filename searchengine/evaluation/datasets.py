@@ -47,6 +47,16 @@ __all__ = [
 
 KARPATHY_SPLITS = ("train", "restval", "val", "test")
 
+CACHE_ENV = "SEARCHENGINE_CACHE_DIR"
+
+
+def default_cache_dir(env: dict[str, str] | None = None) -> Path:
+    """``$SEARCHENGINE_CACHE_DIR``, else ``$XDG_CACHE_HOME/searchengine/bench``."""
+    env = dict(os.environ) if env is None else env
+    if folder := env.get(CACHE_ENV):
+        return Path(folder).expanduser()
+    return Path(env.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "searchengine" / "bench"
+
 
 @dataclass(frozen=True)
 class RetrievalDataset:
@@ -333,8 +343,6 @@ def load_dataset(
     text = str(source)
     if text.startswith("toy:"):
         if data_dir is None:
-            from searchengine.evaluation.bench import default_cache_dir
-
             data_dir = default_cache_dir() / "datasets"
         return toy_world(text, data_dir)
     path = Path(text).expanduser()

@@ -25,8 +25,8 @@ from PIL import Image
 
 from searchengine.evaluation.toyscenes import ToyCase
 from searchengine.models.base import Encoder
+from searchengine.ranking.results import check_query
 from searchengine.region import Box, RegionEmbedder, clip_box, region_vectors
-from searchengine.search import check_query
 
 __all__ = [
     "DEFAULT_NEGATIVES",

@@ -17,15 +17,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from searchengine.catalog import OK, DerivedCache, ImageRecord
 from searchengine.errors import CollectionError
 from searchengine.evaluation.bench import BenchReport, ModelResult, recall_curves
 from searchengine.evaluation.metrics import DEFAULT_KS, retrieval_metrics
-from searchengine.ingest.pipeline import NoProgress, Progress
 from searchengine.models import Encoder, load_encoder, parse_model_spec
+from searchengine.progress import NoProgress, Progress
+from searchengine.values import OK
 
 if TYPE_CHECKING:
     from searchengine.captions import Captioner
+    from searchengine.catalog import ImageRecord
     from searchengine.collection import Collection
 
 __all__ = ["bench_collection"]
@@ -150,6 +151,8 @@ def _embed(
                     images[row] = vector
         else:
             collection.precompute(encoder, progress=make_bar(f"images {spec}"))
+            from searchengine.derived import DerivedCache  # the collection has it loaded
+
             found = DerivedCache(collection.catalog).vectors([r.id for r in records], encoder.spec)
             for row, record in enumerate(records):
                 if record.id in found:

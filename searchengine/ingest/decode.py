@@ -57,7 +57,10 @@ def decode_bytes(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None
             large images are box-reduced to at least twice ``min_side`` (a box filter
             aliases, so the final resize keeps a margin). Either costs a fraction of a
             full-size decode plus resize. ``width``/``height`` always report the
-            full, upright size.
+            full, upright size. Callers pass the model's input size: a 12 MP JPEG
+            is then decoded at 1/8 scale (500x375), ~0.13x a full decode, and the
+            embedding stays within 1e-4 cosine of a full decode's
+            (``tests/unit/test_decode.py``).
 
     Raises:
         ImageError: empty, truncated, not an image, or over ``max_pixels``.
@@ -123,17 +126,6 @@ def decode_file(path: str, max_pixels: int = MAX_PIXELS, min_side: int | None = 
     except OSError as exc:
         raise ImageError(f"cannot read: {exc.strerror or exc}") from exc
     return decode_bytes(data, max_pixels, min_side)
-
-
-def decode_size(image_size: int) -> int:
-    """Shorter side to decode at for a model with ``image_size`` input.
-
-    The model's own input size: a 12 MP JPEG is then decoded at 1/8 scale (500x375),
-    which costs ~0.13x a full decode and leaves the model's resize ~4x less work than
-    decoding at twice the size did; embeddings stay within 1e-4 cosine of a full
-    decode (``tests/unit/test_decode.py``).
-    """
-    return image_size
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -17,23 +17,22 @@ from __future__ import annotations
 import io
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 from PIL import Image
 
 from searchengine.errors import ImageError
 from searchengine.ingest.decode import MAX_PIXELS, ORIENTATION, check_pixels, taken_at_of
+from searchengine.models.base import Encoder, TensorEncoder
 from searchengine.models.lite import Preprocess, resize_plan
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 
 
-def tensor_decode_available(encoder: object) -> bool:
+def tensor_decode_available(encoder: Encoder) -> TypeGuard[TensorEncoder]:
     """Whether ingest should decode JPEGs as tensors for ``encoder``: a torch model on
-    CUDA (``encode_tensor`` and ``preprocess_cfg``) and a torchvision that decodes there."""
-    if getattr(encoder, "device", None) != "cuda" or not hasattr(encoder, "encode_tensor"):
-        return False
-    if getattr(encoder, "preprocess_cfg", None) is None:
+    CUDA (a ``TensorEncoder``) and a torchvision that decodes there."""
+    if encoder.device != "cuda" or not isinstance(encoder, TensorEncoder):
         return False
     try:
         from torchvision.io import decode_jpeg  # noqa: F401

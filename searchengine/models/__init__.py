@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 
-RUNTIMES = ("auto", "torch", "onnx")
+from searchengine.values import DEVICES, RUNTIMES
 
 
 def load_encoder(spec: str | ModelSpec, device: str = "auto", runtime: str = "auto") -> Encoder:
@@ -42,7 +42,6 @@ def load_encoder(spec: str | ModelSpec, device: str = "auto", runtime: str = "au
         ModelError: ``runtime="onnx"`` and the ONNX export failed verification.
     """
     from searchengine.errors import ConfigError
-    from searchengine.models.loading import DEVICES
 
     parsed = parse_model_spec(spec) if isinstance(spec, str) else spec
     if runtime not in RUNTIMES:
@@ -58,7 +57,7 @@ def load_encoder(spec: str | ModelSpec, device: str = "auto", runtime: str = "au
 
         return TransformersClipEncoder(parsed, device)
     if runtime != "torch":
-        from searchengine.models.onnx import load_onnx_encoder
+        from searchengine.models.runtime import load_onnx_encoder
 
         encoder = load_onnx_encoder(parsed, device, required=runtime == "onnx")
         if encoder is not None:

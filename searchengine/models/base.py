@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    from searchengine.models.lite import Preprocess
 
 
 @runtime_checkable
@@ -51,14 +54,38 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
+@runtime_checkable
+class LaneEncoder(Encoder, Protocol):
+    """An encoder whose image calls run best side by side, one core each (ONNX Runtime
+    on a CPU): ingest then runs lanes that each decode and encode a batch."""
+
+    def image_lanes(self, most: int) -> int:
+        """Switch to calls of one thread each and say how many to run side by side
+        (at most ``most``); ``image_lanes(1)`` switches back to every core a call."""
+        ...
+
+
+@runtime_checkable
+class TensorEncoder(Encoder, Protocol):
+    """An encoder that takes device tensors (a torch model on CUDA): ingest then decodes
+    JPEGs on the device and preprocesses them there with ``preprocess_cfg``."""
+
+    preprocess_cfg: Preprocess
+
+    def encode_tensor(self, batch: Any) -> np.ndarray:
+        """A preprocessed (N, 3, H, W) tensor on the encoder's device into unit vectors."""
+        ...
+
+
 def image_lanes(encoder: Encoder, most: int) -> int:
     """How many ``encode_pixels`` calls to run side by side on ``encoder`` (at most ``most``).
 
-    1 unless the encoder runs best that way and says so with an ``image_lanes(most)``
-    method (ONNX Runtime on a CPU), which also switches it to that mode.
+    1 unless the encoder is a ``LaneEncoder`` that runs best that way, which this also
+    switches to that mode.
     """
-    method = getattr(encoder, "image_lanes", None)
-    return max(1, int(method(most))) if callable(method) else 1
+    if isinstance(encoder, LaneEncoder):
+        return max(1, int(encoder.image_lanes(most)))
+    return 1
 
 
 def encode_pil(encoder: Encoder, images: Sequence[Image.Image]) -> np.ndarray:

@@ -9,8 +9,7 @@ from typing import Any
 
 from searchengine.errors import ConfigError, WeightsUnavailableError
 from searchengine.models.spec import ModelKind, ModelSpec
-
-DEVICES = ("auto", "cpu", "cuda")
+from searchengine.values import DEVICES
 
 
 def resolve_device(device: str) -> str:

@@ -16,7 +16,7 @@ import only onnxruntime, numpy, PIL (and ``tokenizers``/``regex`` for text). So 
 search on a CPU whose model has an export never imports torch. An export is used
 only when it was verified against torch (cosine >= ``MIN_COSINE`` on images and
 texts, identical token ids, same pixels) and the weight files it was made from are
-unchanged; otherwise ``load_onnx_encoder`` re-exports or falls back to torch.
+unchanged; otherwise ``runtime.load_onnx_encoder`` re-exports or falls back to torch.
 """
 
 from __future__ import annotations
@@ -36,8 +36,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from searchengine.errors import ConfigError, ModelError
-from searchengine.models.base import Encoder, l2_normalize
+from searchengine.models.base import l2_normalize
 from searchengine.models.lite import Preprocess, TextTokenizer, load_tokenizer, preprocess_image
 from searchengine.models.spec import ModelSpec
 
@@ -157,65 +156,14 @@ def cuda_possible() -> bool:
     return True  # other systems: let torch decide
 
 
-def load_onnx_encoder(spec: ModelSpec, device: str, *, required: bool) -> Encoder | None:
-    """The fastest encoder for an open_clip spec on the CPU, or None for torch.
-
-    With ``required`` (``--runtime onnx``) failures raise; otherwise (``auto``) a GPU,
-    a failed export or a failed verification mean torch, and the torch model that
-    an export loaded anyway is returned instead of being loaded twice.
-
-    Raises:
-        ConfigError: ``required`` with ``--device cuda``.
-        ModelError: ``required`` and the export failed or did not verify.
-    """
-    if device == "cuda" or (device == "auto" and cuda_possible() and _torch_sees_cuda()):
-        if required:
-            raise ConfigError(
-                "--runtime onnx runs on the CPU; use --device cpu, or --runtime torch for CUDA"
-            )
-        return None
-    export = read_export(spec)
-    # A failed export is retried once the packages that made it change: an upgrade
-    # may well have fixed the exporter.
-    if (
-        export is not None
-        and not export.verified
-        and export.manifest.get("versions") != installed_versions()
-    ):
-        export = None
-    if export is None:
-        from searchengine.models.onnx_export import export_model
-
-        export, torch_encoder = export_model(spec)
-        if not export.verified and not required:
-            log.warning("using torch for %s: %s", spec.spec, export.reason)
-            return torch_encoder
-        if torch_encoder is not None:
-            torch_encoder.close()
-    if not export.verified:
-        if required:
-            raise ModelError(
-                f"the ONNX export of {spec.spec} cannot be used ({export.reason}); "
-                "use --runtime torch"
-            )
-        return None
-    return OnnxClipEncoder(export)
-
-
 def ready_onnx_encoder(spec: ModelSpec) -> OnnxClipEncoder | None:
     """The ONNX encoder of ``spec`` when a verified export of its current weights exists.
 
-    Never exports and never imports torch: None means ``load_onnx_encoder`` has
+    Never exports and never imports torch: None means ``runtime.load_onnx_encoder`` has
     work to do (an export, or a decision for torch).
     """
     export = read_export(spec)
     return OnnxClipEncoder(export) if export is not None and export.verified else None
-
-
-def _torch_sees_cuda() -> bool:
-    from searchengine.models.loading import resolve_device
-
-    return resolve_device("auto") == "cuda"
 
 
 class OnnxClipEncoder:

@@ -25,7 +25,6 @@ import logging
 import os
 import shutil
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from searchengine.fsutil import FileLock
 from searchengine.models.onnx import (
     EXPORT_FORMAT,
     MANIFEST,
@@ -415,17 +415,6 @@ def _replace(tmp: Path, folder: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def _lock(folder: Path) -> Iterator[None]:
+def _lock(folder: Path) -> FileLock:
     """One exporting process per model; the others wait, then reuse its export."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no flock; a race only costs a second export
-        yield
-        return
-    with open(folder.parent / f".{folder.name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return FileLock(folder.parent / f".{folder.name}.lock", blocking=True)

@@ -12,9 +12,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, File, Path, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
-from pydantic import StringConstraints
+from pydantic import BaseModel, StringConstraints
 
-from searchengine.search import MAX_QUERY_CHARS
+from searchengine.ranking import MAX_QUERY_CHARS, Filters
 from searchengine.server.schemas import (
     CaptionBody,
     ErrorBody,
@@ -27,6 +27,7 @@ from searchengine.server.schemas import (
 )
 from searchengine.server.service import SearchRequest, Service
 from searchengine.server.thumbnails import media_type, read_indexed
+from searchengine.values import Orientation, Sort
 
 MAX_K = 100
 MAX_OFFSET = 1000
@@ -76,7 +77,7 @@ def health(request: Request) -> HealthBody:
 
 
 @router.get("/status", response_model=StatusBody, responses=_errors())
-def status(request: Request) -> StatusBody:
+def status(request: Request) -> BaseModel:
     """The collection: model, image and failure counts, index type, size, folders."""
     return service(request).status()
 
@@ -109,9 +110,9 @@ def search(
     before: DateText = None,
     min_width: Annotated[int | None, Query(ge=1, le=MAX_SIDE)] = None,
     min_height: Annotated[int | None, Query(ge=1, le=MAX_SIDE)] = None,
-    orientation: Literal["landscape", "portrait", "square"] | None = None,
+    orientation: Orientation | None = None,
     sort: Annotated[
-        Literal["relevance", "date", "date-asc"],
+        Sort,
         Query(description="Order within each page of the relevance ranking."),
     ] = "relevance",
     rerank: Annotated[bool, Query(description="Rank by CLIPScore (the server's model).")] = False,
@@ -126,12 +127,14 @@ def search(
             offset=offset,
             plus=plus or (),
             minus=minus or (),
-            folder=folder,
-            after=after,
-            before=before,
-            min_width=min_width,
-            min_height=min_height,
-            orientation=orientation,
+            filters=Filters.parse(
+                path=folder,
+                after=after,
+                before=before,
+                min_width=min_width,
+                min_height=min_height,
+                orientation=orientation,
+            ),
             sort=sort,
             rerank=rerank,
             min_score=min_score,

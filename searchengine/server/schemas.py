@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+import dataclasses
+from dataclasses import MISSING
+from typing import Any, get_type_hints
+
+from pydantic import BaseModel, Field, create_model
+
+from searchengine.collection import CollectionStatus
 
 
 class ErrorBody(BaseModel):
@@ -75,25 +81,27 @@ class CaptionBody(BaseModel):
     model: str = Field(description="The captioning model.")
 
 
-class StatusBody(BaseModel):
-    """The collection, as ``searchengine status`` shows it."""
+def _status_body() -> type[BaseModel]:
+    """``CollectionStatus``'s fields, plus the models the server rescored and captions with.
 
-    name: str
-    folder: str
-    model: str
-    dim: int | None
-    index_type: str
-    images: int
-    failed: int
-    vectors: int
-    size_bytes: int
-    roots: list[str]
-    schema_version: int
-    accelerator: str | None = Field(
-        default=None, description="Fast-scan index that answers queries first, if any."
+    Derived, not retyped, so ``searchengine status --json`` and ``/api/status`` cannot
+    drift apart.
+    """
+    hints = get_type_hints(CollectionStatus)
+    fields: dict[str, Any] = {
+        f.name: (hints[f.name], ... if f.default is MISSING else f.default)
+        for f in dataclasses.fields(CollectionStatus)
+    }
+    return create_model(
+        "StatusBody",
+        __doc__="The collection, as ``searchengine status`` shows it.",
+        **fields,
+        rerank_model=(str, Field(description="The model rerank=true rescores with.")),
+        caption_model=(str, Field(description="The model captions come from.")),
     )
-    rerank_model: str
-    caption_model: str
+
+
+StatusBody = _status_body()
 
 
 class FoldersBody(BaseModel):

@@ -18,10 +18,18 @@ from typing import TYPE_CHECKING
 
 from searchengine.catalog import OK, ImageRecord
 from searchengine.errors import ImageError, QueryError
-from searchengine.filters import Filters, parse_date
+from searchengine.fsutil import display_path
 from searchengine.ingest.decode import decode_bytes
 from searchengine.models.blip import DEFAULT_CAPTION_MODEL
-from searchengine.search import SearchResult
+from searchengine.ranking import (
+    Filters,
+    ImageTerm,
+    Query,
+    SearchResult,
+    Term,
+    TextTerm,
+)
+from searchengine.ranking.terms import WEIGHTED
 from searchengine.server.schemas import (
     CaptionBody,
     FoldersBody,
@@ -33,14 +41,17 @@ from searchengine.server.schemas import (
     StatusBody,
 )
 from searchengine.server.thumbnails import FileUnavailable, ThumbnailCache, read_indexed
+from searchengine.values import MetaKey
 
 if TYPE_CHECKING:
+    from PIL import Image
+    from pydantic import BaseModel
+
     from searchengine.captions import Captioner
     from searchengine.collection import Collection
     from searchengine.models import Encoder
 
 MAX_FOLDERS = 2000
-_WEIGHT = re.compile(r"^([+-]?\d+(?:\.\d+)?):(.+)$", re.DOTALL)
 _IMAGE_TERM = re.compile(r"^image:(\d{1,18})$")
 
 
@@ -53,12 +64,7 @@ class SearchRequest:
     offset: int = 0
     plus: Sequence[str] = ()
     minus: Sequence[str] = ()
-    folder: str | None = None
-    after: str | None = None
-    before: str | None = None
-    min_width: int | None = None
-    min_height: int | None = None
-    orientation: str | None = None
+    filters: Filters | None = None
     sort: str = "relevance"
     rerank: bool = False
     min_score: float | None = None
@@ -90,14 +96,13 @@ class Service:
         # One model, and CPU inference gains nothing from running twice at once: model
         # calls take turns. Catalog reads and file serving do not wait for them.
         self._model_lock = threading.Lock()
-        self._index_version: tuple[int, int, int] | None = None
         self._folders: tuple[object, FoldersBody] | None = None
 
     # -- start-up -----------------------------------------------------------------
     def warm_up(self) -> None:
         """Load the model and the index now, so that the first query is as fast as any."""
         with self._model_lock:
-            self._reload_if_changed()
+            self.collection.store.refresh()
             self.collection.search("a photo", 1)
         self.thumbnails.prune(self.collection.catalog)
 
@@ -105,35 +110,28 @@ class Service:
     def search(self, request: SearchRequest) -> SearchPage:
         """One page of a text search (the ranking is the CLI's for the same query)."""
         started = time.perf_counter()
-        if request.folder and not request.folder.isprintable():
-            raise QueryError("the folder filter holds control characters; give a folder or glob")
-        filters = Filters(
-            path=request.folder or None,
-            after=_date(request.after, end=False),
-            before=_date(request.before, end=True),
-            min_width=request.min_width,
-            min_height=request.min_height,
-            orientation=request.orientation,
+        terms = [
+            TextTerm(request.q),
+            *(self._term(t) for t in request.plus),
+            *(self._term(t, -1.0) for t in request.minus),
+        ]
+        # Each page is a slice of the relevance ranking, ordered by date within the
+        # page: paging stays consistent, and page one equals `search --sort`.
+        query = Query(
+            tuple(terms),
+            request.k,
+            request.offset,
+            filters=request.filters,
+            rerank=request.rerank,
+            min_score=request.min_score,
+            sort=request.sort,
         )
-        plus = [self._term(t) for t in request.plus]
-        minus = [self._term(t) for t in request.minus]
-        wanted = request.offset + request.k
         with self._model_lock:
-            self._reload_if_changed()
-            ranked = self.collection.search(
-                request.q,
-                wanted + 1,
-                plus=plus,
-                minus=minus,
-                rerank=(self.rerank_model or True) if request.rerank else None,
-                min_score=request.min_score,
-                filters=filters,
+            self.collection.store.refresh()
+            ranked = self.collection.rank(
+                query, (self.rerank_model or True) if request.rerank else None
             )
-        page = ranked[request.offset : wanted]
-        if request.sort != "relevance":
-            # Each page is a slice of the relevance ranking, ordered by date within the
-            # page: paging stays consistent, and page one equals `search --sort`.
-            page = self._by_date(page, newest_first=request.sort == "date")
+        page = ranked.results
         if request.caption:
             page = self._captioned(page)
         return SearchPage(
@@ -141,7 +139,7 @@ class Service:
             results=[_result(r) for r in page],
             offset=request.offset,
             k=request.k,
-            has_more=len(ranked) > wanted,
+            has_more=ranked.has_more,
             seconds=round(time.perf_counter() - started, 4),
         )
 
@@ -158,18 +156,19 @@ class Service:
             raise QueryError(f"cannot use the uploaded file as an image: {exc}") from exc
         return self._similar(image, k, offset, None)
 
-    def _similar(self, example: object, k: int, offset: int, source: int | None) -> SimilarPage:
+    def _similar(
+        self, example: str | Image.Image, k: int, offset: int, source: int | None
+    ) -> SimilarPage:
         started = time.perf_counter()
-        wanted = offset + k
         with self._model_lock:
-            self._reload_if_changed()
-            ranked = self.collection.similar(example, wanted + 1)  # type: ignore[arg-type]
+            self.collection.store.refresh()
+            ranked = self.collection.similar_page(example, k, offset)
         return SimilarPage(
             source=source,
-            results=[_result(r) for r in ranked[offset:wanted]],
+            results=[_result(r) for r in ranked.results],
             offset=offset,
             k=k,
-            has_more=len(ranked) > wanted,
+            has_more=ranked.has_more,
             seconds=round(time.perf_counter() - started, 4),
         )
 
@@ -211,9 +210,9 @@ class Service:
             **urls,
         )
 
-    def status(self) -> StatusBody:
+    def status(self) -> BaseModel:
         with self._model_lock:
-            self._reload_if_changed()
+            self.collection.store.refresh()
             info = self.collection.status()
         return StatusBody.model_validate(
             info.to_dict() | {"rerank_model": self.rerank_name, "caption_model": self.caption_name}
@@ -231,7 +230,7 @@ class Service:
     def folders(self) -> FoldersBody:
         """Folders holding indexed images (recomputed only after the catalog changed)."""
         catalog = self.collection.catalog
-        key = (catalog.get_meta("last_batch"), catalog.counts().get(OK, 0))
+        key = (catalog.get_meta(MetaKey.LAST_BATCH), catalog.counts().get(OK, 0))
         if self._folders is None or self._folders[0] != key:
             found = sorted({os.path.dirname(r.path) for r in catalog.records(OK)})
             body = FoldersBody(
@@ -256,26 +255,22 @@ class Service:
         return model if isinstance(model, str) else model.model
 
     # -- helpers -------------------------------------------------------------------
-    def _term(self, raw: str) -> str:
-        """A request's ``[W:]text`` or ``[W:]image:ID`` term, as the library reads terms.
+    def _term(self, raw: str, sign: float = 1.0) -> Term:
+        """A request's ``[W:]text`` or ``[W:]image:ID`` term.
 
-        The library reads a term naming an existing file as an example image. A request
-        must not name server files, so image terms are catalog ids (verified like any
-        served file) and text terms start with a NUL: no path can contain one, so the
-        library's file check is false (and a leading NUL is no ``~user``), and its query
-        cleaning drops it as unprintable.
+        A request must not name server files: image terms are catalog ids, verified
+        like any served file, and everything else is text.
         """
-        match = _WEIGHT.match(raw)
-        weight, body = (match.group(1), match.group(2)) if match else (None, raw)
-        prefix = f"{weight}:" if weight else ""
+        match = WEIGHTED.match(raw)
+        weight, body = (sign * float(match.group(1)), match.group(2)) if match else (sign, raw)
         image = _IMAGE_TERM.match(body.strip())
         if image is None:
             if body.strip().startswith("image:"):
                 raise QueryError(f"cannot read term {raw!r}: name an image as image:ID")
-            return f"{prefix}\0{body}"
+            return TextTerm(body, weight)
         record = self.record(int(image.group(1)))
         read_indexed(record)
-        return prefix + record.path
+        return ImageTerm(record.path, weight)
 
     def _captioned(self, page: list[SearchResult]) -> list[SearchResult]:
         for r in page:
@@ -283,39 +278,6 @@ class Service:
         with self._model_lock:
             texts = self.collection.caption(page, model=self.caption_model)
         return [replace(r, caption=texts.get(r.id)) for r in page]
-
-    def _by_date(self, page: list[SearchResult], newest_first: bool) -> list[SearchResult]:
-        records = self.collection.catalog.get([r.id for r in page])
-
-        def when(r: SearchResult) -> float:
-            if r.taken_at is not None:
-                return r.taken_at
-            found = records.get(r.id)
-            return found.mtime_ns / 1e9 if found else 0.0
-
-        return sorted(page, key=when, reverse=newest_first)
-
-    def _reload_if_changed(self) -> None:
-        """Pick up an index saved by a `searchengine index` run since the last query.
-
-        Called with the model lock held.
-        """
-        try:
-            info = self.collection.index_path.stat()
-        except OSError:
-            return
-        # Saves replace the file (a new inode), so this changes even within one mtime tick.
-        version = (info.st_ino, info.st_mtime_ns, info.st_size)
-        if self._index_version is not None and version != self._index_version:
-            # Collection re-reads its index file when the cached one is dropped, as its
-            # own `index` does before writing.
-            self.collection._index = None
-        self._index_version = version
-
-
-def display_path(path: str) -> str:
-    """A path that JSON can carry: undecodable name bytes shown as ``\\xNN``."""
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _urls(image_id: int) -> dict[str, str]:
@@ -341,14 +303,3 @@ def _result(r: SearchResult) -> Result:
         caption=r.caption,
         **_urls(r.id),
     )
-
-
-def _date(text: str | None, *, end: bool) -> float | None:
-    if not text:
-        return None
-    try:
-        return parse_date(text, end=end)
-    except QueryError:
-        raise
-    except (ValueError, OverflowError, OSError):  # e.g. the day after 9999-12-31
-        raise QueryError(f"date {text!r} is out of range; use a year from 1970 to 9998") from None

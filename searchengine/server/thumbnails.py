@@ -14,12 +14,10 @@ new hash, so it gets a new thumbnail; ``prune`` drops the ones nothing refers to
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import re
 import stat
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -28,6 +26,7 @@ from PIL import Image
 
 from searchengine.catalog import OK, Catalog, ImageRecord
 from searchengine.errors import ImageError
+from searchengine.fsutil import atomic_write, content_hash
 from searchengine.ingest.decode import decode_bytes
 
 THUMBS_DIR = "thumbs"
@@ -48,11 +47,6 @@ class FileUnavailable(ImageError):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
-
-
-def content_digest(data: bytes) -> str:
-    """The catalog's content hash of a file's bytes (as the ingest computes it)."""
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def read_indexed(record: ImageRecord) -> bytes:
@@ -80,7 +74,7 @@ def read_indexed(record: ImageRecord) -> bytes:
         if not stat.S_ISREG(info.st_mode) or info.st_size != record.size:
             raise _changed(record)
         data = handle.read(record.size + 1)
-    if len(data) != record.size or content_digest(data) != record.content_hash:
+    if len(data) != record.size or content_hash(data) != record.content_hash:
         raise _changed(record)
     return data
 
@@ -157,16 +151,9 @@ class ThumbnailCache:
 
 
 def _write_atomic(target: Path, image: Image.Image) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            # No EXIF copied: a thumbnail carries no GPS position or camera serial.
-            image.save(out, "JPEG", quality=85, optimize=True, progressive=True)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(target) as out:
+        # No EXIF copied: a thumbnail carries no GPS position or camera serial.
+        image.save(out, "JPEG", quality=85, optimize=True, progressive=True)
 
 
 def _changed(record: ImageRecord) -> FileUnavailable:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from searchengine.collection import Collection
 from searchengine.config import Config
-from searchengine.ingest.pipeline import IndexReport, Progress
-from searchengine.search import SearchResult
+from searchengine.ingest.write import IndexReport
+from searchengine.progress import Progress
+from searchengine.ranking import SearchResult
 from searchengine.toy import world as toyworld
 
 DEMO_COLLECTION = "demo"

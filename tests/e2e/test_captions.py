@@ -34,8 +34,8 @@ from transformers import BlipForConditionalGeneration, BlipForQuestionAnswering,
 
 from searchengine import Collection, Config
 from searchengine.captions import caption_files, load_answerer, load_captioner
-from searchengine.catalog import DerivedCache
 from searchengine.cli import main
+from searchengine.derived import DerivedCache
 from searchengine.ingest.decode import decode_file
 from searchengine.models.blip import ANSWER_GENERATION, CAPTION_GENERATION
 

@@ -205,6 +205,7 @@ def test_causal_text_tower_cuts_padding_and_matches_torch(tiny_clip: str) -> Non
     assert (export_dir(parse_model_spec(tiny_clip)) / "token_embedding.npy").is_file()
 
 
+@pytest.mark.slow
 def test_image_lanes_run_side_by_side_with_the_same_vectors(tiny_clip: str) -> None:
     from concurrent.futures import ThreadPoolExecutor
 

@@ -235,6 +235,7 @@ def test_images_indexed_meanwhile_are_found_without_a_restart(tmp_path: Path) ->
 # -- schemathesis ------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # hundreds of generated requests
 def test_the_openapi_schema_holds_against_the_live_app(tmp_path: Path) -> None:
     """Every operation, with schema-valid and schema-violating requests: never a 5xx,
     and every response (errors included) is what the schema documents."""

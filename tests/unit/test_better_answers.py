@@ -9,8 +9,8 @@ from imagegen import solid
 
 from searchengine import Collection, Config
 from searchengine.errors import QueryError
-from searchengine.filters import Filters, parse_date
 from searchengine.models.fake import FakeEncoder
+from searchengine.ranking import Filters, parse_date
 
 RED, GREEN, BLUE, YELLOW = (250, 0, 0), (0, 250, 0), (0, 0, 250), (250, 250, 0)
 
@@ -67,7 +67,7 @@ def test_rerank_with_another_model_uses_the_cache(coll, dated, monkeypatch):
     assert names(reranked)[0] == "green.jpg"
     assert reranked[0].score == reranked[0].clip_score
     assert reranker.images_encoded == 12  # every candidate once
-    import searchengine.rerank as rerank_module
+    import searchengine.ranking.rescore as rerank_module
 
     def no_decode(path):
         raise AssertionError(f"decoded {path} again")
@@ -163,7 +163,7 @@ def test_precompute_caches_a_second_models_vectors(coll, dated, monkeypatch):
     second = FakeEncoder(spec="second")
     assert coll.precompute(second) == 12
     assert coll.precompute(second) == 0  # nothing new
-    import searchengine.rerank as rerank_module
+    import searchengine.ranking.rescore as rerank_module
 
     monkeypatch.setattr(rerank_module, "decode_file", lambda p: pytest.fail(f"decoded {p}"))
     assert names(coll.search("green", k=1, rerank=second)) == ["green.jpg"]

@@ -18,8 +18,7 @@ from PIL import Image
 from torchmetrics.multimodal import CLIPScore
 
 from searchengine.models import Encoder, load_encoder
-from searchengine.query import build_terms, embed_terms
-from searchengine.rerank import clip_scores
+from searchengine.ranking import clip_scores, embed_terms, query_terms
 from searchengine.scoring import CLIPSCORE_WEIGHT, clip_score, ref_clip_score, with_prefix
 
 pytestmark = pytest.mark.slow
@@ -117,7 +116,7 @@ def test_torchmetrics_averages_the_batch_before_clamping(images, ours, theirs):
 def test_search_clipscore_is_torchmetrics_on_the_prefixed_query(images, ours, theirs):
     # What `searchengine search` reports as clip_score: the query prefixed, weight 2.5.
     query = "the large blue square in the top left"
-    vector = embed_terms(build_terms(query), ours, clipscore=True)
+    vector = embed_terms(query_terms(query), ours, clipscore=True)
     reported = clip_scores(ours.encode_images(images), vector)
     reference = _torchmetrics_pairs(theirs, images, [with_prefix(query)])[:, 0]
     assert (reference > 0).all()

@@ -202,15 +202,15 @@ def test_reconcile_after_an_interrupted_run(coll, photos, encoder, monkeypatch):
         patch.setattr(FaissIndex, "save", killed)
         with pytest.raises(SystemExit):
             coll.index()
-    coll._index = None  # what a new process would load
-    assert len(coll.vectors()) == 3
-    encoded = encoder.images_encoded
-    assert coll.reconcile() == 1
-    assert set(coll.vectors().ids()) == coll.catalog.ok_ids()
-    report = coll.index()
-    assert (report.added, report.updated) == (0, 0)
-    assert encoder.images_encoded == encoded
-    assert paths(coll.search("yellow", k=1)) == ["yellow.jpg"]
+    with Collection.open("photos", coll.config, encoder=encoder) as again:  # a new process
+        assert len(again.vectors()) == 3
+        encoded = encoder.images_encoded
+        assert again.reconcile() == 1
+        assert set(again.vectors().ids()) == again.catalog.ok_ids()
+        report = again.index()
+        assert (report.added, report.updated) == (0, 0)
+        assert encoder.images_encoded == encoded
+        assert paths(again.search("yellow", k=1)) == ["yellow.jpg"]
 
 
 def test_orphan_vectors_are_removed_on_reconcile(coll, photos):

@@ -118,13 +118,13 @@ def test_reduction_applies_to_png_too_and_never_below_min_side():
     assert fast.image.size == (1000, 500)
 
 
+@pytest.mark.slow  # loads a model and decodes 7 MP photos twice
 @pytest.mark.parametrize("name", ["toy", "toy-large"])
 def test_reduced_decode_embeds_like_a_full_decode(name):
     """What ingest, queries and reranking decode (DCT-scaled to the model's input size)
     gives the embedding a full-size decode gives, on 7 MP photos of the toy world."""
     import numpy as np
 
-    from searchengine.ingest.decode import decode_size
     from searchengine.models import load_encoder
     from searchengine.toy import world as toyworld
 
@@ -135,7 +135,7 @@ def test_reduced_decode_embeds_like_a_full_decode(name):
         buf = io.BytesIO()
         toyworld.render(scene, (3072, 2304)).save(buf, format="JPEG", quality=90)
         full.append(decode_bytes(buf.getvalue()).image)
-        fast.append(decode_bytes(buf.getvalue(), min_side=decode_size(encoder.image_size)).image)
+        fast.append(decode_bytes(buf.getvalue(), min_side=encoder.image_size).image)
     assert max(fast[0].size) <= 3072 // 8 * 2  # the cheap path was taken
     cosines = (encoder.encode_images(full) * encoder.encode_images(fast)).sum(axis=1)
     assert cosines.min() >= 0.9999  # measured: 0.99998 (toy), 0.999996 (toy-large)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from imagegen import solid
 from searchengine import Collection, Config, index_choice
 from searchengine.index_choice import (
     TARGET_RECALL,
+    IndexPolicy,
     build_index,
     bytes_per_vector,
     calibration_queries,
@@ -116,21 +118,22 @@ def test_pq_under_a_tight_budget_keeps_the_best_reachable_recall(data) -> None:
     assert abs(recall_at_k(approx, exact) - report.recall_at_10) < 0.1
 
 
-def small_ivf_world(tmp_path, monkeypatch, photos: int) -> tuple[Path, Config]:
-    """``photos`` PNGs, the first 10 red, and thresholds that make 200+ vectors IVF4."""
-    monkeypatch.setattr(index_choice, "FLAT_MAX", 200)
-    monkeypatch.setattr(index_choice, "MIN_IVF", 100)
-    monkeypatch.setattr(index_choice, "nlist_for", lambda n: 4)
+SMALL_IVF = IndexPolicy(flat_max=200, min_ivf=100, nlist=4)  # 200+ vectors: IVF4
+
+
+def small_ivf_world(tmp_path, photos: int, policy: IndexPolicy = SMALL_IVF) -> tuple[Path, Config]:
+    """``photos`` PNGs, the first 10 red, in a config whose policy makes 200+ vectors IVF4."""
     rng = np.random.default_rng(0)
     folder = tmp_path / "photos"
     for i in range(photos):
         colour = (250, 0, 0) if i < 10 else tuple(int(c) for c in rng.integers(0, 120, 3))
         solid(folder / f"{i:03d}.png", colour, fmt="PNG")
-    return folder, Config(home=tmp_path / "idx", workers=2, batch_size=32)
+    config = Config(home=tmp_path / "idx", workers=2, batch_size=32, index_policy=policy)
+    return folder, config
 
 
-def test_collection_switches_index_type_as_it_grows_and_shrinks(tmp_path, monkeypatch) -> None:
-    photos, config = small_ivf_world(tmp_path, monkeypatch, 260)
+def test_collection_switches_index_type_as_it_grows_and_shrinks(tmp_path) -> None:
+    photos, config = small_ivf_world(tmp_path, 260)
     with Collection.open("c", config, create=True, encoder=FakeEncoder()) as coll:
         coll.index([photos])
         status = coll.status()
@@ -160,6 +163,7 @@ def test_tuning_keeps_the_smallest_nprobe_that_reaches_the_aim(data) -> None:
     assert recall_at_k(found, truth) < 0.97
 
 
+@pytest.mark.slow  # trains and tunes a 20k-vector accelerator
 def test_accelerated_search_matches_exact_and_survives_removal_save_and_load(
     data, tmp_path
 ) -> None:
@@ -220,6 +224,7 @@ def test_accelerated_search_matches_exact_and_survives_removal_save_and_load(
     assert recall_at_k(found, kept) >= TARGET_RECALL
 
 
+@pytest.mark.slow
 def test_accelerated_index_forgets_a_few_removed_ids_without_a_refill(data, tmp_path) -> None:
     flat, vectors, queries = data
     ivf, report = build_index(flat, "IVF128,SQ8", accelerate=True)
@@ -245,6 +250,7 @@ def test_accelerated_index_forgets_a_few_removed_ids_without_a_refill(data, tmp_
     assert len(set(hits[0].tolist())) == 10
 
 
+@pytest.mark.slow
 def test_accelerator_takes_more_candidates_where_its_codes_miss(tmp_path) -> None:
     # Spread out: 5000 clusters of ~4 vectors, where 4-bit codes rank neighbours
     # poorly and 16 candidates a result fall short of the aim at any nprobe.
@@ -268,29 +274,25 @@ def test_accelerator_takes_more_candidates_where_its_codes_miss(tmp_path) -> Non
     assert recall[16] + 0.005 < recall[32]  # 0.964 against 0.976 here
 
 
-def test_accelerator_only_where_it_fits_the_budget_and_pays(data, monkeypatch) -> None:
+@pytest.mark.slow
+def test_accelerator_only_where_it_fits_the_budget_and_pays(data) -> None:
     flat, _, _ = data
     _, report = build_index(flat, "IVF128,SQ8")
     assert report.accelerator is None and report.query_ms is None  # 20k: never tried
     sq8_mb = 20_000 * index_choice.bytes_per_vector("IVF128,SQ8", 64) / 2**20
     _, report = build_index(flat, "IVF128,SQ8", memory_mb=sq8_mb * 1.01, accelerate=True)
     assert report.accelerator is None  # SQ8 fits the budget, SQ8 + accelerator does not
-    monkeypatch.setattr(index_choice, "ACCEL_MIN", 0)
-    monkeypatch.setattr(index_choice, "ACCEL_WORTH_MS", 0.0)
-    ivf, report = build_index(flat, "IVF128,SQ8")
+    ivf, report = build_index(flat, "IVF128,SQ8", policy=IndexPolicy(accel_min=0, accel_worth_ms=0))
     # Tried, and measured: on 20k clustered vectors SQ8 alone answers in a fraction
     # of a millisecond, which candidates plus re-scoring cannot beat by 1.5x.
     assert report.query_ms is not None and report.accelerated_query_ms is not None
     assert report.accelerator is None and ivf.accelerator is None
 
 
-def test_collection_keeps_its_accelerator_through_deletions_and_reopening(
-    tmp_path, monkeypatch
-) -> None:
-    photos, config = small_ivf_world(tmp_path, monkeypatch, 300)
-    monkeypatch.setattr(index_choice, "ACCEL_MIN", 0)
-    monkeypatch.setattr(index_choice, "ACCEL_WORTH_MS", 0.0)
-    monkeypatch.setattr(index_choice, "ACCEL_SPEEDUP", 0.0)  # keep it whatever it costs
+def test_collection_keeps_its_accelerator_through_deletions_and_reopening(tmp_path) -> None:
+    # An accelerator tried at any size and kept whatever it costs.
+    accelerated = replace(SMALL_IVF, accel_min=0, accel_worth_ms=0.0, accel_speedup=0.0)
+    photos, config = small_ivf_world(tmp_path, 300, accelerated)
     with Collection.open("c", config, create=True, encoder=FakeEncoder()) as coll:
         coll.index([photos])
         assert coll.status().accelerator == "IVF4,PQ2x4fs"  # 4-d fake vectors: 2 codes

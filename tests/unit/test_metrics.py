@@ -127,7 +127,7 @@ def test_recall_equals_clip_benchmark_evaluate(seed, n_images, dim, levels, batc
 
 
 @needs_clip_benchmark
-@pytest.mark.parametrize("n_images", [5, 10, 37, 150, 1200])
+@pytest.mark.parametrize("n_images", [5, 10, 37, 150, pytest.param(1200, marks=pytest.mark.slow)])
 def test_per_query_hits_equal_clip_benchmark_with_ties(n_images):
     images, texts, owners = world(n_images, n_images, 3, 1)
     scores = F.normalize(texts, dim=-1) @ F.normalize(images, dim=-1).t()

@@ -16,7 +16,7 @@ from PIL import Image
 from searchengine import Collection, Config
 from searchengine.errors import QueryError
 from searchengine.models.fake import FakeEncoder
-from searchengine.search import MAX_QUERY_CHARS
+from searchengine.ranking import MAX_QUERY_CHARS
 
 # Name bytes: anything but "/" and NUL, at most 200 bytes (the file system allows 255).
 name_bytes = st.binary(min_size=1, max_size=200).filter(

@@ -12,7 +12,7 @@ from PIL import Image
 
 from searchengine import Collection, Config
 from searchengine.errors import ImageError
-from searchengine.ingest import pipeline
+from searchengine.ingest import run as ingest_run
 from searchengine.ingest.decode import decode_bytes
 from searchengine.ingest.tensor_decode import TensorPreprocessor, read_header, upright
 from searchengine.models.lite import Preprocess, preprocess_image
@@ -104,13 +104,13 @@ def index(photos, home, device: str) -> dict[str, np.ndarray]:
 def spy_on_decoding(monkeypatch) -> list[tuple[str, int]]:
     """Record (device, files) of every tensor decode the pipeline asks for."""
     calls: list[tuple[str, int]] = []
-    real = pipeline.TensorPreprocessor.decode_each
+    real = ingest_run.TensorPreprocessor.decode_each
 
     def spy(self, datas):
         calls.append((self.device, len(datas)))
         return real(self, datas)
 
-    monkeypatch.setattr(pipeline.TensorPreprocessor, "decode_each", spy)
+    monkeypatch.setattr(ingest_run.TensorPreprocessor, "decode_each", spy)
     return calls
 
 
@@ -120,7 +120,7 @@ def test_ingest_through_tensors_embeds_as_the_pillow_path(tmp_path, monkeypatch)
     0.999 cosine), same failures, PNGs and undecodable JPEGs through Pillow."""
     photos = make_photos(tmp_path)
     pillow = index(photos, tmp_path / "pillow", "cpu")
-    monkeypatch.setattr(pipeline, "tensor_decode_available", lambda encoder: True)
+    monkeypatch.setattr(ingest_run, "tensor_decode_available", lambda encoder: True)
     calls = spy_on_decoding(monkeypatch)
     tensors = index(photos, tmp_path / "tensors", "cpu")
     assert sum(n for _, n in calls) == 8  # every JPEG went to the tensor path; the PNG did not

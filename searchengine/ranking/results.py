@@ -1,15 +1,10 @@
-"""Query → ranked results: encode, search the vector index, join the catalog."""
+"""What a query returns: ranked results and pages of them, and the checks on a query."""
 
 from __future__ import annotations
 
-from collections.abc import Collection as Container
 from dataclasses import asdict, dataclass
 
-import numpy as np
-
-from searchengine.catalog import Catalog
 from searchengine.errors import QueryError
-from searchengine.vectors import VectorIndex
 
 MAX_QUERY_CHARS = 2000
 
@@ -41,6 +36,14 @@ class SearchResult:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Page:
+    """One page of a ranking, and whether the ranking goes on past it."""
+
+    results: list[SearchResult]
+    has_more: bool = False
+
+
 def check_query(text: str) -> str:
     """Normalise a text query or raise ``QueryError`` saying what to do instead."""
     cleaned = "".join(ch if ch.isprintable() else " " for ch in text)
@@ -58,35 +61,3 @@ def check_k(k: int) -> int:
     if k < 1:
         raise QueryError(f"k must be at least 1 (got {k})")
     return k
-
-
-def rank(
-    index: VectorIndex,
-    catalog: Catalog,
-    query: np.ndarray,
-    k: int,
-    exclude: Container[int] = (),
-    allowed: np.ndarray | None = None,
-) -> list[SearchResult]:
-    """The ``k`` catalog images nearest to ``query`` (a unit vector), best first.
-
-    Ids the catalog no longer knows (removed since the index was saved) are skipped,
-    and more are fetched so that ``k`` results still come back when they exist.
-    ``allowed`` (ids passing the filters) is applied inside the vector search.
-    """
-    check_k(k)
-    total = len(index) if allowed is None else min(len(index), len(allowed))
-    fetch = min(total, k + len(exclude))
-    while True:
-        scores, ids = index.search(query.reshape(1, -1), max(fetch, 1), allowed)
-        hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
-        hits = [(i, s) for i, s in hits if i not in exclude]
-        records = catalog.get([i for i, _ in hits])
-        results = [
-            SearchResult(i, r.path, s, s, r.width, r.height, r.taken_at)
-            for i, s in hits
-            if (r := records.get(i)) is not None
-        ]
-        if len(results) >= k or fetch >= total:
-            return results[:k]
-        fetch = min(total, fetch * 2 + k)

@@ -13,9 +13,7 @@ from sqlalchemy import ColumnElement, Float, and_, cast, func, select
 
 from searchengine.catalog import OK, Catalog, images_table
 from searchengine.errors import QueryError
-
-ORIENTATIONS = ("landscape", "portrait", "square")
-SORTS = ("relevance", "date", "date-asc")
+from searchengine.values import ORIENTATIONS
 
 
 @dataclass(frozen=True)
@@ -45,6 +43,33 @@ class Filters:
             raise QueryError(
                 f"unknown orientation {self.orientation!r}; use one of {', '.join(ORIENTATIONS)}"
             )
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        path: str | None = None,
+        after: str | None = None,
+        before: str | None = None,
+        min_width: int | None = None,
+        min_height: int | None = None,
+        orientation: str | None = None,
+    ) -> Filters:
+        """Filters from what a user types: dates as ``YYYY[-MM[-DD]]``, a folder or glob.
+
+        Raises:
+            QueryError: a date that cannot be read, or a path with control characters.
+        """
+        if path and not path.isprintable():
+            raise QueryError("the folder filter holds control characters; give a folder or glob")
+        return cls(
+            path=path or None,
+            after=parse_date(after) if after else None,
+            before=parse_date(before, end=True) if before else None,
+            min_width=min_width,
+            min_height=min_height,
+            orientation=orientation,
+        )
 
     @property
     def active(self) -> bool:

@@ -10,10 +10,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from searchengine.catalog import Catalog, DerivedCache, ImageRecord
+from searchengine.catalog import Catalog, ImageRecord
+from searchengine.derived import DerivedCache
 from searchengine.errors import ImageError
-from searchengine.ingest.decode import decode_file, decode_size
+from searchengine.ingest.decode import decode_file
 from searchengine.models.base import Encoder
+from searchengine.progress import NoProgress, Progress
 from searchengine.scoring import clip_score
 from searchengine.vectors import VectorIndex
 
@@ -64,12 +66,30 @@ class ImageVectors:
             self._compute([records[r] for r in rows], out, rows)
         return out
 
+    def precompute(self, records: Sequence[ImageRecord], progress: Progress | None = None) -> int:
+        """Compute and cache the vectors ``records`` lack; returns how many were computed.
+
+        Nothing to do under the collection's own model: its vectors are the index.
+        """
+        if self.index is not None:
+            return 0
+        progress = progress or NoProgress()
+        progress.start(len(records))
+        chunk = 256
+        try:
+            for start in range(0, len(records), chunk):
+                part = records[start : start + chunk]
+                self.get(part)
+                progress.advance(len(part))
+        finally:
+            progress.close()
+        return self.decoded
+
     def _compute(self, records: list[ImageRecord], out: np.ndarray, rows: list[int]) -> None:
         images, keep = [], []
         for record, row in zip(records, rows, strict=True):
             try:
-                size = decode_size(self.encoder.image_size)
-                images.append(decode_file(record.path, min_side=size).image)
+                images.append(decode_file(record.path, min_side=self.encoder.image_size).image)
             except ImageError:
                 continue  # gone or changed since indexing: scores 0 until re-indexed
             keep.append((record, row))

@@ -1,0 +1,131 @@
+"""Filesystem helpers: content hashes, atomic writes, advisory locks, printable paths.
+
+Each lives here once; the vector index, thumbnails, benchmark caches, model exports and
+the collection's write lock all use these.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+
+def content_hash(data: bytes) -> str:
+    """The catalog's content hash of a file's bytes: 128-bit BLAKE2b, hex.
+
+    It recognises moved and copied files without re-embedding them, and tells a
+    served file from one changed since indexing.
+    """
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_write(target: Path, *, durable: bool = False, prefix: str = ".") -> Iterator[BinaryIO]:
+    """Write ``target`` through a temporary file in its folder, renamed over it at the end.
+
+    A reader sees the old file or the new one, never half of either; on an error the
+    temporary file is removed and ``target`` is left as it was. With ``durable``, the
+    file and its folder are synced before and after the rename, so a power cut cannot
+    leave an empty file behind a completed rename (the vector index needs this; caches
+    do not).
+
+    Args:
+        target: the file to write.
+        durable: fsync the data and the folder entry.
+        prefix: how temporary files are named (``<prefix>...tmp``), so that a writer
+            killed mid-write leaves files its folder's owner can recognise and remove.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=prefix, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if durable:
+        fsync_dir(target.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (best effort where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FileLock:
+    """An exclusive advisory lock (``flock``) on a file, recording the holder's pid.
+
+    ``flock`` locks belong to the open file, so the kernel drops them when the holding
+    process dies, however it dies: a lock left by a killed process is never stale.
+    Where ``flock`` does not exist (Windows) the lock is a no-op.
+
+    Args:
+        path: the lock file (created if missing; its content is the holder's pid).
+        blocking: wait for the lock instead of failing at once.
+    """
+
+    def __init__(self, path: Path, *, blocking: bool = True) -> None:
+        self.path = path
+        self.blocking = blocking
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock; False if another process holds it and ``blocking`` is off."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return True
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        return True
+
+    def holder(self) -> str:
+        """Who holds the lock, as far as its file says (a pid), for messages."""
+        try:
+            text = self.path.read_bytes()[:64].decode("ascii", "replace").strip()
+        except OSError:
+            text = ""
+        return text or "another process"
+
+    def release(self) -> None:
+        if self._fd is not None:
+            import fcntl
+
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> FileLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
+
+
+def display_path(path: str) -> str:
+    """A path any terminal or JSON document can carry: undecodable bytes as ``\\xNN``."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -1,0 +1,283 @@
+"""Ingest stage 3, run: batches through the model on this machine, written in order.
+
+With ONNX on a multi-core CPU, lanes (one per core) each load a batch and encode it
+on one thread, side by side; otherwise load threads (Pillow releases the GIL) feed
+the main thread, which encodes one batch at a time on every core or the GPU (where
+JPEGs are decoded on the device). Either way the main thread writes, through the
+store, in the order the files were planned, and checkpoints the index now and then.
+Ctrl-C finishes the current batch and saves.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from searchengine.ingest.load import (
+    Item,
+    Jpeg,
+    Pixels,
+    decode_with_pillow,
+    load,
+    load_batch,
+    stack_pixels,
+)
+from searchengine.ingest.plan import plan
+from searchengine.ingest.scan import FileEntry
+from searchengine.ingest.tensor_decode import TensorPreprocessor, tensor_decode_available
+from searchengine.ingest.write import IndexReport, Writer
+from searchengine.models.base import Encoder, TensorEncoder, image_lanes
+from searchengine.progress import NoProgress, Progress
+from searchengine.store import Store
+
+
+def default_batch_size(device: str, lanes: int = 1) -> int:
+    """Images per encoder call: large batches keep a GPU busy. On a CPU 32 is past the
+    throughput knee; calls side by side in lanes (see ``Ingest``) are as fast at 8, and
+    the lanes together hold 16 photos' activations (ViT-B-32: ~10 MB each), so memory
+    does not grow with the number of cores."""
+    if device == "cuda":
+        return 256
+    return max(2, 16 // lanes) if lanes > 1 else 32
+
+
+def default_workers() -> int:
+    """Load threads (or lanes): one per core, at most 8."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+class Ingest:
+    """One ingest run of a store, with the model on this machine.
+
+    Args:
+        store: the collection's store, held for writing (``store.writing()``).
+        get_encoder: the model, loaded only when a file needs embedding.
+        batch_size: images per model call; None picks one for the device.
+        workers: load threads or lanes.
+        progress: where files done are reported.
+        checkpoint_seconds: how often a long run saves the index file.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        get_encoder: Callable[[], Encoder],
+        *,
+        batch_size: int | None = None,
+        workers: int | None = None,
+        progress: Progress | None = None,
+        checkpoint_seconds: float = 60.0,
+    ) -> None:
+        self.store = store
+        self.get_encoder = get_encoder
+        self.batch_size = batch_size
+        self.workers = workers or default_workers()
+        self.progress = progress or NoProgress()
+        self.checkpoint_seconds = checkpoint_seconds
+        self._tensors: TensorPreprocessor | None = None  # JPEGs decoded on the device
+        self._last_save = 0.0  # when the index was last saved (monotonic)
+        self._early_save = False  # save after the first batch (a new collection)
+
+    def run(self, roots: Sequence[str]) -> IndexReport:
+        """Index ``roots``: embed new and changed files, drop deleted ones."""
+        started = time.monotonic()
+        diff = plan(self.store.catalog.file_states(), roots)
+        self.writer = writer = Writer(self.store, diff)
+        encoder = None
+        if diff.candidates:
+            encoder = self.get_encoder()
+            if tensor_decode_available(encoder):
+                self._tensors = TensorPreprocessor(encoder.preprocess_cfg, encoder.device)
+        lanes = 1
+        if encoder is not None and self._tensors is None:
+            lanes = image_lanes(encoder, self.workers)
+        if encoder is not None and self.batch_size is None:
+            self.batch_size = default_batch_size(encoder.device, lanes)
+        self.progress.start(len(diff.candidates))
+        # A first run saves right after its first batch, so searches started meanwhile
+        # see results at once; later runs keep to the checkpoint interval.
+        self._early_save = bool(diff.candidates) and len(self.store.vectors()) == 0
+        self._last_save = time.monotonic()
+        try:
+            with _stop_on_interrupt() as stop:
+                if encoder is not None and lanes > 1:
+                    self._run_in_lanes(diff.candidates, encoder, lanes, stop)
+                elif encoder is not None:
+                    self._run_in_batches(diff.candidates, encoder, stop)
+                if not stop.requested:
+                    writer.remove_missing()
+        finally:
+            if lanes > 1 and encoder is not None:
+                image_lanes(encoder, 1)  # back to all cores a call, for query images
+            # Whatever was committed is saved, also on Ctrl-C or an error mid-run; an
+            # unchanged re-run leaves the index file alone.
+            if self.store.dirty:
+                self.store.checkpoint()
+            self.progress.close()
+        writer.report.seconds = time.monotonic() - started
+        if stop.requested:
+            raise KeyboardInterrupt
+        return writer.report
+
+    def _checkpoint(self) -> None:
+        due = time.monotonic() - self._last_save > self.checkpoint_seconds
+        if due or (self._early_save and len(self.store.vectors()) > 0):
+            self.store.checkpoint()
+            self._last_save, self._early_save = time.monotonic(), False
+
+    def _run_in_batches(self, entries: list[FileEntry], encoder: Encoder, stop: _StopFlag) -> None:
+        """Load threads feed the main thread, which encodes a batch at a time."""
+        pending: list[Pixels | Jpeg] = []
+        for item in self._loaded(entries, encoder):
+            if isinstance(item, (Pixels, Jpeg)):
+                pending.append(item)
+            else:
+                self.writer.commit([item], None)
+            if len(pending) >= (self.batch_size or 1):
+                self._embed_and_commit(pending, encoder)
+                pending = []
+            if stop.requested:
+                break
+            self._checkpoint()
+            self.progress.advance(1)
+        if pending:
+            self._embed_and_commit(pending, encoder)
+
+    def _run_in_lanes(
+        self, entries: list[FileEntry], encoder: Encoder, lanes: int, stop: _StopFlag
+    ) -> None:
+        """Each lane loads and encodes a batch of its own; lanes run side by side and
+        the main thread writes their batches in order.
+
+        On a CPU this keeps every core busy without the model's threads waiting on
+        each other (see ``OnnxClipEncoder.image_lanes``). A stop drops the batches
+        still in the lanes; the next run embeds those files.
+        """
+        assert self.batch_size is not None
+        known = self.writer.known_hashes
+        size = self.batch_size
+        pool = ThreadPoolExecutor(lanes, thread_name_prefix="lane")
+        window: deque[Future[tuple[list[Item], np.ndarray | None]]] = deque()
+        starts = iter(range(0, len(entries), size))
+        try:
+            while True:
+                # Two batches queued per lane, so none idles while the main thread commits.
+                while len(window) < 2 * lanes and (start := next(starts, None)) is not None:
+                    chunk = entries[start : start + size]
+                    window.append(pool.submit(_load_and_encode, chunk, encoder, known))
+                if not window:
+                    break
+                items, vectors = window.popleft().result()
+                self.writer.commit(items, vectors)
+                self.progress.advance(len(items))
+                if stop.requested:
+                    break
+                self._checkpoint()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _loaded(self, entries: list[FileEntry], encoder: Encoder) -> Iterator[Item]:
+        if not entries:
+            return
+        known = self.writer.known_hashes
+        on_device = self._tensors is not None
+        assert self.batch_size is not None
+        lookahead = max(self.batch_size * 2, self.workers * 4)
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="load")
+        window: deque[Future[Item]] = deque()
+        try:
+            for entry in entries:
+                window.append(pool.submit(load, entry, encoder, known, on_device))
+                if len(window) >= lookahead:
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
+        finally:
+            # Stopping early (Ctrl-C, an error) must not wait for the look-ahead.
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _embed_and_commit(self, items: list[Pixels | Jpeg], encoder: Encoder) -> None:
+        if self._tensors is None:
+            pixels = stack_pixels(list(items))
+            assert pixels is not None
+            self.writer.commit(items, encoder.encode_pixels(pixels))
+            return
+        assert isinstance(encoder, TensorEncoder)
+        self._embed_on_device(items, encoder, self._tensors)
+
+    def _embed_on_device(
+        self, items: list[Pixels | Jpeg], encoder: TensorEncoder, tensors: TensorPreprocessor
+    ) -> None:
+        """Decode the batch's JPEGs on the device, embed them with the rest in one call.
+
+        A JPEG the device cannot decode goes through Pillow instead (and fails there
+        like any broken file).
+        """
+        import torch
+
+        jpegs = [it for it in items if isinstance(it, Jpeg)]
+        pixels = [it for it in items if isinstance(it, Pixels)]
+        decoded = tensors.decode_each([it.data for it in jpegs])
+        ready: list[Item] = []
+        images, orientations = [], []
+        for item, image in zip(jpegs, decoded, strict=True):
+            if image is None:
+                redone = decode_with_pillow(item.entry, item.digest, item.data, encoder)
+                if isinstance(redone, Pixels):
+                    pixels.append(redone)
+                else:
+                    self.writer.commit([redone], None)
+                continue
+            images.append(image)
+            orientations.append(item.orientation)
+            ready.append(item)
+        batch: list[Any] = [tensors(images, orientations)] if images else []
+        if pixels:
+            stacked = np.stack([it.pixels for it in pixels])
+            batch.append(torch.from_numpy(stacked).to(tensors.device))
+            ready.extend(pixels)
+        if ready:
+            self.writer.commit(ready, encoder.encode_tensor(torch.cat(batch)))
+
+
+def _load_and_encode(
+    entries: list[FileEntry], encoder: Encoder, known_hashes: frozenset[str]
+) -> tuple[list[Item], np.ndarray | None]:
+    """Lane: load each file, encode the decoded ones in one call (vectors in their order)."""
+    items = load_batch(entries, encoder, known_hashes)
+    pixels = stack_pixels(items)
+    return items, None if pixels is None else encoder.encode_pixels(pixels)
+
+
+class _StopFlag:
+    requested = False
+
+
+@contextmanager
+def _stop_on_interrupt() -> Iterator[_StopFlag]:
+    """First Ctrl-C: finish the current batch, save, stop. A second one stops at once."""
+    flag = _StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def request_stop(signum: int, frame: object) -> None:
+        flag.requested = True
+        signal.signal(signal.SIGINT, previous)
+        print("\nstopping after the current batch (Ctrl-C again to abort)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,73 @@
+"""Which runtime runs an open_clip model on this machine: ONNX Runtime or torch.
+
+On a CPU, a verified ONNX export (``onnx``) is used, made on first use
+(``onnx_export``); a GPU, a failed export or a failed verification mean torch.
+This module sits above both, so the torch-free runtime never imports the exporter.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from searchengine.errors import ConfigError, ModelError
+from searchengine.models.base import Encoder
+from searchengine.models.onnx import (
+    OnnxClipEncoder,
+    cuda_possible,
+    installed_versions,
+    read_export,
+)
+from searchengine.models.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+def load_onnx_encoder(spec: ModelSpec, device: str, *, required: bool) -> Encoder | None:
+    """The fastest encoder for an open_clip spec on the CPU, or None for torch.
+
+    With ``required`` (``--runtime onnx``) failures raise; otherwise (``auto``) a GPU,
+    a failed export or a failed verification mean torch, and the torch model that
+    an export loaded anyway is returned instead of being loaded twice.
+
+    Raises:
+        ConfigError: ``required`` with ``--device cuda``.
+        ModelError: ``required`` and the export failed or did not verify.
+    """
+    if device == "cuda" or (device == "auto" and cuda_possible() and _torch_sees_cuda()):
+        if required:
+            raise ConfigError(
+                "--runtime onnx runs on the CPU; use --device cpu, or --runtime torch for CUDA"
+            )
+        return None
+    export = read_export(spec)
+    # A failed export is retried once the packages that made it change: an upgrade
+    # may well have fixed the exporter.
+    if (
+        export is not None
+        and not export.verified
+        and export.manifest.get("versions") != installed_versions()
+    ):
+        export = None
+    if export is None:
+        from searchengine.models.onnx_export import export_model
+
+        export, torch_encoder = export_model(spec)
+        if not export.verified and not required:
+            log.warning("using torch for %s: %s", spec.spec, export.reason)
+            return torch_encoder
+        if torch_encoder is not None:
+            torch_encoder.close()
+    if not export.verified:
+        if required:
+            raise ModelError(
+                f"the ONNX export of {spec.spec} cannot be used ({export.reason}); "
+                "use --runtime torch"
+            )
+        return None
+    return OnnxClipEncoder(export)
+
+
+def _torch_sees_cuda() -> bool:
+    from searchengine.models.loading import resolve_device
+
+    return resolve_device("auto") == "cuda"

@@ -1,0 +1,344 @@
+"""The store: a collection's catalog and vector index, kept consistent.
+
+This module is the only one that writes either. Everything else reads through it
+(``store.catalog`` for rows, ``store.vectors()`` for the index) and writes through a
+``Batch``.
+
+How the two stay consistent
+---------------------------
+- **The catalog is the commit point.** A batch writes its rows, logs its vectors
+  (``pending_vectors``) and bumps ``last_batch`` in one catalog transaction; only
+  then are the vectors put into the in-memory index.
+- **The index file is a checkpoint.** ``checkpoint()`` saves the file atomically,
+  then records the batch and vector count it holds (``index_batch``,
+  ``index_vectors``) and trims the log up to that batch. A crash between any two
+  steps leaves a state ``reconcile()`` repairs without re-embedding anything:
+  logged vectors newer than the saved file are replayed, index ids without an ok
+  row are removed.
+- **One writer.** ``writing()`` holds the collection's write lock (a ``flock`` on a
+  file in its folder, released by the kernel however the holder dies), clears
+  what a killed writer left, and reconciles before any batch.
+- **Readers never lock.** SQLite's WAL gives a search a consistent snapshot of the
+  catalog while a run writes; a reader's index is the last saved file, and
+  ``refresh()`` picks up a newer one.
+
+Equal ``index_batch`` and ``last_batch`` plus a matching vector count mean the last
+run ended cleanly: an unchanged re-run then never loads the index at all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy.engine import Connection
+
+from searchengine import index_choice
+from searchengine.catalog import (
+    Catalog,
+    delete_images,
+    insert_image,
+    log_vectors,
+    pending_vectors,
+    trim_vector_log,
+    update_image,
+    write_meta,
+)
+from searchengine.errors import CollectionLockedError, ModelMismatchError
+from searchengine.fsutil import FileLock
+from searchengine.index_choice import IndexPolicy
+from searchengine.values import FAILED, MetaKey
+from searchengine.vectors import EXACT, FaissIndex
+
+INDEX_FILE = "vectors.faiss"
+LOCK_FILE = "write.lock"
+
+
+class Store:
+    """One collection's catalog and vector index.
+
+    Args:
+        folder: the collection's folder (index file, lock file, caches).
+        catalog: its catalog, on any backend.
+        name: the collection's name, for messages.
+        default_dim: the vector size of a new collection's first, empty index (the
+            encoder's), asked only when neither a file nor the catalog says it.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        catalog: Catalog,
+        name: str,
+        default_dim: Callable[[], int] | None = None,
+    ) -> None:
+        self.folder = folder
+        self.catalog = catalog
+        self.name = name
+        self._default_dim = default_dim
+        self._index: FaissIndex | None = None
+        self._version: tuple[int, int, int] | None = None  # of the index file last read
+        self._last_batch = 0
+        self._dirty = False  # batches committed since the last checkpoint
+        self._lock: FileLock | None = None
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    # -- identity -------------------------------------------------------------------
+    @property
+    def model(self) -> str | None:
+        return self.catalog.get_meta(MetaKey.MODEL)
+
+    @property
+    def dim(self) -> int | None:
+        dim = self.catalog.get_meta(MetaKey.DIM)
+        return int(dim) if dim else None
+
+    def claim_dim(self, dim: int, spec: str) -> None:
+        """Record the vector size on first use; refuse a model that makes another size."""
+        stored = self.dim
+        if stored is None:
+            self.catalog.set_meta({MetaKey.DIM: str(dim)})
+        elif stored != dim:
+            raise ModelMismatchError(
+                f"collection {self.name!r} stores {stored}-d vectors but {spec} "
+                f"makes {dim}-d ones; use a new collection for this model"
+            )
+
+    @property
+    def index_path(self) -> Path:
+        return self.folder / INDEX_FILE
+
+    def index_type(self) -> str:
+        # The saved file is the truth (a crash may fall between saving a rebuilt
+        # index and recording its type); the catalog's note serves before it exists.
+        if self._index is not None or self.index_path.exists():
+            return self.vectors().index_type
+        return self.catalog.get_meta(MetaKey.INDEX_TYPE) or EXACT
+
+    # -- the vector index -----------------------------------------------------------
+    def vectors(self) -> FaissIndex:
+        """The vector index, read on first use (empty until the first batch is saved)."""
+        if self._index is None:
+            if self.index_path.exists():
+                self._version = self._file_version()
+                self._index = FaissIndex.load(self.index_path)
+            else:
+                size = self.dim or (self._default_dim() if self._default_dim else None)
+                if size is None:
+                    raise ValueError("the collection has no vector size yet")
+                self._index = FaissIndex(size)
+        return self._index
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the index is in memory (an unchanged re-run never reads it)."""
+        return self._index is not None
+
+    def refresh(self) -> bool:
+        """Drop the index read from disk if another process has saved a newer one since.
+
+        A long-lived reader (the web server) calls this before each query, so images
+        indexed meanwhile are found without a restart. Returns whether it was dropped.
+        """
+        version = self._file_version()
+        if self._index is None or version is None or version == self._version:
+            return False
+        self._index = None
+        return True
+
+    def _file_version(self) -> tuple[int, int, int] | None:
+        try:
+            info = self.index_path.stat()
+        except OSError:
+            return None
+        # Saves replace the file (a new inode), so this changes even within one mtime tick.
+        return (info.st_ino, info.st_mtime_ns, info.st_size)
+
+    # -- writing ----------------------------------------------------------------------
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the collection's write lock; start from the saved state, reconciled.
+
+        Raises:
+            CollectionLockedError: another process is writing.
+        """
+        lock = FileLock(self.folder / LOCK_FILE, blocking=False)
+        if not lock.acquire():
+            raise CollectionLockedError(
+                f"collection {self.name!r} is being indexed by process {lock.holder()}; wait "
+                "for it to finish (searching works meanwhile), or stop it and run again"
+            )
+        self._lock = lock
+        try:
+            self._index = None  # another process may have written it since we read it
+            for stale in self.folder.glob(f"{INDEX_FILE}.*.tmp"):
+                stale.unlink(missing_ok=True)  # left by a writer killed mid-save
+            self._last_batch = int(self.catalog.get_meta(MetaKey.LAST_BATCH) or 0)
+            self._dirty = False
+            self.reconcile()
+            yield
+        finally:
+            self._lock = None
+            lock.release()
+
+    @contextmanager
+    def batch(self) -> Iterator[Batch]:
+        """One ingest batch: catalog rows in one transaction, then the index.
+
+        On an error nothing of the batch is kept, in the catalog or the index.
+        """
+        assert self._lock is not None, "batches are written inside store.writing()"
+        number = self._last_batch + 1
+        with self.catalog.transaction() as conn:
+            batch = Batch(self, conn, number)
+            yield batch
+            batch.log()
+            write_meta(conn, MetaKey.LAST_BATCH, str(number))
+        self._last_batch = number
+        self._dirty = True
+        batch.apply(self.vectors())
+
+    @property
+    def dirty(self) -> bool:
+        """Whether batches were committed since the index file was last saved."""
+        return self._dirty
+
+    def checkpoint(self) -> None:
+        """Save the index file and record what it holds (see the module docstring)."""
+        if self._index is None:
+            return
+        self._index.save(self.index_path)
+        self._version = self._file_version()
+        with self.catalog.transaction() as conn:
+            write_meta(conn, MetaKey.INDEX_BATCH, str(self._last_batch))
+            write_meta(conn, MetaKey.INDEX_VECTORS, str(len(self._index)))
+            trim_vector_log(conn, self._last_batch)
+        self._dirty = False
+
+    def reconcile(self) -> int:
+        """Make the index agree with the catalog after an interrupted run.
+
+        Vectors of batches committed after the index file was last saved are
+        replayed from the catalog's vector log, and index ids without an ok catalog
+        row are removed. Returns how many ids were fixed.
+        """
+        saved = int(self.catalog.get_meta(MetaKey.INDEX_BATCH) or 0)
+        last = int(self.catalog.get_meta(MetaKey.LAST_BATCH) or saved)
+        self._last_batch = max(self._last_batch, last)
+        if self._consistent(saved, last):
+            return 0
+        index = self.vectors()
+        with self.catalog.transaction() as conn:
+            replay = pending_vectors(conn, saved)
+        ok = self.catalog.ok_ids()
+        replay = {i: v for i, v in replay.items() if i in ok}
+        orphans = [int(i) for i in index.ids() if int(i) not in ok]
+        index.remove(np.asarray(orphans + list(replay), dtype=np.int64))
+        if replay:
+            index.add(np.asarray(list(replay), dtype=np.int64), np.stack(list(replay.values())))
+        missing = ok - set(int(i) for i in index.ids())
+        if missing:  # no vector anywhere (cannot happen unless files were edited by hand)
+            with self.catalog.transaction() as conn:
+                delete_images(conn, sorted(missing))
+        fixed = len(replay) + len(orphans) + len(missing)
+        if fixed:
+            self.checkpoint()
+        else:  # the saved index is right as it is: say so, for the next run's check
+            with self.catalog.transaction() as conn:
+                write_meta(conn, MetaKey.INDEX_BATCH, str(self._last_batch))
+                write_meta(conn, MetaKey.INDEX_VECTORS, str(len(index)))
+        return fixed
+
+    def _consistent(self, saved: int, last: int) -> bool:
+        """Whether the saved index holds exactly the catalog's vectors, from metadata."""
+        if self._index is not None or not self.index_path.exists():
+            return False
+        count = self.catalog.get_meta(MetaKey.INDEX_VECTORS)
+        return saved == last and count is not None and int(count) == self.catalog.ok_count()
+
+    def adapt(self, policy: IndexPolicy, memory_mb: float | None = None) -> None:
+        """Rebuild the index as the type its size (and memory budget) now calls for.
+
+        Runs at the end of an ingest, while writing. The rebuilt index holds the same
+        ids and vectors, so it is saved like a checkpoint of the last batch.
+        """
+        if self._index is None and memory_mb is None:
+            return  # not loaded: nothing changed, and without a budget nothing will
+        wanted = index_choice.wanted_type(self.vectors(), memory_mb, policy)
+        if wanted is None:
+            return
+        rebuilt, report = index_choice.build_index(
+            self.vectors(), wanted, memory_mb=memory_mb, policy=policy
+        )
+        self._index = rebuilt
+        self.checkpoint()
+        self.catalog.set_meta(
+            {
+                MetaKey.INDEX_TYPE: rebuilt.index_type,
+                MetaKey.INDEX_PARAMS: json.dumps(report.to_dict()),
+            }
+        )
+
+
+class Batch:
+    """What one batch writes: rows in the open transaction, vectors for the index.
+
+    Made by ``Store.batch()``; the index changes only after the transaction commits.
+    """
+
+    def __init__(self, store: Store, conn: Connection, number: int) -> None:
+        self.number = number
+        self._store = store
+        self._conn = conn
+        self._add_ids: list[int] = []
+        self._add_vectors: list[np.ndarray] = []
+        self._drop_ids: list[int] = []
+
+    def put(
+        self, image_id: int | None, values: dict[str, Any], vector: np.ndarray | None = None
+    ) -> int:
+        """Insert a row (``image_id`` None) or update one; returns its id.
+
+        A row written with a vector is (re)indexed with it and stamped with this
+        batch; a failed row leaves the index.
+        """
+        if vector is not None or image_id is None:
+            values = {**values, "batch": self.number}
+        if image_id is None:
+            image_id = insert_image(self._conn, values)
+        else:
+            update_image(self._conn, image_id, values)
+        if vector is not None:
+            self._add_ids.append(image_id)
+            self._add_vectors.append(vector)
+        elif values.get("status") == FAILED:
+            self._drop_ids.append(image_id)
+        return image_id
+
+    def touch(self, image_id: int, values: dict[str, Any]) -> None:
+        """Update a row's file facts (path, size, mtime); its vector stays as it is."""
+        update_image(self._conn, image_id, values)
+
+    def remove(self, ids: Sequence[int]) -> None:
+        """Forget images: their rows, cached data and vectors."""
+        delete_images(self._conn, ids)
+        self._drop_ids.extend(int(i) for i in ids)
+
+    def vector_of(self, image_id: int) -> np.ndarray | None:
+        """The stored vector of an indexed image (for a copy of its content)."""
+        return self._store.vectors().reconstruct(image_id)
+
+    def log(self) -> None:
+        if self._add_ids:
+            log_vectors(self._conn, self.number, self._add_ids, np.stack(self._add_vectors))
+
+    def apply(self, index: FaissIndex) -> None:
+        index.remove(np.asarray(self._drop_ids + self._add_ids, dtype=np.int64))
+        if self._add_ids:
+            index.add(np.asarray(self._add_ids, dtype=np.int64), np.stack(self._add_vectors))

@@ -1,0 +1,40 @@
+"""Values shared by the CLI, the HTTP API and the library, defined once.
+
+The ``Literal`` types are what the API's schema and the type checker see; the tuples
+are what click's choices and the library's checks use. Both come from one list.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+Device = Literal["auto", "cpu", "cuda"]
+Runtime = Literal["auto", "torch", "onnx"]
+Sort = Literal["relevance", "date", "date-asc"]
+Orientation = Literal["landscape", "portrait", "square"]
+
+DEVICES: tuple[str, ...] = get_args(Device)
+RUNTIMES: tuple[str, ...] = get_args(Runtime)
+SORTS: tuple[str, ...] = get_args(Sort)
+ORIENTATIONS: tuple[str, ...] = get_args(Orientation)
+
+
+# What became of a file: indexed, or failed with a reason (the catalog's ``status``).
+OK = "ok"
+FAILED = "failed"
+
+
+class MetaKey:
+    """Names of the catalog's ``meta`` rows: the collection's identity and its
+    crash-recovery bookkeeping (read and written by ``searchengine.store`` only,
+    and by the start-up warm-up, which reads the model without the SQL layer)."""
+
+    SCHEMA_VERSION = "schema_version"
+    NAME = "name"
+    MODEL = "model"
+    DIM = "dim"
+    INDEX_TYPE = "index_type"
+    INDEX_PARAMS = "index_params"  # how the index was built and tuned (JSON)
+    LAST_BATCH = "last_batch"  # the newest ingest batch committed to the catalog
+    INDEX_BATCH = "index_batch"  # the newest batch the saved index file holds
+    INDEX_VECTORS = "index_vectors"  # how many vectors the saved index file holds

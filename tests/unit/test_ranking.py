@@ -1,0 +1,88 @@
+"""The one ranking path: typed terms, paging, the date sort, vector terms."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from imagegen import solid
+
+from searchengine import Collection, Config
+from searchengine.errors import QueryError
+from searchengine.models.fake import FakeEncoder
+from searchengine.ranking import ImageTerm, Query, TextTerm, VectorTerm, parse_term, query_terms
+
+SHADES = [(250 - 20 * i, 10 * i, 0) for i in range(8)]  # reds drifting towards orange
+
+
+@pytest.fixture
+def coll(tmp_path):
+    photos = tmp_path / "photos"
+    for i, colour in enumerate(SHADES):
+        path = solid(photos / f"{i}.png", colour, fmt="PNG")
+        os.utime(path, (1_600_000_000 + 86_400 * (i % 3), 1_600_000_000 + 86_400 * (i % 3)))
+    solid(photos / "blue.png", (0, 0, 250), fmt="PNG")
+    config = Config(home=tmp_path / "idx", workers=1, batch_size=4)
+    with Collection.open("c", config, create=True, encoder=FakeEncoder()) as c:
+        c.index([photos])
+        yield c
+
+
+def names(results) -> list[str]:
+    return [os.path.basename(r.path) for r in results]
+
+
+def test_pages_are_slices_of_one_ranking(coll) -> None:
+    terms = (TextTerm("red"),)
+    whole = coll.rank(Query(terms, k=9)).results
+    pages = [coll.rank(Query(terms, k=3, offset=o)) for o in (0, 3, 6)]
+    assert [r.id for p in pages for r in p.results] == [r.id for r in whole]
+    assert [p.has_more for p in pages] == [True, True, False]
+    assert names(whole)[-1] == "blue.png"
+
+
+def test_date_sort_orders_within_the_page(coll) -> None:
+    terms = (TextTerm("red"),)
+    page = coll.rank(Query(terms, k=4)).results
+    dated = coll.rank(Query(terms, k=4, sort="date")).results
+    assert {r.id for r in dated} == {r.id for r in page}  # the same four, reordered
+    when = [os.stat(r.path).st_mtime for r in dated]
+    assert when == sorted(when, reverse=True)
+    assert coll.search("red", k=4, sort="date") == dated
+
+
+def test_a_vector_term_ranks_like_the_image_it_came_from(coll) -> None:
+    record = coll.catalog.by_path(os.path.join(coll.catalog.roots()[0], "blue.png"))
+    vector = coll.vectors().reconstruct(record.id)
+    by_vector = coll.rank(Query((VectorTerm(vector),), k=3, clip_score=False)).results
+    by_image = coll.rank(Query((ImageTerm(record.path),), k=3, clip_score=False)).results
+    assert names(by_vector)[0] == "blue.png"
+    assert [r.id for r in by_vector] == [r.id for r in by_image]
+
+
+def test_a_vector_term_cannot_be_rescored_under_another_model(coll) -> None:
+    vector = np.asarray([0.0, 0.0, 1.0, 0.1], dtype=np.float32)
+    other = FakeEncoder(spec="other")
+    with pytest.raises(QueryError, match="another model"):
+        coll.rank(Query((VectorTerm(vector),), k=3, rerank=True), rerank=other)
+
+
+def test_strings_become_terms_in_one_place(tmp_path) -> None:
+    photo = solid(tmp_path / "2:x.png", (0, 0, 0), fmt="PNG")
+    assert parse_term("0.5:a dog") == TextTerm("a dog", 0.5)
+    assert parse_term(str(photo)) == ImageTerm(str(photo))  # a file, whatever its name
+    assert parse_term("cat", -1.0) == TextTerm("cat", -1.0)
+    terms = query_terms("a beach", plus=["people"], minus=["2:rain"])
+    assert terms == [TextTerm("a beach"), TextTerm("people"), TextTerm("rain", -2.0)]
+    # A typed text term is never read as a file, whatever it says.
+    assert query_terms(TextTerm(str(photo)))[0] == TextTerm(str(photo))
+
+
+def test_bad_queries_are_refused_before_any_work(coll) -> None:
+    with pytest.raises(QueryError, match="sort"):
+        Query((TextTerm("red"),), sort="random")
+    with pytest.raises(QueryError, match="k must"):
+        Query((TextTerm("red"),), k=0)
+    with pytest.raises(QueryError, match="empty"):
+        TextTerm("   ")

@@ -1,0 +1,153 @@
+"""Each ingest stage alone: plan (disk vs catalog), load (read, hash, decode), write
+(rows from items, through the store), and the store's batches and checkpoints."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+from imagegen import solid
+
+from searchengine.catalog import Catalog
+from searchengine.errors import CollectionLockedError
+from searchengine.fsutil import content_hash
+from searchengine.ingest.load import Failed, Known, Pixels, load
+from searchengine.ingest.plan import plan
+from searchengine.ingest.scan import FileEntry
+from searchengine.ingest.write import Writer
+from searchengine.models.fake import FakeEncoder
+from searchengine.store import Store
+from searchengine.values import FAILED, OK, MetaKey
+
+RED, BLUE = (250, 0, 0), (0, 0, 250)
+
+
+def entry(path) -> FileEntry:
+    info = os.stat(path)
+    return FileEntry(str(path), info.st_size, info.st_mtime_ns)
+
+
+@pytest.fixture
+def store(tmp_path):
+    folder = tmp_path / "coll"
+    folder.mkdir()
+    catalog = Catalog(f"sqlite:///{folder / 'catalog.sqlite'}")
+    catalog.set_meta({MetaKey.DIM: "4"})
+    made = Store(folder, catalog, "coll")
+    yield made
+    made.close()
+
+
+def test_plan_sorts_the_disk_into_new_changed_unchanged_and_gone(tmp_path) -> None:
+    photos = tmp_path / "photos"
+    same, changed, new = (solid(photos / f"{n}.jpg", RED) for n in ("same", "changed", "new"))
+    known = {
+        str(same): (1, same.stat().st_size, same.stat().st_mtime_ns),
+        str(changed): (2, changed.stat().st_size + 1, changed.stat().st_mtime_ns),
+        str(photos / "gone.jpg"): (3, 10, 10),
+        str(tmp_path / "elsewhere" / "x.jpg"): (4, 10, 10),  # not under the roots
+    }
+    diff = plan(known, [str(photos)])
+    assert sorted(e.path for e in diff.candidates) == [str(changed), str(new)]
+    assert diff.unchanged == 1
+    assert diff.missing == {str(photos / "gone.jpg"): 3}
+    assert str(tmp_path / "elsewhere" / "x.jpg") not in diff.known
+
+
+def test_load_reads_hashes_and_decodes_once_and_its_items_travel(tmp_path) -> None:
+    """What a worker returns is a plain value: it pickles (a remote task can send it)."""
+    red = solid(tmp_path / "red.png", RED, fmt="PNG")
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not a jpeg")
+    encoder = FakeEncoder()
+    item = load(entry(red), encoder, frozenset())
+    assert isinstance(item, Pixels)
+    assert item.digest == content_hash(red.read_bytes())
+    assert item.pixels.shape == (3, 16, 16) and (item.width, item.height) == (64, 48)
+    assert isinstance(load(entry(red), encoder, frozenset({item.digest})), Known)
+    failed = load(entry(broken), encoder, frozenset())
+    assert isinstance(failed, Failed) and failed.digest is not None and failed.reason
+    for sent in (item, failed):
+        assert pickle.loads(pickle.dumps(sent)).entry == sent.entry
+    assert encoder.images_encoded == 0  # loading never runs the model
+
+
+def test_a_batch_commits_rows_and_vectors_together_or_not_at_all(store) -> None:
+    vector = np.array([1.0, 0.0, 0.0, 0.0], dtype=np.float32)
+    row = {"path": "/a.jpg", "size": 1, "mtime_ns": 1, "content_hash": "h", "status": OK}
+    with store.writing():
+        with pytest.raises(RuntimeError), store.batch() as batch:
+            batch.put(None, row, vector)
+            raise RuntimeError("the process fails mid-batch")
+        assert store.catalog.ok_count() == 0 and len(store.vectors()) == 0
+        with store.batch() as batch:
+            image_id = batch.put(None, row, vector)
+        assert store.catalog.ok_ids() == {image_id}
+        assert store.vectors().reconstruct(image_id) is not None
+        assert store.dirty
+        with store.batch() as batch:  # a failure takes the image out of the index
+            batch.put(image_id, {**row, "status": FAILED, "error": "corrupt"})
+        assert len(store.vectors()) == 0
+        store.checkpoint()
+    assert not store.dirty
+    assert store.catalog.get_meta(MetaKey.INDEX_BATCH) == store.catalog.get_meta(MetaKey.LAST_BATCH)
+
+
+def test_one_writer_at_a_time(store, tmp_path) -> None:
+    other = Store(store.folder, Catalog(store.catalog.url), "coll")
+    try:
+        locked = pytest.raises(CollectionLockedError, match=f"process {os.getpid()}")
+        with store.writing(), locked, other.writing():
+            pass
+        with other.writing():  # released when the first writer is done
+            pass
+    finally:
+        other.close()
+
+
+def test_refresh_picks_up_an_index_another_process_saved(store) -> None:
+    vector = np.array([0.0, 1.0, 0.0, 0.0], dtype=np.float32)
+    reader = Store(store.folder, Catalog(store.catalog.url), "coll")
+    try:
+        with store.writing():
+            with store.batch() as batch:
+                batch.put(None, {"path": "/a", "size": 1, "mtime_ns": 1, "status": OK}, vector)
+            store.checkpoint()
+        assert len(reader.vectors()) == 1
+        assert not reader.refresh()  # nothing new
+        with store.writing():
+            with store.batch() as batch:
+                batch.put(None, {"path": "/b", "size": 1, "mtime_ns": 1, "status": OK}, vector)
+            store.checkpoint()
+        assert reader.refresh() and len(reader.vectors()) == 2
+    finally:
+        reader.close()
+
+
+def test_writer_turns_items_into_rows_moves_and_failures(store, tmp_path) -> None:
+    photos = tmp_path / "photos"
+    red, blue = solid(photos / "red.jpg", RED), solid(photos / "blue.jpg", BLUE)
+    encoder = FakeEncoder()
+    with store.writing():
+        diff = plan({}, [str(photos)])
+        writer = Writer(store, diff)
+        items = [load(e, encoder, writer.known_hashes) for e in diff.candidates]
+        pixels = np.stack([it.pixels for it in items if isinstance(it, Pixels)])
+        writer.commit(items, encoder.encode_pixels(pixels))
+        assert (writer.report.added, writer.report.failed) == (2, 0)
+        ids = {r.path: r.id for r in store.catalog.records()}
+        moved = photos / "crimson.jpg"
+        os.rename(red, moved)
+        blue.write_bytes(b"no longer an image")
+        diff = plan(store.catalog.file_states(), [str(photos)])
+        writer = Writer(store, diff)
+        items = [load(e, encoder, writer.known_hashes) for e in diff.candidates]
+        writer.commit(items, None)
+        writer.remove_missing()
+    report = writer.report
+    assert (report.moved, report.failed, report.removed, report.added) == (1, 1, 0, 0)
+    rows = {r.path: r for r in store.catalog.records()}
+    assert rows[str(moved)].id == ids[str(red)]  # the row (and vector) followed the file
+    assert rows[str(blue)].status == FAILED and set(store.vectors().ids()) == {ids[str(red)]}

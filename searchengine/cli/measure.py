@@ -112,11 +112,12 @@ def _models(models: Sequence[str], device: str | None) -> tuple[list[str], str]:
 @click.option("--no-cache", is_flag=True, help="Neither read nor write cached embeddings.")
 @click.option(
     "--task",
-    type=click.Choice(["retrieval", "ground", "where"]),
+    type=click.Choice(["retrieval", "ground", "where", "part"]),
     default="retrieval",
     show_default=True,
-    help="ground: pick the described object's box (toy worlds; CLIP models); where: "
-    "localise phrases with CLIPSeg (toy worlds; e.g. -m toy-seg).",
+    help="On toy worlds: ground picks the described object's box (CLIP models); where "
+    "localises phrases with CLIPSeg (e.g. -m toy-seg); part asks for more like one "
+    "object of a photo (precision@5).",
 )
 @click.option(
     "--region-method",
@@ -124,7 +125,7 @@ def _models(models: Sequence[str], device: str | None) -> tuple[list[str], str]:
     default="falip,crop,circle,blur,none",
     show_default=True,
     metavar="LIST",
-    help="With --task ground: region methods to compare, comma-separated.",
+    help="With --task ground or part: region methods to compare, comma-separated.",
 )
 @click.option(
     "--threshold",
@@ -249,7 +250,7 @@ def _region_task(
     as_json: bool,
 ) -> None:
     """``bench --task ground|where``: one library call, a table or JSON."""
-    from searchengine.evaluation.toyscenes import run_region_task
+    from searchengine.evaluation.regions import run_region_task
     from searchengine.models.clipseg import DEFAULT_SEG_MODEL
 
     if dataset is None:

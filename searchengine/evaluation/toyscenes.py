@@ -14,10 +14,8 @@ manifest record (:mod:`searchengine.toy.masks`), so the answers are exact.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -32,7 +30,6 @@ __all__ = [
     "grounding_cases",
     "load_toy_items",
     "localisation_cases",
-    "run_region_task",
 ]
 
 
@@ -172,36 +169,3 @@ def _absent(scene: toyworld.Scene, rng: np.random.Generator) -> toyworld.Mention
 def _size_of(path: Path) -> tuple[int, int]:
     with Image.open(path) as image:
         return image.size
-
-
-def run_region_task(
-    task: str,
-    source: str,
-    models: Sequence[str],
-    *,
-    methods: Sequence[str] = ("falip", "crop", "circle", "blur", "none"),
-    threshold: float = 0.5,
-    device: str = "auto",
-    data_dir: str | Path | None = None,
-) -> Any:
-    """``bench --task ground`` or ``--task where`` on a toy world: the report object.
-
-    Raises:
-        DatasetError: the source is not a toy world.
-        ConfigError: an unknown task or region method.
-    """
-    from searchengine.errors import ConfigError
-    from searchengine.evaluation.grounding import bench_grounding
-    from searchengine.evaluation.localisation import bench_where
-    from searchengine.region import parse_methods
-
-    folder, items = load_toy_items(source, data_dir)
-    name = folder.name
-    if task == "ground":
-        chosen = parse_methods(",".join(methods))
-        cases = grounding_cases(folder, items)
-        return bench_grounding(cases, models, chosen, dataset=name, device=device)
-    if task == "where":
-        cases = localisation_cases(folder, items)
-        return bench_where(cases, models, dataset=name, threshold=threshold, device=device)
-    raise ConfigError(f"unknown task {task!r}; use retrieval, ground or where")

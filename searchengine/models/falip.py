@@ -48,10 +48,11 @@ __all__ = [
     "unsupported_reason",
 ]
 
-# Peak of the foveal bump, in attention-logit units. Chosen on the tuning seed for the
-# shipped toy models (docs/explain.md); the paper's value for ViT-B/16 is smaller,
-# its logits being larger.
-DEFAULT_STRENGTH = 4.0
+# Peak of the foveal bump, in attention-logit units. Chosen on the tuning seed (5252)
+# for the shipped toy models: toy's accuracy rises from 94.4 % at 8 to 97.2 % at 16 and
+# stays there up to 128 (docs/explain.md). The FALIP authors' code uses 0.2 for
+# ViT-B/16; CLIPs larger than the toy ones are not tuned here.
+DEFAULT_STRENGTH = 16.0
 # The authors' Gaussian width, in patches: wide enough that the bump is a gentle dome.
 _SIGMA_PATCHES = 100.0
 

@@ -25,10 +25,12 @@ from searchengine.errors import (
     ModelError,
     SearchEngineError,
 )
+from searchengine.models.clipseg import DEFAULT_SEG_MODEL
 from searchengine.server.api import router
 from searchengine.server.security import LOOPBACK_NAMES, Guard, check_binding, is_loopback
 from searchengine.server.service import Service
 from searchengine.server.thumbnails import FileUnavailable
+from searchengine.server.where_api import WhereService, where_router
 
 if TYPE_CHECKING:
     from searchengine.captions import Captioner
@@ -50,6 +52,7 @@ def create_app(
     caption_model: str | Captioner | None = None,
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     warm_up: bool = False,
+    where_model: str = DEFAULT_SEG_MODEL,
 ) -> FastAPI:
     """The app serving one open collection.
 
@@ -65,6 +68,7 @@ def create_app(
         max_upload_bytes: the largest request body accepted.
         warm_up: load the model and index now (errors surface here, not at the
             first query), and drop thumbnails of images no longer indexed.
+        where_model: the CLIPSeg model of the "where is it?" routes (loaded on first use).
 
     Raises:
         ConfigError: a non-loopback ``host`` without a token, or a weak token.
@@ -83,6 +87,8 @@ def create_app(
     )
     app.state.service = service
     app.include_router(router)
+    app.state.where = WhereService(service, where_model)
+    app.include_router(where_router)
     _add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

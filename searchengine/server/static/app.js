@@ -131,6 +131,7 @@ function searchRequest() {
 function describe(request) {
   if (request.kind === "search") return `“${request.q}”`;
   if (request.kind === "similar") return `photos like ${request.name}`;
+  if (request.kind === "part") return `photos like a part of ${request.name}`;
   return `photos like ${request.file.name}`;
 }
 
@@ -147,6 +148,10 @@ async function fetchPage(request, offset, signal) {
   }
   if (request.kind === "similar") {
     return api(`/api/images/${request.id}/similar?${params}`, { signal });
+  }
+  if (request.kind === "part") {
+    params.set("box", request.box.join(","));
+    return api(`/api/images/${request.id}/similar-part?${params}`, { signal });
   }
   const form = new FormData();
   form.append("file", request.file);
@@ -345,6 +350,7 @@ async function openViewer(index) {
   $("viewer-caption").textContent = result.caption || "–";
   $("caption-btn").hidden = Boolean(result.caption);
   $("original").href = result.file;
+  resetWhere(result);
   $("viewer").showModal();
   $("similar-btn").focus();
   if (!result.taken_at) {
@@ -388,6 +394,113 @@ $("caption-btn").addEventListener("click", async () => {
   } finally {
     button.disabled = false;
   }
+});
+
+// ---------------------------------------------------------------- where is it? / a part
+
+// "Where is it?" lays the current query's CLIPSeg heatmap over the photo; dragging
+// over the photo picks a part, and "More like this part" searches by it (FALIP).
+const part = { box: null, start: null, drawn: null };
+
+function resetWhere(result) {
+  part.box = part.start = part.drawn = null;
+  $("part-box").hidden = true;
+  $("part-btn").disabled = true;
+  $("viewer-where").textContent = "–";
+  $("part-help").textContent = "Drag over the photo to pick a part of it.";
+  const query = state.request && state.request.kind === "search" ? state.request.q : "";
+  $("where-btn").hidden = !query;
+  $("where-btn").setAttribute("aria-pressed", "false");
+  $("viewer-img").dataset.preview = result.preview;
+}
+
+$("where-btn").addEventListener("click", async () => {
+  const { result } = state.opened;
+  const img = $("viewer-img");
+  const button = $("where-btn");
+  if (button.getAttribute("aria-pressed") === "true") {
+    img.src = img.dataset.preview;
+    button.setAttribute("aria-pressed", "false");
+    return;
+  }
+  const q = state.request.q;
+  button.disabled = true;
+  $("viewer-where").textContent = "Looking…";
+  try {
+    const body = await api(`/api/images/${result.id}/where?q=${encodeURIComponent(q)}`);
+    if (!state.opened || state.opened.result !== result) return;
+    const peak = body.score.toFixed(2);
+    $("viewer-where").textContent = body.found
+      ? `“${body.text}” found (peak ${peak}), box ${body.box.join(", ")}`
+      : `“${body.text}” not found (peak ${peak})`;
+    img.src = body.overlay;
+    button.setAttribute("aria-pressed", "true");
+  } catch (err) {
+    $("viewer-where").textContent = `Cannot tell: ${err.message}`;
+  } finally {
+    button.disabled = false;
+  }
+});
+
+function stagePoint(event) {
+  const rect = $("viewer-img").getBoundingClientRect();
+  const x = Math.min(Math.max(event.clientX - rect.left, 0), rect.width);
+  const y = Math.min(Math.max(event.clientY - rect.top, 0), rect.height);
+  return { x, y, rect };
+}
+
+$("viewer-stage").addEventListener("pointerdown", (event) => {
+  if (event.button !== 0) return;
+  part.start = stagePoint(event);
+  $("viewer-stage").setPointerCapture(event.pointerId);
+});
+
+$("viewer-stage").addEventListener("pointermove", (event) => {
+  if (!part.start) return;
+  const now = stagePoint(event);
+  const box = $("part-box");
+  const left = Math.min(part.start.x, now.x);
+  const top = Math.min(part.start.y, now.y);
+  const width = Math.abs(now.x - part.start.x);
+  const height = Math.abs(now.y - part.start.y);
+  part.drawn = { left, top, width, height, rect: now.rect };
+  Object.assign(box.style, {
+    left: `${left}px`,
+    top: `${top}px`,
+    width: `${part.drawn.width}px`,
+    height: `${part.drawn.height}px`,
+  });
+  box.hidden = false;
+});
+
+$("viewer-stage").addEventListener("pointerup", () => {
+  part.start = null;
+  const drawn = part.drawn;
+  const result = state.opened && state.opened.result;
+  if (!drawn || !result || drawn.width < 4 || drawn.height < 4) {
+    $("part-box").hidden = true;
+    $("part-btn").disabled = true;
+    return;
+  }
+  // Screen pixels of the shown preview into pixels of the upright original.
+  const sx = (result.width || drawn.rect.width) / drawn.rect.width;
+  const sy = (result.height || drawn.rect.height) / drawn.rect.height;
+  part.box = [
+    Math.round(drawn.left * sx),
+    Math.round(drawn.top * sy),
+    Math.round((drawn.left + drawn.width) * sx),
+    Math.round((drawn.top + drawn.height) * sy),
+  ];
+  $("part-btn").disabled = false;
+  $("part-help").textContent = `Part ${part.box.join(", ")} chosen.`;
+});
+
+$("part-btn").addEventListener("click", async () => {
+  const { result } = state.opened;
+  const box = part.box;
+  state.opened = null;
+  $("viewer").close();
+  if (await run({ kind: "part", id: result.id, name: result.name, box }, 0)) focusCard(0);
 });
 
 // ---------------------------------------------------------------- start

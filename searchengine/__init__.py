@@ -45,11 +45,15 @@ if _typing.TYPE_CHECKING:
     )
     from searchengine.ingest.write import IndexReport
     from searchengine.models import Encoder, ModelSpec, load_encoder, parse_model_spec
+    from searchengine.models.clipseg import ClipSeg
     from searchengine.ranking import SearchResult
+    from searchengine.region import region_vectors
+    from searchengine.where import Location, locate
 
 _EXPORTS = {
     "Answer": "searchengine.captions",
     "Captioner": "searchengine.captions",
+    "ClipSeg": "searchengine.models.clipseg",
     "Collection": "searchengine.collection",
     "CollectionError": "searchengine.errors",
     "CollectionNotFoundError": "searchengine.errors",
@@ -60,6 +64,7 @@ _EXPORTS = {
     "FileCaption": "searchengine.captions",
     "ImageError": "searchengine.errors",
     "IndexReport": "searchengine.ingest.write",
+    "Location": "searchengine.where",
     "ModelError": "searchengine.errors",
     "ModelMismatchError": "searchengine.errors",
     "ModelSpec": "searchengine.models",
@@ -76,11 +81,14 @@ _EXPORTS = {
     "load_answerer": "searchengine.captions",
     "load_captioner": "searchengine.captions",
     "load_encoder": "searchengine.models",
+    "locate": "searchengine.where",
     "parse_model_spec": "searchengine.models",
+    "region_vectors": "searchengine.region",
 }
 __all__ = [
     "Answer",
     "Captioner",
+    "ClipSeg",
     "Collection",
     "CollectionError",
     "CollectionNotFoundError",
@@ -91,6 +99,7 @@ __all__ = [
     "FileCaption",
     "ImageError",
     "IndexReport",
+    "Location",
     "ModelError",
     "ModelMismatchError",
     "ModelSpec",
@@ -107,7 +116,9 @@ __all__ = [
     "load_answerer",
     "load_captioner",
     "load_encoder",
+    "locate",
     "parse_model_spec",
+    "region_vectors",
 ]
 
 

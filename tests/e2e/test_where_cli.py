@@ -145,3 +145,38 @@ def test_toy_seg_finds_the_object_and_not_an_absent_one(tmp_path: Path) -> None:
     assert lines[0].startswith(f"{phrase}: found") and lines[1].startswith(
         f"{absent.text()}: not found"
     )
+
+
+def test_search_where_adds_where_each_result_shows_it(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    items = toyworld.generate(photos, 40, toymasks.HELD_OUT_SEEDS[0])
+    home = tmp_path / "idx"
+    done = CliRunner().invoke(main, ["index", str(photos), "-m", "toy", "--index-dir", str(home)])
+    assert done.exit_code == 0, done.output
+    wanted = items[0].scene.objects[0]
+    query = toyworld.Mention(wanted.shape, wanted.color).text()
+    out = tmp_path / "overlays"
+    result = CliRunner().invoke(
+        main,
+        ["search", query, "-k", "3", "--where", "--where-model", "toy-seg", "--out", str(out),
+         "--json", "--index-dir", str(home)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.stdout)
+    scenes = {str((photos / it.path).resolve()): it.scene for it in items}
+    assert len(records) == 3
+    for record in records:
+        where = record["where"]
+        scene = scenes[str(Path(record["path"]).resolve())]
+        shows = any((o.shape, o.color) == (wanted.shape, wanted.color) for o in scene.objects)
+        assert where["found"] == shows, (query, scene, where)
+        with Image.open(where["picture"]) as png:
+            assert png.size == (640, 480)
+    assert len(list(out.glob("*.png"))) == 3
+    text = CliRunner().invoke(
+        main,
+        ["search", query, "-k", "2", "--where", "--where-model", "toy-seg", "--index-dir",
+         str(home)],
+    )  # fmt: skip
+    lines = text.stdout.strip().splitlines()
+    assert lines[-2].startswith(f"  #1 {query}: ") and lines[-1].startswith(f"  #2 {query}: ")

@@ -23,9 +23,10 @@ What it learns: for a phrase naming one toy object partially or fully ("a red ci
 "the star at the top left", "a small triangle"), the exact mask of every object the
 phrase is true of (``searchengine.toy.masks``); for a phrase true of no object (a
 third of the samples, mostly near misses: right shape, wrong colour or place), an empty
-map. Loss: per-pixel binary cross-entropy plus a soft Dice term on the phrases that
-have an object (objects cover a few percent of the frame; Dice keeps them from being
-drowned by the background).
+map. Loss: per-pixel binary cross-entropy, a soft Dice term on the phrases that have an
+object (objects cover a few percent of the frame; Dice keeps them from being drowned by
+the background), and a presence term on each map's peak, which is what ``where``
+reads as found or not found.
 
 Determinism: fixed seeds, ``torch.use_deterministic_algorithms(True)`` and a fixed
 thread count (``--threads``, default 2), as in ``train_toy_clip.py``. Training seeds
@@ -485,15 +486,24 @@ def save_weights(model: torch.nn.Module, out_dir: Path) -> Path:
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """BCE over every pixel plus soft Dice over the phrases that name an object."""
+    """Per-pixel BCE, soft Dice over phrases that name an object, and a presence term.
+
+    The presence term is BCE of each map's highest logit against whether the phrase
+    names anything: ``where`` reports "found" from that very peak, and the per-pixel
+    loss alone leaves a near miss ("a red square" beside a red circle) a confident
+    peak in one phrase of six.
+    """
     bce = F.binary_cross_entropy_with_logits(logits, target)
-    present = target.flatten(1).sum(1) > 0
+    flat = target.flatten(1)
+    present = flat.amax(1) > 0.5
+    peak = logits.flatten(1).amax(1)
+    presence = F.binary_cross_entropy_with_logits(peak, present.float())
     if not present.any():
-        return bce
+        return bce + presence
     prob = torch.sigmoid(logits[present]).flatten(1)
-    truth = target[present].flatten(1)
+    truth = flat[present]
     dice = 1 - (2 * (prob * truth).sum(1) + 1) / (prob.sum(1) + truth.sum(1) + 1)
-    return bce + dice.mean()
+    return bce + dice.mean() + presence
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

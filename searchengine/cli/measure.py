@@ -16,7 +16,7 @@ from searchengine.cli.common import (
     index_dir_option,
     make_config,
 )
-from searchengine.cli.where import region_options
+from searchengine.cli.where import region_options, region_task
 
 if TYPE_CHECKING:
     from searchengine.config import Config
@@ -186,7 +186,7 @@ def bench(
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
     if task != "retrieval":
-        _region_task(task, dataset, models, region_methods, threshold, device, cache_dir, as_json)
+        region_task(task, dataset, models, region_methods, threshold, device, cache_dir, as_json)
         return
     if (dataset is None) == (collection is None):
         raise click.UsageError("give a DATASET or --collection NAME (one of them)")
@@ -237,37 +237,6 @@ def bench(
         click.echo(report.to_table())
     if plot is not None:
         click.echo(f"wrote {plot}", err=True)
-
-
-def _region_task(
-    task: str,
-    dataset: str | None,
-    models: Sequence[str],
-    region_methods: str,
-    threshold: float,
-    device: str | None,
-    cache_dir: Path | None,
-    as_json: bool,
-) -> None:
-    """``bench --task ground|where``: one library call, a table or JSON."""
-    from searchengine.evaluation.regions import run_region_task
-    from searchengine.models.clipseg import DEFAULT_SEG_MODEL
-
-    if dataset is None:
-        raise click.UsageError(f"--task {task} needs a toy world: toy:N:SEED or its folder")
-    with errors():
-        config = make_config(None, device=device)
-        specs = list(models) or [DEFAULT_SEG_MODEL if task == "where" else config.model]
-        report = run_region_task(
-            task,
-            dataset,
-            specs,
-            methods=region_methods.split(","),
-            threshold=threshold,
-            device=config.device,
-            data_dir=(cache_dir / "datasets") if cache_dir else None,
-        )
-    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.to_table())
 
 
 def _collection_report(

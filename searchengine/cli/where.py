@@ -278,3 +278,35 @@ def ground(
         click.echo(
             f"  #{n + 1}  {coords:<22} score {score:+.4f}  cos {cos:.4f}  p {prob:.3f}{mark}"
         )
+
+
+def region_task(
+    task: str,
+    dataset: str | None,
+    models: Sequence[str],
+    region_methods: str,
+    threshold: float,
+    device: str | None,
+    cache_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """``bench --task ground|where``: one library call, a table or JSON."""
+    from searchengine.cli.common import make_config
+    from searchengine.evaluation.regions import run_region_task
+    from searchengine.models.clipseg import DEFAULT_SEG_MODEL
+
+    if dataset is None:
+        raise click.UsageError(f"--task {task} needs a toy world: toy:N:SEED or its folder")
+    with errors():
+        config = make_config(None, device=device)
+        specs = list(models) or [DEFAULT_SEG_MODEL if task == "where" else config.model]
+        report = run_region_task(
+            task,
+            dataset,
+            specs,
+            methods=region_methods.split(","),
+            threshold=threshold,
+            device=config.device,
+            data_dir=(cache_dir / "datasets") if cache_dir else None,
+        )
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.to_table())

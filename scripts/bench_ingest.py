@@ -10,7 +10,12 @@ sides alike. What it measures:
    in batches, for each runtime the project supports (torch, onnx; ONNX also as
    one-thread calls side by side, as ingest runs it on a CPU) and batch sizes 8, 16
    and 32, best of ``--ceiling-rounds``; the ratio of (1) to the fastest of all.
-3. The unchanged re-run of the same tree against a bare ``os.scandir`` + ``stat``
+3. With ``--engine ray``: ``index --engine ray`` against ``index --engine local`` on
+   the same corpus, alternating (``--rounds`` of each, fresh collections), on a
+   one-node Ray cluster started once (``scripts/raycluster.py``, as ``ray start --head``
+   would be on a cluster): images/s of each and their ratio per round; plus one run
+   that starts its own Ray, to show what that costs.
+4. The unchanged re-run of the same tree against a bare ``os.scandir`` + ``stat``
    walk of it; with ``--tree N`` also on a tree of N tiny files indexed with ``toy``
    (a re-run never runs the model, so the model does not matter there).
 
@@ -23,6 +28,7 @@ Examples:
     python scripts/bench_ingest.py -n 300 --json ingest.json
     python scripts/bench_ingest.py -n 300 --megapixels 1.9 # small images
     python scripts/bench_ingest.py -n 2000 --device cuda   # GPU: JPEGs decoded on the device
+    python scripts/bench_ingest.py -n 200 --megapixels 1 --engine ray  # ray vs local
     python scripts/bench_ingest.py -n 0 --tree 100000      # unchanged re-run of 100k files
     python scripts/bench_ingest.py -n 0 --tree 100000 --tree-index-dir ~/tree-idx  # keep it
 """
@@ -247,6 +253,61 @@ def bench_corpus(args: argparse.Namespace, model: str, work: Path) -> dict[str, 
     return out
 
 
+def bench_engines(args: argparse.Namespace, model: str, work: Path) -> dict[str, Any]:
+    """``--engine ray`` against ``--engine local`` on one corpus, rounds alternating."""
+    from raycluster import RAY_ENV, RayHead
+
+    corpus = args.corpus or work / f"corpus-{args.n}-{args.megapixels:g}mp"
+    make_corpus(corpus, args.n, args.megapixels)
+    extra = ["--runtime", args.runtime, "--device", args.device]
+    if args.batch_size:
+        extra += ["--batch-size", str(args.batch_size)]
+    env = {**os.environ, **RAY_ENV}
+    head = RayHead(cpus=os.cpu_count() or 1, object_store_mb=512, unprivileged=False)
+    rounds: list[dict[str, float]] = []
+    try:
+        engines = {
+            "local": ["--engine", "local"],
+            "ray": ["--engine", "ray", "--ray-address", head.address],
+        }
+        for _ in range(args.rounds):
+            measured: dict[str, float] = {}
+            for name, flags in engines.items():
+                index_dir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+                try:
+                    done = run(index_cmd(corpus, index_dir, model, extra + flags), env=env)
+                finally:
+                    shutil.rmtree(index_dir, ignore_errors=True)
+                report = json.loads(done["stdout"])
+                measured[f"{name}_images_per_s"] = report["embedded"] / report["seconds"]
+                measured[f"{name}_command_images_per_s"] = report["embedded"] / done["seconds"]
+                measured[f"{name}_peak_rss_mb"] = done["peak_rss_mb"]
+            measured["ratio"] = measured["ray_images_per_s"] / measured["local_images_per_s"]
+            measured["ratio_command"] = (
+                measured["ray_command_images_per_s"] / measured["local_command_images_per_s"]
+            )
+            rounds.append(measured)
+    finally:
+        head.stop()
+    index_dir = Path(tempfile.mkdtemp(prefix="bench-ray-own-"))
+    try:  # no address: the run starts (and stops) a Ray instance of its own
+        own = run(index_cmd(corpus, index_dir, model, [*extra, "--engine", "ray"]), env=env)
+    finally:
+        shutil.rmtree(index_dir, ignore_errors=True)
+    own_report = json.loads(own["stdout"])
+    ratios = sorted(r["ratio"] for r in rounds)
+    return {
+        "corpus": str(corpus),
+        "files": walk(corpus),
+        "megapixels": args.megapixels,
+        "rounds": rounds,
+        "ratio_median": ratios[len(ratios) // 2],
+        "own_instance_command_seconds": own["seconds"],
+        "own_instance_pipeline_seconds": own_report["seconds"],
+        "own_instance_embedded": own_report["embedded"],
+    }
+
+
 def bench_tree(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     tree = work / f"tree-{args.tree}"
     make_corpus(tree, args.tree, megapixels=0.003, broken=False)
@@ -296,6 +357,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--skip-ceiling", action="store_true")
     parser.add_argument(
+        "--engine",
+        default="local",
+        choices=["local", "ray"],
+        help="ray: compare --engine ray with --engine local on the corpus (no ceiling)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="--engine ray: rounds of each")
+    parser.add_argument(
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA if present"
     )
     parser.add_argument(
@@ -323,14 +391,35 @@ def main(argv: list[str] | None = None) -> int:
         load_encoder(model, args.device, args.runtime).close()  # one-time ONNX export, untimed
         results["model"] = note
         results["model_load_or_export_seconds"] = time.perf_counter() - start
-        results["corpus"] = bench_corpus(args, model, args.work)
-        _print_corpus(results["corpus"])
+        if args.engine == "ray":
+            results["engines"] = bench_engines(args, model, args.work)
+            _print_engines(results["engines"])
+        else:
+            results["corpus"] = bench_corpus(args, model, args.work)
+            _print_corpus(results["corpus"])
     if args.tree:
         results["tree"] = bench_tree(args, args.work)
         _print_tree(results["tree"])
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def _print_engines(r: dict[str, Any]) -> None:
+    print(f"corpus: {r['files']} files, {r['megapixels']:g} MP JPEGs")
+    for i, m in enumerate(r["rounds"], 1):
+        print(
+            f"round {i}: local {m['local_images_per_s']:.1f} images/s, ray "
+            f"{m['ray_images_per_s']:.1f} images/s: ratio {m['ratio']:.2f} (commands: "
+            f"{m['local_command_images_per_s']:.1f} vs {m['ray_command_images_per_s']:.1f}, "
+            f"{m['ratio_command']:.2f}); peak RSS of the ray driver {m['ray_peak_rss_mb']:.0f} MB"
+        )
+    print(f"ray / local, median of the rounds: {r['ratio_median']:.2f}")
+    print(
+        f"a run that starts its own Ray: {r['own_instance_command_seconds']:.1f} s command, "
+        f"{r['own_instance_pipeline_seconds']:.1f} s pipeline for "
+        f"{r['own_instance_embedded']} images"
+    )
 
 
 def _print_corpus(r: dict[str, Any]) -> None:

@@ -11,8 +11,13 @@ Where the kill landed is read off the collection afterwards: before the first co
 (start-up, scan, model load), with a batch committed but not yet in the saved index,
 during an index save (a temporary file left behind), or at a consistent point.
 
+With ``--database-url`` the catalogs live in that PostgreSQL database (one collection
+per trial), and the checks read them there: the catalog then keeps every vector, and
+what each index file holds is recorded beside it (``vectors.state.json``).
+
 Usage:
     python scripts/crash_harness.py --trials 50 --model toy
+    python scripts/crash_harness.py --trials 20 --database-url postgresql://me@127.0.0.1/crash
 """
 
 from __future__ import annotations
@@ -82,7 +87,7 @@ def make_photos(folder: Path, n: int, seed: int = 0) -> tuple[set[str], set[str]
     return good, {str(p) for p in broken}
 
 
-def index_command(photos: Path, home: Path, model: str) -> list[str]:
+def index_command(photos: Path, home: Path, model: str, collection: str = "crash") -> list[str]:
     exe = Path(sys.executable).with_name("searchengine")
     return [
         str(exe),
@@ -91,7 +96,7 @@ def index_command(photos: Path, home: Path, model: str) -> list[str]:
         "--index-dir",
         str(home),
         "-c",
-        "crash",
+        collection,
         "-m",
         model,
         "--batch-size",
@@ -100,48 +105,106 @@ def index_command(photos: Path, home: Path, model: str) -> list[str]:
     ]
 
 
-def read_state(folder: Path) -> tuple[str, int]:
-    """(phase the kill landed in, ok rows committed) read without changing anything."""
-    db = folder / "catalog.sqlite"
-    phase = "during index save" if list(folder.glob("vectors.faiss.*.tmp")) else ""
-    if not db.exists():
-        return phase or "before first commit", 0
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+class CatalogReader:
+    """Reads a collection's catalog without changing anything: the SQLite file in its
+    folder, or (with a database URL) the collection's schema on the server."""
+
+    def __init__(self, database_url: str | None = None) -> None:
+        self.database_url = database_url
+        self._engines: dict[str, object] = {}
+
+    def query(self, folder: Path, sql: str) -> list[tuple] | None:
+        """Rows of ``sql``, or None while the catalog or its tables do not exist yet."""
+        if self.database_url is None:
+            db = folder / "catalog.sqlite"
+            if not db.exists():
+                return None
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            try:
+                return conn.execute(sql).fetchall()
+            except sqlite3.OperationalError:  # tables not created yet
+                return None
+            finally:
+                conn.close()
+        from sqlalchemy import text
+        from sqlalchemy.exc import ProgrammingError
+
+        engine = self._engine(folder.name)
+        try:
+            with engine.connect() as conn:  # type: ignore[attr-defined]
+                return [tuple(row) for row in conn.execute(text(sql))]
+        except ProgrammingError:  # schema or tables not created yet
+            return None
+
+    def _engine(self, collection: str) -> object:
+        if collection not in self._engines:
+            from searchengine.backends import create_catalog_engine, server_location
+
+            assert self.database_url is not None
+            location = server_location(self.database_url, collection)
+            self._engines[collection] = create_catalog_engine(location)
+        return self._engines[collection]
+
+    def close(self) -> None:
+        for engine in self._engines.values():
+            engine.dispose()  # type: ignore[attr-defined]
+        self._engines.clear()
+
+
+_LOCAL = CatalogReader()
+
+
+def index_batch(folder: Path, meta: Mapping[str, str], reader: CatalogReader) -> int:
+    """The batch the saved index file holds: recorded beside it for a shared catalog."""
+    if reader.database_url is None:
+        return int(meta.get("index_batch", 0))
     try:
-        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        ok = conn.execute("SELECT count(*) FROM images WHERE status = 'ok'").fetchone()[0]
-    except sqlite3.OperationalError:  # tables not created yet
+        return int(json.loads((folder / "vectors.state.json").read_text())["batch"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def read_state(folder: Path, reader: CatalogReader = _LOCAL) -> tuple[str, int]:
+    """(phase the kill landed in, ok rows committed) read without changing anything."""
+    phase = "during index save" if list(folder.glob("vectors.faiss.*.tmp")) else ""
+    meta_rows = reader.query(folder, "SELECT key, value FROM meta")
+    ok_rows = reader.query(folder, "SELECT count(*) FROM images WHERE status = 'ok'")
+    if meta_rows is None or ok_rows is None:
         return phase or "before first commit", 0
-    finally:
-        conn.close()
+    meta = dict(meta_rows)
+    ok = ok_rows[0][0]
     if not phase:
-        if int(meta.get("last_batch", 0)) == 0:
+        last = int(meta.get("last_batch", 0))
+        if last == 0:
             phase = "before first commit"
-        elif int(meta.get("last_batch", 0)) > int(meta.get("index_batch", 0)):
+        elif last > index_batch(folder, meta, reader):
             phase = "catalog ahead of saved index"
         else:
             phase = "mid-run at a checkpoint"
     return phase, int(ok)
 
 
-def _wait_for_commits(folder: Path, target: int, proc: subprocess.Popen[bytes]) -> None:
+def _wait_for_commits(
+    folder: Path, target: int, proc: subprocess.Popen[bytes], reader: CatalogReader
+) -> None:
     """Until ``target`` images are committed, the indexer exits, or two minutes pass."""
     deadline = time.monotonic() + 120.0
     while time.monotonic() < deadline and proc.poll() is None:
-        if read_state(folder)[1] >= target:
+        if read_state(folder, reader)[1] >= target:
             return
         time.sleep(0.02)
 
 
-def check_collection(folder: Path, good: set[str], broken: set[str]) -> list[str]:
+def check_collection(
+    folder: Path, good: set[str], broken: set[str], reader: CatalogReader = _LOCAL
+) -> list[str]:
     """Problems found in a finished collection (empty when all invariants hold)."""
     import faiss
 
     problems = []
-    conn = sqlite3.connect(f"file:{folder / 'catalog.sqlite'}?mode=ro", uri=True)
-    rows = conn.execute("SELECT id, path, status FROM images").fetchall()
-    pending = conn.execute("SELECT count(*) FROM pending_vectors").fetchone()[0]
-    conn.close()
+    rows = reader.query(folder, "SELECT id, path, status FROM images") or []
+    logged = {i for (i,) in reader.query(folder, "SELECT image_id FROM pending_vectors") or []}
+    meta = dict(reader.query(folder, "SELECT key, value FROM meta") or [])
     ok = {i: p for i, p, s in rows if s == "ok"}
     failed = {p for _, p, s in rows if s != "ok"}
     index = faiss.read_index(str(folder / "vectors.faiss"))  # keep alive: id_map is a view
@@ -154,35 +217,72 @@ def check_collection(folder: Path, good: set[str], broken: set[str]) -> list[str
         problems.append(f"catalog holds {len(ok)} ok images, expected {len(good)}")
     if failed != broken:
         problems.append(f"failed files {sorted(failed)} != {sorted(broken)}")
-    if pending:
-        problems.append(f"{pending} vectors left in the log after a finished run")
+    if reader.database_url is None and logged:
+        problems.append(f"{len(logged)} vectors left in the log after a finished run")
+    if reader.database_url is not None:  # a shared catalog keeps one vector per ok row
+        if logged != set(ok):
+            problems.append(f"catalog holds {len(logged)} vectors for {len(ok)} ok rows")
+        if index_batch(folder, meta, reader) != int(meta.get("last_batch", 0)):
+            problems.append("the index file's recorded batch is not the catalog's last")
     return problems
 
 
 def run_trials(
-    trials: int, model: str, env: Mapping[str, str], workdir: Path, seed: int = 0, n: int = 40
+    trials: int,
+    model: str,
+    env: Mapping[str, str],
+    workdir: Path,
+    seed: int = 0,
+    n: int = 40,
+    database_url: str | None = None,
 ) -> HarnessReport:
-    """Run the kill/recover trials; ``env`` is the environment for the indexer."""
+    """Run the kill/recover trials; ``env`` is the environment for the indexer.
+
+    With ``database_url`` every catalog is in that database, a collection per trial.
+    """
+    reader = CatalogReader(database_url)
+    try:
+        return _run_trials(trials, model, env, workdir, seed, n, reader)
+    finally:
+        reader.close()
+
+
+def _run_trials(
+    trials: int,
+    model: str,
+    env: Mapping[str, str],
+    workdir: Path,
+    seed: int,
+    n: int,
+    reader: CatalogReader,
+) -> HarnessReport:
     rng = random.Random(seed)
     photos = workdir / "photos"
     good, broken = make_photos(photos, n, seed)
     report = HarnessReport(images=len(good), broken=len(broken))
     env = {**env, "PYTHONUNBUFFERED": "1"}
+    if reader.database_url is not None:
+        env["SEARCHENGINE_DATABASE_URL"] = reader.database_url
     # An untimed first run pays one-time costs (the ONNX export of the model), so the
     # timed run below measures start-up and ingest as every trial will see them.
-    warm = index_command(photos, workdir / "warm-up", model)
+    warm = index_command(photos, workdir / "warm-up", model, "warmup")
     subprocess.run(warm, env=env, check=True, capture_output=True)
     started = time.monotonic()
     baseline = workdir / "baseline"
     first = subprocess.run(
-        index_command(photos, baseline, model), env=env, check=True, capture_output=True, text=True
+        index_command(photos, baseline, model, "baseline"),
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     report.full_run_seconds = time.monotonic() - started
     ingest = float(json.loads(first.stdout)["seconds"])
     startup = max(0.0, report.full_run_seconds - ingest)
     for trial in range(trials):
         home = workdir / f"trial{trial:03d}"
-        folder = home / "crash"
+        name = f"crash{trial:03d}"  # trials share the database, not a collection
+        folder = home / name
         kills = 2 if trial % 3 == 2 else 1  # every third trial crashes twice in a row
         # Saving the index after every batch puts kills inside saves; saving rarely
         # leaves the catalog ahead of the index file for most of the run.
@@ -191,7 +291,7 @@ def run_trials(
         committed = 0
         for _ in range(kills):
             proc = subprocess.Popen(
-                index_command(photos, home, model),
+                index_command(photos, home, model, name),
                 env=trial_env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -200,17 +300,17 @@ def run_trials(
                 time.sleep(rng.uniform(0.0, startup))
             else:  # mid-ingest: once a random number of images is committed
                 target = rng.randint(1, len(good) - 1)
-                _wait_for_commits(folder, target, proc)
+                _wait_for_commits(folder, target, proc, reader)
                 time.sleep(rng.uniform(0.0, 0.2))
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             report.kills += 1
-            phase, committed = read_state(folder)
+            phase, committed = read_state(folder, reader)
             if phase == "mid-run at a checkpoint" and committed == len(good):
                 phase = "after the last commit"
             report.phases[phase] += 1
         done = subprocess.run(
-            index_command(photos, home, model), env=env, capture_output=True, text=True
+            index_command(photos, home, model, name), env=env, capture_output=True, text=True
         )
         report.trials += 1
         if done.returncode != 0:
@@ -223,7 +323,8 @@ def run_trials(
                 f"trial {trial}: recovery embedded {embedded}, expected "
                 f"{len(good) - committed} ({committed} were committed before the kill)"
             )
-        report.failures += [f"trial {trial}: {p}" for p in check_collection(folder, good, broken)]
+        problems = check_collection(folder, good, broken, reader)
+        report.failures += [f"trial {trial}: {p}" for p in problems]
     return report
 
 
@@ -233,9 +334,20 @@ def main() -> None:
     parser.add_argument("--model", default="toy")
     parser.add_argument("--images", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--database-url", default=None, help="keep the catalogs in this PostgreSQL database"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        report = run_trials(args.trials, args.model, os.environ, Path(tmp), args.seed, args.images)
+        report = run_trials(
+            args.trials,
+            args.model,
+            os.environ,
+            Path(tmp),
+            args.seed,
+            args.images,
+            args.database_url,
+        )
     print(json.dumps(report.to_dict(), indent=2))
     sys.exit(1 if report.failures else 0)
 

@@ -6,7 +6,8 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+# The ray extra too: the tests run --engine ray on a one-node Ray cluster.
+.venv/bin/python -m pip install --quiet -e ".[dev,ray]"
 # The recall-parity tests call CLIP_benchmark's own metric code; its declared
 # dependencies (~150 MB, e.g. pycocoevalcap) are not needed for that module.
 .venv/bin/python -m pip install --quiet --no-deps "clip-benchmark>=1.6"

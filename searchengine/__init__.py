@@ -28,10 +28,11 @@ if _typing.TYPE_CHECKING:
         load_answerer,
         load_captioner,
     )
-    from searchengine.collection import Collection, CollectionStatus, list_collections
+    from searchengine.collection import Collection, CollectionStatus
     from searchengine.config import Config
     from searchengine.errors import (
         CollectionError,
+        CollectionLockedError,
         CollectionNotFoundError,
         ConfigError,
         ImageError,
@@ -42,6 +43,12 @@ if _typing.TYPE_CHECKING:
         SearchEngineError,
         UnknownModelError,
         WeightsUnavailableError,
+    )
+    from searchengine.home import (
+        CollectionSummary,
+        collection_summaries,
+        list_collections,
+        remove_collection,
     )
     from searchengine.ingest.write import IndexReport
     from searchengine.models import Encoder, ModelSpec, load_encoder, parse_model_spec
@@ -56,8 +63,10 @@ _EXPORTS = {
     "ClipSeg": "searchengine.models.clipseg",
     "Collection": "searchengine.collection",
     "CollectionError": "searchengine.errors",
+    "CollectionLockedError": "searchengine.errors",
     "CollectionNotFoundError": "searchengine.errors",
     "CollectionStatus": "searchengine.collection",
+    "CollectionSummary": "searchengine.home",
     "Config": "searchengine.config",
     "ConfigError": "searchengine.errors",
     "Encoder": "searchengine.models",
@@ -77,13 +86,15 @@ _EXPORTS = {
     "WeightsUnavailableError": "searchengine.errors",
     "answer_question": "searchengine.captions",
     "caption_files": "searchengine.captions",
-    "list_collections": "searchengine.collection",
+    "collection_summaries": "searchengine.home",
+    "list_collections": "searchengine.home",
     "load_answerer": "searchengine.captions",
     "load_captioner": "searchengine.captions",
     "load_encoder": "searchengine.models",
     "locate": "searchengine.where",
     "parse_model_spec": "searchengine.models",
     "region_vectors": "searchengine.region",
+    "remove_collection": "searchengine.home",
 }
 __all__ = [
     "Answer",
@@ -91,8 +102,10 @@ __all__ = [
     "ClipSeg",
     "Collection",
     "CollectionError",
+    "CollectionLockedError",
     "CollectionNotFoundError",
     "CollectionStatus",
+    "CollectionSummary",
     "Config",
     "ConfigError",
     "Encoder",
@@ -112,6 +125,7 @@ __all__ = [
     "WeightsUnavailableError",
     "answer_question",
     "caption_files",
+    "collection_summaries",
     "list_collections",
     "load_answerer",
     "load_captioner",
@@ -119,6 +133,7 @@ __all__ = [
     "locate",
     "parse_model_spec",
     "region_vectors",
+    "remove_collection",
 ]
 
 

@@ -25,6 +25,9 @@ from searchengine.models.blip import DEFAULT_CAPTION_MODEL, DEFAULT_VQA_MODEL
 # Images decoded and captioned at a time: bounds memory for large requests, and each
 # chunk's captions are stored before the next starts, so an interrupted run keeps them.
 CHUNK = 32
+# BLIP sees 384x384 pixels: images are decoded at a reduced size that still covers it
+# (a 12 MP JPEG at 1/4 scale), not at full size only to be shrunk.
+CAPTION_SIDE = 384
 
 
 @runtime_checkable
@@ -66,6 +69,10 @@ def load_captioner(model: str = DEFAULT_CAPTION_MODEL, device: str = "auto") -> 
         UnknownModelError: the name is neither a folder nor a repo id.
         WeightsUnavailableError: weights are not cached and cannot be downloaded.
     """
+    from searchengine.models.blip import parse_blip_model
+    from searchengine.models.loading import check_hub
+
+    check_hub(parse_blip_model(model))  # before torch is imported: fails in seconds
     from searchengine.models.blip import BlipCaptioner
 
     return BlipCaptioner(model, device)
@@ -78,6 +85,10 @@ def load_answerer(model: str = DEFAULT_VQA_MODEL, device: str = "auto") -> Quest
         UnknownModelError: the name is neither a folder nor a repo id.
         WeightsUnavailableError: weights are not cached and cannot be downloaded.
     """
+    from searchengine.models.blip import parse_blip_model
+    from searchengine.models.loading import check_hub
+
+    check_hub(parse_blip_model(model))
     from searchengine.models.blip import BlipQuestionAnswerer
 
     return BlipQuestionAnswerer(model, device)
@@ -176,7 +187,7 @@ def cached_captions(
         images, keep = [], []
         for record in missing[start : start + CHUNK]:
             try:
-                images.append(decode_file(record.path).image)
+                images.append(decode_file(record.path, min_side=CAPTION_SIDE).image)
             except ImageError:
                 continue  # gone or changed since indexing
             keep.append(record)
@@ -193,6 +204,6 @@ def cached_captions(
 
 def _decode(path: str, verb: str) -> Image.Image:
     try:
-        return decode_file(path).image
+        return decode_file(path, min_side=CAPTION_SIDE).image
     except ImageError as exc:
         raise QueryError(f"cannot {verb} {path}: {exc}") from exc

@@ -1,146 +1,64 @@
 """The SQL catalog: what files a collection holds and what became of each.
 
 SQLAlchemy Core with portable types only, so the same schema runs on SQLite (the
-default, one file per collection) and PostgreSQL. Catalog image ids are the FAISS
-ids, so an image keeps its id across moves and re-embeds.
+default, one file per collection) and PostgreSQL (one schema per collection; see
+``backends.py``). Catalog image ids are the FAISS ids, so an image keeps its id across
+moves and re-embeds. The tables and their upgrades are in ``schema.py``.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote_to_bytes
 
 import numpy as np
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    Float,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    Text,
-    TypeDecorator,
-    create_engine,
-    delete,
-    event,
-    func,
-    insert,
-    select,
-    update,
-)
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from searchengine.errors import SchemaVersionError
-from searchengine.values import OK, MetaKey
-
-SCHEMA_VERSION = 2
-
-
-class FsPath(TypeDecorator[str]):
-    """A file system path stored as text, reversibly, whatever bytes its name has.
-
-    Linux file names are bytes; Python shows undecodable ones with surrogate escapes,
-    which no database text column accepts. Such paths are stored as ``bytes:`` plus
-    the percent-encoded bytes (absolute paths start with ``/``, so the forms never
-    collide) and come back as the same ``str`` that ``os.scandir`` produced.
-    """
-
-    impl = String(4096)
-    cache_ok = True
-
-    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
-        if value is None:
-            return None
-        try:
-            value.encode("utf-8")
-            return value
-        except UnicodeEncodeError:
-            return _BYTES_PREFIX + quote(os.fsencode(value), safe="/ ")
-
-    def process_result_value(self, value: str | None, dialect: Any) -> str | None:
-        return None if value is None else _path_from_db(value)
-
-
-def _path_from_db(value: str) -> str:
-    if not value.startswith(_BYTES_PREFIX):
-        return value
-    return os.fsdecode(unquote_to_bytes(value[len(_BYTES_PREFIX) :]))
-
-
-_BYTES_PREFIX = "bytes:"
-
-metadata = MetaData()
-
-meta_table = Table(
-    "meta",
-    metadata,
-    Column("key", String(64), primary_key=True),
-    Column("value", Text, nullable=False),
+from searchengine.backends import (
+    SQLITE,
+    CatalogLocation,
+    catalog_bytes,
+    create_catalog_engine,
+    reaching,
 )
-
-roots_table = Table(
-    "roots",
-    metadata,
-    Column("path", FsPath, primary_key=True),
+from searchengine.config import CATALOG_FILE
+from searchengine.schema import (
+    BYTES_PREFIX,
+    captions_table,
+    embeddings_table,
+    images_table,
+    path_from_db,
+    path_key,
+    pending_table,
+    prepare_schema,
+    read_meta,
+    roots_table,
+    write_meta,
 )
+from searchengine.values import OK
 
-images_table = Table(
-    "images",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("path", FsPath, nullable=False, unique=True),
-    Column("size", BigInteger, nullable=False),
-    Column("mtime_ns", BigInteger, nullable=False),
-    Column("content_hash", String(64), nullable=True, index=True),
-    Column("width", Integer, nullable=True),
-    Column("height", Integer, nullable=True),
-    Column("taken_at", Float, nullable=True),
-    Column("status", String(16), nullable=False, index=True),
-    Column("error", Text, nullable=True),
-    Column("indexed_at", Float, nullable=False),
-    # Ingest batch that last wrote this row's vector; the index file records the
-    # last batch it contains, so rows newer than that are known not to be in it.
-    Column("batch", Integer, nullable=False, default=0),
-)
-
-# Per-image data computed by other models than the collection's own: reranker
-# vectors and captions. Each row remembers the content hash it was computed from,
-# so a changed file never serves a stale vector or caption.
-embeddings_table = Table(
-    "embeddings",
-    metadata,
-    Column("image_id", Integer, primary_key=True),
-    Column("model", String(512), primary_key=True),
-    Column("content_hash", String(64), nullable=False),
-    Column("vector", LargeBinary, nullable=False),
-)
-
-captions_table = Table(
-    "captions",
-    metadata,
-    Column("image_id", Integer, primary_key=True),
-    Column("model", String(512), primary_key=True),
-    Column("content_hash", String(64), nullable=False),
-    Column("text", Text, nullable=False),
-    Column("created_at", Float, nullable=False),
-)
-
-# Vectors committed with their batch but not yet in the saved index file. The
-# catalog transaction is the single commit point of an ingest batch; this log lets
-# the index be brought up to date after a crash without re-embedding anything.
-pending_table = Table(
+__all__ = [
+    "OK",
+    "Catalog",
+    "ImageRecord",
+    "blob",
+    "delete_images",
+    "insert_image",
+    "log_vectors",
+    "logged_ids",
+    "open_catalog",
     "pending_vectors",
-    metadata,
-    Column("image_id", Integer, primary_key=True),
-    Column("batch", Integer, nullable=False, index=True),
-    Column("vector", LargeBinary, nullable=False),
-)
+    "read_meta",
+    "trim_vector_log",
+    "update_image",
+    "write_meta",
+]
 
 
 @dataclass(frozen=True)
@@ -162,18 +80,52 @@ class ImageRecord:
 
 
 class Catalog:
-    """A collection's catalog behind a SQLAlchemy engine."""
+    """A collection's catalog behind a SQLAlchemy engine.
 
-    def __init__(self, url: str) -> None:
+    Args:
+        url: SQLAlchemy URL of the database.
+        schema: the PostgreSQL schema holding this collection's tables (``None`` for
+            SQLite, whose file is the collection's own).
+        writable: whether this open may create or upgrade the tables. A reader writes
+            nothing (a read-only role or a replica can search); it finds an empty
+            catalog as ``found`` false and refuses one that needs an upgrade.
+
+    Raises:
+        CatalogUnavailableError: the database cannot be reached or used.
+        SchemaVersionError: the catalog's schema is newer than this release, or older
+            and the open is not writable.
+    """
+
+    def __init__(self, url: str, *, schema: str | None = None, writable: bool = True) -> None:
         self.url = url
-        self.engine: Engine = create_engine(url)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        with self.engine.begin() as conn:
-            _prepare_schema(conn)
+        self.location = CatalogLocation(url, schema)
+        self.engine: Engine = create_catalog_engine(self.location)
+        try:
+            with reaching(self.location), self.engine.begin() as conn:
+                self.found = prepare_schema(conn, self.location, writable)
+        except BaseException:
+            self.engine.dispose()
+            raise
+
+    @property
+    def shared(self) -> bool:
+        """Whether the catalog is on a server other hosts may write to."""
+        return self.location.shared
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def size_bytes(self) -> int:
+        """The catalog's size on disk (a SQLite file with its log, or a server's tables)."""
+        if self.location.backend == SQLITE:
+            name = self.engine.url.database or ""
+            return sum(
+                os.path.getsize(name + suffix)
+                for suffix in ("", "-wal", "-shm")
+                if os.path.exists(name + suffix)
+            )
+        with reaching(self.location), self.engine.connect() as conn:
+            return catalog_bytes(conn, self.location)
 
     # -- collection identity ------------------------------------------------
     def get_meta(self, key: str) -> str | None:
@@ -203,7 +155,7 @@ class Catalog:
             query = query.where(images_table.c.status == status)
         with self.engine.connect() as conn:
             for row in conn.execute(query):
-                yield ImageRecord(**row._mapping)
+                yield _record(row)
 
     def file_states(self) -> dict[str, tuple[int, int, int]]:
         """``path -> (id, size, mtime_ns)`` for every row: all an unchanged re-run reads.
@@ -221,9 +173,9 @@ class Catalog:
             cursor.close()
         finally:
             raw.close()
-        prefix = _BYTES_PREFIX
+        prefix = BYTES_PREFIX
         return {
-            (_path_from_db(path) if path.startswith(prefix) else path): (i, size, mtime)
+            (path_from_db(path) if path.startswith(prefix) else path): (i, size, mtime)
             for path, i, size, mtime in rows
         }
 
@@ -234,13 +186,14 @@ class Catalog:
                 chunk = [int(i) for i in ids[start : start + 500]]
                 rows = conn.execute(select(images_table).where(images_table.c.id.in_(chunk)))
                 for row in rows:
-                    found[row.id] = ImageRecord(**row._mapping)
+                    found[row.id] = _record(row)
         return found
 
     def by_path(self, path: str) -> ImageRecord | None:
+        query = select(images_table).where(images_table.c.path_hash == path_key(path))
         with self.engine.connect() as conn:
-            row = conn.execute(select(images_table).where(images_table.c.path == path)).first()
-        return ImageRecord(**row._mapping) if row else None
+            row = conn.execute(query).first()
+        return _record(row) if row else None
 
     def ok_ids(self) -> set[int]:
         with self.engine.connect() as conn:
@@ -263,9 +216,45 @@ class Catalog:
         return self.engine.begin()
 
 
+def open_catalog(folder: Path, location: CatalogLocation, create: bool) -> Catalog | None:
+    """Open (``create``: make) the catalog of the collection in ``folder``; None if absent.
+
+    Nothing is left on disk by an open that fails: a server catalog is reached before
+    anything is written, and a SQLite collection's new folder is removed again.
+    """
+    if location.shared:
+        catalog = Catalog(location.url, schema=location.schema, writable=create)
+        if not catalog.found:
+            catalog.close()
+            return None
+        return catalog
+    if not (folder / CATALOG_FILE).exists() and not create:
+        return None
+    made = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:  # the user's own file: upgraded on any open, as it always was
+        return Catalog(location.url)
+    except BaseException:
+        if made:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _record(row: Any) -> ImageRecord:
+    values = dict(row._mapping)
+    values.pop("path_hash", None)
+    return ImageRecord(**values)
+
+
+def _with_key(values: dict[str, Any]) -> dict[str, Any]:
+    if "path" in values:
+        return {**values, "path_hash": path_key(values["path"])}
+    return values
+
+
 def insert_image(conn: Connection, values: dict[str, Any]) -> int:
     """Insert one image row and return its id."""
-    values = {"indexed_at": time.time(), **values}
+    values = _with_key({"indexed_at": time.time(), **values})
     result = conn.execute(insert(images_table).values(**values))
     key = result.inserted_primary_key
     assert key is not None
@@ -273,7 +262,7 @@ def insert_image(conn: Connection, values: dict[str, Any]) -> int:
 
 
 def update_image(conn: Connection, image_id: int, values: dict[str, Any]) -> None:
-    values = {"indexed_at": time.time(), **values}
+    values = _with_key({"indexed_at": time.time(), **values})
     conn.execute(update(images_table).where(images_table.c.id == image_id).values(**values))
 
 
@@ -284,38 +273,6 @@ def delete_images(conn: Connection, ids: Sequence[int]) -> None:
         conn.execute(delete(embeddings_table).where(embeddings_table.c.image_id.in_(chunk)))
         conn.execute(delete(captions_table).where(captions_table.c.image_id.in_(chunk)))
         conn.execute(delete(pending_table).where(pending_table.c.image_id.in_(chunk)))
-
-
-def _prepare_schema(conn: Connection) -> None:
-    """Create a new catalog, or migrate an older one in place, in one transaction.
-
-    Only the tables of schema 1 are created directly; later ones come from the
-    migrations, so a new catalog and an upgraded one go through the same steps,
-    and a failed migration leaves the catalog as it was.
-    """
-    for table in (meta_table, roots_table, images_table):
-        table.create(conn, checkfirst=True)
-    found = read_meta(conn, MetaKey.SCHEMA_VERSION)
-    version = 1 if found is None else int(found)
-    if version > SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"this collection was written by a newer searchengine (schema {version}, "
-            f"this release reads up to {SCHEMA_VERSION}); upgrade searchengine"
-        )
-    while version < SCHEMA_VERSION:
-        MIGRATIONS[version](conn)
-        version += 1
-    write_meta(conn, MetaKey.SCHEMA_VERSION, str(version))
-
-
-def _migrate_1_to_2(conn: Connection) -> None:
-    # Version 2 adds the reranker-vector and caption caches and the vector log.
-    embeddings_table.create(conn, checkfirst=True)
-    captions_table.create(conn, checkfirst=True)
-    pending_table.create(conn, checkfirst=True)
-
-
-MIGRATIONS = {1: _migrate_1_to_2}
 
 
 def log_vectors(conn: Connection, batch: int, ids: Sequence[int], vectors: np.ndarray) -> None:
@@ -330,36 +287,30 @@ def log_vectors(conn: Connection, batch: int, ids: Sequence[int], vectors: np.nd
     conn.execute(insert(pending_table), rows)
 
 
-def pending_vectors(conn: Connection, after_batch: int) -> dict[int, np.ndarray]:
-    """Logged vectors of batches newer than the saved index, by image id."""
+def logged_ids(conn: Connection) -> set[int]:
+    """Ids of the images whose vector the catalog holds."""
+    return {int(i) for i in conn.scalars(select(pending_table.c.image_id))}
+
+
+def pending_vectors(
+    conn: Connection, after_batch: int, chunk: int = 20_000
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Logged vectors of batches newer than the saved index: (ids, vectors) ``chunk``
+    rows at a time, streamed, so a host that builds its index from a shared catalog
+    holds one chunk of them beside the index, never all of them."""
     query = select(pending_table.c.image_id, pending_table.c.vector).where(
         pending_table.c.batch > after_batch
     )
-    return {int(i): np.frombuffer(data, dtype=np.float32).copy() for i, data in conn.execute(query)}
+    result = conn.execution_options(yield_per=chunk).execute(query)
+    for rows in result.partitions():
+        ids = np.fromiter((int(i) for i, _ in rows), dtype=np.int64, count=len(rows))
+        vectors = np.stack([np.frombuffer(data, dtype=np.float32) for _, data in rows])
+        yield ids, vectors
 
 
 def trim_vector_log(conn: Connection, up_to_batch: int) -> None:
     """Forget logged vectors that the saved index file now contains."""
     conn.execute(delete(pending_table).where(pending_table.c.batch <= up_to_batch))
-
-
-def read_meta(conn: Connection, key: str) -> str | None:
-    return conn.scalar(select(meta_table.c.value).where(meta_table.c.key == key))
-
-
-def write_meta(conn: Connection, key: str, value: str) -> None:
-    done = conn.execute(update(meta_table).where(meta_table.c.key == key).values(value=value))
-    if done.rowcount == 0:
-        conn.execute(insert(meta_table).values(key=key, value=value))
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    # WAL lets searches read a consistent snapshot while an index run writes.
-    cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
 
 
 def blob(vector: np.ndarray) -> bytes:

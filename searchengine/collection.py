@@ -7,6 +7,7 @@ hands its work to the module that owns it (ingest, ranking, captions, the store)
 On-disk layout (documented in ``indexes/README.md``)::
 
     <home>/<name>/catalog.sqlite   SQL catalog (unless a database URL is configured)
+    <home>/<name>/catalog.json     where the catalog lives, when it is on a server
     <home>/<name>/vectors.faiss    FAISS index, ids = catalog image ids
 """
 
@@ -17,15 +18,18 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
+from searchengine.backends import LOCATION_FILE, locate, read_location, write_location
 from searchengine.captions import Captioner, cached_captions, load_captioner
-from searchengine.catalog import OK, SCHEMA_VERSION, Catalog, ImageRecord
+from searchengine.catalog import OK, Catalog, ImageRecord, open_catalog
 from searchengine.config import CATALOG_FILE, DEFAULT_COLLECTION, Config
 from searchengine.errors import (
     CollectionError,
     CollectionNotFoundError,
+    ConfigError,
     ModelMismatchError,
 )
 from searchengine.index_choice import IndexPolicy
@@ -35,6 +39,7 @@ from searchengine.models import Encoder, load_encoder, parse_model_spec
 from searchengine.models.blip import DEFAULT_CAPTION_MODEL, parse_blip_model
 from searchengine.progress import Progress
 from searchengine.ranking import (
+    Calibration,
     Filters,
     ImageVectors,
     Page,
@@ -42,9 +47,11 @@ from searchengine.ranking import (
     Ranker,
     SearchResult,
     Term,
+    calibrate,
     example_term,
     query_terms,
 )
+from searchengine.schema import SCHEMA_VERSION
 from searchengine.store import INDEX_FILE, Store
 from searchengine.values import MetaKey
 from searchengine.vectors import EXACT, FaissIndex
@@ -68,6 +75,9 @@ class CollectionStatus:
     roots: list[str]
     schema_version: int
     accelerator: str | None = None  # fast-scan index that answers queries first, if any
+    backend: str = "sqlite"  # where the catalog lives: sqlite or postgresql
+    catalog: str = ""  # the catalog's file or URL (password hidden)
+    catalog_bytes: int = 0  # the catalog's size (counted in size_bytes too)
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -92,6 +102,7 @@ class Collection:
         self._encoder = encoder
         self._rerankers: dict[str, Encoder] = {}
         self._captioners: dict[str, Captioner] = {}
+        self._calibration: tuple[object, Calibration | None] | None = None
 
     # -- opening ----------------------------------------------------------------
     @classmethod
@@ -119,27 +130,47 @@ class Collection:
             ModelMismatchError: ``model`` or ``encoder`` differs from the collection's model.
         """
         config = config or Config.from_env()
+        if config.engine == "ray":  # said before anything is created or loaded
+            from searchengine.ingest.ray_run import check_engine
+
+            check_engine(config.ray_address)
         if not _NAME_RE.match(name):
             raise CollectionError(
                 f"invalid collection name {name!r}: use letters, digits, '.', '_' or '-'"
             )
         folder = config.home / name
-        exists = (folder / CATALOG_FILE).exists() or (
-            config.database_url is not None and folder.exists()
+        missing = CollectionNotFoundError(
+            f"no collection {name!r} in {config.home.resolve()}"
+            + (" or in its database" if config.database_url else "")
+            + f"; create it with `searchengine index PATH --collection {name}`, or point "
+            "--index-dir / SEARCHENGINE_HOME (or --database-url) at where it is"
         )
-        if not exists and not create:
-            raise CollectionNotFoundError(
-                f"no collection {name!r} in {config.home.resolve()}; create it with "
-                f"`searchengine index PATH --collection {name}`, or point --index-dir / "
-                "SEARCHENGINE_HOME at the folder that holds it"
-            )
-        folder.mkdir(parents=True, exist_ok=True)
-        url = config.database_url or f"sqlite:///{(folder / CATALOG_FILE).resolve()}"
-        catalog = Catalog(url)
+        location = locate(name, folder, config.database_url)
+        catalog = open_catalog(folder, location, False)
+        loaded = None
+        if catalog is None and create:
+            # Nothing is written before the model is known to load: a bad spec must not
+            # leave a collection that refuses every later run for being "built with" it.
+            if encoder is None:
+                spec = parse_model_spec(model or config.model)
+                encoder = loaded = load_encoder(spec, config.device, config.runtime)
+            try:
+                catalog = open_catalog(folder, location, True)
+            except BaseException:
+                if loaded is not None:
+                    loaded.close()
+                raise
+        if catalog is None:
+            raise missing
         try:
-            _check_identity(catalog, name, config, model, encoder)
+            _check_identity(catalog, name, config, model, encoder, create)
+            if catalog.shared and (create or folder.exists()) and read_location(folder) is None:
+                folder.mkdir(parents=True, exist_ok=True)  # a reader on a new host: nothing
+                write_location(folder, catalog.location)
         except BaseException:
             catalog.close()
+            if loaded is not None:
+                loaded.close()
             raise
         return cls(name, folder, catalog, config, encoder)
 
@@ -192,7 +223,7 @@ class Collection:
         """
         roots = [os.path.abspath(p) for p in paths]
         for root in roots:
-            if not os.path.exists(root):
+            if not os.path.lexists(root):  # a broken link named here gets a verdict
                 raise CollectionError(f"no such file or folder: {root}")
         self.catalog.add_roots(roots)
         roots = roots or self.catalog.roots()
@@ -200,18 +231,86 @@ class Collection:
             raise CollectionError(
                 f"collection {self.name!r} has no folders yet; name one: searchengine index PATH"
             )
+        absent = [r for r in roots if not os.path.exists(r)]
+        if self.catalog.shared and absent:
+            # On a shared catalog an absent folder is more likely another host's mount
+            # than a deletion: refusing beats dropping every image under it.
+            raise CollectionError(
+                f"{absent[0]} is not on this host; a collection shared between hosts needs "
+                "its folders at the same paths on each (mount them there), or name the "
+                "folders to index: searchengine index PATH"
+            )
+        run = self._ingest(progress)  # an engine that cannot run says so before any work
         with self.store.writing():
-            run = Ingest(
+            report = run.run(roots)
+            self._adapt()
+            self._calibrate_after(report)
+            return report
+
+    def _ingest(self, progress: Progress | None) -> Ingest:
+        """The ingest engine the config asks for: this process, or a Ray cluster."""
+        config = self.config
+        common: dict[str, Any] = {
+            "batch_size": config.batch_size,
+            "workers": config.workers,
+            "progress": progress,
+            "checkpoint_seconds": config.checkpoint_seconds,
+            "load_seconds": config.load_seconds,
+            "adapt": self._adapt,
+        }
+        if config.engine == "ray":
+            from searchengine.ingest.ray_run import RayIngest
+
+            return RayIngest(
                 self.store,
                 self._encoder_for_ingest,
-                batch_size=self.config.batch_size,
-                workers=self.config.workers,
-                progress=progress,
-                checkpoint_seconds=self.config.checkpoint_seconds,
+                spec=self.model,
+                address=config.ray_address,
+                device=config.device,
+                runtime=config.runtime,
+                **common,
             )
-            report = run.run(roots)
-            self.store.adapt(self.config.index_policy or IndexPolicy(), self.config.index_memory_mb)
-            return report
+        if config.engine != "local":
+            raise ConfigError(f"unknown engine {config.engine!r}; use one of: local, ray")
+        return Ingest(self.store, self._encoder_for_ingest, **common)
+
+    def _adapt(self) -> None:
+        self.store.adapt(self.config.index_policy or IndexPolicy(), self.config.index_memory_mb)
+
+    def _calibrate_after(self, report: IndexReport) -> None:
+        """Store the weak-match line when the run changed the index, or none fits."""
+        changed = report.added + report.updated + report.moved + report.removed
+        # "" records a collection too small to calibrate; a method or model other than
+        # the current ones is stale.
+        raw = self.catalog.get_meta(MetaKey.CALIBRATION)
+        stored = Calibration.from_json(raw)
+        stale = raw is None or (raw != "" and (stored is None or stored.model != self.model))
+        if changed or stale:
+            self._store_calibration()
+
+    def _store_calibration(self) -> None:
+        if not self.index_path.exists():
+            return
+        measured = calibrate(self.vectors(), self.encoder)
+        self.catalog.set_meta({MetaKey.CALIBRATION: measured.to_json() if measured else ""})
+        self._calibration = None
+
+    def calibration(self) -> Calibration | None:
+        """What a real match scores in this collection (``ranking.calibration``).
+
+        The one stored by the last ingest, when it was measured on the index as it is
+        now; otherwise measured now and kept for as long as the index is unchanged
+        (a reader, such as the web server, never writes the catalog).
+        """
+        index = self.vectors()
+        key = (id(index), len(index))
+        if self._calibration is not None and self._calibration[0] == key:
+            return self._calibration[1]
+        stored = Calibration.from_json(self.catalog.get_meta(MetaKey.CALIBRATION))
+        if stored is None or not stored.fits(self.model, len(index)):
+            stored = calibrate(index, self.encoder)
+        self._calibration = (key, stored)
+        return stored
 
     def _encoder_for_ingest(self) -> Encoder:
         encoder = self.encoder
@@ -233,7 +332,9 @@ class Collection:
             query: terms, paging, filters, rescoring and sort.
             rerank: where CLIPScore comes from (see ``search``).
         """
-        ranker = Ranker(self.catalog, self.vectors(), self.encoder, self._scorer(rerank))
+        ranker = Ranker(
+            self.catalog, self.vectors(), self.encoder, self._scorer(rerank), self.calibration()
+        )
         return ranker.run(query)
 
     def search(
@@ -366,8 +467,15 @@ class Collection:
 
     def status(self) -> CollectionStatus:
         counts = self.catalog.counts()
-        size = sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
-        index = self.vectors() if self.index_path.exists() else None
+        files = self.folder.iterdir() if self.folder.exists() else iter(())
+        size = sum(p.stat().st_size for p in files if p.is_file())
+        location = self.catalog.location
+        catalog_bytes = self.catalog.size_bytes()
+        if location.shared:  # not in the folder: count it as well
+            size += catalog_bytes
+        # A host sharing a server catalog builds its index from it even without a file.
+        built = self.index_path.exists() or (location.shared and self.store.dim is not None)
+        index = self.vectors() if built else None
         schema = self.catalog.get_meta(MetaKey.SCHEMA_VERSION)
         return CollectionStatus(
             name=self.name,
@@ -382,6 +490,9 @@ class Collection:
             roots=self.catalog.roots(),
             schema_version=int(schema or SCHEMA_VERSION),
             accelerator=None if index is None else index.accelerator,
+            backend=location.backend,
+            catalog=location.shown if location.shared else str(self.folder / CATALOG_FILE),
+            catalog_bytes=catalog_bytes,
         )
 
     def failures(self) -> list[ImageRecord]:
@@ -390,15 +501,26 @@ class Collection:
 
 
 def _check_identity(
-    catalog: Catalog, name: str, config: Config, model: str | None, encoder: Encoder | None
+    catalog: Catalog,
+    name: str,
+    config: Config,
+    model: str | None,
+    encoder: Encoder | None,
+    create: bool,
 ) -> None:
     """Record a new collection's model, or refuse a model that is not the stored one."""
+    stored_name = catalog.get_meta(MetaKey.NAME)
+    if stored_name is not None and stored_name != name:
+        raise CollectionError(
+            f"the catalog at {catalog.location.shown} belongs to collection {stored_name!r}, "
+            f"not {name!r}"
+        )
     stored = catalog.get_meta(MetaKey.MODEL)
     if model is not None:
         wanted = parse_model_spec(model).spec
     else:  # an injected encoder names itself; its spec need not be loadable
         wanted = encoder.spec if encoder else parse_model_spec(config.model).spec
-    if stored is None:
+    if stored is None and create:
         catalog.set_meta({MetaKey.MODEL: wanted, MetaKey.NAME: name, MetaKey.INDEX_TYPE: EXACT})
     elif model is not None and wanted != stored:
         raise ModelMismatchError(
@@ -416,7 +538,11 @@ def list_collections(config: Config) -> Sequence[str]:
     home = config.home
     if not home.is_dir():
         return []
-    return sorted(p.name for p in home.iterdir() if (p / CATALOG_FILE).exists())
+    return sorted(
+        p.name
+        for p in home.iterdir()
+        if (p / CATALOG_FILE).exists() or (p / LOCATION_FILE).exists()
+    )
 
 
 __all__ = ["INDEX_FILE", "Collection", "CollectionStatus", "list_collections"]

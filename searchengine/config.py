@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from searchengine.errors import ConfigError
 from searchengine.models.spec import DEFAULT_MODEL
+from searchengine.values import DEVICES, ENGINES, RUNTIMES
 
 if TYPE_CHECKING:
     from searchengine.index_choice import IndexPolicy
@@ -17,6 +18,9 @@ if TYPE_CHECKING:
 DEFAULT_COLLECTION = "default"
 CATALOG_FILE = "catalog.sqlite"  # a collection's SQLite catalog, in its folder under home
 ENV_PREFIX = "SEARCHENGINE_"
+# A healthy read and decode of the largest image allowed (100 MP) takes seconds; far
+# past that a decoder (or the disk) is taken to hang, and the file is failed.
+DEFAULT_LOAD_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,12 @@ class Config:
             no budget (exact, then SQ8 codes past 50k images).
         index_policy: thresholds of the index choice; ``None``: the measured defaults
             (``searchengine.index_choice.IndexPolicy``).
+        load_seconds: how long ingest waits for one file to be read and decoded
+            before it records the file as failed and goes on.
+        engine: where ingest loads and embeds: ``local`` (this process) or ``ray`` (Ray
+            Data tasks and actors; this process still plans and writes).
+        ray_address: the Ray cluster to join (``host:port`` or ``ray://host:port``);
+            ``None`` or ``auto`` starts a Ray instance on this machine for the run.
     """
 
     home: Path = Path("indexes")
@@ -53,6 +63,9 @@ class Config:
     runtime: str = "auto"
     index_memory_mb: float | None = None
     index_policy: IndexPolicy | None = None
+    load_seconds: float = DEFAULT_LOAD_SECONDS
+    engine: str = "local"
+    ray_address: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Config:
@@ -64,7 +77,7 @@ class Config:
         if model := env.get(ENV_PREFIX + "MODEL"):
             values["model"] = model
         if device := env.get(ENV_PREFIX + "DEVICE"):
-            values["device"] = device
+            values["device"] = _choice(ENV_PREFIX + "DEVICE", device, DEVICES)
         if url := env.get(ENV_PREFIX + "DATABASE_URL"):
             values["database_url"] = url
         if raw := env.get(ENV_PREFIX + "CHECKPOINT_SECONDS"):
@@ -75,7 +88,13 @@ class Config:
                     f"{ENV_PREFIX}CHECKPOINT_SECONDS={raw!r} must be a number"
                 ) from None
         if runtime := env.get(ENV_PREFIX + "RUNTIME"):
-            values["runtime"] = runtime
+            values["runtime"] = _choice(ENV_PREFIX + "RUNTIME", runtime, RUNTIMES)
+        if raw := env.get(ENV_PREFIX + "LOAD_SECONDS"):
+            values["load_seconds"] = _positive_float(ENV_PREFIX + "LOAD_SECONDS", raw)
+        if engine := env.get(ENV_PREFIX + "ENGINE"):
+            values["engine"] = _choice(ENV_PREFIX + "ENGINE", engine, ENGINES)
+        if address := env.get(ENV_PREFIX + "RAY_ADDRESS"):
+            values["ray_address"] = address
         if raw := env.get(ENV_PREFIX + "INDEX_MEMORY_MB"):
             values["index_memory_mb"] = _positive_float(ENV_PREFIX + "INDEX_MEMORY_MB", raw)
         for key in ("batch_size", "workers"):
@@ -85,6 +104,13 @@ class Config:
         if "home" in values:
             values["home"] = Path(str(values["home"])).expanduser()
         return replace(cls(), **values)  # type: ignore[arg-type]
+
+
+def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    """An environment value that must be one of ``choices`` (checked before any work)."""
+    if raw not in choices:
+        raise ConfigError(f"{name}={raw!r} is not one of: {', '.join(choices)}")
+    return raw
 
 
 def _positive_float(name: str, raw: str) -> float:

@@ -16,13 +16,8 @@ import numpy as np
 from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.engine import Connection
 
-from searchengine.catalog import (
-    Catalog,
-    blob,
-    captions_table,
-    embeddings_table,
-    images_table,
-)
+from searchengine.catalog import Catalog, blob
+from searchengine.schema import captions_table, embeddings_table, images_table
 
 
 class DerivedCache:

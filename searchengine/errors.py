@@ -12,7 +12,9 @@ never calls ``sys.exit``. The hierarchy::
     │   ├── CollectionNotFoundError
     │   ├── CollectionLockedError  another process is indexing it
     │   ├── ModelMismatchError  a collection used with another model
+    │   ├── CatalogUnavailableError  the catalog's database cannot be reached or used
     │   └── SchemaVersionError  catalog written by a newer release
+    ├── ClusterError            Ray missing, or its cluster unreachable or failing
     ├── ImageError              one file cannot be used (recorded, never fatal to a run)
     ├── DatasetError            a benchmark dataset or captions file cannot be used
     └── QueryError              empty or unusable query
@@ -57,8 +59,16 @@ class ModelMismatchError(CollectionError):
     """The collection was built with another model than the one asked for."""
 
 
+class CatalogUnavailableError(CollectionError):
+    """The catalog's database cannot be used: no driver, unreachable, refused, missing."""
+
+
 class SchemaVersionError(CollectionError):
     """The catalog was written by a newer release of searchengine."""
+
+
+class ClusterError(SearchEngineError):
+    """The Ray engine cannot run: Ray is not installed, or its cluster is unreachable."""
 
 
 class ImageError(SearchEngineError):

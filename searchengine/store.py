@@ -15,15 +15,31 @@ How the two stay consistent
   steps leaves a state ``reconcile()`` repairs without re-embedding anything:
   logged vectors newer than the saved file are replayed, index ids without an ok
   row are removed.
-- **One writer.** ``writing()`` holds the collection's write lock (a ``flock`` on a
-  file in its folder, released by the kernel however the holder dies), clears
-  what a killed writer left, and reconciles before any batch.
-- **Readers never lock.** SQLite's WAL gives a search a consistent snapshot of the
+- **One writer.** ``writing()`` holds the collection's write lock, clears what a
+  killed writer left, and reconciles before any batch. With a SQLite catalog the
+  lock is a ``flock`` on a file in the folder; with a catalog on a server it is an
+  advisory lock in that database, so it covers every host. Either is released
+  however the holder dies (by the kernel, or by the server with the session).
+- **Readers never lock.** The database gives a search a consistent snapshot of the
   catalog while a run writes; a reader's index is the last saved file, and
   ``refresh()`` picks up a newer one.
 
 Equal ``index_batch`` and ``last_batch`` plus a matching vector count mean the last
 run ended cleanly: an unchanged re-run then never loads the index at all.
+
+A shared catalog (on a server, written from several hosts)
+-----------------------------------------------------------
+Each host keeps its own ``vectors.faiss``; the catalog is the one truth. So:
+
+- **The catalog keeps every vector** (the log is never trimmed): any host can build
+  its index file from the catalog, or bring an old one up to date, without
+  embedding anything.
+- **What a file holds is recorded beside it** (``vectors.state.json``: the batch and
+  vector count), not in the shared catalog, since each host's file differs. It is
+  written after the file, so it never claims more than the file holds.
+- **Catching up** is the same replay as crash recovery: vectors of batches newer than
+  the file's, and removal of ids without an ok row. A writer does it under the lock
+  and saves the file; a reader does it in memory and writes nothing.
 """
 
 from __future__ import annotations
@@ -38,23 +54,26 @@ import numpy as np
 from sqlalchemy.engine import Connection
 
 from searchengine import index_choice
+from searchengine.backends import DatabaseLock
 from searchengine.catalog import (
     Catalog,
     delete_images,
     insert_image,
     log_vectors,
+    logged_ids,
     pending_vectors,
     trim_vector_log,
     update_image,
     write_meta,
 )
 from searchengine.errors import CollectionLockedError, ModelMismatchError
-from searchengine.fsutil import FileLock
+from searchengine.fsutil import FileLock, atomic_write
 from searchengine.index_choice import IndexPolicy
 from searchengine.values import FAILED, MetaKey
 from searchengine.vectors import EXACT, FaissIndex
 
 INDEX_FILE = "vectors.faiss"
+STATE_FILE = "vectors.state.json"  # what this host's index file holds (shared catalogs)
 LOCK_FILE = "write.lock"
 
 
@@ -84,7 +103,8 @@ class Store:
         self._version: tuple[int, int, int] | None = None  # of the index file last read
         self._last_batch = 0
         self._dirty = False  # batches committed since the last checkpoint
-        self._lock: FileLock | None = None
+        self._held = 0  # the newest batch the in-memory index holds (shared catalogs)
+        self._lock: FileLock | DatabaseLock | None = None
 
     def close(self) -> None:
         self.catalog.close()
@@ -123,17 +143,29 @@ class Store:
 
     # -- the vector index -----------------------------------------------------------
     def vectors(self) -> FaissIndex:
-        """The vector index, read on first use (empty until the first batch is saved)."""
+        """The vector index, read on first use (empty until the first batch is saved).
+
+        With a shared catalog a reader's index is also brought up to date, in memory,
+        with what other hosts committed since this host's file was saved.
+        """
         if self._index is None:
-            if self.index_path.exists():
-                self._version = self._file_version()
-                self._index = FaissIndex.load(self.index_path)
-            else:
-                size = self.dim or (self._default_dim() if self._default_dim else None)
-                if size is None:
-                    raise ValueError("the collection has no vector size yet")
-                self._index = FaissIndex(size)
+            self._index = self._load(catch_up=self._lock is None)
         return self._index
+
+    def _load(self, catch_up: bool) -> FaissIndex:
+        if self.index_path.exists():
+            self._version = self._file_version()
+            index = FaissIndex.load(self.index_path)
+        else:
+            index = self._empty_index()
+        if self.catalog.shared:
+            saved, count = self.index_state()
+            last = int(self.catalog.get_meta(MetaKey.LAST_BATCH) or 0)
+            self._held = saved
+            if catch_up and not self._file_matches(saved, last, count):
+                self._catch_up(index, saved if saved <= last else 0)
+                self._held = last
+        return index
 
     @property
     def loaded(self) -> bool:
@@ -146,11 +178,16 @@ class Store:
         A long-lived reader (the web server) calls this before each query, so images
         indexed meanwhile are found without a restart. Returns whether it was dropped.
         """
-        version = self._file_version()
-        if self._index is None or version is None or version == self._version:
+        if self._index is None:
             return False
-        self._index = None
-        return True
+        if self.catalog.shared:  # other hosts' writes show in the catalog, not in our file
+            newer = int(self.catalog.get_meta(MetaKey.LAST_BATCH) or 0) != self._held
+        else:
+            version = self._file_version()
+            newer = version is not None and version != self._version
+        if newer:
+            self._index = None
+        return newer
 
     def _file_version(self) -> tuple[int, int, int] | None:
         try:
@@ -166,13 +203,20 @@ class Store:
         """Hold the collection's write lock; start from the saved state, reconciled.
 
         Raises:
-            CollectionLockedError: another process is writing.
+            CollectionLockedError: another process (on any host sharing the catalog)
+                is writing.
         """
-        lock = FileLock(self.folder / LOCK_FILE, blocking=False)
+        lock: FileLock | DatabaseLock
+        if self.catalog.shared:
+            lock = DatabaseLock(self.catalog.engine, self.catalog.location)
+        else:
+            lock = FileLock(self.folder / LOCK_FILE, blocking=False)
         if not lock.acquire():
+            holder = lock.holder()
+            who = f"process {holder}" if holder.isdigit() else holder
             raise CollectionLockedError(
-                f"collection {self.name!r} is being indexed by process {lock.holder()}; wait "
-                "for it to finish (searching works meanwhile), or stop it and run again"
+                f"collection {self.name!r} is being indexed by {who}; wait for it to "
+                "finish (searching works meanwhile), or stop it and run again"
             )
         self._lock = lock
         try:
@@ -201,6 +245,7 @@ class Store:
             batch.log()
             write_meta(conn, MetaKey.LAST_BATCH, str(number))
         self._last_batch = number
+        self._held = number
         self._dirty = True
         batch.apply(self.vectors())
 
@@ -215,10 +260,7 @@ class Store:
             return
         self._index.save(self.index_path)
         self._version = self._file_version()
-        with self.catalog.transaction() as conn:
-            write_meta(conn, MetaKey.INDEX_BATCH, str(self._last_batch))
-            write_meta(conn, MetaKey.INDEX_VECTORS, str(len(self._index)))
-            trim_vector_log(conn, self._last_batch)
+        self._record_state(self._last_batch, len(self._index))
         self._dirty = False
 
     def reconcile(self) -> int:
@@ -226,41 +268,102 @@ class Store:
 
         Vectors of batches committed after the index file was last saved are
         replayed from the catalog's vector log, and index ids without an ok catalog
-        row are removed. Returns how many ids were fixed.
+        row are removed. With a shared catalog this also brings this host's file up
+        to date with what other hosts wrote. Returns how many ids were fixed.
         """
-        saved = int(self.catalog.get_meta(MetaKey.INDEX_BATCH) or 0)
+        saved, count = self.index_state()
         last = int(self.catalog.get_meta(MetaKey.LAST_BATCH) or saved)
+        if self.catalog.shared and saved > last:  # a file of an earlier catalog: rebuild
+            self._index, saved = self._empty_index(), 0
         self._last_batch = max(self._last_batch, last)
-        if self._consistent(saved, last):
+        if self._index is None and self._file_matches(saved, last, count):
             return 0
-        index = self.vectors()
-        with self.catalog.transaction() as conn:
-            replay = pending_vectors(conn, saved)
+        if self._index is None:
+            self._index = self._load(catch_up=False)
+        index = self._index
+        fixed = self._catch_up(index, saved)
+        if self.catalog.shared:
+            self._backfill(index)
         ok = self.catalog.ok_ids()
-        replay = {i: v for i, v in replay.items() if i in ok}
-        orphans = [int(i) for i in index.ids() if int(i) not in ok]
-        index.remove(np.asarray(orphans + list(replay), dtype=np.int64))
-        if replay:
-            index.add(np.asarray(list(replay), dtype=np.int64), np.stack(list(replay.values())))
         missing = ok - set(int(i) for i in index.ids())
         if missing:  # no vector anywhere (cannot happen unless files were edited by hand)
             with self.catalog.transaction() as conn:
                 delete_images(conn, sorted(missing))
-        fixed = len(replay) + len(orphans) + len(missing)
+        fixed += len(missing)
+        self._held = self._last_batch
         if fixed:
             self.checkpoint()
         else:  # the saved index is right as it is: say so, for the next run's check
-            with self.catalog.transaction() as conn:
-                write_meta(conn, MetaKey.INDEX_BATCH, str(self._last_batch))
-                write_meta(conn, MetaKey.INDEX_VECTORS, str(len(index)))
+            self._record_state(self._last_batch, len(index))
         return fixed
 
-    def _consistent(self, saved: int, last: int) -> bool:
-        """Whether the saved index holds exactly the catalog's vectors, from metadata."""
-        if self._index is not None or not self.index_path.exists():
+    def _catch_up(self, index: FaissIndex, saved: int) -> int:
+        """Replay logged vectors newer than batch ``saved``, drop ids without an ok row."""
+        ok = self.catalog.ok_ids()
+        orphans = [int(i) for i in index.ids() if int(i) not in ok]
+        index.remove(np.asarray(orphans, dtype=np.int64))
+        replayed = 0
+        with self.catalog.transaction() as conn:
+            for ids, vectors in pending_vectors(conn, saved):
+                keep = np.fromiter((int(i) in ok for i in ids), dtype=bool, count=len(ids))
+                if not keep.any():
+                    continue
+                index.remove(ids[keep])
+                index.add(ids[keep], vectors[keep])
+                replayed += int(keep.sum())
+        return replayed + len(orphans)
+
+    def _backfill(self, index: FaissIndex) -> None:
+        """Give a shared catalog the vectors only this host's file holds.
+
+        A catalog that began on one host (an earlier release, which trimmed its vector
+        log) has its vectors in that host's file alone; copied into the catalog, every
+        other host can build its index from them instead of losing those rows.
+        """
+        with self.catalog.transaction() as conn:
+            stored = logged_ids(conn)
+        lacking = np.asarray(sorted(set(int(i) for i in index.ids()) - stored), dtype=np.int64)
+        for ids, vectors in index.chunks(lacking):
+            with self.catalog.transaction() as conn:
+                log_vectors(conn, self._last_batch, [int(i) for i in ids], vectors)
+
+    def _empty_index(self) -> FaissIndex:
+        size = self.dim or (self._default_dim() if self._default_dim else None)
+        if size is None:
+            raise ValueError("the collection has no vector size yet")
+        return FaissIndex(size)
+
+    def index_state(self) -> tuple[int, int | None]:
+        """(batch, vector count) the saved index file holds, as last recorded."""
+        if not self.catalog.shared:
+            count = self.catalog.get_meta(MetaKey.INDEX_VECTORS)
+            batch = int(self.catalog.get_meta(MetaKey.INDEX_BATCH) or 0)
+            return batch, None if count is None else int(count)
+        if not self.index_path.exists():
+            return 0, None
+        try:
+            state = json.loads((self.folder / STATE_FILE).read_text())
+            return int(state["batch"]), int(state["vectors"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0, None  # unknown: replay everything the catalog holds
+
+    def _record_state(self, batch: int, count: int) -> None:
+        """Record what the saved file holds: in the catalog (SQLite, which then trims
+        its vector log) or beside the file (shared catalogs keep every vector)."""
+        if self.catalog.shared:
+            with atomic_write(self.folder / STATE_FILE, durable=True) as handle:
+                handle.write(json.dumps({"batch": batch, "vectors": count}).encode())
+            return
+        with self.catalog.transaction() as conn:
+            write_meta(conn, MetaKey.INDEX_BATCH, str(batch))
+            write_meta(conn, MetaKey.INDEX_VECTORS, str(count))
+            trim_vector_log(conn, batch)
+
+    def _file_matches(self, saved: int, last: int, count: int | None) -> bool:
+        """Whether the saved file holds exactly the catalog's vectors, from metadata."""
+        if not self.index_path.exists():
             return False
-        count = self.catalog.get_meta(MetaKey.INDEX_VECTORS)
-        return saved == last and count is not None and int(count) == self.catalog.ok_count()
+        return saved == last and count is not None and count == self.catalog.ok_count()
 
     def adapt(self, policy: IndexPolicy, memory_mb: float | None = None) -> None:
         """Rebuild the index as the type its size (and memory budget) now calls for.

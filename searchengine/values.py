@@ -12,11 +12,13 @@ Device = Literal["auto", "cpu", "cuda"]
 Runtime = Literal["auto", "torch", "onnx"]
 Sort = Literal["relevance", "date", "date-asc"]
 Orientation = Literal["landscape", "portrait", "square"]
+Engine = Literal["local", "ray"]  # where ingest loads and embeds: this process, or Ray
 
 DEVICES: tuple[str, ...] = get_args(Device)
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
 SORTS: tuple[str, ...] = get_args(Sort)
 ORIENTATIONS: tuple[str, ...] = get_args(Orientation)
+ENGINES: tuple[str, ...] = get_args(Engine)
 
 
 # What became of a file: indexed, or failed with a reason (the catalog's ``status``).
@@ -38,3 +40,4 @@ class MetaKey:
     LAST_BATCH = "last_batch"  # the newest ingest batch committed to the catalog
     INDEX_BATCH = "index_batch"  # the newest batch the saved index file holds
     INDEX_VECTORS = "index_vectors"  # how many vectors the saved index file holds
+    CALIBRATION = "calibration"  # what a real match scores (ranking.calibration, JSON)

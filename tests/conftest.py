@@ -2,8 +2,12 @@
 
 Fake Hugging Face hub (see ``tests/fakehub.py``):
 
-- ``fake_hub`` (session): the tiny repos (CLIPS, transformers CLIP, BLIP captioning and
-  VQA), written once under a temporary ``HF_HOME``.
+- ``fake_hub`` (session): the tiny repos (CLIPS in its first published layout and the
+  ``bert-base-uncased`` tokenizer it reads, transformers CLIP, BLIP captioning and VQA),
+  downloaded once under a temporary ``HF_HOME`` as ``hf download`` does.
+- ``clips_hubs`` (session): one ``HF_HOME`` per published CLIPS layout (``"bert"``: the
+  repo plus ``bert-base-uncased``, the same cache as ``fake_hub``; ``"clips"``: the repo
+  alone, its tokenizer inside it).
   Building it imports torch, open_clip and transformers, so only tests that ask for it
   pay for that.
 - ``offline_hub``: ``fake_hub`` made this process's hub cache for one test, offline.
@@ -22,13 +26,28 @@ import os
 from pathlib import Path
 
 import pytest
-from fakehub import FakeHub, activate, build_fake_hub, build_openclip_builtin
+from fakehub import (
+    FakeHub,
+    activate,
+    build_fake_hub,
+    build_openclip_builtin,
+    clips_repo,
+)
 
 
 @pytest.fixture(scope="session")
 def fake_hub(tmp_path_factory: pytest.TempPathFactory) -> FakeHub:
     """The default fake hub (tiny CLIPS, CLIP and BLIP repos), built once per session."""
     return build_fake_hub(tmp_path_factory.mktemp("hf_home"))
+
+
+@pytest.fixture(scope="session")
+def clips_hubs(fake_hub: FakeHub, tmp_path_factory: pytest.TempPathFactory) -> dict[str, FakeHub]:
+    """Both published CLIPS layouts, each in its own ``HF_HOME`` (see the module docstring)."""
+    tokenizer_inside = build_fake_hub(
+        tmp_path_factory.mktemp("hf_home_clips"), builders=(lambda: clips_repo("clips"),)
+    )
+    return {"bert": fake_hub, "clips": tokenizer_inside}
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +80,47 @@ def empty_offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeHu
 def offline_hub_env(fake_hub: FakeHub) -> dict[str, str]:
     """This process's environment, pointed at ``fake_hub`` and offline, for subprocesses."""
     return {**os.environ, **fake_hub.env()}
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """A one-node Ray cluster (``scripts/raycluster.py``), started once, stopped at the end."""
+    from raycluster import RayHead
+
+    head = RayHead()
+    yield head
+    head.stop()
+
+
+# -- catalog backends ------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostgreSQL cluster for the session (``tests/pgcluster.py``).
+
+    Skips, saying why, where PostgreSQL cannot be started; under CI it must start.
+    """
+    from pgcluster import ClusterUnavailable, start_cluster
+
+    try:
+        cluster = start_cluster()
+    except ClusterUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI runs the PostgreSQL tests, but the cluster did not start: {exc}")
+        pytest.skip(f"PostgreSQL is not available here: {exc}")
+    yield cluster
+    cluster.stop()
+
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """Each catalog backend: ``None`` (SQLite in the collection's folder) or the URL of
+    a fresh, empty PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    cluster = request.getfixturevalue("pg_cluster")
+    url = cluster.new_database()
+    request.addfinalizer(lambda: cluster.give_back(url))
+    return url

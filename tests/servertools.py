@@ -1,4 +1,6 @@
-"""Helpers for the web server's tests: a toy collection, a free port, a live server.
+"""Helpers for the web server's tests: a toy collection, a free port, a live server
+(``searchengine serve`` in a child process, or an app under uvicorn in a thread, with
+the settings ``serve`` uses).
 
 The toy collection is the held-out toy world (60 images, seed 4242) indexed with the
 shipped ``toy`` model when the package has it, else with the fake hub's CLIPS model
@@ -139,6 +141,16 @@ def free_port() -> int:
 @contextmanager
 def live_server(collection: ToyCollection, env: Mapping[str, str], *extra: str) -> Iterator[str]:
     """``searchengine serve`` in a child process; yields its base URL once it answers."""
+    with server_process(collection, env, *extra) as (url, _child):
+        yield url
+
+
+@contextmanager
+def server_process(
+    collection: ToyCollection, env: Mapping[str, str], *extra: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``searchengine serve`` in a child process; yields its base URL once it answers,
+    and the process (its pid, for RSS and signals)."""
     port = free_port()
     command = [
         sys.executable,
@@ -161,7 +173,7 @@ def live_server(collection: ToyCollection, env: Mapping[str, str], *extra: str) 
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_up(url, child, log)
-        yield url
+        yield url, child
     finally:
         child.terminate()
         try:
@@ -196,10 +208,10 @@ def serving(app: object) -> Iterator[str]:
 
     import uvicorn
 
+    from searchengine.server.http import uvicorn_config
+
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")  # type: ignore[arg-type]
-    )
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

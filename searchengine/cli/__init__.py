@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from searchengine.cli import captions, collection, measure, serve, where
+from searchengine.cli import captions, collection, manage, measure, serve, where
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,6 +22,7 @@ def main() -> None:
       searchengine search "kids building a sandcastle"
       searchengine similar ~/Pictures/beach.jpg
       searchengine status --failed
+      searchengine collections
     """
 
 
@@ -31,6 +32,8 @@ for command in (
     collection.similar,
     collection.status,
     collection.demo,
+    manage.collections,
+    manage.remove,
     captions.caption,
     captions.ask,
     measure.bench,

@@ -14,8 +14,8 @@ from searchengine.cli.common import (
     OWN_MODEL,
     TqdmProgress,
     collection_options,
+    database_url_option,
     device_option,
-    display_path,
     errors,
     filter_options,
     human_size,
@@ -23,11 +23,12 @@ from searchengine.cli.common import (
     make_config,
     open_collection,
     print_results,
+    terminal_path,
     top_k_option,
 )
 from searchengine.cli.where import print_located, region_options, where_options
 from searchengine.models.blip import DEFAULT_CAPTION_MODEL
-from searchengine.values import RUNTIMES, SORTS
+from searchengine.values import ENGINES, RUNTIMES, SORTS
 
 runtime_option = click.option(
     "--runtime",
@@ -39,7 +40,7 @@ runtime_option = click.option(
 
 
 @click.command()
-@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @collection_options
 @click.option(
     "--model",
@@ -61,7 +62,8 @@ runtime_option = click.option(
     type=click.IntRange(min=1),
     default=None,
     help="Decode threads; with ONNX on a CPU, lanes that each decode and run the model "
-    "(at most one per core) [default: one per core, at most 8].",
+    "(at most one per core) [default: one per core, at most 8]. With --engine ray: at "
+    "most this many actors [default: one per GPU, else one per CPU of the cluster].",
 )
 @runtime_option
 @click.option(
@@ -72,17 +74,36 @@ runtime_option = click.option(
     help="Memory budget of the vector index [env SEARCHENGINE_INDEX_MEMORY_MB; default: "
     "none]. A collection over it gets compressed vectors and somewhat lower recall.",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(ENGINES),
+    default=None,
+    help="Where files are decoded and embedded [env SEARCHENGINE_ENGINE; default local: "
+    "this process]. ray: Ray Data tasks and actors (one model each, a GPU each where "
+    "the cluster has GPUs); this process still plans and writes.",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    metavar="ADDRESS",
+    help="With --engine ray: the cluster to join, HOST:PORT or ray://HOST:PORT [env "
+    "SEARCHENGINE_RAY_ADDRESS; default auto: start Ray on this machine]. Every node must "
+    "see the photos at the same paths.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def index(
     paths: Sequence[Path],
     collection: str,
     index_dir: Path | None,
+    database_url: str | None,
     models: tuple[str, ...],
     device: str | None,
     batch_size: int | None,
     workers: int | None,
     runtime: str | None,
     index_memory: float | None,
+    engine: str | None,
+    ray_address: str | None,
     as_json: bool,
 ) -> None:
     """Embed every image under PATHS into a collection.
@@ -98,19 +119,27 @@ def index(
       searchengine index --collection family          # refresh known folders
       searchengine index ~/Pictures -m ViT-B-32:openai \\
           -m hf-hub:UCSC-VLAA/ViT-L-14-CLIPS-Recap-DataComp-1B   # + rerank vectors
+      searchengine index /mnt/photos -c team --database-url postgresql://me@db/photos
+      searchengine index /shared/photos --engine ray --ray-address 10.0.0.1:6379
     """
     from searchengine.collection import Collection
 
+    for path in paths:  # before anything is created; a broken link is a file to record
+        if not os.path.lexists(path):
+            raise click.BadParameter(f"no such file or folder: {path}", param_hint="PATHS")
     with errors():
         model = models[0] if models else None
         config = make_config(
             index_dir,
+            database_url,
             model=model,
             device=device,
             batch_size=batch_size,
             workers=workers,
             runtime=runtime,
             index_memory_mb=index_memory,
+            engine=engine,
+            ray_address=ray_address,
         )
         with Collection.open(collection, config, create=True, model=model) as coll:
             report = coll.index(paths, progress=TqdmProgress("indexing"))
@@ -196,6 +225,7 @@ def search(
     query: str,
     collection: str,
     index_dir: Path | None,
+    database_url: str | None,
     k: int,
     plus: tuple[str, ...],
     minus: tuple[str, ...],
@@ -236,7 +266,9 @@ def search(
       searchengine search "mountains" --path "*/holidays/*" --orientation landscape
       searchengine search "a red kite" --where --out kites/   # + where it is, overlays
     """
-    opened = open_collection(collection, index_dir, model, device, runtime, warm_text=True)
+    opened = open_collection(
+        collection, index_dir, database_url, model, device, runtime, warm_text=True
+    )
     with errors(), opened as coll:
         from searchengine.ranking import Filters  # SQL: after the warm-up starts
 
@@ -277,6 +309,7 @@ def similar(
     image: Path,
     collection: str,
     index_dir: Path | None,
+    database_url: str | None,
     k: int,
     region: tuple[int, int, int, int] | None,
     region_method: str,
@@ -296,7 +329,7 @@ def similar(
       searchengine similar ./street.jpg --region 120,40,380,300   # the dog, not the street
       searchengine similar ./street.jpg --region 120,40,380,300 --region-method crop
     """
-    with errors(), open_collection(collection, index_dir, None, device) as coll:
+    with errors(), open_collection(collection, index_dir, database_url, None, device) as coll:
         results = coll.similar(image, k, region=region, region_method=region_method)
     print_results(results, as_json)
 
@@ -305,15 +338,22 @@ def similar(
 @collection_options
 @click.option("--failed", is_flag=True, help="List the files that could not be indexed.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def status(collection: str, index_dir: Path | None, failed: bool, as_json: bool) -> None:
-    """Show a collection: model, image count, index type, size, failures.
+def status(
+    collection: str,
+    index_dir: Path | None,
+    database_url: str | None,
+    failed: bool,
+    as_json: bool,
+) -> None:
+    """Show a collection: model, image count, index type, catalog, size, failures.
 
     \b
     Examples:
       searchengine status
       searchengine status --failed --collection family
+      searchengine status -c team --database-url postgresql://me@db/photos --json
     """
-    with errors(), open_collection(collection, index_dir, None, None) as coll:
+    with errors(), open_collection(collection, index_dir, database_url, None, None) as coll:
         info = coll.status()
         failures = coll.failures() if failed else []
     if as_json:
@@ -324,7 +364,7 @@ def status(collection: str, index_dir: Path | None, failed: bool, as_json: bool)
         return
     if failed:
         for r in failures:
-            click.echo(f"{display_path(r.path)}\t{r.error}")
+            click.echo(f"{terminal_path(r.path)}\t{r.error}")
         if not failures:
             click.echo("no failed files", err=True)
         return
@@ -333,6 +373,7 @@ def status(collection: str, index_dir: Path | None, failed: bool, as_json: bool)
         f"collection  {info.name}\nfolder      {info.folder}\nmodel       {info.model}"
         f"\ndimension   {info.dim or '-'}\nindex type  {info.index_type}{accelerated}"
         f"\nimages      {info.images}\nfailed      {info.failed}\nvectors     {info.vectors}"
+        f"\ncatalog     {info.backend}: {info.catalog} ({human_size(info.catalog_bytes)})"
         f"\nsize        {human_size(info.size_bytes)}\nfolders     {', '.join(info.roots) or '-'}"
     )
 
@@ -347,6 +388,7 @@ def status(collection: str, index_dir: Path | None, failed: bool, as_json: bool)
     help="Where to write the toy photos.",
 )
 @index_dir_option
+@database_url_option
 @click.option(
     "-n",
     "--images",
@@ -356,7 +398,9 @@ def status(collection: str, index_dir: Path | None, failed: bool, as_json: bool)
     help="How many toy photos to generate.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the demo's results as JSON.")
-def demo(folder: Path, index_dir: Path | None, images: int, as_json: bool) -> None:
+def demo(
+    folder: Path, index_dir: Path | None, database_url: str | None, images: int, as_json: bool
+) -> None:
     """Try searchengine offline: generate toy photos, index them, run a few queries.
 
     Uses the tiny `toy` model shipped with the package, so it needs no network and
@@ -373,7 +417,7 @@ def demo(folder: Path, index_dir: Path | None, images: int, as_json: bool) -> No
     with errors():
         report = run_demo(
             folder,
-            make_config(index_dir, device="cpu"),
+            make_config(index_dir, database_url, device="cpu"),
             n=images,
             progress=TqdmProgress("indexing"),
         )

@@ -32,11 +32,46 @@ def errors() -> Iterator[None]:
         raise click.BadParameter(str(exc)) from exc
     except SearchEngineError as exc:
         raise click.ClickException(str(exc)) from exc
+    except Exception as exc:
+        # The connection to a catalog server can also fail mid-run: one line, too.
+        if (message := _database_problem(exc)) is None:
+            raise
+        raise click.ClickException(message) from exc
     except KeyboardInterrupt:
         click.echo(
             "interrupted; work done so far is saved, run the same command to resume", err=True
         )
         sys.exit(130)
+
+
+def _database_problem(exc: Exception) -> str | None:
+    """One line for a lost catalog connection, or None for any other error."""
+    sa_exc = sys.modules.get("sqlalchemy.exc")  # loaded only if a catalog was opened
+    if sa_exc is None or not isinstance(exc, sa_exc.DBAPIError):
+        return None
+    from searchengine.backends import connection_problem, refused
+
+    if not isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) and not refused(exc):
+        return None
+
+    return connection_problem(None, exc)
+
+
+# Control characters in a name would split a result over lines, or drive the terminal
+# (an escape sequence): each is shown as an escape instead, one line per result.
+_CONTROLS = {
+    **{c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]},
+    **{c: f"\\u{c:04x}" for c in range(0x80, 0xA0)},
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\t"): "\\t",
+}
+
+
+def terminal_path(path: str) -> str:
+    """A path printable on one terminal line: undecodable name bytes shown as ``\\xNN``,
+    control characters (newline, tab, escape ...) as ``\\n``, ``\\t``, ``\\x1b``."""
+    return display_path(path).translate(_CONTROLS)
 
 
 def top_k_option(func: F) -> F:
@@ -69,7 +104,19 @@ def index_dir_option(func: F) -> F:
     )(func)
 
 
+def database_url_option(func: F) -> F:
+    return click.option(
+        "--database-url",
+        default=None,
+        metavar="URL",
+        help="Keep the catalog in this database, e.g. postgresql://USER@HOST/DB (needs "
+        "the postgres extra) [env SEARCHENGINE_DATABASE_URL; default: a SQLite file in "
+        "the collection's folder]. A password is better kept in PGPASSWORD or ~/.pgpass.",
+    )(func)
+
+
 def collection_options(func: F) -> F:
+    func = database_url_option(func)
     func = index_dir_option(func)
     return click.option(
         "--collection",
@@ -80,8 +127,10 @@ def collection_options(func: F) -> F:
     )(func)
 
 
-def make_config(index_dir: Path | None, **overrides: Any) -> Config:
-    return Config.from_env(home=index_dir, **overrides)
+def make_config(
+    index_dir: Path | None, database_url: str | None = None, **overrides: Any
+) -> Config:
+    return Config.from_env(home=index_dir, database_url=database_url, **overrides)
 
 
 class TqdmProgress:
@@ -111,11 +160,19 @@ def print_results(results: Sequence[SearchResult], as_json: bool) -> None:
         return
     if not results:
         click.echo("no results", err=True)
+    elif results[0].weak:
+        click.echo(
+            "nothing matches well: even the best result scores below what a real match "
+            "scores in this collection; these are only the closest",
+            err=True,
+        )
     for r in results:
         scores = f"cos {r.cosine:.4f}"
         if r.clip_score is not None:
             scores += f"  clip {r.clip_score:.4f}"
-        click.echo(f"{r.score:.4f}  {display_path(r.path)}  ({scores})")
+        if r.weak:
+            scores += "  weak"
+        click.echo(f"{r.score:.4f}  {terminal_path(r.path)}  ({scores})")
         if r.caption:
             click.echo(f"        {r.caption}")
 
@@ -172,6 +229,7 @@ def filter_options(func: F) -> F:
 def open_collection(
     collection: str,
     index_dir: Path | None,
+    database_url: str | None,
     model: str | None,
     device: str | None,
     runtime: str | None = None,
@@ -181,7 +239,7 @@ def open_collection(
     in the background while the catalog's modules load (``searchengine.warmup``)."""
     from searchengine.warmup import TextWarmup
 
-    config = make_config(index_dir, device=device, runtime=runtime)
+    config = make_config(index_dir, database_url, device=device, runtime=runtime)
     warm = TextWarmup(config, collection) if warm_text else None
     from searchengine.collection import Collection  # the SQL layer: what the warm-up overlaps
 

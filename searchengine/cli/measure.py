@@ -11,6 +11,7 @@ import click
 
 from searchengine.cli.common import (
     TqdmProgress,
+    database_url_option,
     device_option,
     errors,
     index_dir_option,
@@ -78,6 +79,7 @@ def _models(models: Sequence[str], device: str | None) -> tuple[list[str], str]:
     help="Measure on an indexed collection instead of a dataset.",
 )
 @index_dir_option
+@database_url_option
 @click.option(
     "--pseudo-captions",
     is_flag=True,
@@ -150,6 +152,7 @@ def bench(
     image_root: Path | None,
     collection: str | None,
     index_dir: Path | None,
+    database_url: str | None,
     pseudo_captions: bool,
     captioner: str | None,
     captions_file: Path | None,
@@ -203,7 +206,7 @@ def bench(
 
     with errors():
         if collection is not None:
-            config = make_config(index_dir, device=device)
+            config = make_config(index_dir, database_url, device=device)
             report = _collection_report(
                 collection, config, models, ks, captioner, captions_file, image_root, plot
             )

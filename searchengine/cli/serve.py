@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -55,6 +56,7 @@ MISSING_EXTRA = (
 def serve(
     collection: str,
     index_dir: Path | None,
+    database_url: str | None,
     host: str,
     port: int,
     token: str | None,
@@ -65,8 +67,10 @@ def serve(
 ) -> None:
     """Search a collection from a web page (and a JSON API) on this machine.
 
-    The model is loaded once, before the server starts, so every query is warm.
-    Files are served by catalog id only. Ctrl-C stops the server.
+    The collection's model is loaded once, before the server starts, so every query
+    is warm; the rerank and caption models load in the background (the page says
+    when they are ready). Files are served by catalog id only. Ctrl-C stops the
+    server.
 
     \b
     Examples:
@@ -75,16 +79,20 @@ def serve(
       SEARCHENGINE_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(24))') \\
           searchengine serve --host 0.0.0.0               # reachable from the network
     """
-    try:
-        import uvicorn
+    from searchengine.models.loading import HUB_TIMEOUT
 
+    # The hub client reads this once, on import: a hub that stops answering costs
+    # seconds per file, not its 10 s default (a value the user set wins).
+    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", f"{HUB_TIMEOUT:g}")
+    try:
         from searchengine.server import check_binding, create_app
+        from searchengine.server.http import run
     except ImportError as exc:
         raise click.ClickException(f"{MISSING_EXTRA} ({exc.name} is missing)") from exc
 
     with errors():
         check_binding(host, token)  # before the model loads: a refusal comes at once
-    with errors(), open_collection(collection, index_dir, None, device) as coll:
+    with errors(), open_collection(collection, index_dir, database_url, None, device) as coll:
         click.echo(f"loading {coll.model} for collection {coll.name!r}…", err=True)
         app = create_app(
             coll,
@@ -98,4 +106,4 @@ def serve(
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}:{port}/" + (f"#token={token}" if token else "")
         click.echo(f"serving {coll.name!r} at {url}  (Ctrl-C stops)", err=True)
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        run(app, host, port)

@@ -23,13 +23,14 @@ from typing import Any
 
 import numpy as np
 
+from searchengine.config import DEFAULT_LOAD_SECONDS
+from searchengine.ingest import inflight
 from searchengine.ingest.load import (
     Item,
     Jpeg,
+    Loader,
     Pixels,
     decode_with_pillow,
-    load,
-    load_batch,
     stack_pixels,
 )
 from searchengine.ingest.plan import plan
@@ -66,6 +67,11 @@ class Ingest:
         workers: load threads or lanes.
         progress: where files done are reported.
         checkpoint_seconds: how often a long run saves the index file.
+        load_seconds: how long reading and decoding one file may take before it is
+            failed as hung.
+        adapt: called after each checkpoint to change the index type if the
+            collection's size now calls for another (``Store.adapt``), so a large first
+            run holds compressed codes from the threshold on, not every vector exactly.
     """
 
     def __init__(
@@ -77,6 +83,8 @@ class Ingest:
         workers: int | None = None,
         progress: Progress | None = None,
         checkpoint_seconds: float = 60.0,
+        load_seconds: float = DEFAULT_LOAD_SECONDS,
+        adapt: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.get_encoder = get_encoder
@@ -84,6 +92,9 @@ class Ingest:
         self.workers = workers or default_workers()
         self.progress = progress or NoProgress()
         self.checkpoint_seconds = checkpoint_seconds
+        self.load_seconds = load_seconds
+        self.adapt = adapt
+        self._loader = Loader(load_seconds)
         self._tensors: TensorPreprocessor | None = None  # JPEGs decoded on the device
         self._last_save = 0.0  # when the index was last saved (monotonic)
         self._early_save = False  # save after the first batch (a new collection)
@@ -94,15 +105,14 @@ class Ingest:
         diff = plan(self.store.catalog.file_states(), roots)
         self.writer = writer = Writer(self.store, diff)
         encoder = None
+        journal = self.store.folder / inflight.JOURNAL_FILE
         if diff.candidates:
             encoder = self.get_encoder()
-            if tensor_decode_available(encoder):
-                self._tensors = TensorPreprocessor(encoder.preprocess_cfg, encoder.device)
-        lanes = 1
-        if encoder is not None and self._tensors is None:
-            lanes = image_lanes(encoder, self.workers)
-        if encoder is not None and self.batch_size is None:
-            self.batch_size = default_batch_size(encoder.device, lanes)
+            # Files a crashed run was loading are tried in a child process first.
+            diff.candidates = inflight.recheck(
+                journal, diff.candidates, encoder.image_size, self.load_seconds
+            )
+            self._loader = Loader(self.load_seconds, inflight.Journal(journal))
         self.progress.start(len(diff.candidates))
         # A first run saves right after its first batch, so searches started meanwhile
         # see results at once; later runs keep to the checkpoint interval.
@@ -110,15 +120,14 @@ class Ingest:
         self._last_save = time.monotonic()
         try:
             with _stop_on_interrupt() as stop:
-                if encoder is not None and lanes > 1:
-                    self._run_in_lanes(diff.candidates, encoder, lanes, stop)
-                elif encoder is not None:
-                    self._run_in_batches(diff.candidates, encoder, stop)
+                if encoder is not None:
+                    self._embed(diff.candidates, encoder, stop)
                 if not stop.requested:
                     writer.remove_missing()
         finally:
-            if lanes > 1 and encoder is not None:
-                image_lanes(encoder, 1)  # back to all cores a call, for query images
+            self._loader.close()
+            if self._loader.journal is not None:  # no crash: nothing was left half-loaded
+                self._loader.journal.close()
             # Whatever was committed is saved, also on Ctrl-C or an error mid-run; an
             # unchanged re-run leaves the index file alone.
             if self.store.dirty:
@@ -129,10 +138,27 @@ class Ingest:
             raise KeyboardInterrupt
         return writer.report
 
+    def _embed(self, entries: list[FileEntry], encoder: Encoder, stop: _StopFlag) -> None:
+        """Load, embed and commit ``entries`` in planned order, until done or stopped."""
+        if tensor_decode_available(encoder):
+            self._tensors = TensorPreprocessor(encoder.preprocess_cfg, encoder.device)
+        lanes = image_lanes(encoder, self.workers) if self._tensors is None else 1
+        if self.batch_size is None:
+            self.batch_size = default_batch_size(encoder.device, lanes)
+        if lanes == 1:
+            self._run_in_batches(entries, encoder, stop)
+            return
+        try:
+            self._run_in_lanes(entries, encoder, lanes, stop)
+        finally:
+            image_lanes(encoder, 1)  # back to all cores a call, for query images
+
     def _checkpoint(self) -> None:
         due = time.monotonic() - self._last_save > self.checkpoint_seconds
         if due or (self._early_save and len(self.store.vectors()) > 0):
             self.store.checkpoint()
+            if self.adapt is not None:
+                self.adapt()
             self._last_save, self._early_save = time.monotonic(), False
 
     def _run_in_batches(self, entries: list[FileEntry], encoder: Encoder, stop: _StopFlag) -> None:
@@ -174,7 +200,8 @@ class Ingest:
                 # Two batches queued per lane, so none idles while the main thread commits.
                 while len(window) < 2 * lanes and (start := next(starts, None)) is not None:
                     chunk = entries[start : start + size]
-                    window.append(pool.submit(_load_and_encode, chunk, encoder, known))
+                    job = pool.submit(_load_and_encode, self._loader, chunk, encoder, known)
+                    window.append(job)
                 if not window:
                     break
                 items, vectors = window.popleft().result()
@@ -197,7 +224,7 @@ class Ingest:
         window: deque[Future[Item]] = deque()
         try:
             for entry in entries:
-                window.append(pool.submit(load, entry, encoder, known, on_device))
+                window.append(pool.submit(self._loader, entry, encoder, known, on_device))
                 if len(window) >= lookahead:
                     yield window.popleft().result()
             while window:
@@ -251,10 +278,10 @@ class Ingest:
 
 
 def _load_and_encode(
-    entries: list[FileEntry], encoder: Encoder, known_hashes: frozenset[str]
+    loader: Loader, entries: list[FileEntry], encoder: Encoder, known_hashes: frozenset[str]
 ) -> tuple[list[Item], np.ndarray | None]:
     """Lane: load each file, encode the decoded ones in one call (vectors in their order)."""
-    items = load_batch(entries, encoder, known_hashes)
+    items = loader.batch(entries, encoder, known_hashes)
     pixels = stack_pixels(items)
     return items, None if pixels is None else encoder.encode_pixels(pixels)
 

@@ -34,24 +34,28 @@ class FileEntry(NamedTuple):
 def scan(
     roots: Iterable[str | Path], extensions: frozenset[str] | None = None
 ) -> Iterator[FileEntry]:
-    """Yield every image file under ``roots`` (files given directly are yielded too).
+    """Yield every image file under ``roots``; a root that is not a folder is yielded too.
 
     Directory symlinks are not followed, so link loops cannot trap the walk; file
-    symlinks are followed. Entries that vanish or cannot be stat'ed are skipped.
+    symlinks are followed. In a folder, only names with an image extension are
+    considered; a path named directly is always considered, whatever its name, so
+    that it gets a verdict (a FIFO, a device, a broken link or a text file named on
+    the command line is recorded with a reason, not skipped). Entries that vanish
+    during the walk are skipped.
     """
     exts = image_extensions() if extensions is None else extensions
     for root in roots:
         root = os.path.abspath(root)
-        if os.path.isfile(root):
-            if os.path.splitext(root)[1].lower() in exts:
-                try:
-                    st = os.stat(root)
-                except OSError:
-                    continue
-                if stat.S_ISREG(st.st_mode):
-                    yield FileEntry(root, st.st_size, st.st_mtime_ns)
+        try:
+            st = os.stat(root)
+        except OSError as exc:
+            if os.path.lexists(root):  # a symbolic link to nowhere, or a loop
+                yield FileEntry(root, 0, 0, _link_failure(exc))
             continue
-        yield from _walk(root, exts)
+        if stat.S_ISDIR(st.st_mode):
+            yield from _walk(root, exts)
+        else:
+            yield _checked(root, st)
 
 
 def _entry(entry: os.DirEntry[str]) -> FileEntry:
@@ -60,12 +64,31 @@ def _entry(entry: os.DirEntry[str]) -> FileEntry:
     except OSError as exc:
         if not entry.is_symlink():
             raise
-        reason = "symbolic link loop" if exc.errno == errno.ELOOP else "broken symbolic link"
-        return FileEntry(entry.path, 0, 0, reason)
+        return FileEntry(entry.path, 0, 0, _link_failure(exc))
+    return _checked(entry.path, st)
+
+
+def _checked(path: str, st: os.stat_result) -> FileEntry:
     # Regular files only: reading a FIFO or device named x.jpg would block forever.
     if not stat.S_ISREG(st.st_mode):
-        return FileEntry(entry.path, 0, 0, "not a regular file")
-    return FileEntry(entry.path, st.st_size, st.st_mtime_ns)
+        return FileEntry(path, 0, 0, f"not a regular file ({_kind(st.st_mode)})")
+    return FileEntry(path, st.st_size, st.st_mtime_ns)
+
+
+def _link_failure(exc: OSError) -> str:
+    return "symbolic link loop" if exc.errno == errno.ELOOP else "broken symbolic link"
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"
 
 
 def _extension(name: str) -> str:

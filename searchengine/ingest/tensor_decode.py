@@ -22,6 +22,7 @@ from typing import Any, TypeGuard
 from PIL import Image
 
 from searchengine.errors import ImageError
+from searchengine.ingest.capture import captured
 from searchengine.ingest.decode import MAX_PIXELS, ORIENTATION, check_pixels, taken_at_of
 from searchengine.models.base import Encoder, TensorEncoder
 from searchengine.models.lite import Preprocess, resize_plan
@@ -60,13 +61,12 @@ def read_header(data: bytes, max_pixels: int = MAX_PIXELS) -> JpegHeader:
         ImageError: not a JPEG Pillow can open, or over ``max_pixels``.
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with captured():  # the Pillow decode that follows a failure says what went wrong
             image = Image.open(io.BytesIO(data))
             if image.format != "JPEG":
                 raise ImageError("not a JPEG")
             width, height = image.size
-            check_pixels(width, height, max_pixels)
+            check_pixels(width, height, max_pixels, "JPEG")
             orientation = int(image.getexif().get(ORIENTATION, 1) or 1)
             taken_at = taken_at_of(image)
     except ImageError:

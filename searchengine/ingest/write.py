@@ -98,7 +98,8 @@ class Writer:
             return
         assert vector is not None, "decoded items are written with their vectors"
         meta = {"width": item.width, "height": item.height, "taken_at": item.taken_at}
-        values = {**base, **meta, "content_hash": item.digest, "status": OK, "error": None}
+        note = _warnings(item.warnings) if isinstance(item, Pixels) else None
+        values = {**base, **meta, "content_hash": item.digest, "status": OK, "error": note}
         image_id = self._put(batch, known_id, values, vector)
         self._by_hash.setdefault(item.digest, _record(image_id, values, batch.number))
 
@@ -133,6 +134,14 @@ class Writer:
         else:
             self.report.updated += 1
         return batch.put(known_id, values, vector)
+
+
+def _warnings(messages: Sequence[str], limit: int = 500) -> str | None:
+    """An indexed file's decoder warnings, kept in its row's ``error`` column."""
+    if not messages:
+        return None
+    text = "decoded with warnings: " + "; ".join(messages)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _record(image_id: int, values: dict[str, Any], batch: int) -> ImageRecord:

@@ -42,6 +42,7 @@ def load_encoder(spec: str | ModelSpec, device: str = "auto", runtime: str = "au
         ModelError: ``runtime="onnx"`` and the ONNX export failed verification.
     """
     from searchengine.errors import ConfigError
+    from searchengine.models.loading import check_hub
 
     parsed = parse_model_spec(spec) if isinstance(spec, str) else spec
     if runtime not in RUNTIMES:
@@ -53,6 +54,7 @@ def load_encoder(spec: str | ModelSpec, device: str = "auto", runtime: str = "au
             raise ConfigError(
                 f"--runtime onnx supports open_clip models, not {parsed.spec}; use auto or torch"
             )
+        check_hub(parsed)  # before torch is imported: a silent hub fails in seconds
         from searchengine.models.hf_clip import TransformersClipEncoder
 
         return TransformersClipEncoder(parsed, device)
@@ -62,6 +64,7 @@ def load_encoder(spec: str | ModelSpec, device: str = "auto", runtime: str = "au
         encoder = load_onnx_encoder(parsed, device, required=runtime == "onnx")
         if encoder is not None:
             return encoder
+    check_hub(parsed)
     from searchengine.models.openclip import OpenClipEncoder
 
     return OpenClipEncoder(parsed, device)

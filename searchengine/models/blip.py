@@ -14,7 +14,12 @@ from typing import Any
 from PIL import Image
 
 from searchengine.errors import ModelError, QueryError, UnknownModelError
-from searchengine.models.loading import autocast, hub_errors_to_weights_error, resolve_device
+from searchengine.models.loading import (
+    autocast,
+    cached,
+    hub_errors_to_weights_error,
+    resolve_device,
+)
 from searchengine.models.spec import ModelKind, ModelSpec
 
 DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-base"
@@ -74,10 +79,17 @@ class _Blip:
         self.model = spec.spec
         self.device = resolve_device(device)
         self.batch_size = batch_size
+        # A complete cached copy is loaded as it is: asking the hub whether each of its
+        # files changed would cost a time-out per file whenever the hub is unreachable.
+        local = cached(spec)
         try:
             with hub_errors_to_weights_error(spec):
-                self._processor: Any = BlipProcessor.from_pretrained(spec.source)
-                net: Any = getattr(transformers, model_class).from_pretrained(spec.source)
+                self._processor: Any = BlipProcessor.from_pretrained(
+                    spec.source, local_files_only=local
+                )
+                net: Any = getattr(transformers, model_class).from_pretrained(
+                    spec.source, local_files_only=local
+                )
         except (OSError, ValueError) as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ModelError(f"cannot load {spec.spec} as a {model_class}: {first}") from exc

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 from PIL import Image
 
 from searchengine.models.base import encode_pil, l2_normalize
+from searchengine.models.portable import PortablePreprocessor
 
 COLOURS = {
     "red": (1.0, 0.0, 0.0),
@@ -25,6 +27,12 @@ COLOURS = {
     "white": (1.0, 1.0, 1.0),
     "black": (0.05, 0.05, 0.05),
 }
+
+
+def mean_colour_pixels(image: Image.Image, size: int) -> np.ndarray:
+    """The fake model's input: the image shrunk to ``size`` pixels a side, in [0, 1]."""
+    small = image.convert("RGB").resize((size, size))
+    return np.asarray(small, dtype=np.float32).transpose(2, 0, 1) / 255.0
 
 
 class FakeEncoder:
@@ -43,8 +51,12 @@ class FakeEncoder:
         self._lock = threading.Lock()
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
-        small = image.convert("RGB").resize((self.image_size, self.image_size))
-        return np.asarray(small, dtype=np.float32).transpose(2, 0, 1) / 255.0
+        return mean_colour_pixels(image, self.image_size)
+
+    def portable_preprocessor(self) -> PortablePreprocessor:
+        return PortablePreprocessor(
+            self.image_size, partial(mean_colour_pixels, size=self.image_size)
+        )
 
     def image_lanes(self, most: int) -> int:
         return max(1, min(most, self.lanes))

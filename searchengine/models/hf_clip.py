@@ -10,6 +10,7 @@ from PIL import Image
 
 from searchengine.models.base import encode_pil, l2_normalize
 from searchengine.models.loading import autocast, hub_errors_to_weights_error, resolve_device
+from searchengine.models.portable import HfImageProcessor, PortablePreprocessor
 from searchengine.models.spec import ModelSpec
 
 
@@ -34,11 +35,15 @@ class TransformersClipEncoder:
         self._torch = torch
         self.dim = int(model.config.projection_dim)
         self.image_size = int(model.config.vision_config.image_size)
+        self._pixels = HfImageProcessor(self._processor.image_processor)
         self.logit_scale = float(model.logit_scale.exp().item())
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
-        out = self._processor.image_processor(images=image.convert("RGB"), return_tensors="np")
-        return np.asarray(out["pixel_values"][0], dtype=np.float32)
+        return self._pixels(image)
+
+    def portable_preprocessor(self) -> PortablePreprocessor:
+        """This model's ``preprocess`` without the model (for cluster ingest)."""
+        return PortablePreprocessor(self.image_size, self._pixels)
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         torch = self._torch

@@ -8,17 +8,15 @@ give the same token ids and (to float rounding) the same pixels as open_clip.
 
 - ``ClipBpeTokenizer``: open_clip's ``SimpleTokenizer`` (OpenAI CLIP's byte-level
   BPE), ported from open_clip (MIT, originally OpenAI's CLIP).
-- ``HfTokenizer``: open_clip's ``HFTokenizer`` (e.g. CLIPS' BERT WordPiece) on the
-  ``tokenizers`` library, from the ``tokenizer.json`` the export saved.
+- ``HfTokenizer``: open_clip's ``HFTokenizer`` on the ``tokenizers`` library, from the
+  ``tokenizer.json`` the export saved (CLIPS has its own: ``clips.ClipsTokenizer``).
 - ``preprocess_image``: Resize / CenterCrop(OrPad) / ToTensor / Normalize.
 """
 
 from __future__ import annotations
 
 import gzip
-import html
 import itertools
-import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -28,48 +26,13 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 from PIL import Image
 
+from searchengine.models.textclean import clean_text
+
 
 class TextTokenizer(Protocol):
     context_length: int
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray: ...
-
-
-# -------------------------------------------------------------------- text cleaning
-
-
-def _needs_ftfy(text: str) -> bool:
-    # ftfy.fix_text only changes non-ASCII text, HTML entities and control
-    # characters. Skipping it for plain printable ASCII saves its ~80 ms import on
-    # a cold query; the token parity test covers both branches.
-    return not (text.isascii() and text.isprintable() and "&" not in text)
-
-
-def _basic_clean(text: str) -> str:
-    if _needs_ftfy(text):
-        import ftfy
-
-        text = ftfy.fix_text(text)
-    return html.unescape(html.unescape(text)).strip()
-
-
-def _whitespace_clean(text: str) -> str:
-    return " ".join(text.split()).strip()
-
-
-_PUNCTUATION = str.maketrans("", "", string.punctuation)
-
-
-def clean_text(text: str, mode: str) -> str:
-    """open_clip's ``get_clean_fn(mode)`` applied to one text."""
-    if mode == "lower":
-        return _whitespace_clean(_basic_clean(text)).lower()
-    if mode == "whitespace":
-        return _whitespace_clean(_basic_clean(text))
-    if mode == "canonicalize":
-        text = _basic_clean(text).replace("_", " ").translate(_PUNCTUATION).lower()
-        return " ".join(text.split()).strip()
-    raise ValueError(f"unknown text cleaning {mode!r}")
 
 
 # ------------------------------------------------------------- CLIP byte-level BPE
@@ -185,8 +148,8 @@ class HfTokenizer:
 
     Args:
         path: the backend tokenizer saved by the export.
-        settings: ``context_length``, ``clean``, ``mode`` (``""`` or ``"clips"``),
-            ``strip_sep_token`` and the special ids ``bos``/``eos``/``pad``/``cls``/``sep``.
+        settings: ``context_length``, ``clean``, ``strip_sep_token`` and the special ids
+            ``pad``/``sep``. (CLIPS models never come here: ``clips.ClipsTokenizer``.)
     """
 
     def __init__(self, path: Path, settings: Mapping[str, Any]) -> None:
@@ -194,35 +157,21 @@ class HfTokenizer:
 
         self.tokenizer = Tokenizer.from_file(str(path))
         self.tokenizer.no_padding()
-        self.tokenizer.no_truncation()
         self.context_length = int(settings["context_length"])
+        self.tokenizer.enable_truncation(max_length=self.context_length)
         self.clean = str(settings["clean"])
-        self.mode = str(settings.get("mode") or "")
         self.strip_sep = bool(settings.get("strip_sep_token", False))
-        self.ids = {
-            k: None if settings.get(k) is None else int(settings[k])
-            for k in ("bos", "eos", "pad", "cls", "sep")
-        }
-        if not self.mode:
-            self.tokenizer.enable_truncation(max_length=self.context_length)
+        self.pad = int(settings.get("pad") or 0)
+        sep = settings.get("sep")
+        self.sep = None if sep is None else int(sep)
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         cleaned = [clean_text(t, self.clean) for t in texts]
-        pad = int(self.ids["pad"] or 0)
-        out = np.full((len(texts), self.context_length), pad, dtype=np.int64)
-        if self.mode == "clips":
-            # open_clip's _clips_tokenize: [bos] + ids + [eos], padded, class token last.
-            encoded = self.tokenizer.encode_batch(cleaned, add_special_tokens=False)
-            for row, enc in enumerate(encoded):
-                body = enc.ids[: self.context_length - 3]
-                ids = [int(self.ids["bos"] or 0), *body, int(self.ids["eos"] or 0)]
-                out[row, : len(ids)] = ids
-                out[row, -1] = int(self.ids["cls"] or 0)
-            return out
+        out = np.full((len(texts), self.context_length), self.pad, dtype=np.int64)
         for row, enc in enumerate(self.tokenizer.encode_batch(cleaned)):
             out[row, : len(enc.ids)] = enc.ids
-        if self.strip_sep and self.ids["sep"] is not None:
-            out[out == int(self.ids["sep"])] = 0
+        if self.strip_sep and self.sep is not None:
+            out[out == self.sep] = 0
         return out
 
 
@@ -235,6 +184,12 @@ def load_tokenizer(folder: Path, settings: Mapping[str, Any]) -> TextTokenizer:
         )
     if kind == "hf":
         return HfTokenizer(folder / settings["file"], settings)
+    if kind == "clips":
+        from searchengine.models.clips import ClipsTokenizer
+
+        return ClipsTokenizer(
+            folder / settings["file"], int(settings["context_length"]), str(settings["clean"])
+        )
     raise ValueError(f"unknown tokenizer kind {kind!r}")
 
 

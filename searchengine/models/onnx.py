@@ -4,7 +4,7 @@ An open_clip model is exported once (``onnx_export.export_model``) into a folder
 beside the Hugging Face cache::
 
     $HF_HOME/searchengine-onnx/<model-slug>/
-        manifest.json           spec, versions, opset, verification, weights it came from
+        manifest.json           spec, versions, opset, verification, every file it came from
         image.onnx              image tower graph, dynamic batch
         text.onnx               text tower graph (dynamic length for causal CLIP text towers)
         *.onnx.data             each tower's weights, memory-mapped by ONNX Runtime
@@ -15,8 +15,9 @@ Everything in this module is torch-free: finding a valid export, and running it,
 import only onnxruntime, numpy, PIL (and ``tokenizers``/``regex`` for text). So a
 search on a CPU whose model has an export never imports torch. An export is used
 only when it was verified against torch (cosine >= ``MIN_COSINE`` on images and
-texts, identical token ids, same pixels) and the weight files it was made from are
-unchanged; otherwise ``runtime.load_onnx_encoder`` re-exports or falls back to torch.
+texts, identical token ids, same pixels) and everything it was made from is unchanged
+(weights, config, every tokenizer file, the packages that wrote it: ``provenance``);
+otherwise ``runtime.load_onnx_encoder`` re-exports or falls back to torch.
 """
 
 from __future__ import annotations
@@ -38,11 +39,13 @@ from PIL import Image
 
 from searchengine.models.base import l2_normalize
 from searchengine.models.lite import Preprocess, TextTokenizer, load_tokenizer, preprocess_image
+from searchengine.models.portable import PortablePreprocessor
+from searchengine.models.provenance import unchanged, writer_versions
 from searchengine.models.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
-EXPORT_FORMAT = 3  # bump when the folder layout or manifest meaning changes
+EXPORT_FORMAT = 4  # bump when the folder layout or manifest meaning changes
 MIN_COSINE = 0.999  # ONNX vs torch, every verification row
 MANIFEST = "manifest.json"
 TEXT_CHUNK = 256  # texts per text-tower call: bounds memory for long caption lists
@@ -79,10 +82,11 @@ class Export:
 
 
 def read_export(spec: ModelSpec) -> Export | None:
-    """The export of ``spec`` if one exists for the current weights (verified or not).
+    """The export of ``spec`` if one exists for what it would be made from now.
 
-    None when there is none, it is of another format, or the files the weights were
-    loaded from changed since (a retrained local model, a newer hub snapshot).
+    None when there is none, it is of another format, a file it was made from changed
+    since (retrained weights, a newer hub snapshot, an edited tokenizer, even in another
+    repo) or the packages that wrote it are not the installed ones.
     """
     folder = export_dir(spec)
     try:
@@ -91,47 +95,11 @@ def read_export(spec: ModelSpec) -> Export | None:
         return None
     if manifest.get("format") != EXPORT_FORMAT or manifest.get("spec") != spec.spec:
         return None
-    if not sources_unchanged(manifest.get("sources", [])):
+    if manifest.get("versions") != writer_versions():
+        return None
+    if not unchanged(manifest.get("sources", [])):
         return None
     return Export(folder, manifest)
-
-
-def sources_unchanged(sources: Sequence[dict[str, Any]]) -> bool:
-    """Whether the files recorded at export time are still as they were."""
-    hub_cache: Path | None = None
-    for source in sources:
-        if "hub_path" in source:  # relative to the hub cache in use now, not at export
-            if hub_cache is None:
-                from huggingface_hub import constants
-
-                hub_cache = Path(constants.HF_HUB_CACHE)
-            path = str(hub_cache / source["hub_path"])
-        else:
-            path = source["path"]
-        try:
-            if "text" in source:
-                if Path(path).read_text() != source["text"]:
-                    return False
-                continue
-            stat = os.stat(path)
-        except OSError:
-            return False
-        if stat.st_size != source["size"] or stat.st_mtime_ns != source["mtime_ns"]:
-            return False
-    return True
-
-
-def installed_versions() -> dict[str, str]:
-    """Versions of what an export depends on (package metadata only: no imports)."""
-    from importlib import metadata
-
-    out = {}
-    for name in ("torch", "open_clip_torch", "onnx", "onnxscript", "onnxruntime", "searchengine"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "-"
-    return out
 
 
 def cpu_count() -> int:
@@ -244,6 +212,10 @@ class OnnxClipEncoder:
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         return preprocess_image(image, self._preprocess)
+
+    def portable_preprocessor(self) -> PortablePreprocessor:
+        """This model's ``preprocess`` without the model (for cluster ingest)."""
+        return PortablePreprocessor(self.image_size, self._preprocess)
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         if len(pixels) == 0:

@@ -40,9 +40,9 @@ from searchengine.models.onnx import (
     Export,
     OnnxClipEncoder,
     export_dir,
-    installed_versions,
     read_export,
 )
+from searchengine.models.provenance import hub_snapshot, record, repo_files, writer_versions
 from searchengine.models.spec import ModelKind, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -129,9 +129,10 @@ def _export(spec: ModelSpec, torch_encoder: Any, folder: Path) -> dict[str, Any]
         "format": EXPORT_FORMAT,
         "spec": spec.spec,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": installed_versions(),
+        "versions": writer_versions(),
+        "onnxruntime": _version("onnxruntime"),
         "opset": OPSET,
-        "sources": _sources(spec),
+        "sources": record(_sources(spec, torch_encoder)),
         "dim": torch_encoder.dim,
         "image_size": torch_encoder.image_size,
         "logit_scale": torch_encoder.logit_scale,
@@ -269,6 +270,15 @@ class _CausalTextTower(torch.nn.Module):
 
 def _tokenizer_settings(tokenizer: Any, folder: Path) -> dict[str, Any] | None:
     """What ``lite.load_tokenizer`` needs to reproduce ``tokenizer``; None if it cannot."""
+    clips = getattr(tokenizer, "clips", None)
+    if clips is not None:  # CLIPS: the same torch-free tokenizer, from a copy of its vocabulary
+        (folder / "tokenizer.json").write_text(clips.to_json())
+        return {
+            "kind": "clips",
+            "file": "tokenizer.json",
+            "context_length": clips.context_length,
+            "clean": clips.clean,
+        }
     clean = {
         "_clean_lower": "lower",
         "_clean_whitespace": "whitespace",
@@ -291,12 +301,8 @@ def _tokenizer_settings(tokenizer: Any, folder: Path) -> dict[str, Any] | None:
             "file": "tokenizer.json",
             "context_length": context,
             "clean": clean,
-            "mode": getattr(tokenizer, "tokenizer_mode", ""),
             "strip_sep_token": bool(getattr(tokenizer, "strip_sep_token", False)),
-            "bos": hf.bos_token_id,
-            "eos": hf.eos_token_id,
             "pad": hf.pad_token_id,
-            "cls": hf.cls_token_id,
             "sep": hf.sep_token_id,
         }
     return None
@@ -366,44 +372,40 @@ def _preprocess_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
     return Preprocess.from_dict(cfg).to_dict()
 
 
-def _sources(spec: ModelSpec) -> list[dict[str, Any]]:
-    """The files the weights come from, so a changed file invalidates the export."""
+def _sources(spec: ModelSpec, torch_encoder: Any) -> list[Path]:
+    """Every file the export was made from: the model's, and its tokenizer's wherever it lives."""
+    paths: list[Path] = []
     if spec.kind is ModelKind.OPEN_CLIP and os.path.isabs(spec.source):
-        return [_stat(Path(spec.source))]
-    if spec.kind is ModelKind.OPEN_CLIP_DIR:
-        return [_stat(p) for p in sorted(Path(spec.source).iterdir()) if p.is_file()]
-    if spec.kind is ModelKind.OPEN_CLIP_HUB:
-        return _hub_sources(spec.source)
-    import open_clip
+        paths.append(Path(spec.source))
+    elif spec.kind is ModelKind.OPEN_CLIP_DIR:
+        paths += [p for p in sorted(Path(spec.source).iterdir()) if p.is_file()]
+    else:
+        from searchengine.models.loading import hub_repo
 
-    hub = open_clip.get_pretrained_cfg(spec.arch or "", spec.source).get("hf_hub", "")
-    return _hub_sources(os.path.split(hub)[0]) if hub else []
+        repo_id = hub_repo(spec)
+        snapshot = hub_snapshot(repo_id) if repo_id else None
+        paths += repo_files(snapshot) if snapshot else []
+    clips = getattr(torch_encoder._tokenizer, "clips", None)
+    if clips is not None:
+        paths.append(clips.path)
+    else:
+        text = (getattr(torch_encoder, "model_cfg", None) or {}).get("text_cfg") or {}
+        source = str(text.get("hf_tokenizer_name") or "")
+        if source and os.path.isdir(source):
+            paths += [p for p in repo_files(Path(source)) if p.stat().st_size <= 64 << 20]
+        elif source and spec.kind is not ModelKind.OPEN_CLIP_DIR:
+            snapshot = hub_snapshot(source)
+            paths += repo_files(snapshot) if snapshot else []
+    return paths
 
 
-def _hub_sources(repo_id: str) -> list[dict[str, Any]]:
-    from huggingface_hub import constants
+def _version(name: str) -> str:
+    from importlib import metadata
 
-    repo = Path(constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--"))
-    ref = repo / "refs" / "main"
     try:
-        commit = ref.read_text()
-    except OSError:
-        return []
-    snapshot = repo / "snapshots" / commit
-    files = sorted(p for p in snapshot.rglob("*") if p.is_file())
-    # Paths relative to the hub cache: a cache that moves (or is copied) with its
-    # exports is checked against its own files.
-    cache = Path(constants.HF_HUB_CACHE)
-    entries = [{"hub_path": str(ref.relative_to(cache)), "text": commit}]
-    for path in files:
-        entries.append({**_stat(path), "hub_path": str(path.relative_to(cache))})
-        del entries[-1]["path"]
-    return entries
-
-
-def _stat(path: Path) -> dict[str, Any]:
-    stat = path.stat()
-    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "-"
 
 
 def _replace(tmp: Path, folder: Path) -> None:

@@ -12,8 +12,16 @@ from PIL import Image
 
 from searchengine.errors import ModelError, UnknownModelError
 from searchengine.models.base import encode_pil, l2_normalize
+from searchengine.models.clips import TOKENIZER_FILES, ClipsTokenizer, text_layout
 from searchengine.models.lite import Preprocess
-from searchengine.models.loading import autocast, hub_errors_to_weights_error, resolve_device
+from searchengine.models.loading import (
+    autocast,
+    hub_errors_to_weights_error,
+    hub_file,
+    read_json,
+    resolve_device,
+)
+from searchengine.models.portable import PortablePreprocessor, TorchTransform
 from searchengine.models.spec import ModelKind, ModelSpec
 
 
@@ -38,10 +46,11 @@ class OpenClipEncoder:
                 # yields a randomly initialised model.
                 require_pretrained=True,
             )
-            self._tokenizer = open_clip.get_tokenizer(name)
+            self.model_cfg = model_config(spec)
+            self._tokenizer = text_tokenizer(spec, self.model_cfg)
         model.eval()
         self._model: Any = model
-        self._transform = transform
+        self._pixels = TorchTransform(transform)
         self._torch = torch
         self.dim = int(model.text_projection.shape[-1]) if _has_proj(model) else _probe_dim(model)
         self.image_size = _image_size(model)
@@ -57,8 +66,11 @@ class OpenClipEncoder:
         return self._model
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
-        tensor = self._transform(image.convert("RGB"))
-        return np.asarray(tensor.numpy(), dtype=np.float32)
+        return self._pixels(image)
+
+    def portable_preprocessor(self) -> PortablePreprocessor:
+        """This model's ``preprocess`` without the model (for cluster ingest)."""
+        return PortablePreprocessor(self.image_size, self._pixels)
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         batch = self._torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
@@ -126,6 +138,86 @@ def _check_source(spec: ModelSpec) -> tuple[str | None, bool]:
         )
     cfg = open_clip.get_pretrained_cfg(arch, spec.source)
     return spec.source, bool(cfg.get("quick_gelu", False))
+
+
+def model_config(spec: ModelSpec) -> dict[str, Any]:
+    """The ``model_cfg`` open_clip built the model from (already cached by the load)."""
+    import open_clip
+
+    if spec.kind is ModelKind.OPEN_CLIP_DIR:
+        config = read_json(Path(spec.source) / "open_clip_config.json")
+    elif spec.kind is ModelKind.OPEN_CLIP_HUB:
+        from huggingface_hub import try_to_load_from_cache
+
+        # open_clip has just fetched it: no second round trip to the hub.
+        cached = try_to_load_from_cache(spec.source, "open_clip_config.json")
+        path = Path(cached) if isinstance(cached, str) else None
+        path = path or hub_file(spec.source, ("open_clip_config.json",), spec.spec)
+        config = read_json(path)
+    else:
+        config = open_clip.get_model_config(spec.arch or "") or {}
+    cfg = config.get("model_cfg", config)
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def text_tokenizer(spec: ModelSpec, model_cfg: dict[str, Any]) -> Any:
+    """The tokenizer the model's texts must go through: CLIPS' own layout, or open_clip's.
+
+    Raises:
+        UnknownModelError: the config asks for a tokenizer mode that cannot be reproduced.
+        ModelError: a CLIPS model whose tokenizer is not bert-base-uncased's vocabulary.
+        WeightsUnavailableError: the tokenizer's files are not cached and cannot be fetched.
+    """
+    import open_clip
+
+    name = spec.arch if spec.kind is ModelKind.OPEN_CLIP else spec.source
+    if text_layout(model_cfg, name or spec.spec) != "clips":
+        return open_clip.get_tokenizer(spec.open_clip_name)
+    text = model_cfg.get("text_cfg") or {}
+    kwargs = text.get("tokenizer_kwargs") or {}
+    clips = ClipsTokenizer(
+        clips_tokenizer_file(spec, text),
+        int(text.get("context_length") or 80),
+        str(kwargs.get("clean") or "whitespace"),
+        int(text["vocab_size"]) if text.get("vocab_size") else None,
+    )
+    return TorchIds(clips)
+
+
+def clips_tokenizer_file(spec: ModelSpec, text_cfg: dict[str, Any]) -> Path:
+    """Where a CLIPS model's WordPiece tokenizer is read from.
+
+    As open_clip does: a model folder's own tokenizer files first, else the repo (or folder)
+    the config's ``hf_tokenizer_name`` names, e.g. ``bert-base-uncased``.
+    """
+    if spec.kind is ModelKind.OPEN_CLIP_DIR:
+        for name in TOKENIZER_FILES:
+            if (Path(spec.source) / name).is_file():
+                return Path(spec.source) / name
+    source = str(text_cfg.get("hf_tokenizer_name") or "")
+    if os.path.isdir(source):
+        for name in TOKENIZER_FILES:
+            if (Path(source) / name).is_file():
+                return Path(source) / name
+    if not source or os.path.isdir(source):
+        raise UnknownModelError(
+            f"{spec.spec} is a CLIPS model but neither its folder nor hf_tokenizer_name "
+            f"({source or 'unset'}) holds a tokenizer ({' or '.join(TOKENIZER_FILES)})"
+        )
+    return hub_file(source, TOKENIZER_FILES, spec.spec)
+
+
+class TorchIds:
+    """A torch-free tokenizer behind open_clip's tokenizer interface (texts -> LongTensor)."""
+
+    def __init__(self, clips: ClipsTokenizer) -> None:
+        self.clips = clips
+        self.context_length = clips.context_length
+
+    def __call__(self, texts: Sequence[str] | str) -> Any:
+        import torch
+
+        return torch.from_numpy(self.clips([texts] if isinstance(texts, str) else list(texts)))
 
 
 def _has_proj(model: Any) -> bool:

@@ -11,12 +11,7 @@ import logging
 
 from searchengine.errors import ConfigError, ModelError
 from searchengine.models.base import Encoder
-from searchengine.models.onnx import (
-    OnnxClipEncoder,
-    cuda_possible,
-    installed_versions,
-    read_export,
-)
+from searchengine.models.onnx import OnnxClipEncoder, cuda_possible, read_export
 from searchengine.models.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -39,17 +34,14 @@ def load_onnx_encoder(spec: ModelSpec, device: str, *, required: bool) -> Encode
                 "--runtime onnx runs on the CPU; use --device cpu, or --runtime torch for CUDA"
             )
         return None
+    # A failed export is retried once the packages that made it change (read_export
+    # refuses an export by other versions): an upgrade may well have fixed the exporter.
     export = read_export(spec)
-    # A failed export is retried once the packages that made it change: an upgrade
-    # may well have fixed the exporter.
-    if (
-        export is not None
-        and not export.verified
-        and export.manifest.get("versions") != installed_versions()
-    ):
-        export = None
     if export is None:
-        from searchengine.models.onnx_export import export_model
+        from searchengine.models.loading import check_hub
+
+        check_hub(spec)  # an export needs the weights: fail in seconds if they cannot come
+        from searchengine.models.onnx_export import export_model  # imports torch
 
         export, torch_encoder = export_model(spec)
         if not export.verified and not required:

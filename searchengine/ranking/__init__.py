@@ -4,8 +4,10 @@
 - ``filters``: metadata filters, applied inside the vector search.
 - ``rescore``: CLIPScore's image vectors, from the index or a cached reranking model.
 - ``rank``: the one path from a ``Query`` to a ``Page`` of ``SearchResult``.
+- ``calibration``: what a real match scores per collection and model (weak results).
 """
 
+from searchengine.ranking.calibration import Calibration, calibrate
 from searchengine.ranking.filters import Filters, parse_date
 from searchengine.ranking.rank import Query, Ranker, by_date, nearest
 from searchengine.ranking.rescore import ImageVectors, clip_scores
@@ -17,6 +19,7 @@ from searchengine.ranking.results import (
     check_query,
 )
 from searchengine.ranking.terms import (
+    MAX_WEIGHT,
     ImageTerm,
     Term,
     TextTerm,
@@ -30,6 +33,8 @@ from searchengine.ranking.terms import (
 
 __all__ = [
     "MAX_QUERY_CHARS",
+    "MAX_WEIGHT",
+    "Calibration",
     "Filters",
     "ImageTerm",
     "ImageVectors",
@@ -41,6 +46,7 @@ __all__ = [
     "TextTerm",
     "VectorTerm",
     "by_date",
+    "calibrate",
     "check_k",
     "check_query",
     "clip_scores",

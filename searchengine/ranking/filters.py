@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy import ColumnElement, Float, and_, cast, func, select
 
-from searchengine.catalog import OK, Catalog, images_table
+from searchengine.catalog import OK, Catalog
 from searchengine.errors import QueryError
+from searchengine.schema import images_table
 from searchengine.values import ORIENTATIONS
 
 

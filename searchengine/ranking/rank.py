@@ -17,10 +17,11 @@ import numpy as np
 from searchengine.catalog import Catalog, ImageRecord
 from searchengine.errors import QueryError
 from searchengine.models.base import Encoder
+from searchengine.ranking.calibration import Calibration
 from searchengine.ranking.filters import Filters, matching_ids
 from searchengine.ranking.rescore import ImageVectors, clip_scores
 from searchengine.ranking.results import Page, SearchResult, check_k
-from searchengine.ranking.terms import Term, embed_forms, embed_terms
+from searchengine.ranking.terms import Term, TextTerm, embed_forms, embed_terms
 from searchengine.values import SORTS
 from searchengine.vectors import VectorIndex
 
@@ -76,15 +77,23 @@ class Ranker:
         encoder: its model (the space of the index).
         scorer: where CLIPScore's image vectors come from: the index itself, or a
             reranking model's cached vectors.
+        calibration: the collection's weak-match line; results of text queries are
+            marked weak below it.
     """
 
     def __init__(
-        self, catalog: Catalog, index: VectorIndex, encoder: Encoder, scorer: ImageVectors
+        self,
+        catalog: Catalog,
+        index: VectorIndex,
+        encoder: Encoder,
+        scorer: ImageVectors,
+        calibration: Calibration | None = None,
     ) -> None:
         self.catalog = catalog
         self.index = index
         self.encoder = encoder
         self.scorer = scorer
+        self.calibration = calibration
 
     def run(self, query: Query) -> Page:
         """One page of results for ``query``, best first (or by date within the page)."""
@@ -98,13 +107,33 @@ class Ranker:
         pool = query.candidates or (max(100, wanted) if query.rescoring else wanted)
         # One more than the page needs tells whether another page follows.
         fetch = max(pool, wanted + 1)
-        ranked = nearest(self.index, self.catalog, vectors[0], fetch, query.exclude, allowed)
+        # The candidates' catalog rows are read once, here, for rescoring and dates too.
+        ranked, records = _nearest(
+            self.index, self.catalog, vectors[0], fetch, query.exclude, allowed
+        )
         if len(vectors) > 1:
-            ranked = self._rescored(ranked, vectors[1], query)
+            ranked = self._rescored(ranked, records, vectors[1], query)
         page = ranked[query.offset : wanted]
         if query.sort != "relevance":
-            page = by_date(page, self.catalog, newest_first=query.sort == "date")
-        return Page(page, has_more=len(ranked) > wanted)
+            page = _by_date(page, records, newest_first=query.sort == "date")
+        line = self._weak_line(query)
+        if line is not None and ranked:
+            # The line is what the *best* of this collection reaches by chance: it judges
+            # the query (did anything match?), not each result, so every result carries
+            # the verdict on the best one.
+            weak = max(r.cosine for r in ranked) < line
+            page = [replace(r, weak=weak) for r in page]
+        return Page(page, has_more=len(ranked) > wanted, weak_below=line)
+
+    def _weak_line(self, query: Query) -> float | None:
+        """The calibrated cosine a real match reaches, for queries made only of text
+        (an example image's cosines are on another scale)."""
+        calibration = self.calibration
+        if calibration is None or calibration.model != self.encoder.spec:
+            return None
+        if not all(isinstance(t, TextTerm) for t in query.terms):
+            return None
+        return calibration.threshold
 
     def _query_vectors(self, query: Query) -> list[np.ndarray]:
         """The first-stage vector and, for CLIPScore, the prefixed one under the scorer."""
@@ -117,9 +146,12 @@ class Ranker:
         return [first, scored]
 
     def _rescored(
-        self, ranked: list[SearchResult], vector: np.ndarray, query: Query
+        self,
+        ranked: list[SearchResult],
+        records: dict[int, ImageRecord],
+        vector: np.ndarray,
+        query: Query,
     ) -> list[SearchResult]:
-        records = self.catalog.get([r.id for r in ranked])
         scores = clip_scores(self.scorer.get([records[r.id] for r in ranked]), vector)
         results = [
             replace(r, clip_score=float(s), score=float(s) if query.rerank else r.score)
@@ -146,6 +178,18 @@ def nearest(
     and more are fetched so that ``k`` results still come back when they exist.
     ``allowed`` (ids passing the filters) is applied inside the vector search.
     """
+    return _nearest(index, catalog, query, k, exclude, allowed)[0]
+
+
+def _nearest(
+    index: VectorIndex,
+    catalog: Catalog,
+    query: np.ndarray,
+    k: int,
+    exclude: Container[int] = (),
+    allowed: np.ndarray | None = None,
+) -> tuple[list[SearchResult], dict[int, ImageRecord]]:
+    """``nearest``, with the catalog rows of the results."""
     check_k(k)
     total = len(index) if allowed is None else min(len(index), len(allowed))
     fetch = min(total, k + len(exclude))
@@ -160,7 +204,7 @@ def nearest(
             if (r := records.get(i)) is not None
         ]
         if len(results) >= k or fetch >= total:
-            return results[:k]
+            return results[:k], records
         fetch = min(total, fetch * 2 + k)
 
 
@@ -169,7 +213,12 @@ def by_date(
 ) -> list[SearchResult]:
     """``results`` ordered by date: EXIF date, else file modification time (as the
     date filters use)."""
-    records = catalog.get([r.id for r in results])
+    return _by_date(results, catalog.get([r.id for r in results]), newest_first=newest_first)
+
+
+def _by_date(
+    results: list[SearchResult], records: dict[int, ImageRecord], *, newest_first: bool
+) -> list[SearchResult]:
     return sorted(results, key=lambda r: _date(r, records), reverse=newest_first)
 
 

@@ -20,6 +20,10 @@ class SearchResult:
         clip_score: CLIPScore (``2.5 * max(cos, 0)``, prefixed query) under the
             reranking model, or under the collection's model without ``--rerank``.
         caption: a generated caption, when asked for.
+        weak: whether nothing matches the query well: its best first-stage cosine is
+            below what a real match scores in this collection (``ranking.calibration``);
+            the same for every result of a query. ``None`` when not judged (an image
+            query, or a collection too small to calibrate).
     """
 
     id: int
@@ -31,6 +35,7 @@ class SearchResult:
     taken_at: float | None = None
     clip_score: float | None = None
     caption: str | None = None
+    weak: bool | None = None
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -38,10 +43,14 @@ class SearchResult:
 
 @dataclass(frozen=True)
 class Page:
-    """One page of a ranking, and whether the ranking goes on past it."""
+    """One page of a ranking, and whether the ranking goes on past it.
+
+    ``weak_below`` is the cosine under which its results count as weak, when judged.
+    """
 
     results: list[SearchResult]
     has_more: bool = False
+    weak_below: float | None = None
 
 
 def check_query(text: str) -> str:

@@ -12,6 +12,7 @@ API builds its terms itself, so no request can name a server file.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -34,6 +35,20 @@ if TYPE_CHECKING:
     from searchengine.vectors import VectorIndex
 
 WEIGHTED = re.compile(r"^([+-]?\d+(?:\.\d+)?):(.+)$", re.DOTALL)
+# A weight says how much a term counts next to the others; beyond a hundredfold it says
+# nothing more, and huge values overflow the float32 sum into NaN scores.
+MAX_WEIGHT = 100.0
+
+
+def check_weight(weight: float) -> float:
+    """A term weight as a float, refused unless finite and within ``±MAX_WEIGHT``."""
+    value = float(weight)
+    if not math.isfinite(value) or abs(value) > MAX_WEIGHT:
+        raise QueryError(
+            f"term weight {weight!r} is out of range; use a number from "
+            f"-{MAX_WEIGHT:g} to {MAX_WEIGHT:g}, e.g. 0.5:sunset"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,7 @@ class TextTerm:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "text", check_query(self.text))
+        object.__setattr__(self, "weight", check_weight(self.weight))
 
 
 @dataclass(frozen=True)
@@ -54,6 +70,9 @@ class ImageTerm:
     image: str | Image.Image = field(compare=False)
     weight: float = 1.0
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weight", check_weight(self.weight))
+
 
 @dataclass(frozen=True)
 class VectorTerm:
@@ -61,6 +80,9 @@ class VectorTerm:
 
     vector: np.ndarray = field(compare=False)
     weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weight", check_weight(self.weight))
 
 
 Term = TextTerm | ImageTerm | VectorTerm

@@ -1,17 +1,20 @@
 """The JSON API's routes: parse and bound the request, call one ``Service`` method.
 
-Every route is a plain ``def`` (FastAPI runs it in its thread pool) except the upload,
-which reads the body asynchronously and then hands over to a thread. Bounds on every
-parameter are part of the OpenAPI schema, so a client learns them from ``/api/openapi.json``.
+Routes that need a model, a decode or the index are ``async``: they await the service's
+workers, so they hold none of the web server's threads. Quick catalog reads are plain
+``def`` (FastAPI runs them in its thread pool). Bounds on every parameter are part of
+the OpenAPI schema, so a client learns them from ``/api/openapi.json``; integers are
+plain decimals (``+1``, ``01``, ``1_0`` or ``1.0`` are refused, not read as numbers).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Path, Query, Request, UploadFile
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, Response
+from fastapi import APIRouter, Depends, File, Path, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, StringConstraints
 
 from searchengine.ranking import MAX_QUERY_CHARS, Filters
@@ -22,9 +25,11 @@ from searchengine.server.schemas import (
     HealthBody,
     ImageInfo,
     SearchPage,
+    SessionBody,
     SimilarPage,
     StatusBody,
 )
+from searchengine.server.security import TOKEN_COOKIE, offered_token
 from searchengine.server.service import SearchRequest, Service
 from searchengine.server.thumbnails import media_type, read_indexed
 from searchengine.values import Orientation, Sort
@@ -35,9 +40,35 @@ MAX_TERMS = 10
 MAX_SIDE = 100_000
 # SQLite integers are signed 64-bit; a larger id could only ever be "not found".
 MAX_ID = 2**63 - 1
-_DATE = r"^\d{4}(-\d{1,2}){0,2}$"
+# Years 1800-2999, months 1-12, days 1-31: what the date filters can read (a day past
+# the end of its month is still refused, with a 400 that says so).
+_DATE = r"^(1[89]|2\d)\d\d(-(0?[1-9]|1[0-2])(-(0?[1-9]|[12]\d|3[01]))?)?$"
+_DECIMAL = re.compile(r"-?(0|[1-9][0-9]*)")
+_INTEGERS = ("image_id", "k", "offset", "min_width", "min_height")
 
-router = APIRouter(prefix="/api")
+
+def plain_integers(request: Request) -> None:
+    """Refuse integers that Python or pydantic would read but a person would not write:
+    ``+1``, ``01``, ``1_0``, ``1.0``, `` 1`` (all read as 1, or 10, before).
+
+    A dependency of every route, checked on the raw text before the parameters are
+    parsed (an annotation on each parameter would drop its bounds from the schema).
+    """
+    problems = [
+        {
+            "type": "value_error",
+            "loc": (where, name),
+            "msg": "must be a plain decimal integer, e.g. 42",
+        }
+        for where, values in (("path", request.path_params), ("query", request.query_params))
+        for name in _INTEGERS
+        if name in values and not _DECIMAL.fullmatch(str(values[name]))
+    ]
+    if problems:
+        raise RequestValidationError(problems)
+
+
+router = APIRouter(prefix="/api", dependencies=[Depends(plain_integers)])
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -46,11 +77,13 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         401: "The server has a token and the request did not carry it.",
         404: "No such image, or its file is gone.",
         409: "The image's file changed since it was indexed; re-index.",
-        413: "The upload is larger than the server accepts.",
+        403: "A request from another site's page (cross-site requests are refused).",
+        413: "The upload is larger, or would take more memory to decode, than allowed.",
         422: "A parameter is missing, malformed or out of bounds.",
-        503: "A model the request needs cannot be loaded.",
+        503: "A model the request needs is loading or failed to load, or the server is "
+        "busy; the Retry-After header says when to try again.",
     }
-    return {c: {"model": ErrorBody, "description": why[c]} for c in (400, 401, 422, *codes)}
+    return {c: {"model": ErrorBody, "description": why[c]} for c in (400, 401, 403, 422, *codes)}
 
 
 _IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff")
@@ -71,15 +104,15 @@ def service(request: Request) -> Service:
 
 
 @router.get("/health", response_model=HealthBody, responses=_errors())
-def health(request: Request) -> HealthBody:
-    """The server answers; which collection and model it serves."""
-    return service(request).health()
+async def health(request: Request) -> HealthBody:
+    """The server answers; which collection and model it serves (never waits for one)."""
+    return await service(request).health()
 
 
-@router.get("/status", response_model=StatusBody, responses=_errors())
-def status(request: Request) -> BaseModel:
-    """The collection: model, image and failure counts, index type, size, folders."""
-    return service(request).status()
+@router.get("/status", response_model=StatusBody, responses=_errors(503))
+async def status(request: Request) -> BaseModel:
+    """The collection (model, counts, index type, size, folders) and each model's state."""
+    return await service(request).status()
 
 
 @router.get("/folders", response_model=FoldersBody, responses=_errors())
@@ -88,8 +121,8 @@ def folders(request: Request) -> FoldersBody:
     return service(request).folders()
 
 
-@router.get("/search", response_model=SearchPage, responses=_errors(404, 409, 503))
-def search(
+@router.get("/search", response_model=SearchPage, responses=_errors(404, 409, 413, 503))
+async def search(
     request: Request,
     q: Annotated[
         str,
@@ -99,7 +132,10 @@ def search(
     offset: Offset = 0,
     plus: Annotated[
         Terms | None,
-        Query(description="Terms to add: `[W:]text` or `[W:]image:ID` (an indexed image)."),
+        Query(
+            description="Terms to add: `[W:]text` or `[W:]image:ID` (an indexed image); "
+            "W from -100 to 100."
+        ),
     ] = None,
     minus: Annotated[Terms | None, Query(description="Terms to subtract, same form.")] = None,
     folder: Annotated[
@@ -119,8 +155,11 @@ def search(
     min_score: Annotated[float | None, Query(ge=0.0, le=2.5)] = None,
     caption: Annotated[bool, Query(description="Caption each result with BLIP.")] = False,
 ) -> SearchPage:
-    """Images best matching a text query, best first; pages by ``offset``."""
-    return service(request).search(
+    """Images best matching a text query, best first; pages by ``offset``.
+
+    Results below what a real match scores in this collection are marked ``weak``.
+    """
+    return await service(request).search(
         SearchRequest(
             q=q,
             k=k,
@@ -171,7 +210,7 @@ def image_file(request: Request, image_id: ImageId) -> Response:
         **_errors(404, 409),
     },
 )
-def thumbnail(
+async def thumbnail(
     request: Request,
     image_id: ImageId,
     size: Annotated[
@@ -180,8 +219,7 @@ def thumbnail(
     ] = "small",
 ) -> FileResponse:
     """A JPEG thumbnail, made on first request and cached in the collection folder."""
-    svc = service(request)
-    path = svc.thumbnails.get(svc.record(image_id), size)
+    path = await service(request).thumbnail(image_id, size)
     return FileResponse(
         path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
     )
@@ -190,26 +228,54 @@ def thumbnail(
 @router.get(
     "/images/{image_id}/caption", response_model=CaptionBody, responses=_errors(404, 409, 503)
 )
-def caption(request: Request, image_id: ImageId) -> CaptionBody:
-    """A BLIP caption of the image, generated on first request and stored."""
-    return service(request).caption(image_id)
+async def caption(request: Request, image_id: ImageId) -> CaptionBody:
+    """A BLIP caption of the image, generated on first request and stored.
+
+    While the captioning model loads, or after it failed to, the answer is 503 at once,
+    with Retry-After.
+    """
+    return await service(request).caption(image_id)
 
 
 @router.get("/images/{image_id}/similar", response_model=SimilarPage, responses=_errors(404, 503))
-def similar_to_image(
+async def similar_to_image(
     request: Request, image_id: ImageId, k: K = 24, offset: Offset = 0
 ) -> SimilarPage:
     """Images most like an indexed one ("more like this"); the image itself is left out."""
-    return service(request).similar_to_image(image_id, k, offset)
+    return await service(request).similar_to_image(image_id, k, offset)
 
 
 @router.post("/similar", response_model=SimilarPage, responses=_errors(413, 503))
 async def similar_to_upload(
     request: Request,
-    file: Annotated[UploadFile, File(description="An image file (size-limited).")],
+    file: Annotated[
+        UploadFile,
+        # The schema says what the decoder checks (an empty file is refused with 400).
+        File(
+            description="An image file, not empty (size- and memory-limited).",
+            json_schema_extra={"minLength": 1},
+        ),
+    ],
     k: K = 24,
     offset: Offset = 0,
 ) -> SimilarPage:
     """Images most like an uploaded one; it is decoded as safely as an indexed file."""
     data = await file.read()
-    return await run_in_threadpool(service(request).similar_to_upload, data, k, offset)
+    return await service(request).similar_to_upload(data, k, offset)
+
+
+@router.post("/session", response_model=SessionBody, responses=_errors())
+def session(request: Request) -> Response:
+    """Keep the token the request carried in an HttpOnly, SameSite=Strict cookie.
+
+    The page calls this once with ``Authorization: Bearer TOKEN``; its later requests,
+    image URLs included, then carry the cookie, which its scripts cannot read and other
+    sites' pages cannot make the browser send.
+    """
+    token = offered_token(request.headers) if request.app.state.token else None
+    response = JSONResponse(SessionBody(cookie=token is not None).model_dump())
+    if token is not None:
+        response.set_cookie(
+            TOKEN_COOKIE, token, httponly=True, samesite="strict", path="/", max_age=30 * 86400
+        )
+    return response

@@ -2,14 +2,18 @@
 
 ``create_app`` takes an already-open ``Collection`` (the composition root, the
 ``serve`` command or a test, opens and closes it) and returns a FastAPI app to run
-under any ASGI server. Errors, whatever raised them, reach clients as
-``{"error": "one line"}`` with a 4xx status; only a bug gives a 500.
+under any ASGI server (``http.uvicorn_config`` has the settings ``serve`` uses).
+Errors, whatever raised them, reach clients as ``{"error": "one line"}`` with a 4xx
+status, or 503 and ``Retry-After`` when a model is not ready or a queue is full; only
+a bug gives a 500.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from collections.abc import Collection as Container
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,9 +32,10 @@ from searchengine.errors import (
 from searchengine.models.clipseg import DEFAULT_SEG_MODEL
 from searchengine.server.api import router
 from searchengine.server.security import LOOPBACK_NAMES, Guard, check_binding, is_loopback
-from searchengine.server.service import Service
+from searchengine.server.service import DECODE_BUDGET, Service
 from searchengine.server.thumbnails import FileUnavailable
 from searchengine.server.where_api import WhereService, where_router
+from searchengine.server.workers import OverBudget, Unavailable
 
 if TYPE_CHECKING:
     from searchengine.captions import Captioner
@@ -51,10 +56,11 @@ def create_app(
     rerank_model: str | Encoder | None = None,
     caption_model: str | Captioner | None = None,
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    decode_budget: int = DECODE_BUDGET,
     warm_up: bool = False,
     where_model: str = DEFAULT_SEG_MODEL,
 ) -> FastAPI:
-    """The app serving one open collection.
+    """The app serving one open collection (run it with ``http.uvicorn_config``).
 
     Args:
         collection: an open collection; it stays the caller's to close.
@@ -66,17 +72,34 @@ def create_app(
         rerank_model: what ``rerank=true`` rescores with; default the collection's model.
         caption_model: the BLIP captioning model; default the package default.
         max_upload_bytes: the largest request body accepted.
+        decode_budget: bytes of decoded pixels held at once (uploads, query images,
+            thumbnails); an image that needs more alone is refused with 413.
         warm_up: load the model and index now (errors surface here, not at the
-            first query), and drop thumbnails of images no longer indexed.
+            first query), start loading the rerank model, and drop thumbnails of
+            images no longer indexed. Otherwise the first request starts loading.
         where_model: the CLIPSeg model of the "where is it?" routes (loaded on first use).
 
     Raises:
         ConfigError: a non-loopback ``host`` without a token, or a weak token.
     """
     check_binding(host, token)
-    service = Service(collection, rerank_model=rerank_model, caption_model=caption_model)
+    service = Service(
+        collection,
+        rerank_model=rerank_model,
+        caption_model=caption_model,
+        decode_budget=decode_budget,
+    )
     if warm_up:
         service.warm_up()
+
+    where = WhereService(service, where_model)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        where.close()
+        service.close()
+
     app = FastAPI(
         title="searchengine",
         summary=f"Search the photo collection {collection.name!r} by describing photos.",
@@ -84,10 +107,12 @@ def create_app(
         openapi_url="/api/openapi.json",
         docs_url=None,  # Swagger UI loads its scripts from a CDN; the page must work offline
         redoc_url=None,
+        lifespan=lifespan,
     )
     app.state.service = service
+    app.state.token = token is not None
     app.include_router(router)
-    app.state.where = WhereService(service, where_model)
+    app.state.where = where
     app.include_router(where_router)
     _add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -134,7 +159,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(SearchEngineError)
     async def library_error(_request: Request, exc: SearchEngineError) -> JSONResponse:
-        return error(_status(exc), str(exc))
+        response = error(_status(exc), str(exc))
+        if isinstance(exc, Unavailable):
+            response.headers["retry-after"] = str(exc.retry_after)
+        return response
 
     @app.exception_handler(Exception)
     async def bug(request: Request, exc: Exception) -> JSONResponse:
@@ -145,6 +173,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 def _status(exc: SearchEngineError) -> int:
     if isinstance(exc, FileUnavailable):
         return exc.status
+    if isinstance(exc, Unavailable):
+        return 503  # loading, failed a while ago, or busy: Retry-After says when
+    if isinstance(exc, OverBudget):
+        return 413
     if isinstance(exc, CollectionNotFoundError):
         return 404
     if isinstance(exc, CollectionError):

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import MISSING
-from typing import Any, get_type_hints
+from typing import Any, Literal, get_type_hints
 
 from pydantic import BaseModel, Field, create_model
 
 from searchengine.collection import CollectionStatus
+from searchengine.fsutil import display_path
+from searchengine.ranking import SearchResult
 
 
 class ErrorBody(BaseModel):
@@ -23,13 +26,19 @@ class Result(BaseModel):
     id: int = Field(description="Catalog id: the only way to ask for the image's files.")
     path: str = Field(description="Where the file is, as indexed (undecodable bytes as \\xNN).")
     name: str = Field(description="The file name.")
-    score: float = Field(description="What results are ranked by (cosine, or CLIPScore).")
-    cosine: float = Field(description="First-stage cosine similarity.")
+    score: float = Field(description="What results are ranked by: the page's `ranked_by`.")
+    cosine: float = Field(description="First-stage cosine similarity, -1 to 1.")
     clip_score: float | None = Field(default=None, description="CLIPScore, 0 to 2.5.")
     width: int | None = None
     height: int | None = None
     taken_at: float | None = Field(default=None, description="EXIF date, POSIX seconds.")
     caption: str | None = Field(default=None, description="BLIP caption, when asked for.")
+    weak: bool | None = Field(
+        default=None,
+        description="Whether nothing matches the query well: its best cosine is below what "
+        "a real match scores in this collection (the page's `weak_below`); the same for "
+        "every result. Null when not judged (image queries, tiny collections).",
+    )
     thumbnail: str = Field(description="URL of a small JPEG thumbnail.")
     preview: str = Field(description="URL of a screen-sized JPEG.")
     file: str = Field(description="URL of the original file.")
@@ -43,12 +52,25 @@ class Page(BaseModel):
     k: int = Field(description="Page size asked for.")
     has_more: bool = Field(description="Whether asking with offset + k gives more.")
     seconds: float = Field(description="Time the server spent on the query.")
+    ranked_by: Literal["cosine", "clip_score"] = Field(
+        description="What `score` is: the first-stage cosine (-1 to 1), or CLIPScore "
+        "(0 to 2.5) when reranked."
+    )
 
 
 class SearchPage(Page):
     """Results of a text search."""
 
     query: str
+    weak_below: float | None = Field(
+        default=None,
+        description="The cosine a real match reaches in this collection (calibrated per "
+        "collection and model); a query whose best result is below it is weak. Null when "
+        "not judged.",
+    )
+    notice: str | None = Field(
+        default=None, description="Something the results lack and why (e.g. no captions)."
+    )
 
 
 class SimilarPage(Page):
@@ -81,6 +103,23 @@ class CaptionBody(BaseModel):
     model: str = Field(description="The captioning model.")
 
 
+class ModelStatus(BaseModel):
+    """One model the server uses, and whether it can be used now."""
+
+    role: Literal["search", "rerank", "caption", "where"] = Field(
+        description="What it is used for."
+    )
+    model: str
+    state: Literal["idle", "loading", "ready", "failed"] = Field(
+        description="idle: not asked for yet (loads on first use); failed: see `error`."
+    )
+    since: float = Field(description="When it entered this state, POSIX seconds.")
+    error: str | None = Field(default=None, description="Why the last load failed.")
+    retry_in: float | None = Field(
+        default=None, description="Seconds until a failed load is tried again."
+    )
+
+
 def _status_body() -> type[BaseModel]:
     """``CollectionStatus``'s fields, plus the models the server rescored and captions with.
 
@@ -98,6 +137,7 @@ def _status_body() -> type[BaseModel]:
         **fields,
         rerank_model=(str, Field(description="The model rerank=true rescores with.")),
         caption_model=(str, Field(description="The model captions come from.")),
+        models=(list[ModelStatus], Field(description="The state of each model.")),
     )
 
 
@@ -111,6 +151,12 @@ class FoldersBody(BaseModel):
     truncated: bool = Field(description="Whether more folders exist than were listed.")
 
 
+class SessionBody(BaseModel):
+    """Whether a token cookie was set (only when the server has a token)."""
+
+    cookie: bool
+
+
 class HealthBody(BaseModel):
     """Liveness."""
 
@@ -118,3 +164,31 @@ class HealthBody(BaseModel):
     collection: str
     model: str
     images: int
+
+
+def image_urls(image_id: int) -> dict[str, str]:
+    """The URLs of an image's files: by catalog id only."""
+    base = f"/api/images/{image_id}"
+    return {
+        "thumbnail": f"{base}/thumbnail",
+        "preview": f"{base}/thumbnail?size=large",
+        "file": f"{base}/file",
+    }
+
+
+def result_body(r: SearchResult) -> Result:
+    """A ranked result as the API shows it."""
+    return Result(
+        id=r.id,
+        path=display_path(r.path),
+        name=display_path(os.path.basename(r.path)),
+        score=r.score,
+        cosine=r.cosine,
+        clip_score=r.clip_score,
+        width=r.width,
+        height=r.height,
+        taken_at=r.taken_at,
+        caption=r.caption,
+        weak=r.weak,
+        **image_urls(r.id),
+    )

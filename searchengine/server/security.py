@@ -8,9 +8,19 @@ One ASGI middleware in front of everything:
   re-point its own host name at ``127.0.0.1`` ("DNS rebinding"); the browser would then
   send that name as ``Host``, and it is refused.
 - **Token.** With a token, every ``/api/`` request but the OpenAPI schema must carry
-  it: ``Authorization: Bearer TOKEN``, or the ``searchengine_token`` cookie that the
-  page sets (``SameSite=Strict``, so other sites' pages cannot send it). The page and
-  its scripts load without it; they hold no data.
+  it: ``Authorization: Bearer TOKEN``, or the ``searchengine_token`` cookie that
+  ``POST /api/session`` sets for the page (``HttpOnly``: no script reads it;
+  ``SameSite=Strict``: other sites' pages cannot make the browser send it). The page
+  and its scripts load without it; they hold no data.
+- **Cross-site requests.** A page on another site can still make the browser *send* a
+  request to ``127.0.0.1`` (a form, an ``<img>``, a ``no-cors`` fetch) even though it
+  cannot read the answer, and make the server decode a large upload or load a model for
+  it. Browsers say where a request comes from: ``Sec-Fetch-Site`` (every current
+  browser) and ``Origin`` (on every POST). An ``/api/`` request whose ``Sec-Fetch-Site``
+  is anything but ``same-origin`` or ``none`` (typed in the address bar), or whose
+  ``Origin`` is not this server's own, is refused with 403 before any work. Tools
+  such as curl send neither header and are not affected; links to the page itself
+  (``/?q=...``) work from anywhere.
 - **Body limit.** A request body over the limit is answered 413 before it is all
   read (from ``Content-Length``, or by counting a chunked body).
 - **Headers.** Every response forbids framing, content sniffing and any script, style
@@ -108,7 +118,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        refusal = self._refusal(scope["path"], headers)
+        refusal = self._refusal(scope["path"], headers) or _cross_site(scope["path"], headers)
         if refusal is not None:
             await _send_error(send, *refusal)
             return
@@ -177,6 +187,36 @@ class Guard:
 
     def _too_large(self) -> str:
         return f"the request body is over the {self.max_body // 1_000_000} MB limit"
+
+
+def offered_token(headers: Headers) -> str | None:
+    """The token a request carries as ``Authorization: Bearer TOKEN``, if any."""
+    scheme, _, value = headers.get("authorization", "").partition(" ")
+    token = value.strip()
+    return token if scheme.lower() == "bearer" and _TOKEN_RE.match(token) else None
+
+
+def _cross_site(path: str, headers: Headers) -> tuple[int, str, list[Any]] | None:
+    """A 403 for an API request that a page on another site made the browser send."""
+    if not path.startswith("/api/") or path in PUBLIC_API_PATHS:
+        return None
+    site = headers.get("sec-fetch-site")
+    origin = headers.get("origin")
+    foreign_origin = origin is not None and _authority(origin) != headers.get("host", "").lower()
+    if (site is not None and site not in ("same-origin", "none")) or foreign_origin:
+        return (
+            403,
+            "cross-site request refused: this API answers only its own page and tools "
+            "such as curl, not requests another site's page makes the browser send",
+            [],
+        )
+    return None
+
+
+def _authority(origin: str) -> str:
+    """``http://127.0.0.1:8765`` → ``127.0.0.1:8765``; ``null`` and junk → ``""``."""
+    scheme, sep, rest = origin.strip().lower().partition("://")
+    return rest.rstrip("/") if sep and scheme in ("http", "https") and "/" not in rest else ""
 
 
 def _hostname(host: str) -> str:

@@ -18,16 +18,17 @@ import io
 import os
 import re
 import stat
-import threading
 import warnings
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Protocol
 
 from PIL import Image
 
 from searchengine.catalog import OK, Catalog, ImageRecord
 from searchengine.errors import ImageError
 from searchengine.fsutil import atomic_write, content_hash
-from searchengine.ingest.decode import decode_bytes
+from searchengine.ingest.decode import decode_bytes, decode_memory
 
 THUMBS_DIR = "thumbs"
 # Longest side in pixels. "small" fills a grid cell on a high-density screen, "large"
@@ -91,14 +92,24 @@ def media_type(data: bytes) -> str:
     return _MIME.get(fmt) or Image.MIME.get(fmt) or "application/octet-stream"
 
 
-class ThumbnailCache:
-    """JPEG thumbnails of indexed images, made on first request and kept on disk."""
+class Budget(Protocol):
+    """Memory reserved while an image decodes (``workers.MemoryBudget``)."""
 
-    def __init__(self, collection_folder: Path, workers: int | None = None) -> None:
+    def hold(self, amount: int) -> AbstractContextManager[None]: ...
+
+
+class ThumbnailCache:
+    """JPEG thumbnails of indexed images, made on first request and kept on disk.
+
+    Args:
+        collection_folder: where ``thumbs/`` lives.
+        budget: memory each decode reserves first (a large original takes hundreds of
+            MB, and a page asks for dozens of thumbnails at once); none: no limit.
+    """
+
+    def __init__(self, collection_folder: Path, budget: Budget | None = None) -> None:
         self.root = collection_folder / THUMBS_DIR
-        # Decoding a large original takes hundreds of MB; a page asks for dozens of
-        # thumbnails at once, so only a few are made at a time.
-        self._slots = threading.BoundedSemaphore(workers or min(4, os.cpu_count() or 1))
+        self.budget = budget
 
     def path(self, record: ImageRecord, size: str) -> Path:
         """Where the thumbnail of ``record`` at ``size`` lives (it may not exist yet)."""
@@ -115,18 +126,18 @@ class ThumbnailCache:
                 before), or it no longer decodes.
         """
         target = self.path(record, size)
-        if target.is_file():
+        if target.is_file():  # also when made by another request while this one waited
             return target
-        with self._slots:
-            if target.is_file():  # made by another request while this one waited
-                return target
-            data = read_indexed(record)
-            try:
-                image = decode_bytes(data, min_side=SIZES[size]).image
-            except ImageError as exc:
-                raise FileUnavailable(f"image {record.id} cannot be decoded: {exc}", 409) from exc
-            image.thumbnail((SIZES[size], SIZES[size]), Image.Resampling.LANCZOS)
-            _write_atomic(target, image)
+        data = read_indexed(record)
+        side = SIZES[size]
+        try:
+            cost = decode_memory(data, min_side=side)
+            with self.budget.hold(cost) if self.budget else nullcontext():
+                image = decode_bytes(data, min_side=side).image
+                image.thumbnail((side, side), Image.Resampling.LANCZOS)
+        except ImageError as exc:
+            raise FileUnavailable(f"image {record.id} cannot be decoded: {exc}", 409) from exc
+        _write_atomic(target, image)
         return target
 
     def prune(self, catalog: Catalog) -> int:

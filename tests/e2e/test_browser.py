@@ -261,3 +261,144 @@ def save_screenshot(page, tmp_path: Path) -> None:
     if os.environ.get("SEARCHENGINE_SCREENSHOT") or not SCREENSHOT.exists():
         SCREENSHOT.parent.mkdir(exist_ok=True)
         shutil.copyfile(shot, SCREENSHOT)
+
+
+def test_the_address_carries_the_search_so_back_forward_and_links_work(page, server, toy):
+    from playwright.sync_api import expect
+
+    page.goto(server)
+    page.fill("#q", QUERY)
+    page.locator("#options summary").click()
+    expect(page.locator("#folder option")).to_have_count(3)  # all, and the two folders
+    page.select_option("#folder", str(toy.photos / "album-a"))
+    page.locator("#go").click()
+    expect(page.locator("#message")).to_contain_text(f"photos for “{QUERY}”")
+    searched = page.url
+    assert "q=a+green+circle" in searched and "folder=" in searched
+    first = card_names(page)[0]
+    page.locator("#results .card").first.click()
+    page.locator("#similar-btn").click()
+    expect(page.locator("#message")).to_contain_text(f"photos for photos like {first}")
+    assert "like=" in page.url and "q=" not in page.url
+    assert page.input_value("#q") == ""  # the box no longer claims the old query
+    assert page.input_value("#folder") == ""
+    similar = card_names(page)
+
+    page.go_back()
+    expect(page.locator("#message")).to_contain_text(f"photos for “{QUERY}”")
+    assert page.url == searched
+    assert page.input_value("#q") == QUERY
+    assert page.input_value("#folder") == str(toy.photos / "album-a")
+    assert card_names(page)[0] == first
+    page.go_forward()
+    expect(page.locator("#message")).to_contain_text(f"photos for photos like {first}")
+    assert card_names(page) == similar
+
+    shared = page.url  # a link to "more like this" opens on the same results
+    other = page.context.new_page()
+    other.goto(shared)
+    expect(other.locator("#message")).to_contain_text("photos for photos like #")
+    assert card_names(other) == similar
+    other.close()
+
+
+def test_a_long_query_is_shortened_on_screen_and_never_cut_silently(browser, server):
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 390, "height": 844})  # a phone
+    page = context.new_page()
+    page.goto(server)
+    words = " ".join(["a green circle"] * 130)  # 1,949 characters: within the bound
+    page.fill("#q", words)
+    page.keyboard.press("Enter")
+    expect(page.locator("#message")).to_contain_text("photos for “a green circle")
+    message = page.locator("#message")
+    assert "…”" in message.inner_text()
+    assert len(message.inner_text()) < 300
+    assert message.bounding_box()["height"] < 160  # a few lines (it was 1,043 px)
+    assert f"q={words[:20].replace(' ', '+')}" in page.url  # the whole query is in the link
+    too_long = " ".join(["a red square"] * 160)  # 2,079 characters
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if "/api/search" in r.url else None)
+    page.fill("#q", too_long)
+    page.keyboard.press("Enter")
+    expect(page.locator("#error")).to_contain_text(
+        f"The query is {len(too_long)} characters long; keep it under 2000."
+    )
+    assert requests == []  # nothing sent, and nothing cut
+    assert page.input_value("#q") == too_long
+    context.close()
+
+
+def test_the_same_photo_chosen_twice_searches_twice(page, server, toy, tmp_path):
+    from playwright.sync_api import expect
+
+    photo = next(p for p in toy.shows if p.endswith(".jpg"))
+    name = os.path.basename(photo)
+    page.goto(server)
+    uploads: list[str] = []
+    page.on("request", lambda r: uploads.append(r.url) if r.method == "POST" else None)
+    page.locator("#options summary").click()
+    for _ in range(2):
+        page.set_input_files("#upload", photo)
+        expect(page.locator("#message")).to_contain_text(f"24 photos for photos like {name}")
+    assert len([u for u in uploads if "/api/similar" in u]) == 2
+    assert card_names(page)[0] == name  # not in the catalog as an upload: itself first
+
+
+def test_scores_say_what_they_are_and_weak_matches_say_so(page, server):
+    from playwright.sync_api import expect
+
+    page.goto(server)
+    page.fill("#q", QUERY)
+    page.keyboard.press("Enter")
+    expect(page.locator("#message")).to_contain_text("ranked by cosine (-1 to 1)")
+    assert "None matches well" not in page.locator("#message").inner_text()
+    page.locator("#options summary").click()
+    page.check("#rerank")
+    page.keyboard.press("Enter")
+    expect(page.locator("#message")).to_contain_text("ranked by CLIPScore (0 to 2.5)")
+    assert "rerank=1" in page.url
+    score = page.locator("#results .card .score").first
+    assert score.get_attribute("title").startswith("CLIPScore (0 to 2.5)")
+    page.locator("#results .card").first.click()
+    expect(page.locator("#viewer-score")).to_contain_text("of 2.5 · cosine")
+    page.keyboard.press("Escape")
+
+    page.uncheck("#rerank")
+    page.fill("#q", "a dog on a beach")  # nothing in the toy world looks like one
+    page.keyboard.press("Enter")
+    expect(page.locator("#message")).to_contain_text("None matches well")
+    expect(page.locator("#message")).to_contain_text("These are the closest.")
+    assert page.locator("#results .card.weak").count() == 24
+
+
+def test_describe_it_waits_while_the_captioner_loads(page, server):
+    from playwright.sync_api import expect
+
+    answers = {"refused": 0}
+
+    def loading_first(route) -> None:  # the first answer: the model is still loading
+        if answers["refused"] == 0:
+            answers["refused"] += 1
+            route.fulfill(
+                status=503,
+                headers={"Retry-After": "1"},
+                content_type="application/json",
+                body='{"error": "the caption model is loading (3 s so far); try again in 1 s"}',
+            )
+            return
+        route.continue_()
+
+    page.goto(server)
+    page.route("**/api/images/*/caption", loading_first)
+    page.fill("#q", QUERY)
+    page.keyboard.press("Enter")
+    expect(page.locator("#message")).to_contain_text("24 photos")
+    page.locator("#results .card").first.click()
+    page.locator("#caption-btn").click()
+    expect(page.locator("#viewer-caption")).to_contain_text("Trying again in 1 s")
+    expect(page.locator("#caption-btn")).to_be_hidden(timeout=60_000)  # described
+    assert answers["refused"] == 1
+    caption = page.locator("#viewer-caption").inner_text()
+    assert caption and "No caption" not in caption and "Trying" not in caption

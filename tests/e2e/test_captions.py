@@ -38,6 +38,7 @@ from searchengine.cli import main
 from searchengine.derived import DerivedCache
 from searchengine.ingest.decode import decode_file
 from searchengine.models.blip import ANSWER_GENERATION, CAPTION_GENERATION
+from searchengine.models.loading import download_command
 
 pytestmark = pytest.mark.slow
 
@@ -206,13 +207,15 @@ def test_weights_missing_from_a_cached_repo_is_one_line(
     # config.json cached but not the weights (a download cut short): transformers says
     # only that the repo "does not appear to have" them; the cache check names the fix.
     repo = blip_caption_repo()
-    files = {n: data for n, data in repo.files.items() if n != "model.safetensors"}
+    files = {n: data for n, data in repo.files.items() if n != "pytorch_model.bin"}
     hub = build_fake_hub(tmp_path / "hf_home", builders=())
     write_cached_repo(hub.hub_cache, RepoSpec(repo.repo_id, files))
     activate(monkeypatch, hub.hf_home)
     code, out = run("caption", str(noise(tmp_path / "x.jpg", seed=1)))
     assert code == 1 and len(out.strip().splitlines()) == 1, out
-    assert f"weights for {BLIP_CAPTION_REPO_ID} are not in the local Hugging Face cache" in out
+    weights = "(model.safetensors or pytorch_model.bin)"
+    assert f"{BLIP_CAPTION_REPO_ID} {weights} is not in the local Hugging Face cache" in out
+    assert f"`{download_command(BLIP_CAPTION_REPO_ID)}`" in out
 
 
 def test_bad_input_is_one_line(offline_hub: FakeHub, tmp_path: Path):
@@ -337,4 +340,4 @@ def test_search_with_missing_captioner_is_one_line(indexed):
     code, out = run("search", "x", "--caption", "Salesforce/blip-image-captioning-large", *args)
     assert code == 1
     assert len(out.strip().splitlines()) == 1
-    assert "weights for Salesforce/blip-image-captioning-large are not in the local" in out
+    assert "Salesforce/blip-image-captioning-large (config.json) is not in the local" in out

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from fakehub import CLIPS_REPO_ID, HF_CLIP_REPO_ID
+from fakehub import CLIPS_REPO_ID, HF_CLIP_REPO_ID, FakeHub, activate, clips_reference_ids
 from imagegen import half_and_half, noise
 from PIL import Image
 
@@ -135,19 +135,24 @@ def test_pipeline_parity_with_the_models_own_library(offline_hub, photos, tmp_pa
 
 
 def direct_embeddings(spec: str, files: list[Path], texts: list[str]):
-    """Embed with open_clip or transformers directly, as their docs show."""
+    """Embed with open_clip or transformers directly, as their docs show.
+
+    CLIPS texts go in as the CLIPS authors laid them out (``clips_reference_ids``):
+    open_clip's own tokenizer gets the published configs wrong.
+    """
+    import open_clip
     import torch
+    from huggingface_hub import hf_hub_download
 
     images = [Image.open(f).convert("RGB") for f in files]
     with torch.no_grad():
         if spec.startswith("hf-hub:"):
-            import open_clip
-
             model, _, preprocess = open_clip.create_model_and_transforms(spec)
-            tokenizer = open_clip.get_tokenizer(spec)
             model.eval()
+            vocab = Path(hf_hub_download(spec.removeprefix("hf-hub:"), "vocab.txt"))
+            tokens = torch.tensor(clips_reference_ids(vocab, texts))
             img = model.encode_image(torch.stack([preprocess(im) for im in images]))
-            txt = model.encode_text(tokenizer(texts))
+            txt = model.encode_text(tokens)
         else:
             from transformers import CLIPModel, CLIPProcessor
 
@@ -178,7 +183,13 @@ def test_missing_weights_say_how_to_fix_it(empty_offline_hub, photos, tmp_path):
         lines = out.strip().splitlines()
         assert len(lines) == 1, out
         assert "not in the local Hugging Face cache" in out and "HF_HUB_OFFLINE" in out
-        assert "pre-populate the cache" in out and "local" in out
+        repo = {
+            CLIPS: CLIPS_REPO_ID,
+            HF_CLIP: HF_CLIP_REPO_ID,
+            "ViT-B-32:openai": "timm/vit_base_patch32_clip_224.openai",
+        }[spec]
+        # The repo and file, and the command that fetches them.
+        assert f"{repo} (" in out and f"download {repo}" in out, out
 
 
 def test_the_installed_command_runs_in_a_fresh_process(offline_hub_env, photos, tmp_path):
@@ -217,8 +228,6 @@ def test_config_cached_without_weights_is_a_clear_error(fake_hub, photos, tmp_pa
     """open_clip would build a random model from a config alone; we refuse instead."""
     import shutil
 
-    from fakehub import activate
-
     hf_home = tmp_path / "partial_hf_home"
     shutil.copytree(fake_hub.hf_home, hf_home, symlinks=True)
     for weights in hf_home.glob("hub/models--UCSC-VLAA--*/snapshots/*/open_clip_*model*"):
@@ -227,6 +236,7 @@ def test_config_cached_without_weights_is_a_clear_error(fake_hub, photos, tmp_pa
     code, out = run("index", str(photos), "-m", CLIPS, *index_args(tmp_path))
     assert code == 1
     assert "not in the local Hugging Face cache" in out and "Traceback" not in out
+    assert f"{CLIPS_REPO_ID} (open_clip_model.safetensors or open_clip_pytorch_model.bin)" in out
 
 
 ODD_QUERIES = [
@@ -250,3 +260,68 @@ def test_odd_queries_through_real_tokenizers(offline_hub, photos, tmp_path, spec
         code, out = run("search", query, *index_args(tmp_path))
         assert code == 1 and len(out.strip().splitlines()) == 1, (query[:20], out)
         assert "Traceback" not in out
+
+
+# ------------------------------------------- every command, on each published CLIPS layout
+
+
+@pytest.mark.parametrize("layout", ["bert", "clips"])
+def test_every_command_on_each_clips_layout(
+    clips_hubs: dict[str, FakeHub], photos, tmp_path, monkeypatch, layout: str
+):
+    """index, search (+ --rerank), similar, score, bench and the server, on one cache each.
+
+    The "clips" cache holds the CLIPS repo alone (its tokenizer inside it); the "bert" one
+    also ``bert-base-uncased``, where the first layout's tokenizer lives.
+    """
+    from fastapi.testclient import TestClient
+
+    from searchengine import Collection, Config
+    from searchengine.server import create_app
+
+    activate(monkeypatch, clips_hubs[layout].hf_home)
+    idx = index_args(tmp_path)
+    code, out = run("index", str(photos), "-m", CLIPS, *idx)
+    assert code == 0 and "added 13" in out, out
+    files = [*sorted(photos.rglob("img*.jpg")), photos / "shot.png"]
+    queries = ["a dog on a beach", "Red!"]
+    captions = [f"A photo depicts {q}" for q in queries]
+    image_vecs, text_vecs = direct_embeddings(CLIPS, files, queries + captions)
+
+    for i, query in enumerate(queries):
+        direct = {str(f): float(s) for f, s in zip(files, image_vecs @ text_vecs[i], strict=True)}
+        hits = search_json(tmp_path, query, k=len(files))
+        assert [h["path"] for h in hits] == sorted(direct, key=lambda p: -direct[p]), query
+        reranked = json.loads(
+            run_stdout("search", query, "--rerank", "-k", "3", "--json", *index_args(tmp_path))
+        )
+        clip_s = {
+            str(f): 2.5 * max(float(s), 0)
+            for f, s in zip(files, image_vecs @ text_vecs[i + 2], strict=True)
+        }
+        for hit in reranked:
+            assert hit["clip_score"] == pytest.approx(clip_s[hit["path"]], abs=2e-3)
+
+    similar = json.loads(run_stdout("similar", str(files[0]), "--json", *idx))
+    alike = {str(f): float(s) for f, s in zip(files, image_vecs @ image_vecs[0], strict=True)}
+    assert str(files[0]) not in {h["path"] for h in similar}  # more like it, not itself
+    for hit in similar:
+        assert hit["score"] == pytest.approx(alike[hit["path"]], abs=2e-3)
+
+    scored = json.loads(run_stdout("score", str(files[1]), queries[0], "-m", CLIPS, "--json"))
+    cosine = scored["captions"][0]["scores"][CLIPS]["cosine"]
+    assert cosine == pytest.approx(float(image_vecs[1] @ text_vecs[0]), abs=2e-3)
+
+    bench = json.loads(
+        run_stdout("bench", "toy:12:7", "-m", CLIPS, "--no-cache", "--json", "--batch-size", "8")
+    )
+    assert [r["model"] for r in bench["results"]] == [CLIPS]
+
+    config = Config(home=tmp_path / "idx", device="cpu")
+    with Collection.open("t", config) as collection:
+        app = create_app(collection, warm_up=True)
+        with TestClient(app, base_url="http://127.0.0.1:8765") as client:
+            page = client.get("/api/search", params={"q": queries[0], "k": 5}).json()
+    assert [r["path"] for r in page["results"]] == [
+        h["path"] for h in search_json(tmp_path, queries[0], k=5)
+    ]

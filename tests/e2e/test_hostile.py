@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hostile import make_hostile_corpus
+from hostile import OK, make_hostile_corpus
 
 # The indexing runs in a child process that, when the tests run as root, gives up the
 # capabilities that let root read any file (util-linux setpriv): only then can an
@@ -52,8 +52,8 @@ def test_hostile_corpus(tmp_path):
     photos, home = tmp_path / "photos", tmp_path / "home"
     expected = make_hostile_corpus(photos)
     result = run_child(photos, home)
-    want_ok = {p for p, v in expected.items() if v == "ok"}
-    want_failed = {p: v for p, v in expected.items() if v != "ok"}
+    want_ok = {p for p, e in expected.items() if e.verdict == OK}
+    want_failed = {p: e.verdict for p, e in expected.items() if e.verdict != OK}
     assert set(result["ok"]) == want_ok
     assert set(result["found"]) == want_ok  # every good image is searchable
     assert set(result["failed"]) == set(want_failed)

@@ -183,10 +183,16 @@ def test_clips_onnx_matches_torch_and_records_the_export(offline_hub: FakeHub) -
     assert export is not None and export.verified
     manifest = export.manifest
     assert export.folder.parent.parent == offline_hub.hf_home  # beside the HF cache
-    assert manifest["tokenizer"]["kind"] == "hf"  # BERT WordPiece, torch-free
+    assert manifest["tokenizer"]["kind"] == "clips"  # CLIPS' own layout, torch-free
     assert manifest["text"]["mode"] == "fixed"  # class token last: no truncation
     assert manifest["verification"]["min_cosine_image"] >= MIN_COSINE
-    assert {"torch", "open_clip_torch", "onnxruntime"} <= set(manifest["versions"])
+    writers = {"torch", "open_clip_torch", "transformers", "tokenizers", "onnx", "searchengine"}
+    assert writers <= set(manifest["versions"]) and manifest["onnxruntime"] != "-"
+    # Keyed on everything it read: the model repo's files and the tokenizer repo's file.
+    read = {(src.get("hub"), src.get("file")) for src in manifest["sources"]}
+    assert ("models--bert-base-uncased", "tokenizer.json") in read
+    hub_dir = "models--" + CLIPS_REPO_ID.replace("/", "--")
+    assert {(hub_dir, "open_clip_config.json"), (hub_dir, "open_clip_pytorch_model.bin")} <= read
     assert manifest["opset"] >= 17
     # Weights live beside each graph, so ONNX Runtime maps them instead of copying.
     for tower in ("image", "text"):
@@ -246,11 +252,96 @@ def test_changed_weights_invalidate_the_export(
     first = load_encoder(spec, "cpu", "onnx")
     assert read_export(spec) is not None
     weights = folder / "open_clip_model.safetensors"
-    weights.write_bytes(weights.read_bytes())  # retrained: same size, new mtime
+    _retrain(weights)
     assert read_export(spec) is None  # stale: would give the old model's vectors
     second = load_encoder(spec, "cpu", "onnx")  # re-exported
     assert read_export(spec) is not None
     assert isinstance(first, OnnxClipEncoder) and isinstance(second, OnnxClipEncoder)
+
+
+def _retrain(weights: Path) -> None:
+    """New weights in place, same names and shapes (a retrained model)."""
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(weights))
+    save_file({k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()}, weights)
+
+
+@pytest.mark.slow
+def test_a_changed_tokenizer_file_re_exports(
+    fake_hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CLIPS' tokenizer lives in bert-base-uncased: a new one there must re-export."""
+    from fakehub import bert_base_uncased_repo, copy_hf_home, write_cached_repo
+
+    hf_home = copy_hf_home(fake_hub.hf_home, tmp_path / "hf_home")
+    activate(monkeypatch, hf_home)
+    spec = parse_model_spec(CLIPS)
+    first = load_encoder(spec, "cpu", "onnx")
+    assert isinstance(first, OnnxClipEncoder)
+    before = first.tokenize(["a dog"])
+    assert read_export(spec) is not None
+    # The tokenizer repo moves on (refs/main to a new snapshot): "dog" is no longer a word.
+    bert = bert_base_uncased_repo()
+    vocab = bert.files["vocab.txt"].decode().replace("\ndog\n", "\nd0g\n")
+    from fakehub import RepoSpec
+    from tokenizers.implementations import BertWordPieceTokenizer
+
+    (tmp_path / "vocab.txt").write_text(vocab)
+    new = BertWordPieceTokenizer(str(tmp_path / "vocab.txt"), lowercase=True).to_str()
+    files = {**bert.files, "vocab.txt": vocab.encode(), "tokenizer.json": new.encode()}
+    write_cached_repo(hf_home / "hub", RepoSpec(bert.repo_id, files))
+    assert read_export(spec) is None
+    second = load_encoder(spec, "cpu", "onnx")
+    assert isinstance(second, OnnxClipEncoder)
+    after = second.tokenize(["a dog"])
+    assert not np.array_equal(before, after)  # the new tokenizer's ids, not the old export's
+    torch_encoder = load_encoder(spec, "cpu", "torch")
+    np.testing.assert_array_equal(after, torch_encoder._tokenizer(["a dog"]).numpy())  # type: ignore[attr-defined]
+
+
+def test_an_edited_tokenizer_in_a_model_folder_re_exports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_hub: FakeHub
+) -> None:
+    """No export needed to test the key: record the folder, edit a file, check it."""
+    from searchengine.models.provenance import record, unchanged
+
+    activate(monkeypatch, fake_hub.hf_home)
+    folder = tmp_path / "clips"
+    shutil.copytree(fake_hub.repos[CLIPS_REPO_ID].snapshot, folder, symlinks=False)
+    sources = record(sorted(folder.iterdir()))
+    assert unchanged(sources)
+    (folder / "tokenizer.json").write_text((folder / "tokenizer.json").read_text() + " ")
+    assert not unchanged(sources)
+
+
+@pytest.mark.slow
+def test_an_export_by_other_package_versions_is_not_reused(
+    tiny_clip: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from searchengine.models import onnx as onnx_module
+
+    spec = parse_model_spec(tiny_clip)
+    load_encoder(spec, "cpu", "onnx")
+    assert read_export(spec) is not None
+    real = onnx_module.writer_versions()
+    monkeypatch.setattr(onnx_module, "writer_versions", lambda: {**real, "torch": "9.9.9"})
+    assert read_export(spec) is None
+
+
+@pytest.mark.slow
+def test_a_copied_cache_keeps_its_exports(
+    tiny_clip: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_hub: FakeHub
+) -> None:
+    from fakehub import copy_hf_home
+
+    spec = parse_model_spec(CLIPS)
+    activate(monkeypatch, fake_hub.hf_home)
+    load_encoder(spec, "cpu", "onnx")
+    copy = copy_hf_home(fake_hub.hf_home, tmp_path / "elsewhere")
+    activate(monkeypatch, copy)
+    export = read_export(spec)
+    assert export is not None and export.folder.is_relative_to(copy)
 
 
 @pytest.mark.slow

@@ -8,17 +8,19 @@ uploads are bounded; bad input is a 4xx with a JSON error.
 from __future__ import annotations
 
 import io
+import json
 import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from imagegen import solid
 from PIL import Image
-from servertools import SECRET, FakeCaptioner, make_collection
+from servertools import SECRET, FakeCaptioner, make_collection, serving
 
 from searchengine.cli import main
 from searchengine.collection import Collection
@@ -252,9 +254,9 @@ def test_uploads_are_bounded_and_safely_decoded(tmp_path: Path) -> None:
         bomb = png(Image.new("1", (12000, 9000)))  # 108 MP in a few kB
         assert len(bomb) < 200_000
         refused = client.post("/api/similar", files={"file": ("b.png", bomb)})
-        assert_error(refused, 400, "over the 100 MP limit")
+        assert_error(refused, 400, "over the limit of 100,000,000 pixels")
         text = client.post("/api/similar", files={"file": ("t.jpg", b"<html>hi</html>")})
-        assert_error(text, 400, "not a recognised image format")
+        assert_error(text, 400, "not an image: it looks like an HTML page")
         assert_error(client.post("/api/similar"), 422, "file")
 
 
@@ -268,9 +270,11 @@ BAD_SEARCHES = [
     ({"q": "red", "k": "ten"}, 422, "k"),
     ({"q": "red", "offset": -1}, 422, "offset"),
     ({"q": "red", "offset": 1001}, 422, "offset"),
-    ({"q": "red", "after": "2020-13"}, 400, "cannot read date"),
+    ({"q": "red", "after": "2020-13"}, 422, "after"),
+    ({"q": "red", "after": "2021-02-30"}, 400, "cannot read date"),
+    ({"q": "red", "after": "0000"}, 422, "after"),
     ({"q": "red", "after": "yesterday"}, 422, "after"),
-    ({"q": "red", "before": "9999"}, 400, "out of range"),
+    ({"q": "red", "before": "9999"}, 422, "before"),
     ({"q": "red", "plus": ["a"] * 11}, 422, "plus"),
     ({"q": "red", "plus": ["x" * 2001]}, 422, "plus"),
     ({"q": "red", "minus": ["red"]}, 400, "cancel out"),
@@ -314,3 +318,128 @@ def test_the_page_loads_only_its_own_files(served: Served) -> None:
     page = served.client.get("/").text
     for name in ("app.js", "style.css", "favicon.svg"):
         assert f"/static/{name}" in page
+
+
+# -- cross-site requests, the token cookie, what the parser refuses ---------------------
+
+
+CROSS_SITE = [
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Sec-Fetch-Site": "same-site"},  # another port of this machine: another origin
+    {"Origin": "http://evil.example"},
+    {"Origin": "null"},  # a sandboxed frame or a file:// page
+    {"Origin": "http://127.0.0.1:9999", "Sec-Fetch-Site": "same-origin"},
+]
+
+
+@pytest.mark.parametrize("headers", CROSS_SITE)
+def test_requests_other_sites_make_the_browser_send_are_refused(served: Served, headers):
+    red = (served.photos / "red.jpg").read_bytes()
+    client = served.client
+    for response in (
+        client.get("/api/search", params={"q": "red"}, headers=headers),
+        client.get(f"/api/images/{served.ids['red.jpg']}/caption", headers=headers),
+        client.get(f"/api/images/{served.ids['red.jpg']}/thumbnail", headers=headers),
+        client.post("/api/similar", files={"file": ("r.jpg", red)}, headers=headers),
+    ):
+        assert_error(response, 403, "cross-site request refused")
+    assert served.client.app.state.service.budget.peak == 0  # refused before any decode
+    page = client.get("/", headers=headers)  # a link to the page works from anywhere
+    assert page.status_code == 200
+
+
+def test_the_own_page_and_tools_are_served(served: Served) -> None:
+    red = (served.photos / "red.jpg").read_bytes()
+    for headers in (
+        {},  # curl, scripts
+        {"Sec-Fetch-Site": "same-origin"},  # the page's own fetches
+        {"Sec-Fetch-Site": "none"},  # typed into the address bar
+        {"Sec-Fetch-Site": "same-origin", "Origin": "http://127.0.0.1:8765"},
+    ):
+        found = served.client.get("/api/search", params={"q": "red"}, headers=headers)
+        assert found.status_code == 200, found.text
+        upload = served.client.post("/api/similar", files={"file": ("r.jpg", red)}, headers=headers)
+        assert upload.status_code == 200, upload.text
+
+
+def test_the_token_cookie_is_http_only_and_same_site(guarded: TestClient) -> None:
+    refused = guarded.post("/api/session", headers={"Authorization": "Bearer wrong-token-000000"})
+    assert_error(refused, 401, "token")
+    made = guarded.post("/api/session", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert made.status_code == 200 and made.json() == {"cookie": True}
+    cookie = made.headers["set-cookie"]
+    assert cookie.startswith(f"searchengine_token={TOKEN};")
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
+    assert guarded.get("/api/health").status_code == 200  # the cookie now opens the API
+
+
+@pytest.mark.parametrize("image_id", ["+1", "01", "1.0", "1_0", " 1", "1e0", "0x1"])
+def test_ids_are_plain_decimal_integers(served: Served, image_id: str) -> None:
+    response = served.client.get(f"/api/images/{image_id}")
+    assert_error(response, 422, "plain decimal")
+    assert served.client.get("/api/images/5").status_code in (200, 404)
+
+
+@pytest.mark.parametrize(("name", "value"), [("k", "+5"), ("k", "05"), ("offset", "1_0")])
+def test_numbers_in_the_query_string_are_plain_too(served: Served, name: str, value: str):
+    response = served.client.get("/api/search", params={"q": "red", name: value})
+    assert_error(response, 422, name)
+
+
+@pytest.mark.parametrize("term", ["99999999999999999999:x", "101:red", "-1e3:red"])
+def test_term_weights_are_bounded(served: Served, term: str) -> None:
+    response = served.client.get("/api/search", params={"q": "red", "plus": [term]})
+    if term == "-1e3:red":  # not a weight in the W:term form: a text term, as the CLI reads it
+        assert response.status_code == 200
+        return
+    assert_error(response, 400, "out of range")
+
+
+def test_an_upload_too_big_to_decode_within_the_budget_is_refused(tmp_path: Path) -> None:
+    collection, _, _ = make_collection(tmp_path)
+    app = create_app(collection, decode_budget=20_000_000)
+    rgba = png(Image.new("RGBA", (3000, 2000), (1, 2, 3, 4)))  # ~54 MB at its peak
+    with collection, TestClient(app, base_url=BASE) as client:
+        response = client.post("/api/similar", files={"file": ("big.png", rgba)})
+        assert_error(response, 413, "MB of memory", "over this server's 20 MB")
+        small = png(Image.new("RGBA", (300, 200), (250, 10, 10, 255)))
+        assert client.post("/api/similar", files={"file": ("s.png", small)}).status_code == 200
+
+
+def raw_request(url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes as they are (no client would send these); the status, headers, body."""
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(url)
+    with socket.create_connection((where.hostname, where.port), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+def test_requests_the_http_parser_refuses_are_answered_in_json(tmp_path: Path) -> None:
+    collection, _, _ = make_collection(tmp_path)
+    with collection, serving(create_app(collection)) as url:
+        host = url.removeprefix("http://")
+        for request in (
+            f"GET /api/search?q={'x' * 1_000_000} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode(),
+            f"POST /api/similar HTTP/1.1\r\nHost: {host}\r\nContent-Length: abc\r\n\r\n".encode(),
+            f"GET /api/health HTTP/1.1\r\nHost: {host}\r\nBad Header\r\n\r\n".encode(),
+        ):
+            status, headers, body = raw_request(url, request)
+            assert status == 400
+            assert headers["content-type"] == "application/json"
+            assert headers["x-content-type-options"] == "nosniff"
+            assert "not a valid HTTP/1.1 request" in json.loads(body)["error"]
+        # At the API's own bounds the request reaches the app, which says what is wrong.
+        long = "é" * 2000
+        terms = "".join(f"&plus={quote(long)}" for _ in range(11))
+        request = f"GET /api/search?q={quote(long)}{terms} HTTP/1.1\r\nHost: {host}\r\n\r\n"
+        status, headers, body = raw_request(url, request.encode())
+        assert status == 422 and "plus" in json.loads(body)["error"]

@@ -105,10 +105,15 @@ def test_clipscore_is_torchmetrics_times_2_5_over_100(images, ours, theirs):
 def test_torchmetrics_averages_the_batch_before_clamping(images, ours, theirs):
     # Why the comparison above goes pair by pair: one update with N pairs reports
     # max(100 * mean(cos), 0), not the mean of per-pair scores.
-    texts = [with_prefix(c) for c in CAPTIONS[: len(images)]]
-    cos = np.sum(ours.encode_images(images) * ours.encode_texts(texts), axis=1)
+    # Two pairs the random model scores above zero and two below, whatever its weights.
+    captions = CAPTIONS + [with_prefix(c) for c in CAPTIONS]
+    matrix = ours.encode_images(images) @ ours.encode_texts(captions).T
+    order = np.argsort(matrix, axis=None)
+    picked = [np.unravel_index(i, matrix.shape) for i in (*order[:2], *order[-2:])]
+    cos = np.asarray([matrix[i, j] for i, j in picked])
     assert (cos > 0).any() and (cos < 0).any()
-    batch = _score(theirs, torch.stack([_tensor(im) for im in images]), texts)
+    texts = [captions[j] for _, j in picked]
+    batch = _score(theirs, torch.stack([_tensor(images[i]) for i, _ in picked]), texts)
     assert batch == pytest.approx(max(100 * float(np.mean(cos)), 0.0), abs=1e-4)
     assert batch != pytest.approx(float(np.mean(100 * np.maximum(cos, 0))), abs=1e-3)
 

@@ -306,3 +306,29 @@ def test_collection_keeps_its_accelerator_through_deletions_and_reopening(tmp_pa
         assert reopened.status().accelerator == "IVF4,PQ2x4fs"
         top = {r.path.rsplit("/", 1)[1] for r in reopened.search("red", k=5)}
         assert top == {f"{i:03d}.png" for i in range(5, 10)}
+
+
+@pytest.mark.slow  # indexes 600 photos, trains an IVF index
+def test_a_large_first_run_compresses_its_index_at_the_threshold_not_at_the_end(tmp_path):
+    """Memory: past the threshold the run holds SQ8 codes (1 byte a dimension), not
+    every vector at float32 until the run ends."""
+    photos, config = small_ivf_world(tmp_path, 600)
+    config = replace(config, checkpoint_seconds=0.0)  # a checkpoint after every batch
+    seen: list[tuple[int, str]] = []  # (vectors in the index, its type) after each batch
+
+    class Watch:
+        def start(self, total: int) -> None: ...
+        def close(self) -> None: ...
+        def advance(self, n: int = 1) -> None:
+            index = coll.store.vectors()
+            seen.append((len(index), index.index_type))
+
+    with Collection.open("c", config, create=True, encoder=FakeEncoder()) as coll:
+        report = coll.index([photos], progress=Watch())
+        assert report.added == 600 and coll.status().index_type == "IVF4,SQ8"
+        largest_exact = max(n for n, kind in seen if kind == "Flat")
+        assert largest_exact < 200 + 32  # the threshold, plus at most one batch
+        assert [kind for n, kind in seen if n > 300] == ["IVF4,SQ8"] * len(
+            [n for n, _ in seen if n > 300]
+        )
+        assert len(coll.search("red", k=10)) == 10

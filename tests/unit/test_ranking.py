@@ -86,3 +86,29 @@ def test_bad_queries_are_refused_before_any_work(coll) -> None:
         Query((TextTerm("red"),), k=0)
     with pytest.raises(QueryError, match="empty"):
         TextTerm("   ")
+
+
+@pytest.mark.parametrize("weight", [1e20, -101.0, float("nan"), float("inf")])
+def test_term_weights_are_bounded(weight) -> None:
+    # A huge weight overflowed the float32 sum into NaN scores: all-zero results, 200 OK.
+    for make in (
+        lambda: TextTerm("red", weight),
+        lambda: ImageTerm("x.jpg", weight),
+        lambda: VectorTerm(np.ones(4), weight),
+    ):
+        with pytest.raises(QueryError, match="out of range"):
+            make()
+    with pytest.raises(QueryError, match="out of range"):
+        parse_term("99999999999999999999:red")
+    assert TextTerm("red", -100.0).weight == -100.0
+
+
+def test_a_search_reads_its_candidates_rows_once(coll, monkeypatch) -> None:
+    # First stage, CLIPScore and the date sort all need the candidates' rows: one
+    # catalog read, not one per step (each is a query on a shared server).
+    reads: list[int] = []
+    get = coll.catalog.get
+    monkeypatch.setattr(coll.catalog, "get", lambda ids: reads.append(len(ids)) or get(ids))
+    page = coll.rank(Query((TextTerm("red"),), k=4, rerank=True, sort="date")).results
+    assert len(page) == 4
+    assert reads == [len(SHADES) + 1]

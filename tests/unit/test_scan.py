@@ -27,7 +27,7 @@ def test_scan_survives_symlink_loops_and_broken_links(tmp_path):
         "broken.jpg": "broken symbolic link",
         "a.png": "symbolic link loop",
         "b.png": "symbolic link loop",
-        "pipe.jpg": "not a regular file",
+        "pipe.jpg": "not a regular file (a FIFO)",
     }
 
 
@@ -35,6 +35,32 @@ def test_single_file_root(tmp_path):
     (tmp_path / "x.png").write_bytes(b"abc")
     [entry] = scan([tmp_path / "x.png"], BASE_EXTENSIONS)
     assert entry.size == 3 and entry.path == str(tmp_path / "x.png")
+
+
+def test_paths_named_directly_always_get_a_verdict(tmp_path):
+    """A FIFO, a device link, a link loop or any file named as a PATH is not skipped."""
+    os.mkfifo(tmp_path / "pipe")
+    os.symlink("/dev/zero", tmp_path / "zero.jpg")
+    os.symlink(tmp_path / "b", tmp_path / "a")
+    os.symlink(tmp_path / "a", tmp_path / "b")
+    os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
+    (tmp_path / "notes.txt").write_text("not a picture")
+    names = ["pipe", "zero.jpg", "a", "dangling", "notes.txt"]
+    found = {
+        os.path.basename(e.path): e.error
+        for e in scan([tmp_path / n for n in names], BASE_EXTENSIONS)
+    }
+    assert found == {
+        "pipe": "not a regular file (a FIFO)",
+        "zero.jpg": "not a regular file (a character device)",
+        "a": "symbolic link loop",
+        "dangling": "broken symbolic link",
+        "notes.txt": None,  # decoded, and recorded as not an image
+    }
+
+
+def test_a_missing_root_yields_nothing(tmp_path):
+    assert list(scan([tmp_path / "gone"], BASE_EXTENSIONS)) == []
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from imagegen import solid
 
+from searchengine.backends import server_location, sqlite_location
 from searchengine.catalog import Catalog
 from searchengine.errors import CollectionLockedError
 from searchengine.fsutil import content_hash
@@ -29,15 +30,28 @@ def entry(path) -> FileEntry:
     return FileEntry(str(path), info.st_size, info.st_mtime_ns)
 
 
+def open_catalog(folder, database_url) -> Catalog:
+    """The catalog of collection ``coll`` in ``folder``, on either backend."""
+    if database_url is None:
+        return Catalog(sqlite_location(folder).url)
+    location = server_location(database_url, "coll")
+    return Catalog(location.url, schema=location.schema)
+
+
 @pytest.fixture
-def store(tmp_path):
+def store(tmp_path, database_url):
     folder = tmp_path / "coll"
     folder.mkdir()
-    catalog = Catalog(f"sqlite:///{folder / 'catalog.sqlite'}")
+    catalog = open_catalog(folder, database_url)
     catalog.set_meta({MetaKey.DIM: "4"})
     made = Store(folder, catalog, "coll")
     yield made
     made.close()
+
+
+def same_catalog(store: Store) -> Catalog:
+    """The store's catalog opened again, as another process would."""
+    return Catalog(store.catalog.url, schema=store.catalog.location.schema)
 
 
 def test_plan_sorts_the_disk_into_new_changed_unchanged_and_gone(tmp_path) -> None:
@@ -92,11 +106,11 @@ def test_a_batch_commits_rows_and_vectors_together_or_not_at_all(store) -> None:
         assert len(store.vectors()) == 0
         store.checkpoint()
     assert not store.dirty
-    assert store.catalog.get_meta(MetaKey.INDEX_BATCH) == store.catalog.get_meta(MetaKey.LAST_BATCH)
+    assert store.index_state() == (int(store.catalog.get_meta(MetaKey.LAST_BATCH) or 0), 0)
 
 
 def test_one_writer_at_a_time(store, tmp_path) -> None:
-    other = Store(store.folder, Catalog(store.catalog.url), "coll")
+    other = Store(store.folder, same_catalog(store), "coll")
     try:
         locked = pytest.raises(CollectionLockedError, match=f"process {os.getpid()}")
         with store.writing(), locked, other.writing():
@@ -109,7 +123,7 @@ def test_one_writer_at_a_time(store, tmp_path) -> None:
 
 def test_refresh_picks_up_an_index_another_process_saved(store) -> None:
     vector = np.array([0.0, 1.0, 0.0, 0.0], dtype=np.float32)
-    reader = Store(store.folder, Catalog(store.catalog.url), "coll")
+    reader = Store(store.folder, same_catalog(store), "coll")
     try:
         with store.writing():
             with store.batch() as batch:

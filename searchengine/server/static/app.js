@@ -1,38 +1,37 @@
 // searchengine's page: plain JavaScript, no build step. Everything goes through the
 // JSON API (/api/...); images are fetched by catalog id only.
+//
+// A search on screen is a *request*: {kind, ...}. Each kind (KINDS below) says how to
+// fetch a page of it, how to name it in the status line, and how it is written in the
+// address bar, so back/forward and shared links show the same results. A new kind of
+// search is one more entry there.
 "use strict";
 
 const PAGE_SIZE = 24;
-const TOKEN_COOKIE = "searchengine_token";
+const MAX_QUERY = 2000; // the API's bound; longer text is refused, never cut silently
+const SHOWN_QUERY = 60; // characters of a query repeated in the status line
 const $ = (id) => document.getElementById(id);
 
 const state = {
-  request: null, // {kind: "search"|"similar"|"upload", ...} of the results on screen
+  request: null, // the request whose results are on screen
   offset: 0,
   results: [],
+  page: null, // the last page's answer (ranked_by, weak_below, notice)
   controller: null, // AbortController of the request in flight
   focused: 0, // index of the card that holds the grid's tab stop
   opened: null, // result shown in the viewer
 };
+// Uploaded files by history entry: a file cannot be written into the address bar.
+const uploads = new Map();
+let uploadCount = 0;
 
 // ---------------------------------------------------------------- API and token
 
-function takeTokenFromUrl() {
-  // http://HOST:PORT/#token=T: the fragment never reaches the server or its logs.
-  const match = location.hash.match(/token=([^&]+)/);
-  if (!match) return;
-  setToken(decodeURIComponent(match[1]));
-  history.replaceState(null, "", location.pathname + location.search);
-}
-
-function setToken(token) {
-  document.cookie = `${TOKEN_COOKIE}=${encodeURIComponent(token)}; path=/; SameSite=Strict`;
-}
-
 class ApiError extends Error {
-  constructor(status, message) {
+  constructor(status, message, retryAfter) {
     super(message);
     this.status = status;
+    this.retryAfter = retryAfter; // seconds, from Retry-After on a 503
   }
 }
 
@@ -53,9 +52,28 @@ async function api(path, options = {}) {
   if (!response.ok) {
     const message = (body && body.error) || `The server answered ${response.status}.`;
     if (response.status === 401) askForToken();
-    throw new ApiError(response.status, message);
+    const retry = Number(response.headers.get("Retry-After")) || null;
+    throw new ApiError(response.status, message, retry);
   }
   return body;
+}
+
+async function useToken(token) {
+  // The server keeps the token in an HttpOnly, SameSite=Strict cookie: no script on
+  // this page can read it back, and no other site's page can make the browser send it.
+  await api("/api/session", { method: "POST", headers: { Authorization: `Bearer ${token}` } });
+}
+
+async function takeTokenFromUrl() {
+  // http://HOST:PORT/#token=T: the fragment never reaches the server or its logs.
+  const match = location.hash.match(/token=([^&]+)/);
+  if (!match) return;
+  history.replaceState(history.state, "", location.pathname + location.search);
+  try {
+    await useToken(decodeURIComponent(match[1]));
+  } catch (err) {
+    fail(err.message);
+  }
 }
 
 function askForToken() {
@@ -63,11 +81,16 @@ function askForToken() {
   if (!dialog.open) dialog.showModal();
 }
 
-$("token-form").addEventListener("submit", () => {
-  setToken($("token").value.trim());
+$("token-form").addEventListener("submit", async () => {
+  const token = $("token").value.trim();
   $("token").value = "";
+  try {
+    await useToken(token);
+  } catch (err) {
+    return; // a wrong token: the 401 opened the dialog again
+  }
   loadCollection();
-  if (state.request) run(state.request, 0);
+  if (state.request) run(state.request, 0, { push: false });
 });
 
 // ---------------------------------------------------------------- messages
@@ -97,91 +120,201 @@ function fail(text) {
   $("message").textContent = "";
 }
 
+function shorten(text, most) {
+  return text.length > most ? `${text.slice(0, most - 1).trimEnd()}…` : text;
+}
+
 // ---------------------------------------------------------------- collection
+
+function modelNotes(models) {
+  // Models that are not ready, said plainly: "captions: loading (12 s)".
+  const uses = { search: "search", rerank: "rerank", caption: "captions", where: "where is it?" };
+  return (models || [])
+    .filter((m) => m.state === "loading" || m.state === "failed")
+    .map((m) => {
+      if (m.state === "loading") return `${uses[m.role]}: loading`;
+      return `${uses[m.role]}: unavailable, retried in ${Math.ceil(m.retry_in || 0)} s`;
+    });
+}
+
+async function showStatus() {
+  // The header: the collection, and any model that is not ready, until it settles.
+  const status = await api("/api/status");
+  const notes = modelNotes(status.models);
+  $("collection").textContent = [
+    `${status.name}: ${status.images} photos · ${status.model}`,
+    ...notes,
+  ].join(" · ");
+  if (!notes.length) return;
+  const loading = status.models.some((m) => m.state === "loading");
+  setTimeout(() => showStatus().catch(() => {}), loading ? 5000 : 30000);
+}
 
 async function loadCollection() {
   try {
-    const status = await api("/api/status");
-    $("collection").textContent =
-      `${status.name}: ${status.images} photos · ${status.model}`;
+    await showStatus();
     const folders = await api("/api/folders");
     const select = $("folder");
+    const chosen = select.value;
     select.length = 1;
     for (const folder of folders.folders) select.add(new Option(folder, folder));
+    select.value = chosen;
   } catch (err) {
     $("collection").textContent = "";
     if (err.status !== 401) fail(err.message);
   }
 }
 
-// ---------------------------------------------------------------- searching
+// ---------------------------------------------------------------- kinds of search
+
+const FILTERS = ["folder", "after", "before"];
+
+const KINDS = {
+  search: {
+    fetch(request, params, signal) {
+      params.set("q", request.q);
+      for (const key of FILTERS) if (request[key]) params.set(key, request[key]);
+      if (request.rerank) params.set("rerank", "true");
+      if (request.caption) params.set("caption", "true");
+      return api(`/api/search?${params}`, { signal });
+    },
+    describe: (request) => `“${shorten(request.q, SHOWN_QUERY)}”`,
+    url(request) {
+      const params = new URLSearchParams({ q: request.q });
+      for (const key of FILTERS) if (request[key]) params.set(key, request[key]);
+      if (request.rerank) params.set("rerank", "1");
+      if (request.caption) params.set("caption", "1");
+      return params;
+    },
+  },
+  similar: {
+    fetch: (request, params, signal) =>
+      api(`/api/images/${request.id}/similar?${params}`, { signal }),
+    describe: (request) => `photos like ${request.name || `#${request.id}`}`,
+    url: (request) => new URLSearchParams({ like: String(request.id) }),
+  },
+  part: {
+    // More like a part of a photo: the part travels as a box in the photo's pixels.
+    fetch(request, params, signal) {
+      params.set("box", request.box.join(","));
+      return api(`/api/images/${request.id}/similar-part?${params}`, { signal });
+    },
+    describe: (request) => `photos like a part of ${request.name || `#${request.id}`}`,
+    url: (request) => new URLSearchParams({ like: String(request.id), part: request.box.join(",") }),
+  },
+  upload: {
+    fetch(request, params, signal) {
+      const form = new FormData();
+      form.append("file", request.file);
+      return api(`/api/similar?${params}`, { method: "POST", body: form, signal });
+    },
+    describe: (request) => `photos like ${shorten(request.file.name, SHOWN_QUERY)}`,
+    url: () => new URLSearchParams(), // a file has no address: the entry keeps it
+  },
+};
+
+function requestFromUrl(search, entry) {
+  // The request an address (and its history entry) stands for, or null.
+  const params = new URLSearchParams(search);
+  const like = params.get("like");
+  if (like && /^[1-9][0-9]{0,17}$/.test(like)) {
+    const box = (params.get("part") || "").split(",").map(Number);
+    if (box.length === 4 && box.every((v) => Number.isInteger(v) && v >= 0)) {
+      return { kind: "part", id: Number(like), name: entry && entry.name, box };
+    }
+    return { kind: "similar", id: Number(like), name: entry && entry.name };
+  }
+  const q = params.get("q");
+  if (q) {
+    const request = { kind: "search", q, rerank: params.has("rerank"), caption: params.has("caption") };
+    for (const key of FILTERS) request[key] = params.get(key) || "";
+    return request;
+  }
+  if (entry && uploads.has(entry.upload)) return { kind: "upload", file: uploads.get(entry.upload) };
+  return null;
+}
+
+function showInForm(request) {
+  // The form says what is on screen: the query and filters of a search, or nothing.
+  const search = request && request.kind === "search" ? request : { q: "", rerank: false, caption: false };
+  $("q").value = search.q;
+  for (const key of FILTERS) $(key).value = search[key] || "";
+  $("rerank").checked = Boolean(search.rerank);
+  $("captions").checked = Boolean(search.caption);
+}
 
 function searchRequest() {
-  return {
+  const request = {
     kind: "search",
     q: $("q").value.trim(),
-    folder: $("folder").value,
-    after: $("after").value,
-    before: $("before").value,
     rerank: $("rerank").checked,
     caption: $("captions").checked,
   };
+  for (const key of FILTERS) request[key] = $(key).value;
+  return request;
 }
 
-function describe(request) {
-  if (request.kind === "search") return `“${request.q}”`;
-  if (request.kind === "similar") return `photos like ${request.name}`;
-  if (request.kind === "part") return `photos like a part of ${request.name}`;
-  return `photos like ${request.file.name}`;
+function remember(request, push) {
+  // A new search is a new history entry; paging and reruns are not.
+  const params = KINDS[request.kind].url(request).toString();
+  const address = location.pathname + (params ? `?${params}` : "");
+  // The history entry keeps what the address cannot: an upload, a photo's name.
+  const entry = request.kind === "upload" ? { upload: request.upload } : { name: request.name };
+  if (push) history.pushState(entry, "", address);
+  else history.replaceState(entry, "", address);
 }
 
-async function fetchPage(request, offset, signal) {
-  const params = new URLSearchParams({ k: PAGE_SIZE, offset });
-  if (request.kind === "search") {
-    params.set("q", request.q);
-    for (const key of ["folder", "after", "before"]) {
-      if (request[key]) params.set(key, request[key]);
-    }
-    if (request.rerank) params.set("rerank", "true");
-    if (request.caption) params.set("caption", "true");
-    return api(`/api/search?${params}`, { signal });
-  }
-  if (request.kind === "similar") {
-    return api(`/api/images/${request.id}/similar?${params}`, { signal });
-  }
-  if (request.kind === "part") {
-    params.set("box", request.box.join(","));
-    return api(`/api/images/${request.id}/similar-part?${params}`, { signal });
-  }
-  const form = new FormData();
-  form.append("file", request.file);
-  return api(`/api/similar?${params}`, { method: "POST", body: form, signal });
+// ---------------------------------------------------------------- searching
+
+function scoreName(page) {
+  return page && page.ranked_by === "clip_score" ? "CLIPScore (0 to 2.5)" : "cosine (-1 to 1)";
 }
 
-async function run(request, offset) {
+function scoreKind(page) {
+  return page && page.ranked_by === "clip_score" ? "CLIPScore" : "cosine";
+}
+
+function summary(request, page, seconds) {
+  const what = KINDS[request.kind].describe(request);
+  if (state.results.length === 0) {
+    return `Nothing matches ${what}. Try other words, or clear the filters.`;
+  }
+  const more = page.has_more ? "" : " (all)";
+  const parts = [`${state.results.length} photos${more} for ${what} in ${seconds} s, ranked by ${scoreName(page)}.`];
+  const best = state.results[0];
+  if (best.weak) {
+    parts.push(
+      `None matches well (best cosine ${formatScore(best.cosine)}; a real match here ` +
+      `reaches ${formatScore(page.weak_below)}). These are the closest.`,
+    );
+  }
+  if (page.notice) parts.push(`(${page.notice}.)`);
+  return parts.join(" ");
+}
+
+async function run(request, offset, { push = true } = {}) {
   if (state.controller) state.controller.abort();
   const controller = new AbortController();
   state.controller = controller;
   const started = performance.now();
-  busy(true, offset ? "Loading more…" : `Searching for ${describe(request)}…`);
+  const kind = KINDS[request.kind];
+  busy(true, offset ? "Loading more…" : `Searching for ${kind.describe(request)}…`);
   try {
-    const page = await fetchPage(request, offset, controller.signal);
+    const params = new URLSearchParams({ k: PAGE_SIZE, offset });
+    const page = await kind.fetch(request, params, controller.signal);
     state.request = request;
     state.offset = offset;
-    if (offset === 0) state.results = [];
+    state.page = page;
+    if (offset === 0) {
+      state.results = [];
+      remember(request, push);
+      showInForm(request);
+    }
     state.results.push(...page.results);
     render(offset);
     $("more").hidden = !page.has_more;
     const seconds = ((performance.now() - started) / 1000).toFixed(2);
-    if (state.results.length === 0) {
-      say(`Nothing matches ${describe(request)}. Try other words, or clear the filters.`);
-    } else {
-      const more = page.has_more ? "" : " (all)";
-      say(`${state.results.length} photos${more} for ${describe(request)}, in ${seconds} s.`);
-    }
-    if (request.kind === "search") {
-      history.replaceState(null, "", `?q=${encodeURIComponent(request.q)}`);
-    }
+    say(summary(request, page, seconds));
     return true;
   } catch (err) {
     if (err.name === "AbortError") return false;
@@ -202,17 +335,41 @@ $("search").addEventListener("submit", (event) => {
     fail("Type what the photo shows, e.g. “a dog on a beach”.");
     return;
   }
+  if (request.q.length > MAX_QUERY) {
+    fail(`The query is ${request.q.length} characters long; keep it under ${MAX_QUERY}.`);
+    return;
+  }
   run(request, 0);
 });
 
 $("upload").addEventListener("change", () => {
-  const file = $("upload").files[0];
-  if (file) run({ kind: "upload", file }, 0);
+  const input = $("upload");
+  const file = input.files[0];
+  input.value = ""; // so that choosing the same file again is a change too
+  if (!file) return;
+  uploadCount += 1;
+  uploads.set(uploadCount, file);
+  run({ kind: "upload", file, upload: uploadCount }, 0);
 });
 
 $("more").addEventListener("click", async () => {
   const next = state.results.length;
   if (await run(state.request, state.offset + PAGE_SIZE)) focusCard(next);
+});
+
+window.addEventListener("popstate", (event) => {
+  const request = requestFromUrl(location.search, event.state);
+  if (request) {
+    run(request, 0, { push: false });
+    return;
+  }
+  if (state.controller) state.controller.abort();
+  state.request = null;
+  state.results = [];
+  render(0);
+  showInForm(null);
+  $("more").hidden = true;
+  say(event.state && event.state.upload ? "Choose the photo again to search like it." : "");
 });
 
 // ---------------------------------------------------------------- the grid
@@ -225,7 +382,7 @@ function card(result, index) {
   const item = document.createElement("li");
   const button = document.createElement("button");
   button.type = "button";
-  button.className = "card";
+  button.className = result.weak ? "card weak" : "card";
   button.dataset.index = String(index);
   button.tabIndex = -1;
   const img = document.createElement("img");
@@ -241,7 +398,7 @@ function card(result, index) {
   const score = document.createElement("span");
   score.className = "score";
   score.textContent = formatScore(result.score);
-  score.title = "score";
+  score.title = scoreName(state.page) + (result.weak ? ": a weak match" : "");
   label.append(name, score);
   button.append(img, label);
   if (result.caption) {
@@ -250,7 +407,8 @@ function card(result, index) {
     caption.textContent = result.caption;
     button.append(caption);
   }
-  button.setAttribute("aria-label", `${result.name}, score ${formatScore(result.score)}`);
+  const weak = result.weak ? ", weak match" : "";
+  button.setAttribute("aria-label", `${result.name}, ${scoreKind(state.page)} ${formatScore(result.score)}${weak}`);
   button.addEventListener("click", () => openViewer(index));
   button.addEventListener("focus", () => setTabStop(index));
   item.append(button);
@@ -337,6 +495,18 @@ function formatDate(seconds) {
   });
 }
 
+function scoreText(result) {
+  const parts = [];
+  if (state.page && state.page.ranked_by === "clip_score") {
+    parts.push(`CLIPScore ${formatScore(result.score)} of 2.5`, `cosine ${formatScore(result.cosine)}`);
+  } else {
+    parts.push(`cosine ${formatScore(result.cosine)}`);
+    if (result.clip_score !== null) parts.push(`CLIPScore ${formatScore(result.clip_score)} of 2.5`);
+  }
+  if (result.weak) parts.push("a weak match");
+  return parts.join(" · ");
+}
+
 async function openViewer(index) {
   const result = state.results[index];
   state.opened = { result, index };
@@ -344,7 +514,7 @@ async function openViewer(index) {
   $("viewer-img").alt = result.caption || result.name;
   $("viewer-title").textContent = result.name;
   $("viewer-path").textContent = result.path;
-  $("viewer-score").textContent = `${formatScore(result.score)} (cosine ${formatScore(result.cosine)})`;
+  $("viewer-score").textContent = scoreText(result);
   $("viewer-size").textContent = result.width ? `${result.width} × ${result.height}` : "–";
   $("viewer-date").textContent = result.taken_at ? formatDate(result.taken_at) : "…";
   $("viewer-caption").textContent = result.caption || "–";
@@ -379,16 +549,37 @@ $("similar-btn").addEventListener("click", async () => {
   if (await run({ kind: "similar", id: result.id, name: result.name }, 0)) focusCard(0);
 });
 
+const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+async function describeImage(result) {
+  // While the captioning model loads the server answers 503 with Retry-After: wait
+  // that long and ask again, a few times; a model that failed says when it retries.
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      return await api(`/api/images/${result.id}/caption`);
+    } catch (err) {
+      const soon = err.status === 503 && err.retryAfter && err.retryAfter <= 10;
+      if (!soon || attempt >= 24) throw err;
+      if (state.opened && state.opened.result === result) {
+        $("viewer-caption").textContent = `${err.message} Trying again in ${err.retryAfter} s…`;
+      }
+      await sleep(err.retryAfter * 1000);
+    }
+  }
+}
+
 $("caption-btn").addEventListener("click", async () => {
   const { result } = state.opened;
   const button = $("caption-btn");
   button.disabled = true;
   $("viewer-caption").textContent = "Describing…";
   try {
-    const body = await api(`/api/images/${result.id}/caption`);
+    const body = await describeImage(result);
     result.caption = body.caption;
-    $("viewer-caption").textContent = body.caption;
-    button.hidden = true;
+    if (state.opened && state.opened.result === result) {
+      $("viewer-caption").textContent = body.caption;
+      button.hidden = true;
+    }
   } catch (err) {
     $("viewer-caption").textContent = `No caption: ${err.message}`;
   } finally {
@@ -414,6 +605,24 @@ function resetWhere(result) {
   $("viewer-img").dataset.preview = result.preview;
 }
 
+async function locateIn(result, q) {
+  // As for captions: while the CLIPSeg model loads the server answers 503 with
+  // Retry-After; wait that long and ask again, a few times.
+  const path = `/api/images/${result.id}/where?q=${encodeURIComponent(q)}`;
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      return await api(path);
+    } catch (err) {
+      const soon = err.status === 503 && err.retryAfter && err.retryAfter <= 10;
+      if (!soon || attempt >= 24) throw err;
+      if (state.opened && state.opened.result === result) {
+        $("viewer-where").textContent = `${err.message} Trying again in ${err.retryAfter} s…`;
+      }
+      await sleep(err.retryAfter * 1000);
+    }
+  }
+}
+
 $("where-btn").addEventListener("click", async () => {
   const { result } = state.opened;
   const img = $("viewer-img");
@@ -427,7 +636,7 @@ $("where-btn").addEventListener("click", async () => {
   button.disabled = true;
   $("viewer-where").textContent = "Looking…";
   try {
-    const body = await api(`/api/images/${result.id}/where?q=${encodeURIComponent(q)}`);
+    const body = await locateIn(result, q);
     if (!state.opened || state.opened.result !== result) return;
     const peak = body.score.toFixed(2);
     $("viewer-where").textContent = body.found
@@ -505,11 +714,12 @@ $("part-btn").addEventListener("click", async () => {
 
 // ---------------------------------------------------------------- start
 
-takeTokenFromUrl();
-loadCollection();
-const initial = new URLSearchParams(location.search).get("q");
-if (initial) {
-  $("q").value = initial;
-  run(searchRequest(), 0);
+async function start() {
+  await takeTokenFromUrl();
+  loadCollection();
+  const request = requestFromUrl(location.search, history.state);
+  if (request) run(request, 0, { push: false });
+  $("q").focus();
 }
-$("q").focus();
+
+start();

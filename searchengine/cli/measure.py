@@ -173,13 +173,15 @@ def bench(
     folder of images with .txt captions, a toy-world folder, or toy:N:SEED.
     Recall follows CLIP_benchmark; embeddings are cached per (dataset, model).
     On a toy world, --task ground measures referring-expression accuracy per
-    region method and --task where measures CLIPSeg localisation.
+    region method, --task where CLIPSeg localisation, and --task part "more
+    like this part" (precision@5 per region method).
 
     \b
     Examples:
       searchengine bench toy:1000:4242 -m toy -m toy-large
       searchengine bench toy:500:5151 --task ground -m toy --region-method falip,crop,none
       searchengine bench toy:500:5151 --task where -m toy-seg
+      searchengine bench toy:500:5151 --task part -m toy --region-method falip,none
       searchengine bench dataset_flickr30k.json --images flickr30k-images \\
           -m ViT-B-32:openai -m hf-hub:UCSC-VLAA/ViT-L-14-CLIPS-Recap-DataComp-1B
       searchengine bench pairs.csv -m ViT-B-32:openai --k 1,5,10,50 --csv

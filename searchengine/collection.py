@@ -131,7 +131,7 @@ class Collection:
         """
         config = config or Config.from_env()
         if config.engine == "ray":  # said before anything is created or loaded
-            from searchengine.ingest.ray_run import check_engine
+            from searchengine.ingest.ray_cluster import check_engine
 
             check_engine(config.ray_address)
         if not _NAME_RE.match(name):

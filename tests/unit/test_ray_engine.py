@@ -18,12 +18,12 @@ from searchengine import Config
 from searchengine.cli import main
 from searchengine.errors import ClusterError, ConfigError, ImageError
 from searchengine.ingest.load import Failed, Known, Pixels, load
+from searchengine.ingest.ray_cluster import split_address
 from searchengine.ingest.ray_run import (
     Embedder,
     library_error,
     load_rows,
     pool_shape,
-    split_address,
     unpack,
 )
 from searchengine.ingest.scan import FileEntry

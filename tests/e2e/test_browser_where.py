@@ -57,7 +57,8 @@ def page(browser):
     tab.on("pageerror", lambda exc: errors.append(str(exc)))
     yield tab
     context.close()
-    assert not errors
+    # A 503 while toy-seg loads is expected: the page waits Retry-After and asks again.
+    assert not [e for e in errors if "status of 503" not in e]
 
 
 def _regions(toy: ToyCollection, path: str) -> tuple[toymasks.ObjectRegion, ...]:

@@ -118,3 +118,24 @@ def test_bad_requests_are_refused_plainly(opened, toy) -> None:
     assert outside.status_code == 400 and "outside the 640x480 image" in outside.json()["error"]
     empty = client.get(f"/api/images/{image_id}/where", params={"q": ""})
     assert empty.status_code == 422
+
+
+def test_a_clipseg_model_that_cannot_load_is_a_503_and_listed_in_status(toy, tmp_path) -> None:
+    config = Config(home=toy.index_dir, device="cpu")
+    missing = tmp_path / "no-such-clipseg"
+    with Collection.open("web", config) as collection:
+        app = create_app(collection, where_model=str(missing))
+        with TestClient(app, base_url=BASE) as client:
+            image_id, _ = _photo_with(toy, collection, "green circle")
+            response = client.get(f"/api/images/{image_id}/where", params={"q": "a circle"})
+            for _ in range(50):  # the load runs off the request path; it fails quickly
+                if "cannot be loaded" in response.json()["error"]:
+                    break
+                response = client.get(f"/api/images/{image_id}/where", params={"q": "a circle"})
+            assert response.status_code == 503
+            assert int(response.headers["retry-after"]) >= 1
+            assert "the where model" in response.json()["error"]
+            models = {m["role"]: m for m in client.get("/api/status").json()["models"]}
+            assert models["where"]["state"] == "failed" and models["where"]["error"]
+            # Searching is not held up by it.
+            assert client.get("/api/search", params={"q": "a green circle"}).status_code == 200

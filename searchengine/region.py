@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from searchengine.errors import ConfigError, ImageError, QueryError
+from searchengine.errors import ConfigError, ImageError, QueryError, UnknownModelError
 from searchengine.models.base import Encoder
 
 if TYPE_CHECKING:
@@ -137,7 +137,13 @@ def torch_tower(encoder: Encoder) -> Any:
 
     if isinstance(encoder, OpenClipEncoder):
         return encoder
-    spec = parse_model_spec(encoder.spec)
+    try:
+        spec = parse_model_spec(encoder.spec)
+    except UnknownModelError:  # a model handed in by code, with no spec to load it by
+        raise ConfigError(
+            f"--region-method falip needs an open_clip ViT image tower, and {encoder.spec} is "
+            "not an open_clip model; use --region-method crop, circle or blur"
+        ) from None
     if spec.kind is ModelKind.TRANSFORMERS:
         raise ConfigError(
             f"--region-method falip needs an open_clip ViT image tower, and {encoder.spec} is a "

@@ -8,7 +8,14 @@ from PIL import Image
 
 from searchengine.errors import ConfigError, QueryError
 from searchengine.models.falip import foveal_bias
-from searchengine.region import clip_box, edit_for, parse_box, parse_methods, torch_tower
+from searchengine.region import (
+    clip_box,
+    edit_for,
+    parse_box,
+    parse_methods,
+    region_vectors,
+    torch_tower,
+)
 
 
 def test_parse_box_and_methods() -> None:
@@ -78,3 +85,16 @@ def test_falip_refuses_transformers_models_in_one_line() -> None:
         torch_tower(Fake())  # type: ignore[arg-type]
     message = str(caught.value)
     assert "\n" not in message and "crop, circle or blur" in message
+
+
+def test_falip_refuses_a_model_without_a_loadable_spec_in_one_line() -> None:
+    from searchengine.models.fake import FakeEncoder
+
+    with pytest.raises(ConfigError) as caught:
+        region_vectors(FakeEncoder(), Image.new("RGB", (64, 48)), [(0, 0, 10, 10)], "falip")
+    assert "\n" not in str(caught.value) and "--region-method crop" in str(caught.value)
+    # The pixel-editing methods work with any model.
+    assert (
+        region_vectors(FakeEncoder(), Image.new("RGB", (64, 48)), [(0, 0, 10, 10)], "blur").shape[0]
+        == 1
+    )

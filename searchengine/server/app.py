@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from searchengine.captions import Captioner
     from searchengine.collection import Collection
     from searchengine.models import Encoder
+    from searchengine.models.clipseg import ClipSeg
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 20_000_000
@@ -58,7 +59,7 @@ def create_app(
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     decode_budget: int = DECODE_BUDGET,
     warm_up: bool = False,
-    where_model: str = DEFAULT_SEG_MODEL,
+    where_model: str | ClipSeg = DEFAULT_SEG_MODEL,
 ) -> FastAPI:
     """The app serving one open collection (run it with ``http.uvicorn_config``).
 
@@ -77,7 +78,8 @@ def create_app(
         warm_up: load the model and index now (errors surface here, not at the
             first query), start loading the rerank model, and drop thumbnails of
             images no longer indexed. Otherwise the first request starts loading.
-        where_model: the CLIPSeg model of the "where is it?" routes (loaded on first use).
+        where_model: the CLIPSeg model of the "where is it?" routes (a name: loaded on
+            first use; or a loaded model, which stays the caller's to close).
 
     Raises:
         ConfigError: a non-loopback ``host`` without a token, or a weak token.

@@ -78,14 +78,18 @@ def caption_slot(collection: Collection, model: str | Captioner | None) -> Model
     return ModelSlot("caption", name, load)
 
 
-def where_slot(collection: Collection, model: str) -> ModelSlot[ClipSeg]:
-    """The CLIPSeg model of "where is it?" (a hub repo id, a folder or ``toy-seg``)."""
+def where_slot(collection: Collection, model: str | ClipSeg) -> ModelSlot[ClipSeg]:
+    """The CLIPSeg model of "where is it?" (a hub repo id, a folder, ``toy-seg``, or a
+    loaded model)."""
+    if not isinstance(model, str):
+        return ModelSlot("where", model.model, lambda: model, loaded=model)
     device = collection.config.device
 
     def load() -> ClipSeg:
         from searchengine.models.clipseg import ClipSeg
 
-        return ClipSeg(model, device=device)
+        return ClipSeg(name, device=device)
 
     # As for the search model: a small model answers its first request, not a 503.
-    return ModelSlot("where", model, load, patience=SEARCH_PATIENCE)
+    name = model
+    return ModelSlot("where", name, load, patience=SEARCH_PATIENCE)

@@ -98,15 +98,16 @@ class WhereService:
 
     Args:
         service: the API's service (collection, catalog checks, workers, budget).
-        model: the CLIPSeg model name (default ``CIDAS/clipseg-rd64-refined``).
+        model: the CLIPSeg model's name (default ``CIDAS/clipseg-rd64-refined``) or a
+            loaded one (it stays the caller's to close).
     """
 
-    def __init__(self, service: Service, model: str = DEFAULT_SEG_MODEL) -> None:
+    def __init__(self, service: Service, model: str | ClipSeg = DEFAULT_SEG_MODEL) -> None:
         from searchengine.server.models import where_slot
 
         self.service = service
-        self.model = model
         self.slot: ModelSlot[ClipSeg] = where_slot(service.collection, model)
+        self.model = self.slot.model
         service.more_slots.append(self.slot)
         self.worker = Worker("where", threads=1, depth=16, retry_after=5)
         self._lock = threading.Lock()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from searchengine.cli import captions, collection, manage, measure, serve
+from searchengine.cli import captions, collection, manage, measure, serve, where
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,6 +40,8 @@ for command in (
     measure.score,
     measure.caption_eval,
     serve.serve,
+    where.where,
+    where.ground,
 ):
     main.add_command(command)
 

@@ -26,6 +26,7 @@ from searchengine.cli.common import (
     terminal_path,
     top_k_option,
 )
+from searchengine.cli.where import print_located, region_options, where_options
 from searchengine.models.blip import DEFAULT_CAPTION_MODEL
 from searchengine.values import ENGINES, RUNTIMES, SORTS
 
@@ -216,6 +217,7 @@ def index(
     help="Order of the results: date is newest first.",
 )
 @click.option("--model", "-m", default=None, help="Must match the collection's model if given.")
+@where_options
 @device_option
 @runtime_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list with every score.")
@@ -239,6 +241,9 @@ def search(
     orientation: str | None,
     sort: str,
     model: str | None,
+    where: bool,
+    where_model: str,
+    out: Path | None,
     device: str | None,
     runtime: str | None,
     as_json: bool,
@@ -248,6 +253,7 @@ def search(
     Each result shows the first-stage cosine and the CLIPScore (2.5 * max(cos, 0)
     for "A photo depicts QUERY"). A --plus/--minus term naming an existing file is an
     example image, anything else is text; "W:term" weights it (e.g. 0.5:sunset.jpg).
+    --where adds where in each photo QUERY is (CLIPSeg): found, box and peak.
 
     \b
     Examples:
@@ -258,6 +264,7 @@ def search(
       searchengine search "a dog" --caption        # + a BLIP caption per result
       searchengine search "birthday cake" --after 2021 --before 2022-06 --sort date
       searchengine search "mountains" --path "*/holidays/*" --orientation landscape
+      searchengine search "a red kite" --where --out kites/   # + where it is, overlays
     """
     opened = open_collection(
         collection, index_dir, database_url, model, device, runtime, warm_text=True
@@ -285,6 +292,9 @@ def search(
             sort=sort,
             caption=caption,
         )
+    if where or out is not None:
+        print_located(results, query, where_model, out, as_json, device)
+        return
     print_results(results, as_json)
 
 
@@ -292,6 +302,7 @@ def search(
 @click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @collection_options
 @top_k_option
+@region_options
 @device_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of results.")
 def similar(
@@ -300,18 +311,26 @@ def similar(
     index_dir: Path | None,
     database_url: str | None,
     k: int,
+    region: tuple[int, int, int, int] | None,
+    region_method: str,
     device: str | None,
     as_json: bool,
 ) -> None:
     """Find images like IMAGE (indexed or not; IMAGE itself is left out).
 
+    With --region, find images like that part of IMAGE ("more like this part"):
+    photos containing what the region shows rank above photos that merely share
+    its background or the rest of IMAGE.
+
     \b
     Examples:
       searchengine similar ~/Pictures/beach.jpg
       searchengine similar ./query.png -k 5 --json
+      searchengine similar ./street.jpg --region 120,40,380,300   # the dog, not the street
+      searchengine similar ./street.jpg --region 120,40,380,300 --region-method crop
     """
     with errors(), open_collection(collection, index_dir, database_url, None, device) as coll:
-        results = coll.similar(image, k)
+        results = coll.similar(image, k, region=region, region_method=region_method)
     print_results(results, as_json)
 
 

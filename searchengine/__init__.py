@@ -52,11 +52,15 @@ if _typing.TYPE_CHECKING:
     )
     from searchengine.ingest.write import IndexReport
     from searchengine.models import Encoder, ModelSpec, load_encoder, parse_model_spec
+    from searchengine.models.clipseg import ClipSeg
     from searchengine.ranking import SearchResult
+    from searchengine.region import region_vectors
+    from searchengine.where import Location, locate
 
 _EXPORTS = {
     "Answer": "searchengine.captions",
     "Captioner": "searchengine.captions",
+    "ClipSeg": "searchengine.models.clipseg",
     "Collection": "searchengine.collection",
     "CollectionError": "searchengine.errors",
     "CollectionLockedError": "searchengine.errors",
@@ -69,6 +73,7 @@ _EXPORTS = {
     "FileCaption": "searchengine.captions",
     "ImageError": "searchengine.errors",
     "IndexReport": "searchengine.ingest.write",
+    "Location": "searchengine.where",
     "ModelError": "searchengine.errors",
     "ModelMismatchError": "searchengine.errors",
     "ModelSpec": "searchengine.models",
@@ -86,12 +91,15 @@ _EXPORTS = {
     "load_answerer": "searchengine.captions",
     "load_captioner": "searchengine.captions",
     "load_encoder": "searchengine.models",
+    "locate": "searchengine.where",
     "parse_model_spec": "searchengine.models",
+    "region_vectors": "searchengine.region",
     "remove_collection": "searchengine.home",
 }
 __all__ = [
     "Answer",
     "Captioner",
+    "ClipSeg",
     "Collection",
     "CollectionError",
     "CollectionLockedError",
@@ -104,6 +112,7 @@ __all__ = [
     "FileCaption",
     "ImageError",
     "IndexReport",
+    "Location",
     "ModelError",
     "ModelMismatchError",
     "ModelSpec",
@@ -121,7 +130,9 @@ __all__ = [
     "load_answerer",
     "load_captioner",
     "load_encoder",
+    "locate",
     "parse_model_spec",
+    "region_vectors",
     "remove_collection",
 ]
 

@@ -464,13 +464,38 @@ class Collection:
             results = [replace(r, caption=texts.get(r.id)) for r in results]
         return results
 
-    def similar(self, image: str | Path | Image.Image, k: int = 10) -> list[SearchResult]:
-        """Images most like an example image (indexed or not); the image itself excluded."""
-        return self.similar_page(image, k).results
+    def similar(
+        self,
+        image: str | Path | Image.Image,
+        k: int = 10,
+        *,
+        region: tuple[int, int, int, int] | None = None,
+        region_method: str = "falip",
+    ) -> list[SearchResult]:
+        """Images most like an example image (indexed or not); the image itself excluded.
 
-    def similar_page(self, image: str | Path | Image.Image, k: int = 10, offset: int = 0) -> Page:
+        With ``region`` (``x0, y0, x1, y1`` in the upright image's pixels), images most
+        like that part of it ("more like this part"): the query is the region's
+        embedding (:func:`searchengine.region.region_term`, FALIP by default).
+        """
+        return self.similar_page(image, k, region=region, region_method=region_method).results
+
+    def similar_page(
+        self,
+        image: str | Path | Image.Image,
+        k: int = 10,
+        offset: int = 0,
+        *,
+        region: tuple[int, int, int, int] | None = None,
+        region_method: str = "falip",
+    ) -> Page:
         """A page of ``similar``'s ranking."""
-        term, exclude = example_term(image, self.catalog, self.vectors(), self.encoder)
+        if region is None:
+            term, exclude = example_term(image, self.catalog, self.vectors(), self.encoder)
+        else:
+            from searchengine.region import region_term
+
+            term, exclude = region_term(image, region, self.catalog, self.encoder, region_method)
         query = Query((term,), k, offset, exclude=exclude, clip_score=False)
         return self.rank(query)
 

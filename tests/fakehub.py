@@ -1187,3 +1187,143 @@ DEFAULT_BUILDERS: tuple[RepoBuilder, ...] = (
     blip_caption_repo,
     blip_vqa_repo,
 )
+
+
+# ============================================================================== CLIPSeg
+# One block, kept at the end of the file: the referring-segmentation repo that
+# ``searchengine where`` loads by default. Sources for each fact are named inline.
+
+
+@dataclass(frozen=True)
+class _ClipSegShape:
+    repo_id: str = "CIDAS/clipseg-rd64-refined"
+    # preprocessor_config.json "size": transformers' conversion script builds the processor
+    # with ViTFeatureExtractor(size=352) (convert_clipseg_original_pytorch_to_hf.py).
+    processor_size: int = 352
+    # config.json vision_config: CLIPSegVisionConfig(patch_size=16) with the default
+    # image_size 224 (same script); the model interpolates its 14x14 position table to the
+    # 22x22 grid of a 352-pixel input (CLIPSegForImageSegmentation.forward,
+    # interpolate_pos_encoding=True by default).
+    vision_image_size: int = 224
+    patch_size: int = 16
+    # "refined" = use_complex_transposed_convolution (same script: True if "refined" in
+    # the model name); "rd64" = reduce_dim 64 (the real value; kept, it is small).
+    reduce_dim: int = 64
+    extract_layers: tuple[int, ...] = (1, 2, 3)  # the real (3, 6, 9) of 12 layers, scaled to 4
+    max_length: int = 77  # CLIP's context, tokenizer_config.json model_max_length
+
+
+CLIPSEG = _ClipSegShape()
+CLIPSEG_REPO_ID = CLIPSEG.repo_id
+
+# ImageNet mean/std, not CLIP's: the original CLIPSeg normalises with torchvision's
+# ImageNet statistics and the hub processor config carries them (public ports of this
+# repo, e.g. ONNX re-implementations, call out "ImageNet mean/std, NOT CLIP stats").
+_IMAGENET_MEAN = [0.485, 0.456, 0.406]
+_IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+def _clipseg_tokenizer_files() -> dict[str, bytes]:
+    """CLIP's slow-tokenizer files only: vocab.json, merges.txt, configs; no tokenizer.json.
+
+    The repo was converted in 2022 with ``CLIPTokenizer.from_pretrained(
+    "openai/clip-vit-base-patch32")`` (the conversion script) and saved by
+    ``processor.save_pretrained``; its file list has vocab.json and merges.txt but no
+    tokenizer.json, so transformers builds the fast tokenizer from the BPE files.
+    """
+    vocab, merges = _clip_bpe()
+    specials = {
+        "bos_token": "<|startoftext|>",
+        "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>",
+        "pad_token": "<|endoftext|>",
+    }
+    tokenizer_config = {
+        "tokenizer_class": "CLIPTokenizer",
+        "processor_class": "CLIPSegProcessor",
+        "do_lower_case": True,
+        "errors": "replace",
+        "add_prefix_space": False,
+        "model_max_length": CLIPSEG.max_length,
+        "name_or_path": "openai/clip-vit-base-patch32",
+        **specials,
+    }
+    return {
+        "vocab.json": _json(vocab),
+        "merges.txt": ("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges)).encode(),
+        "tokenizer_config.json": _json(tokenizer_config),
+        "special_tokens_map.json": _json(specials),
+    }
+
+
+def clipseg_repo() -> RepoSpec:
+    """``CIDAS/clipseg-rd64-refined`` as a transformers repo, tiny and random.
+
+    Real layout (hub file list: config.json, preprocessor_config.json, pytorch_model.bin,
+    vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json; no
+    tokenizer.json): a ``CLIPSegForImageSegmentation`` with the refined decoder head,
+    ViT-B/16-shaped vision tower cut to 4 narrow layers, and the legacy text ids of
+    2022 conversions (bos 0, eos 2, pad 1: pooling on the highest token id).
+    """
+    import torch
+    from transformers import CLIPSegConfig, CLIPSegForImageSegmentation
+
+    vocab, _ = _clip_bpe()
+    config = CLIPSegConfig(
+        text_config={
+            "vocab_size": len(vocab),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "max_position_embeddings": CLIPSEG.max_length,
+            "bos_token_id": 0,
+            "eos_token_id": 2,
+            "pad_token_id": 1,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 2,
+            "image_size": CLIPSEG.vision_image_size,
+            "patch_size": CLIPSEG.patch_size,
+        },
+        projection_dim=32,
+        extract_layers=list(CLIPSEG.extract_layers),
+        reduce_dim=CLIPSEG.reduce_dim,
+        decoder_num_attention_heads=4,
+        decoder_intermediate_size=128,
+        use_complex_transposed_convolution=True,
+    )
+    config.architectures = ["CLIPSegForImageSegmentation"]
+    with _seeded(6):
+        model = CLIPSegForImageSegmentation(config)
+    record = config.to_dict()
+    record["torch_dtype"] = "float32"  # what 2022 conversions wrote (later: "dtype")
+    files = {
+        "config.json": _json(record),
+        "pytorch_model.bin": _weights(model.state_dict(), "bin"),
+        "preprocessor_config.json": _json(
+            {
+                "do_normalize": True,
+                "do_rescale": True,
+                "do_resize": True,
+                "feature_extractor_type": "ViTFeatureExtractor",
+                "image_mean": _IMAGENET_MEAN,
+                "image_processor_type": "ViTImageProcessor",
+                "image_std": _IMAGENET_STD,
+                "processor_class": "CLIPSegProcessor",
+                "resample": 2,  # PIL bilinear, ViTImageProcessor's default
+                "rescale_factor": 1 / 255,
+                "size": {"height": CLIPSEG.processor_size, "width": CLIPSEG.processor_size},
+            }
+        ),
+    }
+    files.update(_clipseg_tokenizer_files())
+    del torch
+    return RepoSpec(CLIPSEG.repo_id, files)
+
+
+DEFAULT_BUILDERS = (*DEFAULT_BUILDERS, clipseg_repo)
+__all__ += ["CLIPSEG", "CLIPSEG_REPO_ID", "clipseg_repo"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from searchengine.cli import captions, collection, manage, measure, serve
+from searchengine.cli import captions, collection, demo, manage, measure, serve, where
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,7 +31,7 @@ for command in (
     collection.search,
     collection.similar,
     collection.status,
-    collection.demo,
+    demo.demo,
     manage.collections,
     manage.remove,
     captions.caption,
@@ -40,6 +40,8 @@ for command in (
     measure.score,
     measure.caption_eval,
     serve.serve,
+    where.where,
+    where.ground,
 ):
     main.add_command(command)
 

@@ -1,4 +1,4 @@
-"""Collection commands: index, search, similar, status, demo."""
+"""Collection commands: index, search, similar, status."""
 
 from __future__ import annotations
 
@@ -14,12 +14,10 @@ from searchengine.cli.common import (
     OWN_MODEL,
     TqdmProgress,
     collection_options,
-    database_url_option,
     device_option,
     errors,
     filter_options,
     human_size,
-    index_dir_option,
     make_config,
     open_collection,
     open_for_query,
@@ -27,6 +25,7 @@ from searchengine.cli.common import (
     terminal_path,
     top_k_option,
 )
+from searchengine.cli.where import print_located, region_options, where_options
 from searchengine.models.blip import DEFAULT_CAPTION_MODEL
 from searchengine.values import ENGINES, PRECISIONS, RUNTIMES, SORTS
 
@@ -236,6 +235,7 @@ def index(
     "deleted photos), in this same process: adding photos and finding them is one command.",
 )
 @click.option("--model", "-m", default=None, help="Must match the collection's model if given.")
+@where_options
 @device_option
 @runtime_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list with every score.")
@@ -260,6 +260,9 @@ def search(
     sort: str,
     refresh: bool,
     model: str | None,
+    where: bool,
+    where_model: str,
+    out: Path | None,
     device: str | None,
     runtime: str | None,
     as_json: bool,
@@ -269,6 +272,7 @@ def search(
     Each result shows the first-stage cosine and the CLIPScore (2.5 * max(cos, 0)
     for "A photo depicts QUERY"). A --plus/--minus term naming an existing file is an
     example image, anything else is text; "W:term" weights it (e.g. 0.5:sunset.jpg).
+    --where adds where in each photo QUERY is (CLIPSeg): found, box and peak.
 
     \b
     Examples:
@@ -280,6 +284,7 @@ def search(
       searchengine search "birthday cake" --after 2021 --before 2022-06 --sort date
       searchengine search "mountains" --path "*/holidays/*" --orientation landscape
       searchengine search "the photos from today" --refresh   # index new photos first
+      searchengine search "a red kite" --where --out kites/   # + where it is, overlays
     """
     filtered = any(v is not None for v in (path_glob, after, before, min_width, min_height))
     # Rows, the index and the collection's own model are all most queries need: those
@@ -315,6 +320,9 @@ def search(
             sort=sort,
             caption=caption,
         )
+    if where or out is not None:
+        print_located(results, query, where_model, out, as_json, device)
+        return
     print_results(results, as_json)
 
 
@@ -322,6 +330,7 @@ def search(
 @click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @collection_options
 @top_k_option
+@region_options
 @device_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of results.")
 def similar(
@@ -330,18 +339,26 @@ def similar(
     index_dir: Path | None,
     database_url: str | None,
     k: int,
+    region: tuple[int, int, int, int] | None,
+    region_method: str,
     device: str | None,
     as_json: bool,
 ) -> None:
     """Find images like IMAGE (indexed or not; IMAGE itself is left out).
 
+    With --region, find images like that part of IMAGE ("more like this part"):
+    photos containing what the region shows rank above photos that merely share
+    its background or the rest of IMAGE.
+
     \b
     Examples:
       searchengine similar ~/Pictures/beach.jpg
       searchengine similar ./query.png -k 5 --json
+      searchengine similar ./street.jpg --region 120,40,380,300   # the dog, not the street
+      searchengine similar ./street.jpg --region 120,40,380,300 --region-method crop
     """
     with errors(), open_collection(collection, index_dir, database_url, None, device) as coll:
-        results = coll.similar(image, k)
+        results = coll.similar(image, k, region=region, region_method=region_method)
     print_results(results, as_json)
 
 
@@ -389,81 +406,3 @@ def status(
         f"\ncatalog     {info.backend}: {info.catalog} ({human_size(info.catalog_bytes)})"
         f"\nsize        {human_size(info.size_bytes)}\nfolders     {', '.join(info.roots) or '-'}"
     )
-
-
-@click.command()
-@click.option(
-    "--dir",
-    "folder",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("demo-photos"),
-    show_default=True,
-    help="Where to write the toy photos.",
-)
-@index_dir_option
-@database_url_option
-@click.option(
-    "-n",
-    "--images",
-    type=click.IntRange(min=10, max=100000),
-    default=300,
-    show_default=True,
-    help="How many toy photos to generate.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the demo's results as JSON.")
-def demo(
-    folder: Path, index_dir: Path | None, database_url: str | None, images: int, as_json: bool
-) -> None:
-    """Try searchengine offline: generate toy photos, index them, run a few queries.
-
-    Uses the tiny `toy` model shipped with the package, so it needs no network and
-    no GPU. The collection it builds is called "demo"; go on searching it afterwards.
-
-    \b
-    Examples:
-      searchengine demo
-      searchengine demo --dir /tmp/toy-photos -n 1000
-      searchengine search "a green triangle" --collection demo
-    """
-    from searchengine.toy.demo import run_demo
-
-    with errors():
-        report = run_demo(
-            folder,
-            make_config(index_dir, database_url, device="cpu"),
-            n=images,
-            progress=TqdmProgress("indexing"),
-        )
-    if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "photos": str(report.photos.resolve()),
-                    "collection": report.collection,
-                    "folder": str(report.folder.resolve()),
-                    "index": report.index.__dict__,
-                    "answers": [
-                        {
-                            "query": a.query,
-                            "results": [
-                                r.to_dict() | {"shows": c}
-                                for r, c in zip(a.results, a.captions, strict=True)
-                            ],
-                        }
-                        for a in report.answers
-                    ],
-                },
-                indent=2,
-            )
-        )
-        return
-    idx = report.index
-    click.echo(f"{images} toy photos in {report.photos.resolve()}")
-    click.echo(f"indexed: added {idx.added}, unchanged {idx.unchanged} in {idx.seconds:.1f} s\n")
-    for answer in report.answers:
-        click.echo(f'"{answer.query}"')
-        for r, shows in zip(answer.results, answer.captions, strict=True):
-            click.echo(f"  {r.score:.3f}  {os.path.relpath(r.path)}\n         shows: {shows}")
-        click.echo("")
-    click.echo(f'collection "{report.collection}" is in {report.folder.resolve()}; go on with:')
-    click.echo(f'  searchengine search "a small orange cross" --collection {report.collection}')

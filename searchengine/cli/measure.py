@@ -17,6 +17,7 @@ from searchengine.cli.common import (
     index_dir_option,
     make_config,
 )
+from searchengine.cli.where import region_options, region_task
 from searchengine.values import PRECISIONS
 
 if TYPE_CHECKING:
@@ -113,6 +114,30 @@ def _models(models: Sequence[str], device: str | None) -> tuple[list[str], str]:
 )
 @click.option("--no-cache", is_flag=True, help="Neither read nor write cached embeddings.")
 @click.option(
+    "--task",
+    type=click.Choice(["retrieval", "ground", "where", "part"]),
+    default="retrieval",
+    show_default=True,
+    help="On toy worlds: ground picks the described object's box (CLIP models); where "
+    "localises phrases with CLIPSeg (e.g. -m toy-seg); part asks for more like one "
+    "object of a photo (precision@5).",
+)
+@click.option(
+    "--region-method",
+    "region_methods",
+    default="falip,crop,circle,blur,none",
+    show_default=True,
+    metavar="LIST",
+    help="With --task ground or part: region methods to compare, comma-separated.",
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+    default=0.5,
+    show_default=True,
+    help="With --task where: peak probability from which a phrase counts as found.",
+)
+@click.option(
     "--batch-size",
     type=click.IntRange(min=1),
     default=32,
@@ -146,6 +171,9 @@ def bench(
     plot: Path | None,
     cache_dir: Path | None,
     no_cache: bool,
+    task: str,
+    region_methods: str,
+    threshold: float,
     batch_size: int,
     precisions: tuple[str, ...],
     device: str | None,
@@ -155,10 +183,16 @@ def bench(
     DATASET is a Karpathy-split JSON (Flickr30k/COCO), an image,caption CSV, a
     folder of images with .txt captions, a toy-world folder, or toy:N:SEED.
     Recall follows CLIP_benchmark; embeddings are cached per (dataset, model).
+    On a toy world, --task ground measures referring-expression accuracy per
+    region method, --task where CLIPSeg localisation, and --task part "more
+    like this part" (precision@5 per region method).
 
     \b
     Examples:
       searchengine bench toy:1000:4242 -m toy -m toy-large
+      searchengine bench toy:500:5151 --task ground -m toy --region-method falip,crop,none
+      searchengine bench toy:500:5151 --task where -m toy-seg
+      searchengine bench toy:500:5151 --task part -m toy --region-method falip,none
       searchengine bench dataset_flickr30k.json --images flickr30k-images \\
           -m ViT-B-32:openai -m hf-hub:UCSC-VLAA/ViT-L-14-CLIPS-Recap-DataComp-1B
       searchengine bench pairs.csv -m ViT-B-32:openai --k 1,5,10,50 --csv
@@ -168,6 +202,9 @@ def bench(
     """
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
+    if task != "retrieval":
+        region_task(task, dataset, models, region_methods, threshold, device, cache_dir, as_json)
+        return
     if (dataset is None) == (collection is None):
         raise click.UsageError("give a DATASET or --collection NAME (one of them)")
     if collection is not None and not (pseudo_captions or captions_file):
@@ -255,12 +292,15 @@ def _collection_report(
 @click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("captions", nargs=-1, required=True)
 @MODELS
+@region_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @device_option
 def score(
     image: Path,
     captions: tuple[str, ...],
     models: tuple[str, ...],
+    region: tuple[int, int, int, int] | None,
+    region_method: str,
     as_json: bool,
     device: str | None,
 ) -> None:
@@ -268,11 +308,13 @@ def score(
 
     logit = logit_scale * cos; prob = softmax of the logits over the given
     captions; CLIP-S = 2.5 * max(cos, 0) with the caption prefixed
-    "A photo depicts " (Hessel et al., 2021).
+    "A photo depicts " (Hessel et al., 2021). With --region, only that part of
+    the image is scored (FALIP by default: the model attends to it in context).
 
     \b
     Examples:
       searchengine score beach.jpg "a dog on a beach" "a cat on a sofa"
+      searchengine score beach.jpg "a dog" "a ball" --region 40,60,300,280 -m toy
       searchengine score beach.jpg "a dog" "a cat" -m ViT-B-32:openai \\
           -m hf-hub:UCSC-VLAA/ViT-L-14-CLIPS-Recap-DataComp-1B --json
     """
@@ -280,7 +322,9 @@ def score(
 
     with errors():
         specs, where = _models(models, device)
-        table = score_captions(image, captions, specs, device=where)
+        table = score_captions(
+            image, captions, specs, device=where, region=region, region_method=region_method
+        )
     click.echo(json.dumps(table.to_dict(), indent=2) if as_json else table.to_table())
 
 

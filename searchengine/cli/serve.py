@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from searchengine.cli.common import collection_options, errors, open_collection
+from searchengine.models.clipseg import DEFAULT_SEG_MODEL
 from searchengine.values import DEVICES
 
 MISSING_EXTRA = (
@@ -44,6 +45,13 @@ MISSING_EXTRA = (
     metavar="MODEL",
     help="BLIP model for captions [default: Salesforce/blip-image-captioning-base].",
 )
+@click.option(
+    "--where-model",
+    default=None,
+    metavar="NAME",
+    help="CLIPSeg model of the page's 'Where is it?' [default: CIDAS/clipseg-rd64-refined; "
+    "toy-seg for the toy world].",
+)
 @click.option("--device", type=click.Choice(DEVICES), default=None)
 def serve(
     collection: str,
@@ -54,6 +62,7 @@ def serve(
     token: str | None,
     rerank_model: str | None,
     caption_model: str | None,
+    where_model: str | None,
     device: str | None,
 ) -> None:
     """Search a collection from a web page (and a JSON API) on this machine.
@@ -92,6 +101,7 @@ def serve(
             rerank_model=rerank_model,
             caption_model=caption_model,
             warm_up=True,
+            where_model=where_model or DEFAULT_SEG_MODEL,
         )
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}:{port}/" + (f"#token={token}" if token else "")

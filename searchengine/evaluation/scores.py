@@ -21,6 +21,7 @@ import numpy as np
 
 from searchengine.errors import ImageError, QueryError
 from searchengine.models import Encoder, load_encoder, parse_model_spec
+from searchengine.region import clip_box, region_vectors
 from searchengine.scoring import clip_score, with_prefix
 
 __all__ = ["CaptionScore", "ScoreTable", "model_labels", "score_captions"]
@@ -47,6 +48,8 @@ class ScoreTable:
     captions: list[str]
     logit_scales: dict[str, float]
     scores: list[CaptionScore]
+    region: tuple[int, int, int, int] | None = None  # the part of the image scored
+    region_method: str | None = None
 
     def get(self, caption: int, model: str) -> CaptionScore:
         """The score of caption number ``caption`` under ``model``."""
@@ -56,6 +59,11 @@ class ScoreTable:
         """JSON-ready: one entry per caption with a block per model."""
         return {
             "image": self.image,
+            **(
+                {"region": list(self.region), "region_method": self.region_method}
+                if self.region is not None
+                else {}
+            ),
             "models": self.models,
             "logit_scale": self.logit_scales,
             "captions": [
@@ -78,6 +86,9 @@ class ScoreTable:
         """Captions as rows, ``logit cos prob CLIP-S`` per model side by side."""
         labels = model_labels(self.models)
         lines = [f"image: {self.image}"]
+        if self.region is not None:
+            box = ",".join(map(str, self.region))
+            lines.append(f"region: {box} ({self.region_method})")
         lines += [
             f"  [{labels[m]}] {m}  (logit scale {self.logit_scales[m]:.2f})" for m in self.models
         ]
@@ -112,6 +123,8 @@ def score_captions(
     *,
     device: str = "auto",
     load: Callable[[str, str], Encoder] = load_encoder,
+    region: tuple[int, int, int, int] | None = None,
+    region_method: str = "falip",
 ) -> ScoreTable:
     """Score captions of one image under each model.
 
@@ -121,9 +134,13 @@ def score_captions(
         models: model spec strings.
         device: where models run.
         load: loads a model from a spec (tests pass fakes).
+        region: score this part of the image (``x0, y0, x1, y1``, upright pixels).
+        region_method: how the part is shown to each model (see ``searchengine.region``).
 
     Raises:
-        QueryError: no captions, an empty caption, or the image cannot be decoded.
+        QueryError: no captions, an empty caption, the image cannot be decoded, or the
+            region lies outside it.
+        ConfigError: an unknown region method, or FALIP on a model it cannot run on.
         UnknownModelError, WeightsUnavailableError: a model cannot be loaded.
     """
     from searchengine.ingest.decode import decode_file
@@ -141,10 +158,17 @@ def score_captions(
     specs = list(dict.fromkeys(parse_model_spec(m).spec for m in models))
     scores: list[CaptionScore] = []
     scales: dict[str, float] = {}
+    # FALIP hooks into the torch tower; loading it directly skips an unused ONNX session.
+    runtime = "torch" if region is not None and region_method == "falip" else "auto"
     for spec in specs:
-        encoder = load(spec, device)
+        encoder = (
+            load_encoder(spec, device, runtime) if load is load_encoder else load(spec, device)
+        )
         try:
-            vector = encoder.encode_images([picture])[0]
+            if region is None:
+                vector = encoder.encode_images([picture])[0]
+            else:
+                vector = region_vectors(encoder, picture, [region], region_method)[0]
             cosines = encoder.encode_texts(texts) @ vector
             prefixed = encoder.encode_texts([with_prefix(t) for t in texts]) @ vector
             scale = float(encoder.logit_scale)
@@ -158,4 +182,6 @@ def score_captions(
             CaptionScore(t, spec, float(c), float(lg), float(p), float(clip_score(pc)))
             for t, c, lg, p, pc in zip(texts, cosines, logits, probs, prefixed, strict=True)
         ]
-    return ScoreTable(path, specs, texts, scales, scores)
+    if region is not None:
+        region = clip_box(region, picture.size)
+    return ScoreTable(path, specs, texts, scales, scores, region, region_method if region else None)

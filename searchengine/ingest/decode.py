@@ -64,6 +64,18 @@ class Decoded:
     warnings: list[str] = field(default_factory=list)  # what the libraries said about it
 
 
+def open_image(data: bytes) -> Image.Image:
+    """``Image.open`` on untrusted bytes, by every Pillow plugin that decodes in this
+    process: never one that runs another program (``reasons.EXTERNAL_FORMATS``).
+
+    Raises:
+        UnidentifiedImageError: as ``Image.open``; an EPS file among them.
+    """
+    Image.init()  # the list covers plugins registered later too (pillow-heif)
+    formats = [fmt for fmt in Image.ID if fmt not in reasons.EXTERNAL_FORMATS]
+    return Image.open(io.BytesIO(data), formats=formats)
+
+
 @lru_cache(maxsize=1)
 def heif_available() -> bool:
     """Register the HEIC/HEIF opener when the optional pillow-heif is installed."""
@@ -103,7 +115,7 @@ def decode_bytes(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None
     fmt: str | None = None
     with captured() as messages:
         try:
-            image = Image.open(io.BytesIO(data))
+            image = open_image(data)
             fmt = image.format
             width, height = image.size  # TIFF: already upright
             if width * height > max_pixels:
@@ -159,7 +171,7 @@ def decode_memory(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | Non
     fmt: str | None = None
     with captured() as messages:
         try:
-            with Image.open(io.BytesIO(data)) as image:
+            with open_image(data) as image:
                 width, height = image.size
                 mode, fmt = image.mode, image.format
         except Image.DecompressionBombError as exc:

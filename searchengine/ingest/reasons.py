@@ -19,6 +19,11 @@ TRUNCATED = "truncated"
 UNSUPPORTED = "unsupported"
 CORRUPT = "corrupt"
 
+# Formats Pillow reads by running another program: EPS goes to Ghostscript, which has
+# a long record of exploitable bugs. A photo folder or an upload can hold any file
+# under a photo's name, so these are never opened (``decode.open_image``).
+EXTERNAL_FORMATS = frozenset({"EPS"})
+
 _TRUNCATED_RE = re.compile(
     r"truncat|end of (file|stream|data)|premature end|not enough (data|image data)|"
     r"buffer is not large enough|ran out of data|unexpected end|short read|"
@@ -165,6 +170,12 @@ def unidentified(data: bytes, heif_installed: bool) -> str:
     needs_heif = heif_needed(data, heif_installed)
     if needs_heif is not None:
         return needs_heif
+    fmt = guess_format(data)
+    if fmt in EXTERNAL_FORMATS:
+        return (
+            f"unsupported {fmt} file: reading it would start Ghostscript, which is never "
+            "run on a file's behalf; convert it to PNG or JPEG to index it"
+        )
     failed = _known_format_failure(data)
     if failed is not None:
         return failed

@@ -14,16 +14,19 @@ decode go back to the Pillow path, which gives the same failures as any ingest.
 
 from __future__ import annotations
 
-import io
 import warnings
 from collections.abc import Sequence
 from typing import Any, TypeGuard
 
-from PIL import Image
-
 from searchengine.errors import ImageError
 from searchengine.ingest.capture import captured
-from searchengine.ingest.decode import MAX_PIXELS, ORIENTATION, check_pixels, taken_at_of
+from searchengine.ingest.decode import (
+    MAX_PIXELS,
+    ORIENTATION,
+    check_pixels,
+    open_image,
+    taken_at_of,
+)
 from searchengine.models.base import Encoder, TensorEncoder
 from searchengine.models.lite import Preprocess, resize_plan
 
@@ -62,7 +65,7 @@ def read_header(data: bytes, max_pixels: int = MAX_PIXELS) -> JpegHeader:
     """
     try:
         with captured():  # the Pillow decode that follows a failure says what went wrong
-            image = Image.open(io.BytesIO(data))
+            image = open_image(data)
             if image.format != "JPEG":
                 raise ImageError("not a JPEG")
             width, height = image.size

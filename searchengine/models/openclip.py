@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from searchengine.errors import UnknownModelError
+from searchengine.errors import ModelError, UnknownModelError
 from searchengine.models.base import encode_pil, l2_normalize
 from searchengine.models.clips import TOKENIZER_FILES, ClipsTokenizer, text_layout
 from searchengine.models.lite import Preprocess
@@ -57,6 +57,13 @@ class OpenClipEncoder:
         self.logit_scale = float(model.logit_scale.exp().item())
         # The transform's settings, for ingest that preprocesses on the device itself.
         self.preprocess_cfg = Preprocess.from_dict(open_clip.get_model_preprocess_cfg(model))
+
+    @property
+    def module(self) -> Any:
+        """The open_clip model itself, for encodings that hook into its towers (FALIP)."""
+        if self._model is None:
+            raise ModelError(f"{self.spec} was closed; load it again")
+        return self._model
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         return self._pixels(image)

@@ -113,8 +113,7 @@ class Ranker:
         pool = query.candidates or (max(100, wanted) if query.rescoring else wanted)
         # One more than the page needs tells whether another page follows.
         fetch = max(pool, wanted + 1)
-        # The candidates' catalog rows are read once, here, for rescoring and dates too.
-        ranked, records = _nearest(
+        ranked, records = nearest(
             self.index, self.catalog, vectors[0], fetch, query.exclude, allowed
         )
         if len(vectors) > 1:
@@ -177,25 +176,14 @@ def nearest(
     k: int,
     exclude: Container[int] = (),
     allowed: np.ndarray | None = None,
-) -> list[SearchResult]:
-    """First stage: the ``k`` catalog images nearest to ``query`` (a unit vector).
+) -> tuple[list[SearchResult], dict[int, ImageRecord]]:
+    """First stage: the ``k`` catalog images nearest to ``query`` (a unit vector),
+    with their catalog rows (rescoring and the date sort need them too).
 
     Ids the catalog no longer knows (removed since the index was saved) are skipped,
     and more are fetched so that ``k`` results still come back when they exist.
     ``allowed`` (ids passing the filters) is applied inside the vector search.
     """
-    return _nearest(index, catalog, query, k, exclude, allowed)[0]
-
-
-def _nearest(
-    index: VectorIndex,
-    catalog: RowReader,
-    query: np.ndarray,
-    k: int,
-    exclude: Container[int] = (),
-    allowed: np.ndarray | None = None,
-) -> tuple[list[SearchResult], dict[int, ImageRecord]]:
-    """``nearest``, with the catalog rows of the results."""
     check_k(k)
     total = len(index) if allowed is None else min(len(index), len(allowed))
     fetch = min(total, k + len(exclude))

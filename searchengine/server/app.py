@@ -29,16 +29,19 @@ from searchengine.errors import (
     ModelError,
     SearchEngineError,
 )
+from searchengine.models.clipseg import DEFAULT_SEG_MODEL
 from searchengine.server.api import router
 from searchengine.server.security import LOOPBACK_NAMES, Guard, check_binding, is_loopback
 from searchengine.server.service import DECODE_BUDGET, Service
 from searchengine.server.thumbnails import FileUnavailable
+from searchengine.server.where_api import WhereService, where_router
 from searchengine.server.workers import OverBudget, Unavailable
 
 if TYPE_CHECKING:
     from searchengine.captions import Captioner
     from searchengine.collection import Collection
     from searchengine.models import Encoder
+    from searchengine.models.clipseg import ClipSeg
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 20_000_000
@@ -56,6 +59,7 @@ def create_app(
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     decode_budget: int = DECODE_BUDGET,
     warm_up: bool = False,
+    where_model: str | ClipSeg = DEFAULT_SEG_MODEL,
 ) -> FastAPI:
     """The app serving one open collection (run it with ``http.uvicorn_config``).
 
@@ -74,6 +78,8 @@ def create_app(
         warm_up: load the model and index now (errors surface here, not at the
             first query), start loading the rerank model, and drop thumbnails of
             images no longer indexed. Otherwise the first request starts loading.
+        where_model: the CLIPSeg model of the "where is it?" routes (a name: loaded on
+            first use; or a loaded model, which stays the caller's to close).
 
     Raises:
         ConfigError: a non-loopback ``host`` without a token, or a weak token.
@@ -88,9 +94,12 @@ def create_app(
     if warm_up:
         service.warm_up()
 
+    where = WhereService(service, where_model)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        where.close()
         service.close()
 
     app = FastAPI(
@@ -105,6 +114,8 @@ def create_app(
     app.state.service = service
     app.state.token = token is not None
     app.include_router(router)
+    app.state.where = where
+    app.include_router(where_router)
     _add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

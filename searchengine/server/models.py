@@ -6,6 +6,7 @@
   with the server, in the background.
 - ``caption``: BLIP, loaded in the background when first asked for (~1 GB that a
   server nobody asks for captions never needs).
+- ``where``: CLIPSeg (``--where-model``), likewise loaded when first asked for.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from searchengine.captions import Captioner
     from searchengine.collection import Collection
     from searchengine.models import Encoder
+    from searchengine.models.clipseg import ClipSeg
 
 # A request waits this long for a search model whose load is under way (one already in
 # memory, or cached and small, is ready in time) before it is told to come back.
@@ -74,3 +76,20 @@ def caption_slot(collection: Collection, model: str | Captioner | None) -> Model
         return load_captioner(name, device)
 
     return ModelSlot("caption", name, load)
+
+
+def where_slot(collection: Collection, model: str | ClipSeg) -> ModelSlot[ClipSeg]:
+    """The CLIPSeg model of "where is it?" (a hub repo id, a folder, ``toy-seg``, or a
+    loaded model)."""
+    if not isinstance(model, str):
+        return ModelSlot("where", model.model, lambda: model, loaded=model)
+    device = collection.config.device
+
+    def load() -> ClipSeg:
+        from searchengine.models.clipseg import ClipSeg
+
+        return ClipSeg(name, device=device)
+
+    # As for the search model: a small model answers its first request, not a 503.
+    name = model
+    return ModelSlot("where", name, load, patience=SEARCH_PATIENCE)

@@ -106,7 +106,9 @@ class CaptionBody(BaseModel):
 class ModelStatus(BaseModel):
     """One model the server uses, and whether it can be used now."""
 
-    role: Literal["search", "rerank", "caption"] = Field(description="What it is used for.")
+    role: Literal["search", "rerank", "caption", "where"] = Field(
+        description="What it is used for."
+    )
     model: str
     state: Literal["idle", "loading", "ready", "failed"] = Field(
         description="idle: not asked for yet (loads on first use); failed: see `error`."

@@ -14,7 +14,6 @@ new hash, so it gets a new thumbnail; ``prune`` drops the ones nothing refers to
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import stat
@@ -28,7 +27,7 @@ from PIL import Image
 from searchengine.catalog import OK, Catalog, ImageRecord
 from searchengine.errors import ImageError
 from searchengine.fsutil import atomic_write, content_hash
-from searchengine.ingest.decode import decode_bytes, decode_memory
+from searchengine.ingest.decode import decode_bytes, decode_memory, open_image
 
 THUMBS_DIR = "thumbs"
 # Longest side in pixels. "small" fills a grid cell on a high-density screen, "large"
@@ -85,7 +84,7 @@ def media_type(data: bytes) -> str:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
+            with open_image(data) as image:
                 fmt = image.format or ""
     except Exception:  # verified bytes decoded at ingest; this is only a label
         return "application/octet-stream"

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-SHAPES = ("circle", "square", "triangle", "star", "diamond", "cross")
+from searchengine.toy.shapes import SHAPES, draw_shape
+
 # Saturated hues (plus black) that no background can be mistaken for.
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (215, 25, 30),
@@ -228,11 +229,34 @@ def _assign(mentions: list[Mention], objects: list[ToyObject]) -> bool:
 
 def render(scene: Scene, size: tuple[int, int] = (640, 480)) -> Image.Image:
     """Draw ``scene`` as an RGB image of ``size`` (width, height)."""
+    return render_layers(scene, size)[0]
+
+
+@dataclass(frozen=True)
+class Layer:
+    """Where one object was painted: its anti-aliased coverage over a box of the frame.
+
+    ``coverage`` is an 8-bit alpha image (255 = fully covered) whose top-left corner sits
+    at ``(left, top)`` of the frame; it may reach past the frame's edges.
+    """
+
+    left: int
+    top: int
+    coverage: Image.Image
+
+
+def render_layers(
+    scene: Scene, size: tuple[int, int] = (640, 480)
+) -> tuple[Image.Image, tuple[Layer, ...]]:
+    """Draw ``scene`` and say where each object went, in ``scene.objects`` order.
+
+    The image is exactly ``render``'s; the layers are what ``searchengine.toy.masks``
+    turns into exact object masks and boxes.
+    """
     rng = np.random.default_rng(scene.render_seed)
     image = _background(scene.background, size, rng)
-    for obj in scene.objects:
-        _draw_object(image, obj, rng)
-    return image
+    layers = tuple(_draw_object(image, obj, rng) for obj in scene.objects)
+    return image, layers
 
 
 def _background(kind: str, size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
@@ -265,7 +289,7 @@ def _background(kind: str, size: tuple[int, int], rng: np.random.Generator) -> I
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
-def _draw_object(image: Image.Image, obj: ToyObject, rng: np.random.Generator) -> None:
+def _draw_object(image: Image.Image, obj: ToyObject, rng: np.random.Generator) -> Layer:
     width, height = image.size
     unit = _layout_unit(width, height)
     radius = _RADIUS[obj.size] * unit * rng.uniform(0.92, 1.08)
@@ -283,8 +307,10 @@ def _draw_object(image: Image.Image, obj: ToyObject, rng: np.random.Generator) -
     box_w, box_h = int(cx + radius) + 2 - left, int(cy + radius) + 2 - top
     mask = Image.new("L", (box_w * _SUPERSAMPLE, box_h * _SUPERSAMPLE), 0)
     local = ((cx - left) * _SUPERSAMPLE, (cy - top) * _SUPERSAMPLE)
-    _draw_shape(ImageDraw.Draw(mask), obj.shape, local, radius * _SUPERSAMPLE, tilt)
-    image.paste(color, (left, top, left + box_w, top + box_h), mask.reduce(_SUPERSAMPLE))
+    draw_shape(ImageDraw.Draw(mask), obj.shape, local, radius * _SUPERSAMPLE, tilt)
+    coverage = mask.reduce(_SUPERSAMPLE)
+    image.paste(color, (left, top, left + box_w, top + box_h), coverage)
+    return Layer(left, top, coverage)
 
 
 def _layout_unit(width: int, height: int) -> float:
@@ -293,49 +319,6 @@ def _layout_unit(width: int, height: int) -> float:
     ``0.6 * hypot`` equals the short side at 4:3, so 640x480 uses its full height.
     """
     return min(width, height, 0.6 * math.hypot(width, height))
-
-
-def _draw_shape(
-    draw: ImageDraw.ImageDraw, shape: str, center: tuple[float, float], r: float, tilt: float
-) -> None:
-    cx, cy = center
-    if shape == "circle":
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=255)
-        return
-    draw.polygon(
-        [(cx + x * r, cy + y * r) for x, y in _outline(shape, math.radians(tilt))], fill=255
-    )
-
-
-def _outline(shape: str, tilt: float) -> list[tuple[float, float]]:
-    """Unit-radius polygon for ``shape`` (y grows downwards), rotated by ``tilt`` radians."""
-    if shape == "square":
-        points = [(0.88 * math.cos(a), 0.88 * math.sin(a)) for a in _angles(4, math.pi / 4)]
-    elif shape == "diamond":
-        # Taller than wide, so a diamond never looks like a square.
-        points = [(0.7 * math.cos(a), math.sin(a)) for a in _angles(4, 0.0)]
-    elif shape == "triangle":
-        points = [(math.cos(a), 0.12 + math.sin(a)) for a in _angles(3, -math.pi / 2)]
-    elif shape == "star":
-        points = [
-            (rad * math.cos(a), 0.05 + rad * math.sin(a))
-            for k, a in enumerate(_angles(10, -math.pi / 2))
-            for rad in [1.0 if k % 2 == 0 else 0.42]
-        ]
-    elif shape == "cross":
-        arm, half = 0.95, 0.32
-        points = [
-            (half, -arm), (half, -half), (arm, -half), (arm, half), (half, half), (half, arm),
-            (-half, arm), (-half, half), (-arm, half), (-arm, -half), (-half, -half), (-half, -arm),
-        ]  # fmt: skip
-    else:
-        raise ValueError(f"unknown shape {shape!r}; use one of {SHAPES}")
-    cos, sin = math.cos(tilt), math.sin(tilt)
-    return [(x * cos - y * sin, x * sin + y * cos) for x, y in points]
-
-
-def _angles(count: int, start: float) -> list[float]:
-    return [start + 2 * math.pi * k / count for k in range(count)]
 
 
 def generate(

@@ -31,7 +31,7 @@ from searchengine.models.onnx import (
     export_dir,
     read_export,
 )
-from searchengine.models.onnx_export import TOKEN_CHECK
+from searchengine.models.onnx_verify import TOKEN_CHECK
 from searchengine.models.spec import shipped_model_dir
 from searchengine.warmup import TextWarmup
 
@@ -353,7 +353,7 @@ def test_auto_falls_back_to_torch_when_verification_fails(
 
     activate(monkeypatch, tmp_path / "hf_home")  # an empty ONNX cache: a fresh export
     tiny_clip = f"local-dir:{tiny_clip_dir}"
-    monkeypatch.setattr("searchengine.models.onnx_export.MIN_COSINE", 1.01)  # cannot pass
+    monkeypatch.setattr("searchengine.models.onnx_verify.MIN_COSINE", 1.01)  # cannot pass
     assert isinstance(load_encoder(tiny_clip, "cpu", "auto"), OpenClipEncoder)
     export = read_export(parse_model_spec(tiny_clip))
     assert export is not None and not export.verified and "cosine" in export.reason

@@ -1,4 +1,5 @@
 import io
+import os
 import subprocess
 import sys
 
@@ -468,3 +469,51 @@ def test_libtiff_errors_name_the_cause_instead_of_a_number(capfd):
     assert "decoder error" not in str(caught.value)
     assert "tempfile" not in str(caught.value)  # Pillow's name for the file, not the user's
     assert capfd.readouterr().err == ""
+
+
+EPS = (
+    b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n%%EndComments\n"
+    b"0 0 moveto 16 16 lineto stroke\nshowpage\n%%EOF\n"
+)
+GHOSTSCRIPT_PROBE = """
+import sys
+from PIL import Image
+import io
+from searchengine.errors import ImageError
+from searchengine.ingest.decode import decode_bytes
+data = open(sys.argv[1], "rb").read()
+if sys.argv[2] == "pillow":
+    Image.open(io.BytesIO(data)).load()
+else:
+    try:
+        decode_bytes(data)
+    except ImageError as exc:
+        print(exc)
+"""
+
+
+@pytest.mark.parametrize("reader", ["pillow", "ours"])
+def test_an_eps_file_under_a_photo_name_never_starts_ghostscript(tmp_path, reader):
+    # Pillow hands EPS to Ghostscript when one is installed: a `gs` on PATH that notes
+    # each start shows whether a reader would run it (Pillow itself does: the control).
+    marker = tmp_path / "gs-ran"
+    gs = tmp_path / "bin" / "gs"
+    gs.parent.mkdir()
+    gs.write_text(f'#!/bin/sh\necho "$@" >> {marker}\n')
+    gs.chmod(0o755)
+    photo = tmp_path / "holiday.jpg"
+    photo.write_bytes(EPS)
+    env = {**os.environ, "PATH": f"{gs.parent}{os.pathsep}{os.environ['PATH']}"}
+    out = subprocess.run(
+        [sys.executable, "-c", GHOSTSCRIPT_PROBE, str(photo), reader],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if reader == "pillow":
+        assert marker.exists()  # the control: Pillow would have run it
+        return
+    assert out.returncode == 0, out.stderr
+    assert not marker.exists()
+    assert out.stdout.startswith("unsupported EPS file") and "Ghostscript" in out.stdout

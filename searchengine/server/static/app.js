@@ -128,7 +128,7 @@ function shorten(text, most) {
 
 function modelNotes(models) {
   // Models that are not ready, said plainly: "captions: loading (12 s)".
-  const uses = { search: "search", rerank: "rerank", caption: "captions" };
+  const uses = { search: "search", rerank: "rerank", caption: "captions", where: "where is it?" };
   return (models || [])
     .filter((m) => m.state === "loading" || m.state === "failed")
     .map((m) => {
@@ -193,6 +193,15 @@ const KINDS = {
     describe: (request) => `photos like ${request.name || `#${request.id}`}`,
     url: (request) => new URLSearchParams({ like: String(request.id) }),
   },
+  part: {
+    // More like a part of a photo: the part travels as a box in the photo's pixels.
+    fetch(request, params, signal) {
+      params.set("box", request.box.join(","));
+      return api(`/api/images/${request.id}/similar-part?${params}`, { signal });
+    },
+    describe: (request) => `photos like a part of ${request.name || `#${request.id}`}`,
+    url: (request) => new URLSearchParams({ like: String(request.id), part: request.box.join(",") }),
+  },
   upload: {
     fetch(request, params, signal) {
       const form = new FormData();
@@ -209,6 +218,10 @@ function requestFromUrl(search, entry) {
   const params = new URLSearchParams(search);
   const like = params.get("like");
   if (like && /^[1-9][0-9]{0,17}$/.test(like)) {
+    const box = (params.get("part") || "").split(",").map(Number);
+    if (box.length === 4 && box.every((v) => Number.isInteger(v) && v >= 0)) {
+      return { kind: "part", id: Number(like), name: entry && entry.name, box };
+    }
     return { kind: "similar", id: Number(like), name: entry && entry.name };
   }
   const q = params.get("q");
@@ -507,6 +520,7 @@ async function openViewer(index) {
   $("viewer-caption").textContent = result.caption || "–";
   $("caption-btn").hidden = Boolean(result.caption);
   $("original").href = result.file;
+  resetWhere(result);
   $("viewer").showModal();
   $("similar-btn").focus();
   if (!result.taken_at) {
@@ -571,6 +585,131 @@ $("caption-btn").addEventListener("click", async () => {
   } finally {
     button.disabled = false;
   }
+});
+
+// ---------------------------------------------------------------- where is it? / a part
+
+// "Where is it?" lays the current query's CLIPSeg heatmap over the photo; dragging
+// over the photo picks a part, and "More like this part" searches by it (FALIP).
+const part = { box: null, start: null, drawn: null };
+
+function resetWhere(result) {
+  part.box = part.start = part.drawn = null;
+  $("part-box").hidden = true;
+  $("part-btn").disabled = true;
+  $("viewer-where").textContent = "–";
+  $("part-help").textContent = "Drag over the photo to pick a part of it.";
+  const query = state.request && state.request.kind === "search" ? state.request.q : "";
+  $("where-btn").hidden = !query;
+  $("where-btn").setAttribute("aria-pressed", "false");
+  $("viewer-img").dataset.preview = result.preview;
+}
+
+async function locateIn(result, q) {
+  // As for captions: while the CLIPSeg model loads the server answers 503 with
+  // Retry-After; wait that long and ask again, a few times.
+  const path = `/api/images/${result.id}/where?q=${encodeURIComponent(q)}`;
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      return await api(path);
+    } catch (err) {
+      const soon = err.status === 503 && err.retryAfter && err.retryAfter <= 10;
+      if (!soon || attempt >= 24) throw err;
+      if (state.opened && state.opened.result === result) {
+        $("viewer-where").textContent = `${err.message} Trying again in ${err.retryAfter} s…`;
+      }
+      await sleep(err.retryAfter * 1000);
+    }
+  }
+}
+
+$("where-btn").addEventListener("click", async () => {
+  const { result } = state.opened;
+  const img = $("viewer-img");
+  const button = $("where-btn");
+  if (button.getAttribute("aria-pressed") === "true") {
+    img.src = img.dataset.preview;
+    button.setAttribute("aria-pressed", "false");
+    return;
+  }
+  const q = state.request.q;
+  button.disabled = true;
+  $("viewer-where").textContent = "Looking…";
+  try {
+    const body = await locateIn(result, q);
+    if (!state.opened || state.opened.result !== result) return;
+    const peak = body.score.toFixed(2);
+    $("viewer-where").textContent = body.found
+      ? `“${body.text}” found (peak ${peak}), box ${body.box.join(", ")}`
+      : `“${body.text}” not found (peak ${peak})`;
+    img.src = body.overlay;
+    button.setAttribute("aria-pressed", "true");
+  } catch (err) {
+    $("viewer-where").textContent = `Cannot tell: ${err.message}`;
+  } finally {
+    button.disabled = false;
+  }
+});
+
+function stagePoint(event) {
+  const rect = $("viewer-img").getBoundingClientRect();
+  const x = Math.min(Math.max(event.clientX - rect.left, 0), rect.width);
+  const y = Math.min(Math.max(event.clientY - rect.top, 0), rect.height);
+  return { x, y, rect };
+}
+
+$("viewer-stage").addEventListener("pointerdown", (event) => {
+  if (event.button !== 0) return;
+  part.start = stagePoint(event);
+  $("viewer-stage").setPointerCapture(event.pointerId);
+});
+
+$("viewer-stage").addEventListener("pointermove", (event) => {
+  if (!part.start) return;
+  const now = stagePoint(event);
+  const box = $("part-box");
+  const left = Math.min(part.start.x, now.x);
+  const top = Math.min(part.start.y, now.y);
+  const width = Math.abs(now.x - part.start.x);
+  const height = Math.abs(now.y - part.start.y);
+  part.drawn = { left, top, width, height, rect: now.rect };
+  Object.assign(box.style, {
+    left: `${left}px`,
+    top: `${top}px`,
+    width: `${part.drawn.width}px`,
+    height: `${part.drawn.height}px`,
+  });
+  box.hidden = false;
+});
+
+$("viewer-stage").addEventListener("pointerup", () => {
+  part.start = null;
+  const drawn = part.drawn;
+  const result = state.opened && state.opened.result;
+  if (!drawn || !result || drawn.width < 4 || drawn.height < 4) {
+    $("part-box").hidden = true;
+    $("part-btn").disabled = true;
+    return;
+  }
+  // Screen pixels of the shown preview into pixels of the upright original.
+  const sx = (result.width || drawn.rect.width) / drawn.rect.width;
+  const sy = (result.height || drawn.rect.height) / drawn.rect.height;
+  part.box = [
+    Math.round(drawn.left * sx),
+    Math.round(drawn.top * sy),
+    Math.round((drawn.left + drawn.width) * sx),
+    Math.round((drawn.top + drawn.height) * sy),
+  ];
+  $("part-btn").disabled = false;
+  $("part-help").textContent = `Part ${part.box.join(", ")} chosen.`;
+});
+
+$("part-btn").addEventListener("click", async () => {
+  const { result } = state.opened;
+  const box = part.box;
+  state.opened = null;
+  $("viewer").close();
+  if (await run({ kind: "part", id: result.id, name: result.name, box }, 0)) focusCard(0);
 });
 
 // ---------------------------------------------------------------- start

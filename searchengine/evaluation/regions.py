@@ -1,0 +1,57 @@
+"""``bench --task ground|where|part``: region questions about a toy world, one entry point.
+
+The task picks the cases (:mod:`searchengine.evaluation.toyscenes`) and the measurement:
+grounding accuracy per region method (:mod:`~searchengine.evaluation.grounding`), CLIPSeg
+localisation (:mod:`~searchengine.evaluation.localisation`), or "more like this part"
+(:mod:`~searchengine.evaluation.part`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from searchengine.evaluation.toyscenes import grounding_cases, load_toy_items, localisation_cases
+
+__all__ = ["REGION_TASKS", "run_region_task"]
+
+REGION_TASKS = ("ground", "where", "part")
+
+
+def run_region_task(
+    task: str,
+    source: str,
+    models: Sequence[str],
+    *,
+    methods: Sequence[str] = ("falip", "crop", "circle", "blur", "none"),
+    threshold: float = 0.5,
+    device: str = "auto",
+    data_dir: str | Path | None = None,
+) -> Any:
+    """``bench --task ground``, ``where`` or ``part`` on a toy world: the report object.
+
+    Raises:
+        DatasetError: the source is not a toy world.
+        ConfigError: an unknown task or region method.
+    """
+    from searchengine.errors import ConfigError
+    from searchengine.evaluation.grounding import bench_grounding
+    from searchengine.evaluation.localisation import bench_where
+    from searchengine.region import parse_methods
+
+    folder, items = load_toy_items(source, data_dir)
+    name = folder.name
+    if task == "ground":
+        chosen = parse_methods(",".join(methods))
+        cases = grounding_cases(folder, items)
+        return bench_grounding(cases, models, chosen, dataset=name, device=device)
+    if task == "where":
+        cases = localisation_cases(folder, items)
+        return bench_where(cases, models, dataset=name, threshold=threshold, device=device)
+    if task == "part":
+        from searchengine.evaluation.part import bench_part
+
+        chosen = parse_methods(",".join(methods))
+        return bench_part(folder, items, models, chosen, dataset=name, device=device)
+    raise ConfigError(f"unknown task {task!r}; use retrieval, ground, where or part")

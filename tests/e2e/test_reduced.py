@@ -8,6 +8,7 @@ real int8 tower with ONNX Runtime's quantizer and compares the real towers.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -85,7 +86,10 @@ def test_an_int8_collection_embeds_and_is_queried_with_its_checked_tower(
         status = coll.status()
     assert report.embedded == 40 and report.precision == "int8" and report.notes == []
     assert status.precision == "int8"
-    assert status.precision_check is not None and "checked on 32 photos" in status.precision_check
+    # The check is made once per model: an earlier collection of the same model (another
+    # test in this session) may have made it on its own sample.
+    assert status.precision_check is not None
+    assert re.search(r"checked on \d+ photos", status.precision_check)
 
     export = read_export(parse_model_spec("toy"))
     assert export is not None

@@ -10,11 +10,19 @@ sides alike. What it measures:
    in batches, for each runtime the project supports (torch, onnx; ONNX also as
    one-thread calls side by side, as ingest runs it on a CPU) and batch sizes 8, 16
    and 32, best of ``--ceiling-rounds``; the ratio of (1) to the fastest of all.
-3. With ``--engine ray``: ``index --engine ray`` against ``index --engine local`` on
-   the same corpus, alternating (``--rounds`` of each, fresh collections), on a
-   one-node Ray cluster started once (``scripts/raycluster.py``, as ``ray start --head``
-   would be on a cluster): images/s of each and their ratio per round; plus one run
-   that starts its own Ray, to show what that costs.
+   With ``--precision int8``, the int8 image tower (ONNX only) in the ceiling and
+   the command alike.
+3. The machine's bound for the corpus: what ingest would reach if decoding and the
+   model overlapped perfectly on all cores. Decoding alone is timed as ingest does it
+   (read, hash, DCT-scaled decode, preprocess), on every core at once, best of
+   ``--ceiling-rounds``: ``bound = 1 / (1 / ceiling + 1 / decode rate)``; the ratio
+   of (1) to it, and the CPU a photo takes in the command against decoding's and the
+   model's own (on a shared machine the wall ratio also counts cores others took).
+   With ``--engine ray``, instead: ``index --engine ray`` against ``index --engine
+   local`` on the same corpus, alternating (``--rounds`` of each, fresh collections),
+   on a one-node Ray cluster started once (``scripts/raycluster.py``, as ``ray start
+   --head`` would be on a cluster): images/s of each and their ratio per round; plus
+   one run that starts its own Ray, to show what that costs.
 4. The unchanged re-run of the same tree against a bare ``os.scandir`` + ``stat``
    walk of it; with ``--tree N`` also on a tree of N tiny files indexed with ``toy``
    (a re-run never runs the model, so the model does not matter there).
@@ -27,6 +35,7 @@ Examples:
     python scripts/bench_ingest.py                         # 48 x 12 MP, a few minutes
     python scripts/bench_ingest.py -n 300 --json ingest.json
     python scripts/bench_ingest.py -n 300 --megapixels 1.9 # small images
+    python scripts/bench_ingest.py -n 240 --precision int8 # the int8 image tower
     python scripts/bench_ingest.py -n 2000 --device cuda   # GPU: JPEGs decoded on the device
     python scripts/bench_ingest.py -n 200 --megapixels 1 --engine ray  # ray vs local
     python scripts/bench_ingest.py -n 0 --tree 100000      # unchanged re-run of 100k files
@@ -38,13 +47,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -92,14 +102,16 @@ if pid == 0:
 _, status, usage = os.wait4(pid, 0)
 seconds = time.perf_counter() - start
 with open(report, "w") as handle:
-    json.dump({"seconds": seconds, "rss_kb": usage.ru_maxrss, "status": status}, handle)
+    cpu = usage.ru_utime + usage.ru_stime
+    json.dump({"seconds": seconds, "rss_kb": usage.ru_maxrss, "cpu": cpu, "status": status}, handle)
 """
 
 
 def run(
     args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> dict[str, Any]:
-    """Run a command: wall seconds, its own peak RSS (MB), its stdout."""
+    """Run a command: wall seconds, CPU seconds (user + system, all its threads), its own
+    peak RSS (MB), its stdout."""
     with (
         tempfile.TemporaryFile() as out,
         tempfile.TemporaryFile() as err,
@@ -117,9 +129,26 @@ def run(
         raise RuntimeError(f"{' '.join(args)} exited {code}: {stderr[-2000:]}")
     return {
         "seconds": measured["seconds"],
+        "cpu_seconds": measured["cpu"],
         "peak_rss_mb": measured["rss_kb"] / 1024,
         "stdout": stdout,
     }
+
+
+def prepare_int8_tower(model: str, work: Path, megapixels: float = 1.0) -> str:
+    """Build and check ``model``'s int8 image tower once, as a first ``index --precision
+    int8`` would, on photos of the benchmark's kind, so that no timed run pays for it.
+    Returns what the check measured (printed too)."""
+    sample = work / f"int8-check-{megapixels:g}mp"
+    make_corpus(sample, 32, megapixels, broken=False)
+    with tempfile.TemporaryDirectory(prefix="bench-int8-") as home:
+        run(index_cmd(sample, Path(home), model, ["--precision", "int8"]))
+        status = run([EXE, "status", "--index-dir", home, "--json"])
+    info = json.loads(status["stdout"])
+    print(f"{model}: {info['precision_check']}")
+    if info["precision"] != "int8":
+        raise SystemExit(f"the int8 tower of {model} was refused")
+    return str(info["precision_check"])
 
 
 def walk(root: Path) -> int:
@@ -150,9 +179,28 @@ def index_cmd(corpus: Path, index_dir: Path, model: str, extra: list[str]) -> li
     return [EXE, "index", str(corpus), "--index-dir", str(index_dir), "-m", model, "--json", *extra]
 
 
+class Rate(NamedTuple):
+    """A throughput, and the CPU (all threads) it took a photo at that pace."""
+
+    images_per_s: float
+    cpu_ms_per_image: float
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def ceiling(
-    model: str, device: str, runtime: str, batch: int, images: int, rounds: int, lanes: int = 1
-) -> float:
+    model: str,
+    device: str,
+    runtime: str,
+    batch: int,
+    images: int,
+    rounds: int,
+    lanes: int = 1,
+    precision: str = "fp32",
+) -> Rate:
     """Images/s of ``encode_pixels`` alone on random preprocessed tensors.
 
     With ``lanes`` > 1 that many calls run side by side (one thread each, as ingest
@@ -164,23 +212,25 @@ def ceiling(
     from searchengine.models import load_encoder
     from searchengine.models.base import image_lanes
 
-    encoder = load_encoder(model, device, runtime)
+    encoder = load_encoder(model, device, runtime, precision)
     lanes = image_lanes(encoder, lanes)
     size = encoder.image_size
     pixels = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
     calls = -(-images // (batch * lanes)) * lanes  # rounds of ~``images``, whatever the batch
-    rate = 0.0
+    best = Rate(0.0, 0.0)
     with ThreadPoolExecutor(lanes) as pool:
         list(pool.map(encoder.encode_pixels, [pixels] * lanes))  # warm-up: first-call allocations
         for _ in range(rounds):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), _cpu()
             list(pool.map(encoder.encode_pixels, [pixels] * calls))
-            rate = max(rate, batch * calls / (time.perf_counter() - start))
+            rate = batch * calls / (time.perf_counter() - start)
+            if rate > best.images_per_s:
+                best = Rate(rate, 1000 * (_cpu() - cpu) / (batch * calls))
     encoder.close()
-    return rate
+    return best
 
 
-def ceilings(args: argparse.Namespace, model: str) -> dict[str, float]:
+def ceilings(args: argparse.Namespace, model: str) -> dict[str, Rate]:
     """The ceiling of every way the engine can run the model here, by name."""
     from searchengine.ingest.run import default_batch_size
     from searchengine.models.onnx import cpu_count
@@ -189,6 +239,8 @@ def ceilings(args: argparse.Namespace, model: str) -> dict[str, float]:
     # On CUDA the engine runs torch (half precision), so that is the ceiling there.
     if args.device == "cuda":
         runtimes = ["torch"]
+    elif args.precision == "int8":
+        runtimes = ["onnx"]  # the int8 tower runs in ONNX Runtime only
     else:
         runtimes = ["onnx", "torch"] if args.runtime == "auto" else [args.runtime]
     if args.ceiling_batch:
@@ -205,9 +257,46 @@ def ceilings(args: argparse.Namespace, model: str) -> dict[str, float]:
                 name = f"{runtime}{' lanes' if lanes > 1 else ''} b{size}"
                 rates[name] = ceiling(
                     model, args.device, runtime, size, args.ceiling_images, args.ceiling_rounds,
-                    lanes,
+                    lanes, args.precision,
                 )  # fmt: skip
     return rates
+
+
+def decode_rate(corpus: Path, model: str, device: str, rounds: int, files: int = 48) -> Rate:
+    """Images/s of decoding alone, as ingest decodes (read, hash, DCT-scaled decode,
+    preprocess), on every core at once; the best of ``rounds``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from searchengine.ingest.load import Pixels, load
+    from searchengine.ingest.scan import scan
+    from searchengine.models import load_encoder
+    from searchengine.models.onnx import cpu_count
+
+    encoder = load_encoder(model, device)  # only its preprocessing is used
+    entries = [e for e in scan([corpus]) if e.path.lower().endswith((".jpg", ".jpeg"))][:files]
+    nothing: frozenset[str] = frozenset()
+    best = Rate(0.0, 0.0)
+    with ThreadPoolExecutor(cpu_count()) as pool:
+        for _ in range(rounds):
+            start, cpu = time.perf_counter(), _cpu()
+            items = list(pool.map(lambda e: load(e, encoder, nothing), entries))
+            seconds = time.perf_counter() - start
+            decoded = max(1, sum(isinstance(item, Pixels) for item in items))
+            if decoded / seconds > best.images_per_s:
+                best = Rate(decoded / seconds, 1000 * (_cpu() - cpu) / decoded)
+    encoder.close()
+    return best
+
+
+def bound(ceiling_rate: float, decode: float) -> float:
+    """Images/s with decoding and the model overlapped perfectly on all cores."""
+    return 1 / (1 / ceiling_rate + 1 / decode)
+
+
+def cpu_count() -> int:
+    from searchengine.models.onnx import cpu_count as usable
+
+    return usable()
 
 
 def bench_corpus(args: argparse.Namespace, model: str, work: Path) -> dict[str, Any]:
@@ -215,7 +304,7 @@ def bench_corpus(args: argparse.Namespace, model: str, work: Path) -> dict[str, 
     make_corpus(corpus, args.n, args.megapixels)
     files = walk(corpus)
     index_dir = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    extra = ["--runtime", args.runtime, "--device", args.device]
+    extra = ["--runtime", args.runtime, "--device", args.device, "--precision", args.precision]
     if args.batch_size:
         extra += ["--batch-size", str(args.batch_size)]
     if args.workers:
@@ -235,6 +324,9 @@ def bench_corpus(args: argparse.Namespace, model: str, work: Path) -> dict[str, 
         "embedded": embedded,
         "failed": report["failed"],
         "command_seconds": first["seconds"],
+        "command_cpu_seconds": first["cpu_seconds"],
+        "cores_busy": first["cpu_seconds"] / first["seconds"],
+        "cpu_ms_per_image": 1000 * first["cpu_seconds"] / max(embedded, 1),
         "pipeline_seconds": report["seconds"],
         "images_per_s_command": embedded / first["seconds"],
         "images_per_s_pipeline": embedded / max(report["seconds"], 1e-9),
@@ -244,12 +336,28 @@ def bench_corpus(args: argparse.Namespace, model: str, work: Path) -> dict[str, 
         "rerun_over_walk": rerun["seconds"] / walk_s,
     }
     if not args.skip_ceiling:
-        rates = ceilings(args, model)
+        measured = ceilings(args, model)
+        rates = {name: r.images_per_s for name, r in measured.items()}
         best = max(rates, key=lambda r: rates[r])
         out["ceiling_images_per_s"] = rates
         out["ceiling_best_runtime"] = best
         out["ratio_to_ceiling_pipeline"] = out["images_per_s_pipeline"] / rates[best]
         out["ratio_to_ceiling_command"] = out["images_per_s_command"] / rates[best]
+        decode = decode_rate(corpus, model, args.device, args.ceiling_rounds)
+        out["decode_images_per_s"] = decode.images_per_s
+        out["bound_images_per_s"] = bound(rates[best], decode.images_per_s)
+        out["ratio_to_bound_pipeline"] = out["images_per_s_pipeline"] / out["bound_images_per_s"]
+        out["ratio_to_bound_command"] = out["images_per_s_command"] / out["bound_images_per_s"]
+        # Where the rest goes. Work: the CPU a photo takes in the command against the
+        # model's and decoding's own CPU a photo (measured alone); wall: cores the
+        # command left idle. On a machine shared with other work, the wall ratio also
+        # counts the cores others took, which the CPU ratio does not.
+        out["model_cpu_ms_per_image"] = measured[best].cpu_ms_per_image
+        out["decode_cpu_ms_per_image"] = decode.cpu_ms_per_image
+        bound_cpu = decode.cpu_ms_per_image + measured[best].cpu_ms_per_image
+        out["bound_cpu_ms_per_image"] = bound_cpu
+        out["ratio_to_bound_cpu"] = bound_cpu / out["cpu_ms_per_image"]
+        out["idle_cores"] = cpu_count() - out["cores_busy"]
     return out
 
 
@@ -346,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, default=None, help="use this folder as is")
     parser.add_argument("--model", default=None, help="model spec [default: see above]")
     parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"])
+    parser.add_argument(
+        "--precision", default="fp32", choices=["fp32", "int8"], help="image tower (int8: ONNX)"
+    )
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--tree", type=int, default=0, help="also: re-run of N tiny files")
@@ -389,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
 
         start = time.perf_counter()
         load_encoder(model, args.device, args.runtime).close()  # one-time ONNX export, untimed
+        if args.precision == "int8":  # once per model, untimed
+            results["int8_check"] = prepare_int8_tower(model, args.work, min(args.megapixels, 1))
         results["model"] = note
         results["model_load_or_export_seconds"] = time.perf_counter() - start
         if args.engine == "ray":
@@ -436,6 +549,20 @@ def _print_corpus(r: dict[str, Any]) -> None:
             f"ratio to the fastest ceiling ({r['ceiling_best_runtime']}): "
             f"{r['ratio_to_ceiling_pipeline']:.2f} pipeline, "
             f"{r['ratio_to_ceiling_command']:.2f} end to end"
+        )
+    if "bound_images_per_s" in r:
+        print(
+            f"decoding alone: {r['decode_images_per_s']:.1f} images/s on all cores; bound "
+            f"(perfect overlap with the fastest ceiling): {r['bound_images_per_s']:.1f} "
+            f"images/s; ratio to it: {r['ratio_to_bound_pipeline']:.2f} pipeline, "
+            f"{r['ratio_to_bound_command']:.2f} end to end"
+        )
+        print(
+            f"CPU a photo: the command {r['cpu_ms_per_image']:.0f} ms, decoding alone "
+            f"{r['decode_cpu_ms_per_image']:.0f} + the model alone "
+            f"{r['model_cpu_ms_per_image']:.0f} = {r['bound_cpu_ms_per_image']:.0f} ms "
+            f"(ratio {r['ratio_to_bound_cpu']:.2f}); cores busy {r['cores_busy']:.2f} "
+            f"({r['idle_cores']:.2f} idle or taken by other work)"
         )
     print(
         f"unchanged re-run: {r['rerun_seconds']:.2f} s vs bare walk {r['walk_seconds']:.3f} s "

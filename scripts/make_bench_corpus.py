@@ -31,10 +31,10 @@ ORIENTATIONS = (1, 1, 1, 6, 8, 3, 2, 4, 5, 7)  # mostly upright, every tag prese
 FILES_PER_FOLDER = 500
 
 
-def plan(n: int, broken: bool) -> list[tuple[int, str]]:
+def plan(n: int, broken: bool, first: int = 0) -> list[tuple[int, str]]:
     """(index, kind) for each file: 'jpeg', 'png', 'truncated' or 'text'."""
     kinds = []
-    for i in range(n):
+    for i in range(first, first + n):
         if broken and i % 100 == 37:
             kinds.append((i, "truncated"))
         elif broken and i % 250 == 111:
@@ -118,12 +118,17 @@ def make_corpus(
     seed: int = 0,
     broken: bool = True,
     jobs: int | None = None,
+    first: int = 0,
 ) -> dict[str, int]:
-    """Write the corpus (skipping files already there); returns counts by kind."""
+    """Write the corpus (skipping files already there); returns counts by kind.
+
+    ``first`` numbers the files from there: files ``first`` to ``first + n - 1`` of
+    the corpus that ``n + first`` files would make (photos to add to it later).
+    """
     root.mkdir(parents=True, exist_ok=True)
     todo = [
         (root, i, kind, megapixels, seed)
-        for i, kind in plan(n, broken)
+        for i, kind in plan(n, broken, first)
         if not (root / relative_path(i, kind)).exists()
     ]
     jobs = jobs or os.cpu_count() or 1
@@ -131,7 +136,7 @@ def make_corpus(
         with ProcessPoolExecutor(jobs) as pool:
             list(pool.map(write_one, todo, chunksize=16))
     counts: dict[str, int] = {}
-    for _, kind in plan(n, broken):
+    for _, kind in plan(n, broken, first):
         counts[kind] = counts.get(kind, 0) + 1
     return counts
 

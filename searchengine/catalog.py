@@ -12,7 +12,6 @@ import os
 import shutil
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +27,11 @@ from searchengine.backends import (
     reaching,
 )
 from searchengine.config import CATALOG_FILE
+from searchengine.rows import BYTES_PREFIX, ImageRecord, path_from_db, path_key
 from searchengine.schema import (
-    BYTES_PREFIX,
     captions_table,
     embeddings_table,
     images_table,
-    path_from_db,
-    path_key,
     pending_table,
     prepare_schema,
     read_meta,
@@ -59,24 +56,6 @@ __all__ = [
     "update_image",
     "write_meta",
 ]
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    """One catalog row."""
-
-    id: int
-    path: str
-    size: int
-    mtime_ns: int
-    content_hash: str | None
-    width: int | None
-    height: int | None
-    taken_at: float | None
-    status: str
-    error: str | None
-    indexed_at: float = 0.0
-    batch: int = 0
 
 
 class Catalog:

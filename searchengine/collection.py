@@ -28,6 +28,7 @@ from searchengine.catalog import OK, Catalog, ImageRecord, open_catalog
 from searchengine.config import CATALOG_FILE, DEFAULT_COLLECTION, Config
 from searchengine.errors import (
     CollectionError,
+    CollectionLockedError,
     CollectionNotFoundError,
     ConfigError,
     ModelMismatchError,
@@ -37,6 +38,7 @@ from searchengine.ingest.run import Ingest
 from searchengine.ingest.write import IndexReport
 from searchengine.models import Encoder, load_encoder, parse_model_spec
 from searchengine.models.blip import DEFAULT_CAPTION_MODEL, parse_blip_model
+from searchengine.precision import FP32, INT8, describe, recorded, refusal, refuse_mixing, settle
 from searchengine.progress import Progress
 from searchengine.ranking import (
     Calibration,
@@ -78,6 +80,8 @@ class CollectionStatus:
     backend: str = "sqlite"  # where the catalog lives: sqlite or postgresql
     catalog: str = ""  # the catalog's file or URL (password hidden)
     catalog_bytes: int = 0  # the catalog's size (counted in size_bytes too)
+    precision: str = FP32  # the image tower the vectors came from
+    precision_check: str | None = None  # what the int8 tower's check measured, if asked for
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -99,6 +103,8 @@ class Collection:
         self.config = config
         self.store = Store(folder, catalog, name, default_dim=lambda: self.encoder.dim)
         self.model = catalog.get_meta(MetaKey.MODEL) or config.model
+        stored, self._precision_check = recorded(catalog.get_meta)
+        self.precision = stored or FP32  # settled at the first ingest (``_settle_precision``)
         self._encoder = encoder
         self._rerankers: dict[str, Encoder] = {}
         self._captioners: dict[str, Captioner] = {}
@@ -164,6 +170,11 @@ class Collection:
             raise missing
         try:
             _check_identity(catalog, name, config, model, encoder, create)
+            stored, check = recorded(catalog.get_meta)
+            if config.precision is not None:
+                has_vectors = catalog.ok_count() > 0
+                refuse_mixing(name, stored, check, has_vectors, config.precision)
+            _check_encoder_precision(name, stored, encoder)
             if catalog.shared and (create or folder.exists()) and read_location(folder) is None:
                 folder.mkdir(parents=True, exist_ok=True)  # a reader on a new host: nothing
                 write_location(folder, catalog.location)
@@ -193,7 +204,9 @@ class Collection:
     def encoder(self) -> Encoder:
         """The collection's model, loaded on first use."""
         if self._encoder is None:
-            self._encoder = load_encoder(self.model, self.config.device, self.config.runtime)
+            self._encoder = load_encoder(
+                self.model, self.config.device, self.config.runtime, precision=self.precision
+            )
         return self._encoder
 
     @property
@@ -242,7 +255,10 @@ class Collection:
             )
         run = self._ingest(progress)  # an engine that cannot run says so before any work
         with self.store.writing():
+            refused = self._settle_precision(roots)
             report = run.run(roots)
+            report.precision = self.precision
+            report.notes.extend([refused] if refused else [])
             self._adapt()
             self._calibrate_after(report)
             return report
@@ -259,6 +275,11 @@ class Collection:
             "adapt": self._adapt,
         }
         if config.engine == "ray":
+            if INT8 in (config.precision, self.precision):
+                raise ConfigError(
+                    "the int8 image tower embeds in this process only; index this "
+                    "collection with --engine local"
+                )
             from searchengine.ingest.ray_run import RayIngest
 
             return RayIngest(
@@ -276,6 +297,62 @@ class Collection:
 
     def _adapt(self) -> None:
         self.store.adapt(self.config.index_policy or IndexPolicy(), self.config.index_memory_mb)
+
+    def update(self, progress: Progress | None = None) -> IndexReport:
+        """Bring the collection up to date with its folders before a search.
+
+        ``index()`` of the known folders, as ``search --refresh`` runs it, so adding
+        photos and searching them is one command. When another process is indexing
+        the collection, nothing is done here and the report says so in ``notes``:
+        the search then sees what that process has saved so far.
+        """
+        try:
+            return self.index(progress=progress)
+        except CollectionLockedError as exc:
+            return IndexReport(notes=[f"not refreshed: {exc}"])
+
+    def _settle_precision(self, roots: Sequence[str]) -> str | None:
+        """Decide (once) which image tower this collection embeds with, and record it.
+
+        Returns the one line saying why, where int8 was asked for and refused.
+        """
+        stored, previous = recorded(self.catalog.get_meta)
+        precision, check = settle(
+            self.name,
+            self.model,
+            (stored, previous),
+            self.config.precision,
+            self._fp32_encoder,
+            roots,
+        )
+        if precision != stored or (check is not None and check != self._precision_check):
+            self.store.record_precision(precision, check.to_dict() if check else None)
+            self._precision_check = check
+        if precision != self.precision or self._encoder_precision() not in (None, precision):
+            if self._encoder is not None:
+                self._encoder.close()
+                self._encoder = None
+            self.precision = precision
+        wanted_int8 = self.config.precision == INT8 or stored == INT8
+        if wanted_int8 and precision == FP32 and check is not None:
+            return refusal(self.model, check)
+        return None
+
+    def _fp32_encoder(self) -> Encoder:
+        """The model with its fp32 image tower (what the int8 one is checked against)."""
+        if self._encoder_precision() == FP32:
+            assert self._encoder is not None
+            return self._encoder
+        if self._encoder is not None:
+            self._encoder.close()
+        self._encoder = load_encoder(self.model, self.config.device, self.config.runtime)
+        return self._encoder
+
+    def _encoder_precision(self) -> str | None:
+        """The image tower of the loaded encoder; None when none is loaded."""
+        if self._encoder is None:
+            return None
+        return str(getattr(self._encoder, "precision", FP32))
 
     def _calibrate_after(self, report: IndexReport) -> None:
         """Store the weak-match line when the run changed the index, or none fits."""
@@ -493,6 +570,8 @@ class Collection:
             backend=location.backend,
             catalog=location.shown if location.shared else str(self.folder / CATALOG_FILE),
             catalog_bytes=catalog_bytes,
+            precision=self.precision,
+            precision_check=describe(self._precision_check) if self._precision_check else None,
         )
 
     def failures(self) -> list[ImageRecord]:
@@ -531,6 +610,15 @@ def _check_identity(
         raise ModelMismatchError(
             f"collection {name!r} was built with {stored}; the encoder given is "
             f"{encoder.spec}. Pass an encoder of {stored}, or none to load it"
+        )
+
+
+def _check_encoder_precision(name: str, stored: str | None, encoder: Encoder | None) -> None:
+    given = getattr(encoder, "precision", FP32)
+    if encoder is not None and stored is not None and given != stored:
+        raise ModelMismatchError(
+            f"collection {name!r} embeds images with its {stored} tower; the encoder given "
+            f"runs the {given} one. Pass none to load the collection's own"
         )
 
 

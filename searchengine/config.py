@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING
 
 from searchengine.errors import ConfigError
 from searchengine.models.spec import DEFAULT_MODEL
-from searchengine.values import DEVICES, ENGINES, RUNTIMES
+from searchengine.values import DEVICES, ENGINES, PRECISIONS, RUNTIMES
 
 if TYPE_CHECKING:
     from searchengine.index_choice import IndexPolicy
 
 DEFAULT_COLLECTION = "default"
 CATALOG_FILE = "catalog.sqlite"  # a collection's SQLite catalog, in its folder under home
+INDEX_FILE = "vectors.faiss"  # its vector index, beside it
 ENV_PREFIX = "SEARCHENGINE_"
 # A healthy read and decode of the largest image allowed (100 MP) takes seconds; far
 # past that a decoder (or the disk) is taken to hang, and the file is failed.
@@ -51,6 +52,9 @@ class Config:
             Data tasks and actors; this process still plans and writes).
         ray_address: the Ray cluster to join (``host:port`` or ``ray://host:port``);
             ``None`` or ``auto`` starts a Ray instance on this machine for the run.
+        precision: the image tower a new collection embeds with: ``fp32``, or ``int8``
+            (``models.quantize``: checked on the collection's photos first, fp32 if it
+            fails). ``None``: the collection's own, fp32 for a new one.
     """
 
     home: Path = Path("indexes")
@@ -66,6 +70,7 @@ class Config:
     load_seconds: float = DEFAULT_LOAD_SECONDS
     engine: str = "local"
     ray_address: str | None = None
+    precision: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Config:
@@ -89,6 +94,8 @@ class Config:
                 ) from None
         if runtime := env.get(ENV_PREFIX + "RUNTIME"):
             values["runtime"] = _choice(ENV_PREFIX + "RUNTIME", runtime, RUNTIMES)
+        if precision := env.get(ENV_PREFIX + "PRECISION"):
+            values["precision"] = _choice(ENV_PREFIX + "PRECISION", precision, PRECISIONS)
         if raw := env.get(ENV_PREFIX + "LOAD_SECONDS"):
             values["load_seconds"] = _positive_float(ENV_PREFIX + "LOAD_SECONDS", raw)
         if engine := env.get(ENV_PREFIX + "ENGINE"):

@@ -9,10 +9,7 @@ path.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from typing import Any
-from urllib.parse import quote, unquote_to_bytes
 
 from sqlalchemy import (
     BigInteger,
@@ -35,6 +32,7 @@ from sqlalchemy.engine import Connection
 
 from searchengine.backends import CatalogLocation, ensure_schema
 from searchengine.errors import SchemaVersionError
+from searchengine.rows import path_from_db, path_key, path_to_db
 from searchengine.values import MetaKey
 
 SCHEMA_VERSION = 3
@@ -53,30 +51,10 @@ class FsPath(TypeDecorator[str]):
     cache_ok = True
 
     def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
-        if value is None:
-            return None
-        try:
-            value.encode("utf-8")
-            return value
-        except UnicodeEncodeError:
-            return BYTES_PREFIX + quote(os.fsencode(value), safe="/ ")
+        return None if value is None else path_to_db(value)
 
     def process_result_value(self, value: str | None, dialect: Any) -> str | None:
         return None if value is None else path_from_db(value)
-
-
-def path_from_db(value: str) -> str:
-    if not value.startswith(BYTES_PREFIX):
-        return value
-    return os.fsdecode(unquote_to_bytes(value[len(BYTES_PREFIX) :]))
-
-
-BYTES_PREFIX = "bytes:"  # how a path that is not UTF-8 is stored
-
-
-def path_key(path: str) -> str:
-    """The unique key of a path: BLAKE2b-128 of its bytes, hex (32 characters)."""
-    return hashlib.blake2b(os.fsencode(path), digest_size=16).hexdigest()
 
 
 metadata = MetaData()

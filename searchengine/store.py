@@ -66,13 +66,13 @@ from searchengine.catalog import (
     update_image,
     write_meta,
 )
+from searchengine.config import INDEX_FILE
 from searchengine.errors import CollectionLockedError, ModelMismatchError
 from searchengine.fsutil import FileLock, atomic_write
 from searchengine.index_choice import IndexPolicy
 from searchengine.values import FAILED, MetaKey
 from searchengine.vectors import EXACT, FaissIndex
 
-INDEX_FILE = "vectors.faiss"
 STATE_FILE = "vectors.state.json"  # what this host's index file holds (shared catalogs)
 LOCK_FILE = "write.lock"
 
@@ -129,6 +129,13 @@ class Store:
                 f"collection {self.name!r} stores {stored}-d vectors but {spec} "
                 f"makes {dim}-d ones; use a new collection for this model"
             )
+
+    def record_precision(self, precision: str, check: dict[str, Any] | None) -> None:
+        """Record which image tower the collection embeds with (and the int8 check)."""
+        values = {MetaKey.PRECISION: precision}
+        if check is not None:
+            values[MetaKey.PRECISION_CHECK] = json.dumps(check)
+        self.catalog.set_meta(values)
 
     @property
     def index_path(self) -> Path:

@@ -10,12 +10,14 @@ from typing import Literal, get_args
 
 Device = Literal["auto", "cpu", "cuda"]
 Runtime = Literal["auto", "torch", "onnx"]
+Precision = Literal["fp32", "int8"]  # of the image tower a collection embeds with
 Sort = Literal["relevance", "date", "date-asc"]
 Orientation = Literal["landscape", "portrait", "square"]
 Engine = Literal["local", "ray"]  # where ingest loads and embeds: this process, or Ray
 
 DEVICES: tuple[str, ...] = get_args(Device)
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 SORTS: tuple[str, ...] = get_args(Sort)
 ORIENTATIONS: tuple[str, ...] = get_args(Orientation)
 ENGINES: tuple[str, ...] = get_args(Engine)
@@ -36,6 +38,8 @@ class MetaKey:
     MODEL = "model"
     DIM = "dim"
     INDEX_TYPE = "index_type"
+    PRECISION = "image_precision"  # fp32 or int8: the image tower the vectors came from
+    PRECISION_CHECK = "image_precision_check"  # the int8 tower's check, when asked (JSON)
     INDEX_PARAMS = "index_params"  # how the index was built and tuned (JSON)
     LAST_BATCH = "last_batch"  # the newest ingest batch committed to the catalog
     INDEX_BATCH = "index_batch"  # the newest batch the saved index file holds

@@ -28,19 +28,22 @@ if TYPE_CHECKING:
     from searchengine.models.onnx import OnnxClipEncoder
 
 
-def stored_model(catalog_file: Path) -> str | None:
-    """The model spec a SQLite catalog records, or None if it cannot be read."""
+def stored_model(catalog_file: Path) -> tuple[str, str] | None:
+    """The model spec and image precision a SQLite catalog records, or None if it
+    cannot be read."""
     if not catalog_file.is_file():
         return None
+    keys = (MetaKey.MODEL, MetaKey.PRECISION)
     try:
         db = sqlite3.connect(f"{catalog_file.resolve().as_uri()}?mode=ro", uri=True, timeout=1)
         try:
-            row = db.execute("SELECT value FROM meta WHERE key = ?", (MetaKey.MODEL,)).fetchone()
+            rows = dict(db.execute("SELECT key, value FROM meta WHERE key IN (?, ?)", keys))
         finally:
             db.close()
     except sqlite3.Error:
         return None
-    return str(row[0]) if row and row[0] else None
+    model = rows.get(MetaKey.MODEL)
+    return (str(model), str(rows.get(MetaKey.PRECISION) or "fp32")) if model else None
 
 
 def ready_text_encoder(config: Config, collection: str) -> OnnxClipEncoder | None:
@@ -53,16 +56,16 @@ def ready_text_encoder(config: Config, collection: str) -> OnnxClipEncoder | Non
         return None
     if config.device == "cuda" or (config.device == "auto" and cuda_possible()):
         return None  # torch decides there; asking it costs more than the warm-up saves
-    spec = stored_model(config.home / collection / CATALOG_FILE)
-    if spec is None:
+    stored = stored_model(config.home / collection / CATALOG_FILE)
+    if stored is None:
         return None
     try:
-        parsed = parse_model_spec(spec)
+        parsed = parse_model_spec(stored[0])
     except SearchEngineError:
         return None
     if parsed.kind is ModelKind.TRANSFORMERS:
         return None
-    return ready_onnx_encoder(parsed)
+    return ready_onnx_encoder(parsed, precision=stored[1], one_shot=True)
 
 
 class TextWarmup:

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
@@ -18,6 +18,7 @@ from searchengine.values import DEVICES, ORIENTATIONS
 
 if TYPE_CHECKING:
     from searchengine.collection import Collection
+    from searchengine.oneshot import OneShot
     from searchengine.ranking import SearchResult
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -237,10 +238,60 @@ def open_collection(
 ) -> Iterator[Collection]:
     """Open a collection for one command; with ``warm_text``, its text tower opens
     in the background while the catalog's modules load (``searchengine.warmup``)."""
+    opened = _opened(
+        collection, index_dir, database_url, model, device, runtime, warm_text, False, False
+    )
+    with opened as coll:
+        yield cast("Collection", coll)
+
+
+@contextmanager
+def open_for_query(
+    collection: str,
+    index_dir: Path | None,
+    database_url: str | None,
+    model: str | None,
+    device: str | None,
+    runtime: str | None,
+    one_shot: bool,
+    refresh: bool = False,
+) -> Iterator[Collection | OneShot]:
+    """Open a collection for one query: with ``one_shot`` (the query needs nothing but
+    rows, the index and the collection's own model) without the SQL layer where the
+    collection allows it (``searchengine.oneshot``), else as ``open_collection``.
+    With ``refresh``, a collection whose folders changed is opened in full, to be
+    updated first."""
+    opened = _opened(
+        collection, index_dir, database_url, model, device, runtime, True, one_shot, refresh
+    )
+    with opened as coll:
+        yield coll
+
+
+@contextmanager
+def _opened(
+    collection: str,
+    index_dir: Path | None,
+    database_url: str | None,
+    model: str | None,
+    device: str | None,
+    runtime: str | None,
+    warm_text: bool,
+    one_shot: bool,
+    refresh: bool,
+) -> Iterator[Collection | OneShot]:
     from searchengine.warmup import TextWarmup
 
     config = make_config(index_dir, database_url, device=device, runtime=runtime)
     warm = TextWarmup(config, collection) if warm_text else None
+    if one_shot and warm is not None:
+        from searchengine.oneshot import OneShot  # faiss and sqlite3, while the tower opens
+
+        quick = OneShot.open(config, collection, warm.result(), refresh=refresh)
+        if quick is not None:
+            with quick:
+                yield quick
+            return
     from searchengine.collection import Collection  # the SQL layer: what the warm-up overlaps
 
     encoder = warm.result() if warm is not None else None

@@ -18,6 +18,7 @@ from searchengine.cli.common import (
     make_config,
 )
 from searchengine.cli.where import region_options, region_task
+from searchengine.values import PRECISIONS
 
 if TYPE_CHECKING:
     from searchengine.config import Config
@@ -143,6 +144,15 @@ def _models(models: Sequence[str], device: str | None) -> tuple[list[str], str]:
     show_default=True,
     help="Images or captions per model call.",
 )
+@click.option(
+    "--precision",
+    "precisions",
+    type=click.Choice(PRECISIONS),
+    multiple=True,
+    default=("fp32",),
+    show_default=True,
+    help="Image tower to measure; repeat for both (int8 is checked first on the dataset).",
+)
 @device_option
 def bench(
     dataset: str | None,
@@ -165,6 +175,7 @@ def bench(
     region_methods: str,
     threshold: float,
     batch_size: int,
+    precisions: tuple[str, ...],
     device: str | None,
 ) -> None:
     """Recall@K and MRR of one or more models, text->image and image->text.
@@ -186,6 +197,7 @@ def bench(
           -m ViT-B-32:openai -m hf-hub:UCSC-VLAA/ViT-L-14-CLIPS-Recap-DataComp-1B
       searchengine bench pairs.csv -m ViT-B-32:openai --k 1,5,10,50 --csv
       searchengine bench toy:1000:4242 -m toy --plot recall.png
+      searchengine bench toy:1000:4242 -m toy --precision fp32 --precision int8
       searchengine bench --collection photos --pseudo-captions
     """
     if as_json and as_csv:
@@ -231,6 +243,7 @@ def bench(
                 use_cache=not no_cache,
                 curves=plot is not None,
                 progress=TqdmProgress,
+                precisions=precisions,
             )
         if plot is not None:
             report.plot(plot)

@@ -299,6 +299,7 @@ def run_bench(
     curves: bool = False,
     progress: ProgressFactory | None = None,
     load: Callable[[str, str], Encoder] = load_encoder,
+    precisions: Sequence[str] = ("fp32",),
 ) -> BenchReport:
     """Recall@K and MRR of each model on ``dataset``.
 
@@ -313,10 +314,14 @@ def run_bench(
         curves: also compute R@K at many K for plots.
         progress: makes a progress bar for a named phase.
         load: loads a model from a spec (tests pass fakes).
+        precisions: the image towers to measure, one row each per model: ``fp32``
+            and/or ``int8`` (``models.quantize``: built and checked first on a sample
+            of the dataset's images, as a collection's photos would be).
 
     Raises:
         UnknownModelError, WeightsUnavailableError: a model cannot be loaded.
         DatasetError: an image cannot be decoded.
+        ModelError: an ``int8`` tower was refused by its check, or cannot run.
         ValueError: a K below 1.
     """
     if not models:
@@ -325,12 +330,12 @@ def run_bench(
         raise ValueError("every K must be at least 1")
     cache = EmbeddingCache((cache_dir or default_cache_dir()) if use_cache else None)
     results = []
-    for spec in models:
+    for spec, precision in [(m, p) for m in models for p in precisions]:
         started = time.monotonic()
-        identity = model_identity(spec)
+        identity = model_identity(spec) + ("" if precision == "fp32" else f"|{precision}")
         found = cache.load(dataset, identity)
         if found is None:
-            encoder = load(spec, device)
+            encoder = load(spec, device) if precision == "fp32" else int8_encoder(spec, dataset)
             try:
                 found = embed_dataset(dataset, encoder, batch_size=batch_size, progress=progress)
             finally:
@@ -343,7 +348,8 @@ def run_bench(
         metrics = retrieval_metrics(texts, images, dataset.caption_image, ks)
         curve = recall_curves(texts, images, dataset.caption_image, ks) if curves else {}
         seconds = time.monotonic() - started
-        results.append(ModelResult(parse_model_spec(spec).spec, metrics, seconds, cached, curve))
+        name = parse_model_spec(spec).spec + ("" if precision == "fp32" else f" ({precision})")
+        results.append(ModelResult(name, metrics, seconds, cached, curve))
     return BenchReport(
         dataset.name,
         dataset.source,
@@ -352,6 +358,37 @@ def run_bench(
         tuple(ks),
         results,
     )
+
+
+def int8_encoder(spec: str, dataset: RetrievalDataset) -> Encoder:
+    """``spec`` with its int8 image tower, checked first (once per model) on up to
+    ``quantize.SAMPLE`` of the dataset's images spread over it.
+
+    Raises:
+        ModelError: the tower failed its check (the refusal's one line), or the model
+            does not run in ONNX Runtime here.
+    """
+    from searchengine.errors import ModelError
+    from searchengine.ingest.decode import decode_file
+    from searchengine.models.onnx import OnnxClipEncoder
+    from searchengine.models.quantize import SAMPLE, prepare_int8, read_verdict
+    from searchengine.precision import refusal
+
+    fp32 = load_encoder(spec, "cpu")
+    try:
+        if not isinstance(fp32, OnnxClipEncoder):
+            raise ModelError(f"the int8 image tower of {spec} needs ONNX Runtime to run it")
+        verdict = read_verdict(fp32.folder)
+        if verdict is None:
+            step = max(1, len(dataset.images) // SAMPLE)
+            paths = dataset.images[::step][:SAMPLE]
+            pixels = np.stack([fp32.preprocess(decode_file(p).image) for p in paths])
+            verdict = prepare_int8(fp32, pixels)
+        if not verdict.passed:
+            raise ModelError(refusal(fp32.spec, verdict))
+    finally:
+        fp32.close()
+    return load_encoder(spec, "cpu", "onnx", precision="int8")
 
 
 def recall_curves(

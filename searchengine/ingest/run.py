@@ -194,12 +194,12 @@ class Ingest:
         size = self.batch_size
         pool = ThreadPoolExecutor(lanes, thread_name_prefix="lane")
         window: deque[Future[tuple[list[Item], np.ndarray | None]]] = deque()
-        starts = iter(range(0, len(entries), size))
+        spans = iter(lane_batches(len(entries), size, lanes))
         try:
             while True:
                 # Two batches queued per lane, so none idles while the main thread commits.
-                while len(window) < 2 * lanes and (start := next(starts, None)) is not None:
-                    chunk = entries[start : start + size]
+                while len(window) < 2 * lanes and (span := next(spans, None)) is not None:
+                    chunk = entries[span[0] : span[1]]
                     job = pool.submit(_load_and_encode, self._loader, chunk, encoder, known)
                     window.append(job)
                 if not window:
@@ -275,6 +275,21 @@ class Ingest:
             ready.extend(pixels)
         if ready:
             self.writer.commit(ready, encoder.encode_tensor(torch.cat(batch)))
+
+
+def lane_batches(total: int, size: int, lanes: int) -> list[tuple[int, int]]:
+    """``(start, end)`` of each lane batch: ``size`` photos, the last ``lanes * size`` in
+    quarters of that.
+
+    A lane that takes the last batch works on alone while the others have nothing left;
+    with the tail in small batches the lanes finish within a small batch of each other
+    (12 MP photos: a batch of 8 is ~1.2 s of one core, a quarter of it ~0.3 s).
+    """
+    tail_start = max(0, total - lanes * size) // size * size
+    spans = [(i, min(i + size, total)) for i in range(0, tail_start, size)]
+    small = max(1, size // 4)
+    spans += [(i, min(i + small, total)) for i in range(tail_start, total, small)]
+    return spans
 
 
 def _load_and_encode(

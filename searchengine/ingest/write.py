@@ -34,6 +34,8 @@ class IndexReport:
     failed: int = 0
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    precision: str = "fp32"  # the image tower the collection embeds with
+    notes: list[str] = field(default_factory=list)  # one line each, for the user
 
     @property
     def embedded(self) -> int:

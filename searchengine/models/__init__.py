@@ -22,10 +22,12 @@ __all__ = [
 ]
 
 
-from searchengine.values import DEVICES, RUNTIMES
+from searchengine.values import DEVICES, PRECISIONS, RUNTIMES
 
 
-def load_encoder(spec: str | ModelSpec, device: str = "auto", runtime: str = "auto") -> Encoder:
+def load_encoder(
+    spec: str | ModelSpec, device: str = "auto", runtime: str = "auto", precision: str = "fp32"
+) -> Encoder:
     """Load the model a spec string names, through its own library.
 
     Args:
@@ -34,9 +36,13 @@ def load_encoder(spec: str | ModelSpec, device: str = "auto", runtime: str = "au
         runtime: ``auto`` runs open_clip models in ONNX Runtime on a CPU (exported
             and verified against torch once per model; torch if that fails) and
             in torch on CUDA; ``torch`` or ``onnx`` force one.
+        precision: ``fp32``, or ``int8``: the image tower built and checked by
+            ``models.quantize`` (ONNX Runtime on the CPU; the text tower stays fp32).
+            It must have passed its check (``quantize.prepare_int8``).
 
     Raises:
-        ConfigError: unknown device or runtime, or ``onnx`` asked for where it cannot run.
+        ConfigError: unknown device, runtime or precision, or ``onnx`` (or ``int8``)
+            asked for where it cannot run.
         UnknownModelError: the spec names no model.
         WeightsUnavailableError: weights are not cached and cannot be downloaded.
         ModelError: ``runtime="onnx"`` and the ONNX export failed verification.
@@ -49,6 +55,13 @@ def load_encoder(spec: str | ModelSpec, device: str = "auto", runtime: str = "au
         raise ConfigError(f"unknown runtime {runtime!r}; use one of: {', '.join(RUNTIMES)}")
     if device not in DEVICES:
         raise ConfigError(f"unknown device {device!r}; use one of: {', '.join(DEVICES)}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; use one of: {', '.join(PRECISIONS)}")
+    if precision != "fp32" and (runtime == "torch" or parsed.kind is ModelKind.TRANSFORMERS):
+        raise ConfigError(
+            f"the {precision} image tower runs open_clip models in ONNX Runtime, not "
+            f"{parsed.spec} in torch; use --precision fp32"
+        )
     if parsed.kind is ModelKind.TRANSFORMERS:
         if runtime == "onnx":
             raise ConfigError(
@@ -61,7 +74,7 @@ def load_encoder(spec: str | ModelSpec, device: str = "auto", runtime: str = "au
     if runtime != "torch":
         from searchengine.models.runtime import load_onnx_encoder
 
-        encoder = load_onnx_encoder(parsed, device, required=runtime == "onnx")
+        encoder = load_onnx_encoder(parsed, device, required=runtime == "onnx", precision=precision)
         if encoder is not None:
             return encoder
     check_hub(parsed)

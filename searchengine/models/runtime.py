@@ -17,17 +17,23 @@ from searchengine.models.spec import ModelSpec
 log = logging.getLogger(__name__)
 
 
-def load_onnx_encoder(spec: ModelSpec, device: str, *, required: bool) -> Encoder | None:
+def load_onnx_encoder(
+    spec: ModelSpec, device: str, *, required: bool, precision: str = "fp32"
+) -> Encoder | None:
     """The fastest encoder for an open_clip spec on the CPU, or None for torch.
 
     With ``required`` (``--runtime onnx``) failures raise; otherwise (``auto``) a GPU,
     a failed export or a failed verification mean torch, and the torch model that
-    an export loaded anyway is returned instead of being loaded twice.
+    an export loaded anyway is returned instead of being loaded twice. ``precision``
+    ``int8`` runs the image tower ``quantize`` built and checked (on the CPU, whatever
+    the device: the vectors of a collection embedded that way come from it alone).
 
     Raises:
         ConfigError: ``required`` with ``--device cuda``.
         ModelError: ``required`` and the export failed or did not verify.
     """
+    if precision == "int8":
+        device, required = "cpu", True
     if device == "cuda" or (device == "auto" and cuda_possible() and _torch_sees_cuda()):
         if required:
             raise ConfigError(
@@ -56,7 +62,7 @@ def load_onnx_encoder(spec: ModelSpec, device: str, *, required: bool) -> Encode
                 "use --runtime torch"
             )
         return None
-    return OnnxClipEncoder(export)
+    return OnnxClipEncoder(export, precision=precision)
 
 
 def _torch_sees_cuda() -> bool:

@@ -7,14 +7,17 @@ import fnmatch
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import ColumnElement, Float, and_, cast, func, select
 
-from searchengine.catalog import OK, Catalog
 from searchengine.errors import QueryError
-from searchengine.schema import images_table
-from searchengine.values import ORIENTATIONS
+from searchengine.values import OK, ORIENTATIONS
+
+if TYPE_CHECKING:
+    from sqlalchemy import ColumnElement
+
+    from searchengine.catalog import Catalog
 
 
 @dataclass(frozen=True)
@@ -106,12 +109,22 @@ def parse_date(text: str, *, end: bool = False) -> float:
 
 def date_expr() -> ColumnElement[float]:
     """The date a photo is sorted and filtered by: EXIF date, else file mtime."""
+    from sqlalchemy import Float, cast, func
+
+    from searchengine.schema import images_table
+
     mtime = cast(images_table.c.mtime_ns, Float) / 1e9
     return func.coalesce(images_table.c.taken_at, mtime)
 
 
 def matching_ids(catalog: Catalog, filters: Filters) -> np.ndarray:
     """Ids of ok images passing every filter (SQL for numbers, Python for globs)."""
+    # The SQL layer is imported here, not with the module: a query without filters
+    # never needs it (``oneshot``).
+    from sqlalchemy import and_, select
+
+    from searchengine.schema import images_table
+
     t = images_table
     conditions = [t.c.status == OK]
     if filters.after is not None:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Collection as Container
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
-from searchengine.catalog import Catalog, ImageRecord
 from searchengine.errors import QueryError
 from searchengine.models.base import Encoder
 from searchengine.ranking.calibration import Calibration
@@ -22,8 +22,12 @@ from searchengine.ranking.filters import Filters, matching_ids
 from searchengine.ranking.rescore import ImageVectors, clip_scores
 from searchengine.ranking.results import Page, SearchResult, check_k
 from searchengine.ranking.terms import Term, TextTerm, embed_forms, embed_terms
+from searchengine.rows import ImageRecord, RowReader
 from searchengine.values import SORTS
 from searchengine.vectors import VectorIndex
+
+if TYPE_CHECKING:
+    from searchengine.catalog import Catalog
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,8 @@ class Ranker:
     """Runs queries on one collection.
 
     Args:
-        catalog: the collection's catalog (rows of the results, filters).
+        catalog: the collection's catalog (rows of the results; filters need a
+            ``Catalog``, rows alone a ``RowReader``).
         index: its vector index.
         encoder: its model (the space of the index).
         scorer: where CLIPScore's image vectors come from: the index itself, or a
@@ -83,7 +88,7 @@ class Ranker:
 
     def __init__(
         self,
-        catalog: Catalog,
+        catalog: RowReader,
         index: VectorIndex,
         encoder: Encoder,
         scorer: ImageVectors,
@@ -100,7 +105,8 @@ class Ranker:
         wanted = query.offset + query.k
         allowed = None
         if query.filters is not None and query.filters.active:
-            allowed = matching_ids(self.catalog, query.filters)
+            # Filters run SQL: only a full ``Catalog`` is handed over with them.
+            allowed = matching_ids(cast("Catalog", self.catalog), query.filters)
         if len(self.index) == 0:
             return Page([])
         vectors = self._query_vectors(query)
@@ -165,7 +171,7 @@ class Ranker:
 
 def nearest(
     index: VectorIndex,
-    catalog: Catalog,
+    catalog: RowReader,
     query: np.ndarray,
     k: int,
     exclude: Container[int] = (),
@@ -197,7 +203,7 @@ def nearest(
 
 
 def by_date(
-    results: list[SearchResult], catalog: Catalog, *, newest_first: bool
+    results: list[SearchResult], catalog: RowReader, *, newest_first: bool
 ) -> list[SearchResult]:
     """``results`` ordered by date: EXIF date, else file modification time (as the
     date filters use)."""

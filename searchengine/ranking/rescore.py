@@ -7,24 +7,29 @@ in the catalog, so a repeated query neither decodes nor encodes those images aga
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from searchengine.catalog import Catalog, ImageRecord
-from searchengine.derived import DerivedCache
 from searchengine.errors import ImageError
 from searchengine.ingest.decode import decode_file
 from searchengine.models.base import Encoder
 from searchengine.progress import NoProgress, Progress
+from searchengine.rows import ImageRecord
 from searchengine.scoring import clip_score
 from searchengine.vectors import VectorIndex
+
+if TYPE_CHECKING:
+    from searchengine.catalog import Catalog
+    from searchengine.derived import DerivedCache
 
 
 class ImageVectors:
     """Image vectors of one model for catalog images: from the index, cache or files.
 
     Args:
-        catalog: the collection's catalog (its cache tables store new vectors).
+        catalog: the collection's catalog (its cache tables store new vectors); None
+            with ``index``, whose vectors need no catalog.
         encoder: the model whose vectors are wanted.
         index: the collection's own index when ``encoder`` is the collection's model,
             so vectors are read back instead of recomputed.
@@ -33,17 +38,28 @@ class ImageVectors:
 
     def __init__(
         self,
-        catalog: Catalog,
+        catalog: Catalog | None,
         encoder: Encoder,
         index: VectorIndex | None = None,
         batch_size: int = 32,
     ) -> None:
         self.catalog = catalog
-        self.cache = DerivedCache(catalog)
+        self._cache: DerivedCache | None = None
         self.encoder = encoder
         self.index = index
         self.batch_size = batch_size
         self.decoded = 0  # images decoded (and encoded) by this object
+
+    @property
+    def cache(self) -> DerivedCache:
+        """The catalog's cache of other models' vectors (the SQL layer, on first use)."""
+        if self._cache is None:
+            from searchengine.derived import DerivedCache
+
+            if self.catalog is None:
+                raise ValueError("vectors of another model than the index's need a catalog")
+            self._cache = DerivedCache(self.catalog)
+        return self._cache
 
     def get(self, records: Sequence[ImageRecord]) -> np.ndarray:
         """(len(records), dim) vectors; zeros for a file that can no longer be read."""

@@ -31,7 +31,7 @@ from searchengine.scoring import with_prefix
 from searchengine.values import OK
 
 if TYPE_CHECKING:
-    from searchengine.catalog import Catalog
+    from searchengine.rows import RowReader
     from searchengine.vectors import VectorIndex
 
 WEIGHTED = re.compile(r"^([+-]?\d+(?:\.\d+)?):(.+)$", re.DOTALL)
@@ -173,7 +173,7 @@ def embed_terms(
 
 
 def example_term(
-    image: str | Path | Image.Image, catalog: Catalog, index: VectorIndex, encoder: Encoder
+    image: str | Path | Image.Image, catalog: RowReader, index: VectorIndex, encoder: Encoder
 ) -> tuple[Term, frozenset[int]]:
     """An example image as a term, and the ids to leave out of its results.
 

@@ -372,7 +372,8 @@ _SEARCH_WITHOUT_TORCH = textwrap.dedent(
     result = CliRunner().invoke(main, ["search", sys.argv[1], "--index-dir", sys.argv[2], "--json"])
     assert result.exit_code == 0, result.output
     print(result.output)
-    heavy = [m for m in ("torch", "torchvision", "open_clip", "transformers") if m in sys.modules]
+    heavy = ("torch", "torchvision", "open_clip", "transformers", "sqlalchemy")
+    heavy = [m for m in heavy if m in sys.modules]
     print("IMPORTED:" + ",".join(heavy))
     """
 )
@@ -380,7 +381,7 @@ _SEARCH_WITHOUT_TORCH = textwrap.dedent(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("which", ["clips", "tiny"])
-def test_search_with_an_export_never_imports_torch(
+def test_search_with_an_export_never_imports_torch_or_the_sql_layer(
     which: str, tiny_clip_dir: Path, offline_hub_env: dict[str, str], tmp_path: Path
 ) -> None:
     spec = CLIPS if which == "clips" else f"local-dir:{tiny_clip_dir}"

@@ -242,7 +242,7 @@ def test_missing_collection_and_model_mismatch(tmp_path, encoder, database_url):
 def test_stored_model_is_read_without_the_sql_layer(tmp_path):
     config = Config(home=tmp_path / "idx")
     Collection.open("c", config, create=True, model="toy").close()
-    assert stored_model(tmp_path / "idx" / "c" / CATALOG_FILE) == "toy"
+    assert stored_model(tmp_path / "idx" / "c" / CATALOG_FILE) == ("toy", "fp32")
     assert stored_model(tmp_path / "idx" / "missing" / CATALOG_FILE) is None
     garbage = tmp_path / "garbage.sqlite"
     garbage.write_bytes(b"not a database at all" * 100)

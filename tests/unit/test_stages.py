@@ -16,6 +16,7 @@ from searchengine.errors import CollectionLockedError
 from searchengine.fsutil import content_hash
 from searchengine.ingest.load import Failed, Known, Pixels, load
 from searchengine.ingest.plan import plan
+from searchengine.ingest.run import lane_batches
 from searchengine.ingest.scan import FileEntry
 from searchengine.ingest.write import Writer
 from searchengine.models.fake import FakeEncoder
@@ -165,3 +166,12 @@ def test_writer_turns_items_into_rows_moves_and_failures(store, tmp_path) -> Non
     rows = {r.path: r for r in store.catalog.records()}
     assert rows[str(moved)].id == ids[str(red)]  # the row (and vector) followed the file
     assert rows[str(blue)].status == FAILED and set(store.vectors().ids()) == {ids[str(red)]}
+
+
+@pytest.mark.parametrize("total", [0, 1, 7, 16, 17, 100, 236, 1000])
+def test_lane_batches_cover_each_photo_once_and_end_in_small_batches(total: int) -> None:
+    spans = lane_batches(total, 8, 2)
+    assert [i for start, end in spans for i in range(start, end)] == list(range(total))
+    assert all(end - start <= 8 for start, end in spans)
+    # The lanes' last photos come in quarter batches, so no lane works on alone for long.
+    assert all(end - start <= 2 for start, end in spans[-min(len(spans), 8) :])

@@ -1,0 +1,183 @@
+"""The int8 image tower: checked before use, refused when it fails, recorded per collection.
+
+Models: the shipped ``toy`` (its int8 tower passes the check), and ``toy`` with
+outlier activations (below), whose int8 tower really fails it. Every test builds the
+real int8 tower with ONNX Runtime's quantizer and compares the real towers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fakehub import FakeHub
+from safetensors.numpy import load_file, save_file
+
+from searchengine import Collection, Config
+from searchengine.errors import CollectionError
+from searchengine.ingest.decode import decode_file
+from searchengine.models import Encoder, load_encoder
+from searchengine.models.onnx import INT8_IMAGE, OnnxClipEncoder, read_export
+from searchengine.models.quantize import MIN_COSINE, VERDICT_FILE, read_verdict
+from searchengine.models.spec import parse_model_spec, shipped_model_dir
+from searchengine.toy.world import render, sample_scene
+from searchengine.warmup import ready_text_encoder
+
+pytestmark = pytest.mark.slow
+
+
+def _photos(folder: Path, n: int, seed: int = 3) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        render(sample_scene(rng), (320, 240)).save(folder / f"toy-{i:03d}.jpg", quality=92)
+    return folder
+
+
+def outlier_model(folder: Path) -> str:
+    """``toy`` with one huge activation per MLP that its fp32 tower ignores.
+
+    Transformers grow such outlier features when trained at scale (Bondarenko et al.
+    2021, "Understanding and Overcoming the Challenges of Efficient Transformer
+    Quantization"; Dettmers et al. 2022, "LLM.int8()"): a few hidden channels carry
+    values far larger than the rest. Here channel 0 of every image block's MLP
+    hidden layer is biased to 1000 and the next layer's weights for it are zeroed,
+    so the fp32 tower is a normal model; but the int8 tower quantizes that layer's
+    input with one scale per call, which the outlier sets, and the other channels
+    round to almost nothing. A real model failing the real check, not a flag.
+    """
+    source = shipped_model_dir("toy")
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source / "open_clip_config.json", folder)
+    weights = {
+        k: v.copy() for k, v in load_file(str(source / "open_clip_model.safetensors")).items()
+    }
+    blocks = {k.split(".mlp.")[0] for k in weights if k.startswith("visual.") and ".mlp." in k}
+    for block in blocks:
+        weights[f"{block}.mlp.c_fc.bias"][0] = 1000.0
+        weights[f"{block}.mlp.c_proj.weight"][:, 0] = 0.0
+    save_file(weights, str(folder / "open_clip_model.safetensors"))
+    return f"local-dir:{folder}"
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def _embed(encoder: Encoder, path: Path | str) -> np.ndarray:
+    """One photo's vector, decoded as ingest decodes it."""
+    image = decode_file(str(path), min_side=encoder.image_size).image
+    return encoder.encode_pixels(encoder.preprocess(image)[None])[0]
+
+
+def test_an_int8_collection_embeds_and_is_queried_with_its_checked_tower(
+    offline_hub: FakeHub, tmp_path: Path
+) -> None:
+    photos = _photos(tmp_path / "photos", 40)
+    config = Config(home=tmp_path / "idx", model="toy", precision="int8", device="cpu")
+    with Collection.open("fast", config, create=True) as coll:
+        report = coll.index([photos])
+        status = coll.status()
+    assert report.embedded == 40 and report.precision == "int8" and report.notes == []
+    assert status.precision == "int8"
+    # The check is made once per model: an earlier collection of the same model (another
+    # test in this session) may have made it on its own sample.
+    assert status.precision_check is not None
+    assert re.search(r"checked on \d+ photos", status.precision_check)
+
+    export = read_export(parse_model_spec("toy"))
+    assert export is not None
+    verdict = read_verdict(export.folder)
+    assert verdict is not None and verdict.passed and verdict.min_cosine >= MIN_COSINE
+    assert (export.folder / INT8_IMAGE).is_file()
+
+    # Opened again with no precision asked: the collection's own tower is used, so a
+    # copy of an indexed photo finds it with exactly its stored vector.
+    outside = tmp_path / "copy.jpg"
+    shutil.copy(photos / "toy-007.jpg", outside)
+    plain = Config(home=tmp_path / "idx", device="cpu")
+    with Collection.open("fast", plain) as coll:
+        assert coll.precision == "int8"
+        best = coll.similar(outside, k=1)[0]
+        stored = coll.vectors().reconstruct(best.id)
+    assert best.path == str(photos / "toy-007.jpg") and best.cosine >= 0.99999
+    # The fp32 tower would have given another vector: the query really ran in int8.
+    fp32 = load_encoder("toy", "cpu", "onnx")
+    assert stored is not None and _cosine(_embed(fp32, outside), stored) < best.cosine
+    fp32.close()
+
+    # A photo's int8 vector does not depend on the photos embedded beside it.
+    int8 = load_encoder("toy", "cpu", "onnx", precision="int8")
+    batch = np.stack([int8.preprocess(decode_file(str(p)).image) for p in (outside, outside)])
+    batch[1] = np.flip(batch[1], axis=2)  # another photo in the same call
+    np.testing.assert_array_equal(int8.encode_pixels(batch)[0], int8.encode_pixels(batch[:1])[0])
+    int8.close()
+
+    # The one-shot search's warm-up opens the collection's own tower too.
+    warmed = ready_text_encoder(plain, "fast")
+    assert isinstance(warmed, OnnxClipEncoder) and warmed.precision == "int8"
+    warmed.close()
+
+    # fp32 vectors are never mixed into it.
+    mixed = Config(home=tmp_path / "idx", precision="fp32", device="cpu")
+    with pytest.raises(CollectionError, match="holds int8 image vectors"):
+        Collection.open("fast", mixed)
+
+
+def test_a_model_whose_int8_tower_fails_the_check_is_refused(
+    offline_hub: FakeHub, offline_hub_env: dict[str, str], tmp_path: Path
+) -> None:
+    model = outlier_model(tmp_path / "outlier")
+    photos = _photos(tmp_path / "photos", 24)
+    exe = [str(Path(sys.executable).with_name("searchengine"))]
+    home = ["--index-dir", str(tmp_path / "idx"), "-c", "c"]
+    env = {**offline_hub_env, "SEARCHENGINE_DEVICE": "cpu"}
+    args = [*exe, "index", str(photos), *home, "-m", model, "--precision", "int8", "--json"]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    refused = [line for line in done.stderr.splitlines() if "int8" in line]
+    assert len(refused) == 1 and "was refused" in refused[0] and "embedding in fp32" in refused[0]
+    assert json.loads(done.stdout)["precision"] == "fp32"
+
+    status = subprocess.run(
+        [*exe, "status", *home, "--json"], env=env, capture_output=True, text=True, timeout=300
+    )
+    info = json.loads(status.stdout)
+    assert info["precision"] == "fp32" and info["precision_check"].startswith("int8 tower refused")
+
+    # Asked again, the same line, and the collection goes on in fp32.
+    again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert [line for line in again.stderr.splitlines() if "int8" in line] == refused
+
+    # Its vectors are the fp32 tower's, and no int8 tower is left to run.
+    export = read_export(parse_model_spec(model))
+    assert export is not None and export.verified
+    assert not (export.folder / INT8_IMAGE).exists()
+    verdict = json.loads((export.folder / VERDICT_FILE).read_text())
+    assert verdict["passed"] is False and verdict["min_cosine"] < MIN_COSINE
+    with Collection.open("c", Config(home=tmp_path / "idx", device="cpu")) as coll:
+        first = coll.search("a red circle", k=1)[0]
+        stored = coll.vectors().reconstruct(first.id)
+        fp32 = coll.encoder
+        assert getattr(fp32, "precision", "fp32") == "fp32"
+        assert stored is not None and _cosine(_embed(fp32, first.path), stored) > 0.99999
+
+
+def test_int8_asked_where_torch_runs_the_model_is_refused_in_one_line(
+    offline_hub: FakeHub, tmp_path: Path
+) -> None:
+    photos = _photos(tmp_path / "photos", 6)
+    config = Config(
+        home=tmp_path / "idx", model="toy", precision="int8", device="cpu", runtime="torch"
+    )
+    with Collection.open("t", config, create=True) as coll:
+        report = coll.index([photos])
+    assert report.precision == "fp32"
+    assert len(report.notes) == 1 and "only ONNX Runtime runs it" in report.notes[0]

@@ -16,16 +16,15 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
-from searchengine.backends import LOCATION_FILE, locate, read_location, write_location
-from searchengine.captions import Captioner, cached_captions, load_captioner
+from searchengine.backends import locate, read_location, write_location
+from searchengine.captions import Captioner
 from searchengine.catalog import OK, Catalog, ImageRecord, open_catalog
-from searchengine.config import CATALOG_FILE, DEFAULT_COLLECTION, Config
+from searchengine.collection_query import Searching
+from searchengine.collection_status import CollectionStatus, collection_status
+from searchengine.config import DEFAULT_COLLECTION, Config
 from searchengine.errors import (
     CollectionError,
     CollectionLockedError,
@@ -37,23 +36,12 @@ from searchengine.index_choice import IndexPolicy
 from searchengine.ingest.run import Ingest
 from searchengine.ingest.write import IndexReport
 from searchengine.models import Encoder, load_encoder, parse_model_spec
-from searchengine.models.blip import DEFAULT_CAPTION_MODEL, parse_blip_model
-from searchengine.precision import FP32, INT8, describe, recorded, refusal, refuse_mixing, settle
+from searchengine.precision import FP32, INT8, recorded, refusal, refuse_mixing, settle
 from searchengine.progress import Progress
 from searchengine.ranking import (
     Calibration,
-    Filters,
-    ImageVectors,
-    Page,
-    Query,
-    Ranker,
-    SearchResult,
-    Term,
     calibrate,
-    example_term,
-    query_terms,
 )
-from searchengine.schema import SCHEMA_VERSION
 from searchengine.store import INDEX_FILE, Store
 from searchengine.values import MetaKey
 from searchengine.vectors import EXACT, FaissIndex
@@ -61,33 +49,7 @@ from searchengine.vectors import EXACT, FaissIndex
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
-@dataclass(frozen=True)
-class CollectionStatus:
-    """What ``searchengine status`` shows (and the HTTP API's ``/api/status``)."""
-
-    name: str
-    folder: str
-    model: str
-    dim: int | None
-    index_type: str
-    images: int
-    failed: int
-    vectors: int
-    size_bytes: int
-    roots: list[str]
-    schema_version: int
-    accelerator: str | None = None  # fast-scan index that answers queries first, if any
-    backend: str = "sqlite"  # where the catalog lives: sqlite or postgresql
-    catalog: str = ""  # the catalog's file or URL (password hidden)
-    catalog_bytes: int = 0  # the catalog's size (counted in size_bytes too)
-    precision: str = FP32  # the image tower the vectors came from
-    precision_check: str | None = None  # what the int8 tower's check measured, if asked for
-
-    def to_dict(self) -> dict[str, object]:
-        return dict(self.__dict__)
-
-
-class Collection:
+class Collection(Searching):
     """A searchable set of images embedded with one model."""
 
     def __init__(
@@ -103,7 +65,7 @@ class Collection:
         self.config = config
         self.store = Store(folder, catalog, name, default_dim=lambda: self.encoder.dim)
         self.model = catalog.get_meta(MetaKey.MODEL) or config.model
-        stored, self._precision_check = recorded(catalog.get_meta)
+        stored, self.precision_check = recorded(catalog.get_meta)
         self.precision = stored or FP32  # settled at the first ingest (``_settle_precision``)
         self._encoder = encoder
         self._rerankers: dict[str, Encoder] = {}
@@ -325,9 +287,9 @@ class Collection:
             self._fp32_encoder,
             roots,
         )
-        if precision != stored or (check is not None and check != self._precision_check):
+        if precision != stored or (check is not None and check != self.precision_check):
             self.store.record_precision(precision, check.to_dict() if check else None)
-            self._precision_check = check
+            self.precision_check = check
         if precision != self.precision or self._encoder_precision() not in (None, precision):
             if self._encoder is not None:
                 self._encoder.close()
@@ -394,185 +356,9 @@ class Collection:
         self.store.claim_dim(encoder.dim, encoder.spec)
         return encoder
 
-    def precompute(self, model: str | Encoder, progress: Progress | None = None) -> int:
-        """Compute and cache another model's vectors for every indexed image.
-
-        Later ``search(..., rerank=model)`` calls then decode nothing. Images whose
-        vectors are cached already are skipped. Returns how many were computed.
-        """
-        return self._scorer(model).precompute(list(self.catalog.records(OK)), progress)
-
-    def rank(self, query: Query, rerank: str | bool | Encoder | None = None) -> Page:
-        """One page of results for a prepared ``Query`` (the HTTP API's entry point).
-
-        Args:
-            query: terms, paging, filters, rescoring and sort.
-            rerank: where CLIPScore comes from (see ``search``).
-        """
-        ranker = Ranker(
-            self.catalog, self.vectors(), self.encoder, self._scorer(rerank), self.calibration()
-        )
-        return ranker.run(query)
-
-    def search(
-        self,
-        query: str | Term,
-        k: int = 10,
-        *,
-        plus: Sequence[str | Term] = (),
-        minus: Sequence[str | Term] = (),
-        rerank: str | bool | Encoder | None = None,
-        candidates: int | None = None,
-        min_score: float | None = None,
-        filters: Filters | None = None,
-        sort: str = "relevance",
-        caption: str | bool | Captioner | None = None,
-    ) -> list[SearchResult]:
-        """Images best matching a query, best first.
-
-        Args:
-            query: what the photo shows, in words (or a term).
-            k: how many results.
-            plus: more terms to add: terms, or strings of text or paths of example
-                images; ``W:term`` weights a string term.
-            minus: terms to subtract, in the same forms.
-            rerank: rescore the candidates with CLIPScore and rank by it; ``True``
-                uses the collection's own model, a spec string (or a loaded
-                encoder) another model.
-            candidates: first-stage candidates to rescore (default ``max(100, k)``
-                when reranking or thresholding, else ``k``).
-            min_score: drop results whose CLIPScore is below this.
-            filters: metadata filters, applied inside the vector search.
-            sort: ``relevance``, ``date`` (newest first) or ``date-asc``.
-            caption: caption the results (see ``caption``): ``True`` with BLIP's
-                default captioning model, a model name, or a loaded captioner.
-
-        Every result carries the first-stage cosine and the CLIPScore.
-        """
-        prepared = Query(
-            tuple(query_terms(query, plus, minus)),
-            k,
-            filters=filters,
-            rerank=bool(rerank),
-            candidates=candidates,
-            min_score=min_score,
-            sort=sort,
-        )
-        results = self.rank(prepared, rerank).results
-        if caption:
-            texts = self.caption(results, model=None if caption is True else caption)
-            results = [replace(r, caption=texts.get(r.id)) for r in results]
-        return results
-
-    def similar(
-        self,
-        image: str | Path | Image.Image,
-        k: int = 10,
-        *,
-        region: tuple[int, int, int, int] | None = None,
-        region_method: str = "falip",
-    ) -> list[SearchResult]:
-        """Images most like an example image (indexed or not); the image itself excluded.
-
-        With ``region`` (``x0, y0, x1, y1`` in the upright image's pixels), images most
-        like that part of it ("more like this part"): the query is the region's
-        embedding (:func:`searchengine.region.region_term`, FALIP by default).
-        """
-        return self.similar_page(image, k, region=region, region_method=region_method).results
-
-    def similar_page(
-        self,
-        image: str | Path | Image.Image,
-        k: int = 10,
-        offset: int = 0,
-        *,
-        region: tuple[int, int, int, int] | None = None,
-        region_method: str = "falip",
-    ) -> Page:
-        """A page of ``similar``'s ranking."""
-        if region is None:
-            term, exclude = example_term(image, self.catalog, self.vectors(), self.encoder)
-        else:
-            from searchengine.region import region_term
-
-            term, exclude = region_term(image, region, self.catalog, self.encoder, region_method)
-        query = Query((term,), k, offset, exclude=exclude, clip_score=False)
-        return self.rank(query)
-
-    def caption(
-        self,
-        images: Sequence[SearchResult | int],
-        model: str | Captioner | None = None,
-    ) -> dict[int, str]:
-        """Captions of indexed images by id, made once per (image, model) and stored.
-
-        Args:
-            images: search results or catalog image ids.
-            model: a BLIP captioning repo id or folder (default
-                ``Salesforce/blip-image-captioning-base``), or a loaded captioner.
-
-        A stored caption is reused until the file's content changes (and is
-        re-indexed). Ids not in the catalog, and files that can no longer be read,
-        get no caption.
-        """
-        ids = [r.id if isinstance(r, SearchResult) else int(r) for r in images]
-        records = self.catalog.get(ids)
-        found = [records[i] for i in dict.fromkeys(ids) if i in records]
-        return cached_captions(self.catalog, found, self._captioner(model))
-
-    def _captioner(self, model: str | Captioner | None) -> Captioner:
-        if model is not None and not isinstance(model, str):
-            return model
-        name = parse_blip_model(model or DEFAULT_CAPTION_MODEL).spec
-        if name not in self._captioners:
-            self._captioners[name] = load_captioner(name, self.config.device)
-        return self._captioners[name]
-
-    def _scorer(self, rerank: str | bool | Encoder | None) -> ImageVectors:
-        """Where CLIPScore's image vectors come from: our index, or a cached model."""
-        if isinstance(rerank, Encoder) and rerank.spec != self.model:
-            return ImageVectors(self.catalog, rerank)
-        spec = rerank if isinstance(rerank, str) else None
-        if spec is None or parse_model_spec(spec).spec == self.model:
-            return ImageVectors(self.catalog, self.encoder, index=self.vectors())
-        canonical = parse_model_spec(spec).spec
-        if canonical not in self._rerankers:
-            self._rerankers[canonical] = load_encoder(
-                canonical, self.config.device, self.config.runtime
-            )
-        return ImageVectors(self.catalog, self._rerankers[canonical])
-
     def status(self) -> CollectionStatus:
-        counts = self.catalog.counts()
-        files = self.folder.iterdir() if self.folder.exists() else iter(())
-        size = sum(p.stat().st_size for p in files if p.is_file())
-        location = self.catalog.location
-        catalog_bytes = self.catalog.size_bytes()
-        if location.shared:  # not in the folder: count it as well
-            size += catalog_bytes
-        # A host sharing a server catalog builds its index from it even without a file.
-        built = self.index_path.exists() or (location.shared and self.store.dim is not None)
-        index = self.vectors() if built else None
-        schema = self.catalog.get_meta(MetaKey.SCHEMA_VERSION)
-        return CollectionStatus(
-            name=self.name,
-            folder=str(self.folder.resolve()),
-            model=self.model,
-            dim=self.store.dim,
-            index_type=self.store.index_type(),
-            images=counts.get(OK, 0),
-            failed=sum(n for s, n in counts.items() if s != OK),
-            vectors=0 if index is None else len(index),
-            size_bytes=size,
-            roots=self.catalog.roots(),
-            schema_version=int(schema or SCHEMA_VERSION),
-            accelerator=None if index is None else index.accelerator,
-            backend=location.backend,
-            catalog=location.shown if location.shared else str(self.folder / CATALOG_FILE),
-            catalog_bytes=catalog_bytes,
-            precision=self.precision,
-            precision_check=describe(self._precision_check) if self._precision_check else None,
-        )
+        """What the collection holds: counts, model, index, sizes, where the catalog is."""
+        return collection_status(self)
 
     def failures(self) -> list[ImageRecord]:
         """Files that could not be indexed, with the reason for each."""
@@ -622,15 +408,4 @@ def _check_encoder_precision(name: str, stored: str | None, encoder: Encoder | N
         )
 
 
-def list_collections(config: Config) -> Sequence[str]:
-    home = config.home
-    if not home.is_dir():
-        return []
-    return sorted(
-        p.name
-        for p in home.iterdir()
-        if (p / CATALOG_FILE).exists() or (p / LOCATION_FILE).exists()
-    )
-
-
-__all__ = ["INDEX_FILE", "Collection", "CollectionStatus", "list_collections"]
+__all__ = ["INDEX_FILE", "Collection", "CollectionStatus"]

@@ -10,10 +10,9 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from searchengine.backends import locate
+from searchengine.backends import LOCATION_FILE, locate
 from searchengine.catalog import open_catalog
-from searchengine.collection import list_collections
-from searchengine.config import Config
+from searchengine.config import CATALOG_FILE, Config
 from searchengine.errors import CollectionError, CollectionLockedError, CollectionNotFoundError
 from searchengine.fsutil import FileLock
 from searchengine.store import LOCK_FILE
@@ -94,3 +93,15 @@ def remove_collection(name: str, config: Config) -> Path:
         lock.release()
     shutil.rmtree(doomed)
     return folder
+
+
+def list_collections(config: Config) -> list[str]:
+    """Names of the collections under the home folder."""
+    home = config.home
+    if not home.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in home.iterdir()
+        if (p / CATALOG_FILE).exists() or (p / LOCATION_FILE).exists()
+    )

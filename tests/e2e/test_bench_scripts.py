@@ -56,13 +56,18 @@ def test_bench_ingest_reports_ratios_against_every_ceiling(offline_hub_env, tmp_
 
 
 def _python_312() -> str | None:
-    """A Python 3.12+ for rclip 4.x (``SEARCHENGINE_PYTHON312``, else on PATH)."""
-    found = os.environ.get("SEARCHENGINE_PYTHON312") or shutil.which("python3.12")
-    if not found or not Path(found).exists():
-        return None
-    # A pyenv shim is on PATH even where no 3.12 is selected; it then fails to start.
-    runs = subprocess.run([found, "--version"], capture_output=True, timeout=60)
-    return found if runs.returncode == 0 else None
+    """A Python 3.12+ for rclip 4.x: ``SEARCHENGINE_PYTHON312``, else one on PATH, else
+    one pyenv has installed (its shim on PATH fails where 3.12 is not selected)."""
+    pyenv = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+    installed = sorted(pyenv.glob("3.1[2-9]*/bin/python3"))  # the oldest rclip 4 runs on
+    chosen = os.environ.get("SEARCHENGINE_PYTHON312")
+    for found in [chosen] if chosen else [shutil.which("python3.12"), *installed]:
+        if not found or not Path(found).exists():
+            continue
+        runs = subprocess.run([found, "--version"], capture_output=True, timeout=60)
+        if runs.returncode == 0:
+            return str(found)
+    return None
 
 
 RCLIP_VERSIONS = {"3.3.0": sys.executable, "4.0.8": _python_312()}

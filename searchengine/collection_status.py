@@ -1,0 +1,78 @@
+"""What ``searchengine status`` and ``/api/status`` show of a collection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from searchengine.catalog import OK
+from searchengine.config import CATALOG_FILE
+from searchengine.precision import FP32, describe
+from searchengine.schema import SCHEMA_VERSION
+from searchengine.values import MetaKey
+
+if TYPE_CHECKING:
+    from searchengine.collection import Collection
+
+
+@dataclass(frozen=True)
+class CollectionStatus:
+    """What ``searchengine status`` shows (and the HTTP API's ``/api/status``)."""
+
+    name: str
+    folder: str
+    model: str
+    dim: int | None
+    index_type: str
+    images: int
+    failed: int
+    vectors: int
+    size_bytes: int
+    roots: list[str]
+    schema_version: int
+    accelerator: str | None = None  # fast-scan index that answers queries first, if any
+    backend: str = "sqlite"  # where the catalog lives: sqlite or postgresql
+    catalog: str = ""  # the catalog's file or URL (password hidden)
+    catalog_bytes: int = 0  # the catalog's size (counted in size_bytes too)
+    precision: str = FP32  # the image tower the vectors came from
+    precision_check: str | None = None  # what the int8 tower's check measured, if asked for
+
+    def to_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+def collection_status(collection: Collection) -> CollectionStatus:
+    """``collection``'s status, read from its catalog and index (the index is loaded
+    if it was built)."""
+    counts = collection.catalog.counts()
+    files = collection.folder.iterdir() if collection.folder.exists() else iter(())
+    size = sum(p.stat().st_size for p in files if p.is_file())
+    location = collection.catalog.location
+    catalog_bytes = collection.catalog.size_bytes()
+    if location.shared:  # not in the folder: count it as well
+        size += catalog_bytes
+    # A host sharing a server catalog builds its index from it even without a file.
+    built = collection.index_path.exists() or (location.shared and collection.store.dim is not None)
+    index = collection.vectors() if built else None
+    schema = collection.catalog.get_meta(MetaKey.SCHEMA_VERSION)
+    return CollectionStatus(
+        name=collection.name,
+        folder=str(collection.folder.resolve()),
+        model=collection.model,
+        dim=collection.store.dim,
+        index_type=collection.store.index_type(),
+        images=counts.get(OK, 0),
+        failed=sum(n for s, n in counts.items() if s != OK),
+        vectors=0 if index is None else len(index),
+        size_bytes=size,
+        roots=collection.catalog.roots(),
+        schema_version=int(schema or SCHEMA_VERSION),
+        accelerator=None if index is None else index.accelerator,
+        backend=location.backend,
+        catalog=location.shown if location.shared else str(collection.folder / CATALOG_FILE),
+        catalog_bytes=catalog_bytes,
+        precision=collection.precision,
+        precision_check=describe(collection.precision_check)
+        if collection.precision_check
+        else None,
+    )

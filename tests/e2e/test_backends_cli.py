@@ -35,6 +35,22 @@ def run(*args: str) -> dict | list:
     return json.loads(result.stdout)
 
 
+def assert_same(sqlite: dict[str, object], postgresql: dict[str, object]) -> None:
+    """The same answers: the same files in the same order, the same counts, and scores
+    equal to float32 precision. (A search on SQLite may embed its query with the
+    one-shot text tower, whose unpacked weights change the last bit of a cosine; the
+    catalog has no part in it.)"""
+    assert sqlite.keys() == postgresql.keys()
+    for key, ours in sqlite.items():
+        theirs = postgresql[key]
+        if not isinstance(ours, list):
+            assert ours == theirs, key
+            continue
+        assert [hit[0] for hit in ours] == [hit[0] for hit in theirs], key
+        for a, b in zip(ours, theirs, strict=True):
+            assert a[1:] == pytest.approx(b[1:], abs=1e-6), (key, a[0])
+
+
 def answers(base: list[str], photos) -> dict[str, object]:
     found: dict[str, object] = {}
     for query in QUERIES:
@@ -61,7 +77,7 @@ def test_every_command_answers_the_same_on_sqlite_and_postgresql(tmp_path, pg_cl
         summary = run("index", str(photos), "-m", "toy", "-m", "toy-large", *base)
         assert summary["added"] == 120 and summary["precomputed"] == {"toy-large": 120}
         found[name] = answers(base, photos)
-    assert found["sqlite"] == found["postgresql"]
+    assert_same(found["sqlite"], found["postgresql"])
     assert run("status", *backends["postgresql"])["backend"] == "postgresql"
 
     # Changes on disk: a rename, a deletion, a copy; both re-runs do the same.
@@ -73,4 +89,4 @@ def test_every_command_answers_the_same_on_sqlite_and_postgresql(tmp_path, pg_cl
         summary = run("index", *base)
         assert (summary["moved"], summary["removed"], summary["added"]) == (1, 1, 1), name
         found[name] = answers(base, photos)
-    assert found["sqlite"] == found["postgresql"]
+    assert_same(found["sqlite"], found["postgresql"])

@@ -7,20 +7,19 @@ specs. torch and transformers are imported when a model is loaded, not before.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 from PIL import Image
 
-from searchengine.errors import ModelError, QueryError, UnknownModelError
+from searchengine.errors import ModelError, QueryError
 from searchengine.models.loading import (
     autocast,
     cached,
     hub_errors_to_weights_error,
     resolve_device,
 )
-from searchengine.models.spec import ModelKind, ModelSpec
+from searchengine.models.spec import ModelSpec, parse_transformers_model
 
 DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-base"
 DEFAULT_VQA_MODEL = "Salesforce/blip-vqa-base"
@@ -48,19 +47,9 @@ def parse_blip_model(name: str) -> ModelSpec:
     Raises:
         UnknownModelError: the name is neither a folder nor of the form ``ORG/NAME``.
     """
-    text = name.strip()
-    text = text[len("hf:") :] if text.startswith("hf:") else text
-    folder = os.path.expanduser(text)
-    if text and os.path.isdir(folder):
-        path = os.path.abspath(folder)
-        return ModelSpec(path, ModelKind.TRANSFORMERS, None, path)
-    parts = text.split("/")
-    if len(parts) != 2 or not all(parts) or text.startswith((".", "~")):
-        raise UnknownModelError(
-            f"BLIP model {name!r} is neither a local folder nor a hub repo id ORG/NAME; "
-            f"use e.g. {DEFAULT_CAPTION_MODEL} or {DEFAULT_VQA_MODEL}"
-        )
-    return ModelSpec(text, ModelKind.TRANSFORMERS, None, text)
+    return parse_transformers_model(
+        name, "BLIP", f"e.g. {DEFAULT_CAPTION_MODEL} or {DEFAULT_VQA_MODEL}"
+    )
 
 
 class _Blip:

@@ -14,16 +14,20 @@ whole frame and maps back to the photo by scaling each axis.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from searchengine.errors import ModelError, UnknownModelError
+from searchengine.errors import ModelError
 from searchengine.models.loading import autocast, hub_errors_to_weights_error, resolve_device
-from searchengine.models.spec import ModelKind, ModelSpec, shipped_model_dir
+from searchengine.models.spec import (
+    ModelKind,
+    ModelSpec,
+    parse_transformers_model,
+    shipped_model_dir,
+)
 
 __all__ = [
     "DEFAULT_SEG_MODEL",
@@ -45,18 +49,9 @@ def parse_seg_model(name: str) -> ModelSpec:
     text = name.strip()
     if text in SHIPPED_SEG_MODELS:
         return ModelSpec(text, ModelKind.TRANSFORMERS, None, str(shipped_model_dir(text)))
-    text = text[len("hf:") :] if text.startswith("hf:") else text
-    folder = os.path.expanduser(text)
-    if text and os.path.isdir(folder):
-        path = os.path.abspath(folder)
-        return ModelSpec(path, ModelKind.TRANSFORMERS, None, path)
-    parts = text.split("/")
-    if len(parts) != 2 or not all(parts) or text.startswith((".", "~")):
-        raise UnknownModelError(
-            f"CLIPSeg model {name!r} is neither a local folder nor a hub repo id ORG/NAME; "
-            f"use {DEFAULT_SEG_MODEL}, {', '.join(SHIPPED_SEG_MODELS)} or a folder"
-        )
-    return ModelSpec(text, ModelKind.TRANSFORMERS, None, text)
+    return parse_transformers_model(
+        name, "CLIPSeg", f"{DEFAULT_SEG_MODEL}, {', '.join(SHIPPED_SEG_MODELS)} or a folder"
+    )
 
 
 class ClipSeg:

@@ -106,6 +106,29 @@ def parse_model_spec(spec: str) -> ModelSpec:
     return ModelSpec(text, ModelKind.OPEN_CLIP, arch, source)
 
 
+def parse_transformers_model(name: str, what: str, suggestions: str) -> ModelSpec:
+    """A transformers model name (BLIP, CLIPSeg) as a spec: an existing local folder
+    (made absolute) or a hub repo id ``ORG/NAME``; an ``hf:`` prefix is allowed.
+
+    Raises:
+        UnknownModelError: the name is neither; the message names ``what`` was asked
+            for and ``suggestions``.
+    """
+    text = name.strip()
+    text = text[len("hf:") :] if text.startswith("hf:") else text
+    folder = os.path.expanduser(text)
+    if text and os.path.isdir(folder):
+        path = os.path.abspath(folder)
+        return ModelSpec(path, ModelKind.TRANSFORMERS, None, path)
+    parts = text.split("/")
+    if len(parts) != 2 or not all(parts) or text.startswith((".", "~")):
+        raise UnknownModelError(
+            f"{what} model {name!r} is neither a local folder nor a hub repo id ORG/NAME; "
+            f"use {suggestions}"
+        )
+    return ModelSpec(text, ModelKind.TRANSFORMERS, None, text)
+
+
 def _looks_like_path(source: str) -> bool:
     return (
         source.startswith(("/", "./", "../", "~"))

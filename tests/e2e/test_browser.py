@@ -21,17 +21,6 @@ from servertools import ToyCollection, build_toy_collection, live_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# Headless as root on a machine with no network: no sandbox, no GPU, and nothing that
-# phones home (each attempt would fail, slowly, on a closed network).
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCREENSHOT = Path(__file__).parents[2] / "docs" / "screenshot.png"
 QUERY = "a green circle"  # 5 of the 60 toy photos show one; the toy model ranks one first
 TOKEN = "browser-test-token-0123456789"
@@ -58,32 +47,6 @@ def env(fake_hub) -> dict[str, str]:
 def server(toy: ToyCollection, env: dict[str, str]) -> str:
     with live_server(toy, env) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip("no Chromium at /usr/bin/chromium: run scripts/install_browser.sh")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser):
-    """A fresh tab; the test fails if the page logs an error (a CSP violation, say)."""
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    tab = context.new_page()
-    errors: list[str] = []
-    tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    tab.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield tab
-    context.close()
-    unexpected = [e for e in errors if "status of 503" not in e]  # one test fakes a 503
-    assert not unexpected
 
 
 def wait_until(page, condition: str, timeout: float = 15.0) -> None:

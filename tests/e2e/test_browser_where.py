@@ -12,7 +12,7 @@ import os
 import pytest
 from fakehub import activate
 from servertools import ToyCollection, build_toy_collection, live_server
-from test_browser import CHROMIUM, FLAGS, VIEWER_LOADED, wait_until
+from test_browser import VIEWER_LOADED, wait_until
 
 from searchengine.toy import masks as toymasks
 from searchengine.toy import world as toyworld
@@ -34,31 +34,6 @@ def server(toy: ToyCollection, fake_hub) -> str:
     env = {**os.environ, **fake_hub.env()}
     with live_server(toy, env, "--where-model", "toy-seg") as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip("no Chromium at /usr/bin/chromium: run scripts/install_browser.sh")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    tab = context.new_page()
-    errors: list[str] = []
-    tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    tab.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield tab
-    context.close()
-    # A 503 while toy-seg loads is expected: the page waits Retry-After and asks again.
-    assert not [e for e in errors if "status of 503" not in e]
 
 
 def _regions(toy: ToyCollection, path: str) -> tuple[toymasks.ObjectRegion, ...]:

@@ -181,11 +181,19 @@ class Service:
             notice=notice,
         )
 
-    async def similar_to_image(self, image_id: int, k: int, offset: int) -> SimilarPage:
-        """Images most like an indexed one (itself left out)."""
+    async def similar_to_image(
+        self,
+        image_id: int,
+        k: int,
+        offset: int,
+        region: tuple[int, int, int, int] | None = None,
+        region_method: str = "falip",
+    ) -> SimilarPage:
+        """Images most like an indexed one (itself left out), or like a ``region`` of it
+        (``Collection.similar_page``)."""
         record = self.record(image_id)
         await self._ready(self.search_model)
-        return await self._similar(record.path, k, offset, image_id)
+        return await self._similar(record.path, k, offset, image_id, region, region_method)
 
     async def similar_to_upload(self, data: bytes, k: int, offset: int) -> SimilarPage:
         """Images most like uploaded image bytes (decoded as safely as at ingest, at the
@@ -299,9 +307,18 @@ class Service:
         self.collection.store.refresh()
         return self.collection.rank(query, rerank)
 
-    def _similar_page(self, example: str | Image.Image, k: int, offset: int) -> Page:
+    def _similar_page(
+        self,
+        example: str | Image.Image,
+        k: int,
+        offset: int,
+        region: tuple[int, int, int, int] | None,
+        region_method: str,
+    ) -> Page:
         self.collection.store.refresh()
-        return self.collection.similar_page(example, k, offset)
+        return self.collection.similar_page(
+            example, k, offset, region=region, region_method=region_method
+        )
 
     def _status(self) -> CollectionStatus:
         self.collection.store.refresh()
@@ -333,10 +350,18 @@ class Service:
         return model if model is not None else await run_in_threadpool(slot.get)
 
     async def _similar(
-        self, example: str | Image.Image, k: int, offset: int, source: int | None
+        self,
+        example: str | Image.Image,
+        k: int,
+        offset: int,
+        source: int | None,
+        region: tuple[int, int, int, int] | None = None,
+        region_method: str = "falip",
     ) -> SimilarPage:
         started = time.perf_counter()
-        ranked = await self.searches.run(self._similar_page, example, k, offset)
+        ranked = await self.searches.run(
+            self._similar_page, example, k, offset, region, region_method
+        )
         return SimilarPage(
             source=source,
             results=[result_body(r) for r in ranked.results],

@@ -16,7 +16,6 @@ until it is ready), and kept.
 from __future__ import annotations
 
 import threading
-import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import quote
@@ -29,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from searchengine.errors import ImageError
 from searchengine.models.clipseg import DEFAULT_SEG_MODEL
 from searchengine.ranking import MAX_QUERY_CHARS
-from searchengine.server.schemas import ErrorBody, SimilarPage, result_body
+from searchengine.server.schemas import ErrorBody, SimilarPage
 from searchengine.server.thumbnails import FileUnavailable, read_indexed
 from searchengine.server.workers import ModelSlot, OverBudget, Worker
 
@@ -39,7 +38,6 @@ if TYPE_CHECKING:
     from searchengine.catalog import ImageRecord
     from searchengine.ingest.decode import Decoded
     from searchengine.models.clipseg import ClipSeg
-    from searchengine.ranking import Page
     from searchengine.server.service import Service
     from searchengine.where import Location
 
@@ -167,21 +165,8 @@ class WhereService:
 
         record = self.service.record(image_id)
         await run_in_threadpool(read_indexed, record)  # only what was indexed is searched from
-        region = parse_box(box)
-        if self.service.search_model.ready is None:
-            await run_in_threadpool(self.service.search_model.get)
-        started = time.perf_counter()
-        ranked = await self.service.searches.run(
-            self._similar_part_page, record.path, k, offset, region, method
-        )
-        return SimilarPage(
-            source=image_id,
-            results=[result_body(r) for r in ranked.results],
-            offset=offset,
-            k=k,
-            has_more=ranked.has_more,
-            seconds=round(time.perf_counter() - started, 4),
-            ranked_by="cosine",
+        return await self.service.similar_to_image(
+            image_id, k, offset, region=parse_box(box), region_method=method
         )
 
     # -- on the workers -------------------------------------------------------------
@@ -197,13 +182,6 @@ class WhereService:
             raise
         except ImageError as exc:
             raise FileUnavailable(f"image {record.id} cannot be decoded: {exc}", 409) from exc
-
-    def _similar_part_page(
-        self, path: str, k: int, offset: int, region: tuple[int, int, int, int], method: str
-    ) -> Page:
-        collection = self.service.collection
-        collection.store.refresh()
-        return collection.similar_page(path, k, offset, region=region, region_method=method)
 
 
 def _png(photo: Image.Image, loc: Location, view: str) -> bytes:

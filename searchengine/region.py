@@ -157,7 +157,7 @@ class RegionEmbedder:
 
     Args:
         encoder: the model whose space the vectors live in.
-        strength: FALIP's bump height (default: the tuned value).
+        strength: FALIP's bias on a patch wholly inside a box (default: the tuned value).
     """
 
     def __init__(self, encoder: Encoder, strength: float | None = None) -> None:
@@ -215,7 +215,7 @@ def region_vectors(
         image: the photo.
         boxes: regions, each clipped to the photo.
         method: one of :data:`REGION_METHODS`.
-        strength: FALIP's bump height (default: the module's tuned value).
+        strength: FALIP's bias on a patch wholly inside a box (default: the tuned value).
 
     Raises:
         ConfigError: unknown method, or ``falip`` on a model it cannot run on.

@@ -127,7 +127,7 @@ def ground(
         method: region method (``falip``, ``crop``, ``circle``, ``blur``, ``none``).
         negatives: the bank of other descriptions for the subtract step.
         subtract: apply the subtract step.
-        strength: FALIP's bump height (default: the tuned value).
+        strength: FALIP's bias on a patch wholly inside a box (default: the tuned value).
 
     Raises:
         QueryError: an empty description, no boxes, or a box outside the photo.

@@ -56,6 +56,8 @@ def test_falip_changes_only_what_the_class_token_attends_to(toy: object) -> None
     focused = FalipEncoder(toy, strength=4.0).encode([photo], [(0.0, 0.0, 100.0, 100.0)])
     assert float(focused[0] @ plain[0]) < 0.999
     np.testing.assert_allclose(toy.encode_images([photo]), plain, atol=1e-6)  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="strength"):
+        FalipEncoder(toy, strength=-1.0)
 
 
 def test_falip_batches_give_each_image_its_own_mask(toy: object) -> None:

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from searchengine.errors import ConfigError, QueryError
-from searchengine.models.falip import foveal_bias
+from searchengine.models.falip import foveal_bias, masked_blocks, patch_coverage
 from searchengine.region import (
     clip_box,
     edit_for,
@@ -59,21 +59,43 @@ def test_pixel_editing_baselines_show_the_region_as_the_papers_do() -> None:
         edit_for(image, box, "falip")
 
 
-def test_foveal_bias_is_a_dome_over_the_region_and_zero_elsewhere() -> None:
-    # A 224-pixel input with 14x14 patches of 16 px; box over patches (2..5, 3..7).
-    bias = foveal_bias((48, 32, 96, 112), (224, 224), (14, 14), strength=2.0).reshape(14, 14)
-    inside = np.zeros((14, 14), dtype=bool)
-    inside[2:7, 3:6] = True
-    assert (bias[~inside] == 0).all()
-    assert bias[inside].max() == pytest.approx(2.0)
-    assert bias[4, 4] == pytest.approx(2.0)  # the centre patch gets the peak
-    assert bias[2, 3] < 0.01 and bias[6, 5] < 0.01  # the far corners fall to ~0
-    assert (bias[inside] > 0).all()
+def test_foveal_bias_weights_each_patch_by_how_much_of_it_the_box_covers() -> None:
+    # A 224-pixel input with 14x14 patches of 16 px; the box covers rows 2..6 wholly,
+    # column 2 half (x 40..48 of 32..48) and columns 3..5 wholly.
+    bias = foveal_bias((40, 32, 96, 112), (224, 224), (14, 14), strength=2.0).reshape(14, 14)
+    touched = np.zeros((14, 14), dtype=bool)
+    touched[2:7, 2:6] = True
+    assert (bias[~touched] == 0).all()
+    np.testing.assert_allclose(bias[2:7, 3:6], 2.0, rtol=1e-6)  # wholly inside: the strength
+    half = bias[2:7, 2]
+    # Half a patch inside: its softmax weight grows by half as much, e**2 - 1 over 2.
+    np.testing.assert_allclose(half, np.log(1 + (np.e**2 - 1) / 2), rtol=1e-6)
+    assert (0 < half).all() and (half < 2.0).all()
 
 
-def test_a_region_inside_one_patch_gets_the_full_strength() -> None:
-    bias = foveal_bias((17, 17, 20, 20), (64, 64), (8, 8), strength=3.0).reshape(8, 8)
-    assert bias[2, 2] == pytest.approx(3.0) and np.count_nonzero(bias) == 1
+def test_patch_coverage_is_the_covered_fraction_of_each_patch() -> None:
+    cover = patch_coverage((4, 0, 20, 8), (16, 32), (2, 4))  # patches of 8x8 px
+    np.testing.assert_allclose(cover, [[0.5, 1.0, 0.5, 0.0], [0.0, 0.0, 0.0, 0.0]])
+
+
+def test_foveal_bias_is_zero_without_strength_and_grows_with_it() -> None:
+    box, size, grid = (10.0, 12.0, 37.0, 50.0), (64, 64), (8, 8)
+    assert (foveal_bias(box, size, grid, 0.0) == 0).all()
+    weak, strong = foveal_bias(box, size, grid, 2.0), foveal_bias(box, size, grid, 64.0)
+    touched = patch_coverage(box, size, grid).reshape(-1) > 0
+    assert (strong[touched] > weak[touched]).all() and (weak[touched] > 0).all()
+    assert np.isfinite(foveal_bias(box, size, grid, 1000.0)).all()  # no overflow
+
+
+def test_a_region_inside_one_patch_boosts_that_patch_alone() -> None:
+    # 3x3 px of an 8x8 px patch: for a large strength the bias is strength + log(9/64).
+    bias = foveal_bias((17, 17, 20, 20), (64, 64), (8, 8), strength=64.0).reshape(8, 8)
+    assert np.count_nonzero(bias) == 1
+    assert bias[2, 2] == pytest.approx(64.0 + np.log(9 / 64), abs=1e-4)
+
+
+def test_the_mask_goes_into_the_last_third_of_the_blocks_and_at_least_two() -> None:
+    assert [masked_blocks(d) for d in (1, 3, 4, 6, 12, 24)] == [1, 2, 2, 2, 4, 8]
 
 
 def test_falip_refuses_transformers_models_in_one_line() -> None:

@@ -252,6 +252,11 @@ class OnnxClipEncoder:
         if self._manifest["text"]["mode"] == "causal":
             self._token_table()
 
+    def warm_image(self) -> None:
+        """Open the image tower now (with the threads ``image_lanes`` set), so an ingest
+        opens it while its first photos decode instead of after."""
+        self._session("image")
+
     def preprocess(self, image: Image.Image) -> np.ndarray:
         return preprocess_image(image, self._preprocess)
 

@@ -49,7 +49,7 @@ from searchengine.values import PRECISIONS
 
 log = logging.getLogger(__name__)
 
-EXPORT_FORMAT = 4  # bump when the folder layout or manifest meaning changes
+EXPORT_FORMAT = 5  # bump when the folder layout, manifest meaning or graphs change
 MIN_COSINE = 0.999  # ONNX vs torch, every verification row
 MANIFEST = "manifest.json"
 INT8_IMAGE = "image.int8.onnx"  # the reduced image tower (``quantize``), beside the export

@@ -49,7 +49,7 @@ from searchengine.values import PRECISIONS
 
 log = logging.getLogger(__name__)
 
-EXPORT_FORMAT = 4  # bump when the folder layout or manifest meaning changes
+EXPORT_FORMAT = 5  # bump when the folder layout, manifest meaning or graphs change
 MIN_COSINE = 0.999  # ONNX vs torch, every verification row
 MANIFEST = "manifest.json"
 INT8_IMAGE = "image.int8.onnx"  # the reduced image tower (``quantize``), beside the export
@@ -251,6 +251,11 @@ class OnnxClipEncoder:
         self.tokenize(["warm-up"])
         if self._manifest["text"]["mode"] == "causal":
             self._token_table()
+
+    def warm_image(self) -> None:
+        """Open the image tower now (with the threads ``image_lanes`` set), so an ingest
+        opens it while its first photos decode instead of after."""
+        self._session("image")
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         return preprocess_image(image, self._preprocess)

@@ -1,7 +1,8 @@
 """Export an open_clip model's towers to ONNX once, and verify them against torch.
 
 ``export_model`` loads the model with torch (the same loader as ``OpenClipEncoder``),
-exports both towers with ``torch.onnx.export(dynamo=True)``, saves the torch-free
+exports both towers with ``torch.onnx.export`` (the image tower with TorchScript
+where it works, as it runs faster; else dynamo), saves the torch-free
 tokenizer's data, then runs the exported folder through the very ``OnnxClipEncoder``
 that will use it and compares with torch:
 
@@ -35,6 +36,7 @@ from searchengine.fsutil import FileLock
 from searchengine.models.onnx import (
     EXPORT_FORMAT,
     MANIFEST,
+    MIN_COSINE,
     Export,
     export_dir,
     read_export,
@@ -122,8 +124,8 @@ def _export_towers(
 ) -> dict[str, Any]:
     size = manifest["image_size"]
     batch = torch.export.Dim("batch", min=1, max=4096)
-    pixels = torch.zeros(2, 3, size, size)
-    _onnx_export(_ImageTower(model), (pixels,), ["pixels"], ({0: batch},), folder / "image.onnx")
+    exporter = _export_image_tower(model, size, batch, folder / "image.onnx")
+    manifest["exporters"] = {"image": exporter, "text": "dynamo"}
     tokens = tokenizer(["a photo of a dog", "a cat"])
     if _is_causal(model):
         context = int(tokens.shape[1])
@@ -149,6 +151,7 @@ def _export_towers(
 def _onnx_export(
     module: Any, args: tuple[Any, ...], names: list[str], shapes: tuple[Any, ...], path: Path
 ) -> None:
+    """Export ``module`` with the dynamo exporter: ``path`` (graph), ``path.data`` (weights)."""
     import torch
 
     # The exporter narrates on stdout and warns about open_clip's shape checks;
@@ -174,6 +177,89 @@ def _onnx_export(
         # Weights beside the graph: ONNX Runtime maps that file instead of parsing and
         # copying it, so a session opens faster and the pages stay shared with the cache.
         program.save(str(path), external_data=True)
+
+
+def _export_image_tower(model: Any, size: int, batch: Any, path: Path) -> str:
+    """The image tower, with the TorchScript exporter where it works for this model.
+
+    ONNX Runtime runs the TorchScript exporter's graph of an open_clip ViT ~10 % faster
+    on a CPU than the dynamo exporter's (ViT-B-32 at 256 px, batch 8, one thread: 94
+    against 104 ms an image, same weights, cosine 1.0000), and the image tower is most
+    of an ingest's CPU. A tracer bakes in what it cannot see as dynamic, so the graph
+    must give torch's features at other batch sizes than the traced one; otherwise
+    (or on a torch without that exporter) the dynamo exporter makes it.
+
+    Returns:
+        The exporter that made it: ``torchscript`` or ``dynamo``.
+    """
+    tower = _ImageTower(model)
+    try:
+        _torchscript_export(tower, torch.zeros(2, 3, size, size), path)
+        _check_batches(tower, size, path)
+        return "torchscript"
+    except Exception as exc:  # a torch without it, a graph it cannot trace, a bad graph
+        log.info("TorchScript export of the image tower not used (%s); using dynamo", exc)
+        for leftover in (path, path.with_name(path.name + ".data")):
+            leftover.unlink(missing_ok=True)
+    pixels = torch.zeros(2, 3, size, size)
+    _onnx_export(tower, (pixels,), ["pixels"], ({0: batch},), path)
+    return "dynamo"
+
+
+def check_session(path: Path) -> Any:
+    """An ONNX Runtime session on the graph at ``path``, for ``_check_batches``."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _check_batches(tower: Any, size: int, path: Path) -> None:
+    """Raise unless the graph at ``path`` gives ``tower``'s features for 1 and 3 images."""
+    session = check_session(path)
+    generator = torch.Generator().manual_seed(0)
+    for count in (1, 3):
+        pixels = torch.randn(count, 3, size, size, generator=generator)
+        with torch.no_grad():
+            expected = tower(pixels).numpy()
+        got = session.run(None, {"pixels": pixels.numpy()})[0]
+        cosine = (got * expected).sum(1) / (
+            np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1)
+        )
+        if got.shape != expected.shape or float(cosine.min()) < MIN_COSINE:
+            raise ValueError(f"the traced graph is wrong for {count} images")
+
+
+def _torchscript_export(tower: Any, pixels: Any, path: Path) -> None:
+    import onnx
+
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+        torch.inference_mode(False),
+    ):
+        warnings.simplefilter("ignore")  # the exporter's deprecation and tracer warnings
+        torch.onnx.export(
+            tower.eval(),
+            (pixels,),
+            str(path),
+            dynamo=False,
+            input_names=["pixels"],
+            output_names=["features"],
+            dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
+            opset_version=OPSET,
+        )
+    # Weights beside the graph, as the dynamo exporter's are saved (see ``_onnx_export``).
+    graph = onnx.load(str(path))
+    onnx.save_model(
+        graph,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=path.name + ".data",
+        size_threshold=1024,
+    )
+    # onnx writes the weights owner-only; a shared model cache needs the graph's mode.
+    path.with_name(path.name + ".data").chmod(path.stat().st_mode & 0o777)
 
 
 def _is_causal(model: Any) -> bool:

@@ -21,7 +21,6 @@ import hashlib
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +55,8 @@ def writer_versions() -> dict[str, str]:
         if name in found:
             out[name] = found[name]
             continue
+        from importlib import metadata  # ~17 ms to import: only when needed
+
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -109,7 +109,9 @@ class WhereService:
         service.more_slots.append(self.slot)
         self.worker = Worker("where", threads=1, depth=16, retry_after=5)
         self._lock = threading.Lock()
-        self._answers: OrderedDict[tuple[int, str], tuple[Image.Image, Location]] = OrderedDict()
+        self._answers: OrderedDict[tuple[int, str, str], tuple[Image.Image, Location]] = (
+            OrderedDict()
+        )
 
     def close(self) -> None:
         """Stop the worker (the slot is closed with the service's)."""
@@ -121,12 +123,17 @@ class WhereService:
         from searchengine.where import locate_images
 
         phrase = check_query(text)
-        key = (image_id, phrase)
-        with self._lock:
-            if key in self._answers:
-                self._answers.move_to_end(key)
-                return self._answers[key]
         record = self.service.record(image_id)
+        # The file is checked on every call, also when the answer is cached: a photo
+        # changed or gone since indexing is a 409 or 404, never the old heatmap.
+        key = (image_id, record.content_hash or "", phrase)
+        with self._lock:
+            cached = self._answers.get(key)
+            if cached is not None:
+                self._answers.move_to_end(key)
+        if cached is not None:
+            await run_in_threadpool(read_indexed, record)
+            return cached
         seg = self.slot.ready or await run_in_threadpool(self.slot.get)
         decoded = await self.service.decodes.run(self._decode, record)
         size = (decoded.width, decoded.height)

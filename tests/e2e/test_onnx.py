@@ -449,3 +449,45 @@ def test_no_warm_up_where_it_cannot_help(tiny_clip: str, tmp_path: Path) -> None
     shutil.rmtree(export_dir(spec))
     assert TextWarmup(config, "c").result() is None
     assert read_export(spec) is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("traced_graph_is_wrong", [False, True])
+def test_the_image_tower_is_traced_unless_the_trace_is_wrong(
+    tiny_clip_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    traced_graph_is_wrong: bool,
+) -> None:
+    """The TorchScript exporter's graph runs faster; it is kept only when it gives torch's
+    features at batch sizes it was not traced with, else the dynamo exporter's is used."""
+    from searchengine.models import onnx_export
+
+    activate(monkeypatch, tmp_path / "hf_home")  # an empty ONNX cache: a fresh export
+    if traced_graph_is_wrong:
+        real = onnx_export.check_session
+
+        def batch_of_two_only(path: Path) -> object:
+            session = real(path)
+            run = session.run
+
+            def checked(names: object, feeds: dict[str, np.ndarray]) -> object:
+                if "pixels" in feeds and len(feeds["pixels"]) != 2:
+                    raise RuntimeError("Reshape: the traced batch size was baked in")
+                return run(names, feeds)
+
+            session.run = checked  # type: ignore[method-assign]
+            return session
+
+        monkeypatch.setattr(onnx_export, "check_session", batch_of_two_only)
+    spec = f"local-dir:{tiny_clip_dir}"
+    onnx = _assert_parity(spec)
+    export = read_export(parse_model_spec(spec))
+    assert export is not None and export.verified
+    expected = "dynamo" if traced_graph_is_wrong else "torchscript"
+    assert export.manifest["exporters"] == {"image": expected, "text": "dynamo"}
+    graph = export.folder / export.manifest["files"]["image"]
+    weights = graph.with_name(graph.name + ".data")
+    assert weights.stat().st_size > 0  # weights beside the graph, readable as it is
+    assert weights.stat().st_mode & 0o777 == graph.stat().st_mode & 0o777
+    onnx.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 
 import pytest
 from fakehub import activate
@@ -139,3 +140,28 @@ def test_a_clipseg_model_that_cannot_load_is_a_503_and_listed_in_status(toy, tmp
             assert models["where"]["state"] == "failed" and models["where"]["error"]
             # Searching is not held up by it.
             assert client.get("/api/search", params={"q": "a green circle"}).status_code == 200
+
+
+def test_a_photo_changed_since_indexing_is_refused_even_when_its_answer_is_cached(
+    toy, tmp_path
+) -> None:
+    config = Config(home=toy.index_dir, device="cpu")
+    with Collection.open("web", config) as collection:
+        app = create_app(collection, where_model="toy-seg")
+        with TestClient(app, base_url=BASE) as client:
+            image_id, path = _photo_with(toy, collection, "red")
+            asked = {"q": "a red shape"}
+            first = client.get(f"/api/images/{image_id}/where", params=asked)
+            assert first.status_code == 200, first.text  # answered, and cached
+            photo = Path(path)
+            original = photo.read_bytes()
+            try:
+                photo.write_bytes(original[:-64] + bytes(64))  # same size, other content
+                again = client.get(f"/api/images/{image_id}/where", params=asked)
+                overlay = client.get(first.json()["overlay"])
+            finally:
+                photo.write_bytes(original)
+            assert again.status_code == 409 and "searchengine index" in again.json()["error"]
+            assert overlay.status_code == 409
+            back = client.get(f"/api/images/{image_id}/where", params=asked)
+            assert back.json() == first.json()  # the file as indexed again: as before

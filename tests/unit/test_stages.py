@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import threading
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from searchengine.errors import CollectionLockedError
 from searchengine.fsutil import content_hash
 from searchengine.ingest.load import Failed, Known, Pixels, load
 from searchengine.ingest.plan import plan
-from searchengine.ingest.run import lane_batches
+from searchengine.ingest.run import Ingest, lane_batches
 from searchengine.ingest.scan import FileEntry
 from searchengine.ingest.write import Writer
 from searchengine.models.fake import FakeEncoder
@@ -175,3 +176,57 @@ def test_lane_batches_cover_each_photo_once_and_end_in_small_batches(total: int)
     assert all(end - start <= 8 for start, end in spans)
     # The lanes' last photos come in quarter batches, so no lane works on alone for long.
     assert all(end - start <= 2 for start, end in spans[-min(len(spans), 8) :])
+
+
+class LazyTowers(FakeEncoder):
+    """A fake with towers opened on first use (as ONNX Runtime's sessions are), which
+    notes who opened them; with ``broken`` the image tower cannot be opened."""
+
+    def __init__(self, broken: bool = False) -> None:
+        super().__init__(lanes=2)
+        self.broken = broken
+        self.opened: dict[str, str] = {}  # tower -> the thread that opened it
+
+    def _open(self, tower: str) -> None:
+        with self._lock:
+            if tower not in self.opened:
+                if self.broken and tower == "image":
+                    raise RuntimeError("the image tower's file is damaged")
+                self.opened[tower] = threading.current_thread().name
+
+    def warm_image(self) -> None:
+        self._open("image")
+
+    def warm_text(self) -> None:
+        self._open("text")
+
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        self._open("image")
+        return super().encode_pixels(pixels)
+
+
+@pytest.mark.parametrize("photos, text_expected", [(12, True), (3, False)])
+def test_ingest_opens_the_towers_while_the_first_photos_decode(
+    store, tmp_path, photos: int, text_expected: bool
+) -> None:
+    folder = tmp_path / "photos"
+    for n in range(photos):
+        solid(folder / f"{n}.png", (20 * n, 0, 250 - 20 * n))
+    encoder = LazyTowers()
+    with store.writing():
+        report = Ingest(store, lambda: encoder, workers=2, text_after=10).run([str(folder)])
+    assert report.added == photos
+    # Opened ahead of the lanes' first call; the text tower only for a collection
+    # large enough to be calibrated right after the run.
+    assert encoder.opened["image"] == "warm-towers"
+    assert ("text" in encoder.opened) is text_expected
+
+
+def test_a_tower_that_fails_to_open_early_fails_the_run_as_before(store, tmp_path) -> None:
+    folder = tmp_path / "photos"
+    for n in range(4):
+        solid(folder / f"{n}.png", RED)
+    with store.writing(), pytest.raises(RuntimeError, match="damaged"):
+        Ingest(store, lambda: LazyTowers(broken=True), workers=2).run([str(folder)])
+    assert len(store.vectors()) == 0  # nothing half-written
+    assert store.catalog.counts() == {}

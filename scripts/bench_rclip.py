@@ -306,7 +306,9 @@ def one_round(tool: Tool, queries: int, added: Path, added_into: Path) -> dict[s
         "first_run_cpu_seconds": first["cpu_seconds"],
         "index_cpu_ms_per_image": 1000 * index_cpu / images,
         # Below 100 % a core idled (start-up, waits); at 100 % only CPU a photo is left.
-        "cores_busy_pct": 100 * index_cpu / (index_s * cpu_count()),
+        # Over the whole first run (rclip's includes its query), not over the indexing
+        # share derived by subtraction, which a short run can make nonsense.
+        "cores_busy_pct": 100 * first["cpu_seconds"] / (first["seconds"] * cpu_count()),
         "peak_rss_mb": first["peak_rss_mb"],
         "cold_query_seconds": cold,
         "cold_query_median_s": query_s,

@@ -119,10 +119,8 @@ def test_bench_rclip_runs_both_tools_on_the_same_photos(
         assert ratios["ingest_vs_bound"] == pytest.approx(ours["images_per_s"] / bound)
         assert ours["add_then_search_seconds"] > 0 and theirs["add_then_search_seconds"] > 0
         assert ours["peak_rss_mb"] > 0 and theirs["peak_rss_mb"] > 0
-        # A share of the machine's cores, in %; on a run this short, start-up and the
-        # subtraction of rclip's query can take it somewhat over 100.
-        for tool in (ours, theirs):
-            assert 0 < tool["cores_busy_pct"] < 200
+        for tool in (ours, theirs):  # a share of the machine's cores, in % (timer slack)
+            assert 0 < tool["cores_busy_pct"] <= 105
     assert "of the bound" in done.stdout
     assert "cores busy indexing" in done.stdout
     assert not (Path(result["corpus"]) / "zz-added-by-bench").exists()  # added photos gone

@@ -41,7 +41,7 @@ from searchengine.models.onnx import (
     export_dir,
     read_export,
 )
-from searchengine.models.onnx_verify import verify_export
+from searchengine.models.onnx_verify import row_cosines, verify_export
 from searchengine.models.provenance import hub_snapshot, record, repo_files, writer_versions
 from searchengine.models.spec import ModelKind, ModelSpec
 
@@ -193,15 +193,15 @@ def _export_image_tower(model: Any, size: int, batch: Any, path: Path) -> str:
         The exporter that made it: ``torchscript`` or ``dynamo``.
     """
     tower = _ImageTower(model)
+    pixels = torch.zeros(2, 3, size, size)
     try:
-        _torchscript_export(tower, torch.zeros(2, 3, size, size), path)
+        _torchscript_export(tower, pixels, path)
         _check_batches(tower, size, path)
         return "torchscript"
     except Exception as exc:  # a torch without it, a graph it cannot trace, a bad graph
         log.info("TorchScript export of the image tower not used (%s); using dynamo", exc)
-        for leftover in (path, path.with_name(path.name + ".data")):
+        for leftover in (path, _weights(path)):
             leftover.unlink(missing_ok=True)
-    pixels = torch.zeros(2, 3, size, size)
     _onnx_export(tower, (pixels,), ["pixels"], ({0: batch},), path)
     return "dynamo"
 
@@ -222,10 +222,7 @@ def _check_batches(tower: Any, size: int, path: Path) -> None:
         with torch.no_grad():
             expected = tower(pixels).numpy()
         got = session.run(None, {"pixels": pixels.numpy()})[0]
-        cosine = (got * expected).sum(1) / (
-            np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1)
-        )
-        if got.shape != expected.shape or float(cosine.min()) < MIN_COSINE:
+        if got.shape != expected.shape or float(row_cosines(got, expected).min()) < MIN_COSINE:
             raise ValueError(f"the traced graph is wrong for {count} images")
 
 
@@ -255,11 +252,16 @@ def _torchscript_export(tower: Any, pixels: Any, path: Path) -> None:
         str(path),
         save_as_external_data=True,
         all_tensors_to_one_file=True,
-        location=path.name + ".data",
+        location=_weights(path).name,
         size_threshold=1024,
     )
     # onnx writes the weights owner-only; a shared model cache needs the graph's mode.
-    path.with_name(path.name + ".data").chmod(path.stat().st_mode & 0o777)
+    _weights(path).chmod(path.stat().st_mode & 0o777)
+
+
+def _weights(graph: Path) -> Path:
+    """Where a graph's weights are saved beside it (both exporters' naming)."""
+    return graph.with_name(graph.name + ".data")
 
 
 def _is_causal(model: Any) -> bool:

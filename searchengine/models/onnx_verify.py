@@ -69,11 +69,9 @@ def verify_export(torch_encoder: Any, folder: Path, manifest: dict[str, Any]) ->
     theirs = np.stack([torch_encoder.preprocess(im) for im in images])
     ours = np.stack([onnx_encoder.preprocess(im) for im in images])
     pixel_diff = float(np.abs(theirs - ours).max()) if theirs.shape == ours.shape else np.inf
-    image_cos = _row_cosines(
-        torch_encoder.encode_pixels(theirs), onnx_encoder.encode_images(images)
-    )
+    image_cos = row_cosines(torch_encoder.encode_pixels(theirs), onnx_encoder.encode_images(images))
     texts = list(VERIFY_TEXTS)
-    text_cos = _row_cosines(torch_encoder.encode_texts(texts), onnx_encoder.encode_texts(texts))
+    text_cos = row_cosines(torch_encoder.encode_texts(texts), onnx_encoder.encode_texts(texts))
     onnx_encoder.close()
     manifest["verification"] = {
         "images": len(images),
@@ -91,7 +89,8 @@ def verify_export(torch_encoder: Any, folder: Path, manifest: dict[str, Any]) ->
         manifest["verified"] = True
 
 
-def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The cosine of each row of ``a`` with the same row of ``b``."""
     a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
     b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
     return np.asarray((a * b).sum(axis=1))

@@ -42,7 +42,7 @@ from searchengine.ranking import (
     Calibration,
     calibrate,
 )
-from searchengine.ranking.calibration import MIN_IMAGES
+from searchengine.ranking.calibration import needs_text_tower
 from searchengine.store import INDEX_FILE, Store
 from searchengine.values import MetaKey
 from searchengine.vectors import EXACT, FaissIndex
@@ -257,7 +257,7 @@ class Collection(Searching):
         if config.engine != "local":
             raise ConfigError(f"unknown engine {config.engine!r}; use one of: local, ray")
         # The calibration right after a run that changes the index needs the text tower.
-        return Ingest(self.store, self._encoder_for_ingest, text_after=MIN_IMAGES, **common)
+        return Ingest(self.store, self._encoder_for_ingest, text_after=needs_text_tower, **common)
 
     def _adapt(self) -> None:
         self.store.adapt(self.config.index_policy or IndexPolicy(), self.config.index_memory_mb)

@@ -72,9 +72,10 @@ class Ingest:
         adapt: called after each checkpoint to change the index type if the
             collection's size now calls for another (``Store.adapt``), so a large first
             run holds compressed codes from the threshold on, not every vector exactly.
-        text_after: the run also opens the text tower while it works when the
-            collection will then hold at least this many images (the collection
-            measures its calibration with it right after); None: it does not.
+        text_after: asked with the encoder and how many images the collection will
+            hold after the run, whether the text tower is needed right after it (the
+            collection's calibration): the run then opens it while it works. None:
+            it is not opened.
     """
 
     def __init__(
@@ -88,7 +89,7 @@ class Ingest:
         checkpoint_seconds: float = 60.0,
         load_seconds: float = DEFAULT_LOAD_SECONDS,
         adapt: Callable[[], None] | None = None,
-        text_after: int | None = None,
+        text_after: Callable[[Encoder, int], bool] | None = None,
     ) -> None:
         self.store = store
         self.text_after = text_after
@@ -150,9 +151,8 @@ class Ingest:
         lanes = image_lanes(encoder, self.workers) if self._tensors is None else 1
         if self.batch_size is None:
             self.batch_size = default_batch_size(encoder.device, lanes)
-        text = self.text_after is not None and len(self.store.vectors()) + len(entries) >= (
-            self.text_after
-        )
+        after = len(self.store.vectors()) + len(entries)
+        text = self.text_after is not None and self.text_after(encoder, after)
         warming = _warm_towers(encoder, text)
         try:
             if lanes == 1:

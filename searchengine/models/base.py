@@ -66,6 +66,20 @@ class LaneEncoder(Encoder, Protocol):
 
 
 @runtime_checkable
+class StoredTextEncoder(Encoder, Protocol):
+    """An encoder that keeps the vectors of fixed lists of texts on disk (an ONNX
+    export), so a run that needs only those never opens its text tower."""
+
+    def stored_text_vectors(self, texts: Sequence[str]) -> np.ndarray:
+        """``encode_texts(texts)``, read from disk after the first time."""
+        ...
+
+    def has_stored_text_vectors(self, texts: Sequence[str]) -> bool:
+        """Whether ``stored_text_vectors(texts)`` needs no text tower."""
+        ...
+
+
+@runtime_checkable
 class TensorEncoder(Encoder, Protocol):
     """An encoder that takes device tensors (a torch model on CUDA): ingest then decodes
     JPEGs on the device and preprocesses them there with ``preprocess_cfg``."""

@@ -12,6 +12,7 @@ beside the Hugging Face cache::
         bpe_simple_vocab_16e6.txt.gz | tokenizer.json   the torch-free tokenizer's data
         image.int8.onnx, int8.json   the int8 image tower and its check, once asked for
                                 (``quantize``; the file exists only if it passed)
+        texts-<digest>.npy      vectors of a fixed list of texts (``stored_text_vectors``)
 
 Everything in this module is torch-free: finding a valid export, and running it,
 import only onnxruntime, numpy, PIL (and ``tokenizers``/``regex`` for text). So a
@@ -282,6 +283,40 @@ class OnnxClipEncoder:
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self.encode_pixels(np.stack([self.preprocess(im) for im in images]))
+
+    def stored_text_vectors(self, texts: Sequence[str]) -> np.ndarray:
+        """``encode_texts(texts)`` for a fixed list the product asks again and again
+        (the calibration's null queries), kept beside the export after the first time.
+
+        An ingest then needs no text tower at all: opening ViT-B-32's costs ~0.3 s of
+        CPU and ~200 MB. The file belongs to this export (a new export is a new folder)
+        and is named by the texts, so a changed list is a new file. A folder that
+        cannot be written (a read-only cache) only means the vectors are made each time.
+        """
+        path = self._stored_texts_path(texts)
+        try:
+            vectors = np.load(path)
+            if vectors.shape == (len(texts), self.dim) and vectors.dtype == np.float32:
+                return np.ascontiguousarray(vectors)
+        except (OSError, ValueError):
+            pass
+        vectors = self.encode_texts(texts)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+        try:
+            with open(tmp, "wb") as out:
+                np.save(out, vectors)
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+        return vectors
+
+    def has_stored_text_vectors(self, texts: Sequence[str]) -> bool:
+        """Whether ``stored_text_vectors(texts)`` will be answered without the text tower."""
+        return self._stored_texts_path(texts).is_file()
+
+    def _stored_texts_path(self, texts: Sequence[str]) -> Path:
+        digest = hashlib.sha256(json.dumps(list(texts)).encode()).hexdigest()[:16]
+        return self._folder / f"texts-{digest}.npy"
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:

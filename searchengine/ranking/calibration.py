@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from searchengine.models.base import Encoder
+from searchengine.models.base import Encoder, StoredTextEncoder
 from searchengine.vectors import VectorIndex
 
 # Queries that describe nothing: generic words and letters that are no words. Their
@@ -95,6 +95,23 @@ class Calibration:
         return cosine < self.threshold
 
 
+def null_query_vectors(encoder: Encoder) -> np.ndarray:
+    """``NULL_QUERIES`` embedded by ``encoder``: from its stored copy where it keeps one."""
+    if isinstance(encoder, StoredTextEncoder):
+        return encoder.stored_text_vectors(NULL_QUERIES)
+    return encoder.encode_texts(list(NULL_QUERIES))
+
+
+def needs_text_tower(encoder: Encoder, images: int) -> bool:
+    """Whether calibrating an index of ``images`` vectors will run ``encoder``'s text
+    tower (an ingest then opens it while it works, instead of after)."""
+    if images < MIN_IMAGES:
+        return False
+    if isinstance(encoder, StoredTextEncoder):
+        return not encoder.has_stored_text_vectors(NULL_QUERIES)
+    return True
+
+
 def calibrate(index: VectorIndex, encoder: Encoder) -> Calibration | None:
     """Measure the weak-match line of ``index`` under ``encoder`` (its own model).
 
@@ -103,7 +120,7 @@ def calibrate(index: VectorIndex, encoder: Encoder) -> Calibration | None:
     size = len(index)
     if size < MIN_IMAGES:
         return None
-    queries = encoder.encode_texts(list(NULL_QUERIES))
+    queries = null_query_vectors(encoder)
     scores, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), 1)
     best = [float(s[0]) for s, i in zip(scores, ids, strict=True) if i[0] >= 0]
     if not best:

@@ -8,6 +8,7 @@ the same code path as ViT-B-32) and, when present, the shipped ``toy`` models.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,8 @@ from searchengine.models.onnx import (
 )
 from searchengine.models.onnx_verify import TOKEN_CHECK
 from searchengine.models.spec import shipped_model_dir
+from searchengine.ranking import calibrate
+from searchengine.ranking.calibration import MIN_IMAGES
 from searchengine.warmup import TextWarmup
 
 CLIPS = f"hf-hub:{CLIPS_REPO_ID}"
@@ -449,6 +452,77 @@ def test_no_warm_up_where_it_cannot_help(tiny_clip: str, tmp_path: Path) -> None
     shutil.rmtree(export_dir(spec))
     assert TextWarmup(config, "c").result() is None
     assert read_export(spec) is None
+
+
+def _photos(folder: Path, count: int) -> Path:
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(count):
+        image = Image.new("RGB", (96, 72), tuple(int(v) for v in rng.integers(0, 256, 3)))
+        ImageDraw.Draw(image).ellipse((10 + i, 10, 60, 50), fill=(0, 200 - 10 * i, 0))
+        image.save(folder / f"{i}.png")
+    return folder
+
+
+@pytest.mark.slow
+def test_an_ingest_calibrates_without_the_text_tower_once_the_nulls_are_stored(
+    tiny_clip: str, tmp_path: Path
+) -> None:
+    photos = _photos(tmp_path / "photos", MIN_IMAGES + 2)
+    config = Config(home=tmp_path / "idx", device="cpu", runtime="onnx")
+    _forget_stored_texts(tiny_clip)  # the export may be shared with earlier tests
+    with Collection.open("first", config, create=True, model=tiny_clip) as coll:
+        coll.index([photos])
+        assert "text" in coll.encoder._sessions  # the first run embeds the null queries
+        first = coll.calibration()
+    assert len(list(export_dir(parse_model_spec(tiny_clip)).glob("texts-*.npy"))) == 1
+    with Collection.open("second", config, create=True, model=tiny_clip) as coll:
+        coll.index([photos])
+        # Opened neither while the photos decoded nor for the calibration after.
+        assert "text" not in coll.encoder._sessions
+        second = coll.calibration()
+    assert first is not None and second is not None
+    fresh = load_encoder(tiny_clip, "cpu", "onnx")
+    with Collection.open("second", config) as coll:
+        measured = calibrate(coll.vectors(), _NoStore(fresh))
+    # The stored vectors are the text tower's: the same line as measured without them.
+    assert second.threshold == first.threshold == measured.threshold
+
+
+@pytest.mark.slow
+def test_damaged_or_unwritable_stored_texts_are_made_again(tiny_clip: str) -> None:
+    encoder = load_encoder(tiny_clip, "cpu", "onnx")
+    assert isinstance(encoder, OnnxClipEncoder)
+    texts = ("a photo", "zzzz")
+    _forget_stored_texts(tiny_clip)
+    expected = encoder.encode_texts(list(texts))
+    np.testing.assert_array_equal(encoder.stored_text_vectors(texts), expected)
+    (path,) = export_dir(parse_model_spec(tiny_clip)).glob("texts-*.npy")
+    path.write_bytes(path.read_bytes()[:40])  # cut short, as by a full disk
+    np.testing.assert_array_equal(encoder.stored_text_vectors(texts), expected)
+    np.testing.assert_array_equal(np.load(path), expected)  # written again, whole
+    assert not encoder.has_stored_text_vectors(("another list",))
+    path.unlink()
+    path.parent.chmod(0o555)  # a read-only cache: answered all the same, nothing kept
+    try:
+        np.testing.assert_array_equal(encoder.stored_text_vectors(texts), expected)
+    finally:
+        path.parent.chmod(0o755)
+    if os.geteuid() != 0:  # root writes through the mode
+        assert not encoder.has_stored_text_vectors(texts)
+
+
+def _forget_stored_texts(spec: str) -> None:
+    for path in export_dir(parse_model_spec(spec)).glob("texts-*.npy"):
+        path.unlink()
+
+
+class _NoStore:
+    """An encoder seen without its stored texts: the calibration runs its text tower."""
+
+    def __init__(self, encoder: OnnxClipEncoder) -> None:
+        self.spec, self.dim = encoder.spec, encoder.dim
+        self.encode_texts = encoder.encode_texts
 
 
 @pytest.mark.slow

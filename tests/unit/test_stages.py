@@ -21,6 +21,7 @@ from searchengine.ingest.run import Ingest, lane_batches
 from searchengine.ingest.scan import FileEntry
 from searchengine.ingest.write import Writer
 from searchengine.models.fake import FakeEncoder
+from searchengine.ranking.calibration import needs_text_tower
 from searchengine.store import Store
 from searchengine.values import FAILED, OK, MetaKey
 
@@ -214,7 +215,9 @@ def test_ingest_opens_the_towers_while_the_first_photos_decode(
         solid(folder / f"{n}.png", (20 * n, 0, 250 - 20 * n))
     encoder = LazyTowers()
     with store.writing():
-        report = Ingest(store, lambda: encoder, workers=2, text_after=10).run([str(folder)])
+        report = Ingest(store, lambda: encoder, workers=2, text_after=needs_text_tower).run(
+            [str(folder)]
+        )
     assert report.added == photos
     # Opened ahead of the lanes' first call; the text tower only for a collection
     # large enough to be calibrated right after the run.

@@ -24,6 +24,11 @@ ENV_PREFIX = "SEARCHENGINE_"
 DEFAULT_LOAD_SECONDS = 120.0
 
 
+def default_workers() -> int:
+    """An ingest's load threads (or lanes): one per core, at most 8."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything a command needs to know that is not its own argument.

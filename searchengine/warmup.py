@@ -1,4 +1,4 @@
-"""Start-up overlap for a one-shot search: open the text tower while the rest loads.
+"""Start-up overlap for one-shot commands: open a tower while the rest loads.
 
 A cold ``searchengine search`` spends ~0.2 s importing the catalog's SQL layer and
 FAISS and ~0.2 s opening the text tower in ONNX Runtime, which does that without
@@ -12,6 +12,10 @@ library's driver (one row of its ``meta`` table), since SQLAlchemy is the import
 being overlapped. Anything unusual (another database, a GPU, torch, no verified
 ONNX export yet, an unreadable catalog) means no warm-up: the command then loads
 the model as it always does, and says what is wrong if anything is.
+
+``IngestWarmup`` does the same for the first ``searchengine index`` of a collection
+with the image tower: the ~0.4 s of opening it then overlaps the SQL layer's import
+and the catalog's creation, not the first photos' decoding, whose lanes would wait.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from searchengine.config import CATALOG_FILE, Config
+from searchengine.config import CATALOG_FILE, Config, default_workers
 from searchengine.values import MetaKey
 
 if TYPE_CHECKING:
@@ -66,6 +70,70 @@ def ready_text_encoder(config: Config, collection: str) -> OnnxClipEncoder | Non
     if parsed.kind is ModelKind.TRANSFORMERS:
         return None
     return ready_onnx_encoder(parsed, precision=stored[1], one_shot=True)
+
+
+def ready_image_encoder(
+    config: Config, collection: str, model: str | None
+) -> OnnxClipEncoder | None:
+    """The encoder the first ingest of ``collection`` will embed with, if its image
+    tower will run in ONNX Runtime; unopened.
+
+    Only for a collection that has no catalog yet, where every photo found is to be
+    embedded: a re-run may find nothing new, and then opens no tower at all (the
+    ingest itself opens it once it has photos to embed). None too where another
+    engine, database or runtime decides.
+    """
+    from searchengine.errors import SearchEngineError
+    from searchengine.models.onnx import cuda_possible, ready_onnx_encoder
+    from searchengine.models.spec import ModelKind, parse_model_spec
+
+    if config.database_url is not None or config.runtime == "torch" or config.engine != "local":
+        return None
+    if config.device == "cuda" or (config.device == "auto" and cuda_possible()):
+        return None
+    if (config.home / collection / CATALOG_FILE).exists():
+        return None
+    try:
+        wanted = parse_model_spec(model or config.model)
+    except SearchEngineError:
+        return None  # the command says why
+    if wanted.kind is ModelKind.TRANSFORMERS:
+        return None
+    return ready_onnx_encoder(wanted)
+
+
+class IngestWarmup:
+    """Finds the model a collection's first ingest embeds with and opens its image
+    tower in a background thread, with the threads the ingest's lanes will ask for."""
+
+    def __init__(self, config: Config, collection: str, model: str | None) -> None:
+        self._encoder: OnnxClipEncoder | None = None
+        self._found = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(config, collection, model), name="image-warmup", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, config: Config, collection: str, model: str | None) -> None:
+        try:
+            self._encoder = ready_image_encoder(config, collection, model)
+        except Exception:  # the command's own load meets it again and says why
+            return
+        finally:
+            self._found.set()
+        if self._encoder is None:
+            return
+        try:  # the encoder is handed over already; its calls wait for the session
+            self._encoder.image_lanes(config.workers or default_workers())
+            self._encoder.warm_image()
+        except Exception:  # left to the ingest's first call, which meets it again
+            return
+
+    def encoder(self) -> OnnxClipEncoder | None:
+        """The encoder, as soon as it is found (its image tower may still be opening);
+        None if there is none to warm up."""
+        self._found.wait()
+        return self._encoder
 
 
 class TextWarmup:

@@ -20,6 +20,7 @@ from searchengine.cli.common import (
     human_size,
     make_config,
     open_collection,
+    open_for_ingest,
     open_for_query,
     print_results,
     terminal_path,
@@ -131,8 +132,6 @@ def index(
       searchengine index /mnt/photos -c team --database-url postgresql://me@db/photos
       searchengine index /shared/photos --engine ray --ray-address 10.0.0.1:6379
     """
-    from searchengine.collection import Collection
-
     for path in paths:  # before anything is created; a broken link is a file to record
         if not os.path.lexists(path):
             raise click.BadParameter(f"no such file or folder: {path}", param_hint="PATHS")
@@ -151,7 +150,7 @@ def index(
             engine=engine,
             ray_address=ray_address,
         )
-        with Collection.open(collection, config, create=True, model=model) as coll:
+        with open_for_ingest(collection, config, model) as coll:
             report = coll.index(paths, progress=TqdmProgress("indexing"))
             precomputed = {
                 extra: coll.precompute(extra, progress=TqdmProgress(f"caching {extra}"))

@@ -305,6 +305,26 @@ def _opened(
         yield coll
 
 
+@contextmanager
+def open_for_ingest(collection: str, config: Config, model: str | None) -> Iterator[Collection]:
+    """``Collection.open(create=True)`` for ``index``, its image tower opening meanwhile
+    (``searchengine.warmup.IngestWarmup``)."""
+    from searchengine.warmup import IngestWarmup
+
+    warm = IngestWarmup(config, collection, model)
+    from searchengine.collection import Collection  # the SQL layer: what the warm-up overlaps
+
+    encoder = warm.encoder()
+    try:
+        opened = Collection.open(collection, config, create=True, model=model, encoder=encoder)
+    except BaseException:
+        if encoder is not None:
+            encoder.close()
+        raise
+    with opened as coll:
+        yield coll
+
+
 def human_size(size: int) -> str:
     value = float(size)
     for unit in ("B", "KB", "MB", "GB"):

@@ -10,7 +10,6 @@ Ctrl-C finishes the current batch and saves.
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -23,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from searchengine.config import DEFAULT_LOAD_SECONDS
+from searchengine.config import DEFAULT_LOAD_SECONDS, default_workers
 from searchengine.ingest import inflight
 from searchengine.ingest.load import (
     Item,
@@ -50,11 +49,6 @@ def default_batch_size(device: str, lanes: int = 1) -> int:
     if device == "cuda":
         return 256
     return max(2, 16 // lanes) if lanes > 1 else 32
-
-
-def default_workers() -> int:
-    """Load threads (or lanes): one per core, at most 8."""
-    return max(1, min(8, os.cpu_count() or 1))
 
 
 class Ingest:

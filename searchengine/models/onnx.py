@@ -203,6 +203,8 @@ class OnnxClipEncoder:
         """
         lanes = max(1, min(most, self._threads))
         threads = 1 if lanes > 1 else self._threads
+        if threads == self._image_threads:
+            return lanes  # not waiting for a session that is opening (``warm_image``)
         with self._lock:
             if threads != self._image_threads:
                 self._image_threads = threads
@@ -244,7 +246,14 @@ class OnnxClipEncoder:
                     "made again); run `searchengine index` on the collection to rebuild "
                     "and check it"
                 )
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        try:
+            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime's own types: a damaged or cut-short file
+            raise ModelError(
+                f"the {name} tower of {self.spec} cannot be opened from {path} "
+                f"({str(exc).splitlines()[0][:300]}); delete {self._folder} and the next "
+                "run makes the ONNX export again"
+            ) from exc
 
     def warm_text(self) -> None:
         """Open the text tower and load the tokenizer now instead of at the first query."""

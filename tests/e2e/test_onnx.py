@@ -13,15 +13,18 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from fakehub import CLIPS_REPO_ID, FakeHub, activate
 from PIL import Image, ImageDraw
 
 from searchengine import Collection, Config
+from searchengine.cli import main
 from searchengine.models import load_encoder, parse_model_spec
 from searchengine.models.lite import ClipBpeTokenizer, Preprocess, preprocess_image
 from searchengine.models.onnx import (
@@ -510,6 +513,59 @@ def test_damaged_or_unwritable_stored_texts_are_made_again(tiny_clip: str) -> No
         path.parent.chmod(0o755)
     if os.geteuid() != 0:  # root writes through the mode
         assert not encoder.has_stored_text_vectors(texts)
+
+
+@pytest.mark.slow
+def test_a_first_index_opens_the_image_tower_while_the_catalog_loads(
+    tiny_clip: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[tuple[str, str]] = []
+    real_open = OnnxClipEncoder._open
+
+    def recording(self: OnnxClipEncoder, name: str) -> object:
+        opened.append((name, threading.current_thread().name))
+        return real_open(self, name)
+
+    monkeypatch.setattr(OnnxClipEncoder, "_open", recording)
+    photos = _photos(tmp_path / "photos", 4)
+    config = Config(home=tmp_path / "idx", device="cpu", runtime="onnx")
+    args = ["index", str(photos), "--index-dir", str(config.home), "-m", tiny_clip]
+    args += ["--device", "cpu", "--runtime", "onnx"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    assert opened == [("image", "image-warmup")]  # once, before the lanes asked for it
+    opened.clear()
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0, again.output
+    assert opened == []  # nothing new to embed: no tower opened at all
+    # The same vectors as an ingest that opened its own tower.
+    with Collection.open("plain", config, create=True, model=tiny_clip) as coll:
+        coll.index([photos])
+        plain = [(Path(h.path).name, h.score) for h in coll.search("a green circle", k=4)]
+    with Collection.open("default", config) as coll:
+        warmed = [(Path(h.path).name, h.score) for h in coll.search("a green circle", k=4)]
+    assert [name for name, _ in warmed] == [name for name, _ in plain]
+    np.testing.assert_allclose([s for _, s in warmed], [s for _, s in plain], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_damaged_image_tower_fails_a_warmed_first_index_with_nothing_kept(
+    tiny_clip: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_hub: FakeHub
+) -> None:
+    from fakehub import copy_hf_home
+
+    load_encoder(tiny_clip, "cpu", "onnx")  # the export, in a cache of this test's own
+    activate(monkeypatch, copy_hf_home(fake_hub.hf_home, tmp_path / "hf_home"))
+    graph = export_dir(parse_model_spec(tiny_clip)) / "image.onnx"
+    graph.write_bytes(graph.read_bytes()[:1000])  # cut short: ONNX Runtime cannot open it
+    photos = _photos(tmp_path / "photos", 4)
+    args = ["index", str(photos), "--index-dir", str(tmp_path / "idx"), "-m", tiny_clip]
+    failed = CliRunner().invoke(main, [*args, "--device", "cpu", "--runtime", "onnx"])
+    assert failed.exit_code != 0
+    assert "image tower" in failed.output and "delete" in failed.output  # not a traceback
+    config = Config(home=tmp_path / "idx", device="cpu", runtime="onnx")
+    with Collection.open("default", config) as coll:
+        assert coll.status().images == 0
 
 
 def _forget_stored_texts(spec: str) -> None:

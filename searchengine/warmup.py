@@ -89,6 +89,8 @@ def ready_image_encoder(
 
     if config.database_url is not None or config.runtime == "torch" or config.engine != "local":
         return None
+    if config.precision not in (None, "fp32"):
+        return None  # the int8 tower is decided (and maybe checked) with the catalog open
     if config.device == "cuda" or (config.device == "auto" and cuda_possible()):
         return None
     if (config.home / collection / CATALOG_FILE).exists():

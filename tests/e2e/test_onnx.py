@@ -39,7 +39,7 @@ from searchengine.models.onnx_verify import TOKEN_CHECK
 from searchengine.models.spec import shipped_model_dir
 from searchengine.ranking import calibrate
 from searchengine.ranking.calibration import MIN_IMAGES
-from searchengine.warmup import TextWarmup
+from searchengine.warmup import TextWarmup, ready_image_encoder
 
 CLIPS = f"hf-hub:{CLIPS_REPO_ID}"
 
@@ -538,6 +538,9 @@ def test_a_first_index_opens_the_image_tower_while_the_catalog_loads(
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0, again.output
     assert opened == []  # nothing new to embed: no tower opened at all
+    assert ready_image_encoder(config, "default", tiny_clip) is None  # not a first ingest
+    assert ready_image_encoder(replace(config, precision="int8"), "new", tiny_clip) is None
+    assert ready_image_encoder(replace(config, runtime="torch"), "new", tiny_clip) is None
     # The same vectors as an ingest that opened its own tower.
     with Collection.open("plain", config, create=True, model=tiny_clip) as coll:
         coll.index([photos])

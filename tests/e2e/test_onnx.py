@@ -526,6 +526,7 @@ def test_a_first_index_opens_the_image_tower_while_the_catalog_loads(
         opened.append((name, threading.current_thread().name))
         return real_open(self, name)
 
+    load_encoder(tiny_clip, "cpu", "onnx").close()  # the export exists (made once a model)
     monkeypatch.setattr(OnnxClipEncoder, "_open", recording)
     photos = _photos(tmp_path / "photos", 4)
     config = Config(home=tmp_path / "idx", device="cpu", runtime="onnx")

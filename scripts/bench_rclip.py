@@ -19,7 +19,10 @@ whatever the machine's speed that day:
   (ONNX Runtime, batch 8, one call on all cores and one-thread calls side by side,
   the faster) and decoding alone as ingest decodes (read, hash, DCT-scaled decode,
   preprocess, on all cores), overlapped perfectly:
-  ``bound = 1 / (1 / model rate + 1 / decode rate)``, for each tower.
+  ``bound = 1 / (1 / model rate + 1 / decode rate)``, for each tower. It is measured
+  in every rotating round, as one more member of the rotation (two tries each), and
+  the fastest decoding and tower over all of them count: a shared machine's quiet
+  or slow spells then meet the bound as they meet the tools.
 - **Ingest.** A fresh index each round: ``searchengine index CORPUS`` against ``rclip
   -f -t 10 QUERY`` run in the corpus. rclip indexes the folder before every query,
   so its indexing time is that run less its median cold query (in its favour).
@@ -358,6 +361,30 @@ def bounds(
     return out
 
 
+def best_bounds(measured: list[dict[str, Any]], precisions: list[str]) -> dict[str, Any]:
+    """The bound from the fastest decoding and the fastest tower over the rounds.
+
+    Measured in every rotating round, beside the tools' own rounds, so that a slow
+    or a quiet spell of a shared machine meets the bound as it meets the tools."""
+    decode = max(measured, key=lambda m: m["decode_images_per_s"])
+    out: dict[str, Any] = {
+        "decode_images_per_s": decode["decode_images_per_s"],
+        "decode_cpu_ms_per_image": decode["decode_cpu_ms_per_image"],
+        "rounds": measured,
+    }
+    for p in precisions:
+        model = max((m[p] for m in measured), key=lambda m: m["model_images_per_s"])
+        out[p] = {
+            "model_images_per_s": model["model_images_per_s"],
+            "model_cpu_ms_per_image": model["model_cpu_ms_per_image"],
+            "model_by_lanes": model["model_by_lanes"],
+            "bound_images_per_s": bound(model["model_images_per_s"], out["decode_images_per_s"]),
+            "bound_cpu_ms_per_image": model["model_cpu_ms_per_image"]
+            + out["decode_cpu_ms_per_image"],
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -402,17 +429,22 @@ def main(argv: list[str] | None = None) -> int:
     check = None
     if "int8" in precisions:  # once per model, untimed
         check = prepare_int8_tower(spec, args.work, min(args.megapixels, 1.0))
-    machine = bounds(spec, corpus, precisions, 3, args.ceiling_images)
     rounds: dict[str, list[dict[str, Any]]] = {tool.name: [] for tool in tools}
+    measured: list[dict[str, Any]] = []  # the bound, measured in the rotation too
+    members: list[Tool | None] = [*tools, None]
     into = corpus / "zz-added-by-bench"
     shutil.rmtree(into, ignore_errors=True)
     try:
         for i in range(args.rounds):
-            for tool in tools[i % len(tools) :] + tools[: i % len(tools)]:
-                rounds[tool.name].append(one_round(tool, args.queries, added, into))
+            for tool in members[i % len(members) :] + members[: i % len(members)]:
+                if tool is None:
+                    measured.append(bounds(spec, corpus, precisions, 2, args.ceiling_images))
+                else:
+                    rounds[tool.name].append(one_round(tool, args.queries, added, into))
     finally:
         for tool in tools:
             tool.close()
+    machine = best_bounds(measured, precisions)
     results = {
         "cpus": os.cpu_count(),
         "loadavg": os.getloadavg(),
@@ -465,7 +497,11 @@ def _print(r: dict[str, Any], precisions: list[str], args: argparse.Namespace) -
     b = r["bound"]
     print(f"rclip {r['rclip_version']}; model: {r['model']}; corpus: {r['corpus']}")
     print(f"load average at the end: {' '.join(f'{x:.1f}' for x in r['loadavg'])}")
-    print(f"decoding alone: {b['decode_images_per_s']:.1f} images/s on all cores")
+    rounds = len(b.get("rounds", [])) or 1
+    print(
+        f"decoding alone: {b['decode_images_per_s']:.1f} images/s on all cores "
+        f"(the bound: fastest of {rounds} rounds in the rotation)"
+    )
     for p in precisions:
         print(
             f"{p} image tower alone: {b[p]['model_images_per_s']:.1f} images/s; bound "

@@ -122,6 +122,7 @@ def test_bench_rclip_runs_both_tools_on_the_same_photos(
         for tool in (ours, theirs):  # a share of the machine's cores, in % (timer slack)
             assert 0 < tool["cores_busy_pct"] <= 105
     assert "of the bound" in done.stdout
+    assert len(result["bound"]["rounds"]) == 1  # measured in the rotation, once a round
     assert "cores busy indexing" in done.stdout
     assert not (Path(result["corpus"]) / "zz-added-by-bench").exists()  # added photos gone
 

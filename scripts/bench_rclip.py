@@ -497,10 +497,9 @@ def _print(r: dict[str, Any], precisions: list[str], args: argparse.Namespace) -
     b = r["bound"]
     print(f"rclip {r['rclip_version']}; model: {r['model']}; corpus: {r['corpus']}")
     print(f"load average at the end: {' '.join(f'{x:.1f}' for x in r['loadavg'])}")
-    rounds = len(b.get("rounds", [])) or 1
     print(
         f"decoding alone: {b['decode_images_per_s']:.1f} images/s on all cores "
-        f"(the bound: fastest of {rounds} rounds in the rotation)"
+        f"(the bound: fastest of {len(b['rounds'])} rounds in the rotation)"
     )
     for p in precisions:
         print(

@@ -50,16 +50,25 @@ def stored_model(catalog_file: Path) -> tuple[str, str] | None:
     return (str(model), str(rows.get(MetaKey.PRECISION) or "fp32")) if model else None
 
 
+def _onnx_on_cpu(config: Config) -> bool:
+    """Whether the command may run its model in ONNX Runtime on this machine's CPU
+    (a SQLite catalog on this host: the warm-up reads it with the standard library)."""
+    from searchengine.models.onnx import cuda_possible
+
+    if config.database_url is not None or config.runtime == "torch":
+        return False
+    # On a GPU torch decides; asking it costs more than the warm-up saves.
+    return not (config.device == "cuda" or (config.device == "auto" and cuda_possible()))
+
+
 def ready_text_encoder(config: Config, collection: str) -> OnnxClipEncoder | None:
     """``collection``'s encoder if its text tower will run in ONNX Runtime, unopened."""
     from searchengine.errors import SearchEngineError
-    from searchengine.models.onnx import cuda_possible, ready_onnx_encoder
+    from searchengine.models.onnx import ready_onnx_encoder
     from searchengine.models.spec import ModelKind, parse_model_spec
 
-    if config.database_url is not None or config.runtime == "torch":
+    if not _onnx_on_cpu(config):
         return None
-    if config.device == "cuda" or (config.device == "auto" and cuda_possible()):
-        return None  # torch decides there; asking it costs more than the warm-up saves
     stored = stored_model(config.home / collection / CATALOG_FILE)
     if stored is None:
         return None
@@ -84,15 +93,13 @@ def ready_image_encoder(
     engine, database or runtime decides.
     """
     from searchengine.errors import SearchEngineError
-    from searchengine.models.onnx import cuda_possible, ready_onnx_encoder
+    from searchengine.models.onnx import ready_onnx_encoder
     from searchengine.models.spec import ModelKind, parse_model_spec
 
-    if config.database_url is not None or config.runtime == "torch" or config.engine != "local":
+    if not _onnx_on_cpu(config) or config.engine != "local":
         return None
     if config.precision not in (None, "fp32"):
         return None  # the int8 tower is decided (and maybe checked) with the catalog open
-    if config.device == "cuda" or (config.device == "auto" and cuda_possible()):
-        return None
     if (config.home / collection / CATALOG_FILE).exists():
         return None
     try:

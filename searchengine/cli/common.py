@@ -18,6 +18,7 @@ from searchengine.values import DEVICES, ORIENTATIONS
 
 if TYPE_CHECKING:
     from searchengine.collection import Collection
+    from searchengine.models.onnx import OnnxClipEncoder
     from searchengine.oneshot import OneShot
     from searchengine.ranking import SearchResult
 
@@ -292,16 +293,7 @@ def _opened(
             with quick:
                 yield quick
             return
-    from searchengine.collection import Collection  # the SQL layer: what the warm-up overlaps
-
-    encoder = warm.result() if warm is not None else None
-    try:
-        opened = Collection.open(collection, config, model=model, encoder=encoder)
-    except BaseException:
-        if encoder is not None:
-            encoder.close()
-        raise
-    with opened as coll:
+    with _open_warmed(collection, config, model, warm.result if warm else lambda: None) as coll:
         yield coll
 
 
@@ -312,17 +304,30 @@ def open_for_ingest(collection: str, config: Config, model: str | None) -> Itera
     from searchengine.warmup import IngestWarmup
 
     warm = IngestWarmup(config, collection, model)
-    from searchengine.collection import Collection  # the SQL layer: what the warm-up overlaps
+    with _open_warmed(collection, config, model, warm.encoder, create=True) as coll:
+        yield coll
 
-    encoder = warm.encoder()
+
+def _open_warmed(
+    collection: str,
+    config: Config,
+    model: str | None,
+    warmed: Callable[[], OnnxClipEncoder | None],
+    *,
+    create: bool = False,
+) -> Collection:
+    """``Collection.open`` with the encoder a warm-up makes: the SQL layer (what the
+    warm-up overlaps) is imported before waiting for ``warmed``, and the encoder is
+    closed if the collection does not open."""
+    from searchengine.collection import Collection
+
+    encoder = warmed()
     try:
-        opened = Collection.open(collection, config, create=True, model=model, encoder=encoder)
+        return Collection.open(collection, config, create=create, model=model, encoder=encoder)
     except BaseException:
         if encoder is not None:
             encoder.close()
         raise
-    with opened as coll:
-        yield coll
 
 
 def human_size(size: int) -> str:

@@ -5,10 +5,16 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip
+# Where pip's configuration names package folders that do not exist, it warns once per
+# package; those lines would bury what matters in a CI log.
+pip_install() {
+    .venv/bin/python -m pip install --quiet "$@" \
+        2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
+pip_install --upgrade pip
 # The ray extra too: the tests run --engine ray on a one-node Ray cluster.
-.venv/bin/python -m pip install --quiet -e ".[dev,ray]"
+pip_install -e ".[dev,ray]"
 # The recall-parity tests call CLIP_benchmark's own metric code; its declared
 # dependencies (~150 MB, e.g. pycocoevalcap) are not needed for that module.
-.venv/bin/python -m pip install --quiet --no-deps "clip-benchmark>=1.6"
+pip_install --no-deps "clip-benchmark>=1.6"
 echo "installed: $(.venv/bin/searchengine --version)"

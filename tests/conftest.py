@@ -23,6 +23,8 @@ Fake Hugging Face hub (see ``tests/fakehub.py``):
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -124,3 +126,37 @@ def database_url(request: pytest.FixtureRequest) -> str | None:
     url = cluster.new_database()
     request.addfinalizer(lambda: cluster.give_back(url))
     return url
+
+
+# -- the disk the tests write to -----------------------------------------------------
+# The suite writes about 3 GiB under the temporary folder (hub caches, collections,
+# the peer tools' environments). On a shared disk that fills, every later test errors
+# in its fixtures; these lines make that cause visible in the first and last lines.
+NEEDED_GIB = 3.0
+
+
+def _free_gib() -> float:
+    return shutil.disk_usage(tempfile.gettempdir()).free / 2**30
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"disk: {_free_gib():.1f} GiB free in {tempfile.gettempdir()} (the suite needs ~{NEEDED_GIB:.0f})"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    free = _free_gib()
+    if free < NEEDED_GIB and not session.config.option.collectonly:
+        pytest.exit(
+            f"only {free:.1f} GiB free in {tempfile.gettempdir()}: the suite needs about "
+            f"{NEEDED_GIB:.0f} GiB; free some space (or set TMPDIR to a larger disk) and run again",
+            returncode=1,
+        )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    free = _free_gib()
+    terminalreporter.write_line(f"disk: {free:.1f} GiB free in {tempfile.gettempdir()} at the end")
+    if free < 0.5:
+        terminalreporter.write_line(
+            "disk: nearly full; errors above may be 'No space left on device', not the code"
+        )

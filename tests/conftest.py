@@ -140,7 +140,8 @@ def _free_gib() -> float:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"disk: {_free_gib():.1f} GiB free in {tempfile.gettempdir()} (the suite needs ~{NEEDED_GIB:.0f})"
+    where = tempfile.gettempdir()
+    return f"disk: {_free_gib():.1f} GiB free in {where} (the suite needs ~{NEEDED_GIB:.0f})"
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

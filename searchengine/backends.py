@@ -307,6 +307,19 @@ def ensure_schema(conn: Any, schema: str) -> None:
         conn.execute(text(f"CREATE SCHEMA {schema}"))
 
 
+def drop_schema(conn: Any, schema: str) -> None:
+    """Drop a collection's schema and everything in it (nothing if it is already gone)."""
+    from sqlalchemy import text
+
+    if not _SCHEMA_RE.match(schema):  # never quoted into SQL otherwise
+        raise ValueError(f"not a collection schema: {schema!r}")
+    # A search on another host may hold a table for a moment; a stuck one must not
+    # hang the removal: the drop then fails with the server's "lock timeout".
+    conn.execute(text("SET LOCAL lock_timeout = '30s'"))
+    conn.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"), _keys(_SCHEMA_LOCK, schema))
+    conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+
+
 def schema_exists(conn: Any, schema: str) -> bool:
     from sqlalchemy import text
 

@@ -10,10 +10,18 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from searchengine.backends import LOCATION_FILE, locate
+from searchengine.backends import (
+    LOCATION_FILE,
+    CatalogLocation,
+    DatabaseLock,
+    create_catalog_engine,
+    drop_schema,
+    locate,
+    reaching,
+)
 from searchengine.catalog import open_catalog
 from searchengine.config import CATALOG_FILE, Config
-from searchengine.errors import CollectionError, CollectionLockedError, CollectionNotFoundError
+from searchengine.errors import CollectionLockedError, CollectionNotFoundError
 from searchengine.fsutil import FileLock
 from searchengine.store import LOCK_FILE
 from searchengine.values import OK, MetaKey
@@ -56,14 +64,17 @@ def collection_summaries(config: Config) -> list[CollectionSummary]:
 
 
 def remove_collection(name: str, config: Config) -> Path:
-    """Delete a collection's folder: catalog, vector index, caches. Photos are untouched.
+    """Delete a collection: its folder (vector index, caches) and its catalog, whether a
+    file in that folder or a schema on a database server. Photos are untouched.
 
+    A catalog on a server is dropped for every host that shares it; the other hosts'
+    folders then hold a collection that is not found (``remove`` there deletes them).
     Returns the folder that was removed.
 
     Raises:
         CollectionNotFoundError: there is no such collection.
-        CollectionLockedError: a process is indexing it.
-        CollectionError: its catalog is on a database server (not dropped here).
+        CollectionLockedError: a process (on any host) is indexing it.
+        CatalogUnavailableError: the server cannot be reached, or the role may not drop.
     """
     if name not in list_collections(config):
         raise CollectionNotFoundError(
@@ -73,10 +84,7 @@ def remove_collection(name: str, config: Config) -> Path:
     folder = config.home / name
     location = locate(name, folder, config.database_url)
     if location.shared:
-        raise CollectionError(
-            f"collection {name!r} keeps its catalog on {location.shown} (schema "
-            f"{location.schema}); drop that schema there, then delete {folder}"
-        )
+        _drop_server_catalog(name, location)
     lock = FileLock(folder / LOCK_FILE, blocking=False)
     if not lock.acquire():
         raise CollectionLockedError(
@@ -93,6 +101,26 @@ def remove_collection(name: str, config: Config) -> Path:
         lock.release()
     shutil.rmtree(doomed)
     return folder
+
+
+def _drop_server_catalog(name: str, location: CatalogLocation) -> None:
+    """Drop a collection's schema, under its writer lock (no host may be indexing it)."""
+    assert location.schema is not None
+    engine = create_catalog_engine(location)
+    try:
+        lock = DatabaseLock(engine, location)
+        if not lock.acquire():
+            raise CollectionLockedError(
+                f"collection {name!r} is being indexed by {lock.holder()}; wait for it to "
+                "finish, or stop it, then remove the collection"
+            )
+        try:
+            with reaching(location), engine.begin() as conn:
+                drop_schema(conn, location.schema)
+        finally:
+            lock.release()
+    finally:
+        engine.dispose()
 
 
 def list_collections(config: Config) -> list[str]:

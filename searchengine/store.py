@@ -45,6 +45,7 @@ Each host keeps its own ``vectors.faiss``; the catalog is the one truth. So:
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -160,7 +161,7 @@ class Store:
         return self._index
 
     def _load(self, catch_up: bool) -> FaissIndex:
-        if self.index_path.exists():
+        if self.index_path.exists() and not self._foreign_file():
             self._version = self._file_version()
             index = FaissIndex.load(self.index_path)
         else:
@@ -230,6 +231,8 @@ class Store:
             self._index = None  # another process may have written it since we read it
             for stale in self.folder.glob(f"{INDEX_FILE}.*.tmp"):
                 stale.unlink(missing_ok=True)  # left by a writer killed mid-save
+            if self.catalog.shared and self.catalog.get_meta(MetaKey.CATALOG_ID) is None:
+                self.catalog.set_meta({MetaKey.CATALOG_ID: uuid.uuid4().hex})
             self._last_batch = int(self.catalog.get_meta(MetaKey.LAST_BATCH) or 0)
             self._dirty = False
             self.reconcile()
@@ -280,7 +283,8 @@ class Store:
         """
         saved, count = self.index_state()
         last = int(self.catalog.get_meta(MetaKey.LAST_BATCH) or saved)
-        if self.catalog.shared and saved > last:  # a file of an earlier catalog: rebuild
+        if self.catalog.shared and (saved > last or self._foreign_file()):
+            # a file of an earlier catalog of this name: rebuild it from this one
             self._index, saved = self._empty_index(), 0
         self._last_batch = max(self._last_batch, last)
         if self._index is None and self._file_matches(saved, last, count):
@@ -346,7 +350,7 @@ class Store:
             count = self.catalog.get_meta(MetaKey.INDEX_VECTORS)
             batch = int(self.catalog.get_meta(MetaKey.INDEX_BATCH) or 0)
             return batch, None if count is None else int(count)
-        if not self.index_path.exists():
+        if not self.index_path.exists() or self._foreign_file():
             return 0, None
         try:
             state = json.loads((self.folder / STATE_FILE).read_text())
@@ -354,12 +358,31 @@ class Store:
         except (OSError, ValueError, KeyError, TypeError):
             return 0, None  # unknown: replay everything the catalog holds
 
+    def _foreign_file(self) -> bool:
+        """Whether this host's index file was made for another catalog of the same name
+        (one removed, then made again): its ids mean other images, so it is not used.
+
+        A file or catalog from before catalogs had an identity is trusted, as it was.
+        """
+        if not self.catalog.shared:
+            return False
+        try:
+            made_for = json.loads((self.folder / STATE_FILE).read_text()).get("catalog")
+        except (OSError, ValueError, AttributeError):
+            return False
+        current = self.catalog.get_meta(MetaKey.CATALOG_ID)
+        return made_for is not None and current is not None and made_for != current
+
     def _record_state(self, batch: int, count: int) -> None:
         """Record what the saved file holds: in the catalog (SQLite, which then trims
         its vector log) or beside the file (shared catalogs keep every vector)."""
         if self.catalog.shared:
+            state: dict[str, int | str] = {"batch": batch, "vectors": count}
+            catalog_id = self.catalog.get_meta(MetaKey.CATALOG_ID)
+            if catalog_id is not None:
+                state["catalog"] = catalog_id
             with atomic_write(self.folder / STATE_FILE, durable=True) as handle:
-                handle.write(json.dumps({"batch": batch, "vectors": count}).encode())
+                handle.write(json.dumps(state).encode())
             return
         with self.catalog.transaction() as conn:
             write_meta(conn, MetaKey.INDEX_BATCH, str(batch))

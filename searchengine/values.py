@@ -45,3 +45,7 @@ class MetaKey:
     INDEX_BATCH = "index_batch"  # the newest batch the saved index file holds
     INDEX_VECTORS = "index_vectors"  # how many vectors the saved index file holds
     CALIBRATION = "calibration"  # what a real match scores (ranking.calibration, JSON)
+    # A shared catalog's identity (random hex), recorded beside each host's index file:
+    # a file made for an earlier catalog of the same name is then never mistaken for one
+    # of this catalog, whose image ids start again from 1.
+    CATALOG_ID = "catalog_id"

@@ -48,13 +48,15 @@ def remove(collection: str, index_dir: Path | None, yes: bool) -> None:
     """Delete a collection: its catalog, vector index and caches.
 
     The photos themselves are never touched. Asks first unless --yes; refused while
-    the collection is being indexed.
+    the collection is being indexed. A catalog on a PostgreSQL server is dropped
+    there, for every host that shares it.
 
     \b
     Examples:
       searchengine remove --collection old-phone
       searchengine remove -c scratch --yes
     """
+    from searchengine.backends import locate
     from searchengine.home import collection_summaries, remove_collection
 
     with common.errors():
@@ -62,9 +64,16 @@ def remove(collection: str, index_dir: Path | None, yes: bool) -> None:
         found = {s.name: s for s in collection_summaries(config)}
         if collection in found and not yes:
             s = found[collection]
+            location = locate(collection, config.home / collection, config.database_url)
+            server = (
+                f" and its catalog on {location.shown} (schema {location.schema}), for "
+                "every host that shares it"
+                if location.shared
+                else ""
+            )
             click.confirm(
                 f"remove collection {s.name!r} ({s.images} images, "
-                f"{common.human_size(s.size_bytes)}) in {s.folder}? The photos stay",
+                f"{common.human_size(s.size_bytes)}) in {s.folder}{server}? The photos stay",
                 abort=True,
             )
         folder = remove_collection(collection, config)

@@ -237,3 +237,83 @@ def test_vectors_only_one_hosts_file_holds_are_given_to_the_catalog(tmp_path, ph
         assert (report.unchanged, report.removed, report.added) == (3, 0, 0)
         assert encoder.images_encoded == encoded
         assert names(b.search("blue", k=1)) == ["blue.webp"]
+
+
+def schemas(url: str) -> set[str]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as conn:
+            return set(conn.scalars(text("SELECT nspname FROM pg_namespace")))
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_remove_drops_a_shared_collection_for_every_host_and_its_successor_starts_clean(
+    tmp_path, photos, pg_cluster
+):
+    url = pg_cluster.new_database()
+    encoder = FakeEncoder()
+    with Collection.open("team", host(tmp_path, "a", url), create=True, encoder=encoder) as a:
+        assert a.index([photos]).added == 3
+    with Collection.open("team", host(tmp_path, "b", url), encoder=encoder) as b:
+        assert b.index().unchanged == 3  # host b now has its own index file
+    assert (tmp_path / "b" / "team" / "vectors.faiss").exists()
+
+    args = ["remove", "-c", "team", "--index-dir", str(tmp_path / "a")]
+    env = {"SEARCHENGINE_DATABASE_URL": url}
+    asked = CliRunner().invoke(main, args, input="n\n", env=env)
+    assert asked.exit_code == 1 and "se_team" in asked.output
+    assert "every host that shares it" in asked.output and "setest-secret" not in asked.output
+    gone = CliRunner().invoke(main, args, input="y\n", env=env)
+    assert gone.exit_code == 0, gone.output
+    assert "se_team" not in schemas(url) and not (tmp_path / "a" / "team").exists()
+    assert sorted(p.name for p in photos.rglob("*") if p.is_file()) == [
+        "blue.webp",
+        "green.png",
+        "red.jpg",
+    ]
+    # The other host's folder now names a collection that is not found.
+    with pytest.raises(CollectionError, match="no collection 'team'"):
+        Collection.open("team", host(tmp_path, "b", url), encoder=encoder)
+
+    # A new collection of the same name reuses ids 1-3 for other photos, over as many
+    # batches: host b's old file must not be taken for one of it.
+    others = tmp_path / "others"
+    for name, colour in [("yellow.jpg", YELLOW), ("white.png", (250, 250, 250))]:
+        solid(others / name, colour)
+    solid(others / "black.jpg", (5, 5, 5))
+    with Collection.open("team", host(tmp_path, "a", url), create=True, encoder=encoder) as a:
+        assert a.index([others]).added == 3
+        expected = {q: [(r.path, r.score) for r in a.search(q, k=3)] for q in ("yellow", "red")}
+    for writes in (False, True):  # a reader (in memory), then a writer (its file too)
+        with Collection.open("team", host(tmp_path, "b", url), encoder=encoder) as b:
+            if writes:
+                assert b.index().unchanged == 3
+            for query, hits in expected.items():
+                found = [(r.path, r.score) for r in b.search(query, k=3)]
+                assert [p for p, _ in found] == [p for p, _ in hits], query
+                assert [s for _, s in found] == pytest.approx([s for _, s in hits])
+            assert set(b.vectors().ids()) == b.catalog.ok_ids()
+
+
+@pytest.mark.postgres
+def test_remove_of_a_shared_collection_is_refused_while_another_host_indexes_it(
+    tmp_path, photos, pg_cluster
+):
+    url = pg_cluster.new_database()
+    encoder = FakeEncoder()
+    with Collection.open("team", host(tmp_path, "a", url), create=True, encoder=encoder) as a:
+        a.index([photos])
+    args = ["remove", "-c", "team", "--index-dir", str(tmp_path / "a"), "--yes"]
+    # b.store.writing() is what `index` holds on host b for its whole run.
+    with Collection.open("team", host(tmp_path, "b", url), encoder=encoder) as b, b.store.writing():
+        refused = CliRunner().invoke(main, args, env={"SEARCHENGINE_DATABASE_URL": url})
+    assert refused.exit_code == 1
+    assert "is being indexed by process" in refused.output
+    assert len(refused.output.splitlines()) == 1
+    assert "se_team" in schemas(url) and (tmp_path / "a" / "team").exists()
+    with Collection.open("team", host(tmp_path, "a", url), encoder=encoder) as a:
+        assert a.status().images == 3

@@ -284,6 +284,12 @@ def refused(exc: BaseException) -> bool:
     return getattr(getattr(exc, "orig", None), "sqlstate", None) == "42501"
 
 
+def schema_gone(exc: BaseException) -> bool:
+    """Whether a database error says a table is missing: on a server, the collection's
+    schema was dropped (the collection removed) while it was open."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) == "42P01"
+
+
 def connection_problem(shown: str | None, exc: BaseException) -> str:
     """One line for a database error: the server's first line, and what to check."""
     original = getattr(exc, "orig", None) or exc

@@ -55,7 +55,7 @@ import numpy as np
 from sqlalchemy.engine import Connection
 
 from searchengine import index_choice
-from searchengine.backends import DatabaseLock
+from searchengine.backends import DatabaseLock, schema_gone
 from searchengine.catalog import (
     Catalog,
     delete_images,
@@ -63,12 +63,17 @@ from searchengine.catalog import (
     log_vectors,
     logged_ids,
     pending_vectors,
+    read_meta,
     trim_vector_log,
     update_image,
     write_meta,
 )
 from searchengine.config import INDEX_FILE
-from searchengine.errors import CollectionLockedError, ModelMismatchError
+from searchengine.errors import (
+    CollectionLockedError,
+    CollectionNotFoundError,
+    ModelMismatchError,
+)
 from searchengine.fsutil import FileLock, atomic_write
 from searchengine.index_choice import IndexPolicy
 from searchengine.values import FAILED, MetaKey
@@ -105,6 +110,7 @@ class Store:
         self._last_batch = 0
         self._dirty = False  # batches committed since the last checkpoint
         self._held = 0  # the newest batch the in-memory index holds (shared catalogs)
+        self._held_catalog: str | None = None  # the catalog it was built from (shared)
         self._lock: FileLock | DatabaseLock | None = None
 
     def close(self) -> None:
@@ -168,7 +174,7 @@ class Store:
             index = self._empty_index()
         if self.catalog.shared:
             saved, count = self.index_state()
-            last = int(self.catalog.get_meta(MetaKey.LAST_BATCH) or 0)
+            self._held_catalog, last = self._shared_version()
             self._held = saved
             if catch_up and not self._file_matches(saved, last, count):
                 self._catch_up(index, saved if saved <= last else 0)
@@ -189,13 +195,34 @@ class Store:
         if self._index is None:
             return False
         if self.catalog.shared:  # other hosts' writes show in the catalog, not in our file
-            newer = int(self.catalog.get_meta(MetaKey.LAST_BATCH) or 0) != self._held
+            catalog_id, last = self._shared_version()
+            newer = last != self._held or catalog_id != self._held_catalog
         else:
             version = self._file_version()
             newer = version is not None and version != self._version
         if newer:
             self._index = None
         return newer
+
+    def _shared_version(self) -> tuple[str | None, int]:
+        """A shared catalog's identity and newest batch, read together.
+
+        Raises:
+            CollectionNotFoundError: the collection was removed (its schema is gone)
+                since it was opened, from this host or another.
+        """
+        try:
+            with self.catalog.engine.connect() as conn:
+                catalog_id = read_meta(conn, MetaKey.CATALOG_ID)
+                return catalog_id, int(read_meta(conn, MetaKey.LAST_BATCH) or 0)
+        except Exception as exc:
+            if not schema_gone(exc):
+                raise
+            location = self.catalog.location
+            raise CollectionNotFoundError(
+                f"collection {self.name!r} was removed from {location.shown} (schema "
+                f"{location.schema}) while open; index it again to make a new one"
+            ) from None
 
     def _file_version(self) -> tuple[int, int, int] | None:
         try:

@@ -317,3 +317,45 @@ def test_remove_of_a_shared_collection_is_refused_while_another_host_indexes_it(
     assert "se_team" in schemas(url) and (tmp_path / "a" / "team").exists()
     with Collection.open("team", host(tmp_path, "a", url), encoder=encoder) as a:
         assert a.status().images == 3
+
+
+@pytest.mark.postgres
+def test_a_server_on_another_host_says_removed_then_serves_the_new_collection(
+    tmp_path, photos, pg_cluster
+):
+    from fastapi.testclient import TestClient
+
+    from searchengine.server import create_app
+
+    url = pg_cluster.new_database()
+    encoder = FakeEncoder()
+    with Collection.open("team", host(tmp_path, "a", url), create=True, encoder=encoder) as a:
+        a.index([photos])
+    with Collection.open("team", host(tmp_path, "b", url), encoder=encoder) as b:
+        b.index()  # host b's own index file, made for this catalog
+    others = tmp_path / "others"
+    for name, colour in [("yellow.jpg", YELLOW), ("cyan.png", (0, 250, 250))]:
+        solid(others / name, colour)
+    solid(others / "magenta.jpg", (250, 0, 250))
+    base = "http://127.0.0.1:8765"
+    with (
+        Collection.open("team", host(tmp_path, "b", url), encoder=encoder) as served,
+        TestClient(create_app(served), base_url=base) as client,
+    ):
+        first = client.get("/api/search", params={"q": "red", "k": 1})
+        assert first.status_code == 200
+        assert [os.path.basename(h["path"]) for h in first.json()["results"]] == ["red.jpg"]
+        args = ["remove", "-c", "team", "--index-dir", str(tmp_path / "a"), "--yes"]
+        removed = CliRunner().invoke(main, args, env={"SEARCHENGINE_DATABASE_URL": url})
+        assert removed.exit_code == 0, removed.output
+        gone = client.get("/api/search", params={"q": "red", "k": 1})
+        assert gone.status_code == 404 and "was removed" in gone.json()["error"]
+        # Made again under the same name (ids 1-3 now other photos): served from it.
+        with Collection.open("team", host(tmp_path, "a", url), create=True, encoder=encoder) as a:
+            a.index([others])
+            want = [(r.path, r.score) for r in a.search("yellow", k=3)]
+        again = client.get("/api/search", params={"q": "yellow", "k": 3})
+        assert again.status_code == 200, again.text
+        got = [(h["path"], h["score"]) for h in again.json()["results"]]
+        assert [p for p, _ in got] == [p for p, _ in want]
+        assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-6)

@@ -46,40 +46,33 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy.engine import Connection
 
 from searchengine import index_choice
-from searchengine.backends import DatabaseLock, schema_gone
+from searchengine.backends import DatabaseLock
+from searchengine.batch import Batch
 from searchengine.catalog import (
     Catalog,
     delete_images,
-    insert_image,
     log_vectors,
     logged_ids,
     pending_vectors,
-    read_meta,
     trim_vector_log,
-    update_image,
     write_meta,
 )
 from searchengine.config import INDEX_FILE
-from searchengine.errors import (
-    CollectionLockedError,
-    CollectionNotFoundError,
-    ModelMismatchError,
-)
-from searchengine.fsutil import FileLock, atomic_write
+from searchengine.errors import CollectionLockedError, ModelMismatchError
+from searchengine.fsutil import FileLock
+from searchengine.host_state import catalog_version, made_for_another, read_state, write_state
 from searchengine.index_choice import IndexPolicy
-from searchengine.values import FAILED, MetaKey
+from searchengine.values import MetaKey
 from searchengine.vectors import EXACT, FaissIndex
 
-STATE_FILE = "vectors.state.json"  # what this host's index file holds (shared catalogs)
 LOCK_FILE = "write.lock"
 
 
@@ -174,7 +167,7 @@ class Store:
             index = self._empty_index()
         if self.catalog.shared:
             saved, count = self.index_state()
-            self._held_catalog, last = self._shared_version()
+            self._held_catalog, last = catalog_version(self.catalog, self.name)
             self._held = saved
             if catch_up and not self._file_matches(saved, last, count):
                 self._catch_up(index, saved if saved <= last else 0)
@@ -195,7 +188,7 @@ class Store:
         if self._index is None:
             return False
         if self.catalog.shared:  # other hosts' writes show in the catalog, not in our file
-            catalog_id, last = self._shared_version()
+            catalog_id, last = catalog_version(self.catalog, self.name)
             newer = last != self._held or catalog_id != self._held_catalog
         else:
             version = self._file_version()
@@ -203,26 +196,6 @@ class Store:
         if newer:
             self._index = None
         return newer
-
-    def _shared_version(self) -> tuple[str | None, int]:
-        """A shared catalog's identity and newest batch, read together.
-
-        Raises:
-            CollectionNotFoundError: the collection was removed (its schema is gone)
-                since it was opened, from this host or another.
-        """
-        try:
-            with self.catalog.engine.connect() as conn:
-                catalog_id = read_meta(conn, MetaKey.CATALOG_ID)
-                return catalog_id, int(read_meta(conn, MetaKey.LAST_BATCH) or 0)
-        except Exception as exc:
-            if not schema_gone(exc):
-                raise
-            location = self.catalog.location
-            raise CollectionNotFoundError(
-                f"collection {self.name!r} was removed from {location.shown} (schema "
-                f"{location.schema}) while open; index it again to make a new one"
-            ) from None
 
     def _file_version(self) -> tuple[int, int, int] | None:
         try:
@@ -379,37 +352,17 @@ class Store:
             return batch, None if count is None else int(count)
         if not self.index_path.exists() or self._foreign_file():
             return 0, None
-        try:
-            state = json.loads((self.folder / STATE_FILE).read_text())
-            return int(state["batch"]), int(state["vectors"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return 0, None  # unknown: replay everything the catalog holds
+        return read_state(self.folder)
 
     def _foreign_file(self) -> bool:
-        """Whether this host's index file was made for another catalog of the same name
-        (one removed, then made again): its ids mean other images, so it is not used.
-
-        A file or catalog from before catalogs had an identity is trusted, as it was.
-        """
-        if not self.catalog.shared:
-            return False
-        try:
-            made_for = json.loads((self.folder / STATE_FILE).read_text()).get("catalog")
-        except (OSError, ValueError, AttributeError):
-            return False
-        current = self.catalog.get_meta(MetaKey.CATALOG_ID)
-        return made_for is not None and current is not None and made_for != current
+        """Whether this host's index file was made for an earlier catalog of this name."""
+        return self.catalog.shared and made_for_another(self.folder, self.catalog)
 
     def _record_state(self, batch: int, count: int) -> None:
         """Record what the saved file holds: in the catalog (SQLite, which then trims
         its vector log) or beside the file (shared catalogs keep every vector)."""
         if self.catalog.shared:
-            state: dict[str, int | str] = {"batch": batch, "vectors": count}
-            catalog_id = self.catalog.get_meta(MetaKey.CATALOG_ID)
-            if catalog_id is not None:
-                state["catalog"] = catalog_id
-            with atomic_write(self.folder / STATE_FILE, durable=True) as handle:
-                handle.write(json.dumps(state).encode())
+            write_state(self.folder, batch, count, self.catalog.get_meta(MetaKey.CATALOG_ID))
             return
         with self.catalog.transaction() as conn:
             write_meta(conn, MetaKey.INDEX_BATCH, str(batch))
@@ -444,61 +397,3 @@ class Store:
                 MetaKey.INDEX_PARAMS: json.dumps(report.to_dict()),
             }
         )
-
-
-class Batch:
-    """What one batch writes: rows in the open transaction, vectors for the index.
-
-    Made by ``Store.batch()``; the index changes only after the transaction commits.
-    """
-
-    def __init__(self, store: Store, conn: Connection, number: int) -> None:
-        self.number = number
-        self._store = store
-        self._conn = conn
-        self._add_ids: list[int] = []
-        self._add_vectors: list[np.ndarray] = []
-        self._drop_ids: list[int] = []
-
-    def put(
-        self, image_id: int | None, values: dict[str, Any], vector: np.ndarray | None = None
-    ) -> int:
-        """Insert a row (``image_id`` None) or update one; returns its id.
-
-        A row written with a vector is (re)indexed with it and stamped with this
-        batch; a failed row leaves the index.
-        """
-        if vector is not None or image_id is None:
-            values = {**values, "batch": self.number}
-        if image_id is None:
-            image_id = insert_image(self._conn, values)
-        else:
-            update_image(self._conn, image_id, values)
-        if vector is not None:
-            self._add_ids.append(image_id)
-            self._add_vectors.append(vector)
-        elif values.get("status") == FAILED:
-            self._drop_ids.append(image_id)
-        return image_id
-
-    def touch(self, image_id: int, values: dict[str, Any]) -> None:
-        """Update a row's file facts (path, size, mtime); its vector stays as it is."""
-        update_image(self._conn, image_id, values)
-
-    def remove(self, ids: Sequence[int]) -> None:
-        """Forget images: their rows, cached data and vectors."""
-        delete_images(self._conn, ids)
-        self._drop_ids.extend(int(i) for i in ids)
-
-    def vector_of(self, image_id: int) -> np.ndarray | None:
-        """The stored vector of an indexed image (for a copy of its content)."""
-        return self._store.vectors().reconstruct(image_id)
-
-    def log(self) -> None:
-        if self._add_ids:
-            log_vectors(self._conn, self.number, self._add_ids, np.stack(self._add_vectors))
-
-    def apply(self, index: FaissIndex) -> None:
-        index.remove(np.asarray(self._drop_ids + self._add_ids, dtype=np.int64))
-        if self._add_ids:
-            index.add(np.asarray(self._add_ids, dtype=np.int64), np.stack(self._add_vectors))

@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from searchengine.batch import Batch
 from searchengine.catalog import ImageRecord
 from searchengine.errors import ImageError
 from searchengine.ingest.load import Failed, Item, Jpeg, Known, Pixels
 from searchengine.ingest.plan import IngestPlan
-from searchengine.store import Batch, Store
+from searchengine.store import Store
 from searchengine.values import FAILED, OK
 
 

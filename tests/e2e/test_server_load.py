@@ -157,7 +157,9 @@ def test_captions_that_cannot_load_never_slow_searches(toy, unreachable) -> None
     )
     assert all(code == 200 for _, code, _, _ in searches)
     assert slowest < 1.0
-    assert health and max(health) < 0.1
+    # A loop blocked by a model load or a hub timeout stalls for seconds; 0.25 s leaves
+    # room for this shared 2-core machine's scheduling, not for a blocked loop.
+    assert health and max(health) < 0.25
     for _, code, seconds, response in captions:  # at once, saying why and when to retry
         assert code == 503, response.text
         assert "caption model" in response.json()["error"]

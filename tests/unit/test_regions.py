@@ -94,8 +94,8 @@ def test_a_region_inside_one_patch_boosts_that_patch_alone() -> None:
     assert bias[2, 2] == pytest.approx(64.0 + np.log(9 / 64), abs=1e-4)
 
 
-def test_the_mask_goes_into_the_last_third_of_the_blocks_and_at_least_two() -> None:
-    assert [masked_blocks(d) for d in (1, 3, 4, 6, 12, 24)] == [1, 2, 2, 2, 4, 8]
+def test_the_mask_goes_into_the_last_third_of_the_blocks_and_at_least_four() -> None:
+    assert [masked_blocks(d) for d in (1, 3, 4, 6, 12, 24)] == [1, 3, 4, 4, 4, 8]
 
 
 def test_falip_refuses_transformers_models_in_one_line() -> None:

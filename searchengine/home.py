@@ -1,7 +1,10 @@
 """The collections under one home folder: what each holds, and removing one.
 
 Listing opens each catalog for its counts and model; no model or vector index is
-loaded, so listing a hundred collections costs a catalog query each.
+loaded, so listing a hundred collections costs a catalog query each. Each collection
+is read where its folder says its catalog is, so a ``SEARCHENGINE_DATABASE_URL`` set for
+a team's collections does not stop a personal SQLite one from being listed or removed,
+and a server that does not answer marks its collections unavailable, not the listing.
 """
 
 from __future__ import annotations
@@ -21,7 +24,12 @@ from searchengine.backends import (
 )
 from searchengine.catalog import open_catalog
 from searchengine.config import CATALOG_FILE, Config
-from searchengine.errors import CollectionLockedError, CollectionNotFoundError
+from searchengine.errors import (
+    CatalogUnavailableError,
+    CollectionError,
+    CollectionLockedError,
+    CollectionNotFoundError,
+)
 from searchengine.fsutil import FileLock
 from searchengine.store import LOCK_FILE
 from searchengine.values import OK, MetaKey
@@ -37,17 +45,27 @@ class CollectionSummary:
     images: int
     failed: int
     size_bytes: int  # the collection's folder (a server catalog is not counted)
+    unavailable: str | None = None  # why its catalog could not be read (a server down)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
 def collection_summaries(config: Config) -> list[CollectionSummary]:
-    """Every collection under ``config.home`` with its model, counts and size on disk."""
+    """Every collection under ``config.home`` with its model, counts and size on disk.
+
+    A collection whose catalog server cannot be reached is listed with ``unavailable``
+    saying why (and no counts); a folder whose server catalog is gone is left out.
+    """
     out = []
     for name in list_collections(config):
         folder = config.home / name
-        catalog = open_catalog(folder, locate(name, folder, config.database_url), False)
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        try:
+            catalog = open_catalog(folder, catalog_location(name, config), False)
+        except CatalogUnavailableError as exc:
+            out.append(CollectionSummary(name, str(folder.resolve()), None, 0, 0, size, str(exc)))
+            continue
         if catalog is None:
             continue
         try:
@@ -55,7 +73,6 @@ def collection_summaries(config: Config) -> list[CollectionSummary]:
             model = catalog.get_meta(MetaKey.MODEL)
         finally:
             catalog.close()
-        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
         failed = sum(n for status, n in counts.items() if status != OK)
         out.append(
             CollectionSummary(name, str(folder.resolve()), model, counts.get(OK, 0), failed, size)
@@ -63,18 +80,35 @@ def collection_summaries(config: Config) -> list[CollectionSummary]:
     return out
 
 
-def remove_collection(name: str, config: Config) -> Path:
+def catalog_location(name: str, config: Config) -> CatalogLocation:
+    """Where collection ``name`` under ``config.home`` keeps its catalog.
+
+    The configured database URL when the collection's catalog is there (it may carry
+    the password); otherwise what the collection's folder records.
+    """
+    folder = config.home / name
+    try:
+        return locate(name, folder, config.database_url)
+    except CollectionError:
+        if config.database_url is None:
+            raise
+        return locate(name, folder, None)
+
+
+def remove_collection(name: str, config: Config, *, local: bool = False) -> Path:
     """Delete a collection: its folder (vector index, caches) and its catalog, whether a
     file in that folder or a schema on a database server. Photos are untouched.
 
     A catalog on a server is dropped for every host that shares it; the other hosts'
     folders then hold a collection that is not found (``remove`` there deletes them).
-    Returns the folder that was removed.
+    With ``local`` only this host's folder goes and the server is not contacted: for a
+    host leaving a team, or a server that is gone. Returns the folder that was removed.
 
     Raises:
         CollectionNotFoundError: there is no such collection.
         CollectionLockedError: a process (on any host) is indexing it.
         CatalogUnavailableError: the server cannot be reached, or the role may not drop.
+        CollectionError: ``local`` for a collection whose catalog is in its folder.
     """
     if name not in list_collections(config):
         raise CollectionNotFoundError(
@@ -82,8 +116,13 @@ def remove_collection(name: str, config: Config) -> Path:
             "`searchengine collections`"
         )
     folder = config.home / name
-    location = locate(name, folder, config.database_url)
-    if location.shared:
+    location = catalog_location(name, config)
+    if local and not location.shared:
+        raise CollectionError(
+            f"collection {name!r} keeps its catalog in its folder, so --local would "
+            "delete it too; remove it without --local"
+        )
+    if location.shared and not local:
         _drop_server_catalog(name, location)
     lock = FileLock(folder / LOCK_FILE, blocking=False)
     if not lock.acquire():
@@ -119,6 +158,10 @@ def _drop_server_catalog(name: str, location: CatalogLocation) -> None:
                 drop_schema(conn, location.schema)
         finally:
             lock.release()
+    except CatalogUnavailableError as exc:
+        raise CatalogUnavailableError(
+            f"{exc}; to delete only this host's folder and leave the catalog, use --local"
+        ) from None
     finally:
         engine.dispose()
 

@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 
 from searchengine import index_choice
-from searchengine.backends import DatabaseLock
+from searchengine.backends import DatabaseLock, read_location, write_location
 from searchengine.batch import Batch
 from searchengine.catalog import (
     Catalog,
@@ -231,8 +231,12 @@ class Store:
             self._index = None  # another process may have written it since we read it
             for stale in self.folder.glob(f"{INDEX_FILE}.*.tmp"):
                 stale.unlink(missing_ok=True)  # left by a writer killed mid-save
-            if self.catalog.shared and self.catalog.get_meta(MetaKey.CATALOG_ID) is None:
-                self.catalog.set_meta({MetaKey.CATALOG_ID: uuid.uuid4().hex})
+            if self.catalog.shared:
+                if read_location(self.folder) is None:  # a host's first write: its folder
+                    self.folder.mkdir(parents=True, exist_ok=True)  # says where the catalog is
+                    write_location(self.folder, self.catalog.location)
+                if self.catalog.get_meta(MetaKey.CATALOG_ID) is None:
+                    self.catalog.set_meta({MetaKey.CATALOG_ID: uuid.uuid4().hex})
             self._last_batch = int(self.catalog.get_meta(MetaKey.LAST_BATCH) or 0)
             self._dirty = False
             self.reconcile()

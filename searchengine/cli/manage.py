@@ -33,6 +33,9 @@ def collections(index_dir: Path | None, as_json: bool) -> None:
         return
     width = max(len(s.name) for s in found)
     for s in found:
+        if s.unavailable:
+            click.echo(f"{s.name:<{width}}  unavailable: {s.unavailable}")
+            continue
         failed = f", {s.failed} failed" if s.failed else ""
         click.echo(
             f"{s.name:<{width}}  {s.images} images{failed}  {common.human_size(s.size_bytes)}"
@@ -44,37 +47,59 @@ def collections(index_dir: Path | None, as_json: bool) -> None:
 @click.option("--collection", "-c", required=True, help="Name of the collection to remove.")
 @common.index_dir_option
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def remove(collection: str, index_dir: Path | None, yes: bool) -> None:
+@click.option(
+    "--local",
+    is_flag=True,
+    help="Only this host's folder: a catalog on a server stays for the hosts that share "
+    "it (the server is not contacted).",
+)
+def remove(collection: str, index_dir: Path | None, yes: bool, local: bool) -> None:
     """Delete a collection: its catalog, vector index and caches.
 
     The photos themselves are never touched. Asks first unless --yes; refused while
     the collection is being indexed. A catalog on a PostgreSQL server is dropped
-    there, for every host that shares it.
+    there, for every host that shares it, unless --local.
 
     \b
     Examples:
       searchengine remove --collection old-phone
       searchengine remove -c scratch --yes
+      searchengine remove -c team --local    # this host leaves; the others keep it
     """
-    from searchengine.backends import locate
-    from searchengine.home import collection_summaries, remove_collection
+    from searchengine.home import (
+        catalog_location,
+        collection_summaries,
+        list_collections,
+        remove_collection,
+    )
 
     with common.errors():
         config = common.make_config(index_dir)
-        found = {s.name: s for s in collection_summaries(config)}
-        if collection in found and not yes:
-            s = found[collection]
-            location = locate(collection, config.home / collection, config.database_url)
-            server = (
-                f" and its catalog on {location.shown} (schema {location.schema}), for "
-                "every host that shares it"
-                if location.shared
-                else ""
-            )
+        if not yes and collection in list_collections(config):
+            s = next((s for s in collection_summaries(config) if s.name == collection), None)
+            location = catalog_location(collection, config)
+            if s is None:  # a server catalog already dropped (from another host)
+                what = "its catalog is gone"
+            elif s.unavailable:
+                what = f"catalog unavailable, {common.human_size(s.size_bytes)}"
+            else:
+                what = f"{s.images} images, {common.human_size(s.size_bytes)}"
+            folder = s.folder if s is not None else str((config.home / collection).resolve())
+            if not location.shared:
+                server = ""
+            elif local:
+                server = f"; its catalog on {location.shown} stays for the hosts that share it"
+            else:
+                server = (
+                    f" and its catalog on {location.shown} (schema {location.schema}), for "
+                    "every host that shares it"
+                )
             click.confirm(
-                f"remove collection {s.name!r} ({s.images} images, "
-                f"{common.human_size(s.size_bytes)}) in {s.folder}{server}? The photos stay",
+                f"remove collection {collection!r} ({what}) in {folder}{server}? The photos stay",
                 abort=True,
             )
-        folder = remove_collection(collection, config)
-    click.echo(f"removed collection {collection!r} ({folder})")
+        removed = remove_collection(collection, config, local=local)
+    if local:
+        click.echo(f"removed this host's folder of collection {collection!r} ({removed})")
+    else:
+        click.echo(f"removed collection {collection!r} ({removed})")

@@ -128,3 +128,21 @@ def test_remove_is_refused_while_the_collection_is_being_indexed(tmp_path):
     assert result.exit_code == 1
     assert "is being indexed by process" in result.output
     assert [s.name for s in collection_summaries(Config(home=home))] == ["busy"]
+
+
+def test_a_team_database_url_in_the_environment_does_not_hide_a_personal_collection(tmp_path):
+    assert _index(tmp_path, "--model", "toy", "-c", "mine").exit_code == 0
+    home = tmp_path / "home"
+    team = {"SEARCHENGINE_DATABASE_URL": "postgresql://team@127.0.0.1:9/photos"}
+    listed = CliRunner().invoke(main, ["collections", "--index-dir", str(home), "--json"], env=team)
+    assert listed.exit_code == 0, listed.output
+    [mine] = json.loads(listed.stdout)
+    assert (mine["name"], mine["images"], mine["unavailable"]) == ("mine", 2, None)
+    base = ["remove", "-c", "mine", "--index-dir", str(home)]
+    local = CliRunner().invoke(main, [*base, "--local", "--yes"], env=team)
+    assert local.exit_code == 1 and "without --local" in local.output
+    assert list_collections(Config(home=home)) == ["mine"]
+    gone = CliRunner().invoke(main, base, input="y\n", env=team)
+    assert gone.exit_code == 0, gone.output
+    assert "remove collection 'mine' (2 images" in gone.output
+    assert list_collections(Config(home=home)) == []

@@ -359,3 +359,58 @@ def test_a_server_on_another_host_says_removed_then_serves_the_new_collection(
         got = [(h["path"], h["score"]) for h in again.json()["results"]]
         assert [p for p, _ in got] == [p for p, _ in want]
         assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-6)
+
+
+@pytest.mark.postgres
+def test_a_host_leaves_with_remove_local_and_the_others_keep_the_collection(
+    tmp_path, photos, pg_cluster
+):
+    url = pg_cluster.new_database()
+    encoder = FakeEncoder()
+    with Collection.open("team", host(tmp_path, "a", url), create=True, encoder=encoder) as a:
+        a.index([photos])
+    with Collection.open("team", host(tmp_path, "b", url), encoder=encoder) as b:
+        b.index()
+    args = ["remove", "-c", "team", "--index-dir", str(tmp_path / "b"), "--local"]
+    asked = CliRunner().invoke(main, args, input="y\n", env={"SEARCHENGINE_DATABASE_URL": url})
+    assert asked.exit_code == 0, asked.output
+    assert "stays for the hosts that share it" in asked.output
+    assert "removed this host's folder of collection 'team'" in asked.output
+    assert not (tmp_path / "b" / "team").exists() and "se_team" in schemas(url)
+    with Collection.open("team", host(tmp_path, "a", url), encoder=encoder) as a:
+        assert names(a.search("blue", k=1)) == ["blue.webp"] and a.status().images == 3
+
+
+@pytest.mark.postgres
+def test_a_server_that_is_down_is_listed_as_unavailable_and_remove_local_still_works(
+    tmp_path, photos, pg_cluster
+):
+    from pgcluster import start_cluster
+
+    down = start_cluster()  # a server of its own, stopped below
+    try:
+        url = down.new_database()
+        with Collection.open("team", host(tmp_path, "h", url), create=True, model="toy") as c:
+            c.index([photos])
+    finally:
+        down.stop()
+    with Collection.open("mine", host(tmp_path, "h", None), create=True, model="toy") as c:
+        c.index([photos])
+    home = ["--index-dir", str(tmp_path / "h")]
+    listed = CliRunner().invoke(main, ["collections", *home, "--json"])
+    assert listed.exit_code == 0, listed.output
+    found = {s["name"]: s for s in json.loads(listed.stdout)}
+    assert found["mine"]["images"] == 3 and found["mine"]["unavailable"] is None
+    assert "cannot use the catalog database" in found["team"]["unavailable"]
+    text = CliRunner().invoke(main, ["collections", *home]).output
+    assert "team  unavailable: cannot use the catalog database" in text
+    refused = CliRunner().invoke(main, ["remove", "-c", "team", *home, "--yes"])
+    assert refused.exit_code == 1 and len(refused.output.splitlines()) == 1
+    assert "use --local" in refused.output and (tmp_path / "h" / "team").exists()
+    left = CliRunner().invoke(main, ["remove", "-c", "team", *home, "--local"], input="y\n")
+    assert left.exit_code == 0, left.output
+    assert "catalog unavailable" in left.output
+    assert [
+        s["name"]
+        for s in json.loads(CliRunner().invoke(main, ["collections", *home, "--json"]).stdout)
+    ] == ["mine"]

@@ -27,6 +27,7 @@ from searchengine.backends import (
     reaching,
 )
 from searchengine.config import CATALOG_FILE
+from searchengine.errors import CollectionError
 from searchengine.rows import BYTES_PREFIX, ImageRecord, path_from_db, path_key
 from searchengine.schema import (
     captions_table,
@@ -56,6 +57,9 @@ __all__ = [
     "update_image",
     "write_meta",
 ]
+
+# PostgreSQL's "program_limit_exceeded": here, a B-tree key over ~2,700 bytes.
+TOO_LONG_FOR_INDEX = "54000"
 
 
 class Catalog:
@@ -123,9 +127,20 @@ class Catalog:
     def add_roots(self, paths: Iterable[str]) -> None:
         known = set(self.roots())
         new = [{"path": p} for p in paths if p not in known]
-        if new:
+        if not new:
+            return
+        try:
             with self.engine.begin() as conn:
                 conn.execute(insert(roots_table), new)
+        except Exception as exc:
+            if getattr(getattr(exc, "orig", None), "sqlstate", None) != TOO_LONG_FOR_INDEX:
+                raise
+            longest = max((r["path"] for r in new), key=lambda p: len(os.fsencode(p)))
+            raise CollectionError(
+                f"the folder path {longest[:60]}… ({len(os.fsencode(longest))} bytes) is "
+                "too long for a PostgreSQL catalog's list of folders (about 2,700 bytes at "
+                "most); index it through a shorter path to it (a symbolic link or a mount)"
+            ) from None
 
     # -- images ---------------------------------------------------------------
     def records(self, status: str | None = None) -> Iterator[ImageRecord]:

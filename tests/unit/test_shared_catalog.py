@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import string
 import uuid
 
 import pytest
@@ -48,6 +50,33 @@ def test_a_3000_byte_path_indexes_and_is_found(tmp_path, database_url):
         assert coll.index([tmp_path / "photos"]).added == 2
         assert [r.path for r in coll.search("yellow", k=1)] == [str(image)]
         assert coll.index().unchanged == 2  # and every later run works too
+
+
+def test_a_root_folder_path_of_3000_random_bytes_is_indexed_or_refused_in_one_line(
+    tmp_path, database_url
+):
+    # Random names: PostgreSQL compresses a repetitive key below its B-tree limit.
+    rnd = random.Random(7)
+    alphabet = string.ascii_letters + string.digits
+    parts = ["".join(rnd.choice(alphabet) for _ in range(250)) for _ in range(12)]
+    deep = tmp_path / "photos" / os.path.join(*parts)
+    solid(deep / "red.jpg", RED)
+    assert len(os.fsencode(str(deep))) > 3000
+    args = ["index", str(deep), "-m", "toy", "-c", "long", "--index-dir", str(tmp_path / "h")]
+    env = {"SEARCHENGINE_DATABASE_URL": database_url} if database_url else {}
+    result = CliRunner().invoke(main, args, env=env)
+    if database_url is None:  # SQLite has no key limit
+        assert result.exit_code == 0, result.output
+        return
+    assert result.exit_code == 1 and len(result.output.splitlines()) == 1
+    assert "too long for a PostgreSQL catalog" in result.output
+    assert "server is up" not in result.output  # not a connection problem
+    short = tmp_path / "short"
+    short.symlink_to(deep)  # what the message suggests
+    args[1] = str(short)
+    result = CliRunner().invoke(main, [*args, "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["added"] == 1
 
 
 @pytest.mark.postgres

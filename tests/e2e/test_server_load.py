@@ -156,7 +156,11 @@ def test_captions_that_cannot_load_never_slow_searches(toy, unreachable) -> None
         f"{max(r.json()['seconds'] for *_, r in searches) * 1000:.0f} ms"
     )
     assert all(code == 200 for _, code, _, _ in searches)
-    assert slowest < 1.0
+    # What a blocked server looks like: a caption load once held every search ~210 s.
+    # The server's own time is the promise (< 1 s); the client's wall time also counts
+    # this process's 20 threads waiting for the interpreter lock on a shared machine.
+    assert max(r.json()["seconds"] for *_, r in searches) < 1.0
+    assert slowest < 3.0
     # A loop blocked by a model load or a hub timeout stalls for seconds; 0.25 s leaves
     # room for this shared 2-core machine's scheduling, not for a blocked loop.
     assert health and max(health) < 0.25

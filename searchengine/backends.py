@@ -279,15 +279,25 @@ def reaching(location: CatalogLocation) -> Iterator[None]:
         raise CatalogUnavailableError(connection_problem(location.shown, exc)) from None
 
 
+def _sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE code of a database error from the server (psycopg), if any."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None)
+
+
 def refused(exc: BaseException) -> bool:
     """Whether a database error is a refused privilege (a read-only role writing)."""
-    return getattr(getattr(exc, "orig", None), "sqlstate", None) == "42501"
+    return _sqlstate(exc) == "42501"
 
 
 def schema_gone(exc: BaseException) -> bool:
     """Whether a database error says a table is missing: on a server, the collection's
     schema was dropped (the collection removed) while it was open."""
-    return getattr(getattr(exc, "orig", None), "sqlstate", None) == "42P01"
+    return _sqlstate(exc) == "42P01"
+
+
+def key_too_long(exc: BaseException) -> bool:
+    """Whether a database error is PostgreSQL's limit on a B-tree key (~2,700 bytes)."""
+    return _sqlstate(exc) == "54000"  # program_limit_exceeded
 
 
 def connection_problem(shown: str | None, exc: BaseException) -> str:

@@ -24,6 +24,7 @@ from searchengine.backends import (
     CatalogLocation,
     catalog_bytes,
     create_catalog_engine,
+    key_too_long,
     reaching,
 )
 from searchengine.config import CATALOG_FILE
@@ -57,9 +58,6 @@ __all__ = [
     "update_image",
     "write_meta",
 ]
-
-# PostgreSQL's "program_limit_exceeded": here, a B-tree key over ~2,700 bytes.
-TOO_LONG_FOR_INDEX = "54000"
 
 
 class Catalog:
@@ -133,7 +131,7 @@ class Catalog:
             with self.engine.begin() as conn:
                 conn.execute(insert(roots_table), new)
         except Exception as exc:
-            if getattr(getattr(exc, "orig", None), "sqlstate", None) != TOO_LONG_FOR_INDEX:
+            if not key_too_long(exc):
                 raise
             longest = max((r["path"] for r in new), key=lambda p: len(os.fsencode(p)))
             raise CollectionError(

@@ -22,19 +22,23 @@ from searchengine.errors import CollectionNotFoundError
 from searchengine.fsutil import atomic_write
 from searchengine.values import MetaKey
 
-__all__ = ["STATE_FILE", "catalog_version", "made_for_another", "read_state", "write_state"]
+__all__ = ["STATE_FILE", "catalog_version", "read_state", "write_state"]
 
 STATE_FILE = "vectors.state.json"
 
 
-def read_state(folder: Path) -> tuple[int, int | None]:
-    """(batch, vector count) the folder's index file holds; ``(0, None)`` if unknown
-    (the whole catalog is then replayed)."""
+def read_state(folder: Path) -> tuple[int, int | None, str | None]:
+    """(batch, vector count, catalog identity) recorded for the folder's index file;
+    ``(0, None, None)`` if unknown (the whole catalog is then replayed).
+
+    A file or a catalog from before catalogs had an identity has none: it is trusted,
+    as it was.
+    """
     try:
         state = json.loads((folder / STATE_FILE).read_text())
-        return int(state["batch"]), int(state["vectors"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0, None
+        return int(state["batch"]), int(state["vectors"]), state.get("catalog")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return 0, None, None
 
 
 def write_state(folder: Path, batch: int, count: int, catalog_id: str | None) -> None:
@@ -44,19 +48,6 @@ def write_state(folder: Path, batch: int, count: int, catalog_id: str | None) ->
         state["catalog"] = catalog_id
     with atomic_write(folder / STATE_FILE, durable=True) as handle:
         handle.write(json.dumps(state).encode())
-
-
-def made_for_another(folder: Path, catalog: Catalog) -> bool:
-    """Whether the folder's index file was made for another catalog of the same name.
-
-    A file or a catalog from before catalogs had an identity is trusted, as it was.
-    """
-    try:
-        made_for = json.loads((folder / STATE_FILE).read_text()).get("catalog")
-    except (OSError, ValueError, AttributeError):
-        return False
-    current = catalog.get_meta(MetaKey.CATALOG_ID)
-    return made_for is not None and current is not None and made_for != current
 
 
 def catalog_version(catalog: Catalog, name: str) -> tuple[str | None, int]:

@@ -68,7 +68,7 @@ from searchengine.catalog import (
 from searchengine.config import INDEX_FILE
 from searchengine.errors import CollectionLockedError, ModelMismatchError
 from searchengine.fsutil import FileLock
-from searchengine.host_state import catalog_version, made_for_another, read_state, write_state
+from searchengine.host_state import catalog_version, read_state, write_state
 from searchengine.index_choice import IndexPolicy
 from searchengine.values import MetaKey
 from searchengine.vectors import EXACT, FaissIndex
@@ -160,14 +160,17 @@ class Store:
         return self._index
 
     def _load(self, catch_up: bool) -> FaissIndex:
-        if self.index_path.exists() and not self._foreign_file():
+        if self.catalog.shared:
+            self._held_catalog, last = catalog_version(self.catalog, self.name)
+            saved, count, usable = self._host_state(self._held_catalog)
+        else:
+            usable = self.index_path.exists()
+        if usable:
             self._version = self._file_version()
             index = FaissIndex.load(self.index_path)
         else:
             index = self._empty_index()
         if self.catalog.shared:
-            saved, count = self.index_state()
-            self._held_catalog, last = catalog_version(self.catalog, self.name)
             self._held = saved
             if catch_up and not self._file_matches(saved, last, count):
                 self._catch_up(index, saved if saved <= last else 0)
@@ -287,8 +290,7 @@ class Store:
         """
         saved, count = self.index_state()
         last = int(self.catalog.get_meta(MetaKey.LAST_BATCH) or saved)
-        if self.catalog.shared and (saved > last or self._foreign_file()):
-            # a file of an earlier catalog of this name: rebuild it from this one
+        if self.catalog.shared and saved > last:  # a file of an earlier catalog: rebuild
             self._index, saved = self._empty_index(), 0
         self._last_batch = max(self._last_batch, last)
         if self._index is None and self._file_matches(saved, last, count):
@@ -354,13 +356,21 @@ class Store:
             count = self.catalog.get_meta(MetaKey.INDEX_VECTORS)
             batch = int(self.catalog.get_meta(MetaKey.INDEX_BATCH) or 0)
             return batch, None if count is None else int(count)
-        if not self.index_path.exists() or self._foreign_file():
-            return 0, None
-        return read_state(self.folder)
+        held, vectors, _ = self._host_state(self.catalog.get_meta(MetaKey.CATALOG_ID))
+        return held, vectors
 
-    def _foreign_file(self) -> bool:
-        """Whether this host's index file was made for an earlier catalog of this name."""
-        return self.catalog.shared and made_for_another(self.folder, self.catalog)
+    def _host_state(self, catalog_id: str | None) -> tuple[int, int | None, bool]:
+        """(batch, vector count) this host's index file holds, and whether it may be used
+        at all (a shared catalog). A file made for another catalog of this name (one
+        removed, then made again: its ids mean other images) is not: it counts as no
+        file, and the index is built from the catalog.
+        """
+        if not self.index_path.exists():
+            return 0, None, False
+        batch, count, made_for = read_state(self.folder)
+        if made_for is not None and catalog_id is not None and made_for != catalog_id:
+            return 0, None, False
+        return batch, count, True
 
     def _record_state(self, batch: int, count: int) -> None:
         """Record what the saved file holds: in the catalog (SQLite, which then trims

@@ -84,7 +84,7 @@ def remove(collection: str, index_dir: Path | None, yes: bool, local: bool) -> N
                 what = f"catalog unavailable, {common.human_size(s.size_bytes)}"
             else:
                 what = f"{s.images} images, {common.human_size(s.size_bytes)}"
-            folder = s.folder if s is not None else str((config.home / collection).resolve())
+            folder = (config.home / collection).resolve()
             if not location.shared:
                 server = ""
             elif local:

@@ -279,24 +279,41 @@ def schemas(url: str) -> set[str]:
         engine.dispose()
 
 
+def team_on_two_hosts(tmp_path, photos, url: str, encoder: FakeEncoder) -> None:
+    """Collection "team" indexed from host a; host b with an index file of its own."""
+    with Collection.open("team", host(tmp_path, "a", url), create=True, encoder=encoder) as a:
+        assert a.index([photos]).added == 3
+    with Collection.open("team", host(tmp_path, "b", url), encoder=encoder) as b:
+        assert b.index().unchanged == 3
+    assert (tmp_path / "b" / "team" / "vectors.faiss").exists()
+
+
+def other_photos(folder):
+    """Three photos of other colours: a collection made again from them reuses ids 1-3."""
+    solid(folder / "yellow.jpg", YELLOW)
+    solid(folder / "white.png", (250, 250, 250), fmt="PNG")
+    solid(folder / "black.jpg", (5, 5, 5))
+    return folder
+
+
+def remove_on(tmp_path, host_name: str, url: str, *args: str, answer: str | None = None):
+    """``searchengine remove -c team`` on one host, the team's URL in the environment."""
+    command = ["remove", "-c", "team", "--index-dir", str(tmp_path / host_name), *args]
+    env = {"SEARCHENGINE_DATABASE_URL": url}
+    return CliRunner().invoke(main, command, input=answer, env=env)
+
+
 @pytest.mark.postgres
 def test_remove_drops_a_shared_collection_for_every_host_and_its_successor_starts_clean(
     tmp_path, photos, pg_cluster
 ):
     url = pg_cluster.new_database()
     encoder = FakeEncoder()
-    with Collection.open("team", host(tmp_path, "a", url), create=True, encoder=encoder) as a:
-        assert a.index([photos]).added == 3
-    with Collection.open("team", host(tmp_path, "b", url), encoder=encoder) as b:
-        assert b.index().unchanged == 3  # host b now has its own index file
-    assert (tmp_path / "b" / "team" / "vectors.faiss").exists()
-
-    args = ["remove", "-c", "team", "--index-dir", str(tmp_path / "a")]
-    env = {"SEARCHENGINE_DATABASE_URL": url}
-    asked = CliRunner().invoke(main, args, input="n\n", env=env)
+    team_on_two_hosts(tmp_path, photos, url, encoder)
+    asked = remove_on(tmp_path, "a", url, answer="n\n")
     assert asked.exit_code == 1 and "se_team" in asked.output
     assert "every host that shares it" in asked.output and "setest-secret" not in asked.output
-    gone = CliRunner().invoke(main, args, input="y\n", env=env)
+    gone = remove_on(tmp_path, "a", url, answer="y\n")
     assert gone.exit_code == 0, gone.output
     assert "se_team" not in schemas(url) and not (tmp_path / "a" / "team").exists()
     assert sorted(p.name for p in photos.rglob("*") if p.is_file()) == [
@@ -310,10 +327,7 @@ def test_remove_drops_a_shared_collection_for_every_host_and_its_successor_start
 
     # A new collection of the same name reuses ids 1-3 for other photos, over as many
     # batches: host b's old file must not be taken for one of it.
-    others = tmp_path / "others"
-    for name, colour in [("yellow.jpg", YELLOW), ("white.png", (250, 250, 250))]:
-        solid(others / name, colour)
-    solid(others / "black.jpg", (5, 5, 5))
+    others = other_photos(tmp_path / "others")
     with Collection.open("team", host(tmp_path, "a", url), create=True, encoder=encoder) as a:
         assert a.index([others]).added == 3
         expected = {q: [(r.path, r.score) for r in a.search(q, k=3)] for q in ("yellow", "red")}
@@ -334,12 +348,10 @@ def test_remove_of_a_shared_collection_is_refused_while_another_host_indexes_it(
 ):
     url = pg_cluster.new_database()
     encoder = FakeEncoder()
-    with Collection.open("team", host(tmp_path, "a", url), create=True, encoder=encoder) as a:
-        a.index([photos])
-    args = ["remove", "-c", "team", "--index-dir", str(tmp_path / "a"), "--yes"]
+    team_on_two_hosts(tmp_path, photos, url, encoder)
     # b.store.writing() is what `index` holds on host b for its whole run.
     with Collection.open("team", host(tmp_path, "b", url), encoder=encoder) as b, b.store.writing():
-        refused = CliRunner().invoke(main, args, env={"SEARCHENGINE_DATABASE_URL": url})
+        refused = remove_on(tmp_path, "a", url, "--yes")
     assert refused.exit_code == 1
     assert "is being indexed by process" in refused.output
     assert len(refused.output.splitlines()) == 1
@@ -358,24 +370,16 @@ def test_a_server_on_another_host_says_removed_then_serves_the_new_collection(
 
     url = pg_cluster.new_database()
     encoder = FakeEncoder()
-    with Collection.open("team", host(tmp_path, "a", url), create=True, encoder=encoder) as a:
-        a.index([photos])
-    with Collection.open("team", host(tmp_path, "b", url), encoder=encoder) as b:
-        b.index()  # host b's own index file, made for this catalog
-    others = tmp_path / "others"
-    for name, colour in [("yellow.jpg", YELLOW), ("cyan.png", (0, 250, 250))]:
-        solid(others / name, colour)
-    solid(others / "magenta.jpg", (250, 0, 250))
-    base = "http://127.0.0.1:8765"
+    team_on_two_hosts(tmp_path, photos, url, encoder)
+    others = other_photos(tmp_path / "others")
     with (
         Collection.open("team", host(tmp_path, "b", url), encoder=encoder) as served,
-        TestClient(create_app(served), base_url=base) as client,
+        TestClient(create_app(served), base_url="http://127.0.0.1:8765") as client,
     ):
         first = client.get("/api/search", params={"q": "red", "k": 1})
         assert first.status_code == 200
         assert [os.path.basename(h["path"]) for h in first.json()["results"]] == ["red.jpg"]
-        args = ["remove", "-c", "team", "--index-dir", str(tmp_path / "a"), "--yes"]
-        removed = CliRunner().invoke(main, args, env={"SEARCHENGINE_DATABASE_URL": url})
+        removed = remove_on(tmp_path, "a", url, "--yes")
         assert removed.exit_code == 0, removed.output
         gone = client.get("/api/search", params={"q": "red", "k": 1})
         assert gone.status_code == 404 and "was removed" in gone.json()["error"]
@@ -396,12 +400,8 @@ def test_a_host_leaves_with_remove_local_and_the_others_keep_the_collection(
 ):
     url = pg_cluster.new_database()
     encoder = FakeEncoder()
-    with Collection.open("team", host(tmp_path, "a", url), create=True, encoder=encoder) as a:
-        a.index([photos])
-    with Collection.open("team", host(tmp_path, "b", url), encoder=encoder) as b:
-        b.index()
-    args = ["remove", "-c", "team", "--index-dir", str(tmp_path / "b"), "--local"]
-    asked = CliRunner().invoke(main, args, input="y\n", env={"SEARCHENGINE_DATABASE_URL": url})
+    team_on_two_hosts(tmp_path, photos, url, encoder)
+    asked = remove_on(tmp_path, "b", url, "--local", answer="y\n")
     assert asked.exit_code == 0, asked.output
     assert "stays for the hosts that share it" in asked.output
     assert "removed this host's folder of collection 'team'" in asked.output

@@ -200,6 +200,7 @@ class GroundingRow:
     accuracy: float  # with the subtract step: the paper's protocol
     accuracy_raw: float  # without it
     cases: int
+    misses: list[str] = field(default_factory=list)  # "photo: description", subtract step
 
 
 @dataclass
@@ -254,16 +255,22 @@ def bench_grounding(
             row_of = {t: i for i, t in enumerate(texts)}
             for method in methods:
                 hits = hits_raw = 0
+                misses: list[str] = []
                 for case in cases:
                     vectors = embedder.vectors(case.load_image(), case.boxes, method)
                     own = row_of[case.text]
                     others = [i for i, t in enumerate(texts) if t != case.text]
                     ordered = text_vectors[[own, *others]]
                     raw, scores = _scores(vectors, ordered, subtract=True)
-                    hits += int(np.argmax(scores)) == case.target
+                    hit = int(np.argmax(scores)) == case.target
+                    hits += hit
                     hits_raw += int(np.argmax(raw)) == case.target
+                    if not hit:
+                        misses.append(f"{Path(case.path).stem}: {case.text}")
                 n = max(len(cases), 1)
-                report.rows.append(GroundingRow(spec, method, hits / n, hits_raw / n, len(cases)))
+                report.rows.append(
+                    GroundingRow(spec, method, hits / n, hits_raw / n, len(cases), misses)
+                )
         finally:
             embedder.close()
             encoder.close()

@@ -33,8 +33,9 @@ __all__ = [
 # World seeds kept for measuring `where`, `ground` and "more like this part": the toy
 # CLIPs trained on seed 1, toy-seg on its own seeds (scripts/train_toy_seg.py), and the
 # retrieval checks use 999, 1000, 4242 and 4343. 5151 is the test set, 5252 is where
-# thresholds are chosen, so that the test set is never looked at while tuning.
-HELD_OUT_SEEDS = (5151, 5252)
+# thresholds are chosen, so that the test set is never looked at while tuning; 5353 is
+# a larger second test set (2,000 photos), measured once the methods were fixed.
+HELD_OUT_SEEDS = (5151, 5252, 5353)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,12 @@ def test_ground_reports_every_method_and_falip_beats_the_whole_photo(tmp_path: P
     assert rows["falip"]["cases"] >= 20
     # The whole photo is the same for both boxes: it can only guess (about 50 %).
     assert rows["falip"]["accuracy"] > 0.85 > 0.6 > rows["none"]["accuracy"]
+    # Each method names the descriptions it got wrong, so two methods can be compared
+    # case by case: the whole photo misses many, each as "photo: description".
+    for row in rows.values():
+        assert len(row["misses"]) == round((1 - row["accuracy"]) * row["cases"])
+    photo, text = rows["none"]["misses"][0].split(": ", 1)
+    assert photo.startswith("toy-") and text.startswith("a ")
     table = _bench(tmp_path, dataset, "--task", "ground", "-m", "toy", "--region-method", "falip")
     assert table.exit_code == 0, table.output
     assert "falip" in table.output and "circle" not in table.output

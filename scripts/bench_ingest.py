@@ -288,6 +288,54 @@ def decode_rate(corpus: Path, model: str, device: str, rounds: int, files: int =
     return best
 
 
+def corpus_rates(corpus: Path, model: str, precisions: list[str]) -> dict[str, Rate]:
+    """Decoding and each image tower alone, each once over the whole corpus, as ingest
+    runs them: every file read, hashed, decoded and preprocessed on every core (PNGs
+    and broken files included), then every decoded photo through the tower in batches
+    of 8, one-thread calls side by side. Keys: ``decode`` and each precision.
+
+    One try, over as many photos as an ingest round: the bound measured the way the
+    tools are, so that neither a short quiet spell nor the best of several short tries
+    favours it (``ceiling`` and ``decode_rate`` are those short tries).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+    from functools import partial
+
+    from searchengine.ingest.load import Pixels, load
+    from searchengine.ingest.scan import scan
+    from searchengine.models import load_encoder
+    from searchengine.models.base import image_lanes
+    from searchengine.models.onnx import cpu_count
+
+    cores = cpu_count()
+    entries = list(scan([corpus]))
+    nothing: frozenset[str] = frozenset()
+    out: dict[str, Rate] = {}
+    for precision in precisions:
+        encoder = load_encoder(model, "cpu", "onnx", precision)
+        if "decode" not in out:
+            start, cpu = time.perf_counter(), _cpu()
+            with ThreadPoolExecutor(cores) as pool:
+                items = list(pool.map(partial(load, model=encoder, known_hashes=nothing), entries))
+            seconds, used = time.perf_counter() - start, _cpu() - cpu
+            pixels = [item.pixels for item in items if isinstance(item, Pixels)]
+            del items
+            decoded = max(1, len(pixels))
+            out["decode"] = Rate(decoded / seconds, 1000 * used / decoded)
+            batches = [np.stack(pixels[i : i + 8]) for i in range(0, len(pixels), 8)]
+            del pixels
+        lanes = image_lanes(encoder, cores)
+        with ThreadPoolExecutor(lanes) as pool:
+            list(pool.map(encoder.encode_pixels, [batches[0][:1]] * lanes))  # session, warm
+            start, cpu = time.perf_counter(), _cpu()
+            list(pool.map(encoder.encode_pixels, batches))
+            seconds, used = time.perf_counter() - start, _cpu() - cpu
+        encoder.close()
+        photos = sum(len(b) for b in batches)
+        out[precision] = Rate(photos / seconds, 1000 * used / photos)
+    return out
+
+
 def bound(ceiling_rate: float, decode: float) -> float:
     """Images/s with decoding and the model overlapped perfectly on all cores."""
     return 1 / (1 / ceiling_rate + 1 / decode)

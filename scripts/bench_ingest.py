@@ -262,28 +262,33 @@ def ceilings(args: argparse.Namespace, model: str) -> dict[str, Rate]:
     return rates
 
 
+def load_all(entries: list[Any], encoder: Any) -> tuple[list[np.ndarray], Rate]:
+    """Every file loaded as ingest loads it (read, hash, DCT-scaled decode, preprocess)
+    on every core at once: the decoded photos' pixels, and the rate it ran at."""
+    from concurrent.futures import ThreadPoolExecutor
+    from functools import partial
+
+    from searchengine.ingest.load import Pixels, load
+    from searchengine.models.onnx import cpu_count
+
+    start, cpu = time.perf_counter(), _cpu()
+    with ThreadPoolExecutor(cpu_count()) as pool:
+        items = list(pool.map(partial(load, model=encoder, known_hashes=frozenset()), entries))
+    seconds, used = time.perf_counter() - start, _cpu() - cpu
+    pixels = [item.pixels for item in items if isinstance(item, Pixels)]
+    decoded = max(1, len(pixels))
+    return pixels, Rate(decoded / seconds, 1000 * used / decoded)
+
+
 def decode_rate(corpus: Path, model: str, device: str, rounds: int, files: int = 48) -> Rate:
     """Images/s of decoding alone, as ingest decodes (read, hash, DCT-scaled decode,
     preprocess), on every core at once; the best of ``rounds``."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from searchengine.ingest.load import Pixels, load
     from searchengine.ingest.scan import scan
     from searchengine.models import load_encoder
-    from searchengine.models.onnx import cpu_count
 
     encoder = load_encoder(model, device)  # only its preprocessing is used
     entries = [e for e in scan([corpus]) if e.path.lower().endswith((".jpg", ".jpeg"))][:files]
-    nothing: frozenset[str] = frozenset()
-    best = Rate(0.0, 0.0)
-    with ThreadPoolExecutor(cpu_count()) as pool:
-        for _ in range(rounds):
-            start, cpu = time.perf_counter(), _cpu()
-            items = list(pool.map(lambda e: load(e, encoder, nothing), entries))
-            seconds = time.perf_counter() - start
-            decoded = max(1, sum(isinstance(item, Pixels) for item in items))
-            if decoded / seconds > best.images_per_s:
-                best = Rate(decoded / seconds, 1000 * (_cpu() - cpu) / decoded)
+    best = max((load_all(entries, encoder)[1] for _ in range(rounds)), key=lambda r: r[0])
     encoder.close()
     return best
 
@@ -299,32 +304,21 @@ def corpus_rates(corpus: Path, model: str, precisions: list[str]) -> dict[str, R
     favours it (``ceiling`` and ``decode_rate`` are those short tries).
     """
     from concurrent.futures import ThreadPoolExecutor
-    from functools import partial
 
-    from searchengine.ingest.load import Pixels, load
     from searchengine.ingest.scan import scan
     from searchengine.models import load_encoder
     from searchengine.models.base import image_lanes
     from searchengine.models.onnx import cpu_count
 
-    cores = cpu_count()
-    entries = list(scan([corpus]))
-    nothing: frozenset[str] = frozenset()
-    out: dict[str, Rate] = {}
+    preprocessor = load_encoder(model, "cpu")  # only its preprocessing is used
+    pixels, decoding = load_all(list(scan([corpus])), preprocessor)
+    preprocessor.close()
+    batches = [np.stack(pixels[i : i + 8]) for i in range(0, len(pixels), 8)]
+    del pixels
+    out = {"decode": decoding}
     for precision in precisions:
         encoder = load_encoder(model, "cpu", "onnx", precision)
-        if "decode" not in out:
-            start, cpu = time.perf_counter(), _cpu()
-            with ThreadPoolExecutor(cores) as pool:
-                items = list(pool.map(partial(load, model=encoder, known_hashes=nothing), entries))
-            seconds, used = time.perf_counter() - start, _cpu() - cpu
-            pixels = [item.pixels for item in items if isinstance(item, Pixels)]
-            del items
-            decoded = max(1, len(pixels))
-            out["decode"] = Rate(decoded / seconds, 1000 * used / decoded)
-            batches = [np.stack(pixels[i : i + 8]) for i in range(0, len(pixels), 8)]
-            del pixels
-        lanes = image_lanes(encoder, cores)
+        lanes = image_lanes(encoder, cpu_count())
         with ThreadPoolExecutor(lanes) as pool:
             list(pool.map(encoder.encode_pixels, [batches[0][:1]] * lanes))  # session, warm
             start, cpu = time.perf_counter(), _cpu()

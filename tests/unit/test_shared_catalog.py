@@ -279,13 +279,17 @@ def schemas(url: str) -> set[str]:
         engine.dispose()
 
 
-def team_on_two_hosts(tmp_path, photos, url: str, encoder: FakeEncoder) -> None:
-    """Collection "team" indexed from host a; host b with an index file of its own."""
+def team_on_two_hosts(tmp_path, photos, pg_cluster) -> tuple[str, FakeEncoder]:
+    """Collection "team" in a new database, indexed from host a; host b with an index
+    file of its own. Returns the database's URL and the encoder both hosts use."""
+    url = pg_cluster.new_database()
+    encoder = FakeEncoder()
     with Collection.open("team", host(tmp_path, "a", url), create=True, encoder=encoder) as a:
         assert a.index([photos]).added == 3
     with Collection.open("team", host(tmp_path, "b", url), encoder=encoder) as b:
         assert b.index().unchanged == 3
     assert (tmp_path / "b" / "team" / "vectors.faiss").exists()
+    return url, encoder
 
 
 def other_photos(folder):
@@ -307,9 +311,7 @@ def remove_on(tmp_path, host_name: str, url: str, *args: str, answer: str | None
 def test_remove_drops_a_shared_collection_for_every_host_and_its_successor_starts_clean(
     tmp_path, photos, pg_cluster
 ):
-    url = pg_cluster.new_database()
-    encoder = FakeEncoder()
-    team_on_two_hosts(tmp_path, photos, url, encoder)
+    url, encoder = team_on_two_hosts(tmp_path, photos, pg_cluster)
     asked = remove_on(tmp_path, "a", url, answer="n\n")
     assert asked.exit_code == 1 and "se_team" in asked.output
     assert "every host that shares it" in asked.output and "setest-secret" not in asked.output
@@ -346,9 +348,7 @@ def test_remove_drops_a_shared_collection_for_every_host_and_its_successor_start
 def test_remove_of_a_shared_collection_is_refused_while_another_host_indexes_it(
     tmp_path, photos, pg_cluster
 ):
-    url = pg_cluster.new_database()
-    encoder = FakeEncoder()
-    team_on_two_hosts(tmp_path, photos, url, encoder)
+    url, encoder = team_on_two_hosts(tmp_path, photos, pg_cluster)
     # b.store.writing() is what `index` holds on host b for its whole run.
     with Collection.open("team", host(tmp_path, "b", url), encoder=encoder) as b, b.store.writing():
         refused = remove_on(tmp_path, "a", url, "--yes")
@@ -368,9 +368,7 @@ def test_a_server_on_another_host_says_removed_then_serves_the_new_collection(
 
     from searchengine.server import create_app
 
-    url = pg_cluster.new_database()
-    encoder = FakeEncoder()
-    team_on_two_hosts(tmp_path, photos, url, encoder)
+    url, encoder = team_on_two_hosts(tmp_path, photos, pg_cluster)
     others = other_photos(tmp_path / "others")
     with (
         Collection.open("team", host(tmp_path, "b", url), encoder=encoder) as served,
@@ -398,9 +396,7 @@ def test_a_server_on_another_host_says_removed_then_serves_the_new_collection(
 def test_a_host_leaves_with_remove_local_and_the_others_keep_the_collection(
     tmp_path, photos, pg_cluster
 ):
-    url = pg_cluster.new_database()
-    encoder = FakeEncoder()
-    team_on_two_hosts(tmp_path, photos, url, encoder)
+    url, encoder = team_on_two_hosts(tmp_path, photos, pg_cluster)
     asked = remove_on(tmp_path, "b", url, "--local", answer="y\n")
     assert asked.exit_code == 0, asked.output
     assert "stays for the hosts that share it" in asked.output

@@ -4,8 +4,10 @@ A cold ``searchengine search`` spends ~0.2 s importing the catalog's SQL layer a
 FAISS and ~0.2 s opening the text tower in ONNX Runtime, which does that without
 holding the GIL. On two or more cores the two overlap: ``TextWarmup`` starts
 a thread that finds the collection's model and opens its text tower before the
-catalog is opened, and the command hands the encoder to ``Collection.open``, which
-refuses it if it is not the collection's model.
+catalog is opened. The command takes the encoder as soon as it is found, opens the
+catalog and the index while the tower still opens, and hands the encoder to
+``OneShot.open`` or ``Collection.open``, which refuse it if it is not the
+collection's model.
 
 The thread reads the model from the collection's SQLite catalog with the standard
 library's driver (one row of its ``meta`` table), since SQLAlchemy is the import
@@ -146,28 +148,43 @@ class IngestWarmup:
 
 
 class TextWarmup:
-    """Finds a collection's encoder and opens its text tower in a background thread."""
+    """Finds a collection's encoder and opens its text tower in a background thread.
+
+    The encoder is handed over as soon as it is found (``encoder``), while its tower
+    still opens: the command opens the catalog and the index meanwhile, and its first
+    text call waits for the session (and builds the tokenizer itself if it gets there
+    first; both are guarded by the encoder's locks).
+    """
 
     def __init__(self, config: Config, collection: str) -> None:
         self._encoder: OnnxClipEncoder | None = None
+        self._found = threading.Event()
         self._thread = threading.Thread(
             target=self._run, args=(config, collection), name="text-warmup", daemon=True
         )
         self._thread.start()
 
     def _run(self, config: Config, collection: str) -> None:
-        encoder = None
         try:
-            encoder = ready_text_encoder(config, collection)
-            if encoder is not None:
-                encoder.warm_text()
+            self._encoder = ready_text_encoder(config, collection)
         except Exception:  # the command's own load meets it again and says why
-            if encoder is not None:
-                encoder.close()
             return
-        self._encoder = encoder
+        finally:
+            self._found.set()
+        if self._encoder is None:
+            return
+        try:  # the encoder is handed over already; its calls wait for the session
+            self._encoder.warm_text()
+        except Exception:  # left to the first query, which meets it again and says why
+            return
+
+    def encoder(self) -> OnnxClipEncoder | None:
+        """The encoder, as soon as it is found (its text tower may still be opening);
+        None if there is none to warm up."""
+        self._found.wait()
+        return self._encoder
 
     def result(self) -> OnnxClipEncoder | None:
-        """The warmed encoder, once ready; None if there is none to warm up."""
+        """The encoder once its text tower is open; None if there is none to warm up."""
         self._thread.join()
         return self._encoder

@@ -288,12 +288,12 @@ def _opened(
     if one_shot and warm is not None:
         from searchengine.oneshot import OneShot  # faiss and sqlite3, while the tower opens
 
-        quick = OneShot.open(config, collection, warm.result(), refresh=refresh)
+        quick = OneShot.open(config, collection, warm.encoder(), refresh=refresh)
         if quick is not None:
             with quick:
                 yield quick
             return
-    with _open_warmed(collection, config, model, warm.result if warm else lambda: None) as coll:
+    with _open_warmed(collection, config, model, warm.encoder if warm else lambda: None) as coll:
         yield coll
 
 

@@ -139,9 +139,14 @@ def test_clip_bpe_tokenizer_gives_open_clip_ids() -> None:
     rng = np.random.default_rng(3)
     alphabet = [*"abcdefghij KLMNOP.,!?'&;#-_0123456789", "é", "ß", "中", "😀", "\u0301"]
     random_texts = ["".join(rng.choice(alphabet, rng.integers(0, 60))) for _ in range(300)]
-    texts = [*TOKEN_CHECK, *TEXTS, *random_texts]
+    reference = open_clip.get_tokenizer("ViT-B-32")
+    # Words the vocabulary holds whole, and runs of them: the deepest chains of merges.
+    ids = rng.integers(512, len(reference.encoder) - 2, 3000)
+    words = [reference.decode([int(i)]) for i in ids]
+    runs = [" ".join(words[i : i + 5]) for i in range(0, len(words), 5)]
+    texts = [*TOKEN_CHECK, *TEXTS, *random_texts, *words, *runs]
     ours = ClipBpeTokenizer(Path(default_bpe()), 77, "lower")(texts)
-    theirs = open_clip.get_tokenizer("ViT-B-32")(texts).numpy()
+    theirs = reference(texts).numpy()
     mismatched = [
         t for t, a, b in zip(texts, ours, theirs, strict=True) if not np.array_equal(a, b)
     ]
@@ -441,6 +446,49 @@ def test_warm_up_opens_the_text_tower_and_searches_alike(tiny_clip: str, tmp_pat
         plain = [(hit.path, hit.score) for hit in coll.search("a green circle", k=5)]
     assert [p for p, _ in fast] == [p for p, _ in plain]
     np.testing.assert_allclose([s for _, s in fast], [s for _, s in plain], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_cold_search_opens_the_text_tower_once_while_the_index_opens(
+    tiny_clip: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _tiny_collection(tiny_clip, tmp_path)
+    with Collection.open("c", config) as coll:
+        plain = [(hit.path, hit.score) for hit in coll.search("a green circle", k=5)]
+    opened: list[tuple[str, str]] = []
+    real_open = OnnxClipEncoder._open
+
+    def recording(self: OnnxClipEncoder, name: str) -> object:
+        opened.append((name, threading.current_thread().name))
+        return real_open(self, name)
+
+    monkeypatch.setattr(OnnxClipEncoder, "_open", recording)
+    args = ["search", "a green circle", "--index-dir", str(config.home), "-k", "5"]
+    cold = CliRunner().invoke(main, [*args, "--collection", "c", "--json", "--device", "cpu"])
+    assert cold.exit_code == 0, cold.output
+    # The encoder is handed over while its tower may still be opening: whichever
+    # thread gets there first opens it, and only once.
+    assert [name for name, _ in opened] == ["text"]
+    answered = [(hit["path"], hit["score"]) for hit in json.loads(cold.output)]
+    assert [p for p, _ in answered] == [p for p, _ in plain]
+    np.testing.assert_allclose([s for _, s in answered], [s for _, s in plain], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_damaged_text_tower_fails_a_cold_search_saying_what_to_do(
+    tiny_clip: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_hub: FakeHub
+) -> None:
+    from fakehub import copy_hf_home
+
+    load_encoder(tiny_clip, "cpu", "onnx")  # the export, in a cache of this test's own
+    activate(monkeypatch, copy_hf_home(fake_hub.hf_home, tmp_path / "hf_home"))
+    config = _tiny_collection(tiny_clip, tmp_path)
+    graph = export_dir(parse_model_spec(tiny_clip)) / "text.onnx"
+    graph.write_bytes(graph.read_bytes()[:1000])  # cut short: ONNX Runtime cannot open it
+    args = ["search", "a green circle", "--index-dir", str(config.home), "--collection", "c"]
+    failed = CliRunner().invoke(main, [*args, "--device", "cpu"])
+    assert failed.exit_code != 0
+    assert "text tower" in failed.output and "delete" in failed.output  # not a traceback
 
 
 @pytest.mark.slow

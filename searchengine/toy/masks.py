@@ -34,8 +34,10 @@ __all__ = [
 # CLIPs trained on seed 1, toy-seg on its own seeds (scripts/train_toy_seg.py), and the
 # retrieval checks use 999, 1000, 4242 and 4343. 5151 is the test set, 5252 is where
 # thresholds are chosen, so that the test set is never looked at while tuning; 5353 is
-# a larger second test set (2,000 photos), measured once the methods were fixed.
-HELD_OUT_SEEDS = (5151, 5252, 5353)
+# a larger second test set (2,000 photos), measured once the methods were fixed; 5454
+# tuned how FALIP weighs partly covered patches (scripts/tune_falip_cover.py: no
+# variant beat the mask as it is, so none was adopted).
+HELD_OUT_SEEDS = (5151, 5252, 5353, 5454)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ docs/explain.md come from the same commands on 500 scenes.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,26 @@ def test_ground_reports_every_method_and_falip_beats_the_whole_photo(tmp_path: P
     table = _bench(tmp_path, dataset, "--task", "ground", "-m", "toy", "--region-method", "falip")
     assert table.exit_code == 0, table.output
     assert "falip" in table.output and "circle" not in table.output
+
+
+def test_the_falip_tuning_script_measures_the_product_mask_and_its_variants(
+    tmp_path: Path,
+) -> None:
+    dataset = f"toy:60:{TEST_SEED}"
+    script = Path(__file__).parents[2] / "scripts" / "tune_falip_cover.py"
+    args = [sys.executable, str(script), dataset, "-m", "toy", "--cache-dir", str(tmp_path)]
+    args += ["--variant", "current", "--variant", "linear", "--json"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = {r["variant"]: r for r in json.loads(done.stdout)}
+    assert set(rows) == {"current", "linear", "blur"}
+    only = ("--region-method", "falip", "--json")
+    product = _bench(tmp_path, dataset, "--task", "ground", "-m", "toy", *only)
+    falip_row = {r["method"]: r for r in json.loads(product.output)["rows"]}["falip"]
+    # "current" is the product's own mask: the same answer, description by description.
+    assert rows["current"]["misses"] == falip_row["misses"]
+    assert rows["current"]["accuracy"] == falip_row["accuracy"]
+    assert rows["linear"]["cases"] == falip_row["cases"]
 
 
 def test_where_reports_peak_hits_and_not_found_rates(tmp_path: Path) -> None:

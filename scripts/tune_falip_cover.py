@@ -2,7 +2,7 @@
 
 Usage::
 
-    python scripts/tune_falip_cover.py toy:1000:5454 [-m toy -m toy-large] [--variant NAME ...] [--json]
+    python scripts/tune_falip_cover.py toy:1000:5454 [-m MODEL ...] [--variant NAME ...] [--json]
 
 On the toy test sets, the few descriptions FALIP alone gets wrong name small objects,
 whose box covers a few patches in part. This script grounds every two-object

@@ -75,7 +75,7 @@ def _first_merges(bpe_path: Path, count: int) -> list[str]:
             break
     text += inflate.flush() if lines <= count else b""
     # Whole lines only (the last one may be cut mid-character), decoded at once.
-    whole = bytes(text[: text.rfind(b"\n") + 1]).decode("utf-8")
+    whole = bytes(text[: max(text.rfind(b"\n"), 0)]).decode("utf-8")
     return whole.split("\n", count + 1)[1 : count + 1]  # after the header line
 
 

@@ -153,6 +153,20 @@ def test_clip_bpe_tokenizer_gives_open_clip_ids() -> None:
     assert not mismatched
 
 
+def test_merges_are_read_up_to_the_count_or_the_end(tmp_path: Path) -> None:
+    import gzip
+
+    from searchengine.models.lite import _first_merges
+
+    lines = ["#version: 0.2", *(f"é{i} ß{i}" for i in range(20000))]
+    path = tmp_path / "merges.txt.gz"
+    path.write_bytes(gzip.compress("\n".join(lines).encode("utf-8") + b"\n"))
+    assert _first_merges(path, 3) == lines[1:4]
+    # Past the first chunk inflated (a cut may fall inside a two-byte character).
+    assert _first_merges(path, 15000) == lines[1:15001]
+    assert _first_merges(path, 50000) == lines[1:]  # a shorter file: all of it
+
+
 @pytest.mark.parametrize(
     "cfg",
     [

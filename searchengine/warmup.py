@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -113,78 +114,79 @@ def ready_image_encoder(
     return ready_onnx_encoder(wanted)
 
 
-class IngestWarmup:
-    """Finds the model a collection's first ingest embeds with and opens its image
-    tower in a background thread, with the threads the ingest's lanes will ask for."""
+class _Warmup:
+    """Finds an encoder and warms it in a background thread, handing it over as soon as
+    it is found: its calls wait for what is still opening (the encoder's locks).
 
-    def __init__(self, config: Config, collection: str, model: str | None) -> None:
-        self._encoder: OnnxClipEncoder | None = None
-        self._found = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(config, collection, model), name="image-warmup", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self, config: Config, collection: str, model: str | None) -> None:
-        try:
-            self._encoder = ready_image_encoder(config, collection, model)
-        except Exception:  # the command's own load meets it again and says why
-            return
-        finally:
-            self._found.set()
-        if self._encoder is None:
-            return
-        try:  # the encoder is handed over already; its calls wait for the session
-            self._encoder.image_lanes(config.workers or default_workers())
-            self._encoder.warm_image()
-        except Exception:  # left to the ingest's first call, which meets it again
-            return
-
-    def encoder(self) -> OnnxClipEncoder | None:
-        """The encoder, as soon as it is found (its image tower may still be opening);
-        None if there is none to warm up."""
-        self._found.wait()
-        return self._encoder
-
-
-class TextWarmup:
-    """Finds a collection's encoder and opens its text tower in a background thread.
-
-    The encoder is handed over as soon as it is found (``encoder``), while its tower
-    still opens: the command opens the catalog and the index meanwhile, and its first
-    text call waits for the session (and builds the tokenizer itself if it gets there
-    first; both are guarded by the encoder's locks).
+    Any failure is left to the command, whose own load or first call meets it again
+    and says why.
     """
 
-    def __init__(self, config: Config, collection: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        find: Callable[[], OnnxClipEncoder | None],
+        warm: Callable[[OnnxClipEncoder], None],
+    ) -> None:
         self._encoder: OnnxClipEncoder | None = None
         self._found = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(config, collection), name="text-warmup", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, args=(find, warm), name=name, daemon=True)
         self._thread.start()
 
-    def _run(self, config: Config, collection: str) -> None:
+    def _run(
+        self,
+        find: Callable[[], OnnxClipEncoder | None],
+        warm: Callable[[OnnxClipEncoder], None],
+    ) -> None:
         try:
-            self._encoder = ready_text_encoder(config, collection)
-        except Exception:  # the command's own load meets it again and says why
+            self._encoder = find()
+        except Exception:
             return
         finally:
             self._found.set()
         if self._encoder is None:
             return
-        try:  # the encoder is handed over already; its calls wait for the session
-            self._encoder.warm_text()
-        except Exception:  # left to the first query, which meets it again and says why
+        try:
+            warm(self._encoder)
+        except Exception:
             return
 
     def encoder(self) -> OnnxClipEncoder | None:
-        """The encoder, as soon as it is found (its text tower may still be opening);
-        None if there is none to warm up."""
+        """The encoder, as soon as it is found (a tower may still be opening); None if
+        there is none to warm up."""
         self._found.wait()
         return self._encoder
 
     def result(self) -> OnnxClipEncoder | None:
-        """The encoder once its text tower is open; None if there is none to warm up."""
+        """The encoder once warmed; None if there is none to warm up."""
         self._thread.join()
         return self._encoder
+
+
+class IngestWarmup(_Warmup):
+    """Finds the model a collection's first ingest embeds with and opens its image
+    tower, with the threads the ingest's lanes will ask for."""
+
+    def __init__(self, config: Config, collection: str, model: str | None) -> None:
+        def warm(encoder: OnnxClipEncoder) -> None:
+            encoder.image_lanes(config.workers or default_workers())
+            encoder.warm_image()
+
+        super().__init__(
+            "image-warmup", lambda: ready_image_encoder(config, collection, model), warm
+        )
+
+
+class TextWarmup(_Warmup):
+    """Finds a collection's encoder and opens its text tower and tokenizer.
+
+    The command opens the catalog and the index meanwhile; its first text call waits
+    for the session, and builds the tokenizer itself if it gets there first.
+    """
+
+    def __init__(self, config: Config, collection: str) -> None:
+        super().__init__(
+            "text-warmup",
+            lambda: ready_text_encoder(config, collection),
+            lambda encoder: encoder.warm_text(),
+        )

@@ -140,6 +140,20 @@ def test_more_results_load_on_request(page, server):
 def test_nothing_found_and_server_errors_are_said_plainly(page, server):
     from playwright.sync_api import expect
 
+    # The server's failure is simulated by answering its search route. Added between
+    # the two searches, the route now and then missed the second one (the page went
+    # on saying "Nothing matches"); it is set up before the page loads and switched
+    # on later.
+    down = {"now": False}
+
+    def search_route(route) -> None:
+        if not down["now"]:
+            route.continue_()
+            return
+        body = '{"error": "the model cannot be loaded"}'
+        route.fulfill(status=503, content_type="application/json", body=body)
+
+    page.route("**/api/search?*", search_route)
     page.goto(server)
     page.locator("#options summary").click()
     page.fill("#after", "2001-01-01")
@@ -149,16 +163,10 @@ def test_nothing_found_and_server_errors_are_said_plainly(page, server):
     expect(page.locator("#message")).to_contain_text("Nothing matches “a green star”")
     expect(page.locator("#results .card")).to_have_count(0)
 
-    page.route(
-        "**/api/search?*",
-        lambda route: route.fulfill(
-            status=503,
-            content_type="application/json",
-            body='{"error": "the model cannot be loaded"}',
-        ),
-    )
+    down["now"] = True
     page.keyboard.press("Enter")
     expect(page.locator("#error")).to_have_text("Search failed: the model cannot be loaded")
+    expect(page.locator("#message")).to_have_text("")
 
 
 RECORD_STATES = """() => {

@@ -140,9 +140,9 @@ def test_more_results_load_on_request(page, server):
 def test_nothing_found_and_server_errors_are_said_plainly(page, server):
     from playwright.sync_api import expect
 
-    # The server's failure is simulated by answering its search route. Added between
-    # the two searches, the route now and then missed the second one (the page went
-    # on saying "Nothing matches"); it is set up before the page loads and switched
+    # The server's failure is simulated by answering its search route. With the route
+    # added between the two searches, the page now and then went on saying "Nothing
+    # matches" after the second one; it is set up before the page loads and switched
     # on later.
     down = {"now": False}
 

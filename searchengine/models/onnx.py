@@ -242,8 +242,8 @@ class OnnxClipEncoder:
             # Every text session skips them, so that a one-shot search and a server
             # give the same vectors to the last bit (they differ by ~1e-6 otherwise).
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        if name == "text" and self._one_shot:
-            options.add_session_config_entry("session.disable_prepacking", "1")
+            if self._one_shot:
+                options.add_session_config_entry("session.disable_prepacking", "1")
         path = self._folder / self._manifest["files"][name]
         if name == "image" and self.precision == "int8":
             path = self._folder / INT8_IMAGE

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -437,6 +438,46 @@ def test_search_with_an_export_never_imports_torch_or_the_sql_layer(
 # ------------------------------------------------------- warm-up of a cold search
 
 
+def _record_opens(
+    monkeypatch: pytest.MonkeyPatch, slow: str | None = None
+) -> list[tuple[str, str, str]]:
+    """Every tower session opened from now on, as (tower, "opening" | "opened", thread);
+    the ``slow`` tower takes half a second more to open."""
+    events: list[tuple[str, str, str]] = []
+    real_open = OnnxClipEncoder._open
+
+    def recording(self: OnnxClipEncoder, name: str) -> object:
+        thread = threading.current_thread().name
+        events.append((name, "opening", thread))
+        session = real_open(self, name)
+        if name == slow:
+            time.sleep(0.5)
+        events.append((name, "opened", thread))
+        return session
+
+    monkeypatch.setattr(OnnxClipEncoder, "_open", recording)
+    return events
+
+
+def _cut_short_in_own_cache(
+    file: str, spec: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_hub: FakeHub
+) -> None:
+    """``spec``'s export, in an HF cache of this test's own, with ``file`` cut short:
+    ONNX Runtime cannot open it."""
+    from fakehub import copy_hf_home
+
+    load_encoder(spec, "cpu", "onnx")
+    activate(monkeypatch, copy_hf_home(fake_hub.hf_home, tmp_path / "hf_home"))
+    graph = export_dir(parse_model_spec(spec)) / file
+    graph.write_bytes(graph.read_bytes()[:1000])
+
+
+def _assert_same_hits(got: list[tuple[str, float]], want: list[tuple[str, float]]) -> None:
+    """The same photos in the same order, with the same scores (to float rounding)."""
+    assert [name for name, _ in got] == [name for name, _ in want]
+    np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=1e-6)
+
+
 def _tiny_collection(spec: str, tmp_path: Path) -> Config:
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -458,47 +499,46 @@ def test_warm_up_opens_the_text_tower_and_searches_alike(tiny_clip: str, tmp_pat
         fast = [(hit.path, hit.score) for hit in coll.search("a green circle", k=5)]
     with Collection.open("c", config) as coll:
         plain = [(hit.path, hit.score) for hit in coll.search("a green circle", k=5)]
-    assert [p for p, _ in fast] == [p for p, _ in plain]
-    np.testing.assert_allclose([s for _, s in fast], [s for _, s in plain], atol=1e-6)
+    _assert_same_hits(fast, plain)
 
 
 @pytest.mark.slow
-def test_a_cold_search_opens_the_text_tower_once_while_the_index_opens(
+def test_a_cold_search_opens_the_index_while_the_text_tower_opens(
     tiny_clip: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from searchengine.vectors import FaissIndex
+
     config = _tiny_collection(tiny_clip, tmp_path)
     with Collection.open("c", config) as coll:
         plain = [(hit.path, hit.score) for hit in coll.search("a green circle", k=5)]
-    opened: list[tuple[str, str]] = []
-    real_open = OnnxClipEncoder._open
+    # The text tower takes half a second to open, so that the order shows.
+    events = _record_opens(monkeypatch, slow="text")
+    real_load = FaissIndex.load.__func__  # type: ignore[attr-defined]
 
-    def recording(self: OnnxClipEncoder, name: str) -> object:
-        opened.append((name, threading.current_thread().name))
-        return real_open(self, name)
+    def loading(cls: type[FaissIndex], path: Path) -> FaissIndex:
+        index = real_load(cls, path)
+        events.append(("index", "loaded", threading.current_thread().name))
+        return index
 
-    monkeypatch.setattr(OnnxClipEncoder, "_open", recording)
+    monkeypatch.setattr(FaissIndex, "load", classmethod(loading))
     args = ["search", "a green circle", "--index-dir", str(config.home), "-k", "5"]
     cold = CliRunner().invoke(main, [*args, "--collection", "c", "--json", "--device", "cpu"])
     assert cold.exit_code == 0, cold.output
-    # The encoder is handed over while its tower may still be opening: whichever
-    # thread gets there first opens it, and only once.
-    assert [name for name, _ in opened] == ["text"]
+    # The encoder is handed over as soon as it is found: the index is read while the
+    # tower is still opening, and the tower opens once, whichever thread gets there.
+    steps = [(what, step) for what, step, _ in events]
+    assert steps.index(("index", "loaded")) < steps.index(("text", "opened"))
+    assert steps.count(("text", "opening")) == 1 and ("image", "opening") not in steps
     answered = [(hit["path"], hit["score"]) for hit in json.loads(cold.output)]
-    assert [p for p, _ in answered] == [p for p, _ in plain]
-    np.testing.assert_allclose([s for _, s in answered], [s for _, s in plain], atol=1e-6)
+    _assert_same_hits(answered, plain)
 
 
 @pytest.mark.slow
 def test_a_damaged_text_tower_fails_a_cold_search_saying_what_to_do(
     tiny_clip: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_hub: FakeHub
 ) -> None:
-    from fakehub import copy_hf_home
-
-    load_encoder(tiny_clip, "cpu", "onnx")  # the export, in a cache of this test's own
-    activate(monkeypatch, copy_hf_home(fake_hub.hf_home, tmp_path / "hf_home"))
+    _cut_short_in_own_cache("text.onnx", tiny_clip, tmp_path, monkeypatch, fake_hub)
     config = _tiny_collection(tiny_clip, tmp_path)
-    graph = export_dir(parse_model_spec(tiny_clip)) / "text.onnx"
-    graph.write_bytes(graph.read_bytes()[:1000])  # cut short: ONNX Runtime cannot open it
     args = ["search", "a green circle", "--index-dir", str(config.home), "--collection", "c"]
     failed = CliRunner().invoke(main, [*args, "--device", "cpu"])
     assert failed.exit_code != 0
@@ -580,26 +620,20 @@ def test_damaged_or_unwritable_stored_texts_are_made_again(tiny_clip: str) -> No
 def test_a_first_index_opens_the_image_tower_while_the_catalog_loads(
     tiny_clip: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    opened: list[tuple[str, str]] = []
-    real_open = OnnxClipEncoder._open
-
-    def recording(self: OnnxClipEncoder, name: str) -> object:
-        opened.append((name, threading.current_thread().name))
-        return real_open(self, name)
-
     load_encoder(tiny_clip, "cpu", "onnx").close()  # the export exists (made once a model)
-    monkeypatch.setattr(OnnxClipEncoder, "_open", recording)
+    events = _record_opens(monkeypatch)
     photos = _photos(tmp_path / "photos", 4)
     config = Config(home=tmp_path / "idx", device="cpu", runtime="onnx")
     args = ["index", str(photos), "--index-dir", str(config.home), "-m", tiny_clip]
     args += ["--device", "cpu", "--runtime", "onnx"]
     first = CliRunner().invoke(main, args)
     assert first.exit_code == 0, first.output
-    assert opened == [("image", "image-warmup")]  # once, before the lanes asked for it
-    opened.clear()
+    # once, before the lanes asked for it
+    assert [(what, thread) for what, _, thread in events] == [("image", "image-warmup")] * 2
+    events.clear()
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0, again.output
-    assert opened == []  # nothing new to embed: no tower opened at all
+    assert events == []  # nothing new to embed: no tower opened at all
     assert ready_image_encoder(config, "default", tiny_clip) is None  # not a first ingest
     assert ready_image_encoder(replace(config, precision="int8"), "new", tiny_clip) is None
     assert ready_image_encoder(replace(config, runtime="torch"), "new", tiny_clip) is None
@@ -609,20 +643,14 @@ def test_a_first_index_opens_the_image_tower_while_the_catalog_loads(
         plain = [(Path(h.path).name, h.score) for h in coll.search("a green circle", k=4)]
     with Collection.open("default", config) as coll:
         warmed = [(Path(h.path).name, h.score) for h in coll.search("a green circle", k=4)]
-    assert [name for name, _ in warmed] == [name for name, _ in plain]
-    np.testing.assert_allclose([s for _, s in warmed], [s for _, s in plain], atol=1e-6)
+    _assert_same_hits(warmed, plain)
 
 
 @pytest.mark.slow
 def test_a_damaged_image_tower_fails_a_warmed_first_index_with_nothing_kept(
     tiny_clip: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_hub: FakeHub
 ) -> None:
-    from fakehub import copy_hf_home
-
-    load_encoder(tiny_clip, "cpu", "onnx")  # the export, in a cache of this test's own
-    activate(monkeypatch, copy_hf_home(fake_hub.hf_home, tmp_path / "hf_home"))
-    graph = export_dir(parse_model_spec(tiny_clip)) / "image.onnx"
-    graph.write_bytes(graph.read_bytes()[:1000])  # cut short: ONNX Runtime cannot open it
+    _cut_short_in_own_cache("image.onnx", tiny_clip, tmp_path, monkeypatch, fake_hub)
     photos = _photos(tmp_path / "photos", 4)
     args = ["index", str(photos), "--index-dir", str(tmp_path / "idx"), "-m", tiny_clip]
     failed = CliRunner().invoke(main, [*args, "--device", "cpu", "--runtime", "onnx"])

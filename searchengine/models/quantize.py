@@ -5,8 +5,14 @@ per photo in fp32, against ~70 ms to read and decode a 12 MP JPEG), so a tower t
 computes in 8-bit integers is the one way left to embed photos faster than the cores
 allow in fp32. ONNX Runtime's dynamic quantization makes it from the fp32 export:
 the weights of every matrix product and of the patch convolution become int8, one
-scale per output channel; activations are quantized to uint8 per tensor as each call
-runs, so no calibration photos are baked into the model. The attention's
+scale per output channel, in 7 bits (``reduce_range``); activations are quantized to
+uint8 per tensor as each call runs, so no calibration photos are baked into the model.
+The seventh bit matters on x86 CPUs without VNNI (AVX2 only, e.g. AMD EPYC before Zen 4):
+there ONNX Runtime multiplies uint8 by int8 with ``vpmaddubsw``, whose 16-bit sum of two
+products saturates at 8-bit weights. Random-weight ViT-B-32-256 on such a CPU: cosine
+to fp32 mean 0.9864 (min 0.9755) with 8-bit weights, so its check refused it; 0.9998
+(min 0.9997) with 7. With 7-bit weights no sum saturates, so the tower computes the same
+on every CPU and its verdict holds wherever the export is shared. The attention's
 activation-by-activation products stay fp32. On the project's CPU (a Xeon with
 AVX-512 VNNI) the tower runs 2.1x faster than fp32 (ViT-B-32-256, batch 8, one-thread
 calls side by side) and its file is a quarter of the size. Static quantization (QDQ,
@@ -43,6 +49,9 @@ VERDICT_FILE = "int8.json"
 MEAN_COSINE = 0.99  # int8 against fp32, over the sample
 MIN_COSINE = 0.98  # every photo of the sample
 MIN_OVERLAP = 0.8  # mean share of each query's top 10 that both towers agree on
+# How the int8 tower is built. A verdict of another build is stale: the tower is built
+# and checked again (1: 8-bit weights, which saturate on CPUs without VNNI; 2: 7-bit).
+BUILD = 2
 TOP = 10
 SAMPLE = 32  # photos the check embeds twice: ~5 s once per model, for ViT-B-32
 CHUNK = 8  # photos per call while checking: bounds memory
@@ -71,6 +80,7 @@ class Verdict:
             for samples under 20 photos); None under 4 photos.
         reason: why it failed; empty when it passed.
         onnxruntime: the version that built it.
+        build: how it was built (``BUILD`` when current; 1 before builds were noted).
     """
 
     passed: bool
@@ -80,6 +90,7 @@ class Verdict:
     overlap: float | None
     reason: str = ""
     onnxruntime: str = ""
+    build: int = BUILD
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,6 +106,7 @@ class Verdict:
             None if overlap is None else float(overlap),
             str(data.get("reason") or ""),
             str(data.get("onnxruntime") or ""),
+            int(data.get("build") or 1),
         )
 
     def summary(self) -> str:
@@ -107,11 +119,14 @@ class Verdict:
 
 
 def read_verdict(folder: Path) -> Verdict | None:
-    """The stored verdict for the export in ``folder``; None if the tower was never checked
-    (or it passed but its file is gone, e.g. a crash before it was put in place)."""
+    """The stored verdict for the export in ``folder``; None if the tower was never checked,
+    was built another way (an older ``BUILD``: it is built and checked again), or passed
+    but its file is gone (e.g. a crash before it was put in place)."""
     try:
         verdict = Verdict.from_dict(json.loads((folder / VERDICT_FILE).read_text()))
     except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if verdict.build != BUILD:
         return None
     if verdict.passed and not (folder / INT8_IMAGE).is_file():
         return None
@@ -142,6 +157,8 @@ def prepare_int8(encoder: OnnxClipEncoder, pixels: np.ndarray) -> Verdict:
                 out.write((json.dumps(verdict.to_dict(), indent=2) + "\n").encode())
             if verdict.passed:
                 os.replace(tmp, folder / INT8_IMAGE)
+            else:  # a tower of an older build that this one replaces must not be run
+                (folder / INT8_IMAGE).unlink(missing_ok=True)
         finally:
             tmp.unlink(missing_ok=True)
     return verdict
@@ -154,7 +171,10 @@ def build_int8(source: Path, target: Path) -> None:
     # The quantizer advises pre-processing on the root logger; its graph is already
     # the exporter's optimised one, and the check below is what decides.
     with _quiet():
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
+        quantize_dynamic(
+            str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
+            reduce_range=True,  # 7-bit weights: no saturation without VNNI (see above)
+        )  # fmt: skip
 
 
 def check_int8(encoder: OnnxClipEncoder, int8_path: Path, pixels: np.ndarray) -> Verdict:

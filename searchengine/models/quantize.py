@@ -4,18 +4,21 @@ On a CPU the image tower is most of an ingest's work (ViT-B-32-256: ~170 ms of a
 per photo in fp32, against ~70 ms to read and decode a 12 MP JPEG), so a tower that
 computes in 8-bit integers is the one way left to embed photos faster than the cores
 allow in fp32. ONNX Runtime's dynamic quantization makes it from the fp32 export:
-the weights of every matrix product and of the patch convolution become int8, one
-scale per output channel, in 7 bits (``reduce_range``); activations are quantized to
-uint8 per tensor as each call runs, so no calibration photos are baked into the model.
+the weights of every matrix product become int8, one scale per output channel, in
+7 bits (``reduce_range``); activations are quantized to uint8 per tensor as each call
+runs, so no calibration photos are baked into the model. The patch convolution stays
+fp32: ONNX Runtime's ``ConvInteger`` is slower than its fp32 ``Conv`` (ViT-B-32-256, one
+thread, per-op profile: 11.6-11.9 ms a photo against 4.4-4.8, ~7 % of the int8 tower).
 The seventh bit matters on x86 CPUs without VNNI (AVX2 only, e.g. AMD EPYC before Zen 4):
 there ONNX Runtime multiplies uint8 by int8 with ``vpmaddubsw``, whose 16-bit sum of two
 products saturates at 8-bit weights. Random-weight ViT-B-32-256 on such a CPU: cosine
 to fp32 mean 0.9864 (min 0.9755) with 8-bit weights, so its check refused it; 0.9998
 (min 0.9997) with 7. With 7-bit weights no sum saturates, so the tower computes the same
 on every CPU and its verdict holds wherever the export is shared. The attention's
-activation-by-activation products stay fp32. On the project's CPU (a Xeon with
-AVX-512 VNNI) the tower runs 2.1x faster than fp32 (ViT-B-32-256, batch 8, one-thread
-calls side by side) and its file is a quarter of the size. Static quantization (QDQ,
+activation-by-activation products stay fp32. The tower runs 2.1x faster than fp32
+on a Xeon with AVX-512 VNNI (ViT-B-32-256, batch 8, one-thread calls side by side) and
+1.5-1.75x on an AVX2-only AMD EPYC (``scripts/check_int8_bits.py``); its file is a
+quarter of the size. Static quantization (QDQ,
 all 61 matrix products, calibrated on photos) measured no faster and would depend on
 its calibration set, so it was left out.
 
@@ -50,7 +53,8 @@ MEAN_COSINE = 0.99  # int8 against fp32, over the sample
 MIN_COSINE = 0.98  # every photo of the sample
 MIN_OVERLAP = 0.8  # mean share of each query's top 10 that both towers agree on
 # How the int8 tower is built. A verdict of another build is stale: the tower is built
-# and checked again (1: 8-bit weights, which saturate on CPUs without VNNI; 2: 7-bit).
+# and checked again (1: 8-bit weights, which saturate on CPUs without VNNI, and an
+# int8 patch convolution; 2: 7-bit weights, matrix products only).
 BUILD = 2
 TOP = 10
 SAMPLE = 32  # photos the check embeds twice: ~5 s once per model, for ViT-B-32
@@ -174,6 +178,7 @@ def build_int8(source: Path, target: Path) -> None:
         quantize_dynamic(
             str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
             reduce_range=True,  # 7-bit weights: no saturation without VNNI (see above)
+            op_types_to_quantize=["MatMul", "Gemm"],  # the patch convolution stays fp32
         )  # fmt: skip
 
 

@@ -199,9 +199,15 @@ def _weight_range(int8_tower: Path) -> tuple[int, int]:
     return min(int(v.min()) for v in values), max(int(v.max()) for v in values)
 
 
+def _op_types(tower: Path) -> set[str]:
+    import onnx
+
+    return {node.op_type for node in onnx.load(str(tower)).graph.node}
+
+
 def _old_build(folder: Path, verdict: dict[str, object] | None = None) -> None:
-    """Put an int8 tower of the first build (8-bit weights) and its verdict, as written
-    before builds were noted, in the export ``folder``."""
+    """Put an int8 tower of the first build (8-bit weights, int8 patch convolution) and
+    its verdict, as written before builds were noted, in the export ``folder``."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     image = next(p for p in folder.glob("image*.onnx") if p.name != INT8_IMAGE)
@@ -228,6 +234,7 @@ def test_the_int8_tower_has_7_bit_weights_and_an_older_build_is_redone(
     assert export is not None
     low, high = _weight_range(export.folder / INT8_IMAGE)
     assert -64 <= low and high <= 64 and high - low > 64  # 7 bits (255 · 64 · 2 < 2¹⁵), all used
+    assert _op_types(export.folder / INT8_IMAGE) >= {"MatMulInteger", "Conv"}  # conv in fp32
     assert json.loads((export.folder / VERDICT_FILE).read_text())["build"] == BUILD
 
     # An export checked by an older build (8-bit weights, no build noted) is built and
@@ -235,6 +242,7 @@ def test_the_int8_tower_has_7_bit_weights_and_an_older_build_is_redone(
     _old_build(export.folder)
     assert read_verdict(export.folder) is None
     assert max(np.abs(_weight_range(export.folder / INT8_IMAGE))) > 64
+    assert "ConvInteger" in _op_types(export.folder / INT8_IMAGE)
     with Collection.open("b", config, create=True) as coll:
         report = coll.index([photos])
         assert report.precision == "int8" and report.notes == []

@@ -145,3 +145,26 @@ def test_bench_rclip_refuses_what_is_not_rclip_3_or_4(tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.returncode != 0 and "pip install rclip==4.0.8" in done.stderr
+
+
+def test_check_int8_bits_compares_both_builds_through_the_product_check(
+    offline_hub_env: dict[str, str], tmp_path: Path
+) -> None:
+    out = tmp_path / "bits.json"
+    args = ["--toy-only", "--work", str(tmp_path), "--json", str(out)]
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / "check_int8_bits.py"), *args],
+        env=offline_hub_env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert set(result["models"]) == {"toy", "toy-large"}
+    for model in result["models"].values():
+        first, now = model["8bit"], model["7bit"]
+        assert first["images"] == now["images"] == 32
+        assert now["passed"] and now["mean_cosine"] >= 0.99  # the product's build
+        assert model["fp32_ms"] > 0 and first["ms"] > 0 and now["ms"] > 0
+    assert done.stdout.startswith("CPU: ") and "| toy-large |" in done.stdout

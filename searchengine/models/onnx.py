@@ -54,6 +54,12 @@ EXPORT_FORMAT = 5  # bump when the folder layout, manifest meaning or graphs cha
 MIN_COSINE = 0.999  # ONNX vs torch, every verification row
 MANIFEST = "manifest.json"
 INT8_IMAGE = "image.int8.onnx"  # the reduced image tower (``quantize``), beside the export
+# ``np.load`` parses each file's header with ``ast.literal_eval``. On CPython 3.11.7 (the
+# project's) two threads in the ``ast`` module at once can fail with "SystemError: AST
+# constructor recursion depth mismatch" (CPython gh-106905), and a cold search loads the
+# token table in its warm-up thread while the main thread may already be encoding the
+# query. Every ``np.load`` here takes this lock (a header read: microseconds).
+_NPY_LOCK = threading.Lock()
 TEXT_CHUNK = 256  # texts per text-tower call: bounds memory for long caption lists
 
 
@@ -311,7 +317,8 @@ class OnnxClipEncoder:
         """
         path = self._stored_texts_path(texts)
         try:
-            vectors = np.load(path)
+            with _NPY_LOCK:
+                vectors = np.load(path)
             if vectors.shape == (len(texts), self.dim) and vectors.dtype == np.float32:
                 return np.ascontiguousarray(vectors)
         except (OSError, ValueError):
@@ -373,7 +380,10 @@ class OnnxClipEncoder:
 
     def _token_table(self) -> np.ndarray:
         if self._embedding is None:
-            self._embedding = np.load(self._folder / self._manifest["files"]["embedding"], "r")
+            with _NPY_LOCK:
+                if self._embedding is None:
+                    path = self._folder / self._manifest["files"]["embedding"]
+                    self._embedding = np.load(path, "r")
         return self._embedding
 
     def close(self) -> None:

@@ -236,6 +236,45 @@ def test_causal_text_tower_cuts_padding_and_matches_torch(tiny_clip: str) -> Non
     assert (export_dir(parse_model_spec(tiny_clip)) / "token_embedding.npy").is_file()
 
 
+def test_no_two_threads_read_a_numpy_file_at_once(
+    tiny_clip: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # np.load parses headers with ast.literal_eval; two threads in the ast module at once
+    # failed a cold search with "SystemError: AST constructor recursion depth mismatch"
+    # (CPython 3.11.7): its warm-up thread and its main thread both encoded text.
+    load_encoder(tiny_clip, "cpu", "onnx").close()  # the export, made once
+    encoder = load_encoder(tiny_clip, "cpu", "onnx")
+    real_load, inside, most = np.load, [0], [0]
+    lock = threading.Lock()
+
+    def slow_load(*args: object, **kwargs: object) -> object:
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.05)  # a thread switch in the middle, as the scheduler may make
+        try:
+            return real_load(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    monkeypatch.setattr(np, "load", slow_load)
+    texts = ["a red circle", "a blue square"]
+    results: list[np.ndarray] = []
+    jobs = [lambda: results.append(encoder.encode_texts(texts)) for _ in range(3)]
+    jobs.append(lambda: results.append(encoder.stored_text_vectors(texts)))
+    jobs.append(lambda: results.append(encoder.stored_text_vectors(texts)))
+    threads = [threading.Thread(target=job) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    encoder.close()
+    assert len(results) == 5 and most[0] == 1
+    for vectors in results[1:]:
+        np.testing.assert_allclose(vectors, results[0], atol=1e-5)
+
+
 @pytest.mark.slow
 def test_image_lanes_run_side_by_side_with_the_same_vectors(tiny_clip: str) -> None:
     from concurrent.futures import ThreadPoolExecutor

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,21 @@ from searchengine.models.onnx import cpu_count
 
 pytestmark = pytest.mark.slow
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+def _run_script(
+    name: str, args: list[str], out: Path, env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """Run ``scripts/NAME`` to success; its process and the JSON it wrote to ``out``."""
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / name), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done, json.loads(out.read_text())
 
 
 def test_bench_ingest_reports_ratios_against_every_ceiling(offline_hub_env, tmp_path):
@@ -96,15 +112,7 @@ def test_bench_rclip_runs_both_tools_on_the_same_photos(
     args = ["--rclip", str(rclip_exe), "-n", "12", "--megapixels", "0.05", "--tiny"]
     args += ["--rounds", "1", "--queries", "1", "--add", "2", "--ceiling-images", "8"]
     args += ["--work", str(tmp_path), "--json", str(out)]
-    done = subprocess.run(
-        [sys.executable, str(SCRIPTS / "bench_rclip.py"), *args],
-        env=offline_hub_env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(out.read_text())
+    done, result = _run_script("bench_rclip.py", args, out, offline_hub_env)
     best = result["best"]
     theirs = best["rclip"]
     assert result["rclip_version"] in RCLIP_VERSIONS
@@ -152,15 +160,7 @@ def test_check_int8_bits_compares_both_builds_through_the_product_check(
 ) -> None:
     out = tmp_path / "bits.json"
     args = ["--toy-only", "--work", str(tmp_path), "--json", str(out)]
-    done = subprocess.run(
-        [sys.executable, str(SCRIPTS / "check_int8_bits.py"), *args],
-        env=offline_hub_env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(out.read_text())
+    done, result = _run_script("check_int8_bits.py", args, out, offline_hub_env)
     assert set(result["models"]) == {"toy", "toy-large"}
     for model in result["models"].values():
         first, now = model["8bit"], model["7bit"]

@@ -151,6 +151,21 @@ def ready_onnx_encoder(
     return OnnxClipEncoder(export, precision=precision, one_shot=one_shot)
 
 
+def int8_session_options(options: Any) -> Any:
+    """Set ``options`` (``onnxruntime.SessionOptions``) for the int8 image tower's file.
+
+    ``quantize.build_int8`` saves that graph already optimized (ONNX Runtime's extended
+    level: fusions of its CPU kernels, nothing tied to one CPU's instructions), so a
+    session opens it at the basic level: ViT-B-32-256's opens in ~0.15 s instead of
+    ~0.45 s, and a photo costs the same. The check of a new tower opens it this way
+    too, so what was checked is what runs.
+    """
+    import onnxruntime as ort
+
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    return options
+
+
 class OnnxClipEncoder:
     """An exported open_clip model behind the ``Encoder`` protocol, on ONNX Runtime.
 
@@ -252,6 +267,7 @@ class OnnxClipEncoder:
                 options.add_session_config_entry("session.disable_prepacking", "1")
         path = self._folder / self._manifest["files"][name]
         if name == "image" and self.precision == "int8":
+            int8_session_options(options)
             path = self._folder / INT8_IMAGE
             if not path.is_file():
                 raise ModelError(

@@ -46,7 +46,7 @@ import numpy as np
 
 from searchengine.fsutil import FileLock, atomic_write
 from searchengine.models.base import l2_normalize
-from searchengine.models.onnx import INT8_IMAGE, OnnxClipEncoder
+from searchengine.models.onnx import INT8_IMAGE, OnnxClipEncoder, int8_session_options
 
 VERDICT_FILE = "int8.json"
 MEAN_COSINE = 0.99  # int8 against fp32, over the sample
@@ -54,8 +54,9 @@ MIN_COSINE = 0.98  # every photo of the sample
 MIN_OVERLAP = 0.8  # mean share of each query's top 10 that both towers agree on
 # How the int8 tower is built. A verdict of another build is stale: the tower is built
 # and checked again (1: 8-bit weights, which saturate on CPUs without VNNI, and an
-# int8 patch convolution; 2: 7-bit weights, matrix products only).
-BUILD = 2
+# int8 patch convolution; 2: 7-bit weights, matrix products only; 3: as 2, its graph
+# saved already optimized, so that a session opens it in a third of the time).
+BUILD = 3
 TOP = 10
 SAMPLE = 32  # photos the check embeds twice: ~5 s once per model, for ViT-B-32
 CHUNK = 8  # photos per call while checking: bounds memory
@@ -169,24 +170,41 @@ def prepare_int8(encoder: OnnxClipEncoder, pixels: np.ndarray) -> Verdict:
 
 
 def build_int8(source: Path, target: Path) -> None:
-    """Quantize the fp32 image tower ``source`` into ``target`` (one file, ~1/4 the size)."""
+    """Quantize the fp32 image tower ``source`` into ``target`` (one file, ~1/4 the size).
+
+    The quantized graph is then saved as ONNX Runtime optimizes it at the extended
+    level, which every session of it would otherwise do again on opening (~0.3 s of
+    ViT-B-32-256's ~0.45 s); ``onnx.int8_session_options`` opens it without that.
+    """
+    import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    # The quantizer advises pre-processing on the root logger; its graph is already
-    # the exporter's optimised one, and the check below is what decides.
-    with _quiet():
-        quantize_dynamic(
-            str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
-            reduce_range=True,  # 7-bit weights: no saturation without VNNI (see above)
-            op_types_to_quantize=["MatMul", "Gemm"],  # the patch convolution stays fp32
-        )  # fmt: skip
+    plain = target.with_name(f"{target.name}.plain")
+    try:
+        # The quantizer advises pre-processing on the root logger; its graph is
+        # already the exporter's optimised one, and the check is what decides.
+        with _quiet():
+            quantize_dynamic(
+                str(source), str(plain), weight_type=QuantType.QInt8, per_channel=True,
+                reduce_range=True,  # 7-bit weights: no saturation without VNNI (see above)
+                op_types_to_quantize=["MatMul", "Gemm"],  # the patch convolution stays fp32
+            )  # fmt: skip
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        # Not the "all" level: its layout changes are chosen for this CPU's
+        # instructions, and the file may be shared with other machines.
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.optimized_model_filepath = str(target)
+        ort.InferenceSession(str(plain), options, providers=["CPUExecutionProvider"])
+    finally:
+        plain.unlink(missing_ok=True)
 
 
 def check_int8(encoder: OnnxClipEncoder, int8_path: Path, pixels: np.ndarray) -> Verdict:
     """Compare the int8 tower at ``int8_path`` with ``encoder``'s fp32 one on ``pixels``."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
+    options = int8_session_options(ort.SessionOptions())
     options.log_severity_level = 3
     session = ort.InferenceSession(str(int8_path), options, providers=["CPUExecutionProvider"])
     version = str(ort.__version__)

@@ -288,15 +288,16 @@ class Collection(Searching):
             self.config.precision,
             self._fp32_encoder,
             roots,
+            self._encoder,  # an int8 one when opened early (``warmup.IngestWarmup``)
         )
         if precision != stored or (check is not None and check != self.precision_check):
             self.store.record_precision(precision, check.to_dict() if check else None)
             self.precision_check = check
-        if precision != self.precision or self._encoder_precision() not in (None, precision):
-            if self._encoder is not None:
-                self._encoder.close()
-                self._encoder = None
-            self.precision = precision
+        if self._encoder_precision() not in (None, precision):
+            assert self._encoder is not None
+            self._encoder.close()
+            self._encoder = None
+        self.precision = precision
         wanted_int8 = self.config.precision == INT8 or stored == INT8
         if wanted_int8 and precision == FP32 and check is not None:
             return refusal(self.model, check)

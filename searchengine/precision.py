@@ -86,6 +86,7 @@ def settle(
     wanted: str | None,
     encoder: Callable[[], Encoder],
     roots: Sequence[str],
+    loaded: Encoder | None = None,
 ) -> tuple[str, Verdict | None]:
     """The tower to embed with, checking the int8 one first where it is asked for.
 
@@ -97,6 +98,8 @@ def settle(
         wanted: what was asked for (None: the recorded one, else fp32).
         encoder: the collection's model in fp32, loaded if a check is needed.
         roots: the collection's folders: the check's sample is drawn from them.
+        loaded: the model as already loaded, whatever its image tower: where its
+            export has a stored verdict, that answers without loading ``encoder``.
 
     Returns:
         The precision and, when int8 was asked for or is recorded, its check (where
@@ -111,7 +114,8 @@ def settle(
         return FP32, recorded_check  # refused when the collection was built
     if stored != INT8 and (stored is not None or wanted != INT8):
         return stored or FP32, None
-    check = _check(encoder(), roots)
+    found = read_verdict(loaded.folder) if isinstance(loaded, OnnxClipEncoder) else None
+    check = found or _check(encoder(), roots)
     if check.passed:
         return INT8, check
     if stored == INT8:

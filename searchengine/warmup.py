@@ -18,6 +18,8 @@ the model as it always does, and says what is wrong if anything is.
 ``IngestWarmup`` does the same for the first ``searchengine index`` of a collection
 with the image tower: the ~0.4 s of opening it then overlaps the SQL layer's import
 and the catalog's creation, not the first photos' decoding, whose lanes would wait.
+With ``--precision int8`` it opens the int8 tower, where that model's has already
+passed its check; otherwise the check comes first, with the catalog open.
 """
 
 from __future__ import annotations
@@ -101,8 +103,9 @@ def ready_image_encoder(
 
     if not _onnx_on_cpu(config) or config.engine != "local":
         return None
-    if config.precision not in (None, "fp32"):
-        return None  # the int8 tower is decided (and maybe checked) with the catalog open
+    precision = config.precision or "fp32"
+    if precision not in ("fp32", "int8"):
+        return None
     if (config.home / collection / CATALOG_FILE).exists():
         return None
     try:
@@ -111,7 +114,18 @@ def ready_image_encoder(
         return None  # the command says why
     if wanted.kind is ModelKind.TRANSFORMERS:
         return None
-    return ready_onnx_encoder(wanted)
+    encoder = ready_onnx_encoder(wanted, precision=precision)
+    if encoder is not None and precision == "int8" and not _int8_passed(encoder.folder):
+        return None  # the tower is built and checked first, with the catalog open
+    return encoder
+
+
+def _int8_passed(folder: Path) -> bool:
+    """Whether the int8 tower of the export in ``folder`` is built and passed its check."""
+    from searchengine.models.quantize import read_verdict
+
+    verdict = read_verdict(folder)
+    return verdict is not None and verdict.passed
 
 
 class _Warmup:

@@ -22,6 +22,7 @@ import pytest
 from click.testing import CliRunner
 from fakehub import CLIPS_REPO_ID, FakeHub, activate
 from PIL import Image, ImageDraw
+from sessions import record_opens
 
 from searchengine import Collection, Config
 from searchengine.cli import main
@@ -477,27 +478,6 @@ def test_search_with_an_export_never_imports_torch_or_the_sql_layer(
 # ------------------------------------------------------- warm-up of a cold search
 
 
-def _record_opens(
-    monkeypatch: pytest.MonkeyPatch, slow: str | None = None
-) -> list[tuple[str, str, str]]:
-    """Every tower session opened from now on, as (tower, "opening" | "opened", thread);
-    the ``slow`` tower takes half a second more to open."""
-    events: list[tuple[str, str, str]] = []
-    real_open = OnnxClipEncoder._open
-
-    def recording(self: OnnxClipEncoder, name: str) -> object:
-        thread = threading.current_thread().name
-        events.append((name, "opening", thread))
-        session = real_open(self, name)
-        if name == slow:
-            time.sleep(0.5)
-        events.append((name, "opened", thread))
-        return session
-
-    monkeypatch.setattr(OnnxClipEncoder, "_open", recording)
-    return events
-
-
 def _cut_short_in_own_cache(
     file: str, spec: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_hub: FakeHub
 ) -> None:
@@ -551,7 +531,7 @@ def test_a_cold_search_opens_the_index_while_the_text_tower_opens(
     with Collection.open("c", config) as coll:
         plain = [(hit.path, hit.score) for hit in coll.search("a green circle", k=5)]
     # The text tower takes half a second to open, so that the order shows.
-    events = _record_opens(monkeypatch, slow="text")
+    events = record_opens(monkeypatch, slow="text")
     real_load = FaissIndex.load.__func__  # type: ignore[attr-defined]
 
     def loading(cls: type[FaissIndex], path: Path) -> FaissIndex:
@@ -660,7 +640,7 @@ def test_a_first_index_opens_the_image_tower_while_the_catalog_loads(
     tiny_clip: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     load_encoder(tiny_clip, "cpu", "onnx").close()  # the export exists (made once a model)
-    events = _record_opens(monkeypatch)
+    events = record_opens(monkeypatch)
     photos = _photos(tmp_path / "photos", 4)
     config = Config(home=tmp_path / "idx", device="cpu", runtime="onnx")
     args = ["index", str(photos), "--index-dir", str(config.home), "-m", tiny_clip]

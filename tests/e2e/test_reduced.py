@@ -12,14 +12,18 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from fakehub import FakeHub
 from safetensors.numpy import load_file, save_file
+from sessions import record_opens
 
 from searchengine import Collection, Config
+from searchengine.cli import main
 from searchengine.errors import CollectionError
 from searchengine.ingest.decode import decode_file
 from searchengine.models import Encoder, load_encoder
@@ -27,7 +31,7 @@ from searchengine.models.onnx import INT8_IMAGE, OnnxClipEncoder, read_export
 from searchengine.models.quantize import BUILD, MIN_COSINE, VERDICT_FILE, read_verdict
 from searchengine.models.spec import parse_model_spec, shipped_model_dir
 from searchengine.toy.world import render, sample_scene
-from searchengine.warmup import ready_text_encoder
+from searchengine.warmup import ready_image_encoder, ready_text_encoder
 
 pytestmark = pytest.mark.slow
 
@@ -128,6 +132,52 @@ def test_an_int8_collection_embeds_and_is_queried_with_its_checked_tower(
     mixed = Config(home=tmp_path / "idx", precision="fp32", device="cpu")
     with pytest.raises(CollectionError, match="holds int8 image vectors"):
         Collection.open("fast", mixed)
+
+
+def test_a_first_int8_index_opens_the_checked_int8_tower_while_the_catalog_loads(
+    offline_hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = f"local-dir:{tmp_path / 'model'}"  # an export of this test's own
+    shutil.copytree(shipped_model_dir("toy"), tmp_path / "model")
+    photos = _photos(tmp_path / "photos", 12)
+    config = Config(home=tmp_path / "idx", model=model, precision="int8", device="cpu")
+    # No verdict yet: the tower is built and checked with the catalog open, not early.
+    assert ready_image_encoder(config, "first", model) is None
+    events = record_opens(monkeypatch)
+    base = ["index", str(photos), "--index-dir", str(config.home), "-m", model]
+    base += ["--precision", "int8", "--device", "cpu", "--json"]
+    first = CliRunner().invoke(main, [*base, "-c", "first"])
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout)["precision"] == "int8"
+    assert ("image-int8", "opened", "image-warmup") not in events
+    export = read_export(parse_model_spec(model))
+    assert export is not None and read_verdict(export.folder) is not None
+
+    # Checked once: the next new collection's warm-up opens the int8 tower, once, and
+    # no fp32 image tower is opened at all.
+    events.clear()
+    second = CliRunner().invoke(main, [*base, "-c", "second"])
+    assert second.exit_code == 0, second.output
+    assert json.loads(second.stdout)["precision"] == "int8"
+    assert [(tower, thread) for tower, _, thread in events if tower != "text"] == [
+        ("image-int8", "image-warmup")
+    ] * 2
+    # Its vectors are those of the collection that opened the tower in its ingest.
+    with Collection.open("first", config) as coll:
+        plain = {Path(h.path).name: h.score for h in coll.search("a red circle", k=12)}
+    with Collection.open("second", config) as coll:
+        assert coll.precision == "int8"
+        warmed = {Path(h.path).name: h.score for h in coll.search("a red circle", k=12)}
+    assert warmed == plain
+
+    # A tower that failed its check is never opened early: that collection is fp32.
+    verdict = json.loads((export.folder / VERDICT_FILE).read_text())
+    failed = {**verdict, "passed": False, "reason": "refused for this test"}
+    (export.folder / VERDICT_FILE).write_text(json.dumps(failed))
+    assert ready_image_encoder(config, "third", model) is None
+    warm = ready_image_encoder(replace(config, precision=None), "third", model)
+    assert isinstance(warm, OnnxClipEncoder) and warm.precision == "fp32"
+    warm.close()
 
 
 def test_a_model_whose_int8_tower_fails_the_check_is_refused(

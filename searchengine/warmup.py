@@ -103,9 +103,6 @@ def ready_image_encoder(
 
     if not _onnx_on_cpu(config) or config.engine != "local":
         return None
-    precision = config.precision or "fp32"
-    if precision not in ("fp32", "int8"):
-        return None
     if (config.home / collection / CATALOG_FILE).exists():
         return None
     try:
@@ -114,8 +111,9 @@ def ready_image_encoder(
         return None  # the command says why
     if wanted.kind is ModelKind.TRANSFORMERS:
         return None
-    encoder = ready_onnx_encoder(wanted, precision=precision)
-    if encoder is not None and precision == "int8" and not _int8_passed(encoder.folder):
+    # None as well for a precision it does not know: the command says why.
+    encoder = ready_onnx_encoder(wanted, precision=config.precision or "fp32")
+    if encoder is not None and encoder.precision == "int8" and not _int8_passed(encoder.folder):
         return None  # the tower is built and checked first, with the catalog open
     return encoder
 

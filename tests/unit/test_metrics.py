@@ -246,6 +246,9 @@ def test_degenerate_correlations_are_nan():
 ratings = st.lists(st.integers(1, 4), min_size=3, max_size=60)
 
 
+# scipy warns when an input is nearly constant (e.g. [2.5, 2.5, 2.4999999999999996]):
+# its own result may then be inaccurate. Ours still matches it to 1e-12 there (below).
+@pytest.mark.filterwarnings("ignore::scipy.stats.NearConstantInputWarning")
 @settings(max_examples=200, deadline=None)
 @given(data=st.data(), y=ratings)
 def test_correlations_match_scipy(data, y):
@@ -264,6 +267,18 @@ def test_correlations_match_scipy(data, y):
     tau = scipy.stats.kendalltau(x, y, variant="c")[0]
     assert ours.kendall_tau_c == pytest.approx(tau, abs=1e-12)
     assert ours.n == len(y)
+
+
+@pytest.mark.filterwarnings("ignore::scipy.stats.NearConstantInputWarning")
+def test_a_nearly_constant_metric_still_matches_scipy():
+    # Found by the property test above: two CLIP-S values one rounding step apart.
+    x = [2.5, 2.5, 2.4999999999999996]
+    for y in ([1, 2, 3], [1, 1, 2], [2, 1, 4]):
+        ours = correlations(x, y)
+        assert ours.pearson == pytest.approx(scipy.stats.pearsonr(x, y)[0], abs=1e-12)
+        assert ours.spearman == pytest.approx(scipy.stats.spearmanr(x, y)[0], abs=1e-12)
+        tau = scipy.stats.kendalltau(x, y, variant="c")[0]
+        assert ours.kendall_tau_c == pytest.approx(tau, abs=1e-12)
 
 
 def test_tau_c_on_a_large_rating_set_matches_scipy():

@@ -64,6 +64,17 @@ from make_bench_corpus import make_corpus
 EXE = str(Path(sys.executable).with_name("searchengine"))
 
 
+def compile_package() -> None:
+    """Bring the package's bytecode up to date, as ``pip install`` leaves an installed
+    package (and a peer's). An editable install under PYTHONDONTWRITEBYTECODE would
+    otherwise compile every module it imports in every timed command."""
+    import compileall
+
+    import searchengine
+
+    compileall.compile_dir(Path(searchengine.__file__).parent, quiet=1)
+
+
 def default_model(work: Path) -> tuple[str, str]:
     """``ViT-B-32:openai`` when cached, else a random-weight ViT-B-32 checkpoint."""
     from huggingface_hub import try_to_load_from_cache
@@ -530,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "searchengine-bench")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
+    compile_package()
 
     from searchengine.models.loading import resolve_device
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_ingest import default_model, run
+from bench_ingest import compile_package, default_model, run
 from make_bench_corpus import make_corpus
 
 EXE = str(Path(sys.executable).with_name("searchengine"))
@@ -214,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "searchengine-bench")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
+    compile_package()
     results: dict[str, Any] = {"cpus": os.cpu_count(), "argv": sys.argv[1:]}
 
     if not args.skip_cli:

@@ -73,6 +73,7 @@ from bench_ingest import (
     EXE,
     bound,
     ceiling,
+    compile_package,
     corpus_rates,
     cpu_count,
     decode_rate,
@@ -436,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "searchengine-bench")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
+    compile_package()
 
     version = rclip_version(args.rclip)
     precisions = [p for p in args.precision.split(",") if p]

@@ -73,11 +73,8 @@ def run() -> NoReturn:
 
 def quick_exit(code: str | int | None) -> NoReturn:
     """End the process as ``sys.exit(code)`` would, without the interpreter's teardown."""
-    running = [
-        t
-        for t in threading.enumerate()
-        if t is not threading.main_thread() and not t.daemon and t.is_alive()
-    ]
+    main_thread = threading.main_thread()
+    running = any(t is not main_thread and not t.daemon for t in threading.enumerate())
     if running or isinstance(code, str):
         sys.exit(code)  # waits for the threads / prints the message, as Python does
     atexit._run_exitfuncs()  # once: they are cleared after running

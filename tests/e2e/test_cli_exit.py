@@ -33,11 +33,13 @@ run()
 """
 
 
-def script(*args: str) -> subprocess.CompletedProcess[str]:
+def script(*args: str, stdout: int | None = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-c", AROUND, *args]
     # Output to a pipe buffered, as a user's shell gives it (no PYTHONUNBUFFERED).
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run(
+        cmd, stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=120, env=env
+    )
 
 
 def test_a_command_ends_after_its_exit_handlers_without_the_teardown():
@@ -57,6 +59,19 @@ def test_exit_statuses_are_the_commands_own(tmp_path):
     assert missing.returncode == 1
     assert "no collection 'default'" in missing.stderr
     assert "exit handler ran" in missing.stdout and "teardown ran" not in missing.stdout
+
+
+def test_output_to_a_closed_pipe_exits_1_without_a_traceback():
+    # As `searchengine search ... | head -1` meets it once head has gone.
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = script("--version", stdout=write)
+    finally:
+        os.close(write)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "teardown ran" not in done.stderr
 
 
 def test_a_thread_still_running_gets_pythons_own_exit():

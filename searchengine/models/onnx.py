@@ -177,9 +177,11 @@ class OnnxClipEncoder:
         threads: cores a call may use (default: all this process may use).
         precision: ``fp32``, or ``int8`` for the reduced image tower ``quantize`` built
             and checked (the text tower is fp32 either way).
-        one_shot: the text tower serves one query and the process ends (a command
-            line search): its weights are not pre-packed for speed, which costs more
-            time when the session opens (~0.2 s for ViT-B-32) than one query gains.
+        one_shot: the process answers one query and ends (a command line search or
+            ``similar``): the towers' weights are not pre-packed for speed, which
+            costs more time when a session opens (ViT-B-32's image tower: ~0.45 s of
+            CPU) than one query gains. An ingest (``image_lanes``) still gets a
+            pre-packed image tower: it runs the tower for every new photo.
     """
 
     def __init__(
@@ -208,6 +210,7 @@ class OnnxClipEncoder:
         self._preprocess = Preprocess.from_dict(manifest["preprocess"])
         self._threads = threads or cpu_count()
         self._image_threads = self._threads
+        self._ingesting = False  # ``image_lanes`` was asked: the image tower is pre-packed
         self._lock = threading.Lock()  # guards opening and replacing sessions
         self._tokenizer_lock = threading.Lock()  # one tokenizer, whichever thread asks first
         self._sessions: dict[str, Any] = {}  # "image", "text": opened on first use
@@ -225,12 +228,13 @@ class OnnxClipEncoder:
         """
         lanes = max(1, min(most, self._threads))
         threads = 1 if lanes > 1 else self._threads
-        if threads == self._image_threads:
+        if threads == self._image_threads and self._ingesting:
             return lanes  # not waiting for a session that is opening (``warm_image``)
         with self._lock:
-            if threads != self._image_threads:
-                self._image_threads = threads
-                self._sessions.pop("image", None)  # opened again, with these threads
+            if threads != self._image_threads or (self._one_shot and not self._ingesting):
+                self._sessions.pop("image", None)  # opened again, as an ingest runs it
+            self._image_threads = threads
+            self._ingesting = True
         return lanes
 
     def _session(self, name: str) -> Any:
@@ -263,8 +267,9 @@ class OnnxClipEncoder:
             # Every text session skips them, so that a one-shot search and a server
             # give the same vectors to the last bit (they differ by ~1e-6 otherwise).
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-            if self._one_shot:
-                options.add_session_config_entry("session.disable_prepacking", "1")
+        if self._one_shot and (name == "text" or not self._ingesting):
+            # The vectors differ from a pre-packed session's by ~1e-7 (float rounding).
+            options.add_session_config_entry("session.disable_prepacking", "1")
         path = self._folder / self._manifest["files"][name]
         if name == "image" and self.precision == "int8":
             int8_session_options(options)

@@ -4,9 +4,10 @@ A search from the command line starts a process, answers one query and ends. Its
 answer needs a few rows of the catalog, yet opening the catalog the usual way
 (``Collection``) imports SQLAlchemy first: ~0.17 s of CPU, a third of what a
 cold search costs on two cores. For the everyday query (words or example images,
-scored by the collection's own model, on a SQLite catalog), ``OneShot`` reads those
-rows with the standard library's ``sqlite3`` instead, read-only, and runs the same
-``Ranker`` as every other caller, so its answers are the same. Anything else goes
+scored by the collection's own model, on a SQLite catalog) and for ``similar`` (an
+example image or a part of one), ``OneShot`` reads those rows with the standard
+library's ``sqlite3`` instead, read-only, and runs the same ``Ranker`` as every
+other caller, so its answers are the same. Anything else goes
 the full way through ``Collection``: filters and another reranking model (SQL
 queries), captions, a database server, a catalog of another schema version, a
 collection not indexed yet, and ``--refresh`` when a file did change (a write).
@@ -34,6 +35,7 @@ from searchengine.ranking import (
     SearchResult,
     Term,
     calibrate,
+    example_term,
     query_terms,
 )
 from searchengine.rows import ImageRecord, path_from_db, path_key
@@ -200,6 +202,26 @@ class OneShot:
             min_score=min_score,
             sort=sort,
         )
+        return self._rank(prepared)
+
+    def similar(
+        self,
+        image: str | Path,
+        k: int = 10,
+        *,
+        region: tuple[int, int, int, int] | None = None,
+        region_method: str = "falip",
+    ) -> list[SearchResult]:
+        """``Collection.similar``: images like an example image or a part of it."""
+        if region is None:
+            term, exclude = example_term(image, self.rows, self.index, self.encoder)
+        else:
+            from searchengine.region import region_term
+
+            term, exclude = region_term(image, region, self.rows, self.encoder, region_method)
+        return self._rank(Query((term,), k, exclude=exclude, clip_score=False))
+
+    def _rank(self, query: Query) -> list[SearchResult]:
         scorer = ImageVectors(None, self.encoder, index=self.index)
         ranker = Ranker(self.rows, self.index, self.encoder, scorer, self.calibration())
-        return ranker.run(prepared).results
+        return ranker.run(query).results

@@ -32,8 +32,8 @@ from searchengine.errors import ConfigError, ImageError, QueryError, UnknownMode
 from searchengine.models.base import Encoder
 
 if TYPE_CHECKING:
-    from searchengine.catalog import Catalog
     from searchengine.ranking.terms import VectorTerm
+    from searchengine.rows import RowReader
 
 __all__ = [
     "REGION_METHODS",
@@ -231,7 +231,7 @@ def region_vectors(
 def region_term(
     image: str | Path | Image.Image,
     region: Box,
-    catalog: Catalog,
+    catalog: RowReader,
     encoder: Encoder,
     method: str = "falip",
 ) -> tuple[VectorTerm, frozenset[int]]:

@@ -20,10 +20,14 @@ with the image tower: the ~0.4 s of opening it then overlaps the SQL layer's imp
 and the catalog's creation, not the first photos' decoding, whose lanes would wait.
 With ``--precision int8`` it opens the int8 tower, where that model's has already
 passed its check; otherwise the check comes first, with the catalog open.
+
+``ExampleWarmup`` does it for ``searchengine similar IMAGE``: it opens the image
+tower, unless the example is an indexed photo (then its stored vector is the query).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -66,8 +70,8 @@ def _onnx_on_cpu(config: Config) -> bool:
     return not (config.device == "cuda" or (config.device == "auto" and cuda_possible()))
 
 
-def ready_text_encoder(config: Config, collection: str) -> OnnxClipEncoder | None:
-    """``collection``'s encoder if its text tower will run in ONNX Runtime, unopened."""
+def ready_query_encoder(config: Config, collection: str) -> OnnxClipEncoder | None:
+    """``collection``'s encoder for one query, unopened, if it will run in ONNX Runtime."""
     from searchengine.errors import SearchEngineError
     from searchengine.models.onnx import ready_onnx_encoder
     from searchengine.models.spec import ModelKind, parse_model_spec
@@ -126,7 +130,7 @@ def _int8_passed(folder: Path) -> bool:
     return verdict is not None and verdict.passed
 
 
-class _Warmup:
+class Warmup:
     """Finds an encoder and warms it in a background thread, handing it over as soon as
     it is found: its calls wait for what is still opening (the encoder's locks).
 
@@ -175,7 +179,7 @@ class _Warmup:
         return self._encoder
 
 
-class IngestWarmup(_Warmup):
+class IngestWarmup(Warmup):
     """Finds the model a collection's first ingest embeds with and opens its image
     tower, with the threads the ingest's lanes will ask for."""
 
@@ -189,7 +193,7 @@ class IngestWarmup(_Warmup):
         )
 
 
-class TextWarmup(_Warmup):
+class TextWarmup(Warmup):
     """Finds a collection's encoder and opens its text tower and tokenizer.
 
     The command opens the catalog and the index meanwhile; its first text call waits
@@ -199,6 +203,43 @@ class TextWarmup(_Warmup):
     def __init__(self, config: Config, collection: str) -> None:
         super().__init__(
             "text-warmup",
-            lambda: ready_text_encoder(config, collection),
+            lambda: ready_query_encoder(config, collection),
             lambda encoder: encoder.warm_text(),
         )
+
+
+class ExampleWarmup(Warmup):
+    """Finds a collection's encoder for ``similar IMAGE`` and opens its image tower,
+    where the command will run it: for a region (but FALIP's, which runs the torch
+    tower), or for a whole image that is not indexed (an indexed one is its stored
+    vector)."""
+
+    def __init__(
+        self, config: Config, collection: str, image: Path, region_method: str | None
+    ) -> None:
+        def warm(encoder: OnnxClipEncoder) -> None:
+            if region_method is None:
+                if _indexed(config.home / collection / CATALOG_FILE, image):
+                    return
+            elif region_method == "falip":
+                return
+            encoder.warm_image()
+
+        super().__init__("image-warmup", lambda: ready_query_encoder(config, collection), warm)
+
+
+def _indexed(catalog_file: Path, image: Path) -> bool:
+    """Whether ``image`` is an indexed photo of the SQLite catalog ``catalog_file``."""
+    from searchengine.rows import path_key
+    from searchengine.values import OK
+
+    try:
+        db = sqlite3.connect(f"{catalog_file.resolve().as_uri()}?mode=ro", uri=True, timeout=1)
+        try:
+            query = "SELECT status FROM images WHERE path_hash = ?"
+            row = db.execute(query, (path_key(os.path.abspath(image)),)).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return False
+    return row is not None and row[0] == OK

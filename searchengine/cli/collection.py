@@ -20,6 +20,7 @@ from searchengine.cli.common import (
     human_size,
     make_config,
     open_collection,
+    open_for_example,
     open_for_ingest,
     open_for_query,
     print_results,
@@ -356,7 +357,11 @@ def similar(
       searchengine similar ./street.jpg --region 120,40,380,300   # the dog, not the street
       searchengine similar ./street.jpg --region 120,40,380,300 --region-method crop
     """
-    with errors(), open_collection(collection, index_dir, database_url, None, device) as coll:
+    method = None if region is None else region_method
+    with (
+        errors(),
+        open_for_example(collection, index_dir, database_url, device, image, method) as coll,
+    ):
         results = coll.similar(image, k, region=region, region_method=region_method)
     print_results(results, as_json)
 

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from searchengine.models.onnx import OnnxClipEncoder
     from searchengine.oneshot import OneShot
     from searchengine.ranking import SearchResult
+    from searchengine.warmup import Warmup
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -235,15 +236,11 @@ def open_collection(
     model: str | None,
     device: str | None,
     runtime: str | None = None,
-    warm_text: bool = False,
 ) -> Iterator[Collection]:
-    """Open a collection for one command; with ``warm_text``, its text tower opens
-    in the background while the catalog's modules load (``searchengine.warmup``)."""
-    opened = _opened(
-        collection, index_dir, database_url, model, device, runtime, warm_text, False, False
-    )
-    with opened as coll:
-        yield cast("Collection", coll)
+    """Open a collection for one command."""
+    config = make_config(index_dir, database_url, device=device, runtime=runtime)
+    with _open_warmed(collection, config, model, lambda: None) as coll:
+        yield coll
 
 
 @contextmanager
@@ -262,30 +259,44 @@ def open_for_query(
     collection allows it (``searchengine.oneshot``), else as ``open_collection``.
     With ``refresh``, a collection whose folders changed is opened in full, to be
     updated first."""
-    opened = _opened(
-        collection, index_dir, database_url, model, device, runtime, True, one_shot, refresh
-    )
-    with opened as coll:
+    from searchengine.warmup import TextWarmup
+
+    config = make_config(index_dir, database_url, device=device, runtime=runtime)
+    warm = TextWarmup(config, collection)
+    with _opened(collection, config, model, warm, one_shot, refresh) as coll:
+        yield coll
+
+
+@contextmanager
+def open_for_example(
+    collection: str,
+    index_dir: Path | None,
+    database_url: str | None,
+    device: str | None,
+    image: Path,
+    region_method: str | None,
+) -> Iterator[Collection | OneShot]:
+    """``open_for_query`` for ``similar IMAGE``: the image tower opens meanwhile, where
+    the command will run it (``searchengine.warmup.ExampleWarmup``); ``region_method``
+    None for the whole image."""
+    from searchengine.warmup import ExampleWarmup
+
+    config = make_config(index_dir, database_url, device=device)
+    warm = ExampleWarmup(config, collection, image, region_method)
+    with _opened(collection, config, None, warm, True, False) as coll:
         yield coll
 
 
 @contextmanager
 def _opened(
     collection: str,
-    index_dir: Path | None,
-    database_url: str | None,
+    config: Config,
     model: str | None,
-    device: str | None,
-    runtime: str | None,
-    warm_text: bool,
+    warm: Warmup,
     one_shot: bool,
     refresh: bool,
 ) -> Iterator[Collection | OneShot]:
-    from searchengine.warmup import TextWarmup
-
-    config = make_config(index_dir, database_url, device=device, runtime=runtime)
-    warm = TextWarmup(config, collection) if warm_text else None
-    if one_shot and warm is not None:
+    if one_shot:
         from searchengine.oneshot import OneShot  # faiss and sqlite3, while the tower opens
 
         quick = OneShot.open(config, collection, warm.encoder(), refresh=refresh)
@@ -293,7 +304,7 @@ def _opened(
             with quick:
                 yield quick
             return
-    with _open_warmed(collection, config, model, warm.encoder if warm else lambda: None) as coll:
+    with _open_warmed(collection, config, model, warm.encoder) as coll:
         yield coll
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from fakehub import CLIPS_REPO_ID, FakeHub, activate
+from importcheck import imported_after
 from PIL import Image, ImageDraw
 from sessions import record_opens
 
@@ -663,6 +664,84 @@ def test_a_first_index_opens_the_image_tower_while_the_catalog_loads(
     with Collection.open("default", config) as coll:
         warmed = [(Path(h.path).name, h.score) for h in coll.search("a green circle", k=4)]
     _assert_same_hits(warmed, plain)
+
+
+def _prepacked(encoder: OnnxClipEncoder, name: str) -> bool:
+    options = encoder._sessions[name].get_session_options()
+    try:
+        return options.get_session_config_entry("session.disable_prepacking") != "1"
+    except Exception:  # onnxruntime's own error: the entry was never set
+        return True
+
+
+@pytest.mark.slow
+def test_a_one_shot_image_tower_skips_pre_packing_unless_it_ingests(tiny_clip: str) -> None:
+    from searchengine.models.onnx import ready_onnx_encoder
+
+    plain = load_encoder(tiny_clip, "cpu", "onnx")
+    assert isinstance(plain, OnnxClipEncoder)
+    pixels = np.stack([plain.preprocess(im) for im in _images()])
+    want = plain.encode_pixels(pixels)
+    assert _prepacked(plain, "image")  # a server's or an ingest's: pre-packed
+    once = ready_onnx_encoder(parse_model_spec(tiny_clip), one_shot=True)
+    assert once is not None
+    np.testing.assert_allclose(once.encode_pixels(pixels), want, atol=1e-5)
+    assert not _prepacked(once, "image")  # one query image: the tower opens faster
+    # An ingest (``search --refresh`` with new photos) runs it for every photo.
+    once.image_lanes(1)
+    assert "image" not in once._sessions  # opened again, pre-packed
+    np.testing.assert_allclose(once.encode_pixels(pixels), want, atol=1e-5)
+    assert _prepacked(once, "image")
+    once.image_lanes(1)
+    assert "image" in once._sessions  # and kept from then on
+
+
+@pytest.mark.slow
+def test_a_cold_similar_reads_rows_without_the_sql_layer_and_opens_what_it_needs(
+    tiny_clip: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _tiny_collection(tiny_clip, tmp_path)
+    indexed = str(tmp_path / "photos" / "1.jpg")
+    elsewhere = tmp_path / "query.png"
+    _images()[1].save(elsewhere)
+    box = (10, 10, 200, 300)
+    with Collection.open("c", config) as coll:
+        want = {
+            "indexed": coll.similar(indexed, k=3),
+            "elsewhere": coll.similar(elsewhere, k=3),
+            "region": coll.similar(indexed, k=3, region=box, region_method="crop"),
+        }
+    events = record_opens(monkeypatch)
+    base = ["--index-dir", str(config.home), "-c", "c", "-k", "3", "--json", "--device", "cpu"]
+    cases = {
+        "indexed": [indexed],
+        "elsewhere": [str(elsewhere)],
+        "region": [indexed, "--region", "10,10,200,300", "--region-method", "crop"],
+    }
+    opened = {}
+    for case, args in cases.items():
+        events.clear()
+        result = CliRunner().invoke(main, ["similar", *args, *base])
+        assert result.exit_code == 0, result.output
+        got = [(hit["path"], hit["score"]) for hit in json.loads(result.output)]
+        _assert_same_hits(got, [(hit.path, hit.score) for hit in want[case]])
+        opened[case] = [(what, thread) for what, step, thread in events if step == "opened"]
+    # An indexed photo is its stored vector; any other image, or a part of one, is
+    # embedded by the image tower, opened by the warm-up while the rows are read.
+    assert opened == {
+        "indexed": [],
+        "elsewhere": [("image", "image-warmup")],
+        "region": [("image", "image-warmup")],
+    }
+    assert indexed not in {hit["path"] for hit in json.loads(result.output)}  # left out
+    loaded = imported_after(
+        "from click.testing import CliRunner\n"
+        "from searchengine.cli import main\n"
+        f"done = CliRunner().invoke(main, ['similar', {str(elsewhere)!r}, *{base!r}])\n"
+        "assert done.exit_code == 0, done.output",
+        ["sqlalchemy", "torch"],
+    )
+    assert loaded == []
 
 
 @pytest.mark.slow

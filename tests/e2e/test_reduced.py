@@ -31,7 +31,7 @@ from searchengine.models.onnx import INT8_IMAGE, OnnxClipEncoder, read_export
 from searchengine.models.quantize import BUILD, MIN_COSINE, VERDICT_FILE, read_verdict
 from searchengine.models.spec import parse_model_spec, shipped_model_dir
 from searchengine.toy.world import render, sample_scene
-from searchengine.warmup import ready_image_encoder, ready_text_encoder
+from searchengine.warmup import ready_image_encoder, ready_query_encoder
 
 pytestmark = pytest.mark.slow
 
@@ -124,7 +124,7 @@ def test_an_int8_collection_embeds_and_is_queried_with_its_checked_tower(
     int8.close()
 
     # The one-shot search's warm-up opens the collection's own tower too.
-    warmed = ready_text_encoder(plain, "fast")
+    warmed = ready_query_encoder(plain, "fast")
     assert isinstance(warmed, OnnxClipEncoder) and warmed.precision == "int8"
     warmed.close()
 

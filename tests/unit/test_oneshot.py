@@ -75,6 +75,32 @@ def test_example_images_and_odd_names_read_the_same_rows(built: tuple[Config, Pa
         assert quick.rows.by_path(odd) is not None and odd in {r.path for r in expected}
 
 
+SIMILAR = [
+    {"image": "red.jpg", "k": 3},
+    {"image": "elsewhere.png", "k": 7},  # not indexed: decoded and embedded
+    {"image": "blue.jpg", "k": 4, "region": (0, 0, 30, 20), "region_method": "crop"},
+    {"image": "elsewhere.png", "k": 4, "region": (5, 5, 40, 40), "region_method": "blur"},
+]
+
+
+@pytest.mark.parametrize("kwargs", SIMILAR)
+def test_similar_answers_as_the_collection_does(
+    built: tuple[Config, Path], tmp_path: Path, kwargs
+) -> None:
+    config, photos = built
+    solid(tmp_path / "elsewhere.png", (200, 30, 40))
+    folder = tmp_path if kwargs["image"] == "elsewhere.png" else photos
+    kwargs = {**kwargs, "image": str(folder / kwargs["image"])}
+    with Collection.open("c", config, encoder=FakeEncoder()) as coll:
+        expected = coll.similar(**kwargs)
+    quick = OneShot.open(config, "c", FakeEncoder())
+    assert quick is not None
+    with quick:
+        got = quick.similar(**kwargs)
+    assert got == expected and len(got) == kwargs["k"]
+    assert kwargs["image"] not in {r.path for r in got}  # an example is not its own result
+
+
 def test_what_needs_the_full_collection_is_left_to_it(built: tuple[Config, Path]) -> None:
     config, _ = built
     assert OneShot.open(config, "c", None) is None  # no model opened ahead

@@ -34,6 +34,9 @@ whatever the machine's speed that day:
   Images/s counts each tool's own indexed images; peak RSS from a small launcher.
 - **Cold query.** ``searchengine search QUERY`` against ``rclip -n -f -t 10 QUERY``,
   each a fresh process (start to printed results), ``--queries`` times each.
+- **Cold query by example.** ``searchengine similar PHOTO`` against ``rclip -n -f -t
+  10 PHOTO`` the same way, with a photo not in the collection (the first of those
+  ``--add`` copies in later), which each tool decodes and runs through its tower.
 - **Unchanged refresh + query** and **add then search.** rclip re-checks the folder
   inside every query; searchengine's one command for that is ``search --refresh``.
   Each is timed with nothing changed, then again right after ``--add`` new photos
@@ -232,6 +235,11 @@ class Ours:
         """Seconds to bring the index up to date and answer, in one command."""
         return float(self._search(10, "--refresh")["seconds"])
 
+    def example_query(self, photo: Path, k: int = 10) -> dict[str, Any]:
+        done = run([EXE, "similar", str(photo), "--index-dir", str(self.home), "-k", str(k)])
+        assert len(done["stdout"].strip().splitlines()) == k, done["stdout"]
+        return done
+
     def _search(self, k: int, *extra: str) -> dict[str, Any]:
         cmd = [EXE, "search", QUERY, "--index-dir", str(self.home), "-k", str(k), *extra]
         done = run(cmd)
@@ -265,8 +273,11 @@ class Rclip:
         """Seconds to bring the index up to date and answer: one query, which re-checks."""
         return float(self._search(index=True)["seconds"])
 
-    def _search(self, index: bool, k: int = 10) -> dict[str, Any]:
-        cmd = [self.exe, "-f", "-t", str(k), *([] if index else ["-n"]), QUERY]
+    def example_query(self, photo: Path, k: int = 10) -> dict[str, Any]:
+        return self._search(index=False, k=k, query=str(photo))
+
+    def _search(self, index: bool, k: int = 10, query: str = QUERY) -> dict[str, Any]:
+        cmd = [self.exe, "-f", "-t", str(k), *([] if index else ["-n"]), query]
         done = run(cmd, env=self.env, cwd=self.corpus)
         assert len(done["stdout"].strip().splitlines()) == k, done["stdout"]
         return done
@@ -297,6 +308,8 @@ def one_round(tool: Tool, queries: int, added: Path, added_into: Path) -> dict[s
     first, images = tool.index()
     asked = [tool.query() for _ in range(queries)]
     cold = [done["seconds"] for done in asked]
+    example = min(p for p in added.rglob("*") if p.is_file())  # not in the collection yet
+    by_example = [tool.example_query(example)["seconds"] for _ in range(queries)]
     unchanged = tool.refresh_and_query()
     shutil.copytree(added, added_into)
     try:
@@ -325,6 +338,8 @@ def one_round(tool: Tool, queries: int, added: Path, added_into: Path) -> dict[s
         "peak_rss_mb": first["peak_rss_mb"],
         "cold_query_seconds": cold,
         "cold_query_median_s": query_s,
+        "example_query_seconds": by_example,
+        "example_query_median_s": statistics.median(by_example),
         "refresh_query_seconds": unchanged,
         "add_then_search_seconds": add_then_search,
     }
@@ -340,6 +355,7 @@ def best(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "cores_busy_pct": max(r["cores_busy_pct"] for r in rounds),
         "peak_rss_mb": min(r["peak_rss_mb"] for r in rounds),
         "cold_query_median_s": min(r["cold_query_median_s"] for r in rounds),
+        "example_query_median_s": min(r["example_query_median_s"] for r in rounds),
         "refresh_query_seconds": min(r["refresh_query_seconds"] for r in rounds),
         "add_then_search_seconds": min(r["add_then_search_seconds"] for r in rounds),
     }
@@ -517,6 +533,8 @@ def ratios(r: dict[str, Any], precisions: list[str]) -> dict[str, dict[str, floa
             / r["bound"]["corpus"][p]["bound_images_per_s"],
             "peak_rss_vs_rclip": ours["peak_rss_mb"] / peer["peak_rss_mb"],
             "cold_query_vs_rclip": ours["cold_query_median_s"] / peer["cold_query_median_s"],
+            "example_query_vs_rclip": ours["example_query_median_s"]
+            / peer["example_query_median_s"],
             "refresh_query_vs_rclip": ours["refresh_query_seconds"] / peer["refresh_query_seconds"],
             "add_then_search_vs_rclip": ours["add_then_search_seconds"]
             / peer["add_then_search_seconds"],
@@ -566,6 +584,7 @@ def _print(r: dict[str, Any], precisions: list[str], args: argparse.Namespace) -
         ("cores busy indexing (%)", "cores_busy_pct", "{:19.0f}"),
         ("peak RSS indexing (MB)", "peak_rss_mb", "{:19.0f}"),
         ("cold query, median (s)", "cold_query_median_s", "{:19.2f}"),
+        ("cold query by example (s)", "example_query_median_s", "{:19.2f}"),
         ("unchanged refresh+query (s)", "refresh_query_seconds", "{:19.2f}"),
         (f"add {r['added']} then search (s)", "add_then_search_seconds", "{:19.2f}"),
         ("images indexed", "images", "{:19d}"),
@@ -580,6 +599,7 @@ def _print(r: dict[str, Any], precisions: list[str], args: argparse.Namespace) -
             f"a photo), {q['ingest_vs_corpus_bound']:.2f} of the bound measured like the tools "
             f"({q['ingest_cpu_vs_corpus_bound']:.2f}; the pipeline without start-up "
             f"{q['pipeline_vs_corpus_bound']:.2f}); cold query {q['cold_query_vs_rclip']:.2f}, "
+            f"by example {q['example_query_vs_rclip']:.2f}, "
             f"refresh+query {q['refresh_query_vs_rclip']:.2f}, add then search "
             f"{q['add_then_search_vs_rclip']:.2f}, peak RSS {q['peak_rss_vs_rclip']:.2f} of rclip's"
         )

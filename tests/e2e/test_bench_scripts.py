@@ -133,6 +133,9 @@ def test_bench_rclip_runs_both_tools_on_the_same_photos(
         decode = result["bound"]["corpus"]["decode_images_per_s"]
         assert 0 < whole["bound_images_per_s"] < min(whole["model_images_per_s"], decode)
         assert ours["add_then_search_seconds"] > 0 and theirs["add_then_search_seconds"] > 0
+        assert ratios["example_query_vs_rclip"] == pytest.approx(
+            ours["example_query_median_s"] / theirs["example_query_median_s"]
+        )
         assert ours["peak_rss_mb"] > 0 and theirs["peak_rss_mb"] > 0
         for tool in (ours, theirs):  # a share of the machine's cores, in % (timer slack)
             assert 0 < tool["cores_busy_pct"] <= 105

@@ -29,7 +29,10 @@ when the cosine of every pair is at least ``MIN_COSINE``, their mean at least
 ``MEAN_COSINE``, and ``QUERIES`` rank the sample alike (mean top-10 overlap at
 least ``MIN_OVERLAP``). The verdict is stored beside the export (``int8.json``);
 ``image.int8.onnx`` exists only when it passed, so a model that failed is never
-run in int8 and is not checked again.
+run in int8 and is not checked again. A verdict of another ONNX Runtime version is
+stale: the tower is built and checked again, since its file is that version's
+optimised graph (fused operators it may not know) and the check measured that
+version's kernels.
 """
 
 from __future__ import annotations
@@ -125,13 +128,16 @@ class Verdict:
 
 def read_verdict(folder: Path) -> Verdict | None:
     """The stored verdict for the export in ``folder``; None if the tower was never checked,
-    was built another way (an older ``BUILD``: it is built and checked again), or passed
-    but its file is gone (e.g. a crash before it was put in place)."""
+    was built another way (an older ``BUILD``) or by another ONNX Runtime version (it is
+    built and checked again), or passed but its file is gone (e.g. a crash before it was
+    put in place)."""
+    import onnxruntime as ort
+
     try:
         verdict = Verdict.from_dict(json.loads((folder / VERDICT_FILE).read_text()))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if verdict.build != BUILD:
+    if verdict.build != BUILD or verdict.onnxruntime != str(ort.__version__):
         return None
     if verdict.passed and not (folder / INT8_IMAGE).is_file():
         return None

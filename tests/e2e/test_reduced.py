@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 from fakehub import FakeHub
@@ -315,6 +316,37 @@ def test_the_int8_tower_has_7_bit_weights_and_an_older_build_is_redone(
     with Collection.open("a", Config(home=tmp_path / "idx", device="cpu")) as coll:
         best = coll.similar(outside, k=1)[0]
     assert best.path == str(photos / "toy-005.jpg") and best.cosine >= 0.999
+
+
+def test_a_tower_built_by_another_onnx_runtime_is_built_and_checked_again(
+    offline_hub: FakeHub, tmp_path: Path
+) -> None:
+    # The saved int8 graph is one ONNX Runtime version's optimisation, and the check
+    # measured that version's kernels: after an upgrade neither is known to hold.
+    photos = _photos(tmp_path / "photos", 12)
+    config = Config(home=tmp_path / "idx", model="toy", precision="int8", device="cpu")
+    with Collection.open("a", config, create=True) as coll:
+        assert coll.index([photos]).precision == "int8"
+    export = read_export(parse_model_spec("toy"))
+    assert export is not None
+    stored = json.loads((export.folder / VERDICT_FILE).read_text())
+    assert stored["onnxruntime"] == ort.__version__ and read_verdict(export.folder) is not None
+    (export.folder / VERDICT_FILE).write_text(json.dumps({**stored, "onnxruntime": "1.0.0"}))
+    (export.folder / INT8_IMAGE).write_bytes(b"a graph this version cannot open")
+    assert read_verdict(export.folder) is None
+    with Collection.open("b", config, create=True) as coll:
+        report = coll.index([photos])
+    assert report.precision == "int8" and report.notes == []
+    verdict = read_verdict(export.folder)
+    assert verdict is not None and verdict.passed and verdict.onnxruntime == ort.__version__
+    assert "DynamicQuantizeMatMul" in _op_types(export.folder / INT8_IMAGE)  # a real graph
+    # Both collections are queried with the rebuilt tower: a copy of a photo finds it.
+    outside = tmp_path / "copy.jpg"
+    shutil.copy(photos / "toy-003.jpg", outside)
+    for name in ("a", "b"):
+        with Collection.open(name, Config(home=tmp_path / "idx", device="cpu")) as coll:
+            best = coll.similar(outside, k=1)[0]
+        assert best.path == str(photos / "toy-003.jpg") and best.cosine >= 0.999
 
 
 def test_int8_asked_where_torch_runs_the_model_is_refused_in_one_line(

@@ -159,6 +159,10 @@ class OneShot:
             return None
         return cls(rows, FaissIndex.load(index_file), encoder)
 
+    def vectors(self) -> FaissIndex:
+        """The collection's vector index, as ``Collection.vectors``."""
+        return self.index
+
     def close(self) -> None:
         self.rows.close()
         self.encoder.close()

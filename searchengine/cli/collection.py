@@ -19,6 +19,7 @@ from searchengine.cli.common import (
     filter_options,
     human_size,
     make_config,
+    nothing_indexed,
     open_collection,
     open_for_example,
     open_for_ingest,
@@ -320,10 +321,11 @@ def search(
             sort=sort,
             caption=caption,
         )
+        why_none = None if results else nothing_indexed(coll, collection)
     if where or out is not None:
         print_located(results, query, where_model, out, as_json, device)
         return
-    print_results(results, as_json)
+    print_results(results, as_json, why_none)
 
 
 @click.command()
@@ -363,7 +365,8 @@ def similar(
         open_for_example(collection, index_dir, database_url, device, image, method) as coll,
     ):
         results = coll.similar(image, k, region=region, region_method=region_method)
-    print_results(results, as_json)
+        why_none = None if results else nothing_indexed(coll, collection)
+    print_results(results, as_json, why_none)
 
 
 @click.command()

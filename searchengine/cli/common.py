@@ -157,12 +157,15 @@ class TqdmProgress:
             self._bar.close()
 
 
-def print_results(results: Sequence[SearchResult], as_json: bool) -> None:
+def print_results(
+    results: Sequence[SearchResult], as_json: bool, why_none: str | None = None
+) -> None:
+    """Results a line each (or JSON); ``why_none`` says why there are none, where known."""
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in results], indent=2))
         return
     if not results:
-        click.echo("no results", err=True)
+        click.echo(f"no results: {why_none}" if why_none else "no results", err=True)
     elif results[0].weak:
         click.echo(
             "nothing matches well: even the best result scores below what a real match "
@@ -181,6 +184,16 @@ def print_results(results: Sequence[SearchResult], as_json: bool) -> None:
 
 
 OWN_MODEL = "__collection_model__"
+
+
+def nothing_indexed(coll: Collection | OneShot, name: str) -> str | None:
+    """Why a query of ``coll`` found nothing, where that is because it holds no photo."""
+    if len(coll.vectors()) > 0:
+        return None
+    add = "searchengine index PATH" + (
+        "" if name == DEFAULT_COLLECTION else f" --collection {name}"
+    )
+    return f"collection {name!r} has no photos indexed yet; add some with: {add}"
 
 
 def filter_options(func: F) -> F:

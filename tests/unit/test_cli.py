@@ -76,3 +76,22 @@ def test_status_json_on_empty_collection(tmp_path):
     assert result.exit_code == 0, result.output
     info = json.loads(result.output)
     assert (info["model"], info["images"], info["index_type"]) == ("toy", 0, "Flat")
+
+
+def test_a_query_of_an_empty_collection_says_how_to_fill_it(tmp_path):
+    from imagegen import solid
+
+    from searchengine import Collection, Config
+
+    Collection.open("c", Config(home=tmp_path), create=True, model="toy").close()
+    example = solid(tmp_path / "q.png", (250, 0, 0))
+    base = ["-c", "c", "--index-dir", str(tmp_path), "--device", "cpu"]
+    for args in (["search", "a red circle"], ["similar", str(example)]):
+        result = CliRunner().invoke(main, [*args, *base])
+        assert result.exit_code == 0, result.output
+        assert result.output.strip() == (
+            "no results: collection 'c' has no photos indexed yet; add some with: "
+            "searchengine index PATH --collection c"
+        )
+        as_json = CliRunner().invoke(main, [*args, *base, "--json"])
+        assert as_json.exit_code == 0 and json.loads(as_json.output) == []

@@ -28,8 +28,8 @@ from searchengine.ranking import (
     Ranker,
     SearchResult,
     Term,
-    example_term,
     query_terms,
+    similar_term,
 )
 from searchengine.vectors import FaissIndex
 
@@ -152,12 +152,9 @@ class Searching:
         region_method: str = "falip",
     ) -> Page:
         """A page of ``similar``'s ranking."""
-        if region is None:
-            term, exclude = example_term(image, self.catalog, self.vectors(), self.encoder)
-        else:
-            from searchengine.region import region_term
-
-            term, exclude = region_term(image, region, self.catalog, self.encoder, region_method)
+        term, exclude = similar_term(
+            image, region, region_method, self.catalog, self.vectors(), self.encoder
+        )
         query = Query((term,), k, offset, exclude=exclude, clip_score=False)
         return self.rank(query)
 

@@ -7,10 +7,10 @@ cold search costs on two cores. For the everyday query (words or example images,
 scored by the collection's own model, on a SQLite catalog) and for ``similar`` (an
 example image or a part of one), ``OneShot`` reads those rows with the standard
 library's ``sqlite3`` instead, read-only, and runs the same ``Ranker`` as every
-other caller, so its answers are the same. Anything else goes
-the full way through ``Collection``: filters and another reranking model (SQL
-queries), captions, a database server, a catalog of another schema version, a
-collection not indexed yet, and ``--refresh`` when a file did change (a write).
+other caller, so its answers are the same. Anything else goes the full way through
+``Collection``: filters and another reranking model (SQL queries), captions, a
+database server, a catalog of another schema version, a collection not indexed yet,
+and ``--refresh`` when a file did change (a write).
 ``search --refresh`` with nothing changed on disk (the ingest plan, made from the
 same stat-only walk, finds nothing to do) is a one-shot search too.
 """
@@ -35,8 +35,8 @@ from searchengine.ranking import (
     SearchResult,
     Term,
     calibrate,
-    example_term,
     query_terms,
+    similar_term,
 )
 from searchengine.rows import ImageRecord, path_from_db, path_key
 from searchengine.values import MetaKey
@@ -217,12 +217,9 @@ class OneShot:
         region_method: str = "falip",
     ) -> list[SearchResult]:
         """``Collection.similar``: images like an example image or a part of it."""
-        if region is None:
-            term, exclude = example_term(image, self.rows, self.index, self.encoder)
-        else:
-            from searchengine.region import region_term
-
-            term, exclude = region_term(image, region, self.rows, self.encoder, region_method)
+        term, exclude = similar_term(
+            image, region, region_method, self.rows, self.index, self.encoder
+        )
         return self._rank(Query((term,), k, exclude=exclude, clip_score=False))
 
     def _rank(self, query: Query) -> list[SearchResult]:

@@ -32,7 +32,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from searchengine.config import CATALOG_FILE, Config, default_workers
 from searchengine.values import MetaKey
@@ -44,19 +44,26 @@ if TYPE_CHECKING:
 def stored_model(catalog_file: Path) -> tuple[str, str] | None:
     """The model spec and image precision a SQLite catalog records, or None if it
     cannot be read."""
+    keys = (MetaKey.MODEL, MetaKey.PRECISION)
+    found = _read_catalog(catalog_file, "SELECT key, value FROM meta WHERE key IN (?, ?)", keys)
+    rows = dict(found or [])
+    model = rows.get(MetaKey.MODEL)
+    return (str(model), str(rows.get(MetaKey.PRECISION) or "fp32")) if model else None
+
+
+def _read_catalog(catalog_file: Path, query: str, params: tuple[str, ...]) -> list[Any] | None:
+    """The rows ``query`` finds in a SQLite catalog, read-only with the standard
+    library; None if there is no catalog or it cannot be read."""
     if not catalog_file.is_file():
         return None
-    keys = (MetaKey.MODEL, MetaKey.PRECISION)
     try:
         db = sqlite3.connect(f"{catalog_file.resolve().as_uri()}?mode=ro", uri=True, timeout=1)
         try:
-            rows = dict(db.execute("SELECT key, value FROM meta WHERE key IN (?, ?)", keys))
+            return db.execute(query, params).fetchall()
         finally:
             db.close()
     except sqlite3.Error:
         return None
-    model = rows.get(MetaKey.MODEL)
-    return (str(model), str(rows.get(MetaKey.PRECISION) or "fp32")) if model else None
 
 
 def _onnx_on_cpu(config: Config) -> bool:
@@ -233,13 +240,6 @@ def _indexed(catalog_file: Path, image: Path) -> bool:
     from searchengine.rows import path_key
     from searchengine.values import OK
 
-    try:
-        db = sqlite3.connect(f"{catalog_file.resolve().as_uri()}?mode=ro", uri=True, timeout=1)
-        try:
-            query = "SELECT status FROM images WHERE path_hash = ?"
-            row = db.execute(query, (path_key(os.path.abspath(image)),)).fetchone()
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return False
-    return row is not None and row[0] == OK
+    query = "SELECT status FROM images WHERE path_hash = ?"
+    rows = _read_catalog(catalog_file, query, (path_key(os.path.abspath(image)),))
+    return rows is not None and len(rows) > 0 and rows[0][0] == OK

@@ -29,6 +29,7 @@ from searchengine.ranking.terms import (
     example_term,
     parse_term,
     query_terms,
+    similar_term,
 )
 
 __all__ = [
@@ -57,4 +58,5 @@ __all__ = [
     "parse_date",
     "parse_term",
     "query_terms",
+    "similar_term",
 ]

@@ -29,7 +29,6 @@ from searchengine.ranking import (
     SearchResult,
     Term,
     query_terms,
-    similar_term,
 )
 from searchengine.vectors import FaissIndex
 
@@ -152,6 +151,8 @@ class Searching:
         region_method: str = "falip",
     ) -> Page:
         """A page of ``similar``'s ranking."""
+        from searchengine.region import similar_term
+
         term, exclude = similar_term(
             image, region, region_method, self.catalog, self.vectors(), self.encoder
         )

@@ -36,7 +36,6 @@ from searchengine.ranking import (
     Term,
     calibrate,
     query_terms,
-    similar_term,
 )
 from searchengine.rows import ImageRecord, path_from_db, path_key
 from searchengine.values import MetaKey
@@ -217,6 +216,8 @@ class OneShot:
         region_method: str = "falip",
     ) -> list[SearchResult]:
         """``Collection.similar``: images like an example image or a part of it."""
+        from searchengine.region import similar_term
+
         term, exclude = similar_term(
             image, region, region_method, self.rows, self.index, self.encoder
         )

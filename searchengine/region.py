@@ -32,8 +32,9 @@ from searchengine.errors import ConfigError, ImageError, QueryError, UnknownMode
 from searchengine.models.base import Encoder
 
 if TYPE_CHECKING:
-    from searchengine.ranking.terms import VectorTerm
+    from searchengine.ranking.terms import Term, VectorTerm
     from searchengine.rows import RowReader
+    from searchengine.vectors import VectorIndex
 
 __all__ = [
     "REGION_METHODS",
@@ -45,6 +46,7 @@ __all__ = [
     "parse_methods",
     "region_term",
     "region_vectors",
+    "similar_term",
     "torch_tower",
 ]
 
@@ -226,6 +228,23 @@ def region_vectors(
         return embedder.vectors(image, boxes, method)
     finally:
         embedder.close()
+
+
+def similar_term(
+    image: str | Path | Image.Image,
+    region: Box | None,
+    method: str,
+    catalog: RowReader,
+    index: VectorIndex,
+    encoder: Encoder,
+) -> tuple[Term, frozenset[int]]:
+    """``similar``'s query: the whole example image (``ranking.example_term``), or the
+    part of it in ``region`` (``region_term``, by ``method``), and the ids to leave out."""
+    from searchengine.ranking.terms import example_term
+
+    if region is None:
+        return example_term(image, catalog, index, encoder)
+    return region_term(image, region, catalog, encoder, method)
 
 
 def region_term(

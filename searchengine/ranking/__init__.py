@@ -29,7 +29,6 @@ from searchengine.ranking.terms import (
     example_term,
     parse_term,
     query_terms,
-    similar_term,
 )
 
 __all__ = [
@@ -58,5 +57,4 @@ __all__ = [
     "parse_date",
     "parse_term",
     "query_terms",
-    "similar_term",
 ]

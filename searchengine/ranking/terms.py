@@ -200,23 +200,6 @@ def example_term(
     return ImageTerm(decoded), exclude
 
 
-def similar_term(
-    image: str | Path | Image.Image,
-    region: tuple[int, int, int, int] | None,
-    method: str,
-    catalog: RowReader,
-    index: VectorIndex,
-    encoder: Encoder,
-) -> tuple[Term, frozenset[int]]:
-    """``similar``'s query: the whole example image (``example_term``), or the part of it
-    in ``region`` (``region.region_term``, by ``method``), and the ids to leave out."""
-    if region is None:
-        return example_term(image, catalog, index, encoder)
-    from searchengine.region import region_term
-
-    return region_term(image, region, catalog, encoder, method)
-
-
 def _example(image: str | Image.Image, encoder: Encoder) -> Image.Image:
     if isinstance(image, Image.Image):
         return image

@@ -131,6 +131,15 @@ def _models(models: Sequence[str], device: str | None) -> tuple[list[str], str]:
     help="With --task ground or part: region methods to compare, comma-separated.",
 )
 @click.option(
+    "--boxes",
+    default="exact",
+    show_default=True,
+    metavar="KIND[:F]",
+    help="With --task ground: candidate boxes as they are (exact), or missing their "
+    "object: shifted:F (moved by F of their size), inside:F (each edge F inward), "
+    "proposals:F (edges moved by up to F, IoU >= 0.5 kept).",
+)
+@click.option(
     "--threshold",
     type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
     default=0.5,
@@ -173,6 +182,7 @@ def bench(
     no_cache: bool,
     task: str,
     region_methods: str,
+    boxes: str,
     threshold: float,
     batch_size: int,
     precisions: tuple[str, ...],
@@ -191,6 +201,7 @@ def bench(
     Examples:
       searchengine bench toy:1000:4242 -m toy -m toy-large
       searchengine bench toy:500:5151 --task ground -m toy --region-method falip,crop,none
+      searchengine bench toy:500:5151 --task ground -m toy --boxes shifted:0.3
       searchengine bench toy:500:5151 --task where -m toy-seg
       searchengine bench toy:500:5151 --task part -m toy --region-method falip,none
       searchengine bench dataset_flickr30k.json --images flickr30k-images \\
@@ -203,8 +214,12 @@ def bench(
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
     if task != "retrieval":
-        region_task(task, dataset, models, region_methods, threshold, device, cache_dir, as_json)
+        region_task(
+            task, dataset, models, region_methods, threshold, device, cache_dir, as_json, boxes
+        )
         return
+    if boxes != "exact":
+        raise click.UsageError("--boxes applies to --task ground only")
     if (dataset is None) == (collection is None):
         raise click.UsageError("give a DATASET or --collection NAME (one of them)")
     if collection is not None and not (pseudo_captions or captions_file):

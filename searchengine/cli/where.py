@@ -289,8 +289,9 @@ def region_task(
     device: str | None,
     cache_dir: Path | None,
     as_json: bool,
+    boxes: str = "exact",
 ) -> None:
-    """``bench --task ground|where``: one library call, a table or JSON."""
+    """``bench --task ground|where|part``: one library call, a table or JSON."""
     from searchengine.cli.common import make_config
     from searchengine.evaluation.regions import run_region_task
     from searchengine.models.clipseg import DEFAULT_SEG_MODEL
@@ -308,5 +309,6 @@ def region_task(
             threshold=threshold,
             device=config.device,
             data_dir=(cache_dir / "datasets") if cache_dir else None,
+            boxes=boxes,
         )
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.to_table())

@@ -209,15 +209,19 @@ class GroundingBench:
 
     dataset: str
     rows: list[GroundingRow] = field(default_factory=list)
+    boxes: str = "exact"  # how the candidate boxes were placed (``bench --boxes``)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready (accuracies as fractions)."""
-        return {"task": "ground", "dataset": self.dataset, "rows": [r.__dict__ for r in self.rows]}
+        rows = [r.__dict__ for r in self.rows]
+        return {"task": "ground", "dataset": self.dataset, "boxes": self.boxes, "rows": rows}
 
     def to_table(self) -> str:
         """A plain-text table, percent, one row per model and method."""
+        cases = self.rows[0].cases if self.rows else 0
+        placed = "" if self.boxes == "exact" else f", boxes {self.boxes}"
         lines = [
-            f"grounding on {self.dataset}: {self.rows[0].cases if self.rows else 0} descriptions",
+            f"grounding on {self.dataset}: {cases} descriptions{placed}",
             f"{'model':<24} {'method':<8} {'acc %':>7} {'acc % (no subtract)':>20}",
         ]
         for r in self.rows:

@@ -12,7 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from searchengine.evaluation.toyscenes import grounding_cases, load_toy_items, localisation_cases
+from searchengine.evaluation.toyscenes import (
+    grounding_cases,
+    load_toy_items,
+    localisation_cases,
+    loosen_boxes,
+    parse_boxes,
+)
 
 __all__ = ["REGION_TASKS", "run_region_task"]
 
@@ -28,24 +34,35 @@ def run_region_task(
     threshold: float = 0.5,
     device: str = "auto",
     data_dir: str | Path | None = None,
+    boxes: str = "exact",
 ) -> Any:
     """``bench --task ground``, ``where`` or ``part`` on a toy world: the report object.
 
+    ``boxes`` (ground only): the candidates as they are (``exact``) or moved off their
+    objects (``shifted:F``, ``inside:F``, ``proposals:F``; see
+    :data:`~searchengine.evaluation.toyscenes.BOX_KINDS`).
+
     Raises:
         DatasetError: the source is not a toy world.
-        ConfigError: an unknown task or region method.
+        ConfigError: an unknown task, region method or box kind, or boxes other than
+            exact for a task other than ground.
     """
     from searchengine.errors import ConfigError
     from searchengine.evaluation.grounding import bench_grounding
     from searchengine.evaluation.localisation import bench_where
     from searchengine.region import parse_methods
 
+    kind, amount = parse_boxes(boxes)
+    if kind != "exact" and task != "ground":
+        raise ConfigError(f"--boxes {boxes} applies to --task ground only")
     folder, items = load_toy_items(source, data_dir)
     name = folder.name
     if task == "ground":
         chosen = parse_methods(",".join(methods))
-        cases = grounding_cases(folder, items)
-        return bench_grounding(cases, models, chosen, dataset=name, device=device)
+        cases = loosen_boxes(grounding_cases(folder, items), kind, amount)
+        report = bench_grounding(cases, models, chosen, dataset=name, device=device)
+        report.boxes = boxes.strip()
+        return report
     if task == "where":
         cases = localisation_cases(folder, items)
         return bench_where(cases, models, dataset=name, threshold=threshold, device=device)

@@ -10,27 +10,44 @@ manifest record (:mod:`searchengine.toy.masks`), so the answers are exact.
 - localisation cases: per scene, a phrase true of an object (shape and colour of one of
   them) with the mask of every object it fits, and a phrase true of none (a real
   object's shape or colour changed, or another shape altogether).
+
+Grounding can also be asked with boxes that miss their object a little
+(:func:`loosen_boxes`), as a detector's proposals or a hand-drawn selection do: a box
+shifted off the object, a box drawn inside it, or random proposals that a detector
+would still be credited for (IoU >= 0.5 with the true box).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from searchengine.errors import DatasetError, ImageError
+from searchengine.errors import ConfigError, DatasetError, ImageError
 from searchengine.ingest.decode import decode_file
 from searchengine.toy import masks as toymasks
 from searchengine.toy import world as toyworld
 
 __all__ = [
+    "BOX_KINDS",
     "ToyCase",
     "grounding_cases",
     "load_toy_items",
     "localisation_cases",
+    "loosen_boxes",
+    "parse_boxes",
 ]
+
+# How candidate boxes may miss their object (``bench --task ground --boxes KIND:F``).
+BOX_KINDS = {
+    "exact": "the objects' true boxes",
+    "shifted": "each box moved by F of its width and height, in a random direction",
+    "inside": "each edge moved inward by F of the box's side: a box drawn inside the object",
+    "proposals": "each edge moved at random by up to F of the side, kept where IoU >= 0.5",
+}
 
 
 @dataclass(frozen=True)
@@ -92,6 +109,81 @@ def load_toy_items(
             f"{source}: --task ground/where needs a toy world (toy:N:SEED or a folder "
             f"holding {toyworld.MANIFEST_NAME}); they know where every object is"
         ) from None
+
+
+def parse_boxes(spec: str) -> tuple[str, float]:
+    """``exact``, ``shifted:F``, ``inside:F`` or ``proposals:F`` as (kind, F).
+
+    Raises:
+        ConfigError: an unknown kind, or F outside its range.
+    """
+    kind, _, amount = spec.strip().partition(":")
+    if kind == "exact" and not amount:
+        return kind, 0.0
+    usage = "use exact, shifted:F, inside:F (F < 0.5) or proposals:F, e.g. shifted:0.3"
+    if kind not in BOX_KINDS or kind == "exact":
+        raise ConfigError(f"unknown --boxes {spec!r}; {usage}")
+    try:
+        value = float(amount)
+    except ValueError:
+        raise ConfigError(f"--boxes {spec!r} needs a fraction after the colon; {usage}") from None
+    limit = 0.5 if kind == "inside" else 1.0
+    if not 0.0 < value < limit:
+        raise ConfigError(f"--boxes {spec!r}: F must be above 0 and below {limit}; {usage}")
+    return kind, value
+
+
+def loosen_boxes(cases: Sequence[ToyCase], kind: str, amount: float) -> list[ToyCase]:
+    """``cases`` with every candidate box moved as ``kind`` says (see :data:`BOX_KINDS`).
+
+    Deterministic: case ``i``'s boxes depend on ``(i, kind, amount)`` only, so every
+    region method and model is asked about the same boxes. Boxes are kept inside the
+    photo; the true answer (``target``) and the object masks are unchanged.
+    """
+    if kind == "exact":
+        return list(cases)
+    loosened = []
+    for index, case in enumerate(cases):
+        rng = np.random.default_rng([index, list(BOX_KINDS).index(kind), round(amount * 1e6)])
+        size = _size_of(Path(case.path))
+        boxes = tuple(_clip(_moved(box, kind, amount, rng), size) for box in case.boxes)
+        loosened.append(replace(case, boxes=boxes))
+    return loosened
+
+
+def _moved(
+    box: tuple[int, int, int, int], kind: str, amount: float, rng: np.random.Generator
+) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    sides = np.array([x1 - x0, y1 - y0, x1 - x0, y1 - y0], dtype=np.float64)
+    true = np.array(box, dtype=np.float64)
+    if kind == "shifted":
+        angle = rng.uniform(0.0, 2 * np.pi)
+        step = amount * sides[:2] * (np.cos(angle), np.sin(angle))
+        return true + np.concatenate([step, step])
+    if kind == "inside":
+        return true + amount * sides * (1, 1, -1, -1)
+    while True:  # proposals: what a detector would still be credited for
+        moved = true + rng.uniform(-amount, amount, 4) * sides
+        if _iou(moved, true) >= 0.5:
+            return moved
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    if a[2] <= a[0] or a[3] <= a[1] or width <= 0 or height <= 0:
+        return 0.0
+    inter = width * height
+    return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
+
+
+def _clip(box: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = (round(float(v)) for v in box)
+    width, height = size
+    x0, x1 = min(max(x0, 0), width - 1), min(max(x1, 1), width)
+    y0, y1 = min(max(y0, 0), height - 1), min(max(y1, 1), height)
+    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
 
 
 def _describe(obj: toyworld.ToyObject, other: toyworld.ToyObject) -> toyworld.Mention:

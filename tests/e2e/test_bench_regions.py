@@ -19,6 +19,13 @@ import pytest
 from click.testing import CliRunner, Result
 
 from searchengine.cli import main
+from searchengine.errors import ConfigError
+from searchengine.evaluation.toyscenes import (
+    grounding_cases,
+    load_toy_items,
+    loosen_boxes,
+    parse_boxes,
+)
 from searchengine.toy import masks as toymasks
 
 pytestmark = pytest.mark.slow
@@ -107,3 +114,64 @@ def test_region_tasks_refuse_what_is_not_a_toy_world(tmp_path: Path) -> None:
     assert "needs a toy world" in plain.output and "Traceback" not in plain.output
     bad = _bench(tmp_path, f"toy:10:{TEST_SEED}", "--task", "ground", "--region-method", "lasso")
     assert bad.exit_code != 0 and "lasso" in bad.output
+
+
+def _iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(width, 0) * max(height, 0)
+    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
+    return inter / (area - inter)
+
+
+def _in_frame(box: tuple[int, ...]) -> bool:
+    return 0 < box[0] and box[2] < 640 and 0 < box[1] and box[3] < 480
+
+
+def test_candidate_boxes_miss_their_objects_as_asked(tmp_path: Path) -> None:
+    folder, items = load_toy_items(f"toy:40:{TEST_SEED}", tmp_path)
+    exact = grounding_cases(folder, items)
+    assert loosen_boxes(exact, "exact", 0.0) == exact
+    for kind in ("shifted", "inside", "proposals"):
+        moved = loosen_boxes(exact, kind, 0.3)
+        # The same boxes every time: each region method is asked about the same ones.
+        assert [c.boxes for c in moved] == [c.boxes for c in loosen_boxes(exact, kind, 0.3)]
+        assert [(c.path, c.text, c.target) for c in moved] == [
+            (c.path, c.text, c.target) for c in exact
+        ]
+        for before, after in zip(exact, moved, strict=True):
+            for true, box in zip(before.boxes, after.boxes, strict=True):
+                assert 0 <= box[0] < box[2] <= 640 and 0 <= box[1] < box[3] <= 480
+                width, height = true[2] - true[0], true[3] - true[1]
+                if kind == "inside":  # every edge 30 % of the side inward
+                    assert abs(box[0] - true[0] - 0.3 * width) <= 1
+                    assert abs(true[3] - box[3] - 0.3 * height) <= 1
+                elif kind == "proposals":  # what a detector would still be credited for
+                    assert 0.5 <= _iou(box, true) < 1.0
+                elif _in_frame(true) and _in_frame(box):  # else the frame's edge clipped it
+                    # Moved by 30 % of its size, in some direction; the size kept.
+                    dx, dy = (box[0] - true[0]) / width, (box[1] - true[1]) / height
+                    assert abs((dx * dx + dy * dy) ** 0.5 - 0.3) < 0.03
+                    assert abs(box[2] - box[0] - width) <= 1
+    for wrong in ("inside:0.5", "shifted", "shifted:abc", "proposals:0", "lasso:0.2", "exact:1"):
+        with pytest.raises(ConfigError, match="--boxes"):
+            parse_boxes(wrong)
+
+
+def test_ground_with_boxes_drawn_inside_the_objects_falip_keeps_what_blur_loses(
+    tmp_path: Path,
+) -> None:
+    # A box that leaves out the object's edges: blur smears the parts outside it away,
+    # FALIP focuses on the box while every patch still sees the whole object.
+    dataset = f"toy:60:{TEST_SEED}"
+    args = ("--task", "ground", "-m", "toy", "--region-method", "falip,blur", "--json")
+    result = _bench(tmp_path, dataset, *args, "--boxes", "inside:0.3")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["boxes"] == "inside:0.3"
+    rows = {r["method"]: r for r in report["rows"]}
+    assert rows["falip"]["accuracy"] >= rows["blur"]["accuracy"] + 0.05
+    table = _bench(tmp_path, dataset, "--task", "ground", "-m", "toy", "--boxes", "shifted:0.3")
+    assert table.exit_code == 0 and "boxes shifted:0.3" in table.output
+    other_task = _bench(tmp_path, dataset, "--task", "where", "--boxes", "inside:0.3")
+    assert other_task.exit_code == 2 and "--task ground only" in other_task.output

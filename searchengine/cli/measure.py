@@ -135,7 +135,7 @@ def _models(models: Sequence[str], device: str | None) -> tuple[list[str], str]:
     default="exact",
     show_default=True,
     metavar="KIND[:F]",
-    help="With --task ground: candidate boxes as they are (exact), or missing their "
+    help="With --task ground or part: true boxes (exact), or boxes that miss their "
     "object: shifted:F (moved by F of their size), inside:F (each edge F inward), "
     "proposals:F (edges moved by up to F, IoU >= 0.5 kept).",
 )
@@ -219,7 +219,7 @@ def bench(
         )
         return
     if boxes != "exact":
-        raise click.UsageError("--boxes applies to --task ground only")
+        raise click.UsageError("--boxes applies to --task ground and part only")
     if (dataset is None) == (collection is None):
         raise click.UsageError("give a DATASET or --collection NAME (one of them)")
     if collection is not None and not (pseudo_captions or captions_file):

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from searchengine.evaluation.toyscenes import move_boxes, parse_boxes
 from searchengine.toy import masks as toymasks
 from searchengine.toy import world as toyworld
 
@@ -53,16 +54,19 @@ class PartBench:
 
     dataset: str
     rows: list[PartRow] = field(default_factory=list)
+    boxes: str = "exact"  # how the query regions were placed (``bench --boxes``)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready (rates as fractions)."""
-        return {"task": "part", "dataset": self.dataset, "rows": [r.__dict__ for r in self.rows]}
+        rows = [r.__dict__ for r in self.rows]
+        return {"task": "part", "dataset": self.dataset, "boxes": self.boxes, "rows": rows}
 
     def to_table(self) -> str:
         """A plain-text table, percent."""
         count = self.rows[0].queries if self.rows else 0
+        placed = "" if self.boxes == "exact" else f", boxes {self.boxes}"
         lines = [
-            f"more like this part on {self.dataset}: {count} region queries",
+            f"more like this part on {self.dataset}: {count} region queries{placed}",
             f"{'model':<24} {'method':<8} {'P@5 %':>7} {'above distractor %':>19}",
         ]
         for r in self.rows:
@@ -84,11 +88,14 @@ def bench_part(
     dataset: str = "",
     device: str = "auto",
     max_queries: int = 200,
+    boxes: str = "exact",
 ) -> PartBench:
     """Precision@5 and the above-distractor rate of region queries, per model and method.
 
     Each model indexes the world into a temporary collection (its own ingest path); the
     queried object alternates between the first and second object of the query photos.
+    ``boxes``: the queried object's true box (``exact``) or one that misses it, as
+    :func:`~searchengine.evaluation.toyscenes.parse_boxes` reads it.
     """
     from searchengine.collection import Collection
     from searchengine.config import Config
@@ -96,7 +103,8 @@ def bench_part(
 
     queries = [it for it in items if len({_kind(o) for o in it.scene.objects}) == 2]
     queries = queries[:max_queries]
-    report = PartBench(dataset)
+    placing = parse_boxes(boxes)
+    report = PartBench(dataset, boxes=boxes.strip())
     for spec in models:
         with tempfile.TemporaryDirectory(prefix="searchengine-part-") as home:
             config = Config.from_env(home=Path(home), model=spec, device=device)
@@ -105,9 +113,10 @@ def bench_part(
                 embedder = RegionEmbedder(coll.encoder)
                 try:
                     for method in methods:
-                        report.rows.append(
-                            _one_method(coll, embedder, folder, items, queries, spec, method)
+                        row = _one_method(
+                            coll, embedder, folder, items, queries, spec, method, placing
                         )
+                        report.rows.append(row)
                 finally:
                     embedder.close()
     return report
@@ -121,6 +130,7 @@ def _one_method(
     queries: Sequence[toyworld.ToyItem],
     spec: str,
     method: str,
+    placing: tuple[str, float],
 ) -> PartRow:
     from searchengine.ingest.decode import decode_file
     from searchengine.ranking import Query, VectorTerm
@@ -134,7 +144,8 @@ def _one_method(
         photo = decode_file(path).image
         _, regions = toymasks.scene_regions(item.scene, photo.size)
         target = n % 2
-        vector = embedder.vectors(photo, [regions[target].box], method)[0]
+        box = move_boxes([regions[target].box], *placing, photo.size, n)
+        vector = embedder.vectors(photo, box, method)[0]
         record = coll.catalog.by_path(path)
         exclude = frozenset({record.id}) if record is not None else frozenset()
         query = Query((VectorTerm(vector),), k=len(kinds), exclude=exclude, clip_score=False)

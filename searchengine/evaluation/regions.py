@@ -38,14 +38,15 @@ def run_region_task(
 ) -> Any:
     """``bench --task ground``, ``where`` or ``part`` on a toy world: the report object.
 
-    ``boxes`` (ground only): the candidates as they are (``exact``) or moved off their
-    objects (``shifted:F``, ``inside:F``, ``proposals:F``; see
-    :data:`~searchengine.evaluation.toyscenes.BOX_KINDS`).
+    ``boxes`` (ground and part): the true boxes (``exact``) or boxes that miss their
+    object (``shifted:F``, ``inside:F``, ``proposals:F``; see
+    :data:`~searchengine.evaluation.toyscenes.BOX_KINDS`): ground's candidates, part's
+    query regions.
 
     Raises:
         DatasetError: the source is not a toy world.
         ConfigError: an unknown task, region method or box kind, or boxes other than
-            exact for a task other than ground.
+            exact for where.
     """
     from searchengine.errors import ConfigError
     from searchengine.evaluation.grounding import bench_grounding
@@ -53,8 +54,8 @@ def run_region_task(
     from searchengine.region import parse_methods
 
     kind, amount = parse_boxes(boxes)
-    if kind != "exact" and task != "ground":
-        raise ConfigError(f"--boxes {boxes} applies to --task ground only")
+    if kind != "exact" and task == "where":
+        raise ConfigError(f"--boxes {boxes} applies to --task ground and part only")
     folder, items = load_toy_items(source, data_dir)
     name = folder.name
     if task == "ground":
@@ -70,5 +71,5 @@ def run_region_task(
         from searchengine.evaluation.part import bench_part
 
         chosen = parse_methods(",".join(methods))
-        return bench_part(folder, items, models, chosen, dataset=name, device=device)
+        return bench_part(folder, items, models, chosen, dataset=name, device=device, boxes=boxes)
     raise ConfigError(f"unknown task {task!r}; use retrieval, ground, where or part")

@@ -38,6 +38,7 @@ __all__ = [
     "load_toy_items",
     "localisation_cases",
     "loosen_boxes",
+    "move_boxes",
     "parse_boxes",
 ]
 
@@ -142,13 +143,27 @@ def loosen_boxes(cases: Sequence[ToyCase], kind: str, amount: float) -> list[Toy
     """
     if kind == "exact":
         return list(cases)
-    loosened = []
-    for index, case in enumerate(cases):
-        rng = np.random.default_rng([index, list(BOX_KINDS).index(kind), round(amount * 1e6)])
-        size = _size_of(Path(case.path))
-        boxes = tuple(_clip(_moved(box, kind, amount, rng), size) for box in case.boxes)
-        loosened.append(replace(case, boxes=boxes))
-    return loosened
+    return [
+        replace(case, boxes=move_boxes(case.boxes, kind, amount, _size_of(Path(case.path)), i))
+        for i, case in enumerate(cases)
+    ]
+
+
+def move_boxes(
+    boxes: Sequence[tuple[int, int, int, int]],
+    kind: str,
+    amount: float,
+    size: tuple[int, int],
+    key: int,
+) -> tuple[tuple[int, int, int, int], ...]:
+    """``boxes`` of one photo of ``size`` moved as ``kind`` says, inside the photo.
+
+    The same ``key`` (the question's number in its set) gives the same boxes.
+    """
+    if kind == "exact":
+        return tuple(boxes)
+    rng = np.random.default_rng([key, list(BOX_KINDS).index(kind), round(amount * 1e6)])
+    return tuple(_clip(_moved(box, kind, amount, rng), size) for box in boxes)
 
 
 def _moved(

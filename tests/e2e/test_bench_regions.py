@@ -158,7 +158,7 @@ def test_candidate_boxes_miss_their_objects_as_asked(tmp_path: Path) -> None:
             parse_boxes(wrong)
 
 
-def test_ground_with_boxes_drawn_inside_the_objects_falip_keeps_what_blur_loses(
+def test_boxes_drawn_inside_the_objects_falip_keeps_what_blur_loses(
     tmp_path: Path,
 ) -> None:
     # A box that leaves out the object's edges: blur smears the parts outside it away,
@@ -173,5 +173,13 @@ def test_ground_with_boxes_drawn_inside_the_objects_falip_keeps_what_blur_loses(
     assert rows["falip"]["accuracy"] >= rows["blur"]["accuracy"] + 0.05
     table = _bench(tmp_path, dataset, "--task", "ground", "-m", "toy", "--boxes", "shifted:0.3")
     assert table.exit_code == 0 and "boxes shifted:0.3" in table.output
+    # "More like this part" with a box dragged over the middle of the object.
+    args = ("--task", "part", "-m", "toy", "--region-method", "falip,blur", "--json")
+    part = _bench(tmp_path, dataset, *args, "--boxes", "inside:0.3")
+    assert part.exit_code == 0, part.output
+    report = json.loads(part.output)
+    assert report["boxes"] == "inside:0.3"
+    found = {r["method"]: r for r in report["rows"]}
+    assert found["falip"]["precision_at_5"] >= 1.5 * found["blur"]["precision_at_5"]
     other_task = _bench(tmp_path, dataset, "--task", "where", "--boxes", "inside:0.3")
-    assert other_task.exit_code == 2 and "--task ground only" in other_task.output
+    assert other_task.exit_code == 2 and "--task ground and part only" in other_task.output

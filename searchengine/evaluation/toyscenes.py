@@ -11,10 +11,11 @@ manifest record (:mod:`searchengine.toy.masks`), so the answers are exact.
   them) with the mask of every object it fits, and a phrase true of none (a real
   object's shape or colour changed, or another shape altogether).
 
-Grounding can also be asked with boxes that miss their object a little
-(:func:`loosen_boxes`), as a detector's proposals or a hand-drawn selection do: a box
-shifted off the object, a box drawn inside it, or random proposals that a detector
-would still be credited for (IoU >= 0.5 with the true box).
+Grounding and "more like this part" can also be asked with boxes that miss their
+object a little (:func:`loosen_boxes`, :func:`move_boxes`), as a detector's proposals
+or a hand-drawn selection do: a box shifted off the object, a box drawn inside it, or
+random proposals that a detector would still be credited for (IoU >= 0.5 with the
+true box).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ __all__ = [
     "parse_boxes",
 ]
 
-# How candidate boxes may miss their object (``bench --task ground --boxes KIND:F``).
+# How boxes may miss their object (``bench --task ground|part --boxes KIND:F``).
 BOX_KINDS = {
     "exact": "the objects' true boxes",
     "shifted": "each box moved by F of its width and height, in a random direction",
@@ -178,10 +179,11 @@ def _moved(
         return true + np.concatenate([step, step])
     if kind == "inside":
         return true + amount * sides * (1, 1, -1, -1)
-    while True:  # proposals: what a detector would still be credited for
+    for _ in range(10_000):  # proposals: what a detector would still be credited for
         moved = true + rng.uniform(-amount, amount, 4) * sides
         if _iou(moved, true) >= 0.5:
             return moved
+    return true  # a box too thin to move (no area): as it is
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

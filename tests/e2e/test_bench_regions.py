@@ -24,6 +24,7 @@ from searchengine.evaluation.toyscenes import (
     grounding_cases,
     load_toy_items,
     loosen_boxes,
+    move_boxes,
     parse_boxes,
 )
 from searchengine.toy import masks as toymasks
@@ -153,6 +154,8 @@ def test_candidate_boxes_miss_their_objects_as_asked(tmp_path: Path) -> None:
                     dx, dy = (box[0] - true[0]) / width, (box[1] - true[1]) / height
                     assert abs((dx * dx + dy * dy) ** 0.5 - 0.3) < 0.03
                     assert abs(box[2] - box[0] - width) <= 1
+    # A box with no area cannot reach IoU 0.5 however it moves: it comes back, no hang.
+    assert move_boxes([(10, 10, 10, 50)], "proposals", 0.3, (640, 480), 0) == ((10, 10, 11, 50),)
     for wrong in ("inside:0.5", "shifted", "shifted:abc", "proposals:0", "lasso:0.2", "exact:1"):
         with pytest.raises(ConfigError, match="--boxes"):
             parse_boxes(wrong)

@@ -14,6 +14,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -161,28 +162,29 @@ def test_candidate_boxes_miss_their_objects_as_asked(tmp_path: Path) -> None:
             parse_boxes(wrong)
 
 
+def _falip_and_blur(cache: Path, dataset: str, task: str, boxes: str) -> dict[str, Any]:
+    """``bench --task TASK --boxes BOXES`` with FALIP and blur on ``toy``: the rows by
+    method, after checking that the report names the boxes it was asked with."""
+    args = ("--task", task, "-m", "toy", "--region-method", "falip,blur", "--json")
+    result = _bench(cache, dataset, *args, "--boxes", boxes)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["boxes"] == boxes
+    return {r["method"]: r for r in report["rows"]}
+
+
 def test_boxes_drawn_inside_the_objects_falip_keeps_what_blur_loses(
     tmp_path: Path,
 ) -> None:
     # A box that leaves out the object's edges: blur smears the parts outside it away,
     # FALIP focuses on the box while every patch still sees the whole object.
     dataset = f"toy:60:{TEST_SEED}"
-    args = ("--task", "ground", "-m", "toy", "--region-method", "falip,blur", "--json")
-    result = _bench(tmp_path, dataset, *args, "--boxes", "inside:0.3")
-    assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
-    assert report["boxes"] == "inside:0.3"
-    rows = {r["method"]: r for r in report["rows"]}
+    rows = _falip_and_blur(tmp_path, dataset, "ground", "inside:0.3")
     assert rows["falip"]["accuracy"] >= rows["blur"]["accuracy"] + 0.05
     table = _bench(tmp_path, dataset, "--task", "ground", "-m", "toy", "--boxes", "shifted:0.3")
     assert table.exit_code == 0 and "boxes shifted:0.3" in table.output
     # "More like this part" with a box dragged over the middle of the object.
-    args = ("--task", "part", "-m", "toy", "--region-method", "falip,blur", "--json")
-    part = _bench(tmp_path, dataset, *args, "--boxes", "inside:0.3")
-    assert part.exit_code == 0, part.output
-    report = json.loads(part.output)
-    assert report["boxes"] == "inside:0.3"
-    found = {r["method"]: r for r in report["rows"]}
+    found = _falip_and_blur(tmp_path, dataset, "part", "inside:0.3")
     assert found["falip"]["precision_at_5"] >= 1.5 * found["blur"]["precision_at_5"]
     other_task = _bench(tmp_path, dataset, "--task", "where", "--boxes", "inside:0.3")
     assert other_task.exit_code == 2 and "--task ground and part only" in other_task.output

@@ -10,7 +10,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -129,3 +129,41 @@ class FileLock:
 def display_path(path: str) -> str:
     """A path any terminal or JSON document can carry: undecodable bytes as ``\\xNN``."""
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def spelled_as_known(path: str, known: Iterable[str]) -> str:
+    """``path`` (absolute) written under the known folder it is, or is inside, by another name.
+
+    A folder can be reached by more than one name: a symbolic link along the way
+    (``~/Pictures`` -> ``/data/Pictures``), a link to a folder, ``/tmp`` and
+    ``/private/tmp``. A collection that took two names of one folder as two folders
+    would walk it twice and list every photo in it twice. So a folder to index is
+    compared with the known ones by their real paths, and where it is one of them,
+    inside one or holds one, it is written the way the collection already writes it.
+    Otherwise it is returned as given: the user's name for it is kept (a link may be
+    the short way to a long path). Known folders absent here (another host's mount)
+    are passed over.
+    """
+    if not os.path.exists(path):
+        return path  # a broken link named here keeps its name, and gets its verdict
+    real = os.path.realpath(path)
+    for folder in known:
+        if folder == path:
+            return path
+        if not os.path.exists(folder):
+            continue
+        real_folder = os.path.realpath(folder)
+        if real == real_folder:
+            return folder
+        if _inside(real, real_folder):  # a folder within a known one
+            return os.path.join(folder, os.path.relpath(real, real_folder))
+        if _inside(real_folder, real):  # a folder holding a known one: its name above it
+            below = os.path.relpath(real_folder, real)
+            above = folder[: -len(below) - 1] if folder.endswith(os.sep + below) else ""
+            if above and os.path.realpath(above) == real:
+                return above
+    return path
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path.startswith(folder.rstrip(os.sep) + os.sep)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from searchengine.fsutil import FileLock, atomic_write, content_hash, display_path
+from searchengine.fsutil import FileLock, atomic_write, content_hash, display_path, spelled_as_known
 
 
 def test_atomic_write_replaces_whole_or_not_at_all(tmp_path) -> None:
@@ -54,3 +54,28 @@ def test_content_hash_and_display_path() -> None:
     name = os.fsdecode(b"caf\xe9.jpg")  # Latin-1 bytes, not UTF-8
     assert display_path(name) == "caf\\xe9.jpg"
     assert display_path("plain.jpg") == "plain.jpg"
+
+
+def test_a_folder_is_written_the_way_the_collection_knows_it(tmp_path):
+    real = tmp_path / "real"
+    (real / "inner" / "deep").mkdir(parents=True)
+    (tmp_path / "real2").mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    s = str
+    # One folder, inside one, holding one: named under the known name.
+    assert spelled_as_known(s(link), [s(real)]) == s(real)
+    assert spelled_as_known(s(link / "inner"), [s(real)]) == s(real / "inner")
+    assert spelled_as_known(s(real), [s(link / "inner")]) == s(link)
+    assert spelled_as_known(s(real / "inner"), [s(link)]) == s(link / "inner")
+    # Unrelated, or only alike by name: as given.
+    assert spelled_as_known(s(tmp_path / "real2"), [s(link), s(real)]) == s(tmp_path / "real2")
+    # A known folder absent here (another host's mount) is passed over.
+    assert spelled_as_known(s(link), [s(tmp_path / "gone"), s(real)]) == s(real)
+    # A broken link keeps its name, to get its verdict.
+    broken = tmp_path / "broken"
+    broken.symlink_to(tmp_path / "nowhere")
+    assert spelled_as_known(s(broken), [s(tmp_path)]) == s(broken)
+    # A known name with a link below the new folder cannot be written under it: as given.
+    (real / "inner" / "hop").symlink_to(real / "inner" / "deep")
+    assert spelled_as_known(s(real), [s(link / "inner" / "hop")]) == s(real)

@@ -44,6 +44,7 @@ if _typing.TYPE_CHECKING:
         UnknownModelError,
         WeightsUnavailableError,
     )
+    from searchengine.folders import ForgetReport
     from searchengine.home import (
         CollectionSummary,
         collection_summaries,
@@ -71,6 +72,7 @@ _EXPORTS = {
     "ConfigError": "searchengine.errors",
     "Encoder": "searchengine.models",
     "FileCaption": "searchengine.captions",
+    "ForgetReport": "searchengine.folders",
     "ImageError": "searchengine.errors",
     "IndexReport": "searchengine.ingest.write",
     "Location": "searchengine.where",
@@ -110,6 +112,7 @@ __all__ = [
     "ConfigError",
     "Encoder",
     "FileCaption",
+    "ForgetReport",
     "ImageError",
     "IndexReport",
     "Location",

@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy.engine import Connection
 
-from searchengine.catalog import delete_images, insert_image, log_vectors, update_image
+from searchengine.catalog import (
+    delete_images,
+    delete_roots,
+    insert_image,
+    log_vectors,
+    update_image,
+)
 from searchengine.values import FAILED
 from searchengine.vectors import FaissIndex
 
@@ -65,6 +71,10 @@ class Batch:
         """Forget images: their rows, cached data and vectors."""
         delete_images(self._conn, ids)
         self._drop_ids.extend(int(i) for i in ids)
+
+    def drop_roots(self, paths: Sequence[str]) -> None:
+        """Take folders off the collection's list, in the same transaction as its rows."""
+        delete_roots(self._conn, paths)
 
     def vector_of(self, image_id: int) -> np.ndarray | None:
         """The stored vector of an indexed image (for a copy of its content)."""

@@ -48,6 +48,7 @@ __all__ = [
     "ImageRecord",
     "blob",
     "delete_images",
+    "delete_roots",
     "insert_image",
     "log_vectors",
     "logged_ids",
@@ -256,6 +257,11 @@ def insert_image(conn: Connection, values: dict[str, Any]) -> int:
 def update_image(conn: Connection, image_id: int, values: dict[str, Any]) -> None:
     values = _with_key({"indexed_at": time.time(), **values})
     conn.execute(update(images_table).where(images_table.c.id == image_id).values(**values))
+
+
+def delete_roots(conn: Connection, paths: Sequence[str]) -> None:
+    """Take folders off the list an ``index`` with no paths re-scans."""
+    conn.execute(delete(roots_table).where(roots_table.c.path.in_(list(paths))))
 
 
 def delete_images(conn: Connection, ids: Sequence[int]) -> None:

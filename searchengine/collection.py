@@ -32,6 +32,14 @@ from searchengine.errors import (
     ConfigError,
     ModelMismatchError,
 )
+from searchengine.folders import (
+    ForgetReport,
+    forget,
+    forget_command,
+    forgetting,
+    spell_roots,
+    twice_named,
+)
 from searchengine.index_choice import IndexPolicy
 from searchengine.ingest.run import Ingest
 from searchengine.ingest.write import IndexReport
@@ -201,8 +209,11 @@ class Collection(Searching):
         for root in roots:
             if not os.path.lexists(root):  # a broken link named here gets a verdict
                 raise CollectionError(f"no such file or folder: {root}")
+        roots, notes = spell_roots(roots, self.catalog.roots() if roots else [])
         self.catalog.add_roots(roots)
-        roots = roots or self.catalog.roots()
+        if not roots:
+            roots = self.catalog.roots()
+            notes = twice_named(roots, self.name)
         if not roots:
             raise CollectionError(
                 f"collection {self.name!r} has no folders yet; name one: searchengine index PATH"
@@ -214,13 +225,15 @@ class Collection(Searching):
             raise CollectionError(
                 f"{absent[0]} is not on this host; a collection shared between hosts needs "
                 "its folders at the same paths on each (mount them there), or name the "
-                "folders to index: searchengine index PATH"
+                "folders to index: searchengine index PATH; if it is gone for good, take "
+                f"it out: {forget_command(self.name, absent[0])}"
             )
         run = self._ingest(progress)  # an engine that cannot run says so before any work
         with self.store.writing():
             refused = self._settle_precision(roots)
             report = run.run(roots)
             report.precision = self.precision
+            report.notes[:0] = notes
             report.notes.extend([refused] if refused else [])
             self._adapt()
             self._calibrate_after(report)
@@ -274,6 +287,22 @@ class Collection(Searching):
             return self.index(progress=progress)
         except CollectionLockedError as exc:
             return IndexReport(notes=[f"not refreshed: {exc}"])
+
+    def forgetting(self, folder: str | Path) -> ForgetReport:
+        """What ``forget(folder)`` would take out of the collection; nothing is written."""
+        return forgetting(self.catalog, self.name, os.path.abspath(folder))
+
+    def forget(self, folder: str | Path) -> ForgetReport:
+        """Take a folder and its photos out of the collection (the files stay on disk).
+
+        Their rows, vectors and cached captions go as a deleted file's do, and
+        ``index`` with no paths no longer walks the folder. See ``folders.forget``.
+        """
+        with self.store.writing():
+            report = forget(self.store, os.path.abspath(folder))
+            self._adapt()
+            self._calibrate_after(IndexReport(removed=report.images))
+            return report
 
     def _settle_precision(self, roots: Sequence[str]) -> str | None:
         """Decide (once) which image tower this collection embeds with, and record it.

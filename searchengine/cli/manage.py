@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from searchengine.cli import common
+
+if TYPE_CHECKING:
+    from searchengine.folders import ForgetReport
 
 
 @click.command()
@@ -53,19 +57,44 @@ def collections(index_dir: Path | None, as_json: bool) -> None:
     help="Only this host's folder: a catalog on a server stays for the hosts that share "
     "it (the server is not contacted).",
 )
-def remove(collection: str, index_dir: Path | None, yes: bool, local: bool) -> None:
-    """Delete a collection: its catalog, vector index and caches.
+@click.option(
+    "--folder",
+    "folders",
+    multiple=True,
+    metavar="PATH",
+    help="Take only this folder and the photos under it out of the collection (it is "
+    "no longer walked by `index`); repeatable.",
+)
+@click.option("--json", "as_json", is_flag=True, help="With --folder: print what went as JSON.")
+def remove(
+    collection: str,
+    index_dir: Path | None,
+    yes: bool,
+    local: bool,
+    folders: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Delete a collection (its catalog, vector index and caches), or one of its folders.
 
     The photos themselves are never touched. Asks first unless --yes; refused while
     the collection is being indexed. A catalog on a PostgreSQL server is dropped
-    there, for every host that shares it, unless --local.
+    there, for every host that shares it, unless --local. With --folder, only that
+    folder's photos leave the collection, for every host that shares it.
 
     \b
     Examples:
       searchengine remove --collection old-phone
       searchengine remove -c scratch --yes
       searchengine remove -c team --local    # this host leaves; the others keep it
+      searchengine remove -c default --folder ~/Downloads   # the folder leaves
     """
+    if folders:
+        if local:
+            raise click.UsageError("--folder takes photos out for every host; drop --local")
+        _remove_folders(collection, index_dir, folders, yes, as_json)
+        return
+    if as_json:
+        raise click.UsageError("--json goes with --folder")
     from searchengine.home import (
         catalog_location,
         collection_summaries,
@@ -103,3 +132,32 @@ def remove(collection: str, index_dir: Path | None, yes: bool, local: bool) -> N
         click.echo(f"removed this host's folder of collection {collection!r} ({removed})")
     else:
         click.echo(f"removed collection {collection!r} ({removed})")
+
+
+def _remove_folders(
+    collection: str, index_dir: Path | None, folders: tuple[str, ...], yes: bool, as_json: bool
+) -> None:
+    """``remove --folder``: what would go is checked for every folder before any goes."""
+    with common.errors(), common.open_collection(collection, index_dir, None, None, None) as coll:
+        going = [coll.forgetting(folder) for folder in folders]
+        if not yes:
+            names = ", ".join(common.terminal_path(f) for r in going for f in r.folders)
+            photos = sum(r.images for r in going)
+            click.confirm(
+                f"take {names} out of collection {collection!r} ({photos} photos)? The "
+                "files stay on disk",
+                abort=True,
+            )
+        done: list[ForgetReport] = []
+        gone: set[str] = set()
+        for folder, preview in zip(folders, going, strict=True):
+            if not gone.issuperset(preview.folders):  # not named twice, or inside another
+                done.append(coll.forget(folder))
+                gone.update(done[-1].folders)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in done], indent=2))
+        return
+    for report in done:
+        for folder in report.folders:
+            click.echo(f"took {common.terminal_path(folder)} out of collection {collection!r}")
+        click.echo(f"{report.images} photos left the collection; the files stay on disk")

@@ -1,0 +1,184 @@
+"""A collection's folders through the real CLI: one folder under two names is walked
+once, and a folder can be taken out of a collection (``remove --folder``).
+
+Before folders were compared by their real paths, ``index photos`` and then ``index
+link-to-photos`` made two folders of one, and every photo in it came back twice from
+every search. Such a collection is made here the way that code made it (the second
+name written to the list of folders, then walked), to check that it is reported and
+can be mended.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from searchengine.cli import main
+from searchengine.toy import world as toyworld
+
+pytestmark = pytest.mark.slow
+
+
+def cli(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(main, list(args), input=input, env=env)
+
+
+def ok_json(*args: str, env: dict[str, str] | None = None) -> dict | list:
+    result = cli(*args, "--json", env=env)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> dict[str, Path]:
+    photos = tmp_path / "photos"
+    toyworld.generate(photos, 24, 4601)
+    other = tmp_path / "other"
+    toyworld.generate(other, 6, 4602)
+    link = tmp_path / "link"
+    link.symlink_to(photos)
+    return {"photos": photos, "other": other, "link": link, "home": tmp_path / "home"}
+
+
+def base(world: dict[str, Path], *args: str) -> list[str]:
+    return [*args, "-c", "c", "--index-dir", str(world["home"])]
+
+
+def found_paths(world: dict[str, Path], query: str = "a red circle") -> list[str]:
+    hits = ok_json("search", query, "-k", "100", *base(world))
+    return [h["path"] for h in hits]
+
+
+def roots(world: dict[str, Path]) -> list[str]:
+    return ok_json("status", *base(world))["roots"]
+
+
+def test_a_folder_named_through_a_link_is_indexed_once(world):
+    photos, link = world["photos"], world["link"]
+    first = ok_json("index", str(photos / "album-b"), *base(world, "-m", "toy"))
+    assert first["added"] == 12
+    # The same folder through the link: indexed under the name the collection knows.
+    again = cli("index", str(link), *base(world))
+    assert again.exit_code == 0, again.output
+    assert f"{link} is {photos} by another name" in again.stderr
+    assert "added 12," in again.stdout and "unchanged 12" in again.stdout
+    # Inside a known folder, through the link; and the link with the real name.
+    inner = ok_json("index", str(link / "album-a"), str(photos), str(link), *base(world))
+    assert inner["added"] == 0 and inner["unchanged"] == 24
+    assert roots(world) == [str(photos), str(photos / "album-a"), str(photos / "album-b")]
+    paths = found_paths(world)
+    assert len(paths) == 24 == len(set(paths))
+    assert all(p.startswith(str(photos) + "/") for p in paths)
+
+
+def test_a_folder_known_by_its_link_keeps_that_name(world):
+    photos, link = world["photos"], world["link"]
+    ok_json("index", str(link / "album-b"), *base(world, "-m", "toy"))
+    # The real folder holding the known one is written through the link, as it is.
+    report = ok_json("index", str(photos), *base(world))
+    assert report["added"] == 12 and report["unchanged"] == 12
+    assert report["notes"] == [
+        f"{photos} is {link} by another name; indexed as that, so that no photo is listed twice"
+    ]
+    assert roots(world) == [str(link), str(link / "album-b")]
+    paths = found_paths(world)
+    assert len(paths) == 24 == len(set(paths))
+
+
+def test_a_collection_with_one_folder_twice_is_told_and_mended(world):
+    photos, link, other = world["photos"], world["link"], world["other"]
+    ok_json("index", str(photos), str(other), *base(world, "-m", "toy"))
+    catalog = world["home"] / "c" / "catalog.sqlite"
+    with sqlite3.connect(catalog) as db:  # what `index LINK` wrote before this change
+        db.execute("insert into roots values (?)", (str(link),))
+    walked = cli("index", *base(world))
+    assert walked.exit_code == 0, walked.output
+    command = f"searchengine remove -c c --folder {link}"
+    assert f"{link} is {photos} by another name, so its photos are listed twice" in walked.stderr
+    assert command in walked.stderr
+    assert "added 24," in walked.stdout
+    assert len(found_paths(world)) == 54
+
+    # Declined: nothing goes.
+    asked = cli("remove", "--folder", str(link), *base(world), input="n\n")
+    assert asked.exit_code == 1
+    assert f"take {link} out of collection 'c' (24 photos)? The files stay on disk" in asked.output
+    assert len(found_paths(world)) == 54
+
+    gone = ok_json("remove", "--folder", str(link), "--yes", *base(world))
+    assert gone == [{"folders": [str(link)], "images": 24}]
+    paths = found_paths(world)
+    assert len(paths) == 30 == len(set(paths))
+    assert not any(p.startswith(str(link)) for p in paths)
+    assert roots(world) == [str(other), str(photos)]
+    quiet = cli("index", *base(world))  # mended: no note, nothing to do
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    assert "unchanged 30" in quiet.stdout
+    assert (link / "album-a").is_dir() and len(list(photos.rglob("*.jpg"))) == 8
+
+
+def test_remove_folder_takes_its_photos_out_and_refuses_what_it_cannot(world):
+    photos, other = world["photos"], world["other"]
+    ok_json("index", str(photos), str(other / "album-a"), *base(world, "-m", "toy"))
+    before = set(found_paths(world))
+
+    inside = cli("remove", "--folder", str(photos / "album-a"), "--yes", *base(world))
+    assert inside.exit_code == 1
+    assert f"is inside the collection's folder {photos}, which the next index walks" in (
+        inside.output
+    )
+    stranger = cli("remove", "--folder", str(other / "album-b"), "--yes", *base(world))
+    assert stranger.exit_code == 1
+    assert f"its folders: {other / 'album-a'}, {photos}" in stranger.output
+    # Nothing is taken out when any folder named is wrong.
+    both = cli("remove", "--folder", str(photos), "--folder", "/nowhere", "--yes", *base(world))
+    assert both.exit_code == 1 and set(found_paths(world)) == before
+    local = cli("remove", "--folder", str(photos), "--local", *base(world))
+    assert local.exit_code == 2 and "drop --local" in local.output
+    assert cli("remove", "--json", *base(world)).exit_code == 2
+
+    # A folder holding the collection's folder takes it out; named twice, once.
+    said = cli("remove", "--folder", str(other), "--folder", str(other), "--yes", *base(world))
+    assert said.exit_code == 0, said.output
+    assert said.stdout.splitlines() == [
+        f"took {other / 'album-a'} out of collection 'c'",
+        "3 photos left the collection; the files stay on disk",
+    ]
+    assert set(found_paths(world)) == {p for p in before if p.startswith(str(photos) + "/")}
+    assert roots(world) == [str(photos)]
+    status = ok_json("status", *base(world))
+    assert status["images"] == status["vectors"] == 24
+    assert len(list((other / "album-a").iterdir())) == 3  # the files stay
+
+
+@pytest.mark.postgres
+def test_a_shared_collection_whose_folder_is_gone_can_take_it_out(world, pg_cluster, tmp_path):
+    """On a shared catalog an absent folder stops an `index` of the known folders (it may
+    be another host's mount); once it is gone for good, the refusal says how to take it
+    out, and every host sharing the catalog then walks the rest."""
+    photos, other = world["photos"], world["other"]
+    url = pg_cluster.new_database()
+    host1 = ["-c", "team", "--index-dir", str(tmp_path / "h1"), "--database-url", url]
+    host2 = ["-c", "team", "--index-dir", str(tmp_path / "h2"), "--database-url", url]
+    assert ok_json("index", str(photos), str(other), "-m", "toy", *host1)["added"] == 30
+    for path in sorted(other.rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    other.rmdir()
+    refused = cli("index", *host1)
+    assert refused.exit_code == 1
+    assert f"{other} is not on this host" in refused.output
+    assert f"searchengine remove -c team --folder {other}" in refused.output
+
+    # `remove` reads the URL (with its password) from the environment, as for a collection.
+    team = {"SEARCHENGINE_DATABASE_URL": url}
+    gone = ok_json("remove", "--folder", str(other), "--yes", *host1[:4], env=team)
+    assert gone == [{"folders": [str(other)], "images": 6}]
+    assert ok_json("index", *host2)["unchanged"] == 24  # the other host: the rest only
+    status = ok_json("status", *host2)
+    assert status["roots"] == [str(photos)] and status["images"] == 24
+    hits = ok_json("search", "a red circle", "-k", "100", *host1)
+    assert len(hits) == 24 and all(h["path"].startswith(str(photos)) for h in hits)

@@ -1,7 +1,7 @@
 """A collection's folders: one name for each, and taking one out of the collection.
 
-A folder can be reached by more than one name (a symbolic link along the way,
-``/tmp`` and ``/private/tmp``). The catalog keys photos on their paths, so two names
+A folder can be reached by more than one name (a symbolic link along the way, a
+bind mount, ``/tmp`` and ``/private/tmp``). The catalog keys photos on their paths, so two names
 of one folder would be two sets of rows: every photo in it found twice. Folders to
 index are therefore written the way the collection already writes them
 (``fsutil.spelled_as_known``); a collection made before that rule may hold one folder
@@ -44,7 +44,8 @@ def twice_named(known: Sequence[str], collection: str) -> list[str]:
     """A line for each known folder that is another known one by another name.
 
     Such a pair is only left by a collection made before folders were compared by
-    their real paths; every photo in it is listed twice until one name is forgotten.
+    identity (device and inode); every photo in it is listed twice until one name is
+    forgotten.
     """
     notes: list[str] = []
     aliases: list[str] = []

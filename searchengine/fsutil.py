@@ -132,38 +132,53 @@ def display_path(path: str) -> str:
 
 
 def spelled_as_known(path: str, known: Iterable[str]) -> str:
-    """``path`` (absolute) written under the known folder it is, or is inside, by another name.
+    """``path`` (absolute) written under the known folder it is, is inside, or holds.
 
     A folder can be reached by more than one name: a symbolic link along the way
-    (``~/Pictures`` -> ``/data/Pictures``), a link to a folder, ``/tmp`` and
-    ``/private/tmp``. A collection that took two names of one folder as two folders
-    would walk it twice and list every photo in it twice. So a folder to index is
-    compared with the known ones by their real paths, and where it is one of them,
-    inside one or holds one, it is written the way the collection already writes it.
-    Otherwise it is returned as given: the user's name for it is kept (a link may be
-    the short way to a long path). Known folders absent here (another host's mount)
-    are passed over.
+    (``~/Pictures`` -> ``/data/Pictures``), a link to a folder, a bind mount, another
+    letter case on a case-insensitive disk. A collection that took two names of one
+    folder as two folders would walk it twice and list every photo in it twice. So a
+    folder to index is compared with the known ones by identity (device and inode of
+    it and of the folders above it), and where it is one of them, inside one or holds
+    one, it is written the way the collection already writes it. Otherwise it is
+    returned as given: the user's name for it is kept (a link may be the short way to
+    a long path). Known folders absent here (another host's mount) are passed over.
     """
-    if not os.path.exists(path):
+    try:
+        mine = _identities(path)
+    except OSError:
         return path  # a broken link named here keeps its name, and gets its verdict
-    real = os.path.realpath(path)
     for folder in known:
         if folder == path:
             return path
-        if not os.path.exists(folder):
+        try:
+            theirs = _identities(folder)
+        except OSError:
             continue
-        real_folder = os.path.realpath(folder)
-        if real == real_folder:
-            return folder
-        if _inside(real, real_folder):  # a folder within a known one
-            return os.path.join(folder, os.path.relpath(real, real_folder))
-        if _inside(real_folder, real):  # a folder holding a known one: its name above it
-            below = os.path.relpath(real_folder, real)
-            above = folder[: -len(below) - 1] if folder.endswith(os.sep + below) else ""
-            if above and os.path.realpath(above) == real:
-                return above
+        for key, real in mine:  # the folder itself, or one above it
+            if key == theirs[0][0]:
+                below = os.path.relpath(mine[0][1], real)
+                return folder if below == "." else os.path.join(folder, below)
+        for up, (key, _) in enumerate(theirs[1:], 1):  # a folder that holds it
+            if key == mine[0][0]:
+                steps = [folder]
+                for _ in range(up):
+                    steps.append(os.path.dirname(steps[-1]))
+                # A walk of ``above`` follows no link below it, so none may lead to folder.
+                above = steps.pop()
+                if not any(map(os.path.islink, steps)) and _identities(above)[0][0] == key:
+                    return above
     return path
 
 
-def _inside(path: str, folder: str) -> bool:
-    return path.startswith(folder.rstrip(os.sep) + os.sep)
+def _identities(path: str) -> list[tuple[tuple[int, int], str]]:
+    """``((device, inode), real path)`` of ``path`` and of every folder above it."""
+    current = os.path.realpath(path)
+    found = []
+    while True:
+        info = os.stat(current)
+        found.append(((info.st_dev, info.st_ino), current))
+        parent = os.path.dirname(current)
+        if parent == current:
+            return found
+        current = parent

@@ -1,7 +1,7 @@
 """A collection's folders through the real CLI: one folder under two names is walked
 once, and a folder can be taken out of a collection (``remove --folder``).
 
-Before folders were compared by their real paths, ``index photos`` and then ``index
+Before folders were compared by identity (device and inode), ``index photos`` and then ``index
 link-to-photos`` made two folders of one, and every photo in it came back twice from
 every search. Such a collection is made here the way that code made it (the second
 name written to the list of folders, then walked), to check that it is reported and

@@ -79,3 +79,19 @@ def test_a_folder_is_written_the_way_the_collection_knows_it(tmp_path):
     # A known name with a link below the new folder cannot be written under it: as given.
     (real / "inner" / "hop").symlink_to(real / "inner" / "deep")
     assert spelled_as_known(s(real), [s(link / "inner" / "hop")]) == s(real)
+
+
+def test_a_bind_mount_of_a_known_folder_is_that_folder(tmp_path):
+    """A bind mount has its own real path; only the folder's identity tells it apart."""
+    real, bound = tmp_path / "real", tmp_path / "bound"
+    (real / "inner").mkdir(parents=True)
+    bound.mkdir()
+    mounted = subprocess.run(["mount", "--bind", str(real), str(bound)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"no bind mount here: {mounted.stderr.decode().strip()}")
+    try:
+        assert os.path.realpath(bound) == str(bound)
+        assert spelled_as_known(str(bound), [str(real)]) == str(real)
+        assert spelled_as_known(str(bound / "inner"), [str(real)]) == str(real / "inner")
+    finally:
+        subprocess.run(["umount", str(bound)], check=True)

@@ -102,6 +102,13 @@ def _extension(name: str) -> str:
 def _walk(folder: str, exts: frozenset[str]) -> Iterator[FileEntry]:
     # An explicit stack of scandir iterators: os.scandir gives type and stat from the
     # directory read itself, which keeps an unchanged re-run close to a bare walk.
+    # A folder met again under another name (a bind mount of one inside the tree) is
+    # walked once, or every photo in it would be listed twice: one lstat a folder.
+    try:
+        info = os.stat(folder)
+        walked = {(info.st_dev, info.st_ino)}
+    except OSError:
+        return
     stack = [folder]
     while stack:
         current = stack.pop()
@@ -111,11 +118,17 @@ def _walk(folder: str, exts: frozenset[str]) -> Iterator[FileEntry]:
                 for entry in entries:
                     try:
                         if entry.is_dir(follow_symlinks=False):
-                            subdirs.append(entry.path)
+                            info = entry.stat(follow_symlinks=False)
+                            subdirs.append((entry.path, (info.st_dev, info.st_ino)))
                         elif _extension(entry.name) in exts:
                             yield _entry(entry)
                     except OSError:
                         continue
         except OSError:
             continue
-        stack.extend(sorted(subdirs, reverse=True))
+        new = []
+        for path, key in sorted(subdirs):  # in name order: the same name wins each run
+            if key not in walked:
+                walked.add(key)
+                new.append(path)
+        stack.extend(reversed(new))

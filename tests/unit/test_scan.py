@@ -71,3 +71,22 @@ def test_extension_agrees_with_splitext(name):
     from searchengine.ingest.scan import _extension
 
     assert _extension(name) == os.path.splitext(name)[1].lower()
+
+
+def test_a_folder_mounted_twice_in_the_tree_is_walked_once(tmp_path):
+    import subprocess
+
+    (tmp_path / "2020").mkdir()
+    (tmp_path / "2020" / "a.jpg").write_bytes(b"x")
+    (tmp_path / "shared").mkdir()
+    mounted = subprocess.run(
+        ["mount", "--bind", str(tmp_path / "2020"), str(tmp_path / "shared")], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"no bind mount here: {mounted.stderr.decode().strip()}")
+    try:
+        assert (tmp_path / "shared" / "a.jpg").exists()
+        found = [os.path.relpath(e.path, tmp_path) for e in scan([tmp_path], BASE_EXTENSIONS)]
+        assert found == ["2020/a.jpg"]
+    finally:
+        subprocess.run(["umount", str(tmp_path / "shared")], check=True)

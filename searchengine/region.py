@@ -30,6 +30,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from searchengine.errors import ConfigError, ImageError, QueryError, UnknownModelError
 from searchengine.models.base import Encoder
+from searchengine.rows import find_file
 
 if TYPE_CHECKING:
     from searchengine.ranking.terms import Term, VectorTerm
@@ -273,7 +274,7 @@ def region_term(
         picture, full = image, image.size
     else:
         path = os.path.abspath(image)
-        record = catalog.by_path(path)
+        record = find_file(catalog, path)
         if record is not None and record.status == OK:
             exclude = frozenset({record.id})
         try:

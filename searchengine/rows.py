@@ -65,3 +65,22 @@ class RowReader(Protocol):
     def get(self, ids: Sequence[int]) -> dict[int, ImageRecord]: ...
 
     def by_path(self, path: str) -> ImageRecord | None: ...
+
+    def roots(self) -> list[str]: ...
+
+
+def find_file(rows: RowReader, path: str) -> ImageRecord | None:
+    """The row of the file at ``path`` (absolute), also when it is named another way.
+
+    A photo named through a symbolic link, or inside a folder the collection knows by
+    another name, is looked up under the collection's name for it
+    (``fsutil.spelled_as_known``), so an example image that is indexed is found.
+    """
+    from searchengine.fsutil import spelled_as_known
+
+    record = rows.by_path(path)
+    if record is None and os.path.exists(path):
+        known = spelled_as_known(path, rows.roots())
+        if known != path:
+            record = rows.by_path(known)
+    return record

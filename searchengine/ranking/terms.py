@@ -27,6 +27,7 @@ from searchengine.errors import ImageError, QueryError
 from searchengine.ingest.decode import decode_file
 from searchengine.models.base import Encoder, l2_normalize
 from searchengine.ranking.results import check_query
+from searchengine.rows import find_file
 from searchengine.scoring import with_prefix
 from searchengine.values import OK
 
@@ -186,7 +187,7 @@ def example_term(
     if isinstance(image, Image.Image):
         return ImageTerm(image), frozenset()
     path = os.path.abspath(image)
-    record = catalog.by_path(path)
+    record = find_file(catalog, path)
     indexed = record is not None and record.status == OK
     exclude = frozenset({record.id}) if record is not None and indexed else frozenset()
     if record is not None and indexed:

@@ -182,3 +182,23 @@ def test_a_shared_collection_whose_folder_is_gone_can_take_it_out(world, pg_clus
     assert status["roots"] == [str(photos)] and status["images"] == 24
     hits = ok_json("search", "a red circle", "-k", "100", *host1)
     assert len(hits) == 24 and all(h["path"].startswith(str(photos)) for h in hits)
+
+
+def test_an_example_photo_named_through_a_link_is_left_out_of_its_own_results(world, tmp_path):
+    photos, link = world["photos"], world["link"]
+    ok_json("index", str(photos), *base(world, "-m", "toy"))
+    photo = sorted(photos.rglob("*.jpg"))[0]
+    favourite = tmp_path / "favourite.jpg"  # a file link from outside the collection
+    favourite.symlink_to(photo)
+    named = [photo, link / photo.relative_to(photos), favourite]
+    for example in named:
+        for region in ([], ["--region", "0,0,320,240"]):
+            hits = ok_json("similar", str(example), "-k", "30", *region, *base(world))
+            paths = [h["path"] for h in hits]
+            assert len(paths) == 23 and str(photo) not in paths, (example, region)
+    # The library's own catalog (not the one-shot reader) finds it the same way.
+    from searchengine import Collection, Config
+
+    with Collection.open("c", Config(home=world["home"])) as coll:
+        results = coll.similar(str(named[1]), k=30)
+    assert len(results) == 23 and str(photo) not in [r.path for r in results]

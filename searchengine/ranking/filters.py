@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from searchengine.errors import QueryError
+from searchengine.fsutil import spelled_as_known
 from searchengine.values import OK, ORIENTATIONS
 
 if TYPE_CHECKING:
@@ -141,19 +142,21 @@ def matching_ids(catalog: Catalog, filters: Filters) -> np.ndarray:
         conditions.append(t.c.width < t.c.height)
     elif filters.orientation == "square":
         conditions.append(t.c.width == t.c.height)
-    match = _path_matcher(filters.path)
+    match = _path_matcher(filters.path, catalog.roots)
     with catalog.engine.connect() as conn:
         rows = conn.execute(select(t.c.id, t.c.path).where(and_(*conditions)))
         ids = [int(i) for i, p in rows if match(p)]
     return np.asarray(ids, dtype=np.int64)
 
 
-def _path_matcher(pattern: str | None) -> Callable[[str], bool]:
+def _path_matcher(pattern: str | None, roots: Callable[[], list[str]]) -> Callable[[str], bool]:
     if pattern is None:
         return lambda _path: True
     expanded = os.path.expanduser(pattern)
     if os.path.isdir(expanded):
-        prefix = os.path.abspath(expanded).rstrip(os.sep) + os.sep
+        # A folder named another way (through a link) is the collection's name for it.
+        folder = spelled_as_known(os.path.abspath(expanded), roots())
+        prefix = folder.rstrip(os.sep) + os.sep
         return lambda path: path.startswith(prefix)
     if not expanded.startswith(("/", "*")):
         expanded = "*/" + expanded

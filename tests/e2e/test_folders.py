@@ -202,3 +202,12 @@ def test_an_example_photo_named_through_a_link_is_left_out_of_its_own_results(wo
     with Collection.open("c", Config(home=world["home"])) as coll:
         results = coll.similar(str(named[1]), k=30)
     assert len(results) == 23 and str(photo) not in [r.path for r in results]
+
+
+def test_a_folder_filter_named_through_a_link_keeps_that_folders_photos(world):
+    photos, link = world["photos"], world["link"]
+    ok_json("index", str(photos), *base(world, "-m", "toy"))
+    expected = {str(p) for p in (photos / "album-a").iterdir()}
+    for folder in (photos / "album-a", link / "album-a"):
+        hits = ok_json("search", "a red circle", "-k", "100", "--path", str(folder), *base(world))
+        assert {h["path"] for h in hits} == expected, folder

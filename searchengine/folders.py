@@ -1,11 +1,11 @@
 """A collection's folders: one name for each, and taking one out of the collection.
 
 A folder can be reached by more than one name (a symbolic link along the way, a
-bind mount, ``/tmp`` and ``/private/tmp``). The catalog keys photos on their paths, so two names
-of one folder would be two sets of rows: every photo in it found twice. Folders to
-index are therefore written the way the collection already writes them
-(``fsutil.spelled_as_known``); a collection made before that rule may hold one folder
-under two names, and ``forget`` takes one of them out.
+bind mount, ``/tmp`` and ``/private/tmp``). The catalog keys photos on their paths,
+so two names of one folder would be two sets of rows: every photo in it found twice.
+Folders to index are therefore written the way the collection already writes them
+(``fsutil.spelled_as_known``); a collection made before that rule may hold one
+folder under two names, and ``forget`` takes one of them out.
 """
 
 from __future__ import annotations
@@ -91,15 +91,17 @@ def forgetting(catalog: Catalog, collection: str, folder: str) -> ForgetReport:
     """
     known = catalog.roots()
     name = spelled_as_known(folder, known)
+    # Also a folder that is one of the collection's, inside another of them: its
+    # photos would stay under the outer one, and the next index walk it again.
+    holder = next((k for k in known if _inside(name, k)), None)
+    if holder is not None:
+        raise CollectionError(
+            f"{display_path(name)} is inside the collection's folder "
+            f"{display_path(holder)}, which the next index walks again; take out "
+            f"{display_path(holder)} instead, or move the photos out of it"
+        )
     going = [k for k in known if k == name or _inside(k, name)]
     if not going:
-        holder = next((k for k in known if _inside(name, k)), None)
-        if holder is not None:
-            raise CollectionError(
-                f"{display_path(name)} is inside the collection's folder "
-                f"{display_path(holder)}, which the next index walks again; take out "
-                f"{display_path(holder)} instead, or move the photos out of it"
-            )
         listed = ", ".join(display_path(k) for k in known) or "none yet"
         raise CollectionError(
             f"{display_path(name)} is not a folder of collection {collection!r}; its "

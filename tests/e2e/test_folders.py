@@ -124,16 +124,18 @@ def test_a_collection_with_one_folder_twice_is_told_and_mended(world):
 def test_remove_folder_takes_its_photos_out_and_refuses_what_it_cannot(world):
     photos, other = world["photos"], world["other"]
     ok_json("index", str(photos), str(other / "album-a"), *base(world, "-m", "toy"))
+    ok_json("index", str(photos / "album-b"), *base(world))  # a folder inside another
     before = set(found_paths(world))
 
-    inside = cli("remove", "--folder", str(photos / "album-a"), "--yes", *base(world))
-    assert inside.exit_code == 1
-    assert f"is inside the collection's folder {photos}, which the next index walks" in (
-        inside.output
-    )
+    for inner in (photos / "album-a", photos / "album-b"):
+        inside = cli("remove", "--folder", str(inner), "--yes", *base(world))
+        assert inside.exit_code == 1
+        assert f"is inside the collection's folder {photos}, which the next index walks" in (
+            inside.output
+        )
     stranger = cli("remove", "--folder", str(other / "album-b"), "--yes", *base(world))
     assert stranger.exit_code == 1
-    assert f"its folders: {other / 'album-a'}, {photos}" in stranger.output
+    assert f"its folders: {other / 'album-a'}, {photos}, {photos / 'album-b'}" in stranger.output
     # Nothing is taken out when any folder named is wrong.
     both = cli("remove", "--folder", str(photos), "--folder", "/nowhere", "--yes", *base(world))
     assert both.exit_code == 1 and set(found_paths(world)) == before
@@ -149,7 +151,7 @@ def test_remove_folder_takes_its_photos_out_and_refuses_what_it_cannot(world):
         "3 photos left the collection; the files stay on disk",
     ]
     assert set(found_paths(world)) == {p for p in before if p.startswith(str(photos) + "/")}
-    assert roots(world) == [str(photos)]
+    assert roots(world) == [str(photos), str(photos / "album-b")]
     status = ok_json("status", *base(world))
     assert status["images"] == status["vectors"] == 24
     assert len(list((other / "album-a").iterdir())) == 3  # the files stay

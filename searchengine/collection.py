@@ -35,7 +35,6 @@ from searchengine.errors import (
 from searchengine.folders import (
     ForgetReport,
     forget,
-    forget_command,
     forgetting,
     spell_roots,
     twice_named,
@@ -217,16 +216,6 @@ class Collection(Searching):
         if not roots:
             raise CollectionError(
                 f"collection {self.name!r} has no folders yet; name one: searchengine index PATH"
-            )
-        absent = [r for r in roots if not os.path.exists(r)]
-        if self.catalog.shared and absent:
-            # On a shared catalog an absent folder is more likely another host's mount
-            # than a deletion: refusing beats dropping every image under it.
-            raise CollectionError(
-                f"{absent[0]} is not on this host; a collection shared between hosts needs "
-                "its folders at the same paths on each (mount them there), or name the "
-                "folders to index: searchengine index PATH; if it is gone for good, take "
-                f"it out: {forget_command(self.name, absent[0])}"
             )
         run = self._ingest(progress)  # an engine that cannot run says so before any work
         with self.store.writing():

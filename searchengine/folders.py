@@ -61,6 +61,20 @@ def twice_named(known: Sequence[str], collection: str) -> list[str]:
     return notes
 
 
+def away_note(collection: str, folder: str, exists: bool, kept: int, shared: bool) -> str:
+    """The line for a folder of the collection found gone or empty (``plan.IngestPlan.away``)."""
+    state = "holds no image" if exists else "is not there"
+    where = (
+        "; a collection shared between hosts needs its folders at the same paths on each"
+        if shared
+        else ""
+    )
+    return (
+        f"{display_path(folder)} {state} (a drive or share not mounted?{where}): its {kept} "
+        f"photos are kept. If they are gone for good: {forget_command(collection, folder)}"
+    )
+
+
 def forget_command(collection: str, folder: str) -> str:
     """The command that takes ``folder`` out of ``collection``, ready to paste."""
     where = shlex.quote(display_path(folder))

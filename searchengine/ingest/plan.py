@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from searchengine.ingest.scan import FileEntry, scan
 
@@ -21,11 +21,23 @@ class IngestPlan:
     known: dict[str, tuple[int, int, int]]  # (id, size, mtime_ns) of the rows under the roots
     missing: dict[str, int]  # catalog ids of the rows whose file is gone, by path
     unchanged: int
+    # Roots found absent or without a single image, whose rows are kept: root -> (whether
+    # it exists, rows kept). See ``plan``.
+    away: dict[str, tuple[bool, int]] = field(default_factory=dict)
 
 
 def plan(file_states: Mapping[str, tuple[int, int, int]], roots: Sequence[str]) -> IngestPlan:
-    """Scan ``roots`` and compare with the catalog's ``path -> (id, size, mtime_ns)``."""
-    prefixes = tuple(r.rstrip(os.sep) + os.sep for r in roots)
+    """Scan ``roots`` and compare with the catalog's ``path -> (id, size, mtime_ns)``.
+
+    A root that is gone, or holds not one image file, while the catalog has photos
+    under it, is taken to be away (a drive unplugged, a share not mounted, a mount
+    point left empty) rather than emptied: its rows are kept, not counted missing, and
+    the plan names it in ``away``. Deleting every photo of a folder the user indexed is
+    rare and has its own command (``remove --folder``); re-embedding a whole drive
+    because it was not plugged in is hours. A root inside another root that holds
+    images is not away: that walk sees the folder's real state.
+    """
+    prefixes = tuple(_prefix(r) for r in roots)
     root_set = set(roots)
     states = {
         path: state
@@ -37,13 +49,40 @@ def plan(file_states: Mapping[str, tuple[int, int, int]], roots: Sequence[str]) 
     nested = len(roots) > 1  # then a file may show up twice
     seen: set[str] = set()
     unchanged = 0
-    for entry in scan(roots):
-        state = unseen.pop(entry.path, None)
-        if state is not None and state[1] == entry.size and state[2] == entry.mtime_ns:
-            unchanged += 1
-        elif state is not None or not nested or entry.path not in seen:
-            candidates.append(entry)
-        if nested:
-            seen.add(entry.path)
-    missing = {path: state[0] for path, state in unseen.items()}
-    return IngestPlan(candidates, states, missing, unchanged)
+    found = dict.fromkeys(roots, 0)
+    for root in roots:
+        for entry in scan([root]):
+            found[root] += 1
+            state = unseen.pop(entry.path, None)
+            if state is not None and state[1] == entry.size and state[2] == entry.mtime_ns:
+                unchanged += 1
+            elif state is not None or not nested or entry.path not in seen:
+                candidates.append(entry)
+            if nested:
+                seen.add(entry.path)
+    away = _away(roots, found, unseen)
+    missing = {
+        path: state[0]
+        for path, state in unseen.items()
+        if not any(path == r or path.startswith(_prefix(r)) for r in away)
+    }
+    return IngestPlan(candidates, states, missing, unchanged, away)
+
+
+def _away(
+    roots: Sequence[str], found: Mapping[str, int], unseen: Mapping[str, tuple[int, int, int]]
+) -> dict[str, tuple[bool, int]]:
+    walked = [r for r in roots if found[r]]
+    away = {}
+    for root in roots:
+        if found[root] or any(root.startswith(_prefix(w)) for w in walked):
+            continue
+        kept = sum(1 for path in unseen if path == root or path.startswith(_prefix(root)))
+        if kept:
+            away[root] = (os.path.exists(root), kept)
+    # Said once, of the outermost folder that is away.
+    return {r: v for r, v in away.items() if not any(r.startswith(_prefix(o)) for o in away)}
+
+
+def _prefix(root: str) -> str:
+    return root.rstrip(os.sep) + os.sep

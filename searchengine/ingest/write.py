@@ -17,6 +17,7 @@ import numpy as np
 from searchengine.batch import Batch
 from searchengine.catalog import ImageRecord
 from searchengine.errors import ImageError
+from searchengine.folders import away_note
 from searchengine.ingest.load import Failed, Item, Jpeg, Known, Pixels
 from searchengine.ingest.plan import IngestPlan
 from searchengine.store import Store
@@ -54,6 +55,9 @@ class Writer:
     def __init__(self, store: Store, plan: IngestPlan) -> None:
         self.store = store
         self.report = IndexReport(unchanged=plan.unchanged)
+        shared = store.catalog.shared
+        for folder, (exists, kept) in plan.away.items():
+            self.report.notes.append(away_note(store.name, folder, exists, kept, shared))
         self._known = plan.known
         self._missing = dict(plan.missing)
         self._claimed: set[int] = set()

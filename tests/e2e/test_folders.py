@@ -157,11 +157,52 @@ def test_remove_folder_takes_its_photos_out_and_refuses_what_it_cannot(world):
     assert len(list((other / "album-a").iterdir())) == 3  # the files stay
 
 
+def test_a_folder_away_keeps_its_photos_and_a_deleted_one_inside_a_folder_does_not(world):
+    """A drive unplugged or a share not mounted looks like a folder deleted; re-embedding
+    it when it comes back costs hours, so a known folder that is gone, or holds no image
+    at all, keeps its photos, and the run says so and how to take them out."""
+    photos, other = world["photos"], world["other"]
+    ok_json("index", str(photos), str(other), *base(world, "-m", "toy"))
+    ok_json("index", str(photos / "album-a"), *base(world))  # a folder inside another
+    unplugged = photos.with_name("photos-unplugged")
+    photos.rename(unplugged)
+    emptied = other.with_name("other-elsewhere")
+    other.rename(emptied)
+    other.mkdir()  # the mount point, left empty
+
+    run = cli("index", *base(world))
+    assert run.exit_code == 0, run.output
+    assert "added 0, updated 0, moved 0, unchanged 0, removed 0" in run.stdout
+    said = run.stderr.splitlines()
+    assert said == [
+        f"{other} holds no image (a drive or share not mounted?): its 6 photos are kept. "
+        f"If they are gone for good: searchengine remove -c c --folder {other}",
+        f"{photos} is not there (a drive or share not mounted?): its 24 photos are kept. "
+        f"If they are gone for good: searchengine remove -c c --folder {photos}",
+    ]
+    assert ok_json("status", *base(world))["images"] == 30
+    assert len(found_paths(world)) == 30
+
+    # Back: nothing is embedded again.
+    other.rmdir()
+    emptied.rename(other)
+    unplugged.rename(photos)
+    back = ok_json("index", *base(world))
+    assert (back["unchanged"], back["added"], back["removed"]) == (30, 0, 0)
+    assert back["notes"] == []
+
+    # A folder deleted inside a folder that is there is deleted, also one indexed by name.
+    for path in sorted((photos / "album-a").rglob("*"), reverse=True):
+        path.unlink()
+    (photos / "album-a").rmdir()
+    gone = ok_json("index", *base(world))
+    assert (gone["removed"], gone["unchanged"], gone["notes"]) == (12, 18, [])
+
+
 @pytest.mark.postgres
 def test_a_shared_collection_whose_folder_is_gone_can_take_it_out(world, pg_cluster, tmp_path):
-    """On a shared catalog an absent folder stops an `index` of the known folders (it may
-    be another host's mount); once it is gone for good, the refusal says how to take it
-    out, and every host sharing the catalog then walks the rest."""
+    """On a shared catalog an absent folder may be another host's mount: its photos are
+    kept and the run names the command that takes it out, which every host then sees."""
     photos, other = world["photos"], world["other"]
     url = pg_cluster.new_database()
     host1 = ["-c", "team", "--index-dir", str(tmp_path / "h1"), "--database-url", url]
@@ -170,10 +211,14 @@ def test_a_shared_collection_whose_folder_is_gone_can_take_it_out(world, pg_clus
     for path in sorted(other.rglob("*"), reverse=True):
         path.rmdir() if path.is_dir() else path.unlink()
     other.rmdir()
-    refused = cli("index", *host1)
-    assert refused.exit_code == 1
-    assert f"{other} is not on this host" in refused.output
-    assert f"searchengine remove -c team --folder {other}" in refused.output
+    kept = cli("index", *host1)
+    assert kept.exit_code == 0, kept.output
+    assert kept.stderr == (
+        f"{other} is not there (a drive or share not mounted?; a collection shared "
+        "between hosts needs its folders at the same paths on each): its 6 photos are "
+        f"kept. If they are gone for good: searchengine remove -c team --folder {other}\n"
+    )
+    assert ok_json("status", *host2)["images"] == 30
 
     # `remove` reads the URL (with its password) from the environment, as for a collection.
     team = {"SEARCHENGINE_DATABASE_URL": url}

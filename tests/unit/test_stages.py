@@ -73,6 +73,27 @@ def test_plan_sorts_the_disk_into_new_changed_unchanged_and_gone(tmp_path) -> No
     assert str(tmp_path / "elsewhere" / "x.jpg") not in diff.known
 
 
+def test_plan_keeps_the_rows_of_a_folder_away_and_drops_a_deleted_one(tmp_path) -> None:
+    drive, mount, home = tmp_path / "drive", tmp_path / "mount", tmp_path / "home"
+    mount.mkdir()  # a mount point with nothing mounted: no image in it
+    solid(mount / "notes" / "readme.jpg.txt", RED, fmt="PNG")
+    kept = solid(home / "kept.jpg", RED)
+    rows = {
+        str(drive / "a.jpg"): (1, 1, 1),
+        str(drive / "sub" / "b.jpg"): (2, 1, 1),
+        str(mount / "c.jpg"): (3, 1, 1),
+        str(home / "deleted" / "d.jpg"): (4, 1, 1),
+        str(kept): (5, kept.stat().st_size, kept.stat().st_mtime_ns),
+    }
+    roots = [str(drive), str(drive / "sub"), str(mount), str(home), str(home / "deleted")]
+    diff = plan(rows, roots)
+    # Named once, by its outermost folder; a folder inside one that holds images is not away.
+    assert diff.away == {str(drive): (False, 2), str(mount): (True, 1)}
+    assert diff.missing == {str(home / "deleted" / "d.jpg"): 4}
+    assert (diff.unchanged, diff.candidates) == (1, [])
+    assert plan({}, [str(drive)]).away == {}  # nothing known there: nothing to keep
+
+
 def test_load_reads_hashes_and_decodes_once_and_its_items_travel(tmp_path) -> None:
     """What a worker returns is a plain value: it pickles (a remote task can send it)."""
     red = solid(tmp_path / "red.png", RED, fmt="PNG")

@@ -202,7 +202,9 @@ class Collection(Searching):
         """Embed new and changed images under ``paths`` (default: the known roots).
 
         Unchanged files are skipped by size and mtime, moved files keep their vector
-        (recognised by content hash), deleted files leave catalog and index.
+        (recognised by content hash), deleted files leave catalog and index. A known
+        folder that is gone or holds no image keeps its photos (an unplugged drive;
+        ``ingest.plan.plan``), and ``report.notes`` names it.
         """
         roots = [os.path.abspath(p) for p in paths]
         for root in roots:

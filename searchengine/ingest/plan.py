@@ -24,9 +24,14 @@ class IngestPlan:
     # Roots found absent or without a single image, whose rows are kept: root -> (whether
     # it exists, rows kept). See ``plan``.
     away: dict[str, tuple[bool, int]] = field(default_factory=dict)
+    kept: dict[str, int] = field(default_factory=dict)  # ids of those rows, by path
 
 
-def plan(file_states: Mapping[str, tuple[int, int, int]], roots: Sequence[str]) -> IngestPlan:
+def plan(
+    file_states: Mapping[str, tuple[int, int, int]],
+    roots: Sequence[str],
+    elsewhere: Sequence[str] = (),
+) -> IngestPlan:
     """Scan ``roots`` and compare with the catalog's ``path -> (id, size, mtime_ns)``.
 
     A root that is gone, or holds not one image file, while the catalog has photos
@@ -35,7 +40,10 @@ def plan(file_states: Mapping[str, tuple[int, int, int]], roots: Sequence[str]) 
     the plan names it in ``away``. Deleting every photo of a folder the user indexed is
     rare and has its own command (``remove --folder``); re-embedding a whole drive
     because it was not plugged in is hours. A root inside another root that holds
-    images is not away: that walk sees the folder's real state.
+    images is not away: that walk sees the folder's real state. A kept row is still
+    a moved file's source (``kept``): a drive mounted again at another path moves.
+    So are the rows under the collection's other folders (``elsewhere``, not walked
+    in this run) that are gone: ``index /media/usb1`` finds what was ``/media/usb``.
     """
     prefixes = tuple(_prefix(r) for r in roots)
     root_set = set(roots)
@@ -61,12 +69,18 @@ def plan(file_states: Mapping[str, tuple[int, int, int]], roots: Sequence[str]) 
             if nested:
                 seen.add(entry.path)
     away = _away(roots, found, unseen)
-    missing = {
-        path: state[0]
-        for path, state in unseen.items()
-        if not any(path == r or path.startswith(_prefix(r)) for r in away)
-    }
-    return IngestPlan(candidates, states, missing, unchanged, away)
+    missing: dict[str, int] = {}
+    kept: dict[str, int] = {}
+    for path, state in unseen.items():
+        is_away = any(path == r or path.startswith(_prefix(r)) for r in away)
+        (kept if is_away else missing)[path] = state[0]
+    gone = [r for r in elsewhere if r not in root_set and not os.path.exists(r)]
+    if gone:
+        inside = tuple(_prefix(r) for r in gone)
+        for path, state in file_states.items():
+            if path not in states and (path in gone or path.startswith(inside)):
+                kept[path] = state[0]
+    return IngestPlan(candidates, states, missing, unchanged, away, kept)
 
 
 def _away(

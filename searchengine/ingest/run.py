@@ -102,7 +102,8 @@ class Ingest:
     def run(self, roots: Sequence[str]) -> IndexReport:
         """Index ``roots``: embed new and changed files, drop deleted ones."""
         started = time.monotonic()
-        diff = plan(self.store.catalog.file_states(), roots)
+        catalog = self.store.catalog
+        diff = plan(catalog.file_states(), roots, catalog.roots())
         self.writer = writer = Writer(self.store, diff)
         encoder = None
         journal = self.store.folder / inflight.JOURNAL_FILE

@@ -8,6 +8,7 @@ keeps the run's ``IndexReport``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,11 +56,10 @@ class Writer:
     def __init__(self, store: Store, plan: IngestPlan) -> None:
         self.store = store
         self.report = IndexReport(unchanged=plan.unchanged)
-        shared = store.catalog.shared
-        for folder, (exists, kept) in plan.away.items():
-            self.report.notes.append(away_note(store.name, folder, exists, kept, shared))
         self._known = plan.known
         self._missing = dict(plan.missing)
+        self._away = plan.away
+        self._kept = dict(plan.kept)  # rows of folders away: moved from, never removed
         self._claimed: set[int] = set()
         self._by_hash: dict[str, ImageRecord] = {}
         if plan.candidates:  # an unchanged re-run reads no more of the catalog
@@ -81,7 +81,14 @@ class Writer:
                 self._apply(batch, item, vector)
 
     def remove_missing(self) -> None:
-        """Drop the rows whose files are gone (and were not moved)."""
+        """Drop the rows whose files are gone (and were not moved); name folders away."""
+        for folder, (exists, _) in self._away.items():
+            inside = folder.rstrip(os.sep) + os.sep
+            kept = sum(1 for path in self._kept if path == folder or path.startswith(inside))
+            if kept:  # what did not move elsewhere
+                shared = self.store.catalog.shared
+                note = away_note(self.store.name, folder, exists, kept, shared)
+                self.report.notes.append(note)
         ids = list(self._missing.values())
         if not ids:
             return
@@ -118,11 +125,12 @@ class Writer:
             batch.touch(known_id, base)  # touched, same content
             self.report.unchanged += 1
             return
-        gone = self._missing.get(source.path)
+        gone = self._missing.get(source.path, self._kept.get(source.path))
         if known_id is None and gone is not None and source.id not in self._claimed:
             # Renamed or moved: the row (and its vector) follows the file.
             self._claimed.add(source.id)
-            del self._missing[source.path]
+            self._missing.pop(source.path, None)
+            self._kept.pop(source.path, None)
             batch.touch(source.id, base)
             self.report.moved += 1
             return

@@ -199,6 +199,21 @@ def test_a_folder_away_keeps_its_photos_and_a_deleted_one_inside_a_folder_does_n
     assert (gone["removed"], gone["unchanged"], gone["notes"]) == (12, 18, [])
 
 
+def test_a_drive_mounted_again_at_another_path_moves_its_photos(world):
+    """Kept rows of a folder away are still the source of a move: a drive that comes
+    back under another name (``/media/usb`` then ``/media/usb1``) is not embedded again
+    nor listed twice."""
+    photos = world["photos"]
+    ok_json("index", str(photos), *base(world, "-m", "toy"))
+    remounted = photos.with_name("photos-usb1")
+    photos.rename(remounted)
+    report = ok_json("index", str(remounted), *base(world))
+    assert (report["moved"], report["added"], report["removed"]) == (24, 0, 0)
+    assert report["notes"] == []  # nothing is left where the drive was
+    paths = found_paths(world)
+    assert len(paths) == 24 and all(p.startswith(str(remounted) + "/") for p in paths)
+
+
 @pytest.mark.postgres
 def test_a_shared_collection_whose_folder_is_gone_can_take_it_out(world, pg_cluster, tmp_path):
     """On a shared catalog an absent folder may be another host's mount: its photos are

@@ -57,10 +57,11 @@ def plan(
     nested = len(roots) > 1  # then a file may show up twice
     seen: set[str] = set()
     unchanged = 0
-    found = dict.fromkeys(roots, 0)
+    found = {}
     for root in roots:
+        count = 0
         for entry in scan([root]):
-            found[root] += 1
+            count += 1
             state = unseen.pop(entry.path, None)
             if state is not None and state[1] == entry.size and state[2] == entry.mtime_ns:
                 unchanged += 1
@@ -68,11 +69,13 @@ def plan(
                 candidates.append(entry)
             if nested:
                 seen.add(entry.path)
+        found[root] = count
     away = _away(roots, found, unseen)
     missing: dict[str, int] = {}
     kept: dict[str, int] = {}
+    away_prefixes = tuple(_prefix(r) for r in away)
     for path, state in unseen.items():
-        is_away = any(path == r or path.startswith(_prefix(r)) for r in away)
+        is_away = bool(away) and (path in away or path.startswith(away_prefixes))
         (kept if is_away else missing)[path] = state[0]
     gone = [r for r in elsewhere if r not in root_set and not os.path.exists(r)]
     if gone:

@@ -65,8 +65,9 @@ def read_indexed(record: ImageRecord) -> bytes:
         fd = os.open(record.path, flags)
     except (OSError, ValueError) as exc:
         raise FileUnavailable(
-            f"image {record.id} can no longer be read ({_reason(exc)}); "
-            "re-run `searchengine index` to update the collection",
+            f"image {record.id} can no longer be read ({_reason(exc)}): it was moved or "
+            "deleted (re-run `searchengine index` to update the collection), or its drive "
+            "or share is not mounted",
             404,
         ) from exc
     with os.fdopen(fd, "rb") as handle:

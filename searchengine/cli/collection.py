@@ -405,11 +405,15 @@ def status(
         return
     accelerated = f" + fast-scan {info.accelerator}" if info.accelerator else ""
     checked = f" ({info.precision_check})" if info.precision_check else ""
+    folders = ", ".join(
+        terminal_path(r) + ("" if os.path.exists(r) else " (not there: photos kept)")
+        for r in info.roots
+    )
     click.echo(
         f"collection  {info.name}\nfolder      {info.folder}\nmodel       {info.model}"
         f"\nprecision   {info.precision}{checked}"
         f"\ndimension   {info.dim or '-'}\nindex type  {info.index_type}{accelerated}"
         f"\nimages      {info.images}\nfailed      {info.failed}\nvectors     {info.vectors}"
         f"\ncatalog     {info.backend}: {info.catalog} ({human_size(info.catalog_bytes)})"
-        f"\nsize        {human_size(info.size_bytes)}\nfolders     {', '.join(info.roots) or '-'}"
+        f"\nsize        {human_size(info.size_bytes)}\nfolders     {folders or '-'}"
     )

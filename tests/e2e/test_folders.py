@@ -182,6 +182,10 @@ def test_a_folder_away_keeps_its_photos_and_a_deleted_one_inside_a_folder_does_n
     ]
     assert ok_json("status", *base(world))["images"] == 30
     assert len(found_paths(world)) == 30
+    shown = cli("status", *base(world)).stdout
+    assert f"folders     {other}, {photos} (not there: photos kept), {photos / 'album-a'} (not" in (
+        shown
+    )
 
     # Back: nothing is embedded again.
     other.rmdir()

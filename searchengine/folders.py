@@ -40,25 +40,29 @@ def spell_roots(roots: Sequence[str], known: Sequence[str]) -> tuple[list[str], 
     return list(dict.fromkeys(spelled)), notes
 
 
-def twice_named(known: Sequence[str], collection: str) -> list[str]:
-    """A line for each known folder that is another known one by another name.
+def aliases(known: Sequence[str]) -> dict[str, str]:
+    """``{folder: its other name}`` for each known folder that is another known one.
 
     Such a pair is only left by a collection made before folders were compared by
     identity (device and inode); every photo in it is listed twice until one name is
     forgotten.
     """
-    notes: list[str] = []
-    aliases: list[str] = []
+    found: dict[str, str] = {}
     for i, folder in enumerate(known):
-        others = [k for k in [*known[:i], *known[i + 1 :]] if k not in aliases]
+        others = [k for k in [*known[:i], *known[i + 1 :]] if k not in found]
         name = spelled_as_known(folder, [k for k in others if not _inside(folder, k)])
         if name != folder:
-            aliases.append(folder)
-            notes.append(
-                f"{display_path(folder)} is {display_path(name)} by another name, so its "
-                f"photos are listed twice; take one name out: {forget_command(collection, folder)}"
-            )
-    return notes
+            found[folder] = name
+    return found
+
+
+def twice_named(known: Sequence[str], collection: str) -> list[str]:
+    """A line for each of ``aliases(known)``, with the command that mends it."""
+    return [
+        f"{display_path(folder)} is {display_path(name)} by another name, so its photos "
+        f"are listed twice; take one name out: {forget_command(collection, folder)}"
+        for folder, name in aliases(known).items()
+    ]
 
 
 def away_note(collection: str, folder: str, exists: bool, kept: int, shared: bool) -> str:

@@ -405,10 +405,10 @@ def status(
         return
     accelerated = f" + fast-scan {info.accelerator}" if info.accelerator else ""
     checked = f" ({info.precision_check})" if info.precision_check else ""
-    folders = ", ".join(
-        terminal_path(r) + ("" if os.path.exists(r) else " (not there: photos kept)")
-        for r in info.roots
-    )
+    from searchengine.folders import aliases
+
+    twice = aliases(info.roots)
+    folders = ", ".join(_folder_state(r, twice.get(r)) for r in info.roots)
     click.echo(
         f"collection  {info.name}\nfolder      {info.folder}\nmodel       {info.model}"
         f"\nprecision   {info.precision}{checked}"
@@ -417,3 +417,13 @@ def status(
         f"\ncatalog     {info.backend}: {info.catalog} ({human_size(info.catalog_bytes)})"
         f"\nsize        {human_size(info.size_bytes)}\nfolders     {folders or '-'}"
     )
+
+
+def _folder_state(folder: str, other: str | None) -> str:
+    """A collection folder as ``status`` lists it, with what is wrong with it, if anything;
+    ``other``: the collection's other name for it."""
+    if not os.path.exists(folder):
+        return f"{terminal_path(folder)} (not there: photos kept)"
+    if other is not None:
+        return f"{terminal_path(folder)} (= {terminal_path(other)}: photos listed twice)"
+    return terminal_path(folder)

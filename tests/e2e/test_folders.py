@@ -101,6 +101,8 @@ def test_a_collection_with_one_folder_twice_is_told_and_mended(world):
     assert f"{link} is {photos} by another name, so its photos are listed twice" in walked.stderr
     assert command in walked.stderr
     assert "added 24," in walked.stdout
+    shown = cli("status", *base(world)).stdout
+    assert f"folders     {link} (= {photos}: photos listed twice), {other}, {photos}\n" in shown
     assert len(found_paths(world)) == 54
 
     # Declined: nothing goes.

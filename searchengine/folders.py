@@ -10,14 +10,13 @@ folder under two names, and ``forget`` takes one of them out.
 
 from __future__ import annotations
 
-import os
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from searchengine.catalog import Catalog
 from searchengine.errors import CollectionError
-from searchengine.fsutil import display_path, spelled_as_known
+from searchengine.fsutil import display_path, folder_prefix, spelled_as_known, under
 from searchengine.store import Store
 
 
@@ -118,7 +117,7 @@ def forgetting(catalog: Catalog, collection: str, folder: str) -> ForgetReport:
             f"{display_path(holder)}, which the next index walks again; take out "
             f"{display_path(holder)} instead, or move the photos out of it"
         )
-    going = [k for k in known if k == name or _inside(k, name)]
+    going = [k for k in known if under(k, name)]
     if not going:
         listed = ", ".join(display_path(k) for k in known) or "none yet"
         raise CollectionError(
@@ -128,7 +127,7 @@ def forgetting(catalog: Catalog, collection: str, folder: str) -> ForgetReport:
     ids = [
         state[0]
         for path, state in catalog.file_states().items()
-        if any(path == k or _inside(path, k) for k in going)
+        if any(under(path, k) for k in going)
     ]
     return ForgetReport(going, len(ids), ids)
 
@@ -149,4 +148,4 @@ def forget(store: Store, folder: str) -> ForgetReport:
 
 
 def _inside(path: str, folder: str) -> bool:
-    return path.startswith(folder.rstrip(os.sep) + os.sep)
+    return path.startswith(folder_prefix(folder))

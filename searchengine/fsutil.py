@@ -131,6 +131,17 @@ def display_path(path: str) -> str:
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def folder_prefix(folder: str) -> str:
+    """What the paths inside ``folder`` start with: it and one separator."""
+    return folder.rstrip(os.sep) + os.sep
+
+
+def under(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it, by name (names of one folder
+    are made one by ``spelled_as_known``)."""
+    return path == folder or path.startswith(folder_prefix(folder))
+
+
 def spelled_as_known(path: str, known: Iterable[str]) -> str:
     """``path`` (absolute) written under the known folder it is, is inside, or holds.
 
@@ -166,7 +177,7 @@ def spelled_as_known(path: str, known: Iterable[str]) -> str:
                     steps.append(os.path.dirname(steps[-1]))
                 # A walk of ``above`` follows no link below it, so none may lead to folder.
                 above = steps.pop()
-                if not any(map(os.path.islink, steps)) and _identities(above)[0][0] == key:
+                if not any(map(os.path.islink, steps)) and _identity(os.stat(above)) == key:
                     return above
     return path
 
@@ -176,9 +187,12 @@ def _identities(path: str) -> list[tuple[tuple[int, int], str]]:
     current = os.path.realpath(path)
     found = []
     while True:
-        info = os.stat(current)
-        found.append(((info.st_dev, info.st_ino), current))
+        found.append((_identity(os.stat(current)), current))
         parent = os.path.dirname(current)
         if parent == current:
             return found
         current = parent
+
+
+def _identity(info: os.stat_result) -> tuple[int, int]:
+    return (info.st_dev, info.st_ino)

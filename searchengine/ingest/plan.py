@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from searchengine.fsutil import folder_prefix, under
 from searchengine.ingest.scan import FileEntry, scan
 
 
@@ -45,7 +46,7 @@ def plan(
     So are the rows under the collection's other folders (``elsewhere``, not walked
     in this run) that are gone: ``index /media/usb1`` finds what was ``/media/usb``.
     """
-    prefixes = tuple(_prefix(r) for r in roots)
+    prefixes = tuple(folder_prefix(r) for r in roots)
     root_set = set(roots)
     states = {
         path: state
@@ -73,13 +74,13 @@ def plan(
     away = _away(roots, found, unseen)
     missing: dict[str, int] = {}
     kept: dict[str, int] = {}
-    away_prefixes = tuple(_prefix(r) for r in away)
+    away_prefixes = tuple(folder_prefix(r) for r in away)
     for path, state in unseen.items():
         is_away = bool(away) and (path in away or path.startswith(away_prefixes))
         (kept if is_away else missing)[path] = state[0]
     gone = [r for r in elsewhere if r not in root_set and not os.path.exists(r)]
     if gone:
-        inside = tuple(_prefix(r) for r in gone)
+        inside = tuple(folder_prefix(r) for r in gone)
         for path, state in file_states.items():
             if path not in states and (path in gone or path.startswith(inside)):
                 kept[path] = state[0]
@@ -92,14 +93,10 @@ def _away(
     walked = [r for r in roots if found[r]]
     away = {}
     for root in roots:
-        if found[root] or any(root.startswith(_prefix(w)) for w in walked):
+        if found[root] or any(root.startswith(folder_prefix(w)) for w in walked):
             continue
-        kept = sum(1 for path in unseen if path == root or path.startswith(_prefix(root)))
+        kept = sum(1 for path in unseen if under(path, root))
         if kept:
             away[root] = (os.path.exists(root), kept)
     # Said once, of the outermost folder that is away.
-    return {r: v for r, v in away.items() if not any(r.startswith(_prefix(o)) for o in away)}
-
-
-def _prefix(root: str) -> str:
-    return root.rstrip(os.sep) + os.sep
+    return {r: v for r, v in away.items() if not any(r.startswith(folder_prefix(o)) for o in away)}

@@ -53,7 +53,7 @@ def scan(
                 yield FileEntry(root, 0, 0, _link_failure(exc))
             continue
         if stat.S_ISDIR(st.st_mode):
-            yield from _walk(root, exts)
+            yield from _walk(root, exts, (st.st_dev, st.st_ino))
         else:
             yield _checked(root, st)
 
@@ -99,16 +99,12 @@ def _extension(name: str) -> str:
     return name[dot:].lower()
 
 
-def _walk(folder: str, exts: frozenset[str]) -> Iterator[FileEntry]:
+def _walk(folder: str, exts: frozenset[str], identity: tuple[int, int]) -> Iterator[FileEntry]:
     # An explicit stack of scandir iterators: os.scandir gives type and stat from the
     # directory read itself, which keeps an unchanged re-run close to a bare walk.
     # A folder met again under another name (a bind mount of one inside the tree) is
     # walked once, or every photo in it would be listed twice: one lstat a folder.
-    try:
-        info = os.stat(folder)
-        walked = {(info.st_dev, info.st_ino)}
-    except OSError:
-        return
+    walked = {identity}  # ``folder``'s (device, inode), and each folder's below it
     stack = [folder]
     while stack:
         current = stack.pop()

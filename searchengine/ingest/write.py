@@ -8,7 +8,6 @@ keeps the run's ``IndexReport``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ from searchengine.batch import Batch
 from searchengine.catalog import ImageRecord
 from searchengine.errors import ImageError
 from searchengine.folders import away_note
+from searchengine.fsutil import under
 from searchengine.ingest.load import Failed, Item, Jpeg, Known, Pixels
 from searchengine.ingest.plan import IngestPlan
 from searchengine.store import Store
@@ -82,11 +82,10 @@ class Writer:
 
     def remove_missing(self) -> None:
         """Drop the rows whose files are gone (and were not moved); name folders away."""
+        shared = self.store.catalog.shared
         for folder, (exists, _) in self._away.items():
-            inside = folder.rstrip(os.sep) + os.sep
-            kept = sum(1 for path in self._kept if path == folder or path.startswith(inside))
+            kept = sum(1 for path in self._kept if under(path, folder))
             if kept:  # what did not move elsewhere
-                shared = self.store.catalog.shared
                 note = away_note(self.store.name, folder, exists, kept, shared)
                 self.report.notes.append(note)
         ids = list(self._missing.values())

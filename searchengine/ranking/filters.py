@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from searchengine.errors import QueryError
-from searchengine.fsutil import spelled_as_known
+from searchengine.fsutil import folder_prefix, spelled_as_known
 from searchengine.values import OK, ORIENTATIONS
 
 if TYPE_CHECKING:
@@ -155,8 +155,7 @@ def _path_matcher(pattern: str | None, roots: Callable[[], list[str]]) -> Callab
     expanded = os.path.expanduser(pattern)
     if os.path.isdir(expanded):
         # A folder named another way (through a link) is the collection's name for it.
-        folder = spelled_as_known(os.path.abspath(expanded), roots())
-        prefix = folder.rstrip(os.sep) + os.sep
+        prefix = folder_prefix(spelled_as_known(os.path.abspath(expanded), roots()))
         return lambda path: path.startswith(prefix)
     if not expanded.startswith(("/", "*")):
         expanded = "*/" + expanded

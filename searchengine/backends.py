@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import re
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,8 +38,14 @@ from pathlib import Path
 from typing import Any
 
 from searchengine.config import CATALOG_FILE
-from searchengine.errors import CatalogUnavailableError, CollectionError, ConfigError
+from searchengine.errors import (
+    CatalogUnavailableError,
+    CollectionError,
+    ConfigError,
+    NoSpaceError,
+)
 from searchengine.fsutil import atomic_write
+from searchengine.writable import no_space_error, no_space_message
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
@@ -76,6 +83,16 @@ class CatalogLocation:
     def shared(self) -> bool:
         """Whether the catalog lives on a server that other hosts may reach."""
         return self.backend != SQLITE
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The catalog's file, for a SQLite catalog."""
+        if self.backend != SQLITE:
+            return None
+        from sqlalchemy.engine import make_url
+
+        name = make_url(self.url).database
+        return Path(name) if name and name != ":memory:" else None
 
     @property
     def shown(self) -> str:
@@ -227,8 +244,9 @@ def locate(name: str, folder: Path, url: str | None) -> CatalogLocation:
 
 
 # -- engines ----------------------------------------------------------------------
-def create_catalog_engine(location: CatalogLocation) -> Any:
-    """A SQLAlchemy engine for ``location`` (no connection is made yet).
+def create_catalog_engine(location: CatalogLocation, *, read_only: bool = False) -> Any:
+    """A SQLAlchemy engine for ``location`` (no connection is made yet); ``read_only``:
+    for a SQLite catalog this process may not write (``writable.sqlite_reader``).
 
     Raises:
         CatalogUnavailableError: the database driver is not installed.
@@ -238,6 +256,14 @@ def create_catalog_engine(location: CatalogLocation) -> Any:
     from sqlalchemy import create_engine, event
 
     kwargs: dict[str, Any] = {}
+    if read_only and location.sqlite_file is not None:
+        from sqlalchemy.pool import NullPool
+
+        from searchengine.writable import sqlite_reader
+
+        file = location.sqlite_file
+        # A connection a query: each sees whether the owner is writing now (a -wal).
+        return create_engine("sqlite://", creator=lambda: sqlite_reader(file), poolclass=NullPool)
     if location.schema is not None:
         # Every connection sees only this collection's schema; the name is plain
         # [a-z0-9_], so it needs no quoting inside libpq's options.
@@ -272,6 +298,9 @@ def reaching(location: CatalogLocation) -> Iterator[None]:
     try:
         yield
     except (OperationalError, InterfaceError) as exc:
+        if no_space_error(exc):
+            folder = location.sqlite_file.parent if location.sqlite_file else Path.cwd()
+            raise NoSpaceError(no_space_message(exc, folder, "collections")) from None
         raise CatalogUnavailableError(connection_problem(location.shown, exc)) from None
     except Exception as exc:
         if not refused(exc):
@@ -308,6 +337,8 @@ def connection_problem(shown: str | None, exc: BaseException) -> str:
     if len(text) > 240:
         text = text[:237] + "…"
     where = f"the catalog database {shown}" if shown else "the catalog database"
+    if isinstance(original, sqlite3.Error):  # the collection's own file: no server
+        return f"cannot use {where}: {text} (check the collection's folder and its disk)"
     return (
         f"cannot use {where}: {text} "
         "(check --database-url / SEARCHENGINE_DATABASE_URL and that the server is up)"

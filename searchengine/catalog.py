@@ -20,7 +20,6 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from searchengine.backends import (
-    SQLITE,
     CatalogLocation,
     catalog_bytes,
     create_catalog_engine,
@@ -41,6 +40,7 @@ from searchengine.schema import (
     write_meta,
 )
 from searchengine.values import OK
+from searchengine.writable import unwritable
 
 __all__ = [
     "OK",
@@ -71,6 +71,8 @@ class Catalog:
         writable: whether this open may create or upgrade the tables. A reader writes
             nothing (a read-only role or a replica can search); it finds an empty
             catalog as ``found`` false and refuses one that needs an upgrade.
+        read_only: why this process may not write a SQLite catalog (``writable.py``):
+            it is then read through read-only connections, and writers are refused.
 
     Raises:
         CatalogUnavailableError: the database cannot be reached or used.
@@ -78,13 +80,21 @@ class Catalog:
             and the open is not writable.
     """
 
-    def __init__(self, url: str, *, schema: str | None = None, writable: bool = True) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        writable: bool = True,
+        read_only: str | None = None,
+    ) -> None:
         self.url = url
         self.location = CatalogLocation(url, schema)
-        self.engine: Engine = create_catalog_engine(self.location)
+        self.read_only = read_only
+        self.engine: Engine = create_catalog_engine(self.location, read_only=bool(read_only))
         try:
             with reaching(self.location), self.engine.begin() as conn:
-                self.found = prepare_schema(conn, self.location, writable)
+                self.found = prepare_schema(conn, self.location, writable and not read_only)
         except BaseException:
             self.engine.dispose()
             raise
@@ -99,8 +109,8 @@ class Catalog:
 
     def size_bytes(self) -> int:
         """The catalog's size on disk (a SQLite file with its log, or a server's tables)."""
-        if self.location.backend == SQLITE:
-            name = self.engine.url.database or ""
+        if self.location.sqlite_file is not None:
+            name = str(self.location.sqlite_file)
             return sum(
                 os.path.getsize(name + suffix)
                 for suffix in ("", "-wal", "-shm")
@@ -221,10 +231,19 @@ def open_catalog(folder: Path, location: CatalogLocation, create: bool) -> Catal
             catalog.close()
             return None
         return catalog
-    if not (folder / CATALOG_FILE).exists() and not create:
+    file = folder / CATALOG_FILE
+    if not file.exists() and not create:
         return None
+    if file.exists() and (why := unwritable(folder, file)):
+        return Catalog(location.url, read_only=why)  # searchable; writers are refused
     made = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CollectionError(
+            f"cannot make the collection folder {folder}: {exc.strerror}; choose a "
+            "folder this user can write with --index-dir (or SEARCHENGINE_HOME)"
+        ) from None
     try:  # the user's own file: upgraded on any open, as it always was
         return Catalog(location.url)
     except BaseException:

@@ -31,6 +31,7 @@ from searchengine.errors import (
     CollectionNotFoundError,
     ConfigError,
     ModelMismatchError,
+    ReadOnlyCollectionError,
 )
 from searchengine.folders import (
     ForgetReport,
@@ -53,6 +54,7 @@ from searchengine.ranking.calibration import needs_text_tower
 from searchengine.store import INDEX_FILE, Store
 from searchengine.values import MetaKey
 from searchengine.vectors import EXACT, FaissIndex
+from searchengine.writable import check_can_make, space_for
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -125,6 +127,8 @@ class Collection(Searching):
         catalog = open_catalog(folder, location, False)
         loaded = None
         if catalog is None and create:
+            if not location.shared:  # said before a model loads for nothing
+                check_can_make(folder)
             # Nothing is written before the model is known to load: a bad spec must not
             # leave a collection that refuses every later run for being "built with" it.
             if encoder is None:
@@ -206,12 +210,14 @@ class Collection(Searching):
         folder that is gone or holds no image keeps its photos (an unplugged drive;
         ``ingest.plan.plan``), and ``report.notes`` names it.
         """
+        self.store.check_writable()
         roots = [os.path.abspath(p) for p in paths]
         for root in roots:
             if not os.path.lexists(root):  # a broken link named here gets a verdict
                 raise CollectionError(f"no such file or folder: {root}")
         roots, notes = spell_roots(roots, self.catalog.roots() if roots else [])
-        self.catalog.add_roots(roots)
+        with space_for(self.folder, "collections"):
+            self.catalog.add_roots(roots)
         if not roots:
             roots = self.catalog.roots()
             notes = twice_named(roots, self.name)
@@ -220,7 +226,7 @@ class Collection(Searching):
                 f"collection {self.name!r} has no folders yet; name one: searchengine index PATH"
             )
         run = self._ingest(progress)  # an engine that cannot run says so before any work
-        with self.store.writing():
+        with space_for(self.folder, "collections"), self.store.writing():
             refused = self._settle_precision(roots)
             report = run.run(roots)
             report.precision = self.precision
@@ -276,7 +282,7 @@ class Collection(Searching):
         """
         try:
             return self.index(progress=progress)
-        except CollectionLockedError as exc:
+        except (CollectionLockedError, ReadOnlyCollectionError) as exc:
             return IndexReport(notes=[f"not refreshed: {exc}"])
 
     def forgetting(self, folder: str | Path) -> ForgetReport:
@@ -289,7 +295,7 @@ class Collection(Searching):
         Their rows, vectors and cached captions go as a deleted file's do, and
         ``index`` with no paths no longer walks the folder. See ``folders.forget``.
         """
-        with self.store.writing():
+        with space_for(self.folder, "collections"), self.store.writing():
             report = forget(self.store, os.path.abspath(folder))
             self._adapt()
             self._calibrate_after(IndexReport(removed=report.images))

@@ -36,6 +36,7 @@ class CollectionStatus:
     catalog_bytes: int = 0  # the catalog's size (counted in size_bytes too)
     precision: str = FP32  # the image tower the vectors came from
     precision_check: str | None = None  # what the int8 tower's check measured, if asked for
+    read_only: str | None = None  # why this process may not write it (it can be searched)
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -75,4 +76,5 @@ def collection_status(collection: Collection) -> CollectionStatus:
         precision_check=describe(collection.precision_check)
         if collection.precision_check
         else None,
+        read_only=collection.catalog.read_only,
     )

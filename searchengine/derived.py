@@ -16,6 +16,7 @@ import numpy as np
 from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.engine import Connection
 
+from searchengine.backends import refused
 from searchengine.catalog import Catalog, blob
 from searchengine.schema import captions_table, embeddings_table, images_table
 
@@ -28,6 +29,9 @@ class DerivedCache:
 
     def __init__(self, catalog: Catalog) -> None:
         self.engine = catalog.engine
+        # A collection this process may not write is served without caching: what is
+        # made is used for this answer and made again for the next.
+        self.keeps = not catalog.read_only
 
     def vectors(self, ids: Sequence[int], model: str) -> dict[int, np.ndarray]:
         table = embeddings_table
@@ -77,9 +81,14 @@ class DerivedCache:
                 yield [int(i) for i in ids[start : start + 500]], conn
 
     def _replace(self, table: Table, model: str, values: list[dict[str, Any]]) -> None:
-        if not values:
+        if not values or not self.keeps:
             return
         ids = [v["image_id"] for v in values]
-        with self.engine.begin() as conn:
-            conn.execute(delete(table).where(table.c.model == model, table.c.image_id.in_(ids)))
-            conn.execute(insert(table), values)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(delete(table).where(table.c.model == model, table.c.image_id.in_(ids)))
+                conn.execute(insert(table), values)
+        except Exception as exc:
+            if not refused(exc):
+                raise
+            self.keeps = False  # a read-only role on a server catalog: the same

@@ -13,6 +13,8 @@ never calls ``sys.exit``. The hierarchy::
     │   ├── CollectionLockedError  another process is indexing it
     │   ├── ModelMismatchError  a collection used with another model
     │   ├── CatalogUnavailableError  the catalog's database cannot be reached or used
+    │   ├── ReadOnlyCollectionError  written to where this process may not write
+    │   ├── NoSpaceError       the disk filled during a write (what was saved is kept)
     │   └── SchemaVersionError  catalog written by a newer release
     ├── ClusterError            Ray missing, or its cluster unreachable or failing
     ├── ImageError              one file cannot be used (recorded, never fatal to a run)
@@ -61,6 +63,15 @@ class ModelMismatchError(CollectionError):
 
 class CatalogUnavailableError(CollectionError):
     """The catalog's database cannot be used: no driver, unreachable, refused, missing."""
+
+
+class ReadOnlyCollectionError(CollectionError):
+    """A collection this process may not write (read-only media, another user's) was
+    asked to change; it can still be searched."""
+
+
+class NoSpaceError(CollectionError):
+    """A disk filled during a write; what was committed before it is kept."""
 
 
 class SchemaVersionError(CollectionError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -29,7 +30,10 @@ def atomic_write(target: Path, *, durable: bool = False, prefix: str = ".") -> I
     """Write ``target`` through a temporary file in its folder, renamed over it at the end.
 
     A reader sees the old file or the new one, never half of either; on an error the
-    temporary file is removed and ``target`` is left as it was. With ``durable``, the
+    temporary file is removed and ``target`` is left as it was. The new file gets the
+    old one's permissions, or a new file's (``0o666`` less the umask), not the
+    temporary file's owner-only ones: other users may read a collection shared with
+    them. With ``durable``, the
     file and its folder are synced before and after the rename, so a power cut cannot
     leave an empty file behind a completed rename (the vector index needs this; caches
     do not).
@@ -43,6 +47,12 @@ def atomic_write(target: Path, *, durable: bool = False, prefix: str = ".") -> I
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=prefix, suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):  # (not on Windows, where modes mean little)
+            try:
+                mode = stat.S_IMODE(os.stat(target).st_mode)
+            except OSError:
+                mode = 0o666 & ~_umask()
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             yield handle
             if durable:
@@ -54,6 +64,18 @@ def atomic_write(target: Path, *, durable: bool = False, prefix: str = ".") -> I
         raise
     if durable:
         fsync_dir(target.parent)
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it where Linux tells it (setting it
+    to read it back would race with other threads creating files)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def fsync_dir(folder: Path) -> None:
@@ -196,3 +218,13 @@ def _identities(path: str) -> list[tuple[tuple[int, int], str]]:
 
 def _identity(info: os.stat_result) -> tuple[int, int]:
     return (info.st_dev, info.st_ino)
+
+
+def human_size(size: int) -> str:
+    """A byte count as people read it: ``512 B``, ``1.5 KB``, ``3.2 GB``."""
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"

@@ -29,10 +29,12 @@ from searchengine.errors import (
     CollectionError,
     CollectionLockedError,
     CollectionNotFoundError,
+    ReadOnlyCollectionError,
 )
 from searchengine.fsutil import FileLock
 from searchengine.store import LOCK_FILE
 from searchengine.values import OK, MetaKey
+from searchengine.writable import unwritable
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ def remove_collection(name: str, config: Config, *, local: bool = False) -> Path
         CollectionLockedError: a process (on any host) is indexing it.
         CatalogUnavailableError: the server cannot be reached, or the role may not drop.
         CollectionError: ``local`` for a collection whose catalog is in its folder.
+        ReadOnlyCollectionError: this user may not delete its folder.
     """
     if name not in list_collections(config):
         raise CollectionNotFoundError(
@@ -116,6 +119,8 @@ def remove_collection(name: str, config: Config, *, local: bool = False) -> Path
             "`searchengine collections`"
         )
     folder = config.home / name
+    if why := unwritable(config.home, folder):
+        raise ReadOnlyCollectionError(f"cannot remove collection {name!r}: {why}")
     location = catalog_location(name, config)
     if local and not location.shared:
         raise CollectionError(

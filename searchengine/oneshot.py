@@ -40,6 +40,7 @@ from searchengine.ranking import (
 from searchengine.rows import ImageRecord, path_from_db, path_key
 from searchengine.values import MetaKey
 from searchengine.vectors import FaissIndex
+from searchengine.writable import sqlite_reader
 
 READS_SCHEMA = 3  # the catalog schema these queries read (``schema.SCHEMA_VERSION``)
 _COLUMNS = (
@@ -55,8 +56,7 @@ class SqliteRows:
     """
 
     def __init__(self, catalog_file: Path) -> None:
-        uri = f"{catalog_file.resolve().as_uri()}?mode=ro"
-        self._db = sqlite3.connect(uri, uri=True, timeout=10, check_same_thread=False)
+        self._db = sqlite_reader(catalog_file)
 
     def close(self) -> None:
         self._db.close()

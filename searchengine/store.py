@@ -66,7 +66,11 @@ from searchengine.catalog import (
     write_meta,
 )
 from searchengine.config import INDEX_FILE
-from searchengine.errors import CollectionLockedError, ModelMismatchError
+from searchengine.errors import (
+    CollectionLockedError,
+    ModelMismatchError,
+    ReadOnlyCollectionError,
+)
 from searchengine.fsutil import FileLock
 from searchengine.host_state import catalog_version, read_state, write_state
 from searchengine.index_choice import IndexPolicy
@@ -209,6 +213,19 @@ class Store:
         return (info.st_ino, info.st_mtime_ns, info.st_size)
 
     # -- writing ----------------------------------------------------------------------
+    def check_writable(self) -> None:
+        """Refuse, before any work, to change a collection this process may not write.
+
+        Raises:
+            ReadOnlyCollectionError: its folder or catalog file cannot be written here.
+        """
+        if self.catalog.read_only:
+            raise ReadOnlyCollectionError(
+                f"collection {self.name!r} cannot be written here: {self.catalog.read_only}; "
+                "searching it works. To index it, copy its folder to where this user can "
+                "write and point --index-dir there"
+            )
+
     @contextmanager
     def writing(self) -> Iterator[None]:
         """Hold the collection's write lock; start from the saved state, reconciled.
@@ -216,7 +233,9 @@ class Store:
         Raises:
             CollectionLockedError: another process (on any host sharing the catalog)
                 is writing.
+            ReadOnlyCollectionError: this process may not write the collection.
         """
+        self.check_writable()
         lock: FileLock | DatabaseLock
         if self.catalog.shared:
             lock = DatabaseLock(self.catalog.engine, self.catalog.location)

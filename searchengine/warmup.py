@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from searchengine.config import CATALOG_FILE, Config, default_workers
 from searchengine.values import MetaKey
+from searchengine.writable import sqlite_reader
 
 if TYPE_CHECKING:
     from searchengine.models.onnx import OnnxClipEncoder
@@ -57,7 +58,7 @@ def _read_catalog(catalog_file: Path, query: str, params: tuple[str, ...]) -> li
     if not catalog_file.is_file():
         return None
     try:
-        db = sqlite3.connect(f"{catalog_file.resolve().as_uri()}?mode=ro", uri=True, timeout=1)
+        db = sqlite_reader(catalog_file, timeout=1)
         try:
             return db.execute(query, params).fetchall()
         finally:

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ from pathlib import Path
 from hostile import OK, Expect, make_hostile_corpus
 from oracle import verdicts
 from thirdparty import third_party_corpus
+from unprivileged import without_file_override
 
 from searchengine import Collection, Config
 from searchengine.ingest.decode import MAX_PIXELS
@@ -117,11 +116,7 @@ def _index(photos: Path, home: Path, model: str) -> subprocess.CompletedProcess[
     exe = str(Path(sys.executable).with_name("searchengine"))
     command = [exe, "index", str(photos), "--model", model, "--index-dir", str(home),
                "--collection", COLLECTION, "--json"]  # fmt: skip
-    if os.getuid() == 0:
-        setpriv = shutil.which("setpriv")
-        assert setpriv, "running as root needs util-linux setpriv to drop DAC override"
-        drop = "-dac_override,-dac_read_search"
-        command = [setpriv, f"--bounding-set={drop}", f"--inh-caps={drop}", "--", *command]
+    command = without_file_override(command)
     return subprocess.run(command, capture_output=True, text=True, timeout=1800)
 
 

@@ -17,7 +17,6 @@ from searchengine.cli.common import (
     device_option,
     errors,
     filter_options,
-    human_size,
     make_config,
     nothing_indexed,
     open_collection,
@@ -29,6 +28,7 @@ from searchengine.cli.common import (
     top_k_option,
 )
 from searchengine.cli.where import print_located, region_options, where_options
+from searchengine.fsutil import human_size
 from searchengine.models.blip import DEFAULT_CAPTION_MODEL
 from searchengine.values import ENGINES, PRECISIONS, RUNTIMES, SORTS
 
@@ -417,6 +417,8 @@ def status(
         f"\ncatalog     {info.backend}: {info.catalog} ({human_size(info.catalog_bytes)})"
         f"\nsize        {human_size(info.size_bytes)}\nfolders     {folders or '-'}"
     )
+    if info.read_only:
+        click.echo(f"writable    no: {info.read_only} (searching works; index is refused)")
 
 
 def _folder_state(folder: str, other: str | None) -> str:

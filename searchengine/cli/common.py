@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -36,8 +38,9 @@ def errors() -> Iterator[None]:
     except SearchEngineError as exc:
         raise click.ClickException(str(exc)) from exc
     except Exception as exc:
-        # The connection to a catalog server can also fail mid-run: one line, too.
-        if (message := _database_problem(exc)) is None:
+        # The connection to a catalog server can also fail mid-run, and a disk can
+        # fill or refuse a write anywhere: one line, too.
+        if (message := _database_problem(exc) or _disk_problem(exc)) is None:
             raise
         raise click.ClickException(message) from exc
     except KeyboardInterrupt:
@@ -58,6 +61,22 @@ def _database_problem(exc: Exception) -> str | None:
         return None
 
     return connection_problem(None, exc)
+
+
+def _disk_problem(exc: Exception) -> str | None:
+    """One line for a write the disk refused (full, read-only, not permitted), or None."""
+    from searchengine.writable import no_space_error, no_space_message
+
+    if not isinstance(exc, OSError):
+        return None
+    if no_space_error(exc):
+        return no_space_message(exc, Path.cwd())
+    if exc.filename is None or exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return None
+    path = terminal_path(os.fsdecode(exc.filename))
+    if exc.errno == errno.EROFS:
+        return f"cannot write {path}: it is on a read-only filesystem; choose another place"
+    return f"{exc.strerror}: {path}; check its permissions, or choose another place"
 
 
 # Control characters in a name would split a result over lines, or drive the terminal
@@ -352,12 +371,3 @@ def _open_warmed(
         if encoder is not None:
             encoder.close()
         raise
-
-
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GB"

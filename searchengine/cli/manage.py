@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from searchengine.cli import common
+from searchengine.fsutil import human_size
 
 if TYPE_CHECKING:
     from searchengine.folders import ForgetReport
@@ -42,7 +43,7 @@ def collections(index_dir: Path | None, as_json: bool) -> None:
             continue
         failed = f", {s.failed} failed" if s.failed else ""
         click.echo(
-            f"{s.name:<{width}}  {s.images} images{failed}  {common.human_size(s.size_bytes)}"
+            f"{s.name:<{width}}  {s.images} images{failed}  {human_size(s.size_bytes)}"
             f"  {s.model or '-'}"
         )
 
@@ -110,9 +111,9 @@ def remove(
             if s is None:  # a server catalog already dropped (from another host)
                 what = "its catalog is gone"
             elif s.unavailable:
-                what = f"catalog unavailable, {common.human_size(s.size_bytes)}"
+                what = f"catalog unavailable, {human_size(s.size_bytes)}"
             else:
-                what = f"{s.images} images, {common.human_size(s.size_bytes)}"
+                what = f"{s.images} images, {human_size(s.size_bytes)}"
             folder = (config.home / collection).resolve()
             if not location.shared:
                 server = ""

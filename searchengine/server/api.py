@@ -217,12 +217,13 @@ async def thumbnail(
         Literal["small", "large"],
         Query(description="small: longest side 384 px; large: 1280 px."),
     ] = "small",
-) -> FileResponse:
+) -> Response:
     """A JPEG thumbnail, made on first request and cached in the collection folder."""
-    path = await service(request).thumbnail(image_id, size)
-    return FileResponse(
-        path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
-    )
+    made = await service(request).thumbnail(image_id, size)
+    headers = {"Cache-Control": "private, max-age=3600"}
+    if isinstance(made, bytes):  # not cached (a full disk): made for this answer
+        return Response(made, media_type="image/jpeg", headers=headers)
+    return FileResponse(made, media_type="image/jpeg", headers=headers)
 
 
 @router.get(

@@ -212,8 +212,9 @@ class Service:
             raise FileUnavailable(f"image {image_id} could not be read for captioning", 409)
         return CaptionBody(id=image_id, caption=texts[image_id], model=captioner.model)
 
-    async def thumbnail(self, image_id: int, size: str) -> Path:
-        """The thumbnail file, made now (on a decode thread) if missing."""
+    async def thumbnail(self, image_id: int, size: str) -> Path | bytes:
+        """The thumbnail file, made now (on a decode thread) if missing (its bytes,
+        where it cannot be kept: ``ThumbnailCache.get``)."""
         record = self.record(image_id)
         cached = self.thumbnails.path(record, size)
         if cached.is_file():

@@ -10,17 +10,22 @@ Thumbnails are made once from those verified bytes by the ingest's safe decoder 
 kept under ``<collection folder>/thumbs/<size>/<id>-<content hash>.jpg``, written
 atomically (temporary file, then rename). A re-indexed file whose content changed has a
 new hash, so it gets a new thumbnail; ``prune`` drops the ones nothing refers to.
+A collection folder this user may not write (read-only media, another user's) keeps
+its thumbnails in the user's cache instead (``$XDG_CACHE_HOME/searchengine/thumbs``),
+and a thumbnail that cannot be written at all (a full disk) is served from memory.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import re
 import stat
 import warnings
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from PIL import Image
 
@@ -28,6 +33,7 @@ from searchengine.catalog import OK, Catalog, ImageRecord
 from searchengine.errors import ImageError
 from searchengine.fsutil import atomic_write, content_hash
 from searchengine.ingest.decode import decode_bytes, decode_memory, open_image
+from searchengine.writable import unwritable
 
 THUMBS_DIR = "thumbs"
 # Longest side in pixels. "small" fills a grid cell on a high-density screen, "large"
@@ -109,6 +115,10 @@ class ThumbnailCache:
 
     def __init__(self, collection_folder: Path, budget: Budget | None = None) -> None:
         self.root = collection_folder / THUMBS_DIR
+        if unwritable(collection_folder) or (self.root.exists() and unwritable(self.root)):
+            cache = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser()
+            key = hashlib.blake2b(os.fsencode(collection_folder.resolve()), digest_size=8)
+            self.root = cache / "searchengine" / THUMBS_DIR / key.hexdigest()
         self.budget = budget
 
     def path(self, record: ImageRecord, size: str) -> Path:
@@ -118,8 +128,8 @@ class ThumbnailCache:
             raise FileUnavailable(f"no thumbnail for image {record.id}", 404)
         return self.root / size / f"{int(record.id)}-{digest}.jpg"
 
-    def get(self, record: ImageRecord, size: str = "small") -> Path:
-        """The thumbnail file, made now if missing.
+    def get(self, record: ImageRecord, size: str = "small") -> Path | bytes:
+        """The thumbnail file, made now if missing (its bytes, where it cannot be kept).
 
         Raises:
             FileUnavailable: the original is gone or changed (and no thumbnail was made
@@ -137,7 +147,12 @@ class ThumbnailCache:
                 image.thumbnail((side, side), Image.Resampling.LANCZOS)
         except ImageError as exc:
             raise FileUnavailable(f"image {record.id} cannot be decoded: {exc}", 409) from exc
-        _write_atomic(target, image)
+        try:
+            _write_atomic(target, image)
+        except OSError:  # a full disk, or a cache that cannot be written: not cached
+            out = io.BytesIO()
+            _save(image, out)
+            return out.getvalue()
         return target
 
     def prune(self, catalog: Catalog) -> int:
@@ -163,8 +178,12 @@ class ThumbnailCache:
 
 def _write_atomic(target: Path, image: Image.Image) -> None:
     with atomic_write(target) as out:
-        # No EXIF copied: a thumbnail carries no GPS position or camera serial.
-        image.save(out, "JPEG", quality=85, optimize=True, progressive=True)
+        _save(image, out)
+
+
+def _save(image: Image.Image, out: BinaryIO) -> None:
+    # No EXIF copied: a thumbnail carries no GPS position or camera serial.
+    image.save(out, "JPEG", quality=85, optimize=True, progressive=True)
 
 
 def _changed(record: ImageRecord) -> FileUnavailable:

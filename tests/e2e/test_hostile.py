@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from hostile import OK, make_hostile_corpus
+from unprivileged import without_file_override
 
 # The indexing runs in a child process that, when the tests run as root, gives up the
 # capabilities that let root read any file (util-linux setpriv): only then can an
@@ -37,12 +36,7 @@ print(json.dumps(out, ensure_ascii=True))
 
 
 def run_child(photos: Path, home: Path) -> dict:
-    command = [sys.executable, "-c", CHILD, str(photos), str(home)]
-    if os.getuid() == 0:
-        setpriv = shutil.which("setpriv")
-        assert setpriv, "running as root needs util-linux setpriv to drop DAC override"
-        drop = "-dac_override,-dac_read_search"
-        command = [setpriv, f"--bounding-set={drop}", f"--inh-caps={drop}", "--", *command]
+    command = without_file_override([sys.executable, "-c", CHILD, str(photos), str(home)])
     done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)

@@ -13,6 +13,7 @@ import uuid
 import pytest
 from click.testing import CliRunner
 from imagegen import solid
+from servertools import FakeCaptioner
 
 from searchengine import Collection, Config
 from searchengine.cli import main
@@ -160,6 +161,10 @@ def test_a_read_only_role_searches(tmp_path, photos, pg_cluster):
         assert names(coll.search("blue", k=1)) == ["blue.webp"]
         info = coll.status()  # this host has no index file: built from the catalog
         assert (info.images, info.vectors) == (3, 3)
+        captioner = FakeCaptioner()  # made for the answer, not stored (the role may not)
+        ids = [r.id for r in coll.search("blue", k=3)]
+        assert len(coll.caption(ids, captioner)) == 3
+        assert len(coll.caption(ids, captioner)) == 3 and captioner.calls == 6
     more = tmp_path / "more"
     solid(more / "yellow.jpg", YELLOW)
     result = CliRunner().invoke(

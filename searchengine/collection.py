@@ -220,7 +220,7 @@ class Collection(Searching):
             self.catalog.add_roots(roots)
         if not roots:
             roots = self.catalog.roots()
-            notes = twice_named(roots, self.name)
+            notes = twice_named(roots, self.folder)
         if not roots:
             raise CollectionError(
                 f"collection {self.name!r} has no folders yet; name one: searchengine index PATH"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from searchengine.catalog import OK
 from searchengine.config import CATALOG_FILE
+from searchengine.fsutil import display_path
 from searchengine.precision import FP32, describe
 from searchengine.schema import SCHEMA_VERSION
 from searchengine.values import MetaKey
@@ -37,6 +39,9 @@ class CollectionStatus:
     precision: str = FP32  # the image tower the vectors came from
     precision_check: str | None = None  # what the int8 tower's check measured, if asked for
     read_only: str | None = None  # why this process may not write it (it can be searched)
+    # What is wrong with a folder in ``roots``, by folder: "not there: photos kept" (a
+    # drive unplugged), "= OTHER: photos listed twice" (another folder's other name).
+    folder_notes: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -56,6 +61,7 @@ def collection_status(collection: Collection) -> CollectionStatus:
     built = collection.index_path.exists() or (location.shared and collection.store.dim is not None)
     index = collection.vectors() if built else None
     schema = collection.catalog.get_meta(MetaKey.SCHEMA_VERSION)
+    roots = collection.catalog.roots()
     return CollectionStatus(
         name=collection.name,
         folder=str(collection.folder.resolve()),
@@ -66,7 +72,7 @@ def collection_status(collection: Collection) -> CollectionStatus:
         failed=sum(n for s, n in counts.items() if s != OK),
         vectors=0 if index is None else len(index),
         size_bytes=size,
-        roots=collection.catalog.roots(),
+        roots=roots,
         schema_version=int(schema or SCHEMA_VERSION),
         accelerator=None if index is None else index.accelerator,
         backend=location.backend,
@@ -77,4 +83,19 @@ def collection_status(collection: Collection) -> CollectionStatus:
         if collection.precision_check
         else None,
         read_only=collection.catalog.read_only,
+        folder_notes=folder_notes(roots),
     )
+
+
+def folder_notes(roots: list[str]) -> dict[str, str]:
+    """What ``status`` says of a collection's folders that are not as they should be."""
+    from searchengine.folders import aliases
+
+    twice = aliases(roots)
+    notes = {}
+    for folder in roots:
+        if not os.path.exists(folder):
+            notes[folder] = "not there: photos kept"
+        elif folder in twice:
+            notes[folder] = f"= {display_path(twice[folder])}: photos listed twice"
+    return notes

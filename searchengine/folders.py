@@ -13,8 +13,10 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from searchengine.catalog import Catalog
+from searchengine.config import Config
 from searchengine.errors import CollectionError
 from searchengine.fsutil import display_path, folder_prefix, spelled_as_known, under
 from searchengine.store import Store
@@ -55,8 +57,9 @@ def aliases(known: Sequence[str]) -> dict[str, str]:
     return found
 
 
-def twice_named(known: Sequence[str], collection: str) -> list[str]:
-    """A line for each of ``aliases(known)``, with the command that mends it."""
+def twice_named(known: Sequence[str], collection: Path) -> list[str]:
+    """A line for each of ``aliases(known)``, with the command that mends it
+    (``collection``: the collection's folder)."""
     return [
         f"{display_path(folder)} is {display_path(name)} by another name, so its photos "
         f"are listed twice; take one name out: {forget_command(collection, folder)}"
@@ -64,8 +67,9 @@ def twice_named(known: Sequence[str], collection: str) -> list[str]:
     ]
 
 
-def away_note(collection: str, folder: str, exists: bool, kept: int, shared: bool) -> str:
-    """The line for a folder of the collection found gone or empty (``plan.IngestPlan.away``)."""
+def away_note(collection: Path, folder: str, exists: bool, kept: int, shared: bool) -> str:
+    """The line for a folder of the collection found gone or empty (``plan.IngestPlan.away``);
+    ``collection``: the collection's folder."""
     state = "holds no image" if exists else "is not there"
     where = (
         "; a collection shared between hosts needs its folders at the same paths on each"
@@ -78,10 +82,13 @@ def away_note(collection: str, folder: str, exists: bool, kept: int, shared: boo
     )
 
 
-def forget_command(collection: str, folder: str) -> str:
-    """The command that takes ``folder`` out of ``collection``, ready to paste."""
+def forget_command(collection: Path, folder: str) -> str:
+    """The command that takes ``folder`` out of the collection in the folder
+    ``collection``, ready to paste (with ``--index-dir`` unless it is the default)."""
     where = shlex.quote(display_path(folder))
-    return f"searchengine remove -c {shlex.quote(collection)} --folder {where}"
+    home = collection.parent
+    index_dir = "" if home == Config.home else f" --index-dir {shlex.quote(str(home))}"
+    return f"searchengine remove -c {shlex.quote(collection.name)}{index_dir} --folder {where}"
 
 
 @dataclass

@@ -405,10 +405,11 @@ def status(
         return
     accelerated = f" + fast-scan {info.accelerator}" if info.accelerator else ""
     checked = f" ({info.precision_check})" if info.precision_check else ""
-    from searchengine.folders import aliases
-
-    twice = aliases(info.roots)
-    folders = ", ".join(_folder_state(r, twice.get(r)) for r in info.roots)
+    folders = ", ".join(
+        terminal_path(r)
+        + (f" ({terminal_path(info.folder_notes[r])})" if r in info.folder_notes else "")
+        for r in info.roots
+    )
     click.echo(
         f"collection  {info.name}\nfolder      {info.folder}\nmodel       {info.model}"
         f"\nprecision   {info.precision}{checked}"
@@ -419,13 +420,3 @@ def status(
     )
     if info.read_only:
         click.echo(f"writable    no: {info.read_only} (searching works; index is refused)")
-
-
-def _folder_state(folder: str, other: str | None) -> str:
-    """A collection folder as ``status`` lists it, with what is wrong with it, if anything;
-    ``other``: the collection's other name for it."""
-    if not os.path.exists(folder):
-        return f"{terminal_path(folder)} (not there: photos kept)"
-    if other is not None:
-        return f"{terminal_path(folder)} (= {terminal_path(other)}: photos listed twice)"
-    return terminal_path(folder)

@@ -86,7 +86,7 @@ class Writer:
         for folder, (exists, _) in self._away.items():
             kept = sum(1 for path in self._kept if under(path, folder))
             if kept:  # what did not move elsewhere
-                note = away_note(self.store.name, folder, exists, kept, shared)
+                note = away_note(self.store.folder, folder, exists, kept, shared)
                 self.report.notes.append(note)
         ids = list(self._missing.values())
         if not ids:

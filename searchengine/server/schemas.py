@@ -128,8 +128,7 @@ def _status_body() -> type[BaseModel]:
     """
     hints = get_type_hints(CollectionStatus)
     fields: dict[str, Any] = {
-        f.name: (hints[f.name], ... if f.default is MISSING else f.default)
-        for f in dataclasses.fields(CollectionStatus)
+        f.name: (hints[f.name], _default(f)) for f in dataclasses.fields(CollectionStatus)
     }
     return create_model(
         "StatusBody",
@@ -139,6 +138,14 @@ def _status_body() -> type[BaseModel]:
         caption_model=(str, Field(description="The model captions come from.")),
         models=(list[ModelStatus], Field(description="The state of each model.")),
     )
+
+
+def _default(field: dataclasses.Field[Any]) -> Any:
+    if field.default is not MISSING:
+        return field.default
+    if field.default_factory is not MISSING:
+        return Field(default_factory=field.default_factory)
+    return ...  # required
 
 
 StatusBody = _status_body()

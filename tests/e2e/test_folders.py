@@ -11,6 +11,7 @@ can be mended.
 from __future__ import annotations
 
 import json
+import shlex
 import sqlite3
 from pathlib import Path
 
@@ -97,16 +98,18 @@ def test_a_collection_with_one_folder_twice_is_told_and_mended(world):
         db.execute("insert into roots values (?)", (str(link),))
     walked = cli("index", *base(world))
     assert walked.exit_code == 0, walked.output
-    command = f"searchengine remove -c c --folder {link}"
+    command = f"searchengine remove -c c --index-dir {world['home']} --folder {link}"
     assert f"{link} is {photos} by another name, so its photos are listed twice" in walked.stderr
     assert command in walked.stderr
     assert "added 24," in walked.stdout
     shown = cli("status", *base(world)).stdout
     assert f"folders     {link} (= {photos}: photos listed twice), {other}, {photos}\n" in shown
+    notes = ok_json("status", *base(world))["folder_notes"]
+    assert notes == {str(link): f"= {photos}: photos listed twice"}  # also in --json
     assert len(found_paths(world)) == 54
 
-    # Declined: nothing goes.
-    asked = cli("remove", "--folder", str(link), *base(world), input="n\n")
+    # The command as said, pasted; declined: nothing goes.
+    asked = cli(*shlex.split(command)[1:], input="n\n")
     assert asked.exit_code == 1
     assert f"take {link} out of collection 'c' (24 photos)? The files stay on disk" in asked.output
     assert len(found_paths(world)) == 54
@@ -178,9 +181,11 @@ def test_a_folder_away_keeps_its_photos_and_a_deleted_one_inside_a_folder_does_n
     said = run.stderr.splitlines()
     assert said == [
         f"{other} holds no image (a drive or share not mounted?): its 6 photos are kept. "
-        f"If they are gone for good: searchengine remove -c c --folder {other}",
+        f"If they are gone for good: searchengine remove -c c --index-dir {world['home']} "
+        f"--folder {other}",
         f"{photos} is not there (a drive or share not mounted?): its 24 photos are kept. "
-        f"If they are gone for good: searchengine remove -c c --folder {photos}",
+        f"If they are gone for good: searchengine remove -c c --index-dir {world['home']} "
+        f"--folder {photos}",
     ]
     assert ok_json("status", *base(world))["images"] == 30
     assert len(found_paths(world)) == 30
@@ -188,6 +193,10 @@ def test_a_folder_away_keeps_its_photos_and_a_deleted_one_inside_a_folder_does_n
     assert f"folders     {other}, {photos} (not there: photos kept), {photos / 'album-a'} (not" in (
         shown
     )
+    assert ok_json("status", *base(world))["folder_notes"] == {
+        str(photos): "not there: photos kept",
+        str(photos / "album-a"): "not there: photos kept",
+    }
 
     # Back: nothing is embedded again.
     other.rmdir()
@@ -237,7 +246,8 @@ def test_a_shared_collection_whose_folder_is_gone_can_take_it_out(world, pg_clus
     assert kept.stderr == (
         f"{other} is not there (a drive or share not mounted?; a collection shared "
         "between hosts needs its folders at the same paths on each): its 6 photos are "
-        f"kept. If they are gone for good: searchengine remove -c team --folder {other}\n"
+        "kept. If they are gone for good: searchengine remove -c team --index-dir "
+        f"{tmp_path / 'h1'} --folder {other}\n"
     )
     assert ok_json("status", *host2)["images"] == 30
 

@@ -247,6 +247,13 @@ def run_trials(
         reader.close()
 
 
+def _succeeded(done: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    """``done``, if it exited 0; else an error that carries what it printed."""
+    if done.returncode != 0:
+        raise RuntimeError(f"{done.args} exited {done.returncode}: {done.stderr[-4000:]}")
+    return done
+
+
 def _run_trials(
     trials: int,
     model: str,
@@ -266,15 +273,16 @@ def _run_trials(
     # An untimed first run pays one-time costs (the ONNX export of the model), so the
     # timed run below measures start-up and ingest as every trial will see them.
     warm = index_command(photos, workdir / "warm-up", model, "warmup")
-    subprocess.run(warm, env=env, check=True, capture_output=True)
+    _succeeded(subprocess.run(warm, env=env, capture_output=True, text=True))
     started = time.monotonic()
     baseline = workdir / "baseline"
-    first = subprocess.run(
-        index_command(photos, baseline, model, "baseline"),
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
+    first = _succeeded(
+        subprocess.run(
+            index_command(photos, baseline, model, "baseline"),
+            env=env,
+            capture_output=True,
+            text=True,
+        )
     )
     report.full_run_seconds = time.monotonic() - started
     ingest = float(json.loads(first.stdout)["seconds"])

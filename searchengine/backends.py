@@ -21,7 +21,8 @@ Decisions, with the reasons (``docs/scale.md`` has the measurements):
   taken on a connection held for the whole run: any host asking for it is refused
   while it is held, and the server drops it with the session when the writer dies.
 - **Every connection failure is one line** (``CatalogUnavailableError``): a missing
-  driver, a refused connection, a wrong password, a missing database.
+  driver, a refused connection, a wrong password, a missing database
+  (``catalog_errors.py`` words them).
 """
 
 from __future__ import annotations
@@ -30,9 +31,6 @@ import hashlib
 import json
 import os
 import re
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,10 +40,8 @@ from searchengine.errors import (
     CatalogUnavailableError,
     CollectionError,
     ConfigError,
-    NoSpaceError,
 )
 from searchengine.fsutil import atomic_write
-from searchengine.writable import no_space_error, no_space_message
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
@@ -290,61 +286,6 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
-@contextmanager
-def reaching(location: CatalogLocation) -> Iterator[None]:
-    """Turn a failure to reach the catalog's database into one clear line."""
-    from sqlalchemy.exc import InterfaceError, OperationalError
-
-    try:
-        yield
-    except (OperationalError, InterfaceError) as exc:
-        if no_space_error(exc):
-            folder = location.sqlite_file.parent if location.sqlite_file else Path.cwd()
-            raise NoSpaceError(no_space_message(exc, folder, "collections")) from None
-        raise CatalogUnavailableError(connection_problem(location.shown, exc)) from None
-    except Exception as exc:
-        if not refused(exc):
-            raise
-        raise CatalogUnavailableError(connection_problem(location.shown, exc)) from None
-
-
-def _sqlstate(exc: BaseException) -> str | None:
-    """The SQLSTATE code of a database error from the server (psycopg), if any."""
-    return getattr(getattr(exc, "orig", None), "sqlstate", None)
-
-
-def refused(exc: BaseException) -> bool:
-    """Whether a database error is a refused privilege (a read-only role writing)."""
-    return _sqlstate(exc) == "42501"
-
-
-def schema_gone(exc: BaseException) -> bool:
-    """Whether a database error says a table is missing: on a server, the collection's
-    schema was dropped (the collection removed) while it was open."""
-    return _sqlstate(exc) == "42P01"
-
-
-def key_too_long(exc: BaseException) -> bool:
-    """Whether a database error is PostgreSQL's limit on a B-tree key (~2,700 bytes)."""
-    return _sqlstate(exc) == "54000"  # program_limit_exceeded
-
-
-def connection_problem(shown: str | None, exc: BaseException) -> str:
-    """One line for a database error: the server's first line, and what to check."""
-    original = getattr(exc, "orig", None) or exc
-    text = " ".join(str(original).split())
-    text = re.sub(r"^connection failed: ", "", text)
-    if len(text) > 240:
-        text = text[:237] + "…"
-    where = f"the catalog database {shown}" if shown else "the catalog database"
-    if isinstance(original, sqlite3.Error):  # the collection's own file: no server
-        return f"cannot use {where}: {text} (check the collection's folder and its disk)"
-    return (
-        f"cannot use {where}: {text} "
-        "(check --database-url / SEARCHENGINE_DATABASE_URL and that the server is up)"
-    )
-
-
 def ensure_schema(conn: Any, schema: str) -> None:
     """Create a collection's schema if missing, serialised with other hosts doing so."""
     from sqlalchemy import text
@@ -409,6 +350,8 @@ class DatabaseLock:
     def acquire(self) -> bool:
         """Take the lock; False at once if another session (on any host) holds it."""
         from sqlalchemy import text
+
+        from searchengine.catalog_errors import reaching  # (it imports this module)
 
         with reaching(self._location):
             conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")

@@ -23,9 +23,8 @@ from searchengine.backends import (
     CatalogLocation,
     catalog_bytes,
     create_catalog_engine,
-    key_too_long,
-    reaching,
 )
+from searchengine.catalog_errors import key_too_long, reaching
 from searchengine.config import CATALOG_FILE
 from searchengine.errors import CollectionError
 from searchengine.rows import BYTES_PREFIX, ImageRecord, path_from_db, path_key

@@ -230,7 +230,7 @@ class Collection(Searching):
             refused = self._settle_precision(roots)
             report = run.run(roots)
             report.precision = self.precision
-            report.notes[:0] = notes
+            report.notes[:0] = [*notes, *self.store.repairs]
             report.notes.extend([refused] if refused else [])
             self._adapt()
             self._calibrate_after(report)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from searchengine.catalog import OK
 from searchengine.config import CATALOG_FILE
+from searchengine.errors import DamagedIndexError
 from searchengine.fsutil import display_path
 from searchengine.precision import FP32, describe
 from searchengine.schema import SCHEMA_VERSION
@@ -42,6 +43,7 @@ class CollectionStatus:
     # What is wrong with a folder in ``roots``, by folder: "not there: photos kept" (a
     # drive unplugged), "= OTHER: photos listed twice" (another folder's other name).
     folder_notes: dict[str, str] = field(default_factory=dict)
+    damaged: str | None = None  # why the vector index file cannot be read, if it cannot
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -59,7 +61,11 @@ def collection_status(collection: Collection) -> CollectionStatus:
         size += catalog_bytes
     # A host sharing a server catalog builds its index from it even without a file.
     built = collection.index_path.exists() or (location.shared and collection.store.dim is not None)
-    index = collection.vectors() if built else None
+    index, damaged = None, None
+    try:
+        index = collection.vectors() if built else None
+    except DamagedIndexError as exc:  # status is where a user looks for what is wrong
+        damaged = str(exc)
     schema = collection.catalog.get_meta(MetaKey.SCHEMA_VERSION)
     roots = collection.catalog.roots()
     return CollectionStatus(
@@ -67,7 +73,7 @@ def collection_status(collection: Collection) -> CollectionStatus:
         folder=str(collection.folder.resolve()),
         model=collection.model,
         dim=collection.store.dim,
-        index_type=collection.store.index_type(),
+        index_type=collection.store.index_type() if damaged is None else "-",
         images=counts.get(OK, 0),
         failed=sum(n for s, n in counts.items() if s != OK),
         vectors=0 if index is None else len(index),
@@ -84,6 +90,7 @@ def collection_status(collection: Collection) -> CollectionStatus:
         else None,
         read_only=collection.catalog.read_only,
         folder_notes=folder_notes(roots),
+        damaged=damaged,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -143,3 +144,11 @@ def _positive_int(name: str, raw: str) -> int:
     if value <= 0:
         raise ConfigError(f"{name}={raw!r} must be a positive integer")
     return value
+
+
+def collection_command(folder: Path, verb: str) -> str:
+    """``searchengine VERB`` for the collection in ``folder``, ready to paste: its name,
+    and ``--index-dir`` unless the collection is in the default place."""
+    home = folder.parent
+    index_dir = "" if home == Config.home else f" --index-dir {shlex.quote(str(home))}"
+    return f"searchengine {verb} -c {shlex.quote(folder.name)}{index_dir}"

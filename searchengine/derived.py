@@ -16,8 +16,8 @@ import numpy as np
 from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.engine import Connection
 
-from searchengine.backends import refused
 from searchengine.catalog import Catalog, blob
+from searchengine.catalog_errors import refused
 from searchengine.schema import captions_table, embeddings_table, images_table
 
 

@@ -15,6 +15,7 @@ never calls ``sys.exit``. The hierarchy::
     │   ├── CatalogUnavailableError  the catalog's database cannot be reached or used
     │   ├── ReadOnlyCollectionError  written to where this process may not write
     │   ├── NoSpaceError       the disk filled during a write (what was saved is kept)
+    │   ├── DamagedIndexError  the vector index file cannot be read (``index`` rebuilds it)
     │   └── SchemaVersionError  catalog written by a newer release
     ├── ClusterError            Ray missing, or its cluster unreachable or failing
     ├── ImageError              one file cannot be used (recorded, never fatal to a run)
@@ -72,6 +73,18 @@ class ReadOnlyCollectionError(CollectionError):
 
 class NoSpaceError(CollectionError):
     """A disk filled during a write; what was committed before it is kept."""
+
+
+class DamagedIndexError(CollectionError):
+    """A collection's vector index file cannot be read; ``index`` rebuilds it.
+
+    Attributes:
+        reason: what was found wrong with the file, in a few words.
+    """
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class SchemaVersionError(CollectionError):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from searchengine.catalog import Catalog
-from searchengine.config import Config
+from searchengine.config import collection_command
 from searchengine.errors import CollectionError
 from searchengine.fsutil import display_path, folder_prefix, spelled_as_known, under
 from searchengine.store import Store
@@ -86,9 +86,7 @@ def forget_command(collection: Path, folder: str) -> str:
     """The command that takes ``folder`` out of the collection in the folder
     ``collection``, ready to paste (with ``--index-dir`` unless it is the default)."""
     where = shlex.quote(display_path(folder))
-    home = collection.parent
-    index_dir = "" if home == Config.home else f" --index-dir {shlex.quote(str(home))}"
-    return f"searchengine remove -c {shlex.quote(collection.name)}{index_dir} --folder {where}"
+    return f"{collection_command(collection, 'remove')} --folder {where}"
 
 
 @dataclass

@@ -20,9 +20,9 @@ from searchengine.backends import (
     create_catalog_engine,
     drop_schema,
     locate,
-    reaching,
 )
 from searchengine.catalog import open_catalog
+from searchengine.catalog_errors import reaching
 from searchengine.config import CATALOG_FILE, Config
 from searchengine.errors import (
     CatalogUnavailableError,

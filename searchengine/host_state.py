@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from searchengine.backends import schema_gone
 from searchengine.catalog import Catalog, read_meta
+from searchengine.catalog_errors import schema_gone
 from searchengine.errors import CollectionNotFoundError
 from searchengine.fsutil import atomic_write
 from searchengine.values import MetaKey
 
-__all__ = ["STATE_FILE", "catalog_version", "read_state", "write_state"]
+__all__ = ["STATE_FILE", "catalog_version", "read_state", "recorded_file", "write_state"]
 
 STATE_FILE = "vectors.state.json"
 
@@ -41,13 +41,27 @@ def read_state(folder: Path) -> tuple[int, int | None, str | None]:
         return 0, None, None
 
 
-def write_state(folder: Path, batch: int, count: int, catalog_id: str | None) -> None:
-    """Record what the index file just saved in ``folder`` holds (after the file)."""
+def write_state(
+    folder: Path, batch: int, count: int, catalog_id: str | None, file: str | None = None
+) -> None:
+    """Record what the index file just saved in ``folder`` holds (after the file), and
+    the file as it was written (``file``: ``Store`` tells a replaced file by it)."""
     state: dict[str, int | str] = {"batch": batch, "vectors": count}
     if catalog_id is not None:
         state["catalog"] = catalog_id
+    if file is not None:
+        state["file"] = file
     with atomic_write(folder / STATE_FILE, durable=True) as handle:
         handle.write(json.dumps(state).encode())
+
+
+def recorded_file(folder: Path) -> str | None:
+    """The index file in ``folder`` as ``write_state`` last recorded it, if it did."""
+    try:
+        file = json.loads((folder / STATE_FILE).read_text()).get("file")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return file if isinstance(file, str) else None
 
 
 def catalog_version(catalog: Catalog, name: str) -> tuple[str | None, int]:

@@ -45,6 +45,7 @@ Each host keeps its own ``vectors.faiss``; the catalog is the one truth. So:
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -68,11 +69,12 @@ from searchengine.catalog import (
 from searchengine.config import INDEX_FILE
 from searchengine.errors import (
     CollectionLockedError,
+    DamagedIndexError,
     ModelMismatchError,
     ReadOnlyCollectionError,
 )
 from searchengine.fsutil import FileLock
-from searchengine.host_state import catalog_version, read_state, write_state
+from searchengine.host_state import catalog_version, read_state, recorded_file, write_state
 from searchengine.index_choice import IndexPolicy
 from searchengine.values import MetaKey
 from searchengine.vectors import EXACT, FaissIndex
@@ -109,6 +111,7 @@ class Store:
         self._held = 0  # the newest batch the in-memory index holds (shared catalogs)
         self._held_catalog: str | None = None  # the catalog it was built from (shared)
         self._lock: FileLock | DatabaseLock | None = None
+        self.repairs: list[str] = []  # what the last ``writing()`` mended, for the report
 
     def close(self) -> None:
         self.catalog.close()
@@ -249,6 +252,7 @@ class Store:
                 "finish (searching works meanwhile), or stop it and run again"
             )
         self._lock = lock
+        self.repairs = []
         try:
             self._index = None  # another process may have written it since we read it
             for stale in self.folder.glob(f"{INDEX_FILE}.*.tmp"):
@@ -312,10 +316,14 @@ class Store:
         if self.catalog.shared and saved > last:  # a file of an earlier catalog: rebuild
             self._index, saved = self._empty_index(), 0
         self._last_batch = max(self._last_batch, last)
-        if self._index is None and self._file_matches(saved, last, count):
+        if self._index is None and self._file_matches(saved, last, count) and self._as_saved():
             return 0
         if self._index is None:
-            self._index = self._load(catch_up=False)
+            try:
+                self._index = self._load(catch_up=False)
+            except DamagedIndexError as exc:
+                self._set_aside(exc)
+                self._index, saved = self._empty_index(), 0
         index = self._index
         fixed = self._catch_up(index, saved)
         if self.catalog.shared:
@@ -394,13 +402,39 @@ class Store:
     def _record_state(self, batch: int, count: int) -> None:
         """Record what the saved file holds: in the catalog (SQLite, which then trims
         its vector log) or beside the file (shared catalogs keep every vector)."""
+        version = self._file_version()
+        file = None if version is None else ":".join(str(v) for v in version)
         if self.catalog.shared:
-            write_state(self.folder, batch, count, self.catalog.get_meta(MetaKey.CATALOG_ID))
+            catalog_id = self.catalog.get_meta(MetaKey.CATALOG_ID)
+            write_state(self.folder, batch, count, catalog_id, file)
             return
         with self.catalog.transaction() as conn:
             write_meta(conn, MetaKey.INDEX_BATCH, str(batch))
             write_meta(conn, MetaKey.INDEX_VECTORS, str(count))
+            if file is not None:
+                write_meta(conn, MetaKey.INDEX_FILE, file)
             trim_vector_log(conn, batch)
+
+    def _as_saved(self) -> bool:
+        """Whether the index file is the one last recorded, not replaced or cut short
+        since (a restored backup, a partial copy): else a writer reads it in full first.
+        A file never recorded (saved by an earlier release) is read in full once."""
+        if self.catalog.shared:
+            recorded = recorded_file(self.folder)
+        else:
+            recorded = self.catalog.get_meta(MetaKey.INDEX_FILE)
+        version = self._file_version()
+        return version is not None and recorded == ":".join(str(v) for v in version)
+
+    def _set_aside(self, exc: DamagedIndexError) -> None:
+        """Move a damaged index file aside (kept, not deleted) for a new one to be built."""
+        aside = self.index_path.with_name(self.index_path.name + ".damaged")
+        os.replace(self.index_path, aside)
+        self.repairs.append(
+            f"the vector index {self.index_path} was damaged ({exc.reason}): kept as "
+            f"{aside.name} and built again; photos whose vectors were only in it are "
+            "embedded again"
+        )
 
     def _file_matches(self, saved: int, last: int, count: int | None) -> bool:
         """Whether the saved file holds exactly the catalog's vectors, from metadata."""

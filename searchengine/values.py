@@ -44,6 +44,9 @@ class MetaKey:
     LAST_BATCH = "last_batch"  # the newest ingest batch committed to the catalog
     INDEX_BATCH = "index_batch"  # the newest batch the saved index file holds
     INDEX_VECTORS = "index_vectors"  # how many vectors the saved index file holds
+    # The saved index file as it was written (inode:mtime_ns:size): a file replaced or
+    # cut short since (a restored backup, a partial copy) is read and checked in full.
+    INDEX_FILE = "index_file"
     CALIBRATION = "calibration"  # what a real match scores (ranking.calibration, JSON)
     # A shared catalog's identity (random hex), recorded beside each host's index file:
     # a file made for an earlier catalog of the same name is then never mistaken for one

@@ -10,6 +10,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from searchengine.config import collection_command
+from searchengine.errors import DamagedIndexError
 from searchengine.fsutil import atomic_write
 
 EXACT = "Flat"
@@ -165,10 +167,24 @@ class FaissIndex:
 
     @classmethod
     def load(cls, path: Path, index_type: str | None = None) -> FaissIndex:
-        """Read an index file; its type is read from the file itself."""
+        """Read an index file; its type is read from the file itself.
+
+        Raises:
+            DamagedIndexError: the file is not a whole index (cut short, overwritten).
+        """
         import faiss
 
-        index = faiss.read_index(str(path))
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as exc:  # FAISS's own check failed: a file cut short, or not one
+            reason = " ".join(str(exc).rsplit("Error: ", 1)[-1].split())
+            reason = reason.replace(str(path), "the file")[:200]
+            raise DamagedIndexError(
+                f"the vector index {path} is damaged and cannot be read ({reason}); "
+                f"`{collection_command(path.parent, 'index')}` rebuilds it (the catalog is "
+                "intact)",
+                reason,
+            ) from None
         loaded = cls(index.d, index_type or EXACT, index)
         if loaded._ivf is not None:
             loaded._read_accelerator(path)

@@ -420,3 +420,5 @@ def status(
     )
     if info.read_only:
         click.echo(f"writable    no: {info.read_only} (searching works; index is refused)")
+    if info.damaged:
+        click.echo(f"damaged     {info.damaged}")

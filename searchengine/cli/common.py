@@ -51,15 +51,17 @@ def errors() -> Iterator[None]:
 
 
 def _database_problem(exc: Exception) -> str | None:
-    """One line for a lost catalog connection, or None for any other error."""
+    """One line for a lost catalog connection or a damaged catalog, or None for any other
+    error."""
     sa_exc = sys.modules.get("sqlalchemy.exc")  # loaded only if a catalog was opened
     if sa_exc is None or not isinstance(exc, sa_exc.DBAPIError):
         return None
-    from searchengine.backends import connection_problem, refused
+    from searchengine.catalog_errors import connection_problem, damaged_catalog, refused
 
+    if (damaged := damaged_catalog(None, exc)) is not None:
+        return damaged
     if not isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) and not refused(exc):
         return None
-
     return connection_problem(None, exc)
 
 

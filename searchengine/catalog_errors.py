@@ -1,0 +1,96 @@
+"""How a catalog database that fails is told: one line for each way it fails.
+
+A server that cannot be reached or refuses (wrong password, missing database, a
+read-only role writing), a disk that fills, and a SQLite catalog file that is damaged
+each become one ``SearchEngineError`` with what to do, instead of a driver's
+traceback. The SQLSTATE tests name the server conditions other modules act on.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from searchengine.backends import CatalogLocation
+from searchengine.config import collection_command
+from searchengine.errors import CatalogUnavailableError, NoSpaceError
+from searchengine.writable import no_space_error, no_space_message
+
+# SQLite's result codes for a file that is not a whole database (cut short, overwritten).
+_DAMAGED = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+@contextmanager
+def reaching(location: CatalogLocation) -> Iterator[None]:
+    """Turn a failure to reach or use the catalog's database into one clear line."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    try:
+        yield
+    except DBAPIError as exc:
+        if (damaged := damaged_catalog(location, exc)) is not None:
+            raise CatalogUnavailableError(damaged) from None
+        if no_space_error(exc):
+            folder = location.sqlite_file.parent if location.sqlite_file else Path.cwd()
+            raise NoSpaceError(no_space_message(exc, folder, "collections")) from None
+        if not isinstance(exc, (OperationalError, InterfaceError)) and not refused(exc):
+            raise
+        raise CatalogUnavailableError(connection_problem(location.shown, exc)) from None
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE code of a database error from the server (psycopg), if any."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None)
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether a database error is a refused privilege (a read-only role writing)."""
+    return _sqlstate(exc) == "42501"
+
+
+def schema_gone(exc: BaseException) -> bool:
+    """Whether a database error says a table is missing: on a server, the collection's
+    schema was dropped (the collection removed) while it was open."""
+    return _sqlstate(exc) == "42P01"
+
+
+def key_too_long(exc: BaseException) -> bool:
+    """Whether a database error is PostgreSQL's limit on a B-tree key (~2,700 bytes)."""
+    return _sqlstate(exc) == "54000"  # program_limit_exceeded
+
+
+def connection_problem(shown: str | None, exc: BaseException) -> str:
+    """One line for a database error: the server's first line, and what to check."""
+    original = getattr(exc, "orig", None) or exc
+    text = " ".join(str(original).split())
+    text = re.sub(r"^connection failed: ", "", text)
+    if len(text) > 240:
+        text = text[:237] + "…"
+    where = f"the catalog database {shown}" if shown else "the catalog database"
+    if isinstance(original, sqlite3.Error):  # the collection's own file: no server
+        return f"cannot use {where}: {text} (check the collection's folder and its disk)"
+    return (
+        f"cannot use {where}: {text} "
+        "(check --database-url / SEARCHENGINE_DATABASE_URL and that the server is up)"
+    )
+
+
+def damaged_catalog(location: CatalogLocation | None, exc: BaseException) -> str | None:
+    """One line for a SQLite catalog file that is damaged, or None for other errors."""
+    original = getattr(exc, "orig", None) or exc
+    if getattr(original, "sqlite_errorcode", None) not in _DAMAGED:
+        return None
+    file = None if location is None else location.sqlite_file
+    if file is None:
+        return (
+            f"the collection's catalog is damaged ({original}); restore the collection's "
+            "folder from a backup, or remove the collection and index its folders again"
+        )
+    return (
+        f"the catalog {file} is damaged ({original}); restore the collection's folder "
+        f"from a backup, or remove it (`{collection_command(file.parent, 'remove')}`) and "
+        "index its folders again; the photos are untouched"
+    )

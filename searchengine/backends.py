@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from searchengine.catalog_errors import reaching
 from searchengine.config import CATALOG_FILE
 from searchengine.errors import (
     CatalogUnavailableError,
@@ -350,8 +351,6 @@ class DatabaseLock:
     def acquire(self) -> bool:
         """Take the lock; False at once if another session (on any host) holds it."""
         from sqlalchemy import text
-
-        from searchengine.catalog_errors import reaching  # (it imports this module)
 
         with reaching(self._location):
             conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")

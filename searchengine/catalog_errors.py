@@ -13,11 +13,14 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from searchengine.backends import CatalogLocation
 from searchengine.config import collection_command
 from searchengine.errors import CatalogUnavailableError, NoSpaceError
 from searchengine.writable import no_space_error, no_space_message
+
+if TYPE_CHECKING:
+    from searchengine.backends import CatalogLocation
 
 # SQLite's result codes for a file that is not a whole database (cut short, overwritten).
 _DAMAGED = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)

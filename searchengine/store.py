@@ -11,7 +11,9 @@ How the two stay consistent
   then are the vectors put into the in-memory index.
 - **The index file is a checkpoint.** ``checkpoint()`` saves the file atomically,
   then records the batch and vector count it holds (``index_batch``,
-  ``index_vectors``) and trims the log up to that batch. A crash between any two
+  ``index_vectors``) and the file as written, and trims the log up to that batch
+  (``saved_index.py``). A file that is not the one recorded is read in full by the
+  next writer; a damaged one is set aside and built again. A crash between any two
   steps leaves a state ``reconcile()`` repairs without re-embedding anything:
   logged vectors newer than the saved file are replayed, index ids without an ok
   row are removed.
@@ -63,7 +65,6 @@ from searchengine.catalog import (
     log_vectors,
     logged_ids,
     pending_vectors,
-    trim_vector_log,
     write_meta,
 )
 from searchengine.config import INDEX_FILE
@@ -74,8 +75,8 @@ from searchengine.errors import (
     ReadOnlyCollectionError,
 )
 from searchengine.fsutil import FileLock
-from searchengine.host_state import catalog_version, read_state, recorded_file, write_state
 from searchengine.index_choice import IndexPolicy
+from searchengine.saved_index import SavedIndex, catalog_version
 from searchengine.values import MetaKey
 from searchengine.vectors import EXACT, FaissIndex
 
@@ -104,6 +105,7 @@ class Store:
         self.catalog = catalog
         self.name = name
         self._default_dim = default_dim
+        self.saved = SavedIndex(folder, catalog)
         self._index: FaissIndex | None = None
         self._version: tuple[int, int, int] | None = None  # of the index file last read
         self._last_batch = 0
@@ -146,7 +148,7 @@ class Store:
 
     @property
     def index_path(self) -> Path:
-        return self.folder / INDEX_FILE
+        return self.saved.path
 
     def index_type(self) -> str:
         # The saved file is the truth (a crash may fall between saving a rebuilt
@@ -169,17 +171,17 @@ class Store:
     def _load(self, catch_up: bool) -> FaissIndex:
         if self.catalog.shared:
             self._held_catalog, last = catalog_version(self.catalog, self.name)
-            saved, count, usable = self._host_state(self._held_catalog)
+            saved, count, usable = self.saved.host_state(self._held_catalog)
         else:
             usable = self.index_path.exists()
         if usable:
-            self._version = self._file_version()
+            self._version = self.saved.version()
             index = FaissIndex.load(self.index_path)
         else:
             index = self._empty_index()
         if self.catalog.shared:
             self._held = saved
-            if catch_up and not self._file_matches(saved, last, count):
+            if catch_up and not self.saved.matches(saved, last, count):
                 self._catch_up(index, saved if saved <= last else 0)
                 self._held = last
         return index
@@ -201,21 +203,12 @@ class Store:
             catalog_id, last = catalog_version(self.catalog, self.name)
             newer = last != self._held or catalog_id != self._held_catalog
         else:
-            version = self._file_version()
+            version = self.saved.version()
             newer = version is not None and version != self._version
         if newer:
             self._index = None
         return newer
 
-    def _file_version(self) -> tuple[int, int, int] | None:
-        try:
-            info = self.index_path.stat()
-        except OSError:
-            return None
-        # Saves replace the file (a new inode), so this changes even within one mtime tick.
-        return (info.st_ino, info.st_mtime_ns, info.st_size)
-
-    # -- writing ----------------------------------------------------------------------
     def check_writable(self) -> None:
         """Refuse, before any work, to change a collection this process may not write.
 
@@ -299,8 +292,8 @@ class Store:
         if self._index is None:
             return
         self._index.save(self.index_path)
-        self._version = self._file_version()
-        self._record_state(self._last_batch, len(self._index))
+        self._version = self.saved.version()
+        self.saved.record(self._last_batch, len(self._index))
         self._dirty = False
 
     def reconcile(self) -> int:
@@ -316,7 +309,7 @@ class Store:
         if self.catalog.shared and saved > last:  # a file of an earlier catalog: rebuild
             self._index, saved = self._empty_index(), 0
         self._last_batch = max(self._last_batch, last)
-        if self._index is None and self._file_matches(saved, last, count) and self._as_saved():
+        if self._index is None and self.saved.matches(saved, last, count) and self.saved.as_saved():
             return 0
         if self._index is None:
             try:
@@ -338,7 +331,7 @@ class Store:
         if fixed:
             self.checkpoint()
         else:  # the saved index is right as it is: say so, for the next run's check
-            self._record_state(self._last_batch, len(index))
+            self.saved.record(self._last_batch, len(index))
         return fixed
 
     def _catch_up(self, index: FaissIndex, saved: int) -> int:
@@ -379,52 +372,7 @@ class Store:
 
     def index_state(self) -> tuple[int, int | None]:
         """(batch, vector count) the saved index file holds, as last recorded."""
-        if not self.catalog.shared:
-            count = self.catalog.get_meta(MetaKey.INDEX_VECTORS)
-            batch = int(self.catalog.get_meta(MetaKey.INDEX_BATCH) or 0)
-            return batch, None if count is None else int(count)
-        held, vectors, _ = self._host_state(self.catalog.get_meta(MetaKey.CATALOG_ID))
-        return held, vectors
-
-    def _host_state(self, catalog_id: str | None) -> tuple[int, int | None, bool]:
-        """(batch, vector count) this host's index file holds, and whether it may be used
-        at all (a shared catalog). A file made for another catalog of this name (one
-        removed, then made again: its ids mean other images) is not: it counts as no
-        file, and the index is built from the catalog.
-        """
-        if not self.index_path.exists():
-            return 0, None, False
-        batch, count, made_for = read_state(self.folder)
-        if made_for is not None and catalog_id is not None and made_for != catalog_id:
-            return 0, None, False
-        return batch, count, True
-
-    def _record_state(self, batch: int, count: int) -> None:
-        """Record what the saved file holds: in the catalog (SQLite, which then trims
-        its vector log) or beside the file (shared catalogs keep every vector)."""
-        version = self._file_version()
-        file = None if version is None else ":".join(str(v) for v in version)
-        if self.catalog.shared:
-            catalog_id = self.catalog.get_meta(MetaKey.CATALOG_ID)
-            write_state(self.folder, batch, count, catalog_id, file)
-            return
-        with self.catalog.transaction() as conn:
-            write_meta(conn, MetaKey.INDEX_BATCH, str(batch))
-            write_meta(conn, MetaKey.INDEX_VECTORS, str(count))
-            if file is not None:
-                write_meta(conn, MetaKey.INDEX_FILE, file)
-            trim_vector_log(conn, batch)
-
-    def _as_saved(self) -> bool:
-        """Whether the index file is the one last recorded, not replaced or cut short
-        since (a restored backup, a partial copy): else a writer reads it in full first.
-        A file never recorded (saved by an earlier release) is read in full once."""
-        if self.catalog.shared:
-            recorded = recorded_file(self.folder)
-        else:
-            recorded = self.catalog.get_meta(MetaKey.INDEX_FILE)
-        version = self._file_version()
-        return version is not None and recorded == ":".join(str(v) for v in version)
+        return self.saved.state()
 
     def _set_aside(self, exc: DamagedIndexError) -> None:
         """Move a damaged index file aside (kept, not deleted) for a new one to be built."""
@@ -435,12 +383,6 @@ class Store:
             f"{aside.name} and built again; photos whose vectors were only in it are "
             "embedded again"
         )
-
-    def _file_matches(self, saved: int, last: int, count: int | None) -> bool:
-        """Whether the saved file holds exactly the catalog's vectors, from metadata."""
-        if not self.index_path.exists():
-            return False
-        return saved == last and count is not None and count == self.catalog.ok_count()
 
     def adapt(self, policy: IndexPolicy, memory_mb: float | None = None) -> None:
         """Rebuild the index as the type its size (and memory budget) now calls for.

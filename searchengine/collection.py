@@ -30,7 +30,6 @@ from searchengine.errors import (
     CollectionLockedError,
     CollectionNotFoundError,
     ConfigError,
-    ModelMismatchError,
     ReadOnlyCollectionError,
 )
 from searchengine.folders import (
@@ -40,6 +39,7 @@ from searchengine.folders import (
     spell_roots,
     twice_named,
 )
+from searchengine.identity import check_encoder_precision, check_identity
 from searchengine.index_choice import IndexPolicy
 from searchengine.ingest.run import Ingest
 from searchengine.ingest.write import IndexReport
@@ -53,7 +53,7 @@ from searchengine.ranking import (
 from searchengine.ranking.calibration import needs_text_tower
 from searchengine.store import INDEX_FILE, Store
 from searchengine.values import MetaKey
-from searchengine.vectors import EXACT, FaissIndex
+from searchengine.vectors import FaissIndex
 from searchengine.writable import check_can_make, space_for
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -143,12 +143,12 @@ class Collection(Searching):
         if catalog is None:
             raise missing
         try:
-            _check_identity(catalog, name, config, model, encoder, create)
+            check_identity(catalog, name, config, model, encoder, create)
             stored, check = recorded(catalog.get_meta)
             if config.precision is not None:
                 has_vectors = catalog.ok_count() > 0
                 refuse_mixing(name, stored, check, has_vectors, config.precision)
-            _check_encoder_precision(name, stored, encoder)
+            check_encoder_precision(name, stored, encoder)
             if catalog.shared and (create or folder.exists()) and read_location(folder) is None:
                 folder.mkdir(parents=True, exist_ok=True)  # a reader on a new host: nothing
                 write_location(folder, catalog.location)
@@ -392,49 +392,6 @@ class Collection(Searching):
     def failures(self) -> list[ImageRecord]:
         """Files that could not be indexed, with the reason for each."""
         return [r for r in self.catalog.records() if r.status != OK]
-
-
-def _check_identity(
-    catalog: Catalog,
-    name: str,
-    config: Config,
-    model: str | None,
-    encoder: Encoder | None,
-    create: bool,
-) -> None:
-    """Record a new collection's model, or refuse a model that is not the stored one."""
-    stored_name = catalog.get_meta(MetaKey.NAME)
-    if stored_name is not None and stored_name != name:
-        raise CollectionError(
-            f"the catalog at {catalog.location.shown} belongs to collection {stored_name!r}, "
-            f"not {name!r}"
-        )
-    stored = catalog.get_meta(MetaKey.MODEL)
-    if model is not None:
-        wanted = parse_model_spec(model).spec
-    else:  # an injected encoder names itself; its spec need not be loadable
-        wanted = encoder.spec if encoder else parse_model_spec(config.model).spec
-    if stored is None and create:
-        catalog.set_meta({MetaKey.MODEL: wanted, MetaKey.NAME: name, MetaKey.INDEX_TYPE: EXACT})
-    elif model is not None and wanted != stored:
-        raise ModelMismatchError(
-            f"collection {name!r} was built with {stored}, not {model}; leave out --model "
-            f"to use {stored}, or index into a new collection (--collection NEW_NAME)"
-        )
-    if stored is not None and encoder is not None and encoder.spec != stored:
-        raise ModelMismatchError(
-            f"collection {name!r} was built with {stored}; the encoder given is "
-            f"{encoder.spec}. Pass an encoder of {stored}, or none to load it"
-        )
-
-
-def _check_encoder_precision(name: str, stored: str | None, encoder: Encoder | None) -> None:
-    given = getattr(encoder, "precision", FP32)
-    if encoder is not None and stored is not None and given != stored:
-        raise ModelMismatchError(
-            f"collection {name!r} embeds images with its {stored} tower; the encoder given "
-            f"runs the {given} one. Pass none to load the collection's own"
-        )
 
 
 __all__ = ["INDEX_FILE", "Collection", "CollectionStatus"]

@@ -86,13 +86,15 @@ def serve(
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", f"{HUB_TIMEOUT:g}")
     try:
         from searchengine.server import check_binding, create_app
-        from searchengine.server.http import run
+        from searchengine.server.http import listening_socket, run
     except ImportError as exc:
         raise click.ClickException(f"{MISSING_EXTRA} ({exc.name} is missing)") from exc
 
     with errors():
         check_binding(host, token)  # before the model loads: a refusal comes at once
-    with errors(), open_collection(collection, index_dir, database_url, None, device) as coll:
+        sock = listening_socket(host, port)
+    opened = open_collection(collection, index_dir, database_url, None, device)
+    with sock, errors(), opened as coll:
         click.echo(f"loading {coll.model} for collection {coll.name!r}…", err=True)
         app = create_app(
             coll,
@@ -106,4 +108,4 @@ def serve(
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}:{port}/" + (f"#token={token}" if token else "")
         click.echo(f"serving {coll.name!r} at {url}  (Ctrl-C stops)", err=True)
-        run(app, host, port)
+        run(app, sock)

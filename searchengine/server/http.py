@@ -14,14 +14,17 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import json
+import socket
 from typing import Any
 
 import h11
 from uvicorn import Config, Server
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from searchengine.errors import ConfigError
 from searchengine.server.security import SECURITY_HEADERS
 
 MAX_HEAD_BYTES = 512 * 1024
@@ -69,8 +72,43 @@ class JsonErrorsH11(H11Protocol):
         asyncio.get_running_loop().call_later(LINGER_SECONDS, self.transport.close)
 
 
-def run(app: Any, host: str, port: int) -> None:
-    """Serve ``app`` until Ctrl-C or SIGTERM.
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound now as uvicorn would bind it, so that a port in use or
+    an address that is not this machine's is said in one line before the model loads
+    (uvicorn says it in a log line after, and exits 3).
+
+    Raises:
+        ConfigError: the address cannot be listened on, and why.
+    """
+    sock = socket.socket(family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(_cannot_listen(host, port, exc)) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _cannot_listen(host: str, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"port {port} on {host} is in use (another searchengine serve?); stop it, or "
+            "choose another port with --port"
+        )
+    if exc.errno == errno.EACCES:
+        return f"port {port} needs more privileges than this user has; choose one above 1023"
+    if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+        return (
+            f"{host} is not an address of this machine; use 127.0.0.1 (this machine only), "
+            "0.0.0.0 (every network) or one of its own addresses"
+        )
+    return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+
+
+def run(app: Any, sock: socket.socket) -> None:
+    """Serve ``app`` on ``sock`` (``listening_socket``) until Ctrl-C or SIGTERM.
 
     Start-up (imports, the model, the index) leaves garbage that the first full
     collections would walk while requests wait: ~50 ms each here, over 100 ms on a busy
@@ -78,7 +116,8 @@ def run(app: Any, host: str, port: int) -> None:
     """
     gc.collect()
     gc.freeze()
-    Server(uvicorn_config(app, host, port)).run()
+    host, port = sock.getsockname()[:2]
+    Server(uvicorn_config(app, host, port)).run(sockets=[sock])
 
 
 def uvicorn_config(app: Any, host: str, port: int) -> Config:

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import secrets
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -219,6 +220,27 @@ def test_binding_beyond_loopback_needs_a_strong_token(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "refusing to listen on 0.0.0.0 without --token" in result.output
+
+
+def test_an_address_that_cannot_be_listened_on_is_said_before_anything_loads(tmp_path):
+    """Before, the model loaded, "serving at ..." was printed, and uvicorn's log line
+    followed with exit status 3. The collection named here does not exist: the port is
+    checked first, so that is never reached."""
+    token = ["--token", secrets.token_urlsafe(24)]
+    missing = ["--index-dir", str(tmp_path / "none"), "-c", "nowhere"]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = CliRunner().invoke(main, ["serve", "--port", port, *missing])
+    assert result.exit_code == 2, result.output
+    assert f"port {port} on 127.0.0.1 is in use (another searchengine serve?)" in result.output
+    for host in ("192.0.2.1", "nosuch.invalid"):  # (TEST-NET-1: never this machine's)
+        result = CliRunner().invoke(main, ["serve", "--host", host, *token, *missing])
+        assert result.exit_code == 2, result.output
+        assert f"{host} is not an address of this machine" in result.output
+    result = CliRunner().invoke(main, ["serve", "--port", "0", *missing])
+    assert result.exit_code == 1 and "no collection 'nowhere'" in result.output  # got that far
 
 
 # -- uploads and bounds -----------------------------------------------------------------

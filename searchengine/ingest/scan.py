@@ -15,6 +15,19 @@ BASE_EXTENSIONS = frozenset(
 HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
 
 
+# Folders below a root that hold no photos of the user's own, by name: NAS thumbnails
+# (Synology ``@eaDir``, QNAP ``.@__thumb``), recycle bins and trash (Synology, QNAP,
+# Windows, macOS and Linux on removable drives), and Synology snapshots (a copy of
+# everything). Walking them would list each photo again as its thumbnails, and bring
+# deleted photos back. A root named directly is walked whatever its name.
+SKIPPED_FOLDERS = frozenset(
+    {"@eaDir", ".@__thumb", "#recycle", "@Recycle", "$RECYCLE.BIN", ".Trashes", ".Trash",
+     "#snapshot", "@Recently-Snapshot"}
+)  # fmt: skip
+# A searchengine collection's folder (its thumbnails are JPEGs): not walked either.
+COLLECTION_FILES = ("vectors.faiss", ("catalog.sqlite", "catalog.json"))
+
+
 def image_extensions() -> frozenset[str]:
     """Extensions indexed: HEIC/HEIF only when pillow-heif is installed."""
     from searchengine.ingest.decode import heif_available
@@ -38,10 +51,12 @@ def scan(
 
     Directory symlinks are not followed, so link loops cannot trap the walk; file
     symlinks are followed. In a folder, only names with an image extension are
-    considered; a path named directly is always considered, whatever its name, so
-    that it gets a verdict (a FIFO, a device, a broken link or a text file named on
-    the command line is recorded with a reason, not skipped). Entries that vanish
-    during the walk are skipped.
+    considered, and not macOS's ``._`` metadata files; a path named directly is
+    always considered, whatever its name, so that it gets a verdict (a FIFO, a
+    device, a broken link or a text file named on the command line is recorded with
+    a reason, not skipped). Below a root, ``SKIPPED_FOLDERS`` and searchengine's own
+    collection folders are not walked. Entries that vanish during the walk are
+    skipped.
     """
     exts = image_extensions() if extensions is None else extensions
     for root in roots:
@@ -110,21 +125,37 @@ def _walk(folder: str, exts: frozenset[str], identity: tuple[int, int]) -> Itera
         current = stack.pop()
         try:
             with os.scandir(current) as entries:
-                subdirs = []
+                subdirs, files = [], set()
                 for entry in entries:
                     try:
+                        name = entry.name
                         if entry.is_dir(follow_symlinks=False):
+                            if name in SKIPPED_FOLDERS or name.startswith(".Trash-"):
+                                continue
                             info = entry.stat(follow_symlinks=False)
                             subdirs.append((entry.path, (info.st_dev, info.st_ino)))
-                        elif _extension(entry.name) in exts:
+                        elif _extension(name) in exts and not name.startswith("._"):
                             yield _entry(entry)
+                        elif name in _MARKERS:
+                            files.add(name)
                     except OSError:
                         continue
         except OSError:
             continue
+        if current != folder and _collection(files):
+            continue  # its thumbnails are not photos
         new = []
         for path, key in sorted(subdirs):  # in name order: the same name wins each run
             if key not in walked:
                 walked.add(key)
                 new.append(path)
         stack.extend(reversed(new))
+
+
+_MARKERS = frozenset({COLLECTION_FILES[0], *COLLECTION_FILES[1]})
+
+
+def _collection(names: set[str]) -> bool:
+    """Whether a folder holding ``names`` is a searchengine collection's."""
+    index, catalogs = COLLECTION_FILES
+    return index in names and any(c in names for c in catalogs)

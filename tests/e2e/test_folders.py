@@ -289,3 +289,31 @@ def test_a_folder_filter_named_through_a_link_keeps_that_folders_photos(world):
     for folder in (photos / "album-a", link / "album-a"):
         hits = ok_json("search", "a red circle", "-k", "100", "--path", str(folder), *base(world))
         assert {h["path"] for h in hits} == expected, folder
+
+
+def test_indexing_the_folder_that_holds_the_collections_leaves_their_thumbnails_out(
+    tmp_path, monkeypatch
+):
+    """``searchengine index .`` where ``./indexes`` is: the web server's thumbnails of the
+    photos were indexed as photos (each result came back as its thumbnail too, and
+    every thumbnail made later added one more)."""
+    from fastapi.testclient import TestClient
+
+    from searchengine.collection import Collection
+    from searchengine.config import Config
+    from searchengine.server import create_app
+
+    monkeypatch.chdir(tmp_path)
+    toyworld.generate(tmp_path / "pics", 12, 4604)
+    assert ok_json("index", "pics", "-m", "toy")["added"] == 12
+    with (
+        Collection.open("default", Config(home=Path("indexes"), device="cpu")) as coll,
+        TestClient(create_app(coll), base_url="http://127.0.0.1:8765") as client,
+    ):
+        hits = client.get("/api/search", params={"q": "a red circle", "k": 12}).json()["results"]
+        assert all(client.get(h["thumbnail"]).status_code == 200 for h in hits)
+    assert len(list((tmp_path / "indexes").rglob("thumbs/*/*.jpg"))) == 12
+    report = ok_json("index", ".")
+    assert (report["added"], report["unchanged"]) == (0, 12)
+    paths = [h["path"] for h in ok_json("search", "a red circle", "-k", "100")]
+    assert len(paths) == 12 and not any("/indexes/" in p for p in paths)

@@ -14,6 +14,48 @@ def test_scan_finds_images_recursively_and_ignores_others(tmp_path):
     assert found == ["a.jpg", "b.PNG", "sub/c.webp", "sub/deeper/d.tiff"]
 
 
+def test_thumbnails_trash_and_collections_below_a_root_are_not_photos(tmp_path):
+    """What a NAS, an OS or searchengine itself keeps beside photos: Synology's and
+    QNAP's thumbnails (one JPEG per photo, and more), recycle bins, trash on a removable
+    drive, Synology snapshots, macOS ``._`` metadata, a collection's own thumbnails."""
+    layout = [
+        "album/IMG_1.jpg",
+        "album/@eaDir/IMG_1.jpg/SYNOPHOTO_THUMB_XL.jpg",
+        "album/.@__thumb/default.IMG_1.jpg",
+        "album/._IMG_1.jpg",
+        "#recycle/IMG_0.jpg",
+        "@Recycle/IMG_0.jpg",
+        "$RECYCLE.BIN/S-1-5-21/$RIMG_0.jpg",
+        ".Trash-1000/files/IMG_0.jpg",
+        ".Trashes/501/IMG_0.jpg",
+        "#snapshot/GMT+00_2026.11.30-00.00.00/album/IMG_1.jpg",
+        "indexes/default/catalog.sqlite",
+        "indexes/default/vectors.faiss",
+        "indexes/default/thumbs/small/1-0123456789abcdef.jpg",
+        "indexes/team/catalog.json",
+        "indexes/team/vectors.faiss",
+        "indexes/team/thumbs/large/2-0123456789abcdef.jpg",
+        "not-a-collection/vectors.faiss",  # one marker alone is only a name
+        "not-a-collection/thumbs/kept.jpg",
+        "Trash/kept.jpg",  # a folder of the user's own, by that name
+        "my.Trash-photos/kept.jpg",
+    ]
+    for rel in layout:
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    found = sorted(os.path.relpath(e.path, tmp_path) for e in scan([tmp_path], BASE_EXTENSIONS))
+    assert found == [
+        "Trash/kept.jpg",
+        "album/IMG_1.jpg",
+        "my.Trash-photos/kept.jpg",
+        "not-a-collection/thumbs/kept.jpg",
+    ]
+    # Named directly, such a folder is walked: the user asked for it.
+    again = [e.path for e in scan([tmp_path / "#recycle"], BASE_EXTENSIONS)]
+    assert again == [str(tmp_path / "#recycle" / "IMG_0.jpg")]
+
+
 def test_scan_survives_symlink_loops_and_broken_links(tmp_path):
     (tmp_path / "x.jpg").write_bytes(b"x")
     os.symlink(tmp_path, tmp_path / "loop")  # a directory loop is simply not followed

@@ -84,6 +84,11 @@ class Config:
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         if home := env.get(ENV_PREFIX + "HOME"):
+            if Path(home).expanduser().is_file():
+                raise ConfigError(
+                    f"{ENV_PREFIX}HOME={home!r} is a file; it names the folder that holds "
+                    "collections (made if missing)"
+                )
             values["home"] = Path(home)
         if model := env.get(ENV_PREFIX + "MODEL"):
             values["model"] = model

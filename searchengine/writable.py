@@ -94,8 +94,9 @@ def free_space(path: Path) -> str:
 
 @contextmanager
 def space_for(folder: Path, what: str) -> Iterator[None]:
-    """Turn a full disk met while writing ``folder`` (``what``: whose folder it is)
-    into one ``NoSpaceError`` that says where, how much is free and what to do."""
+    """Turn a full disk met while writing ``folder`` into one ``NoSpaceError`` that
+    says where, how much is free and what to do (``what``: what the user may keep
+    elsewhere with ``--index-dir``)."""
     try:
         yield
     except Exception as exc:

@@ -200,6 +200,8 @@ def print_results(
         if r.weak:
             scores += "  weak"
         click.echo(f"{r.score:.4f}  {terminal_path(r.path)}  ({scores})")
+        for copy in r.copies:  # the same photo at another path
+            click.echo(f"        also at {terminal_path(copy)}")
         if r.caption:
             click.echo(f"        {r.caption}")
 

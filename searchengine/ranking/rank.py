@@ -182,24 +182,47 @@ def nearest(
 
     Ids the catalog no longer knows (removed since the index was saved) are skipped,
     and more are fetched so that ``k`` results still come back when they exist.
-    ``allowed`` (ids passing the filters) is applied inside the vector search.
+    ``allowed`` (ids passing the filters) is applied inside the vector search. A photo
+    at several paths (the same bytes: a backup copy) is one result, at its best-ranked
+    path, with the others in ``copies``; the copies of an excluded image (the example
+    of ``similar``) are excluded with it.
     """
     check_k(k)
     total = len(index) if allowed is None else min(len(index), len(allowed))
     fetch = min(total, k + len(exclude))
+    left_out = set()
+    if exclude:  # (one row; a text query reads no more than its candidates')
+        left_out = {r.content_hash for r in catalog.get(list(exclude)).values() if r.content_hash}
     while True:
         scores, ids = index.search(query.reshape(1, -1), max(fetch, 1), allowed)
         hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
-        hits = [(i, s) for i, s in hits if i not in exclude]
+        # Ties (copies of one photo score the same) in id order: the path indexed first
+        # stands for the photo, the same on every run and page.
+        hits = sorted(((i, s) for i, s in hits if i not in exclude), key=lambda h: (-h[1], h[0]))
         records = catalog.get([i for i, _ in hits])
-        results = [
-            SearchResult(i, r.path, s, s, r.width, r.height, r.taken_at)
-            for i, s in hits
-            if (r := records.get(i)) is not None
-        ]
+        results = _one_per_photo(hits, records, left_out)
         if len(results) >= k or fetch >= total:
             return results[:k], records
         fetch = min(total, fetch * 2 + k)
+
+
+def _one_per_photo(
+    hits: list[tuple[int, float]], records: dict[int, ImageRecord], left_out: set[str]
+) -> list[SearchResult]:
+    """A result per photo, best first: a copy of one already listed joins its ``copies``."""
+    results: list[SearchResult] = []
+    first: dict[str, int] = {}  # content hash -> the index of its result
+    for i, s in hits:
+        r = records.get(i)
+        if r is None or (r.content_hash is not None and r.content_hash in left_out):
+            continue
+        if r.content_hash is not None and (at := first.get(r.content_hash)) is not None:
+            results[at] = replace(results[at], copies=(*results[at].copies, r.path))
+            continue
+        if r.content_hash is not None:
+            first[r.content_hash] = len(results)
+        results.append(SearchResult(i, r.path, s, s, r.width, r.height, r.taken_at))
+    return results
 
 
 def by_date(

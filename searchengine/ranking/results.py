@@ -24,6 +24,8 @@ class SearchResult:
             below what a real match scores in this collection (``ranking.calibration``);
             the same for every result of a query. ``None`` when not judged (an image
             query, or a collection too small to calibrate).
+        copies: the other paths of this photo in the collection (the same bytes), which
+            are not listed as results of their own.
     """
 
     id: int
@@ -36,6 +38,7 @@ class SearchResult:
     clip_score: float | None = None
     caption: str | None = None
     weak: bool | None = None
+    copies: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

@@ -39,6 +39,11 @@ class Result(BaseModel):
         "a real match scores in this collection (the page's `weak_below`); the same for "
         "every result. Null when not judged (image queries, tiny collections).",
     )
+    copies: list[str] = Field(
+        default_factory=list,
+        description="Other paths of the same photo (the same bytes) in the collection, not "
+        "listed as results of their own.",
+    )
     thumbnail: str = Field(description="URL of a small JPEG thumbnail.")
     preview: str = Field(description="URL of a screen-sized JPEG.")
     file: str = Field(description="URL of the original file.")
@@ -197,5 +202,6 @@ def result_body(r: SearchResult) -> Result:
         taken_at=r.taken_at,
         caption=r.caption,
         weak=r.weak,
+        copies=[display_path(c) for c in r.copies],
         **image_urls(r.id),
     )

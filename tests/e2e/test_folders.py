@@ -106,19 +106,22 @@ def test_a_collection_with_one_folder_twice_is_told_and_mended(world):
     assert f"folders     {link} (= {photos}: photos listed twice), {other}, {photos}\n" in shown
     notes = ok_json("status", *base(world))["folder_notes"]
     assert notes == {str(link): f"= {photos}: photos listed twice"}  # also in --json
-    assert len(found_paths(world)) == 54
+    # In the catalog twice (54 rows); in results once, the other name among its copies.
+    assert ok_json("status", *base(world))["images"] == 54
+    hits = ok_json("search", "a red circle", "-k", "100", *base(world))
+    assert len(hits) == 30 and sum(len(h["copies"]) for h in hits) == 24
 
     # The command as said, pasted; declined: nothing goes.
     asked = cli(*shlex.split(command)[1:], input="n\n")
     assert asked.exit_code == 1
     assert f"take {link} out of collection 'c' (24 photos)? The files stay on disk" in asked.output
-    assert len(found_paths(world)) == 54
+    assert ok_json("status", *base(world))["images"] == 54
 
     gone = ok_json("remove", "--folder", str(link), "--yes", *base(world))
     assert gone == [{"folders": [str(link)], "images": 24}]
-    paths = found_paths(world)
-    assert len(paths) == 30 == len(set(paths))
-    assert not any(p.startswith(str(link)) for p in paths)
+    hits = ok_json("search", "a red circle", "-k", "100", *base(world))
+    assert len(hits) == 30 and all(h["copies"] == [] for h in hits)
+    assert not any(h["path"].startswith(str(link)) for h in hits)
     assert roots(world) == [str(other), str(photos)]
     quiet = cli("index", *base(world))  # mended: no note, nothing to do
     assert quiet.exit_code == 0 and quiet.stderr == ""

@@ -14,6 +14,7 @@ from searchengine.catalog import OK, delete_images
 from searchengine.config import CATALOG_FILE
 from searchengine.errors import CollectionNotFoundError, ModelMismatchError, QueryError
 from searchengine.models.fake import FakeEncoder
+from searchengine.ranking import Query, TextTerm
 from searchengine.vectors import FaissIndex
 from searchengine.warmup import stored_model
 
@@ -137,13 +138,32 @@ def test_incremental_add_modify_rename_delete(coll, photos, encoder):
     assert paths(green)[0] == "red.jpg"  # its new content is what is searched
 
 
-def test_copy_reuses_the_vector(coll, photos, encoder):
+def test_copy_reuses_the_vector_and_is_one_result(coll, photos, encoder):
     coll.index([photos])
     shutil.copy(photos / "red.jpg", photos / "red-copy.jpg")
+    shutil.copy(photos / "red.jpg", photos / "trip" / "red-backup.jpg")
     encoded = encoder.images_encoded
     report = coll.index([photos])
-    assert report.added == 1 and encoder.images_encoded == encoded
-    assert sorted(paths(coll.search("red", k=2))) == ["red-copy.jpg", "red.jpg"]
+    assert report.added == 2 and encoder.images_encoded == encoded
+    assert coll.status().images == 5  # each path is indexed
+    # One photo, one result: its other paths are its copies, not results of their own
+    # (before, a backup copy filled the results with the same picture).
+    found = coll.search("red", k=3)
+    assert len(found) == 3 and len(set(paths(found))) == 3
+    assert found[0].path == str(photos / "red.jpg")
+    assert sorted(found[0].copies) == [
+        str(photos / "red-copy.jpg"),
+        str(photos / "trip" / "red-backup.jpg"),
+    ]
+    assert all(r.copies == () for r in found[1:])
+    red = (TextTerm("red"),)
+    pages = [r.id for r in coll.rank(Query(red, k=1)).results]  # pages join up
+    pages += [r.id for r in coll.rank(Query(red, k=1, offset=1)).results]
+    assert pages == [r.id for r in found[:2]]
+    # The example image's copies are left out with it: they are the same picture.
+    like = coll.similar(photos / "red-copy.jpg", k=5)
+    assert not {str(photos / "red.jpg"), str(photos / "red-copy.jpg")} & {r.path for r in like}
+    assert len(like) == 2 and all(r.copies == () for r in like)
 
 
 def test_failures_are_recorded_with_reasons(coll, photos):

@@ -122,11 +122,14 @@ SMALL_IVF = IndexPolicy(flat_max=200, min_ivf=100, nlist=4)  # 200+ vectors: IVF
 
 
 def small_ivf_world(tmp_path, photos: int, policy: IndexPolicy = SMALL_IVF) -> tuple[Path, Config]:
-    """``photos`` PNGs, the first 10 red, in a config whose policy makes 200+ vectors IVF4."""
+    """``photos`` PNGs, the first 10 red, in a config whose policy makes 200+ vectors IVF4.
+
+    The reds differ a little, so that they are ten photos, not one photo and its copies.
+    """
     rng = np.random.default_rng(0)
     folder = tmp_path / "photos"
     for i in range(photos):
-        colour = (250, 0, 0) if i < 10 else tuple(int(c) for c in rng.integers(0, 120, 3))
+        colour = (250 - i, 0, 0) if i < 10 else tuple(int(c) for c in rng.integers(0, 120, 3))
         solid(folder / f"{i:03d}.png", colour, fmt="PNG")
     config = Config(home=tmp_path / "idx", workers=2, batch_size=32, index_policy=policy)
     return folder, config

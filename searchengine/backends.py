@@ -36,17 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from searchengine.catalog_errors import reaching
-from searchengine.config import CATALOG_FILE
-from searchengine.errors import (
-    CatalogUnavailableError,
-    CollectionError,
-    ConfigError,
-)
+from searchengine.config import CATALOG_FILE, LOCATION_FILE
+from searchengine.errors import CatalogUnavailableError, CollectionError, ConfigError
 from searchengine.fsutil import atomic_write
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
-LOCATION_FILE = "catalog.json"  # in a collection's folder: where its catalog lives
 
 # PostgreSQL advisory locks of this application: the first key names the purpose,
 # the second the collection (a 31-bit hash of its schema name).

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 DEFAULT_COLLECTION = "default"
 CATALOG_FILE = "catalog.sqlite"  # a collection's SQLite catalog, in its folder under home
 INDEX_FILE = "vectors.faiss"  # its vector index, beside it
+LOCATION_FILE = "catalog.json"  # in a collection's folder: where a server catalog lives
 ENV_PREFIX = "SEARCHENGINE_"
 # A healthy read and decode of the largest image allowed (100 MP) takes seconds; far
 # past that a decoder (or the disk) is taken to hang, and the file is failed.
@@ -157,3 +158,10 @@ def collection_command(folder: Path, verb: str) -> str:
     home = folder.parent
     index_dir = "" if home == Config.home else f" --index-dir {shlex.quote(str(home))}"
     return f"searchengine {verb} -c {shlex.quote(folder.name)}{index_dir}"
+
+
+def user_cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """This user's cache folder for searchengine: ``$XDG_CACHE_HOME/searchengine``
+    (``~/.cache/searchengine``)."""
+    env = os.environ if env is None else env
+    return Path(env.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "searchengine"

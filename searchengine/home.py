@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from searchengine.backends import (
-    LOCATION_FILE,
     CatalogLocation,
     DatabaseLock,
     create_catalog_engine,
@@ -23,7 +22,7 @@ from searchengine.backends import (
 )
 from searchengine.catalog import open_catalog
 from searchengine.catalog_errors import reaching
-from searchengine.config import CATALOG_FILE, Config
+from searchengine.config import CATALOG_FILE, LOCATION_FILE, Config
 from searchengine.errors import (
     CatalogUnavailableError,
     CollectionError,

@@ -22,8 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from searchengine.backends import LOCATION_FILE
-from searchengine.config import CATALOG_FILE, INDEX_FILE, Config
+from searchengine.config import CATALOG_FILE, INDEX_FILE, LOCATION_FILE, Config
 from searchengine.ingest.plan import plan
 from searchengine.models.base import Encoder
 from searchengine.ranking import (

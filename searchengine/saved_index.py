@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from searchengine.catalog import Catalog, read_meta, trim_vector_log, write_meta
 from searchengine.catalog_errors import schema_gone
@@ -39,11 +40,20 @@ def read_state(folder: Path) -> tuple[int, int | None, str | None]:
     A file or a catalog from before catalogs had an identity has none: it is trusted,
     as it was.
     """
+    state = _read_state(folder)
+    try:
+        return int(state["batch"]), int(state["vectors"]), state.get("catalog")
+    except (ValueError, KeyError, TypeError):
+        return 0, None, None
+
+
+def _read_state(folder: Path) -> dict[str, Any]:
+    """What ``vectors.state.json`` in ``folder`` holds; empty if it holds nothing usable."""
     try:
         state = json.loads((folder / STATE_FILE).read_text())
-        return int(state["batch"]), int(state["vectors"]), state.get("catalog")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return 0, None, None
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
 
 
 def write_state(
@@ -145,7 +155,7 @@ class SavedIndex:
         """Whether the file is the one last recorded, not replaced or cut short since;
         a file never recorded (saved by an earlier release) is not."""
         if self.catalog.shared:
-            recorded = _recorded_file(self.folder)
+            recorded = _read_state(self.folder).get("file")
         else:
             recorded = self.catalog.get_meta(MetaKey.INDEX_FILE)
         version = self.version()
@@ -160,12 +170,3 @@ class SavedIndex:
 
 def _written(version: tuple[int, int, int]) -> str:
     return ":".join(str(v) for v in version)
-
-
-def _recorded_file(folder: Path) -> str | None:
-    """The index file in ``folder`` as ``write_state`` last recorded it, if it did."""
-    try:
-        file = json.loads((folder / STATE_FILE).read_text()).get("file")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return file if isinstance(file, str) else None

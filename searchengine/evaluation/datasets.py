@@ -31,6 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from searchengine.config import user_cache_dir
 from searchengine.errors import DatasetError
 
 __all__ = [
@@ -55,7 +56,7 @@ def default_cache_dir(env: dict[str, str] | None = None) -> Path:
     env = dict(os.environ) if env is None else env
     if folder := env.get(CACHE_ENV):
         return Path(folder).expanduser()
-    return Path(env.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "searchengine" / "bench"
+    return user_cache_dir(env) / "bench"
 
 
 @dataclass(frozen=True)

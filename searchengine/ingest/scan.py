@@ -9,6 +9,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+from searchengine.config import CATALOG_FILE, INDEX_FILE, LOCATION_FILE
+
 BASE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 )
@@ -24,8 +26,9 @@ SKIPPED_FOLDERS = frozenset(
     {"@eaDir", ".@__thumb", "#recycle", "@Recycle", "$RECYCLE.BIN", ".Trashes", ".Trash",
      "#snapshot", "@Recently-Snapshot"}
 )  # fmt: skip
-# A searchengine collection's folder (its thumbnails are JPEGs): not walked either.
-COLLECTION_FILES = ("vectors.faiss", ("catalog.sqlite", "catalog.json"))
+# A searchengine collection's folder (its thumbnails are JPEGs), not walked either, is
+# told by its index file beside a catalog file or a server catalog's note.
+_MARKERS = frozenset({INDEX_FILE, CATALOG_FILE, LOCATION_FILE})
 
 
 def image_extensions() -> frozenset[str]:
@@ -152,10 +155,6 @@ def _walk(folder: str, exts: frozenset[str], identity: tuple[int, int]) -> Itera
         stack.extend(reversed(new))
 
 
-_MARKERS = frozenset({COLLECTION_FILES[0], *COLLECTION_FILES[1]})
-
-
 def _collection(names: set[str]) -> bool:
-    """Whether a folder holding ``names`` is a searchengine collection's."""
-    index, catalogs = COLLECTION_FILES
-    return index in names and any(c in names for c in catalogs)
+    """Whether a folder holding ``names`` (of ``_MARKERS``) is a collection's."""
+    return INDEX_FILE in names and len(names) > 1

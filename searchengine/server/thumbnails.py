@@ -30,6 +30,7 @@ from typing import BinaryIO, Protocol
 from PIL import Image
 
 from searchengine.catalog import OK, Catalog, ImageRecord
+from searchengine.config import user_cache_dir
 from searchengine.errors import ImageError
 from searchengine.fsutil import atomic_write, content_hash
 from searchengine.ingest.decode import decode_bytes, decode_memory, open_image
@@ -116,9 +117,8 @@ class ThumbnailCache:
     def __init__(self, collection_folder: Path, budget: Budget | None = None) -> None:
         self.root = collection_folder / THUMBS_DIR
         if unwritable(collection_folder) or (self.root.exists() and unwritable(self.root)):
-            cache = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser()
             key = hashlib.blake2b(os.fsencode(collection_folder.resolve()), digest_size=8)
-            self.root = cache / "searchengine" / THUMBS_DIR / key.hexdigest()
+            self.root = user_cache_dir() / THUMBS_DIR / key.hexdigest()
         self.budget = budget
 
     def path(self, record: ImageRecord, size: str) -> Path:

@@ -44,7 +44,7 @@ for line in sys.stdin:
 """
 
 
-def verdicts(paths: Iterable[str], max_pixels: int, seconds: float = 30.0) -> dict[str, str]:
+def verdicts(paths: Iterable[str], max_pixels: int, seconds: float = 10.0) -> dict[str, str]:
     """``{path: "ok" or why not}`` for each path (regular files only)."""
     todo = list(paths)
     out: dict[str, str] = {}

@@ -7,4 +7,9 @@ scripts/install.sh
 scripts/install_browser.sh  # Debian's Chromium, for the `browser` tests
 scripts/install_postgres.sh  # Debian's PostgreSQL server, for the `postgres` tests
 scripts/lint.sh
-.venv/bin/python -m pytest "$@"
+# Two workers, a test file each at a time (its module fixtures stay in one worker): much
+# of the suite waits on child processes, servers and the network, so two workers take
+# ~0.6 of one's time on two cores. SEARCHENGINE_TEST_WORKERS=0 runs it in this process
+# (needed for -s to show what tests print); a later -n in the arguments wins too.
+workers=${SEARCHENGINE_TEST_WORKERS:-$(( $(nproc) >= 2 ? 2 : 0 ))}
+.venv/bin/python -m pytest -n "$workers" --dist loadfile "$@"

@@ -41,6 +41,7 @@ from searchengine.folders import (
 )
 from searchengine.identity import check_encoder_precision, check_identity
 from searchengine.index_choice import IndexPolicy
+from searchengine.ingest.exclude import parse_saved, saved_value, updated
 from searchengine.ingest.run import Ingest
 from searchengine.ingest.write import IndexReport
 from searchengine.models import Encoder, load_encoder, parse_model_spec
@@ -201,7 +202,12 @@ class Collection(Searching):
 
     # -- commands ---------------------------------------------------------------
     def index(
-        self, paths: Iterable[str | Path] = (), progress: Progress | None = None
+        self,
+        paths: Iterable[str | Path] = (),
+        progress: Progress | None = None,
+        *,
+        exclude: Iterable[str] = (),
+        no_exclude: Iterable[str] = (),
     ) -> IndexReport:
         """Embed new and changed images under ``paths`` (default: the known roots).
 
@@ -209,8 +215,15 @@ class Collection(Searching):
         (recognised by content hash), deleted files leave catalog and index. A known
         folder that is gone or holds no image keeps its photos (an unplugged drive;
         ``ingest.plan.plan``), and ``report.notes`` names it.
+
+        ``exclude`` adds patterns of what every walk of the collection's folders leaves
+        out, from this run on, and ``no_exclude`` drops saved ones (``ingest.exclude``);
+        indexed photos that the patterns now cover leave the collection
+        (``report.excluded``), and the files stay where they are.
         """
         self.store.check_writable()
+        saved = self.exclusions()
+        patterns = updated(saved, exclude, no_exclude)
         roots = [os.path.abspath(p) for p in paths]
         for root in roots:
             if not os.path.lexists(root):  # a broken link named here gets a verdict
@@ -227,6 +240,8 @@ class Collection(Searching):
             )
         run = self._ingest(progress)  # an engine that cannot run says so before any work
         with space_for(self.folder, "collections"), self.store.writing():
+            if patterns != saved:
+                self.catalog.set_meta({MetaKey.EXCLUDE: saved_value(patterns)})
             refused = self._settle_precision(roots)
             report = run.run(roots)
             report.precision = self.precision
@@ -235,6 +250,10 @@ class Collection(Searching):
             self._adapt()
             self._calibrate_after(report)
             return report
+
+    def exclusions(self) -> list[str]:
+        """The patterns every walk of the collection's folders leaves out."""
+        return parse_saved(self.catalog.get_meta(MetaKey.EXCLUDE))
 
     def _ingest(self, progress: Progress | None) -> Ingest:
         """The ingest engine the config asks for: this process, or a Ray cluster."""
@@ -347,7 +366,7 @@ class Collection(Searching):
 
     def _calibrate_after(self, report: IndexReport) -> None:
         """Store the weak-match line when the run changed the index, or none fits."""
-        changed = report.added + report.updated + report.moved + report.removed
+        changed = report.added + report.updated + report.moved + report.removed + report.excluded
         # "" records a collection too small to calibrate; a method or model other than
         # the current ones is stale.
         raw = self.catalog.get_meta(MetaKey.CALIBRATION)

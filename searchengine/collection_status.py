@@ -44,6 +44,7 @@ class CollectionStatus:
     # drive unplugged), "= OTHER: photos listed twice" (another folder's other name).
     folder_notes: dict[str, str] = field(default_factory=dict)
     damaged: str | None = None  # why the vector index file cannot be read, if it cannot
+    exclude: list[str] = field(default_factory=list)  # what walks of ``roots`` leave out
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -91,6 +92,7 @@ def collection_status(collection: Collection) -> CollectionStatus:
         read_only=collection.catalog.read_only,
         folder_notes=folder_notes(roots),
         damaged=damaged,
+        exclude=collection.exclusions(),
     )
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from searchengine.config import CATALOG_FILE, INDEX_FILE, LOCATION_FILE, Config
+from searchengine.ingest.exclude import Exclusions, parse_saved
 from searchengine.ingest.plan import plan
 from searchengine.models.base import Encoder
 from searchengine.ranking import (
@@ -94,8 +95,9 @@ def _changed(rows: SqliteRows) -> bool:
     roots = rows.roots()
     if not roots or rows.meta(MetaKey.LAST_BATCH) != rows.meta(MetaKey.INDEX_BATCH):
         return True  # the full path refreshes, or says what is wrong
-    diff = plan(rows.file_states(), roots)
-    return bool(diff.candidates or diff.missing)
+    exclusions = Exclusions(parse_saved(rows.meta(MetaKey.EXCLUDE)))
+    diff = plan(rows.file_states(), roots, exclusions=exclusions)
+    return bool(diff.candidates or diff.missing or diff.excluded)
 
 
 def _record(row: tuple[Any, ...]) -> ImageRecord:

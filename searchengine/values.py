@@ -48,6 +48,7 @@ class MetaKey:
     # cut short since (a restored backup, a partial copy) is read and checked in full.
     INDEX_FILE = "index_file"
     CALIBRATION = "calibration"  # what a real match scores (ranking.calibration, JSON)
+    EXCLUDE = "exclude"  # what every walk of the folders leaves out (ingest.exclude, JSON)
     # A shared catalog's identity (random hex), recorded beside each host's index file:
     # a file made for an earlier catalog of the same name is then never mistaken for one
     # of this catalog, whose image ids start again from 1.

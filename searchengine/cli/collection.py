@@ -29,6 +29,7 @@ from searchengine.cli.common import (
 )
 from searchengine.cli.where import print_located, region_options, where_options
 from searchengine.fsutil import human_size
+from searchengine.ingest.exclude import clean_pattern
 from searchengine.models.blip import DEFAULT_CAPTION_MODEL
 from searchengine.values import ENGINES, PRECISIONS, RUNTIMES, SORTS
 
@@ -100,6 +101,24 @@ runtime_option = click.option(
     "SEARCHENGINE_RAY_ADDRESS; default auto: start Ray on this machine]. Every node must "
     "see the photos at the same paths.",
 )
+@click.option(
+    "--exclude",
+    "exclude",
+    multiple=True,
+    metavar="PATTERN",
+    help="Leave out files and folders that match, in this run and every later one (the "
+    "collection keeps the patterns; `status` lists them). A name or glob matches at any "
+    "depth ('Raw', '*.tif'), a pattern with a / matches the path below the folder "
+    "('2019/private'); case does not matter. Photos already indexed that match leave the "
+    "collection; the files stay. Repeatable.",
+)
+@click.option(
+    "--no-exclude",
+    "no_exclude",
+    multiple=True,
+    metavar="PATTERN",
+    help="Stop leaving out what a saved --exclude PATTERN matches. Repeatable.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def index(
     paths: Sequence[Path],
@@ -115,6 +134,8 @@ def index(
     precision: str | None,
     engine: str | None,
     ray_address: str | None,
+    exclude: tuple[str, ...],
+    no_exclude: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Embed every image under PATHS into a collection.
@@ -129,6 +150,7 @@ def index(
       searchengine index ~/Pictures ~/Phone --collection family --model ViT-B-32:openai
       searchengine index --collection family          # refresh known folders
       searchengine index ~/Pictures --collection fast --precision int8
+      searchengine index ~/Pictures --exclude Screenshots --exclude '*.tif'
       searchengine index ~/Pictures -m ViT-B-32:openai \\
           -m hf-hub:UCSC-VLAA/ViT-L-14-CLIPS-Recap-DataComp-1B   # + rerank vectors
       searchengine index /mnt/photos -c team --database-url postgresql://me@db/photos
@@ -138,6 +160,8 @@ def index(
         if not os.path.lexists(path):
             raise click.BadParameter(f"no such file or folder: {path}", param_hint="PATHS")
     with errors():
+        for pattern in exclude:  # said before a model loads
+            clean_pattern(pattern)
         model = models[0] if models else None
         config = make_config(
             index_dir,
@@ -153,7 +177,9 @@ def index(
             ray_address=ray_address,
         )
         with open_for_ingest(collection, config, model) as coll:
-            report = coll.index(paths, progress=TqdmProgress("indexing"))
+            report = coll.index(
+                paths, progress=TqdmProgress("indexing"), exclude=exclude, no_exclude=no_exclude
+            )
             precomputed = {
                 extra: coll.precompute(extra, progress=TqdmProgress(f"caching {extra}"))
                 for extra in models[1:]
@@ -167,8 +193,9 @@ def index(
     rate = f" ({report.embedded / report.seconds:.1f} images/s)" if report.embedded else ""
     click.echo(
         f"added {report.added}, updated {report.updated}, moved {report.moved}, "
-        f"unchanged {report.unchanged}, removed {report.removed}, failed {report.failed} "
-        f"in {report.seconds:.1f} s{rate}"
+        f"unchanged {report.unchanged}, removed {report.removed}, failed {report.failed}"
+        + (f", excluded {report.excluded}" if report.excluded else "")
+        + f" in {report.seconds:.1f} s{rate}"
     )
     for extra, count in precomputed.items():
         click.echo(f"cached {count} new {extra} vectors for reranking")
@@ -418,6 +445,8 @@ def status(
         f"\ncatalog     {info.backend}: {info.catalog} ({human_size(info.catalog_bytes)})"
         f"\nsize        {human_size(info.size_bytes)}\nfolders     {folders or '-'}"
     )
+    if info.exclude:
+        click.echo(f"excluded    {', '.join(terminal_path(p) for p in info.exclude)}")
     if info.read_only:
         click.echo(f"writable    no: {info.read_only} (searching works; index is refused)")
     if info.damaged:

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from searchengine.fsutil import folder_prefix, under
+from searchengine.ingest.exclude import Exclusions
 from searchengine.ingest.scan import FileEntry, scan
 
 
@@ -26,12 +27,16 @@ class IngestPlan:
     # it exists, rows kept). See ``plan``.
     away: dict[str, tuple[bool, int]] = field(default_factory=dict)
     kept: dict[str, int] = field(default_factory=dict)  # ids of those rows, by path
+    # Rows whose file is there but now left out by the collection's ``--exclude``
+    # patterns: they leave the collection as ``missing`` ones do, counted apart.
+    excluded: dict[str, int] = field(default_factory=dict)
 
 
 def plan(
     file_states: Mapping[str, tuple[int, int, int]],
     roots: Sequence[str],
     elsewhere: Sequence[str] = (),
+    exclusions: Exclusions | None = None,
 ) -> IngestPlan:
     """Scan ``roots`` and compare with the catalog's ``path -> (id, size, mtime_ns)``.
 
@@ -45,6 +50,8 @@ def plan(
     a moved file's source (``kept``): a drive mounted again at another path moves.
     So are the rows under the collection's other folders (``elsewhere``, not walked
     in this run) that are gone: ``index /media/usb1`` finds what was ``/media/usb``.
+    What ``exclusions`` leave out is not walked; a folder where they left something
+    out is not away, and its rows that they cover are ``excluded``.
     """
     prefixes = tuple(folder_prefix(r) for r in roots)
     root_set = set(roots)
@@ -61,7 +68,8 @@ def plan(
     found = {}
     for root in roots:
         count = 0
-        for entry in scan([root]):
+        left_out: list[str] = []
+        for entry in scan([root], exclusions=exclusions, left_out=left_out):
             count += 1
             state = unseen.pop(entry.path, None)
             if state is not None and state[1] == entry.size and state[2] == entry.mtime_ns:
@@ -70,12 +78,16 @@ def plan(
                 candidates.append(entry)
             if nested:
                 seen.add(entry.path)
-        found[root] = count
+        found[root] = count + len(left_out)
     away = _away(roots, found, unseen)
     missing: dict[str, int] = {}
     kept: dict[str, int] = {}
+    excluded: dict[str, int] = {}
     away_prefixes = tuple(folder_prefix(r) for r in away)
     for path, state in unseen.items():
+        if exclusions and exclusions.covers(path, roots):
+            excluded[path] = state[0]
+            continue
         is_away = bool(away) and (path in away or path.startswith(away_prefixes))
         (kept if is_away else missing)[path] = state[0]
     gone = [r for r in elsewhere if r not in root_set and not os.path.exists(r)]
@@ -84,7 +96,7 @@ def plan(
         for path, state in file_states.items():
             if path not in states and (path in gone or path.startswith(inside)):
                 kept[path] = state[0]
-    return IngestPlan(candidates, states, missing, unchanged, away, kept)
+    return IngestPlan(candidates, states, missing, unchanged, away, kept, excluded)
 
 
 def _away(

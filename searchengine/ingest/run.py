@@ -24,6 +24,7 @@ import numpy as np
 
 from searchengine.config import DEFAULT_LOAD_SECONDS, default_workers
 from searchengine.ingest import inflight
+from searchengine.ingest.exclude import Exclusions, parse_saved
 from searchengine.ingest.load import (
     Item,
     Jpeg,
@@ -39,6 +40,7 @@ from searchengine.ingest.write import IndexReport, Writer
 from searchengine.models.base import Encoder, TensorEncoder, image_lanes
 from searchengine.progress import NoProgress, Progress
 from searchengine.store import Store
+from searchengine.values import MetaKey
 
 
 def default_batch_size(device: str, lanes: int = 1) -> int:
@@ -103,7 +105,8 @@ class Ingest:
         """Index ``roots``: embed new and changed files, drop deleted ones."""
         started = time.monotonic()
         catalog = self.store.catalog
-        diff = plan(catalog.file_states(), roots, catalog.roots())
+        exclusions = Exclusions(parse_saved(catalog.get_meta(MetaKey.EXCLUDE)))
+        diff = plan(catalog.file_states(), roots, catalog.roots(), exclusions)
         self.writer = writer = Writer(self.store, diff)
         encoder = None
         journal = self.store.folder / inflight.JOURNAL_FILE

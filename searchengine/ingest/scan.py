@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from searchengine.config import CATALOG_FILE, INDEX_FILE, LOCATION_FILE
+from searchengine.fsutil import folder_prefix
+from searchengine.ingest.exclude import Exclusions
 
 BASE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -48,7 +50,10 @@ class FileEntry(NamedTuple):
 
 
 def scan(
-    roots: Iterable[str | Path], extensions: frozenset[str] | None = None
+    roots: Iterable[str | Path],
+    extensions: frozenset[str] | None = None,
+    exclusions: Exclusions | None = None,
+    left_out: list[str] | None = None,
 ) -> Iterator[FileEntry]:
     """Yield every image file under ``roots``; a root that is not a folder is yielded too.
 
@@ -58,8 +63,9 @@ def scan(
     always considered, whatever its name, so that it gets a verdict (a FIFO, a
     device, a broken link or a text file named on the command line is recorded with
     a reason, not skipped). Below a root, ``SKIPPED_FOLDERS`` and searchengine's own
-    collection folders are not walked. Entries that vanish during the walk are
-    skipped.
+    collection folders are not walked, nor what ``exclusions`` (the collection's
+    ``index --exclude`` patterns) leave out; the paths of those it met go to
+    ``left_out``. Entries that vanish during the walk are skipped.
     """
     exts = image_extensions() if extensions is None else extensions
     for root in roots:
@@ -71,7 +77,7 @@ def scan(
                 yield FileEntry(root, 0, 0, _link_failure(exc))
             continue
         if stat.S_ISDIR(st.st_mode):
-            yield from _walk(root, exts, (st.st_dev, st.st_ino))
+            yield from _walk(root, exts, (st.st_dev, st.st_ino), exclusions or None, left_out)
         else:
             yield _checked(root, st)
 
@@ -117,13 +123,21 @@ def _extension(name: str) -> str:
     return name[dot:].lower()
 
 
-def _walk(folder: str, exts: frozenset[str], identity: tuple[int, int]) -> Iterator[FileEntry]:
+def _walk(
+    folder: str,
+    exts: frozenset[str],
+    identity: tuple[int, int],
+    exclusions: Exclusions | None,
+    left_out: list[str] | None,
+) -> Iterator[FileEntry]:
     # An explicit stack of scandir iterators: os.scandir gives type and stat from the
     # directory read itself, which keeps an unchanged re-run close to a bare walk.
     # A folder met again under another name (a bind mount of one inside the tree) is
     # walked once, or every photo in it would be listed twice: one lstat a folder.
     walked = {identity}  # ``folder``'s (device, inode), and each folder's below it
     stack = [folder]
+    prefix = folder_prefix(folder)
+    leaves_out = exclusions.matcher(prefix) if exclusions else None
     while stack:
         current = stack.pop()
         try:
@@ -135,9 +149,15 @@ def _walk(folder: str, exts: frozenset[str], identity: tuple[int, int]) -> Itera
                         if entry.is_dir(follow_symlinks=False):
                             if name in SKIPPED_FOLDERS or name.startswith(".Trash-"):
                                 continue
+                            if leaves_out is not None and leaves_out(entry.path, name):
+                                _note(left_out, entry.path)
+                                continue
                             info = entry.stat(follow_symlinks=False)
                             subdirs.append((entry.path, (info.st_dev, info.st_ino)))
                         elif _extension(name) in exts and not name.startswith("._"):
+                            if leaves_out is not None and leaves_out(entry.path, name):
+                                _note(left_out, entry.path)
+                                continue
                             yield _entry(entry)
                         elif name in _MARKERS:
                             files.add(name)
@@ -153,6 +173,11 @@ def _walk(folder: str, exts: frozenset[str], identity: tuple[int, int]) -> Itera
                 walked.add(key)
                 new.append(path)
         stack.extend(reversed(new))
+
+
+def _note(left_out: list[str] | None, path: str) -> None:
+    if left_out is not None:
+        left_out.append(path)
 
 
 def _collection(names: set[str]) -> bool:

@@ -35,6 +35,7 @@ class IndexReport:
     unchanged: int = 0
     removed: int = 0
     failed: int = 0
+    excluded: int = 0  # rows of files left out by the collection's --exclude patterns
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
     precision: str = "fp32"  # the image tower the collection embeds with
@@ -60,6 +61,7 @@ class Writer:
         self._missing = dict(plan.missing)
         self._away = plan.away
         self._kept = dict(plan.kept)  # rows of folders away: moved from, never removed
+        self._excluded = list(plan.excluded.values())
         self._claimed: set[int] = set()
         self._by_hash: dict[str, ImageRecord] = {}
         if plan.candidates:  # an unchanged re-run reads no more of the catalog
@@ -81,7 +83,8 @@ class Writer:
                 self._apply(batch, item, vector)
 
     def remove_missing(self) -> None:
-        """Drop the rows whose files are gone (and were not moved); name folders away."""
+        """Drop the rows whose files are gone (and were not moved) or now left out;
+        name folders away."""
         shared = self.store.catalog.shared
         for folder, (exists, _) in self._away.items():
             kept = sum(1 for path in self._kept if under(path, folder))
@@ -89,11 +92,12 @@ class Writer:
                 note = away_note(self.store.folder, folder, exists, kept, shared)
                 self.report.notes.append(note)
         ids = list(self._missing.values())
-        if not ids:
+        if not ids and not self._excluded:
             return
         with self.store.batch() as batch:  # every change to the images table is a batch
-            batch.remove(ids)
+            batch.remove(ids + self._excluded)
         self.report.removed += len(ids)
+        self.report.excluded += len(self._excluded)
 
     def _apply(self, batch: Batch, item: Item, vector: np.ndarray | None) -> None:
         entry = item.entry

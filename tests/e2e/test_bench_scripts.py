@@ -171,3 +171,17 @@ def test_check_int8_bits_compares_both_builds_through_the_product_check(
         assert now["passed"] and now["mean_cosine"] >= 0.99  # the product's build
         assert model["fp32_ms"] > 0 and first["ms"] > 0 and now["ms"] > 0
     assert done.stdout.startswith("CPU: ") and "| toy-large |" in done.stdout
+
+
+def test_bench_walk_times_every_case_over_the_same_tree(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench_walk.py"), "--files", "250", "--rounds", "2",
+         "--json"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    cases = result["cases"]
+    assert result["files"] == 250 and set(cases) >= {"no patterns", "3 names", "3 patterns"}
+    assert cases["no patterns"]["ratio"] == 1.0
+    assert all(c["median_s"] > 0 and c["min_s"] <= c["median_s"] for c in cases.values())

@@ -22,6 +22,7 @@ import numpy as np
 
 from searchengine.errors import CollectionError, ImageError
 from searchengine.ingest.decode import decode_file
+from searchengine.ingest.exclude import Exclusions
 from searchengine.ingest.scan import scan
 from searchengine.models.base import Encoder
 from searchengine.models.onnx import OnnxClipEncoder
@@ -87,6 +88,7 @@ def settle(
     encoder: Callable[[], Encoder],
     roots: Sequence[str],
     loaded: Encoder | None = None,
+    exclusions: Exclusions | None = None,
 ) -> tuple[str, Verdict | None]:
     """The tower to embed with, checking the int8 one first where it is asked for.
 
@@ -100,6 +102,7 @@ def settle(
         roots: the collection's folders: the check's sample is drawn from them.
         loaded: the model as already loaded, whatever its image tower: where its
             export has a stored verdict, that answers without loading ``encoder``.
+        exclusions: what the collection leaves out of its folders (not sampled).
 
     Returns:
         The precision and, when int8 was asked for or is recorded, its check (where
@@ -115,7 +118,7 @@ def settle(
     if stored != INT8 and (stored is not None or wanted != INT8):
         return stored or FP32, None
     found = read_verdict(loaded.folder) if isinstance(loaded, OnnxClipEncoder) else None
-    check = found or _check(encoder(), roots)
+    check = found or _check(encoder(), roots, exclusions)
     if check.passed:
         return INT8, check
     if stored == INT8:
@@ -127,20 +130,25 @@ def settle(
     return FP32, check
 
 
-def _check(model: Encoder, roots: Sequence[str]) -> Verdict:
+def _check(model: Encoder, roots: Sequence[str], exclusions: Exclusions | None) -> Verdict:
     if not isinstance(model, OnnxClipEncoder):
         runs = f"{getattr(model, 'runtime', 'torch')} on {model.device}"
         return Verdict(False, 0, 0.0, 0.0, None, f"only ONNX Runtime runs it ({runs} here)")
     found = read_verdict(model.folder)
     if found is not None:
         return found
-    return prepare_int8(model, sample_pixels(roots, model))
+    return prepare_int8(model, sample_pixels(roots, model, exclusions=exclusions))
 
 
-def sample_pixels(roots: Sequence[str], model: Encoder, size: int = SAMPLE) -> np.ndarray:
+def sample_pixels(
+    roots: Sequence[str],
+    model: Encoder,
+    size: int = SAMPLE,
+    exclusions: Exclusions | None = None,
+) -> np.ndarray:
     """Up to ``size`` photos under ``roots``, spread over the first few hundred files,
     decoded and preprocessed as ingest does; files that fail to decode are skipped."""
-    entries = list(itertools.islice(scan(roots), 8 * size))
+    entries = list(itertools.islice(scan(roots, exclusions=exclusions), 8 * size))
     step = max(1, len(entries) // (2 * size))
     pixels = []
     for entry in entries[::step]:

@@ -128,3 +128,23 @@ def test_patterns_are_saved_added_and_dropped():
     odd = ["a\nb", "caf\udce9"]
     assert parse_saved(saved_value(odd)) == odd
     assert parse_saved(None) == [] and parse_saved("") == []
+
+
+def test_the_int8_check_samples_none_of_what_is_left_out(tmp_path):
+    """The int8 tower is checked on the collection's own photos: not on a folder the
+    collection leaves out."""
+    from PIL import Image
+
+    from searchengine.models import load_encoder
+    from searchengine.precision import sample_pixels
+
+    for folder, colour, count in [("keep", (200, 30, 30), 3), ("Raw", (30, 30, 200), 5)]:
+        (tmp_path / folder).mkdir()
+        for i in range(count):
+            Image.new("RGB", (80, 60), colour).save(tmp_path / folder / f"{i}.png")
+    encoder = load_encoder("toy", "cpu", "torch")
+    every = sample_pixels([str(tmp_path)], encoder, size=8)
+    kept = sample_pixels([str(tmp_path)], encoder, size=8, exclusions=Exclusions(["raw"]))
+    assert len(every) == 8 and len(kept) == 3
+    want = encoder.preprocess(Image.new("RGB", (80, 60), (200, 30, 30)))
+    assert all(abs(pixels - want).max() < 1e-5 for pixels in kept)

@@ -20,11 +20,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from searchengine.config import CATALOG_FILE, INDEX_FILE, LOCATION_FILE, Config
 from searchengine.ingest.exclude import Exclusions, parse_saved
 from searchengine.ingest.plan import plan
+from searchengine.ingest.scan import missing_codecs_note
 from searchengine.models.base import Encoder
 from searchengine.ranking import (
     Calibration,
@@ -89,15 +90,23 @@ class SqliteRows:
         return None if row is None else _record(row)
 
 
-def _changed(rows: SqliteRows) -> bool:
+def _changed(rows: SqliteRows) -> tuple[bool, list[str]]:
     """Whether indexing the collection's folders now would change anything (including
-    replaying batches a killed run committed but did not save in the index file)."""
+    replaying batches a killed run committed but did not save in the index file), and
+    what such a run would say even so (photos this installation cannot read)."""
     roots = rows.roots()
     if not roots or rows.meta(MetaKey.LAST_BATCH) != rows.meta(MetaKey.INDEX_BATCH):
-        return True  # the full path refreshes, or says what is wrong
+        return True, []  # the full path refreshes, or says what is wrong
     exclusions = Exclusions(parse_saved(rows.meta(MetaKey.EXCLUDE)))
     diff = plan(rows.file_states(), roots, exclusions=exclusions)
-    return bool(diff.candidates or diff.missing or diff.excluded)
+    note = missing_codecs_note(diff.unreadable)
+    return bool(diff.candidates or diff.missing or diff.excluded), [note] if note else []
+
+
+class Unchanged(NamedTuple):
+    """What ``OneShot.update`` found: nothing to index; ``notes`` as ``IndexReport``'s."""
+
+    notes: list[str]
 
 
 def _record(row: tuple[Any, ...]) -> ImageRecord:
@@ -112,10 +121,13 @@ class OneShot:
     Use ``OneShot.open``, which says None wherever the full ``Collection`` is needed.
     """
 
-    def __init__(self, rows: SqliteRows, index: FaissIndex, encoder: Encoder) -> None:
+    def __init__(
+        self, rows: SqliteRows, index: FaissIndex, encoder: Encoder, notes: Sequence[str] = ()
+    ) -> None:
         self.rows = rows
         self.index = index
         self.encoder = encoder
+        self._notes = list(notes)  # what the refresh check found to say
 
     def calibration(self) -> Calibration | None:
         """The weak-match line ``Collection.calibration`` would use: the stored one when
@@ -151,13 +163,20 @@ class OneShot:
                 and (rows.meta(MetaKey.PRECISION) or "fp32")
                 == getattr(encoder, "precision", "fp32")
             )
-            same = same and not (refresh and _changed(rows))
+            notes: list[str] = []
+            if same and refresh:
+                changed, notes = _changed(rows)
+                same = not changed
         except sqlite3.Error:
             return None
         if not same:
             rows.close()
             return None
-        return cls(rows, FaissIndex.load(index_file), encoder)
+        return cls(rows, FaissIndex.load(index_file), encoder, notes)
+
+    def update(self, progress: object = None) -> Unchanged:
+        """``Collection.update`` where ``open(refresh=True)`` found nothing to index."""
+        return Unchanged(self._notes)
 
     def vectors(self) -> FaissIndex:
         """The collection's vector index, as ``Collection.vectors``."""

@@ -77,6 +77,17 @@ def open_image(data: bytes) -> Image.Image:
 
 
 @lru_cache(maxsize=1)
+def avif_available() -> bool:
+    """Whether this Pillow reads AVIF (its own plugin: wheels from 11.3 on)."""
+    from PIL import features
+
+    try:
+        return bool(features.check("avif"))
+    except ValueError:  # a Pillow that does not know the feature at all
+        return False
+
+
+@lru_cache(maxsize=1)
 def heif_available() -> bool:
     """Register the HEIC/HEIF opener when the optional pillow-heif is installed."""
     try:

@@ -30,6 +30,8 @@ class IngestPlan:
     # Rows whose file is there but now left out by the collection's ``--exclude``
     # patterns: they leave the collection as ``missing`` ones do, counted apart.
     excluded: dict[str, int] = field(default_factory=dict)
+    # Photos met that this installation cannot read, by extension (``scan``).
+    unreadable: dict[str, int] = field(default_factory=dict)
 
 
 def plan(
@@ -66,10 +68,12 @@ def plan(
     seen: set[str] = set()
     unchanged = 0
     found = {}
+    unreadable: dict[str, int] = {}
     for root in roots:
         count = 0
         left_out: list[str] = []
-        for entry in scan([root], exclusions=exclusions, left_out=left_out):
+        walk = scan([root], exclusions=exclusions, left_out=left_out, unreadable=unreadable)
+        for entry in walk:
             count += 1
             state = unseen.pop(entry.path, None)
             if state is not None and state[1] == entry.size and state[2] == entry.mtime_ns:
@@ -96,7 +100,7 @@ def plan(
         for path, state in file_states.items():
             if path not in states and (path in gone or path.startswith(inside)):
                 kept[path] = state[0]
-    return IngestPlan(candidates, states, missing, unchanged, away, kept, excluded)
+    return IngestPlan(candidates, states, missing, unchanged, away, kept, excluded, unreadable)
 
 
 def _away(

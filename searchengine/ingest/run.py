@@ -34,7 +34,7 @@ from searchengine.ingest.load import (
     stack_pixels,
 )
 from searchengine.ingest.plan import plan
-from searchengine.ingest.scan import FileEntry
+from searchengine.ingest.scan import FileEntry, missing_codecs_note
 from searchengine.ingest.tensor_decode import TensorPreprocessor, tensor_decode_available
 from searchengine.ingest.write import IndexReport, Writer
 from searchengine.models.base import Encoder, TensorEncoder, image_lanes
@@ -108,6 +108,9 @@ class Ingest:
         exclusions = Exclusions(parse_saved(catalog.get_meta(MetaKey.EXCLUDE)))
         diff = plan(catalog.file_states(), roots, catalog.roots(), exclusions)
         self.writer = writer = Writer(self.store, diff)
+        codecs = missing_codecs_note(diff.unreadable)
+        if codecs:
+            writer.report.notes.append(codecs)
         encoder = None
         journal = self.store.folder / inflight.JOURNAL_FILE
         if diff.candidates:

@@ -17,6 +17,11 @@ BASE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 )
 HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
+AVIF_EXTENSIONS = frozenset({".avif"})
+# Photos of a format this installation may lack the decoder for: a walk without it
+# counts them (``scan``'s ``unreadable``), so that ``index`` can say what to install
+# instead of leaving them out without a word (an iPhone library is mostly HEIC).
+CODEC_EXTENSIONS = HEIF_EXTENSIONS | AVIF_EXTENSIONS
 
 
 # Folders below a root that hold no photos of the user's own, by name: NAS thumbnails
@@ -34,10 +39,37 @@ _MARKERS = frozenset({INDEX_FILE, CATALOG_FILE, LOCATION_FILE})
 
 
 def image_extensions() -> frozenset[str]:
-    """Extensions indexed: HEIC/HEIF only when pillow-heif is installed."""
-    from searchengine.ingest.decode import heif_available
+    """Extensions indexed: HEIC/HEIF only when pillow-heif is installed, AVIF only when
+    Pillow reads it (its wheels do from 11.3 on)."""
+    from searchengine.ingest.decode import avif_available, heif_available
 
-    return BASE_EXTENSIONS | HEIF_EXTENSIONS if heif_available() else BASE_EXTENSIONS
+    found = BASE_EXTENSIONS
+    if heif_available():
+        found |= HEIF_EXTENSIONS
+    if avif_available():
+        found |= AVIF_EXTENSIONS
+    return found
+
+
+def missing_codecs_note(unreadable: dict[str, int]) -> str | None:
+    """What ``index`` says of the photos a walk met that this installation cannot read
+    (``scan``'s ``unreadable``: count by extension); None when there were none."""
+    heif = sum(n for ext, n in unreadable.items() if ext in HEIF_EXTENSIONS)
+    avif = sum(n for ext, n in unreadable.items() if ext in AVIF_EXTENSIONS)
+    parts = []
+    if heif:
+        parts.append(
+            f"{heif} HEIC/HEIF photo{'s' if heif != 1 else ''} left out: reading them needs "
+            "pillow-heif (pip install 'searchengine[heif]')"
+        )
+    if avif:
+        parts.append(
+            f"{avif} AVIF photo{'s' if avif != 1 else ''} left out: reading them needs "
+            "Pillow 11.3 or newer (pip install -U pillow)"
+        )
+    if not parts:
+        return None
+    return "; ".join(parts) + "; the next index adds them"
 
 
 class FileEntry(NamedTuple):
@@ -54,6 +86,7 @@ def scan(
     extensions: frozenset[str] | None = None,
     exclusions: Exclusions | None = None,
     left_out: list[str] | None = None,
+    unreadable: dict[str, int] | None = None,
 ) -> Iterator[FileEntry]:
     """Yield every image file under ``roots``; a root that is not a folder is yielded too.
 
@@ -65,7 +98,9 @@ def scan(
     a reason, not skipped). Below a root, ``SKIPPED_FOLDERS`` and searchengine's own
     collection folders are not walked, nor what ``exclusions`` (the collection's
     ``index --exclude`` patterns) leave out; the paths of those it met go to
-    ``left_out``. Entries that vanish during the walk are skipped.
+    ``left_out``. Photos of a format this installation cannot read (``CODEC_EXTENSIONS``
+    outside ``extensions``) are counted in ``unreadable``, by extension. Entries that
+    vanish during the walk are skipped.
     """
     exts = image_extensions() if extensions is None else extensions
     for root in roots:
@@ -77,7 +112,9 @@ def scan(
                 yield FileEntry(root, 0, 0, _link_failure(exc))
             continue
         if stat.S_ISDIR(st.st_mode):
-            yield from _walk(root, exts, (st.st_dev, st.st_ino), exclusions or None, left_out)
+            yield from _walk(
+                root, exts, (st.st_dev, st.st_ino), exclusions or None, left_out, unreadable
+            )
         else:
             yield _checked(root, st)
 
@@ -129,6 +166,7 @@ def _walk(
     identity: tuple[int, int],
     exclusions: Exclusions | None,
     left_out: list[str] | None,
+    unreadable: dict[str, int] | None,
 ) -> Iterator[FileEntry]:
     # An explicit stack of scandir iterators: os.scandir gives type and stat from the
     # directory read itself, which keeps an unchanged re-run close to a bare walk.
@@ -138,6 +176,8 @@ def _walk(
     stack = [folder]
     prefix = folder_prefix(folder)
     leaves_out = exclusions.matcher(prefix) if exclusions else None
+    cannot_read = CODEC_EXTENSIONS - exts if unreadable is not None else frozenset()
+    counts = unreadable if unreadable is not None else {}
     while stack:
         current = stack.pop()
         try:
@@ -154,13 +194,16 @@ def _walk(
                                 continue
                             info = entry.stat(follow_symlinks=False)
                             subdirs.append((entry.path, (info.st_dev, info.st_ino)))
-                        elif _extension(name) in exts and not name.startswith("._"):
+                        elif (ext := _extension(name)) in exts and not name.startswith("._"):
                             if leaves_out is not None and leaves_out(entry.path, name):
                                 _note(left_out, entry.path)
                                 continue
                             yield _entry(entry)
                         elif name in _MARKERS:
                             files.add(name)
+                        elif ext in cannot_read and not name.startswith("._"):
+                            left = leaves_out is not None and leaves_out(entry.path, name)
+                            counts[ext] = counts.get(ext, 0) + (not left)
                     except OSError:
                         continue
         except OSError:

@@ -132,3 +132,31 @@ def test_a_folder_mounted_twice_in_the_tree_is_walked_once(tmp_path):
         assert found == ["2020/a.jpg"]
     finally:
         subprocess.run(["umount", str(tmp_path / "shared")], check=True)
+
+
+def test_photos_this_installation_cannot_read_are_counted_not_dropped_silently(tmp_path):
+    """An iPhone library without pillow-heif, or AVIF photos under a Pillow that lacks
+    its plugin: the walk leaves them out but counts them, so ``index`` can say what to
+    install; what the user excluded and macOS ``._`` files are not counted."""
+    from searchengine.ingest.exclude import Exclusions
+    from searchengine.ingest.scan import missing_codecs_note
+
+    for rel in ["IMG_1.HEIC", "IMG_2.heic", "sub/IMG_3.heif", "._IMG_4.heic", "Raw/IMG_5.heic",
+                "web/a.avif", "b.jpg"]:  # fmt: skip
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    counts: dict[str, int] = {}
+    found = list(scan([tmp_path], BASE_EXTENSIONS, Exclusions(["raw"]), unreadable=counts))
+    assert [os.path.basename(e.path) for e in found] == ["b.jpg"]
+    assert counts == {".heic": 2, ".heif": 1, ".avif": 1}
+    note = missing_codecs_note(counts)
+    assert note == (
+        "3 HEIC/HEIF photos left out: reading them needs pillow-heif (pip install "
+        "'searchengine[heif]'); 1 AVIF photo left out: reading them needs Pillow 11.3 or "
+        "newer (pip install -U pillow); the next index adds them"
+    )
+    # Where a decoder is there, its photos are walked and not counted.
+    counts = {}
+    found = list(scan([tmp_path], BASE_EXTENSIONS | {".avif"}, unreadable=counts))
+    assert sorted(os.path.basename(e.path) for e in found) == ["a.avif", "b.jpg"]
+    assert ".avif" not in counts and missing_codecs_note({}) is None

@@ -1,0 +1,69 @@
+"""Photo formats a phone or a download brings, through the real CLI: AVIF is indexed
+where Pillow reads it, and HEIC/HEIF photos this installation cannot read are named
+with what to install, by ``index`` and by ``search --refresh``, instead of being left
+out without a word."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from PIL import Image
+
+from searchengine.cli import main
+from searchengine.ingest.decode import avif_available, heif_available
+from searchengine.toy import world as toyworld
+
+pytestmark = pytest.mark.slow
+
+
+def cli(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args))
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    toyworld.generate(folder, 8, 4801)
+    return folder
+
+
+def test_an_avif_photo_is_indexed_and_found_like_its_original(photos, tmp_path):
+    if not avif_available():
+        pytest.skip("this Pillow has no AVIF plugin (wheels from 11.3 on)")
+    original = sorted((photos / "album-a").iterdir())[0]
+    twin = photos / "phone" / "twin.avif"
+    twin.parent.mkdir()
+    Image.open(original).convert("RGB").save(twin, quality=90)
+    base = ["-c", "c", "--index-dir", str(tmp_path / "home")]
+    done = cli("index", str(photos), *base, "-m", "toy", "--json")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["added"] == 9 and "AVIF" not in done.stderr
+    hits = json.loads(cli("similar", str(original), *base, "-k", "1", "--json").stdout)
+    assert hits[0]["path"] == str(twin) and hits[0]["score"] > 0.95
+
+
+def test_heic_photos_without_pillow_heif_are_named_with_what_to_install(photos, tmp_path):
+    if heif_available():
+        pytest.skip("pillow-heif is installed here: HEIC photos are indexed")
+    (photos / "iphone").mkdir()
+    for n in range(3):
+        (photos / "iphone" / f"IMG_{n}.HEIC").write_bytes(b"\0\0\0\x18ftypheic" + b"\0" * 64)
+    base = ["-c", "c", "--index-dir", str(tmp_path / "home")]
+    done = cli("index", str(photos), *base, "-m", "toy")
+    assert done.exit_code == 0, done.output
+    said = "3 HEIC/HEIF photos left out: reading them needs pillow-heif"
+    assert said in done.stderr and "added 8," in done.stdout
+    # A search that refreshes first says it too: the quick path, which finds nothing
+    # else to index, and the full one, which indexes a new photo.
+    (photos / "iphone" / "IMG_3.heic").write_bytes(b"\0\0\0\x18ftypheic" + b"\0" * 64)
+    for new in (None, "extra.png"):
+        if new:
+            (photos / new).write_bytes(next((photos / "album-a").glob("*.png")).read_bytes())
+        refreshed = cli("search", "a red circle", *base, "--refresh", "--json")
+        assert refreshed.exit_code == 0, refreshed.output
+        assert "4 HEIC/HEIF photos left out" in refreshed.stderr
+    hits = json.loads(refreshed.stdout)  # the new photo is a copy of one indexed before
+    assert str(photos / "extra.png") in [c for hit in hits for c in [hit["path"], *hit["copies"]]]

@@ -30,6 +30,7 @@ from PIL import Image, UnidentifiedImageError
 from searchengine.errors import ImageError
 from searchengine.ingest import reasons
 from searchengine.ingest.capture import captured
+from searchengine.ingest.raw import decode_raw, is_raw, raw_memory
 
 # Twice a 48 MP camera's output; anything larger is refused before decoding, which
 # keeps a crafted file from allocating gigabytes (a "decompression bomb").
@@ -98,11 +99,18 @@ def heif_available() -> bool:
     return True
 
 
-def decode_bytes(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None = None) -> Decoded:
+def decode_bytes(
+    data: bytes,
+    max_pixels: int = MAX_PIXELS,
+    min_side: int | None = None,
+    name: str | None = None,
+) -> Decoded:
     """Decode image bytes (the first frame of animations) to an upright RGB image.
 
     Args:
         data: the file's bytes.
+        name: the file's name or path, where known: a camera RAW file is told by its
+            extension and read with rawpy (``ingest.raw``).
         max_pixels: larger images are refused before any pixel is decoded.
         min_side: when given, the image may come back smaller, but with its shorter
             side still at least this long: JPEGs are decoded at a reduced DCT scale
@@ -122,6 +130,10 @@ def decode_bytes(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None
     """
     if not data:
         raise ImageError("empty file (0 bytes)")
+    if is_raw(name):
+        with captured() as messages:
+            image, width, height = decode_raw(data, max_pixels, min_side)
+        return Decoded(image, width, height, _raw_taken_at(data), "RAW", messages)
     heif = heif_available()
     fmt: str | None = None
     with captured() as messages:
@@ -157,7 +169,25 @@ def decode_bytes(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None
     return Decoded(rgb, width, height, taken_at, fmt, messages)
 
 
-def decode_memory(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None = None) -> int:
+def _raw_taken_at(data: bytes) -> float | None:
+    """When a RAW photo was taken, from the EXIF that TIFF-based RAW formats (DNG, CR2,
+    NEF, ARW ...) carry where Pillow reads it; None for the others."""
+    if data[:4] not in (b"II*\0", b"MM\0*"):
+        return None  # not TIFF inside (CR3, RAF ...): no date
+    try:
+        exif = Image.Exif()
+        exif.load(data)  # the TIFF structure only: no image is opened
+        return _taken_at(exif)
+    except Exception:  # an odd one: no date
+        return None
+
+
+def decode_memory(
+    data: bytes,
+    max_pixels: int = MAX_PIXELS,
+    min_side: int | None = None,
+    name: str | None = None,
+) -> int:
     """An upper estimate of the bytes ``decode_bytes(data, max_pixels, min_side)`` holds
     at its peak, read from the header alone (nothing is decoded).
 
@@ -173,11 +203,16 @@ def decode_memory(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | Non
     (``tests/unit/test_decode.py`` checks them in a fresh process): a 100 MP RGBA PNG
     holds ~800 MB whatever ``min_side``, a 100 MP JPEG ~9 MB at ``min_side=64``.
 
+    A camera RAW file (by ``name``) is estimated from its sensor size, read from its
+    header by LibRaw (``ingest.raw.raw_memory``).
+
     Raises:
         ImageError: empty, not an image, or over ``max_pixels``.
     """
     if not data:
         raise ImageError("empty file (0 bytes)")
+    if is_raw(name):
+        return raw_memory(data, max_pixels, min_side)
     heif = heif_available()
     fmt: str | None = None
     with captured() as messages:
@@ -288,7 +323,7 @@ def decode_file(path: str, max_pixels: int = MAX_PIXELS, min_side: int | None = 
             data = handle.read()
     except OSError as exc:
         raise ImageError(f"cannot read: {exc.strerror or exc}") from exc
-    return decode_bytes(data, max_pixels, min_side)
+    return decode_bytes(data, max_pixels, min_side, name=path)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -128,7 +128,7 @@ def _load(
 def decode_with_pillow(entry: FileEntry, digest: str, data: bytes, model: Preprocessor) -> Item:
     """Decode bytes with Pillow (at reduced size where the format allows) and preprocess."""
     try:
-        decoded = decode_bytes(data, min_side=model.image_size)
+        decoded = decode_bytes(data, min_side=model.image_size, name=entry.path)
     except ImageError as exc:
         return Failed(entry, digest, str(exc))
     try:

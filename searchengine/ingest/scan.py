@@ -12,6 +12,7 @@ from typing import NamedTuple
 from searchengine.config import CATALOG_FILE, INDEX_FILE, LOCATION_FILE
 from searchengine.fsutil import folder_prefix
 from searchengine.ingest.exclude import Exclusions
+from searchengine.ingest.raw import RAW_EXTENSIONS
 
 BASE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -21,7 +22,7 @@ AVIF_EXTENSIONS = frozenset({".avif"})
 # Photos of a format this installation may lack the decoder for: a walk without it
 # counts them (``scan``'s ``unreadable``), so that ``index`` can say what to install
 # instead of leaving them out without a word (an iPhone library is mostly HEIC).
-CODEC_EXTENSIONS = HEIF_EXTENSIONS | AVIF_EXTENSIONS
+CODEC_EXTENSIONS = HEIF_EXTENSIONS | AVIF_EXTENSIONS | RAW_EXTENSIONS
 
 
 # Folders below a root that hold no photos of the user's own, by name: NAS thumbnails
@@ -40,14 +41,17 @@ _MARKERS = frozenset({INDEX_FILE, CATALOG_FILE, LOCATION_FILE})
 
 def image_extensions() -> frozenset[str]:
     """Extensions indexed: HEIC/HEIF only when pillow-heif is installed, AVIF only when
-    Pillow reads it (its wheels do from 11.3 on)."""
+    Pillow reads it (its wheels do from 11.3 on), camera RAW only when rawpy is."""
     from searchengine.ingest.decode import avif_available, heif_available
+    from searchengine.ingest.raw import raw_available
 
     found = BASE_EXTENSIONS
     if heif_available():
         found |= HEIF_EXTENSIONS
     if avif_available():
         found |= AVIF_EXTENSIONS
+    if raw_available():
+        found |= RAW_EXTENSIONS
     return found
 
 
@@ -56,6 +60,7 @@ def missing_codecs_note(unreadable: dict[str, int]) -> str | None:
     (``scan``'s ``unreadable``: count by extension); None when there were none."""
     heif = sum(n for ext, n in unreadable.items() if ext in HEIF_EXTENSIONS)
     avif = sum(n for ext, n in unreadable.items() if ext in AVIF_EXTENSIONS)
+    raw = sum(n for ext, n in unreadable.items() if ext in RAW_EXTENSIONS)
     parts = []
     if heif:
         parts.append(
@@ -66,6 +71,11 @@ def missing_codecs_note(unreadable: dict[str, int]) -> str | None:
         parts.append(
             f"{avif} AVIF photo{'s' if avif != 1 else ''} left out: reading them needs "
             "Pillow 11.3 or newer (pip install -U pillow)"
+        )
+    if raw:
+        parts.append(
+            f"{raw} camera RAW photo{'s' if raw != 1 else ''} left out: reading them needs "
+            "rawpy (pip install 'searchengine[raw]')"
         )
     if not parts:
         return None
@@ -183,6 +193,8 @@ def _walk(
         try:
             with os.scandir(current) as entries:
                 subdirs, files = [], set()
+                named: list[str] = []  # the photos yielded here, for RAW+JPEG pairs
+                raws: list[tuple[os.DirEntry[str], str]] = []
                 for entry in entries:
                     try:
                         name = entry.name
@@ -198,14 +210,23 @@ def _walk(
                             if leaves_out is not None and leaves_out(entry.path, name):
                                 _note(left_out, entry.path)
                                 continue
+                            if ext in RAW_EXTENSIONS:
+                                raws.append((entry, ext))
+                                continue
+                            named.append(name)
                             yield _entry(entry)
                         elif name in _MARKERS:
                             files.add(name)
-                        elif ext in cannot_read and not name.startswith("._"):
-                            left = leaves_out is not None and leaves_out(entry.path, name)
-                            counts[ext] = counts.get(ext, 0) + (not left)
+                        elif (
+                            ext in cannot_read
+                            and not name.startswith("._")
+                            and (leaves_out is None or not leaves_out(entry.path, name))
+                        ):
+                            raws.append((entry, ext))  # counted, unless a pair's
                     except OSError:
                         continue
+                if raws:
+                    yield from _raw_entries(raws, named, exts, counts)
         except OSError:
             continue
         if current != folder and _collection(files):
@@ -216,6 +237,29 @@ def _walk(
                 walked.add(key)
                 new.append(path)
         stack.extend(reversed(new))
+
+
+def _raw_entries(
+    raws: list[tuple[os.DirEntry[str], str]],
+    named: list[str],
+    exts: frozenset[str],
+    counts: dict[str, int],
+) -> Iterator[FileEntry]:
+    """The camera RAW files of one folder that no other photo of the same name stands
+    for (a camera set to RAW+JPEG writes both; the JPEG is its rendering of the shot),
+    and a count of the photos of a format this installation cannot read."""
+    stems = {n[: n.rfind(".")].lower() for n in named}
+    for entry, ext in raws:
+        name = entry.name
+        if ext in RAW_EXTENSIONS and name[: name.rfind(".")].lower() in stems:
+            continue
+        if ext in exts:
+            try:
+                yield _entry(entry)
+            except OSError:
+                continue
+        else:
+            counts[ext] = counts.get(ext, 0) + 1
 
 
 def _note(left_out: list[str] | None, path: str) -> None:

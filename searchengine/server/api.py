@@ -86,7 +86,9 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {c: {"model": ErrorBody, "description": why[c]} for c in (400, 401, 403, 422, *codes)}
 
 
-_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff")
+# What an original can be served as; a camera RAW file, which no browser shows, as bytes.
+_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff",
+                "image/avif", "image/heif", "application/octet-stream")  # fmt: skip
 
 ImageId = Annotated[int, Path(ge=1, le=MAX_ID, description="Catalog id of an indexed image.")]
 K = Annotated[int, Query(ge=1, le=MAX_K, description="Results per page.")]
@@ -198,8 +200,10 @@ def image(request: Request, image_id: ImageId) -> ImageInfo:
 )
 def image_file(request: Request, image_id: ImageId) -> Response:
     """The original file, byte for byte, provided it still holds what was indexed."""
-    data = read_indexed(service(request).record(image_id))
-    return Response(data, media_type=media_type(data), headers={"Cache-Control": "private"})
+    record = service(request).record(image_id)
+    data = read_indexed(record)
+    kind = media_type(data, record.path)
+    return Response(data, media_type=kind, headers={"Cache-Control": "private"})
 
 
 @router.get(

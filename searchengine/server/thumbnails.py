@@ -34,6 +34,7 @@ from searchengine.config import user_cache_dir
 from searchengine.errors import ImageError
 from searchengine.fsutil import atomic_write, content_hash
 from searchengine.ingest.decode import decode_bytes, decode_memory, open_image
+from searchengine.ingest.raw import is_raw
 from searchengine.writable import unwritable
 
 THUMBS_DIR = "thumbs"
@@ -87,8 +88,12 @@ def read_indexed(record: ImageRecord) -> bytes:
     return data
 
 
-def media_type(data: bytes) -> str:
-    """The MIME type of image bytes, from their header (not from the file name)."""
+def media_type(data: bytes, name: str | None = None) -> str:
+    """The MIME type of image bytes, from their header (not from the file name); a
+    camera RAW file (told by ``name``) is bytes: most are TIFF inside, and a browser
+    would show at most their preview."""
+    if is_raw(name):
+        return "application/octet-stream"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -141,9 +146,9 @@ class ThumbnailCache:
         data = read_indexed(record)
         side = SIZES[size]
         try:
-            cost = decode_memory(data, min_side=side)
+            cost = decode_memory(data, min_side=side, name=record.path)
             with self.budget.hold(cost) if self.budget else nullcontext():
-                image = decode_bytes(data, min_side=side).image
+                image = decode_bytes(data, min_side=side, name=record.path).image
                 image.thumbnail((side, side), Image.Resampling.LANCZOS)
         except ImageError as exc:
             raise FileUnavailable(f"image {record.id} cannot be decoded: {exc}", 409) from exc

@@ -183,8 +183,9 @@ class WhereService:
 
         data = read_indexed(record)
         try:
-            with self.service.budget.hold(decode_memory(data, min_side=_SIDE)):
-                return decode_bytes(data, min_side=_SIDE)
+            cost = decode_memory(data, min_side=_SIDE, name=record.path)
+            with self.service.budget.hold(cost):
+                return decode_bytes(data, min_side=_SIDE, name=record.path)
         except OverBudget:
             raise
         except ImageError as exc:

@@ -5,6 +5,7 @@ out without a word."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -67,3 +68,48 @@ def test_heic_photos_without_pillow_heif_are_named_with_what_to_install(photos, 
         assert "4 HEIC/HEIF photos left out" in refreshed.stderr
     hits = json.loads(refreshed.stdout)  # the new photo is a copy of one indexed before
     assert str(photos / "extra.png") in [c for hit in hits for c in [hit["path"], *hit["copies"]]]
+
+
+def test_raw_photos_are_indexed_found_and_shown(photos, tmp_path):
+    """DNGs (``tests/rawfiles.py``) of toy scenes, half with the camera's preview: each
+    is indexed, is its original's nearest neighbour, and gets a thumbnail from the web
+    server; a RAW file beside a JPEG of the same name is left to the JPEG."""
+    import numpy as np
+    from fastapi.testclient import TestClient
+    from rawfiles import write_dng
+
+    from searchengine.collection import Collection
+    from searchengine.config import Config
+    from searchengine.server.app import create_app
+
+    camera = photos / "camera"
+    camera.mkdir()
+    originals = sorted((photos / "album-a").iterdir())[:4]
+    for n, original in enumerate(originals):
+        rgb = np.asarray(Image.open(original).convert("RGB"))  # 640 x 480
+        preview = Image.fromarray(rgb) if n % 2 else None
+        write_dng(camera / f"DSC_{n}.dng", rgb, preview=preview)
+    paired = np.asarray(Image.open(sorted((photos / "album-b" / "nested").iterdir())[0]))
+    Image.fromarray(paired).convert("RGB").save(camera / "IMG_9.jpg")
+    write_dng(camera / "IMG_9.dng", np.asarray(Image.fromarray(paired).convert("RGB")))
+    base = ["-c", "c", "--index-dir", str(tmp_path / "home")]
+    done = cli("index", str(photos), *base, "-m", "toy", "--json")
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.stdout)
+    assert (report["added"], report["failed"]) == (8 + 4 + 1, 0), report
+    for n, original in enumerate(originals):
+        hits = json.loads(cli("similar", str(original), *base, "-k", "1", "--json").stdout)
+        assert hits[0]["path"] == str(camera / f"DSC_{n}.dng"), (n, hits)
+        assert hits[0]["score"] > 0.9
+    status = json.loads(cli("status", *base, "--json").stdout)
+    assert status["images"] == 13
+    with Collection.open("c", Config(home=tmp_path / "home")) as collection:
+        record = collection.catalog.by_path(str(camera / "DSC_1.dng"))
+        assert record is not None and (record.width, record.height) == (640, 480)
+        app = create_app(collection)
+        with TestClient(app, base_url="http://127.0.0.1:8765") as client:
+            thumb = client.get(f"/api/images/{record.id}/thumbnail")
+            assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+            assert Image.open(io.BytesIO(thumb.content)).size == (384, 288)
+            original = client.get(f"/api/images/{record.id}/file")
+            assert original.headers["content-type"] == "application/octet-stream"

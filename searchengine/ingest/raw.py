@@ -1,0 +1,153 @@
+"""Camera RAW photos (``.dng``, ``.cr2``, ``.nef``, ``.arw`` ...), read with rawpy (LibRaw).
+
+Optional: ``pip install 'searchengine[raw]'``. Without rawpy the walk counts RAW files
+and ``index`` says what to install (``scan.missing_codecs_note``).
+
+A RAW file is told by its extension: most RAW formats are TIFF inside, and Pillow
+would open them as TIFF and decode the first image it finds, often a 160x120
+thumbnail. What is embedded is used when it is large enough: nearly every camera
+stores its own JPEG rendering of the shot, which is what the photographer saw, and
+decoding it costs a fraction of demosaicing the sensor data. Otherwise the sensor
+data is demosaiced at half size (the camera's white balance, 8 bits), which is still
+larger than a model's input. A RAW file beside a JPEG, HEIC or other photo of the
+same name in the same folder (a camera set to RAW+JPEG) is left to that photo
+(``scan``), so a shot is not indexed twice.
+"""
+
+from __future__ import annotations
+
+import io
+from functools import lru_cache
+from typing import Any
+
+from PIL import Image
+
+from searchengine.errors import ImageError
+from searchengine.ingest import reasons
+
+RAW_EXTENSIONS = frozenset(
+    {".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf",
+     ".orf", ".rw2", ".rwl", ".pef", ".srw", ".x3f", ".3fr", ".iiq", ".erf", ".kdc",
+     ".dcr", ".mrw", ".mos"}
+)  # fmt: skip
+
+# LibRaw's ``flip``: how the sensor image is turned to stand upright.
+_TURN = {3: Image.Transpose.ROTATE_180, 5: Image.Transpose.ROTATE_90,
+         6: Image.Transpose.ROTATE_270}  # fmt: skip
+
+
+@lru_cache(maxsize=1)
+def raw_available() -> bool:
+    """Whether rawpy (LibRaw) is installed."""
+    try:
+        import rawpy  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def is_raw(name: str | None) -> bool:
+    """Whether a file of this name is a camera RAW file (by its extension)."""
+    if not name:
+        return False
+    dot = name.rfind(".")
+    return dot > 0 and name[dot:].lower() in RAW_EXTENSIONS
+
+
+def decode_raw(data: bytes, max_pixels: int, min_side: int | None) -> tuple[Image.Image, int, int]:
+    """A RAW file's picture, upright RGB, and its full upright size.
+
+    With ``min_side``, the embedded JPEG when its shorter side is at least that long,
+    else the sensor data at half size; without it, the sensor data at full size.
+
+    Raises:
+        ImageError: rawpy is missing, or the file is not a RAW file LibRaw reads,
+            is truncated or corrupt, or is over ``max_pixels``.
+    """
+    if not raw_available():
+        raise ImageError(
+            "unsupported RAW file: reading camera RAW photos needs rawpy "
+            "(pip install 'searchengine[raw]')"
+        )
+    import rawpy
+
+    try:
+        with rawpy.imread(io.BytesIO(data)) as raw:
+            sizes = raw.sizes
+            width, height = sizes.width, sizes.height
+            if sizes.flip in (5, 6):
+                width, height = height, width
+            if width * height > max_pixels:
+                raise ImageError(reasons.too_large(width, height, max_pixels, "RAW"))
+            image = _preview(raw, sizes.flip, min_side) if min_side is not None else None
+            if image is None:
+                pixels = raw.postprocess(
+                    half_size=min_side is not None, use_camera_wb=True, output_bps=8
+                )
+                image = Image.fromarray(pixels)  # LibRaw has turned it upright
+    except ImageError:
+        raise
+    except rawpy.LibRawFileUnsupportedError as exc:
+        raise ImageError("unsupported RAW file: LibRaw does not read this format") from exc
+    except (rawpy.LibRawIOError, rawpy.LibRawDataError, rawpy.LibRawTooBigError) as exc:
+        raise ImageError("truncated or corrupt RAW file: its image data cannot be read") from exc
+    except rawpy.LibRawError as exc:
+        raise ImageError(f"corrupt RAW file: {reasons.one_sentence(str(exc))}") from exc
+    return image.convert("RGB"), width, height
+
+
+def raw_memory(data: bytes, max_pixels: int, min_side: int | None) -> int:
+    """An upper estimate of the bytes ``decode_raw`` holds at its peak, from the
+    sensor size in the file's header (LibRaw reads no pixel for it).
+
+    LibRaw keeps the sensor data at 2 bytes a pixel and demosaics into 4 16-bit
+    channels (a quarter of the pixels at half size), then 3 bytes a pixel of output;
+    an embedded preview costs less than that. With a margin: 8 bytes a sensor pixel,
+    5 at half size.
+
+    Raises:
+        ImageError: as ``decode_raw``, for a file it would refuse by its header.
+    """
+    if not raw_available():
+        return len(data)  # refused at once by ``decode_raw``
+    import rawpy
+
+    try:
+        with rawpy.imread(io.BytesIO(data)) as raw:
+            sizes = raw.sizes
+            pixels = max(sizes.raw_width * sizes.raw_height, sizes.width * sizes.height)
+    except rawpy.LibRawError as exc:
+        raise ImageError("unsupported RAW file: LibRaw does not read this format") from exc
+    if pixels > max_pixels:
+        raise ImageError(reasons.too_large(sizes.width, sizes.height, max_pixels, "RAW"))
+    return len(data) + pixels * (5 if min_side is not None else 8)
+
+
+def _preview(raw: Any, flip: int, min_side: int) -> Image.Image | None:
+    """The camera's embedded rendering, upright, if it is at least ``min_side`` on its
+    shorter side; None where there is none that size."""
+    import rawpy
+
+    try:
+        thumb = raw.extract_thumb()
+    except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):
+        return None
+    except rawpy.LibRawError:
+        return None  # a damaged preview: the sensor data may still read
+    image: Image.Image
+    try:
+        if thumb.format == rawpy.ThumbFormat.JPEG:
+            jpeg = Image.open(io.BytesIO(thumb.data), formats=["JPEG"])
+            if min(jpeg.size) < min_side:
+                return None
+            jpeg.draft("RGB", (min_side, min_side))
+            jpeg.load()
+            image = jpeg
+        else:
+            image = Image.fromarray(thumb.data)
+            if min(image.size) < min_side:
+                return None
+    except Exception:  # a preview that does not decode: use the sensor data
+        return None
+    turn = _TURN.get(flip)
+    return image.transpose(turn) if turn is not None else image

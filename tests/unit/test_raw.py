@@ -1,0 +1,165 @@
+"""Camera RAW photos read with the real LibRaw (rawpy), from DNGs written to the
+format's definition (``tests/rawfiles.py``), good ones and broken ones."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from rawfiles import WHITE, XYZ_TO_SRGB, mosaic, write_dng
+
+from searchengine.errors import ImageError
+from searchengine.ingest.decode import decode_bytes, decode_file, decode_memory
+from searchengine.ingest.scan import BASE_EXTENSIONS, missing_codecs_note, scan
+
+RED, GREEN = (220, 20, 20), (20, 220, 20)
+
+
+def picture(h: int = 64, w: int = 96) -> np.ndarray:
+    """A red field with a green box in its top-left quarter."""
+    rgb = np.zeros((h, w, 3), np.uint8)
+    rgb[...] = RED
+    rgb[4 : h // 2 - 4, 4 : w // 2 - 4] = GREEN
+    return rgb
+
+
+def colour(image: Image.Image, x: float, y: float) -> str:
+    """ "red" or "green": the stronger channel at a fraction (x, y) of the picture."""
+    r, g, _ = image.convert("RGB").getpixel((int(x * image.width), int(y * image.height)))
+    return "red" if r > g else "green"
+
+
+def test_the_sensor_data_is_demosaiced_at_half_size_when_there_is_no_preview(tmp_path):
+    path = write_dng(tmp_path / "a.dng", picture())
+    decoded = decode_file(str(path), min_side=16)
+    assert (decoded.format, decoded.width, decoded.height) == ("RAW", 96, 64)
+    assert decoded.image.size == (48, 32)  # half size: LibRaw's cheap demosaic
+    assert colour(decoded.image, 0.25, 0.25) == "green"
+    assert colour(decoded.image, 0.75, 0.75) == "red"
+    full = decode_file(str(path))  # no min_side: every sensor pixel
+    assert full.image.size == (96, 64)
+
+
+def test_a_dng_as_pidng_writes_it_reads_the_same(tmp_path):
+    """The same sensor data through another public DNG writer."""
+    import pidng.core as pidng
+    from pidng.defs import CFAPattern, DNGVersion, PhotometricInterpretation
+
+    rgb = picture()
+    tags = pidng.DNGTags()
+    for tag, value in [
+        (pidng.Tag.ImageWidth, 96), (pidng.Tag.ImageLength, 64), (pidng.Tag.TileWidth, 96),
+        (pidng.Tag.TileLength, 64), (pidng.Tag.SamplesPerPixel, 1),
+        (pidng.Tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array),
+        (pidng.Tag.BitsPerSample, 16), (pidng.Tag.CFARepeatPatternDim, [2, 2]),
+        (pidng.Tag.CFAPattern, CFAPattern.RGGB), (pidng.Tag.BlackLevel, 0),
+        (pidng.Tag.WhiteLevel, WHITE), (pidng.Tag.CalibrationIlluminant1, 21),
+        (pidng.Tag.ColorMatrix1, [[round(x * 10000), 10000] for row in XYZ_TO_SRGB for x in row]),
+        (pidng.Tag.AsShotNeutral, [[1, 1], [1, 1], [1, 1]]),
+        (pidng.Tag.DNGVersion, DNGVersion.V1_4), (pidng.Tag.Make, "Test"),
+        (pidng.Tag.Model, "Bayer"),
+    ]:  # fmt: skip
+        tags.set(tag, value)
+    writer = pidng.RAW2DNG()
+    writer.options(tags, path=str(tmp_path), compress=False)
+    theirs = writer.convert(mosaic(rgb), filename="theirs")
+    ours = write_dng(tmp_path / "ours.dng", rgb)
+    a, b = (np.asarray(decode_file(str(p), min_side=16).image) for p in (theirs, ours))
+    assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).max() <= 2
+
+
+def test_the_cameras_preview_is_used_when_it_is_large_enough(tmp_path):
+    rgb = picture()
+    # The preview says "all red": which picture came back tells which was read.
+    preview = Image.new("RGB", (96, 64), RED)
+    path = write_dng(tmp_path / "p.dng", rgb, preview=preview)
+    decoded = decode_file(str(path), min_side=32)
+    assert colour(decoded.image, 0.25, 0.25) == "red"  # the preview
+    assert (decoded.width, decoded.height) == (96, 64)
+    # Smaller than the model's input: the sensor data instead.
+    small = write_dng(tmp_path / "s.dng", rgb, preview=preview.resize((24, 16)))
+    assert colour(decode_file(str(small), min_side=32).image, 0.25, 0.25) == "green"
+
+
+@pytest.mark.parametrize("with_preview", [False, True])
+def test_a_turned_photo_comes_back_upright(tmp_path, with_preview):
+    rgb = picture()
+    preview = Image.fromarray(rgb) if with_preview else None
+    path = write_dng(tmp_path / "r.dng", rgb, preview=preview, orientation=6)
+    decoded = decode_file(str(path), min_side=16)
+    assert (decoded.width, decoded.height) == (64, 96)  # turned 90° clockwise
+    assert decoded.image.width < decoded.image.height
+    # The green top-left quarter is now the top-right one.
+    assert colour(decoded.image, 0.75, 0.25) == "green"
+    assert colour(decoded.image, 0.25, 0.25) == "red"
+
+
+def test_the_date_taken_is_read_from_the_exif(tmp_path):
+    path = write_dng(tmp_path / "d.dng", picture(), taken="2021:06:05 10:20:30")
+    decoded = decode_file(str(path), min_side=16)
+    assert decoded.taken_at is not None
+    assert decoded.taken_at == pytest.approx(
+        __import__("datetime").datetime(2021, 6, 5, 10, 20, 30).timestamp()
+    )
+    assert decode_file(str(write_dng(tmp_path / "n.dng", picture())), min_side=16).taken_at is None
+
+
+def test_broken_raw_files_fail_with_one_sentence(tmp_path, capfd):
+    good = write_dng(tmp_path / "g.dng", picture()).read_bytes()
+    cases = {
+        "cut.dng": good[: len(good) // 2],
+        "text.nef": b"this is not a raw file at all\n" * 20,
+        "empty.cr2": b"",
+        "jpeg.arw": (tmp_path / "g.dng").read_bytes()[:8] + b"\xff\xd8\xff" * 100,
+    }
+    reasons = {}
+    for name, data in cases.items():
+        with pytest.raises(ImageError) as caught:
+            decode_bytes(data, min_side=16, name=name)
+        reasons[name] = str(caught.value)
+    assert reasons["cut.dng"] == "truncated or corrupt RAW file: its image data cannot be read"
+    assert reasons["text.nef"] == "unsupported RAW file: LibRaw does not read this format"
+    assert reasons["empty.cr2"] == "empty file (0 bytes)"
+    assert reasons["jpeg.arw"].startswith(("unsupported RAW file", "truncated or corrupt RAW"))
+    # LibRaw writes what it met in a cut file to stderr itself ("unknown file: Unexpected
+    # end of file"); nothing else reaches the terminal.
+    err = capfd.readouterr().err
+    assert all("Unexpected end of file" in line for line in err.splitlines() if line.strip())
+
+
+def test_a_raw_file_over_the_pixel_limit_is_refused_by_its_header(tmp_path):
+    path = write_dng(tmp_path / "big.dng", picture(200, 300))
+    with pytest.raises(ImageError, match="too large"):
+        decode_file(str(path), max_pixels=300 * 200 - 1, min_side=16)
+    with pytest.raises(ImageError, match="too large"):
+        decode_memory(path.read_bytes(), max_pixels=300 * 200 - 1, name=str(path))
+    estimate = decode_memory(path.read_bytes(), min_side=16, name=str(path))
+    assert estimate >= 300 * 200 * 3  # at least the decoded picture
+
+
+def touch(root: Path, *names: str) -> None:
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+
+
+def test_a_raw_file_beside_a_photo_of_the_same_name_is_left_to_that_photo(tmp_path):
+    """A camera set to RAW+JPEG writes both; the JPEG is its rendering of the shot."""
+    touch(tmp_path, "IMG_1.CR2", "IMG_1.JPG", "IMG_2.NEF", "sub/IMG_3.dng", "sub/img_3.heic",
+          "other/IMG_1.jpg", "IMG_4.arw", "IMG_4.txt")  # fmt: skip
+    exts = BASE_EXTENSIONS | {".cr2", ".nef", ".dng", ".arw"}
+    found = sorted(os.path.relpath(e.path, tmp_path) for e in scan([tmp_path], exts))
+    # sub/img_3.heic is not readable here (no .heic in exts): its RAW twin is indexed.
+    assert found == ["IMG_1.JPG", "IMG_2.NEF", "IMG_4.arw", "other/IMG_1.jpg", "sub/IMG_3.dng"]
+    # Without rawpy: counted, but not the ones a JPEG stands for.
+    counts: dict[str, int] = {}
+    plain = sorted(os.path.relpath(e.path, tmp_path)
+                   for e in scan([tmp_path], BASE_EXTENSIONS, unreadable=counts))  # fmt: skip
+    assert plain == ["IMG_1.JPG", "other/IMG_1.jpg"]
+    assert counts == {".nef": 1, ".dng": 1, ".arw": 1, ".heic": 1}
+    assert "3 camera RAW photos left out: reading them needs rawpy" in str(
+        missing_codecs_note(counts)
+    )

@@ -133,6 +133,8 @@ def decode_bytes(
     if is_raw(name):
         with captured() as messages:
             image, width, height = decode_raw(data, max_pixels, min_side)
+        if min_side is not None:
+            image = _reduce(image, 2 * min_side)  # a demosaic is half the sensor's size
         return Decoded(image, width, height, _raw_taken_at(data), "RAW", messages)
     heif = heif_available()
     fmt: str | None = None

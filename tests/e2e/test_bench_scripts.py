@@ -185,3 +185,15 @@ def test_bench_walk_times_every_case_over_the_same_tree(tmp_path: Path) -> None:
     assert result["files"] == 250 and set(cases) >= {"no patterns", "3 names", "3 patterns"}
     assert cases["no patterns"]["ratio"] == 1.0
     assert all(c["median_s"] > 0 and c["min_s"] <= c["median_s"] for c in cases.values())
+
+
+def test_bench_raw_times_the_preview_and_the_sensor_data_against_a_jpeg() -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench_raw.py"), "--megapixels", "0.5", "--rounds", "1",
+         "--json"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    cases = json.loads(done.stdout)["cases"]
+    assert len(cases) == 3 and cases["JPEG (DCT-scaled decode)"]["ratio_to_jpeg"] == 1.0
+    assert all(c["cpu_s"] > 0 for c in cases.values())

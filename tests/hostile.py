@@ -166,6 +166,23 @@ def make_hostile_corpus(folder: Path) -> dict[str, Expect]:
     heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64
     put("broken/phone.heic.jpg", heic, r"HEIF", "unsupported")
 
+    # Camera RAW (read with rawpy): DNGs as cameras write them (``rawfiles``), good and
+    # broken, and something else under a RAW name. Pillow is no oracle for these.
+    from rawfiles import write_dng
+
+    scene = np.asarray(_photo((300, 200), next(seed)))
+    dng = folder / "raw" / "camera.dng"
+    dng.parent.mkdir(parents=True, exist_ok=True)
+    write_dng(dng, scene, preview=Image.fromarray(scene))
+    expected[str(dng)] = Expect(OK, "camera RAW", size=(300, 200), oracle=False)
+    turned = write_dng(folder / "raw" / "turned-sensor-only.dng", scene, orientation=6)
+    expected[str(turned)] = Expect(OK, "camera RAW", size=(200, 300), oracle=False)
+    data = dng.read_bytes()
+    put("raw/cut.cr2", data[: len(data) // 2], r"^truncated or corrupt RAW file", "camera RAW",
+        oracle=False)  # fmt: skip
+    put("raw/notes.nef", b"not a raw file\n" * 40, r"^unsupported RAW file", "camera RAW",
+        oracle=False)  # fmt: skip
+
     # Bombs: refused from the header, before any pixel is decoded, with our limit.
     put(
         "large/bomb.png",

@@ -54,6 +54,14 @@ def _collector() -> list[str] | None:
     return getattr(_local, "messages", None)
 
 
+def note(text: str) -> None:
+    """Add what a library said of the file being decoded to this thread's list (a
+    library whose messages are caught by other means: LibRaw's, ``ingest.raw``)."""
+    messages = _collector()
+    if messages is not None:
+        _add(messages, text)
+
+
 def _route(
     message: Warning | str,
     category: type[Warning],

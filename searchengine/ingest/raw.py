@@ -17,6 +17,13 @@ same name in the same folder (a camera set to RAW+JPEG) is left to that photo
 from __future__ import annotations
 
 import io
+import os
+import re
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -24,6 +31,7 @@ from PIL import Image
 
 from searchengine.errors import ImageError
 from searchengine.ingest import reasons
+from searchengine.ingest.capture import note
 
 RAW_EXTENSIONS = frozenset(
     {".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf",
@@ -72,7 +80,7 @@ def decode_raw(data: bytes, max_pixels: int, min_side: int | None) -> tuple[Imag
     import rawpy
 
     try:
-        with rawpy.imread(io.BytesIO(data)) as raw:
+        with _libraw_stderr(), rawpy.imread(io.BytesIO(data)) as raw:
             sizes = raw.sizes
             width, height = sizes.width, sizes.height
             if sizes.flip in (5, 6):
@@ -121,6 +129,37 @@ def raw_memory(data: bytes, max_pixels: int, min_side: int | None) -> int:
     if pixels > max_pixels:
         raise ImageError(reasons.too_large(sizes.width, sizes.height, max_pixels, "RAW"))
     return len(data) + pixels * (5 if min_side is not None else 8)
+
+
+# LibRaw writes what it meets in a damaged file ("unknown file: Unexpected end of
+# file") to stderr itself, and rawpy offers no way to route it. While a RAW file is
+# read, stderr (the descriptor) goes to a temporary file, one RAW file at a time; its
+# LibRaw lines become that file's messages (``capture``), and anything else written
+# there meanwhile (another thread's progress bar) is written to stderr after.
+_STDERR_LOCK = threading.Lock()
+_LIBRAW_LINE = re.compile(rb"^unknown file: .*$", re.MULTILINE)
+
+
+@contextmanager
+def _libraw_stderr() -> Iterator[None]:
+    with _STDERR_LOCK, tempfile.TemporaryFile() as sink:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            said = sink.read()
+            if said:
+                for line in _LIBRAW_LINE.findall(said):
+                    note(f"LibRaw: {line[len(b'unknown file: ') :].decode(errors='replace')}")
+                rest = _LIBRAW_LINE.sub(b"", said).replace(b"\n\n", b"\n").lstrip(b"\n")
+                if rest:
+                    os.write(2, rest)
 
 
 def _preview(raw: Any, flip: int, min_side: int) -> Image.Image | None:

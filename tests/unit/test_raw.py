@@ -124,10 +124,40 @@ def test_broken_raw_files_fail_with_one_sentence(tmp_path, capfd):
     assert reasons["text.nef"] == "unsupported RAW file: LibRaw does not read this format"
     assert reasons["empty.cr2"] == "empty file (0 bytes)"
     assert reasons["jpeg.arw"].startswith(("unsupported RAW file", "truncated or corrupt RAW"))
-    # LibRaw writes what it met in a cut file to stderr itself ("unknown file: Unexpected
-    # end of file"); nothing else reaches the terminal.
+    # LibRaw writes what it meets in a cut file ("unknown file: Unexpected end of file")
+    # to stderr itself: it does not reach the terminal.
+    assert capfd.readouterr().err == ""
+
+
+def test_what_other_threads_write_to_stderr_meanwhile_still_gets_there(tmp_path, capfd):
+    """stderr goes to a temporary file while LibRaw reads; a progress bar drawn by
+    another thread in that time is written out after, not lost."""
+    import threading
+
+    path = write_dng(tmp_path / "big.dng", picture(1200, 1800))
+    cut = path.read_bytes()[:-5000]
+    started, done = threading.Event(), threading.Event()
+
+    def progress() -> None:
+        started.set()
+        while not done.is_set():
+            os.write(2, b"progress\n")
+            done.wait(0.001)
+
+    thread = threading.Thread(target=progress)
+    thread.start()
+    started.wait()
+    with pytest.raises(ImageError):
+        for _ in range(5):
+            decode_bytes(path.read_bytes(), min_side=16, name="big.dng")
+            decode_bytes(cut, min_side=16, name="cut.dng")
+    done.set()
+    thread.join()
+    os.write(2, b"after\n")
     err = capfd.readouterr().err
-    assert all("Unexpected end of file" in line for line in err.splitlines() if line.strip())
+    assert "Unexpected end of file" not in err and "unknown file" not in err
+    lines = err.splitlines()
+    assert lines[-1] == "after" and set(lines) == {"progress", "after"}
 
 
 def test_a_raw_file_over_the_pixel_limit_is_refused_by_its_header(tmp_path):

@@ -159,6 +159,16 @@ class Catalog:
             for row in conn.execute(query):
                 yield _record(row)
 
+    def failed_with(self, reasons: Sequence[str]) -> list[str]:
+        """Paths of the failed rows whose reason is one of ``reasons``, word for word."""
+        if not reasons:
+            return []
+        query = select(images_table.c.path).where(
+            images_table.c.status != OK, images_table.c.error.in_(list(reasons))
+        )
+        with self.engine.connect() as conn:
+            return list(conn.scalars(query))
+
     def file_states(self) -> dict[str, tuple[int, int, int]]:
         """``path -> (id, size, mtime_ns)`` for every row: all an unchanged re-run reads.
 

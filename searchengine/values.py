@@ -49,6 +49,9 @@ class MetaKey:
     INDEX_FILE = "index_file"
     CALIBRATION = "calibration"  # what a real match scores (ranking.calibration, JSON)
     EXCLUDE = "exclude"  # what every walk of the folders leaves out (ingest.exclude, JSON)
+    # The optional decoders that failed files wait for ("heif,raw"): a run where one is
+    # installed tries them again (ingest.run).
+    AWAITING = "awaiting_decoders"
     # A shared catalog's identity (random hex), recorded beside each host's index file:
     # a file made for an earlier catalog of the same name is then never mistaken for one
     # of this catalog, whose image ids start again from 1.

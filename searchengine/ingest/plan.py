@@ -83,6 +83,13 @@ def plan(
             if nested:
                 seen.add(entry.path)
         found[root] = count + len(left_out)
+    for root in roots:  # a file named directly gets a verdict: it is not left out
+        ext = os.path.splitext(root)[1].lower()
+        inside = any(root.startswith(folder_prefix(r)) for r in roots if r != root)
+        if unreadable.get(ext) and inside:
+            unreadable[ext] -= 1
+            if not unreadable[ext]:
+                del unreadable[ext]
     away = _away(roots, found, unseen)
     missing: dict[str, int] = {}
     kept: dict[str, int] = {}

@@ -16,6 +16,7 @@ same name in the same folder (a camera set to RAW+JPEG) is left to that photo
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 import re
@@ -39,6 +40,12 @@ RAW_EXTENSIONS = frozenset(
      ".dcr", ".mrw", ".mos"}
 )  # fmt: skip
 
+# The reason of a RAW file met where rawpy is missing (a Ray worker without the extra,
+# or a file named directly): ``ingest.run`` tries such files again once rawpy is there.
+NEEDS_RAWPY = (
+    "unsupported RAW file: reading camera RAW photos needs rawpy (pip install 'searchengine[raw]')"
+)
+
 # LibRaw's ``flip``: how the sensor image is turned to stand upright.
 _TURN = {3: Image.Transpose.ROTATE_180, 5: Image.Transpose.ROTATE_90,
          6: Image.Transpose.ROTATE_270}  # fmt: skip
@@ -46,12 +53,9 @@ _TURN = {3: Image.Transpose.ROTATE_180, 5: Image.Transpose.ROTATE_90,
 
 @lru_cache(maxsize=1)
 def raw_available() -> bool:
-    """Whether rawpy (LibRaw) is installed."""
-    try:
-        import rawpy  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether rawpy (LibRaw) is installed; found, not imported (~50 ms, which every
+    walk would pay: ``scan.image_extensions``)."""
+    return importlib.util.find_spec("rawpy") is not None
 
 
 def is_raw(name: str | None) -> bool:
@@ -72,12 +76,10 @@ def decode_raw(data: bytes, max_pixels: int, min_side: int | None) -> tuple[Imag
         ImageError: rawpy is missing, or the file is not a RAW file LibRaw reads,
             is truncated or corrupt, or is over ``max_pixels``.
     """
-    if not raw_available():
-        raise ImageError(
-            "unsupported RAW file: reading camera RAW photos needs rawpy "
-            "(pip install 'searchengine[raw]')"
-        )
-    import rawpy
+    try:
+        import rawpy
+    except ImportError as exc:  # not installed, or installed broken
+        raise ImageError(NEEDS_RAWPY) from exc
 
     try:
         with _libraw_stderr(), rawpy.imread(io.BytesIO(data)) as raw:
@@ -116,9 +118,10 @@ def raw_memory(data: bytes, max_pixels: int, min_side: int | None) -> int:
     Raises:
         ImageError: as ``decode_raw``, for a file it would refuse by its header.
     """
-    if not raw_available():
+    try:
+        import rawpy
+    except ImportError:
         return len(data)  # refused at once by ``decode_raw``
-    import rawpy
 
     try:
         with rawpy.imread(io.BytesIO(data)) as raw:

@@ -206,10 +206,15 @@ def heif_needed(data: bytes, heif_installed: bool) -> str | None:
     """
     if heif_installed or data[4:8] != b"ftyp" or data[8:12] not in _HEIF_BRANDS:
         return None
-    return (
-        "unsupported HEIF file: reading HEIC/HEIF photos needs pillow-heif "
-        "(pip install 'searchengine[heif]')"
-    )
+    return NEEDS_PILLOW_HEIF
+
+
+# The reason of a HEIC/HEIF photo met without pillow-heif (under another extension:
+# ``.heic`` files are not listed then): ``ingest.run`` tries it again once it is there.
+NEEDS_PILLOW_HEIF = (
+    "unsupported HEIF file: reading HEIC/HEIF photos needs pillow-heif "
+    "(pip install 'searchengine[heif]')"
+)
 
 
 def guess_format(data: bytes) -> str | None:

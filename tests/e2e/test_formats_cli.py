@@ -113,3 +113,44 @@ def test_raw_photos_are_indexed_found_and_shown(photos, tmp_path):
             assert Image.open(io.BytesIO(thumb.content)).size == (384, 288)
             original = client.get(f"/api/images/{record.id}/file")
             assert original.headers["content-type"] == "application/octet-stream"
+
+
+def test_files_failed_for_want_of_rawpy_are_read_again_once_it_is_there(
+    photos, tmp_path, monkeypatch, request
+):
+    """Without rawpy, a RAW file in a folder is counted and a RAW file named directly
+    fails with the install line; once rawpy is there, the next run reads both, the
+    failed one again although the file itself did not change (as for a RAW file that a
+    Ray worker without the extra met)."""
+    import sys
+
+    import numpy as np
+    from rawfiles import write_dng
+
+    from searchengine.ingest.raw import NEEDS_RAWPY, raw_available
+
+    camera = photos / "camera"
+    camera.mkdir()
+    for n, original in enumerate(sorted((photos / "album-a").iterdir())[:2]):
+        write_dng(camera / f"DSC_{n}.dng", np.asarray(Image.open(original).convert("RGB")))
+    named = str(camera / "DSC_0.dng")
+    base = ["-c", "c", "--index-dir", str(tmp_path / "home")]
+    import rawpy  # the module, to put back (a C extension is not imported twice)
+
+    request.addfinalizer(raw_available.cache_clear)
+    monkeypatch.setitem(sys.modules, "rawpy", None)  # not installed: nothing finds it
+    raw_available.cache_clear()
+    done = cli("index", str(photos), named, *base, "-m", "toy", "--json")
+    first = json.loads(done.stdout)
+    assert (first["added"], first["failed"]) == (8, 1)
+    assert first["failures"] == [[named, NEEDS_RAWPY]]
+    # The other one is left out, and said so (the one named has its verdict).
+    assert "1 camera RAW photo left out: reading them needs rawpy" in done.stderr
+    monkeypatch.setitem(sys.modules, "rawpy", rawpy)  # installed
+    raw_available.cache_clear()
+    fixed = json.loads(cli("index", *base, "--json").stdout)
+    assert (fixed["added"], fixed["updated"], fixed["failed"]) == (1, 1, 0)
+    status = json.loads(cli("status", *base, "--json").stdout)
+    assert (status["images"], status["failed"]) == (10, 0)
+    again = json.loads(cli("index", *base, "--json").stdout)
+    assert (again["unchanged"], again["updated"], again["failed"]) == (10, 0, 0)

@@ -85,8 +85,8 @@ def plan(
         found[root] = count + len(left_out)
     for root in roots:  # a file named directly gets a verdict: it is not left out
         ext = os.path.splitext(root)[1].lower()
-        inside = any(root.startswith(folder_prefix(r)) for r in roots if r != root)
-        if unreadable.get(ext) and inside:
+        in_walk = any(root.startswith(folder_prefix(r)) for r in roots if r != root)
+        if unreadable.get(ext) and in_walk:
             unreadable[ext] -= 1
             if not unreadable[ext]:
                 del unreadable[ext]

@@ -266,7 +266,7 @@ async def similar_to_upload(
 ) -> SimilarPage:
     """Images most like an uploaded one; it is decoded as safely as an indexed file."""
     data = await file.read()
-    return await service(request).similar_to_upload(data, k, offset)
+    return await service(request).similar_to_upload(data, k, offset, file.filename)
 
 
 @router.post("/session", response_model=SessionBody, responses=_errors())

@@ -30,6 +30,7 @@ from searchengine.catalog import OK, ImageRecord
 from searchengine.errors import ImageError, QueryError
 from searchengine.fsutil import display_path
 from searchengine.ingest.decode import decode_bytes, decode_memory
+from searchengine.ingest.raw import is_raw
 from searchengine.models.blip import DEFAULT_CAPTION_MODEL
 from searchengine.ranking import Filters, ImageTerm, Page, Query, Term, TextTerm
 from searchengine.ranking.terms import WEIGHTED
@@ -195,11 +196,14 @@ class Service:
         await self._ready(self.search_model)
         return await self._similar(record.path, k, offset, image_id, region, region_method)
 
-    async def similar_to_upload(self, data: bytes, k: int, offset: int) -> SimilarPage:
+    async def similar_to_upload(
+        self, data: bytes, k: int, offset: int, name: str | None = None
+    ) -> SimilarPage:
         """Images most like uploaded image bytes (decoded as safely as at ingest, at the
-        model's input size, within the memory budget)."""
+        model's input size, within the memory budget); ``name``, the upload's file name,
+        tells a camera RAW file."""
         encoder = await self._ready(self.search_model)
-        image = await self.decodes.run(self._decode_upload, data, encoder.image_size)
+        image = await self.decodes.run(self._decode_upload, data, encoder.image_size, name)
         return await self._similar(image, k, offset, None)
 
     async def caption(self, image_id: int) -> CaptionBody:
@@ -325,8 +329,14 @@ class Service:
         self.collection.store.refresh()
         return self.collection.status()
 
-    def _decode_upload(self, data: bytes, side: int) -> Image.Image:
+    def _decode_upload(self, data: bytes, side: int, name: str | None = None) -> Image.Image:
         try:
+            if is_raw(name):
+                try:
+                    with self.budget.hold(decode_memory(data, min_side=side, name=name)):
+                        return decode_bytes(data, min_side=side, name=name).image
+                except ImageError:
+                    pass  # the name says RAW, the bytes may not: as any other upload
             with self.budget.hold(decode_memory(data, min_side=side)):
                 return decode_bytes(data, min_side=side).image
         except OverBudget as exc:
@@ -337,8 +347,8 @@ class Service:
     def _decode_indexed(self, record: ImageRecord, side: int) -> Image.Image:
         data = read_indexed(record)
         try:
-            with self.budget.hold(decode_memory(data, min_side=side)):
-                return decode_bytes(data, min_side=side).image
+            with self.budget.hold(decode_memory(data, min_side=side, name=record.path)):
+                return decode_bytes(data, min_side=side, name=record.path).image
         except OverBudget:
             raise
         except ImageError as exc:

@@ -73,7 +73,8 @@ def test_heic_photos_without_pillow_heif_are_named_with_what_to_install(photos, 
 def test_raw_photos_are_indexed_found_and_shown(photos, tmp_path):
     """DNGs (``tests/rawfiles.py``) of toy scenes, half with the camera's preview: each
     is indexed, is its original's nearest neighbour, and gets a thumbnail from the web
-    server; a RAW file beside a JPEG of the same name is left to the JPEG."""
+    server, which also reads one as a search term and as an upload; a RAW file beside a
+    JPEG of the same name is left to the JPEG."""
     import numpy as np
     from fastapi.testclient import TestClient
     from rawfiles import write_dng
@@ -113,6 +114,20 @@ def test_raw_photos_are_indexed_found_and_shown(photos, tmp_path):
             assert Image.open(io.BytesIO(thumb.content)).size == (384, 288)
             original = client.get(f"/api/images/{record.id}/file")
             assert original.headers["content-type"] == "application/octet-stream"
+            # A DNG as a search term (image:ID), and one uploaded: read as RAW, not as
+            # the TIFF they are inside (a sensor-only DNG has no picture Pillow reads).
+            sensor_only = collection.catalog.by_path(str(camera / "DSC_0.dng"))
+            assert sensor_only is not None
+            term = {"q": "a photo", "plus": f"9:image:{sensor_only.id}", "k": 1}
+            found = client.get("/api/search", params=term)
+            assert found.status_code == 200, found.text
+            assert found.json()["results"][0]["path"] == str(camera / "DSC_0.dng")
+            upload = (camera / "DSC_0.dng").read_bytes()
+            files = {"file": ("DSC_0.dng", upload, "application/octet-stream")}
+            like = client.post("/api/similar", files=files, params={"k": 1})
+            assert like.status_code == 200, like.text
+            assert like.json()["results"][0]["path"] == str(camera / "DSC_0.dng")
+            assert like.json()["results"][0]["score"] > 0.99
 
 
 def test_files_failed_for_want_of_rawpy_are_read_again_once_it_is_there(

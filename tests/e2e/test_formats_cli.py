@@ -134,9 +134,9 @@ def test_files_failed_for_want_of_rawpy_are_read_again_once_it_is_there(
     photos, tmp_path, monkeypatch, request
 ):
     """Without rawpy, a RAW file in a folder is counted and a RAW file named directly
-    fails with the install line; once rawpy is there, the next run reads both, the
-    failed one again although the file itself did not change (as for a RAW file that a
-    Ray worker without the extra met)."""
+    fails with the install line; once rawpy is there, the next run (``index``, or a
+    search that refreshes first) reads both, the failed one again although the file
+    itself did not change (as for a RAW file that a Ray worker without the extra met)."""
     import sys
 
     import numpy as np
@@ -165,7 +165,17 @@ def test_files_failed_for_want_of_rawpy_are_read_again_once_it_is_there(
     raw_available.cache_clear()
     fixed = json.loads(cli("index", *base, "--json").stdout)
     assert (fixed["added"], fixed["updated"], fixed["failed"]) == (1, 1, 0)
-    status = json.loads(cli("status", *base, "--json").stdout)
-    assert (status["images"], status["failed"]) == (10, 0)
     again = json.loads(cli("index", *base, "--json").stdout)
     assert (again["unchanged"], again["updated"], again["failed"]) == (10, 0, 0)
+    # The same where a search that refreshes first is the next run: its quick check,
+    # which finds nothing new on disk, sees what waits.
+    write_dng(camera / "DSC_2.dng", np.zeros((64, 96, 3), np.uint8))
+    monkeypatch.setitem(sys.modules, "rawpy", None)
+    raw_available.cache_clear()
+    late = json.loads(cli("index", str(camera / "DSC_2.dng"), *base, "--json").stdout)
+    assert late["failures"] == [[str(camera / "DSC_2.dng"), NEEDS_RAWPY]]
+    monkeypatch.setitem(sys.modules, "rawpy", rawpy)
+    raw_available.cache_clear()
+    assert cli("search", "a red circle", *base, "--refresh", "--json").exit_code == 0
+    status = json.loads(cli("status", *base, "--json").stdout)
+    assert (status["images"], status["failed"]) == (11, 0)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from searchengine.config import CATALOG_FILE, INDEX_FILE, LOCATION_FILE, Config
+from searchengine.ingest.awaiting import decoder_awaited
 from searchengine.ingest.exclude import Exclusions, parse_saved
 from searchengine.ingest.plan import plan
 from searchengine.ingest.scan import missing_codecs_note
@@ -97,22 +98,12 @@ def _changed(rows: SqliteRows) -> tuple[bool, list[str]]:
     roots = rows.roots()
     if not roots or rows.meta(MetaKey.LAST_BATCH) != rows.meta(MetaKey.INDEX_BATCH):
         return True, []  # the full path refreshes, or says what is wrong
-    if _decoder_awaited(rows.meta(MetaKey.AWAITING)):
+    if decoder_awaited(rows.meta(MetaKey.AWAITING)):
         return True, []  # failed files wait for a decoder that is there now
     exclusions = Exclusions(parse_saved(rows.meta(MetaKey.EXCLUDE)))
     diff = plan(rows.file_states(), roots, exclusions=exclusions)
     note = missing_codecs_note(diff.unreadable)
     return bool(diff.candidates or diff.missing or diff.excluded), [note] if note else []
-
-
-def _decoder_awaited(recorded: str | None) -> bool:
-    """Whether failed files wait for an optional decoder that is installed now
-    (``ingest.run``: the full path reads them again)."""
-    from searchengine.ingest.decode import heif_available
-    from searchengine.ingest.raw import raw_available
-
-    waiting = set((recorded or "").split(","))
-    return ("heif" in waiting and heif_available()) or ("raw" in waiting and raw_available())
 
 
 class Unchanged(NamedTuple):

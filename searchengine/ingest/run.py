@@ -24,6 +24,7 @@ import numpy as np
 
 from searchengine.config import DEFAULT_LOAD_SECONDS, default_workers
 from searchengine.ingest import inflight
+from searchengine.ingest.awaiting import record_awaiting, retry_awaiting
 from searchengine.ingest.exclude import Exclusions, parse_saved
 from searchengine.ingest.load import (
     Item,
@@ -33,8 +34,7 @@ from searchengine.ingest.load import (
     decode_with_pillow,
     stack_pixels,
 )
-from searchengine.ingest.plan import IngestPlan, plan
-from searchengine.ingest.reasons import NEEDS_PILLOW_HEIF
+from searchengine.ingest.plan import plan
 from searchengine.ingest.scan import FileEntry, missing_codecs_note
 from searchengine.ingest.tensor_decode import TensorPreprocessor, tensor_decode_available
 from searchengine.ingest.write import IndexReport, Writer
@@ -108,7 +108,7 @@ class Ingest:
         catalog = self.store.catalog
         exclusions = Exclusions(parse_saved(catalog.get_meta(MetaKey.EXCLUDE)))
         diff = plan(catalog.file_states(), roots, catalog.roots(), exclusions)
-        recorded, awaiting = _retry_awaiting(catalog, diff)
+        recorded, awaiting = retry_awaiting(catalog, diff)
         self.writer = writer = Writer(self.store, diff)
         codecs = missing_codecs_note(diff.unreadable)
         if codecs:
@@ -145,7 +145,7 @@ class Ingest:
         writer.report.seconds = time.monotonic() - started
         if stop.requested:
             raise KeyboardInterrupt
-        _record_awaiting(catalog, recorded, awaiting, writer.report)
+        record_awaiting(catalog, recorded, awaiting, writer.report)
         return writer.report
 
     def _embed(self, entries: list[FileEntry], encoder: Encoder, stop: _StopFlag) -> None:
@@ -342,60 +342,6 @@ def _load_and_encode(
 
 class _StopFlag:
     requested = False
-
-
-def _needs() -> dict[str, str]:
-    """The optional decoders, by name, and the reason of a file failed for want of it."""
-    from searchengine.ingest.raw import NEEDS_RAWPY
-
-    return {"heif": NEEDS_PILLOW_HEIF, "raw": NEEDS_RAWPY}
-
-
-def _have(name: str) -> bool:
-    from searchengine.ingest.decode import heif_available
-    from searchengine.ingest.raw import raw_available
-
-    return heif_available() if name == "heif" else raw_available()
-
-
-def _retry_awaiting(catalog: Any, diff: IngestPlan) -> tuple[str | None, set[str]]:
-    """Plan again the unchanged files that failed for want of an optional decoder
-    (pillow-heif, rawpy) that is there now; returns what the catalog recorded as
-    awaited, and the decoders awaited before this run.
-
-    An unchanged file is otherwise never read again, so without this a HEIC photo named
-    ``.jpg``, or a RAW file that a Ray worker without rawpy met, stayed failed after the
-    decoder was installed. The catalog records which decoders have such files
-    (``MetaKey.AWAITING``), so a run looks for them only when some wait.
-    """
-    recorded = catalog.get_meta(MetaKey.AWAITING)
-    needs = _needs()
-    awaiting = set(needs) if recorded is None else {n for n in recorded.split(",") if n in needs}
-    ready = [needs[name] for name in sorted(awaiting) if _have(name)]
-    if ready:
-        skip = set(diff.missing) | set(diff.kept) | set(diff.excluded)
-        skip |= {entry.path for entry in diff.candidates}
-        for path in catalog.failed_with(ready):
-            if path in diff.known and path not in skip:
-                _, size, mtime_ns = diff.known[path]
-                diff.candidates.append(FileEntry(path, size, mtime_ns))
-                diff.unchanged -= 1
-    return recorded, awaiting
-
-
-def _record_awaiting(
-    catalog: Any, recorded: str | None, awaiting: set[str], report: IndexReport
-) -> None:
-    """Record which optional decoders still have failed files waiting for them."""
-    needs = _needs()
-    written = {
-        name for name, reason in needs.items() if any(r == reason for _, r in report.failures)
-    }
-    if not awaiting and not written and recorded is not None:
-        return  # nothing waited, nothing new waits: the unchanged re-run's case
-    still = [name for name, reason in needs.items() if catalog.failed_with([reason])]
-    if ",".join(still) != recorded:
-        catalog.set_meta({MetaKey.AWAITING: ",".join(still)})
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from typing import NoReturn
 
 import click
 
-from searchengine.cli import captions, collection, demo, manage, measure, serve, where
+from searchengine.cli import captions, collection, demo, index, manage, measure, serve, where
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -33,7 +33,7 @@ def main() -> None:
 
 
 for command in (
-    collection.index,
+    index.index,
     collection.search,
     collection.similar,
     collection.status,

@@ -16,7 +16,7 @@ import click
 from searchengine.config import DEFAULT_COLLECTION, Config
 from searchengine.errors import ConfigError, SearchEngineError
 from searchengine.fsutil import display_path
-from searchengine.values import DEVICES, ORIENTATIONS
+from searchengine.values import DEVICES, ORIENTATIONS, RUNTIMES
 
 if TYPE_CHECKING:
     from searchengine.collection import Collection
@@ -116,6 +116,17 @@ def device_option(func: F) -> F:
         type=click.Choice(DEVICES),
         default=None,
         help="Where to run the model [default auto: CUDA when present].",
+    )(func)
+
+
+def runtime_option(func: F) -> F:
+    return click.option(
+        "--runtime",
+        type=click.Choice(RUNTIMES),
+        default=None,
+        help="How to run open_clip models [env SEARCHENGINE_RUNTIME; default auto: ONNX "
+        "Runtime on a CPU (exported and checked against torch once per model), torch on "
+        "CUDA].",
     )(func)
 
 

@@ -112,6 +112,14 @@ def test_toy_world_gives_the_same_collection_as_a_local_run(tmp_path, ray_head):
     assert (ray["moved"], ray["removed"], ray["updated"], ray["added"]) == (1, 1, 1, 1)
     same_collection(home, "local", "ray", ["a purple square", "an orange image"])
 
+    # A folder left out (index --exclude): the driver's plan leaves it out as a local
+    # run does, and its photos leave both collections.
+    local = index(photos, home, "local", "--exclude", "NESTED")
+    ray = index(photos, home, "ray", "--exclude", "NESTED", ray=ray_head)
+    assert counts(ray) == counts(local) and ray["excluded"] == local["excluded"] > 0
+    assert not any("/nested/" in row[1] for row in rows(home, "ray"))
+    same_collection(home, "local", "ray", ["a red circle"])
+
 
 def test_a_file_a_worker_cannot_read_is_recorded_as_failed(tmp_path, ray_head):
     photos, home = tmp_path / "photos", tmp_path / "idx"

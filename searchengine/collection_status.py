@@ -10,6 +10,7 @@ from searchengine.catalog import OK
 from searchengine.config import CATALOG_FILE
 from searchengine.errors import DamagedIndexError
 from searchengine.fsutil import display_path
+from searchengine.ingest.awaiting import waiting
 from searchengine.precision import FP32, describe
 from searchengine.schema import SCHEMA_VERSION
 from searchengine.values import MetaKey
@@ -45,6 +46,9 @@ class CollectionStatus:
     folder_notes: dict[str, str] = field(default_factory=dict)
     damaged: str | None = None  # why the vector index file cannot be read, if it cannot
     exclude: list[str] = field(default_factory=list)  # what walks of ``roots`` leave out
+    # Failed files that an optional decoder would read, by the extra that installs it
+    # ("raw": 3): the next ``index`` after it is installed reads them again.
+    waiting: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -68,6 +72,7 @@ def collection_status(collection: Collection) -> CollectionStatus:
     except DamagedIndexError as exc:  # status is where a user looks for what is wrong
         damaged = str(exc)
     schema = collection.catalog.get_meta(MetaKey.SCHEMA_VERSION)
+    failed = sum(n for s, n in counts.items() if s != OK)
     roots = collection.catalog.roots()
     return CollectionStatus(
         name=collection.name,
@@ -76,7 +81,7 @@ def collection_status(collection: Collection) -> CollectionStatus:
         dim=collection.store.dim,
         index_type=collection.store.index_type() if damaged is None else "-",
         images=counts.get(OK, 0),
-        failed=sum(n for s, n in counts.items() if s != OK),
+        failed=failed,
         vectors=0 if index is None else len(index),
         size_bytes=size,
         roots=roots,
@@ -93,6 +98,7 @@ def collection_status(collection: Collection) -> CollectionStatus:
         folder_notes=folder_notes(roots),
         damaged=damaged,
         exclude=collection.exclusions(),
+        waiting=waiting(collection.catalog) if failed else {},
     )
 
 

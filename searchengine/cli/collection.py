@@ -26,6 +26,7 @@ from searchengine.cli.common import (
 )
 from searchengine.cli.where import print_located, region_options, where_options
 from searchengine.fsutil import human_size
+from searchengine.ingest.awaiting import waiting_note
 from searchengine.models.blip import DEFAULT_CAPTION_MODEL
 from searchengine.values import SORTS
 
@@ -258,6 +259,7 @@ def status(
             click.echo("no failed files", err=True)
         return
     accelerated = f" + fast-scan {info.accelerator}" if info.accelerator else ""
+    waits = f" ({waiting_note(info.waiting)})" if info.waiting else ""
     checked = f" ({info.precision_check})" if info.precision_check else ""
     folders = ", ".join(
         terminal_path(r)
@@ -268,7 +270,7 @@ def status(
         f"collection  {info.name}\nfolder      {info.folder}\nmodel       {info.model}"
         f"\nprecision   {info.precision}{checked}"
         f"\ndimension   {info.dim or '-'}\nindex type  {info.index_type}{accelerated}"
-        f"\nimages      {info.images}\nfailed      {info.failed}\nvectors     {info.vectors}"
+        f"\nimages      {info.images}\nfailed      {info.failed}{waits}\nvectors     {info.vectors}"
         f"\ncatalog     {info.backend}: {info.catalog} ({human_size(info.catalog_bytes)})"
         f"\nsize        {human_size(info.size_bytes)}\nfolders     {folders or '-'}"
     )

@@ -76,3 +76,19 @@ def record_awaiting(
     still = [name for name, reason in needs.items() if catalog.failed_with([reason])]
     if ",".join(still) != recorded:
         catalog.set_meta({MetaKey.AWAITING: ",".join(still)})
+
+
+def waiting(catalog: Catalog) -> dict[str, int]:
+    """How many failed files wait for each optional decoder, by its extra's name
+    (``heif``, ``raw``: ``pip install 'searchengine[NAME]'``); for ``status``."""
+    found = {name: len(catalog.failed_with([reason])) for name, reason in _needs().items()}
+    return {name: n for name, n in found.items() if n}
+
+
+def waiting_note(counts: dict[str, int]) -> str:
+    """``status``'s words for ``waiting``: "3 wait for rawpy (pip install ...)"."""
+    package = {"heif": "pillow-heif", "raw": "rawpy"}
+    return "; ".join(
+        f"{n} wait for {package[name]}: pip install 'searchengine[{name}]'"
+        for name, n in sorted(counts.items())
+    )

@@ -161,12 +161,17 @@ def test_files_failed_for_want_of_rawpy_are_read_again_once_it_is_there(
     assert first["failures"] == [[named, NEEDS_RAWPY]]
     # The other one is left out, and said so (the one named has its verdict).
     assert "1 camera RAW photo left out: reading them needs rawpy" in done.stderr
+    waits = json.loads(cli("status", *base, "--json").stdout)["waiting"]
+    assert waits == {"raw": 1}
+    said = "failed      1 (1 wait for rawpy: pip install 'searchengine[raw]')"
+    assert said in cli("status", *base).stdout
     monkeypatch.setitem(sys.modules, "rawpy", rawpy)  # installed
     raw_available.cache_clear()
     fixed = json.loads(cli("index", *base, "--json").stdout)
     assert (fixed["added"], fixed["updated"], fixed["failed"]) == (1, 1, 0)
     again = json.loads(cli("index", *base, "--json").stdout)
     assert (again["unchanged"], again["updated"], again["failed"]) == (10, 0, 0)
+    assert json.loads(cli("status", *base, "--json").stdout)["waiting"] == {}
     # The same where a search that refreshes first is the next run: its quick check,
     # which finds nothing new on disk, sees what waits.
     write_dng(camera / "DSC_2.dng", np.zeros((64, 96, 3), np.uint8))

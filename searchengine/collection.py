@@ -41,7 +41,12 @@ from searchengine.folders import (
 )
 from searchengine.identity import check_encoder_precision, check_identity
 from searchengine.index_choice import IndexPolicy
-from searchengine.ingest.exclude import Exclusions, parse_saved, saved_value, updated
+from searchengine.ingest.exclude import (
+    parse_saved,
+    saved_exclusions,
+    saved_value,
+    updated,
+)
 from searchengine.ingest.run import Ingest
 from searchengine.ingest.write import IndexReport
 from searchengine.models import Encoder, load_encoder, parse_model_spec
@@ -334,7 +339,7 @@ class Collection(Searching):
             self._fp32_encoder,
             roots,
             self._encoder,  # an int8 one when opened early (``warmup.IngestWarmup``)
-            Exclusions(self.exclusions()),
+            saved_exclusions(self.catalog.get_meta),
         )
         if precision != stored or (check is not None and check != self.precision_check):
             self.store.record_precision(precision, check.to_dict() if check else None)

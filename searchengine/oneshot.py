@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 from searchengine.config import CATALOG_FILE, INDEX_FILE, LOCATION_FILE, Config
 from searchengine.ingest.awaiting import decoder_awaited
-from searchengine.ingest.exclude import Exclusions, parse_saved
+from searchengine.ingest.exclude import saved_exclusions
 from searchengine.ingest.plan import plan
 from searchengine.ingest.scan import missing_codecs_note
 from searchengine.models.base import Encoder
@@ -100,8 +100,7 @@ def _changed(rows: SqliteRows) -> tuple[bool, list[str]]:
         return True, []  # the full path refreshes, or says what is wrong
     if decoder_awaited(rows.meta(MetaKey.AWAITING)):
         return True, []  # failed files wait for a decoder that is there now
-    exclusions = Exclusions(parse_saved(rows.meta(MetaKey.EXCLUDE)))
-    diff = plan(rows.file_states(), roots, exclusions=exclusions)
+    diff = plan(rows.file_states(), roots, exclusions=saved_exclusions(rows.meta))
     note = missing_codecs_note(diff.unreadable)
     return bool(diff.candidates or diff.missing or diff.excluded), [note] if note else []
 

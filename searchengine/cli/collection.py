@@ -26,7 +26,6 @@ from searchengine.cli.common import (
 )
 from searchengine.cli.where import print_located, region_options, where_options
 from searchengine.fsutil import human_size
-from searchengine.ingest.awaiting import waiting_note
 from searchengine.models.blip import DEFAULT_CAPTION_MODEL
 from searchengine.values import SORTS
 
@@ -259,7 +258,11 @@ def status(
             click.echo("no failed files", err=True)
         return
     accelerated = f" + fast-scan {info.accelerator}" if info.accelerator else ""
-    waits = f" ({waiting_note(info.waiting)})" if info.waiting else ""
+    waits = ""
+    if info.waiting:
+        from searchengine.ingest.awaiting import waiting_note  # not at every command's start
+
+        waits = f" ({waiting_note(info.waiting)})"
     checked = f" ({info.precision_check})" if info.precision_check else ""
     folders = ", ".join(
         terminal_path(r)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from searchengine.errors import ConfigError
 from searchengine.fsutil import folder_prefix
+from searchengine.values import MetaKey
 
 MAX_PATTERNS = 1000
 MAX_PATTERN_LENGTH = 4096
@@ -102,6 +103,12 @@ def _compiled(patterns: list[str]) -> re.Pattern[str] | None:
     if not patterns:
         return None
     return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns), re.IGNORECASE)
+
+
+def saved_exclusions(meta: Callable[[str], str | None]) -> Exclusions:
+    """A collection's patterns, read with ``meta`` (its catalog's ``get_meta``, or the
+    one-shot reader's ``meta``)."""
+    return Exclusions(parse_saved(meta(MetaKey.EXCLUDE)))
 
 
 def parse_saved(value: str | None) -> list[str]:

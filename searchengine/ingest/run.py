@@ -25,7 +25,7 @@ import numpy as np
 from searchengine.config import DEFAULT_LOAD_SECONDS, default_workers
 from searchengine.ingest import inflight
 from searchengine.ingest.awaiting import record_awaiting, retry_awaiting
-from searchengine.ingest.exclude import Exclusions, parse_saved
+from searchengine.ingest.exclude import saved_exclusions
 from searchengine.ingest.load import (
     Item,
     Jpeg,
@@ -41,7 +41,6 @@ from searchengine.ingest.write import IndexReport, Writer
 from searchengine.models.base import Encoder, TensorEncoder, image_lanes
 from searchengine.progress import NoProgress, Progress
 from searchengine.store import Store
-from searchengine.values import MetaKey
 
 
 def default_batch_size(device: str, lanes: int = 1) -> int:
@@ -106,7 +105,7 @@ class Ingest:
         """Index ``roots``: embed new and changed files, drop deleted ones."""
         started = time.monotonic()
         catalog = self.store.catalog
-        exclusions = Exclusions(parse_saved(catalog.get_meta(MetaKey.EXCLUDE)))
+        exclusions = saved_exclusions(catalog.get_meta)
         diff = plan(catalog.file_states(), roots, catalog.roots(), exclusions)
         recorded, awaiting = retry_awaiting(catalog, diff)
         self.writer = writer = Writer(self.store, diff)

@@ -122,9 +122,7 @@ def scan(
                 yield FileEntry(root, 0, 0, _link_failure(exc))
             continue
         if stat.S_ISDIR(st.st_mode):
-            yield from _walk(
-                root, exts, (st.st_dev, st.st_ino), exclusions or None, left_out, unreadable
-            )
+            yield from _walk(root, exts, (st.st_dev, st.st_ino), exclusions, left_out, unreadable)
         else:
             yield _checked(root, st)
 

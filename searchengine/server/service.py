@@ -333,12 +333,12 @@ class Service:
         try:
             if is_raw(name):
                 try:
-                    with self.budget.hold(decode_memory(data, min_side=side, name=name)):
-                        return decode_bytes(data, min_side=side, name=name).image
+                    return self._decode(data, side, name)
+                except OverBudget:
+                    raise
                 except ImageError:
                     pass  # the name says RAW, the bytes may not: as any other upload
-            with self.budget.hold(decode_memory(data, min_side=side)):
-                return decode_bytes(data, min_side=side).image
+            return self._decode(data, side)
         except OverBudget as exc:
             raise OverBudget(f"cannot use the uploaded file: {exc}") from exc
         except ImageError as exc:
@@ -347,12 +347,17 @@ class Service:
     def _decode_indexed(self, record: ImageRecord, side: int) -> Image.Image:
         data = read_indexed(record)
         try:
-            with self.budget.hold(decode_memory(data, min_side=side, name=record.path)):
-                return decode_bytes(data, min_side=side, name=record.path).image
+            return self._decode(data, side, record.path)
         except OverBudget:
             raise
         except ImageError as exc:
             raise FileUnavailable(f"image {record.id} cannot be decoded: {exc}", 409) from exc
+
+    def _decode(self, data: bytes, side: int, name: str | None = None) -> Image.Image:
+        """Image bytes decoded at ``side``, within the memory budget (``name``, where
+        known, tells a camera RAW file)."""
+        with self.budget.hold(decode_memory(data, min_side=side, name=name)):
+            return decode_bytes(data, min_side=side, name=name).image
 
     # -- helpers -------------------------------------------------------------------
     async def _ready(self, slot: ModelSlot[Encoder]) -> Encoder:

@@ -11,31 +11,19 @@ rebuilds it when it is damaged (the damaged file is kept aside).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from clirunner import cli, ok_json
 
-from searchengine.cli import main
 from searchengine.toy import world as toyworld
 
 pytestmark = pytest.mark.slow
 
 QUERY = "a red circle"
-
-
-def cli(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args))
-
-
-def ok_json(*args: str) -> dict | list:
-    result = cli(*args, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def ranking(hits: list) -> list[tuple[str, float]]:

@@ -5,27 +5,15 @@ files stay, and ``--no-exclude`` brings them back."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from clirunner import cli, ok_json
 
-from searchengine.cli import main
 from searchengine.toy import world as toyworld
 
 pytestmark = pytest.mark.slow
-
-
-def cli(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args))
-
-
-def ok_json(*args: str) -> dict | list:
-    result = cli(*args, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 @pytest.fixture

@@ -10,28 +10,16 @@ can be mended.
 
 from __future__ import annotations
 
-import json
 import shlex
 import sqlite3
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from clirunner import cli, ok_json
 
-from searchengine.cli import main
 from searchengine.toy import world as toyworld
 
 pytestmark = pytest.mark.slow
-
-
-def cli(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(main, list(args), input=input, env=env)
-
-
-def ok_json(*args: str, env: dict[str, str] | None = None) -> dict | list:
-    result = cli(*args, "--json", env=env)
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 @pytest.fixture

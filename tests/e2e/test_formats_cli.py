@@ -10,18 +10,13 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from clirunner import cli
 from PIL import Image
 
-from searchengine.cli import main
 from searchengine.ingest.decode import avif_available, heif_available
 from searchengine.toy import world as toyworld
 
 pytestmark = pytest.mark.slow
-
-
-def cli(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args))
 
 
 @pytest.fixture

@@ -23,13 +23,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from clirunner import cli, ok_json
 from fastapi.testclient import TestClient
 from PIL import Image
 from servertools import FakeCaptioner
 from unprivileged import without_file_override
 
-from searchengine.cli import main
 from searchengine.collection import Collection
 from searchengine.config import Config
 from searchengine.server import create_app
@@ -44,12 +43,6 @@ OTHER_UID = 12345  # owns "another user's" collection when the tests run as root
 
 def base(home: Path, *args: str) -> list[str]:
     return [*args, "-c", "c", "--index-dir", str(home)]
-
-
-def ok_json(*args: str) -> dict | list:
-    result = CliRunner().invoke(main, [*args, "--json"])
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def child(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -152,7 +145,7 @@ def test_another_users_collection_is_searched_and_never_written(tmp_path, photos
     # The owner indexing meanwhile (its commit still in the -wal file): a reader sees it.
     for path in [home, folder, *folder.iterdir()]:
         os.chown(path, 0, 0)
-    owner = CliRunner().invoke(main, base(home, "index", str(photos / "new")))
+    owner = cli(*base(home, "index", str(photos / "new")))
     assert owner.exit_code == 0, owner.output
     import sqlite3
 

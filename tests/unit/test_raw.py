@@ -4,6 +4,7 @@ format's definition (``tests/rawfiles.py``), good ones and broken ones."""
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -101,9 +102,7 @@ def test_the_date_taken_is_read_from_the_exif(tmp_path):
     path = write_dng(tmp_path / "d.dng", picture(), taken="2021:06:05 10:20:30")
     decoded = decode_file(str(path), min_side=16)
     assert decoded.taken_at is not None
-    assert decoded.taken_at == pytest.approx(
-        __import__("datetime").datetime(2021, 6, 5, 10, 20, 30).timestamp()
-    )
+    assert decoded.taken_at == pytest.approx(datetime(2021, 6, 5, 10, 20, 30).timestamp())
     assert decode_file(str(write_dng(tmp_path / "n.dng", picture())), min_side=16).taken_at is None
 
 

@@ -29,10 +29,16 @@ MAX_PATTERNS = 1000
 MAX_PATTERN_LENGTH = 4096
 
 
+def _normal(pattern: str) -> str:
+    """A pattern as it is kept: no surrounding blanks, no trailing ``/`` (``Raw/`` is
+    ``Raw``; ``/`` stays ``/``)."""
+    stripped = pattern.strip()
+    return stripped.rstrip("/") or stripped
+
+
 def clean_pattern(pattern: str) -> str:
     """``pattern`` as it is saved, or ConfigError saying what is wrong with it."""
-    cleaned = pattern.strip()
-    cleaned = cleaned.rstrip("/") or cleaned
+    cleaned = _normal(pattern)
     if not cleaned:
         raise ConfigError(
             f"--exclude {pattern!r} is empty: give a folder or file name, or a glob such as '*.tif'"
@@ -55,7 +61,7 @@ class Exclusions:
     """A collection's patterns, compiled once per walk."""
 
     def __init__(self, patterns: Iterable[str] = ()) -> None:
-        self.patterns = tuple(dict.fromkeys(p.rstrip("/") or p for p in patterns))
+        self.patterns = tuple(dict.fromkeys(_normal(p) for p in patterns))
         names = [p for p in self.patterns if "/" not in p]
         relative = [p for p in self.patterns if "/" in p and not p.startswith("/")]
         absolute = [p for p in self.patterns if p.startswith("/")]
@@ -128,7 +134,7 @@ def updated(saved: Sequence[str], add: Iterable[str], drop: Iterable[str]) -> li
     a pattern that is not a pattern, or one to drop that is not saved."""
     result = list(saved)
     for pattern in drop:
-        cleaned = pattern.strip().rstrip("/") or pattern.strip()
+        cleaned = _normal(pattern)
         if cleaned not in result:
             have = ", ".join(repr(p) for p in result) or "none"
             raise ConfigError(

@@ -30,8 +30,9 @@ class IngestPlan:
     # Rows whose file is there but now left out by the collection's ``--exclude``
     # patterns: they leave the collection as ``missing`` ones do, counted apart.
     excluded: dict[str, int] = field(default_factory=dict)
-    # Photos met that this installation cannot read, by extension (``scan``).
-    unreadable: dict[str, int] = field(default_factory=dict)
+    # Photos met that this installation cannot read (``scan``), but for those named
+    # directly: those get a verdict.
+    unreadable: list[str] = field(default_factory=list)
 
 
 def plan(
@@ -68,7 +69,7 @@ def plan(
     seen: set[str] = set()
     unchanged = 0
     found = {}
-    unreadable: dict[str, int] = {}
+    unreadable: list[str] = []
     for root in roots:
         count = 0
         left_out: list[str] = []
@@ -83,13 +84,7 @@ def plan(
             if nested:
                 seen.add(entry.path)
         found[root] = count + len(left_out)
-    for root in roots:  # a file named directly gets a verdict: it is not left out
-        ext = os.path.splitext(root)[1].lower()
-        in_walk = any(root.startswith(folder_prefix(r)) for r in roots if r != root)
-        if unreadable.get(ext) and in_walk:
-            unreadable[ext] -= 1
-            if not unreadable[ext]:
-                del unreadable[ext]
+    unreadable = [path for path in unreadable if path not in root_set]
     away = _away(roots, found, unseen)
     missing: dict[str, int] = {}
     kept: dict[str, int] = {}

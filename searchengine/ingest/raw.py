@@ -60,10 +60,7 @@ def raw_available() -> bool:
 
 def is_raw(name: str | None) -> bool:
     """Whether a file of this name is a camera RAW file (by its extension)."""
-    if not name:
-        return False
-    dot = name.rfind(".")
-    return dot > 0 and name[dot:].lower() in RAW_EXTENSIONS
+    return name is not None and os.path.splitext(name)[1].lower() in RAW_EXTENSIONS
 
 
 def decode_raw(data: bytes, max_pixels: int, min_side: int | None) -> tuple[Image.Image, int, int]:
@@ -124,7 +121,7 @@ def raw_memory(data: bytes, max_pixels: int, min_side: int | None) -> int:
         return len(data)  # refused at once by ``decode_raw``
 
     try:
-        with rawpy.imread(io.BytesIO(data)) as raw:
+        with _libraw_stderr(), rawpy.imread(io.BytesIO(data)) as raw:
             sizes = raw.sizes
             pixels = max(sizes.raw_width * sizes.raw_height, sizes.width * sizes.height)
     except rawpy.LibRawError as exc:
@@ -172,10 +169,8 @@ def _preview(raw: Any, flip: int, min_side: int) -> Image.Image | None:
 
     try:
         thumb = raw.extract_thumb()
-    except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):
-        return None
-    except rawpy.LibRawError:
-        return None  # a damaged preview: the sensor data may still read
+    except rawpy.LibRawError:  # none, of a kind LibRaw cannot give, or damaged
+        return None  # the sensor data may still read
     image: Image.Image
     try:
         if thumb.format == rawpy.ThumbFormat.JPEG:

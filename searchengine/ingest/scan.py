@@ -20,7 +20,7 @@ BASE_EXTENSIONS = frozenset(
 HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
 AVIF_EXTENSIONS = frozenset({".avif"})
 # Photos of a format this installation may lack the decoder for: a walk without it
-# counts them (``scan``'s ``unreadable``), so that ``index`` can say what to install
+# lists them (``scan``'s ``unreadable``), so that ``index`` can say what to install
 # instead of leaving them out without a word (an iPhone library is mostly HEIC).
 CODEC_EXTENSIONS = HEIF_EXTENSIONS | AVIF_EXTENSIONS | RAW_EXTENSIONS
 
@@ -55,12 +55,13 @@ def image_extensions() -> frozenset[str]:
     return found
 
 
-def missing_codecs_note(unreadable: dict[str, int]) -> str | None:
+def missing_codecs_note(unreadable: Iterable[str]) -> str | None:
     """What ``index`` says of the photos a walk met that this installation cannot read
-    (``scan``'s ``unreadable``: count by extension); None when there were none."""
-    heif = sum(n for ext, n in unreadable.items() if ext in HEIF_EXTENSIONS)
-    avif = sum(n for ext, n in unreadable.items() if ext in AVIF_EXTENSIONS)
-    raw = sum(n for ext, n in unreadable.items() if ext in RAW_EXTENSIONS)
+    (``scan``'s ``unreadable`` paths); None when there were none."""
+    exts = [_extension(os.path.basename(path)) for path in unreadable]
+    heif = sum(ext in HEIF_EXTENSIONS for ext in exts)
+    avif = sum(ext in AVIF_EXTENSIONS for ext in exts)
+    raw = sum(ext in RAW_EXTENSIONS for ext in exts)
     parts = []
     if heif:
         parts.append(
@@ -96,7 +97,7 @@ def scan(
     extensions: frozenset[str] | None = None,
     exclusions: Exclusions | None = None,
     left_out: list[str] | None = None,
-    unreadable: dict[str, int] | None = None,
+    unreadable: list[str] | None = None,
 ) -> Iterator[FileEntry]:
     """Yield every image file under ``roots``; a root that is not a folder is yielded too.
 
@@ -109,7 +110,8 @@ def scan(
     collection folders are not walked, nor what ``exclusions`` (the collection's
     ``index --exclude`` patterns) leave out; the paths of those it met go to
     ``left_out``. Photos of a format this installation cannot read (``CODEC_EXTENSIONS``
-    outside ``extensions``) are counted in ``unreadable``, by extension. Entries that
+    outside ``extensions``) go to ``unreadable``, but for a RAW file a photo of the
+    same name stands for. Entries that
     vanish during the walk are skipped.
     """
     exts = image_extensions() if extensions is None else extensions
@@ -174,7 +176,7 @@ def _walk(
     identity: tuple[int, int],
     exclusions: Exclusions | None,
     left_out: list[str] | None,
-    unreadable: dict[str, int] | None,
+    unreadable: list[str] | None,
 ) -> Iterator[FileEntry]:
     # An explicit stack of scandir iterators: os.scandir gives type and stat from the
     # directory read itself, which keeps an unchanged re-run close to a bare walk.
@@ -185,7 +187,7 @@ def _walk(
     prefix = folder_prefix(folder)
     leaves_out = exclusions.matcher(prefix) if exclusions else None
     cannot_read = CODEC_EXTENSIONS - exts if unreadable is not None else frozenset()
-    counts = unreadable if unreadable is not None else {}
+    cannot: list[str] = unreadable if unreadable is not None else []
     while stack:
         current = stack.pop()
         try:
@@ -224,7 +226,7 @@ def _walk(
                     except OSError:
                         continue
                 if raws:
-                    yield from _raw_entries(raws, named, exts, counts)
+                    yield from _raw_entries(raws, named, exts, cannot)
         except OSError:
             continue
         if current != folder and _collection(files):
@@ -241,7 +243,7 @@ def _raw_entries(
     raws: list[tuple[os.DirEntry[str], str]],
     named: list[str],
     exts: frozenset[str],
-    counts: dict[str, int],
+    unreadable: list[str],
 ) -> Iterator[FileEntry]:
     """The camera RAW files of one folder that no other photo of the same name stands
     for (a camera set to RAW+JPEG writes both; the JPEG is its rendering of the shot),
@@ -257,7 +259,7 @@ def _raw_entries(
             except OSError:
                 continue
         else:
-            counts[ext] = counts.get(ext, 0) + 1
+            unreadable.append(entry.path)
 
 
 def _note(left_out: list[str] | None, path: str) -> None:

@@ -315,15 +315,26 @@ def log_vectors(conn: Connection, batch: int, ids: Sequence[int], vectors: np.nd
 
 def logged_ids(conn: Connection) -> set[int]:
     """Ids of the images whose vector the catalog holds."""
-    return {int(i) for i in conn.scalars(select(pending_table.c.image_id))}
+    return set(logged_id_list(conn))
+
+
+def logged_id_list(conn: Connection) -> Iterator[int]:
+    """The same ids, streamed (for an array of them, never a set)."""
+    result = conn.execution_options(yield_per=100_000).execute(select(pending_table.c.image_id))
+    for image_id in result.scalars():
+        yield int(image_id)
 
 
 def pending_vectors(
-    conn: Connection, after_batch: int, chunk: int = 20_000
+    conn: Connection, after_batch: int, chunk: int = 2_000
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Logged vectors of batches newer than the saved index: (ids, vectors) ``chunk``
     rows at a time, streamed, so a host that builds its index from a shared catalog
-    holds one chunk of them beside the index, never all of them."""
+    holds one chunk of them beside the index, never all of them.
+
+    A chunk costs about six times its vectors' bytes while it is read (the driver's
+    buffer, the rows, the stacked array, the previous chunk): 2,000 rows of 512-d are
+    ~25 MB, where 20,000 were ~250 MB, at no measurable cost in time."""
     query = select(pending_table.c.image_id, pending_table.c.vector).where(
         pending_table.c.batch > after_batch
     )

@@ -79,7 +79,13 @@ class Collection(Searching):
         self.name = name
         self.folder = folder
         self.config = config
-        self.store = Store(folder, catalog, name, default_dim=lambda: self.encoder.dim)
+        self.store = Store(
+            folder,
+            catalog,
+            name,
+            default_dim=lambda: self.encoder.dim,
+            policy=config.index_policy or IndexPolicy(),
+        )
         self.model = catalog.get_meta(MetaKey.MODEL) or config.model
         stored, self.precision_check = recorded(catalog.get_meta)
         self.precision = stored or FP32  # settled at the first ingest (``_settle_precision``)
@@ -294,7 +300,7 @@ class Collection(Searching):
         return Ingest(self.store, self._encoder_for_ingest, text_after=needs_text_tower, **common)
 
     def _adapt(self) -> None:
-        self.store.adapt(self.config.index_policy or IndexPolicy(), self.config.index_memory_mb)
+        self.store.adapt(self.store.policy, self.config.index_memory_mb)
 
     def update(self, progress: Progress | None = None) -> IndexReport:
         """Bring the collection up to date with its folders before a search.

@@ -35,8 +35,9 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -44,13 +45,15 @@ from searchengine.vectors import EXACT, REFINE_FACTORS, FaissIndex
 
 FLAT_MAX = 50_000  # exact search up to here: ~100 MB and a few ms at 512-d
 MIN_IVF = 4_096  # never IVF below this: too few vectors to train the lists
-TRAIN_PER_LIST = 64  # k-means sample per list (faiss warns below 39)
+TRAIN_PER_LIST = 64  # k-means sample per list
+MIN_PER_LIST = 39  # faiss warns when it trains lists on fewer vectors than this
 TARGET_RECALL = 0.95
 MARGIN = 0.02  # calibration aims this much above the target
 CALIBRATION_QUERIES = 256
 NOISE = 0.85  # share of a calibration query that is random direction (cos to its seed ~0.5)
 K = 10
 ACCEL_MIN = 200_000  # vectors before an accelerator is considered
+READER_EXACT_MAX = 1_000_000  # a reader's index built from a shared log: exact up to here
 ACCEL_WORTH_MS = 2.0  # ...and only when a tuned SQ8 query takes longer than this
 ACCEL_SPEEDUP = 1.5  # kept only when at least this much faster at the same aim
 TIMED_QUERIES = 64  # calibration queries timed one by one for that comparison
@@ -72,6 +75,9 @@ class IndexPolicy:
         accel_min: vectors before an accelerator is considered.
         accel_worth_ms: ...and only when a tuned SQ8 query takes longer than this.
         accel_speedup: kept only when at least this much faster at the same aim.
+        reader_exact_max: a reader on a host without an index file builds it from a
+            shared catalog's log exact up to this many vectors (2 GB at 512-d: quicker
+            to build, ~3x at 60k, and exact), as the recorded type past it.
     """
 
     flat_max: int = FLAT_MAX
@@ -81,12 +87,24 @@ class IndexPolicy:
     accel_min: int = ACCEL_MIN
     accel_worth_ms: float = ACCEL_WORTH_MS
     accel_speedup: float = ACCEL_SPEEDUP
+    reader_exact_max: int = READER_EXACT_MAX
 
     def lists_for(self, n: int) -> int:
         return self.nlist if self.nlist is not None else nlist_for(n)
 
 
 DEFAULT_POLICY = IndexPolicy()
+
+
+class VectorSource(Protocol):
+    """What ``build_index`` reads its vectors from: an index, or a catalog's vector log
+    (``logged_vectors.LoggedVectors``)."""
+
+    dim: int
+
+    def ids(self) -> np.ndarray: ...
+    def reconstruct_batch(self, ids: np.ndarray) -> np.ndarray: ...
+    def chunks(self, ids: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
 
 
 @dataclass(frozen=True)
@@ -113,6 +131,12 @@ def nlist_for(n: int) -> int:
     """Inverted lists for ``n`` vectors: the power of two nearest sqrt(n)."""
     lists = 2 ** round(math.log2(max(1.0, math.sqrt(n))))
     return int(max(64, min(lists, 65_536, max(64, n // 39))))
+
+
+def ivf_lists(index_type: str) -> int | None:
+    """The inverted-list count of an ``IVF<n>,…`` type, None for any other type."""
+    match = _IVF_RE.match(index_type)
+    return int(match.group(1)) if match else None
 
 
 def bytes_per_vector(index_type: str, dim: int) -> float:
@@ -180,7 +204,7 @@ def wanted_type(
 
 
 def build_index(
-    source: FaissIndex,
+    source: VectorSource,
     index_type: str,
     *,
     seed: int = 0,

@@ -444,3 +444,161 @@ def test_a_server_that_is_down_is_listed_as_unavailable_and_remove_local_still_w
         s["name"]
         for s in json.loads(CliRunner().invoke(main, ["collections", *home, "--json"]).stdout)
     ] == ["mine"]
+
+
+def many_colours(folder, count: int, seed: int = 5):
+    """``count`` photos of distinct random colours (the fake model embeds the colour)."""
+    rnd = random.Random(seed)
+    for no in range(count):
+        colour = tuple(rnd.randrange(256) for _ in range(3))
+        solid(folder / f"c{no:03d}.png", colour, size=(8, 8), fmt="PNG")
+    return folder
+
+
+def exact_adds(monkeypatch) -> list[int]:
+    """Record how many vectors each exact index holds after each add."""
+    from searchengine.vectors import FaissIndex
+
+    sizes: list[int] = []
+    add = FaissIndex.add
+
+    def spy(self, ids, vectors):
+        add(self, ids, vectors)
+        if self.exact:
+            sizes.append(len(self))
+
+    monkeypatch.setattr(FaissIndex, "add", spy)
+    return sizes
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("accelerated", [False, True])
+def test_a_new_host_builds_its_index_as_the_recorded_type_never_all_vectors_exact(
+    tmp_path, pg_cluster, monkeypatch, accelerated
+):
+    """Past the exact-search threshold a collection is ``IVF…,SQ8``. A host without an
+    index file (a new team member's machine, a web server) builds its index from the
+    catalog's log as that type, trained on a sample and filled chunk by chunk: an
+    exact copy of every vector is never held (206 GB at 10^8 vectors, where SQ8 is 54)."""
+    from searchengine.index_choice import IndexPolicy
+    from searchengine.values import MetaKey
+    from searchengine.vectors import FaissIndex
+
+    # 300 photos: IVF4,SQ8; a reader builds that past 250 vectors, exact up to it
+    policy = IndexPolicy(flat_max=200, min_ivf=100, nlist=4, reader_exact_max=250)
+    photos = many_colours(tmp_path / "photos", 300)
+    url = pg_cluster.new_database()
+    encoder = FakeEncoder()
+    queries = ["red", "green", "blue", "yellow", "cyan", "magenta", "white", "black"]
+
+    def config(name: str, policy: IndexPolicy = policy) -> Config:
+        return Config(home=tmp_path / name, workers=1, database_url=url, index_policy=policy)
+
+    with Collection.open("team", config("a"), create=True, encoder=encoder) as a:
+        assert a.index([photos]).added == 300
+        assert a.store.index_type() == "IVF4,SQ8"
+        if accelerated:  # as a collection records an accelerator its writer kept
+            params = json.loads(a.catalog.get_meta(MetaKey.INDEX_PARAMS))
+            a.catalog.set_meta({MetaKey.INDEX_PARAMS: json.dumps({**params, "accelerator": "x"})})
+        expected = {q: names(a.search(q, k=10)) for q in queries}
+    encoded = encoder.images_encoded
+    sizes = exact_adds(monkeypatch)
+
+    with Collection.open("team", config("reader"), encoder=encoder) as reader:
+        found = {q: names(reader.search(q, k=10)) for q in queries}
+        held = reader.store.vectors()
+        assert (held.index_type, len(held)) == ("IVF4,SQ8", 300)
+        assert (held.accelerator is not None) == accelerated
+    assert not (tmp_path / "reader").exists()  # a reader writes nothing
+    small = IndexPolicy(flat_max=200, min_ivf=100, nlist=4, reader_exact_max=300)
+    with Collection.open("team", config("small", small), encoder=encoder) as reader:
+        exact = names(reader.search("red", k=10))
+        assert exact[0] == expected["red"][0] and len(set(exact) & set(expected["red"])) >= 8
+        assert reader.store.vectors().index_type == "Flat"  # quicker to build, and exact
+    assert sizes == [300]
+    sizes.clear()
+
+    with Collection.open("team", config("b"), encoder=encoder) as b:
+        assert b.index().unchanged == 300
+        built = FaissIndex.load(tmp_path / "b" / "team" / "vectors.faiss")
+        assert (built.index_type, len(built)) == ("IVF4,SQ8", 300)
+        assert b.index().unchanged == 300  # and the next run reads nothing again
+    assert encoder.images_encoded == encoded  # nothing embedded again
+    assert sizes == []  # no exact index was filled on either host
+
+    for q in queries:  # both hosts find what the first host finds
+        assert found[q][0] == expected[q][0], q
+        assert len(set(found[q]) & set(expected[q])) >= 8, q
+
+
+@pytest.mark.postgres
+def test_a_log_too_small_for_the_recorded_lists_is_replayed_exact(
+    tmp_path, pg_cluster, monkeypatch
+):
+    """Below what the recorded type's lists need to train (39 vectors a list), a new
+    host replays the log into an exact index, as before, and the run picks the type."""
+    from searchengine.index_choice import IndexPolicy
+    from searchengine.values import MetaKey
+
+    policy = IndexPolicy(flat_max=20, min_ivf=10, nlist=4)  # 30 photos: IVF4 (30 < 4 * 39)
+    photos = many_colours(tmp_path / "photos", 30)
+    url = pg_cluster.new_database()
+    encoder = FakeEncoder()
+
+    def config(name: str) -> Config:
+        return Config(home=tmp_path / name, workers=1, database_url=url, index_policy=policy)
+
+    with Collection.open("team", config("a"), create=True, encoder=encoder) as a:
+        a.index([photos])
+        assert a.catalog.get_meta(MetaKey.INDEX_TYPE) == "IVF4,SQ8"
+        expected = names(a.search("red", k=5))
+    sizes = exact_adds(monkeypatch)
+    with Collection.open("team", config("reader"), encoder=encoder) as reader:
+        assert names(reader.search("red", k=5))[0] == expected[0]
+        assert reader.store.vectors().index_type == "Flat"
+    assert sizes and max(sizes) == 30
+
+
+@pytest.mark.postgres
+def test_a_reader_without_a_file_catches_up_a_copy_instead_of_building_again(
+    tmp_path, pg_cluster, monkeypatch
+):
+    """A web server on a host that never indexed builds its index from the log once;
+    after another host adds and removes photos, the next query catches a copy of it up
+    (and a query running meanwhile keeps the old one), rather than training again."""
+    from searchengine import logged_vectors
+    from searchengine.index_choice import IndexPolicy
+
+    policy = IndexPolicy(flat_max=200, min_ivf=100, nlist=4, reader_exact_max=0)
+    photos = many_colours(tmp_path / "photos", 300)
+    url = pg_cluster.new_database()
+    encoder = FakeEncoder()
+
+    def config(name: str) -> Config:
+        return Config(home=tmp_path / name, workers=1, database_url=url, index_policy=policy)
+
+    builds = []  # reads of the whole log
+    read_log = logged_vectors.LoggedVectors.__init__
+
+    def spy(self, *args):
+        builds.append(1)
+        read_log(self, *args)
+
+    monkeypatch.setattr(logged_vectors.LoggedVectors, "__init__", spy)
+    with Collection.open("team", config("a"), create=True, encoder=encoder) as a:
+        a.index([photos])
+        with Collection.open("team", config("server"), encoder=encoder) as server:
+            before = server.store.vectors()
+            assert (before.index_type, len(before), len(builds)) == ("IVF4,SQ8", 300, 1)
+            solid(photos / "yellow.jpg", YELLOW)
+            (photos / "c000.png").unlink()
+            assert a.index().added == 1
+            assert server.store.refresh()
+            after = server.store.vectors()
+            assert after is not before and len(before) == 300  # the old one is untouched
+            assert (after.index_type, len(after), len(builds)) == ("IVF4,SQ8", 300, 1)
+            found = names(server.search("yellow", k=5))
+            assert "yellow.jpg" in found and found == names(a.search("yellow", k=5))
+            assert set(after.ids()) == a.catalog.ok_ids()  # c000.png left, yellow.jpg came
+            assert not server.store.refresh()  # nothing newer
+    assert not (tmp_path / "server").exists()

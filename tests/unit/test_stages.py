@@ -254,3 +254,40 @@ def test_a_tower_that_fails_to_open_early_fails_the_run_as_before(store, tmp_pat
         Ingest(store, lambda: LazyTowers(broken=True), workers=2).run([str(folder)])
     assert len(store.vectors()) == 0  # nothing half-written
     assert store.catalog.counts() == {}
+
+
+def test_the_log_read_as_a_build_source_gives_the_index_built_from_the_vectors(store) -> None:
+    """``LoggedVectors`` (what a host without an index file builds from) holds the ok
+    images' logged vectors: read by id in the order asked, streamed whole, and built
+    into the same IVF index as the same vectors taken from an exact one."""
+    from searchengine.index_choice import build_index
+    from searchengine.logged_vectors import LoggedVectors
+    from searchengine.vectors import FaissIndex
+
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((400, 4)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    with store.writing():
+        with store.batch() as batch:
+            ids = [
+                batch.put(None, {"path": f"/{no}", "size": 1, "mtime_ns": 1, "status": OK}, v)
+                for no, v in enumerate(vectors)
+            ]
+        with store.batch() as batch:  # a failed image's vector is not among them
+            batch.put(ids[7], {"path": "/7", "size": 1, "mtime_ns": 1, "status": FAILED})
+    source = LoggedVectors(store.catalog, 4, store.catalog.ok_ids())
+    kept = np.asarray([i for i in ids if i != ids[7]], dtype=np.int64)
+    assert np.array_equal(source.ids(), kept)
+    asked = kept[[5, 0, 398, 42]]  # the vectors of images 5, 0, 399 and 43
+    assert np.array_equal(source.reconstruct_batch(asked), vectors[[5, 0, 399, 43]])
+    streamed = np.concatenate([part for part, _ in source.chunks()])
+    assert sorted(streamed.tolist()) == kept.tolist()
+    assert len(np.concatenate([p for p, _ in source.chunks(kept[:10])])) == 10
+    exact = FaissIndex(4)
+    exact.add(kept, vectors[np.arange(400) != 7])
+    from_log, _ = build_index(source, "IVF4,SQ8")
+    from_exact, _ = build_index(exact, "IVF4,SQ8")
+    assert sorted(from_log.ids().tolist()) == kept.tolist()
+    assert np.allclose(
+        from_log.reconstruct_batch(kept), from_exact.reconstruct_batch(kept), atol=0.05
+    )

@@ -83,26 +83,16 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from crash_harness import make_photos
+    from pgcluster import database
 
-    cluster = None
-    url = args.database_url
-    if url is None:
-        from pgcluster import start_cluster
-
-        cluster = start_cluster()
-        url = cluster.new_database()
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            photos = Path(tmp) / "photos"
-            make_photos(photos, args.images, seed=1)
-            measure(Path(tmp) / "warm-up", photos, None, 1)  # one-time costs (model export)
-            results = {
-                "sqlite": measure(Path(tmp) / "sqlite", photos, None, args.repeat),
-                "postgresql": measure(Path(tmp) / "pg", photos, url, args.repeat),
-            }
-    finally:
-        if cluster is not None:
-            cluster.stop()
+    with database(args.database_url) as url, tempfile.TemporaryDirectory() as tmp:
+        photos = Path(tmp) / "photos"
+        make_photos(photos, args.images, seed=1)
+        measure(Path(tmp) / "warm-up", photos, None, 1)  # one-time costs (model export)
+        results = {
+            "sqlite": measure(Path(tmp) / "sqlite", photos, None, args.repeat),
+            "postgresql": measure(Path(tmp) / "pg", photos, url, args.repeat),
+        }
     keys = ["open_ms", "warm_search_ms", "index_s", "unchanged_rerun_s"]
     ratios = {k: results["postgresql"][k] / results["sqlite"][k] for k in keys}
     if args.json:

@@ -21,6 +21,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,3 +205,17 @@ def start_cluster() -> Cluster:
         shutil.rmtree(root, ignore_errors=True)
         raise
     return cluster
+
+
+@contextmanager
+def database(url: str | None = None) -> Iterator[str]:
+    """``url``, or (None) a new database in a throwaway cluster stopped at the end:
+    what a benchmark's ``--database-url`` option falls back to."""
+    if url is not None:
+        yield url
+        return
+    cluster = start_cluster()
+    try:
+        yield cluster.new_database()
+    finally:
+        cluster.stop()

@@ -201,3 +201,24 @@ def test_bench_raw_times_the_preview_and_the_sensor_data_against_a_jpeg() -> Non
     for case in cases.values():
         assert case["cpu_s"] > 0
         assert case["ratio_to_jpeg"] == pytest.approx(case["cpu_s"] / base)
+
+
+@pytest.mark.postgres
+def test_bench_catchup_builds_each_way_from_one_catalog(pg_cluster, tmp_path) -> None:
+    out = tmp_path / "catchup.json"
+    args = ["--size", "5000", "--flat-max", "4096", "--rounds", "1", "--json", str(out)]
+    args += ["--database-url", pg_cluster.new_database()]
+    _run_script("bench_catchup.py", args, out, dict(os.environ))
+    result = json.loads(out.read_text())
+    recorded = result["recorded_type"]
+    assert recorded.startswith("IVF") and recorded.endswith(",SQ8")
+    built = {way: figures[0] for way, figures in result["runs"].items()}
+    assert {way: f["index_type"] for way, f in built.items()} == {
+        "recorded": recorded, "replay": recorded, "exact": "Flat"}  # fmt: skip
+    assert all(f["vectors"] == 5000 and f["peak_rss_mb"] > 0 for f in built.values())
+    assert built["exact"]["recall_at_10"] == 1.0 and built["recorded"]["recall_at_10"] >= 0.9
+    assert built["recorded"]["file_mb"] > 0 and built["exact"]["file_mb"] == 0
+    ratio = result["ratios"]["recorded_to_replay"]
+    assert ratio["peak_rss"] == pytest.approx(
+        built["recorded"]["peak_rss_mb"] / built["replay"]["peak_rss_mb"]
+    )

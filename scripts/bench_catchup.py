@@ -29,6 +29,7 @@ started (``tests/pgcluster.py``) and removed after.
 Examples:
     python scripts/bench_catchup.py --size 200000
     python scripts/bench_catchup.py --size 5000 --flat-max 4096 --rounds 1   # a quick try
+    python scripts/bench_catchup.py --id-work 10000000   # the id bookkeeping alone
     python scripts/bench_catchup.py --size 1000000 --rounds 1 --json catchup.json
 """
 
@@ -82,7 +83,7 @@ with Collection.open("bench", Config(home=home, database_url=url)) as coll:
         index = store.vectors()
     else:  # the route before: every vector exact, then (a writer) rebuilt as recorded
         index = FaissIndex(store.dim)
-        source = LoggedVectors(store.catalog, store.dim, store.catalog.ok_ids())
+        source = LoggedVectors(store.catalog, store.dim, store.catalog.ok_id_array())
         for ids, vectors in source.chunks():
             index.add(ids, vectors)
         if way == "replay":
@@ -130,6 +131,49 @@ def fill_catalog(home: Path, url: str, data: np.ndarray, flat_max: int) -> str:
         return store.index_type()
 
 
+# The id bookkeeping of a catch-up, in a fresh interpreter: argv = way, ids. The index
+# holds ids 1..N in another order, and the catalog's driver yields them as Python ints.
+ID_WORK = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from searchengine.catalog import members
+
+def peak_mb():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+
+way, n = sys.argv[1], int(sys.argv[2])
+held = np.random.default_rng(0).permutation(np.arange(1, n + 1, dtype=np.int64))
+rows = list(range(1, n + 1))
+base, started = peak_mb(), time.perf_counter()
+if way == "sets":  # the code before: a set of the ok ids, Python loops over the index's
+    ok = set(rows)
+    orphans = [int(i) for i in held if int(i) not in ok]
+    missing = ok - set(int(i) for i in held)
+else:  # now: arrays, NumPy's membership
+    ok = np.sort(np.fromiter(iter(rows), dtype=np.int64))
+    orphans = held[~members(held, ok)]
+    missing = ok[~members(ok, held)]
+print(time.perf_counter() - started, peak_mb() - base)
+"""
+
+
+def id_work(ids: int) -> dict[str, dict[str, float]]:
+    """Seconds and added peak RSS of a catch-up's id bookkeeping, sets against arrays."""
+    figures = {}
+    for way in ("sets", "arrays"):
+        done = subprocess.run(
+            [sys.executable, "-c", ID_WORK, way, str(ids)], capture_output=True, text=True
+        )
+        if done.returncode:
+            raise SystemExit(f"the {way} id work failed:\n{done.stderr[-3000:]}")
+        seconds, added = (float(x) for x in done.stdout.split())
+        figures[way] = {"seconds": seconds, "added_peak_rss_mb": added}
+    return figures
+
+
 def run_way(way: str, home: Path, url: str, truth: Path) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, "-c", CHILD, way, str(home), url, str(truth)],
@@ -155,7 +199,23 @@ def main(argv: list[str] | None = None) -> int:
         "a few thousand vectors)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--id-work",
+        type=int,
+        default=None,
+        metavar="IDS",
+        help="instead: time a catch-up's id bookkeeping for this many ids, the Python sets "
+        "it used against the arrays it uses (no database)",
+    )
     args = parser.parse_args(argv)
+    if args.id_work:
+        work = id_work(args.id_work)
+        for way, f in work.items():
+            print(f"{way:<7} {args.id_work:,} ids: {f['seconds']:.2f} s, "
+                  f"+{f['added_peak_rss_mb']:.0f} MB peak RSS")  # fmt: skip
+        if args.json:
+            args.json.write_text(json.dumps({"ids": args.id_work, **work}, indent=2))
+        return 0
 
     from bench_query import synthetic
     from pgcluster import database

@@ -51,6 +51,7 @@ __all__ = [
     "insert_image",
     "log_vectors",
     "logged_ids",
+    "members",
     "open_catalog",
     "pending_vectors",
     "read_meta",
@@ -208,9 +209,16 @@ class Catalog:
         return _record(row) if row else None
 
     def ok_ids(self) -> set[int]:
+        return set(self.ok_id_array().tolist())
+
+    def ok_id_array(self) -> np.ndarray:
+        """The ids of the indexed (ok) images, sorted: 8 bytes an id, where a set of
+        them costs ~60 (6 GB at 10^8), streamed from the database."""
+        query = select(images_table.c.id).where(images_table.c.status == OK)
         with self.engine.connect() as conn:
-            query = select(images_table.c.id).where(images_table.c.status == OK)
-            return set(conn.scalars(query).all())
+            result = conn.execution_options(yield_per=100_000).execute(query)
+            ids = np.fromiter((int(i) for i in result.scalars()), dtype=np.int64)
+        return np.sort(ids)
 
     def ok_count(self) -> int:
         """How many images are indexed (status ok)."""
@@ -313,16 +321,19 @@ def log_vectors(conn: Connection, batch: int, ids: Sequence[int], vectors: np.nd
     conn.execute(insert(pending_table), rows)
 
 
-def logged_ids(conn: Connection) -> set[int]:
-    """Ids of the images whose vector the catalog holds."""
-    return set(logged_id_list(conn))
-
-
-def logged_id_list(conn: Connection) -> Iterator[int]:
-    """The same ids, streamed (for an array of them, never a set)."""
+def logged_ids(conn: Connection) -> np.ndarray:
+    """Ids of the images whose vector the catalog holds, sorted (streamed, no set)."""
     result = conn.execution_options(yield_per=100_000).execute(select(pending_table.c.image_id))
-    for image_id in result.scalars():
-        yield int(image_id)
+    return np.sort(np.fromiter((int(i) for i in result.scalars()), dtype=np.int64))
+
+
+def members(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Which of ``ids`` are in the array ``wanted`` (a mask; no set of every id).
+
+    NumPy answers integer ids with a lookup table over their range (row ids count up
+    from 1, so ~1 byte an id), in linear time.
+    """
+    return np.isin(ids, wanted)
 
 
 def pending_vectors(

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import numpy as np
 from sqlalchemy import select
 
-from searchengine.catalog import Catalog, logged_id_list, pending_vectors
+from searchengine.catalog import Catalog, logged_ids, members, pending_vectors
 from searchengine.schema import pending_table
 
 READ_BY_ID = 1_000  # ids per ``IN (...)`` list when reading a sample
@@ -30,13 +30,12 @@ class LoggedVectors:
         ok: the ids of its indexed (ok) images; vectors of other ids are left out.
     """
 
-    def __init__(self, catalog: Catalog, dim: int, ok: set[int]) -> None:
+    def __init__(self, catalog: Catalog, dim: int, ok: np.ndarray) -> None:
         self.catalog = catalog
         self.dim = dim
         with catalog.transaction() as conn:
-            logged = np.fromiter(logged_id_list(conn), dtype=np.int64)
-        ok_ids = np.fromiter(ok, dtype=np.int64, count=len(ok))
-        self._ids = np.intersect1d(logged, ok_ids)  # sorted, 8 bytes an id
+            logged = logged_ids(conn)
+        self._ids = logged[members(logged, ok)]  # sorted, 8 bytes an id
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -60,17 +59,9 @@ class LoggedVectors:
     def chunks(self, ids: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(ids, vectors)`` of ``ids`` (default: all), streamed from the log a chunk
         at a time, in the log's order."""
-        wanted = self._ids if ids is None else np.sort(ids)
+        wanted = self._ids if ids is None else ids
         with self.catalog.transaction() as conn:
             for part, vectors in pending_vectors(conn, 0):
-                keep = _members(part, wanted)
+                keep = members(part, wanted)
                 if keep.any():
                     yield part[keep], vectors[keep]
-
-
-def _members(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """Which of ``ids`` are in the sorted array ``wanted`` (no set of every id)."""
-    if not len(wanted):
-        return np.zeros(len(ids), dtype=bool)
-    at = np.minimum(np.searchsorted(wanted, ids), len(wanted) - 1)
-    return wanted[at] == ids

@@ -57,8 +57,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from searchengine import index_choice
 from searchengine.backends import DatabaseLock, read_location, write_location
 from searchengine.batch import Batch
@@ -67,6 +65,7 @@ from searchengine.catalog import (
     delete_images,
     log_vectors,
     logged_ids,
+    members,
     pending_vectors,
     write_meta,
 )
@@ -349,11 +348,11 @@ class Store:
             fixed = self._catch_up(index, saved)
         if self.catalog.shared and built is None:  # one built from the log lacks nothing
             self._backfill(index)
-        ok = self.catalog.ok_ids()
-        missing = ok - set(int(i) for i in index.ids())
-        if missing:  # no vector anywhere (cannot happen unless files were edited by hand)
+        ok = self.catalog.ok_id_array()
+        missing = ok[~members(ok, index.ids())]
+        if len(missing):  # no vector anywhere (cannot happen unless files were edited by hand)
             with self.catalog.transaction() as conn:
-                delete_images(conn, sorted(missing))
+                delete_images(conn, missing.tolist())
         fixed += len(missing)
         self._held = self._last_batch
         if fixed:
@@ -364,13 +363,14 @@ class Store:
 
     def _catch_up(self, index: FaissIndex, saved: int) -> int:
         """Replay logged vectors newer than batch ``saved``, drop ids without an ok row."""
-        ok = self.catalog.ok_ids()
-        orphans = [int(i) for i in index.ids() if int(i) not in ok]
-        index.remove(np.asarray(orphans, dtype=np.int64))
+        ok = self.catalog.ok_id_array()
+        held = index.ids()
+        orphans = held[~members(held, ok)]
+        index.remove(orphans)
         replayed = 0
         with self.catalog.transaction() as conn:
             for ids, vectors in pending_vectors(conn, saved):
-                keep = np.fromiter((int(i) in ok for i in ids), dtype=bool, count=len(ids))
+                keep = members(ids, ok)
                 if not keep.any():
                     continue
                 index.remove(ids[keep])
@@ -397,7 +397,7 @@ class Store:
         if reader and self.catalog.ok_count() <= self.policy.reader_exact_max:
             return None
         lists = index_choice.ivf_lists(recorded)
-        source = LoggedVectors(self.catalog, self.dim, self.catalog.ok_ids())
+        source = LoggedVectors(self.catalog, self.dim, self.catalog.ok_id_array())
         if lists is None or len(source) < max(
             self.policy.min_ivf, lists * index_choice.MIN_PER_LIST
         ):
@@ -420,7 +420,8 @@ class Store:
         """
         with self.catalog.transaction() as conn:
             stored = logged_ids(conn)
-        lacking = np.asarray(sorted(set(int(i) for i in index.ids()) - stored), dtype=np.int64)
+        held = index.ids()
+        lacking = held[~members(held, stored)]
         for ids, vectors in index.chunks(lacking):
             with self.catalog.transaction() as conn:
                 log_vectors(conn, self._last_batch, [int(i) for i in ids], vectors)

@@ -222,3 +222,13 @@ def test_bench_catchup_builds_each_way_from_one_catalog(pg_cluster, tmp_path) ->
     assert ratio["peak_rss"] == pytest.approx(
         built["recorded"]["peak_rss_mb"] / built["replay"]["peak_rss_mb"]
     )
+
+
+def test_bench_catchup_times_the_id_bookkeeping_both_ways(tmp_path) -> None:
+    out = tmp_path / "ids.json"
+    _run_script(
+        "bench_catchup.py", ["--id-work", "20000", "--json", str(out)], out, dict(os.environ)
+    )
+    result = json.loads(out.read_text())
+    assert result["ids"] == 20000 and set(result) == {"ids", "sets", "arrays"}
+    assert all(result[way]["seconds"] > 0 for way in ("sets", "arrays"))

@@ -1,5 +1,6 @@
 """The catalog on both backends: portable schema, version checks, stepwise upgrades."""
 
+import numpy as np
 import pytest
 from sqlalchemy import text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -174,3 +175,13 @@ def test_logged_vectors_come_back_in_chunks_on_each_backend(tmp_path, database_u
     )
     assert all(np.array_equal(got[i], v) for i, v in zip(ids, vectors, strict=True))
     assert sorted(np.concatenate([p for p, _ in newer]).tolist()) == sorted(ids[2:])
+
+
+def test_members_marks_the_ids_a_sorted_array_holds():
+    from searchengine.catalog import members
+
+    wanted = np.array([2, 5, 9], dtype=np.int64)
+    ids = np.array([9, 1, 5, 10, 2, 2, 0, 7], dtype=np.int64)
+    assert members(ids, wanted).tolist() == [True, False, True, False, True, True, False, False]
+    assert members(ids, np.zeros(0, dtype=np.int64)).tolist() == [False] * 8
+    assert members(np.zeros(0, dtype=np.int64), wanted).tolist() == []

@@ -275,7 +275,7 @@ def test_the_log_read_as_a_build_source_gives_the_index_built_from_the_vectors(s
             ]
         with store.batch() as batch:  # a failed image's vector is not among them
             batch.put(ids[7], {"path": "/7", "size": 1, "mtime_ns": 1, "status": FAILED})
-    source = LoggedVectors(store.catalog, 4, store.catalog.ok_ids())
+    source = LoggedVectors(store.catalog, 4, store.catalog.ok_id_array())
     kept = np.asarray([i for i in ids if i != ids[7]], dtype=np.int64)
     assert np.array_equal(source.ids(), kept)
     asked = kept[[5, 0, 398, 42]]  # the vectors of images 5, 0, 399 and 43

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -69,7 +70,7 @@ from searchengine.catalog import (
     pending_vectors,
     write_meta,
 )
-from searchengine.config import INDEX_FILE
+from searchengine.config import INDEX_FILE, collection_command
 from searchengine.errors import (
     CollectionLockedError,
     DamagedIndexError,
@@ -84,6 +85,7 @@ from searchengine.values import MetaKey
 from searchengine.vectors import EXACT, FaissIndex
 
 LOCK_FILE = "write.lock"
+SLOW_BUILD_S = 2.0  # a reader's build from the log that takes longer is worth a note
 
 
 class Store:
@@ -121,6 +123,7 @@ class Store:
         self._held_catalog: str | None = None  # the catalog it was built from (shared)
         self._lock: FileLock | DatabaseLock | None = None
         self.repairs: list[str] = []  # what the last ``writing()`` mended, for the report
+        self.notes: list[str] = []  # what a reader should be told (a slow build from the log)
 
     def close(self) -> None:
         self.catalog.close()
@@ -190,12 +193,22 @@ class Store:
             self._held = saved
             if catch_up and not self.saved.matches(saved, last, count):
                 start = saved if saved <= last else 0
-                built = self._from_log(reader=True) if start == 0 and not len(index) else None
+                whole = start == 0 and not len(index)
+                began = time.perf_counter()
+                built = self._from_log(reader=True) if whole else None
                 if built is not None:
                     index = built
                 else:
                     self._catch_up(index, start)
                 self._held = last
+                took = time.perf_counter() - began
+                if whole and took >= SLOW_BUILD_S:
+                    self.notes.append(
+                        f"this host has no vector index of collection {self.name!r}: it was "
+                        f"built from the catalog ({len(index):,} vectors, {took:.1f} s) and is "
+                        f"not kept; `{collection_command(self.folder, 'index')}` on this host "
+                        "once saves it"
+                    )
         return index
 
     @property

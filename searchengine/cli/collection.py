@@ -176,6 +176,7 @@ def search(
             caption=caption,
         )
         why_none = None if results else nothing_indexed(coll, collection)
+        echo_store_notes(coll)
     if where or out is not None:
         print_located(results, query, where_model, out, as_json, device)
         return
@@ -220,7 +221,15 @@ def similar(
     ):
         results = coll.similar(image, k, region=region, region_method=region_method)
         why_none = None if results else nothing_indexed(coll, collection)
+        echo_store_notes(coll)
     print_results(results, as_json, why_none)
+
+
+def echo_store_notes(coll: object) -> None:
+    """What the collection's store had to say while it read its index (stderr)."""
+    store = getattr(coll, "store", None)  # the one-shot path has none: nothing to say
+    for note in getattr(store, "notes", ()):
+        click.echo(note, err=True)
 
 
 @click.command()

@@ -602,3 +602,35 @@ def test_a_reader_without_a_file_catches_up_a_copy_instead_of_building_again(
             assert set(after.ids()) == a.catalog.ok_ids()  # c000.png left, yellow.jpg came
             assert not server.store.refresh()  # nothing newer
     assert not (tmp_path / "server").exists()
+
+
+@pytest.mark.postgres
+def test_a_search_that_builds_the_index_from_the_catalog_says_how_to_keep_it(
+    tmp_path, photos, pg_cluster, monkeypatch
+):
+    """A host that never indexed builds the index at every search; when that is slow,
+    the search says so on stderr, with the command that saves it on this host."""
+    from clirunner import cli
+
+    from searchengine import store
+
+    url = pg_cluster.new_database()
+    env = {"SEARCHENGINE_DATABASE_URL": url}
+    first = cli(
+        "index", str(photos), "-m", "toy", "-c", "team", "--index-dir", str(tmp_path / "a"), env=env
+    )
+    assert first.exit_code == 0, first.output
+    search = ["search", "a red photo", "-c", "team", "--index-dir", str(tmp_path / "b"), "--json"]
+    quick = cli(*search, env=env)
+    assert quick.exit_code == 0 and len(json.loads(quick.stdout)) == 3
+    assert quick.stderr == ""  # a quick build is not worth a word
+    monkeypatch.setattr(store, "SLOW_BUILD_S", 0.0)
+    slow = cli(*search, env=env)
+    assert slow.exit_code == 0 and len(json.loads(slow.stdout)) == 3
+    assert "this host has no vector index of collection 'team'" in slow.stderr
+    assert "(3 vectors," in slow.stderr
+    saving = f"searchengine index -c team --index-dir {tmp_path / 'b'}"
+    assert saving in slow.stderr
+    assert cli(*saving.split()[1:], env=env).exit_code == 0  # the command it gives works
+    assert (tmp_path / "b" / "team" / "vectors.faiss").exists()
+    assert cli(*search, env=env).stderr == ""  # and then the note is gone

@@ -219,6 +219,7 @@ class Collection(Searching):
         *,
         exclude: Iterable[str] = (),
         no_exclude: Iterable[str] = (),
+        build_progress: Progress | None = None,
     ) -> IndexReport:
         """Embed new and changed images under ``paths`` (default: the known roots).
 
@@ -231,6 +232,9 @@ class Collection(Searching):
         out, from this run on, and ``no_exclude`` drops saved ones (``ingest.exclude``);
         indexed photos that the patterns now cover leave the collection
         (``report.excluded``), and the files stay where they are.
+
+        ``build_progress`` counts the vectors of this host's index when it is built
+        whole from a shared catalog before the run (``Store.writing``).
         """
         self.store.check_writable()
         saved = self.exclusions()
@@ -250,7 +254,7 @@ class Collection(Searching):
                 f"collection {self.name!r} has no folders yet; name one: searchengine index PATH"
             )
         run = self._ingest(progress)  # an engine that cannot run says so before any work
-        with space_for(self.folder, "collections"), self.store.writing():
+        with space_for(self.folder, "collections"), self.store.writing(build_progress):
             if patterns != saved:
                 self.catalog.set_meta({MetaKey.EXCLUDE: saved_value(patterns)})
             refused = self._settle_precision(roots)

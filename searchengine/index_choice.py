@@ -41,6 +41,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from searchengine.progress import NoProgress, Progress
 from searchengine.vectors import EXACT, REFINE_FACTORS, FaissIndex
 
 FLAT_MAX = 50_000  # exact search up to here: ~100 MB and a few ms at 512-d
@@ -211,6 +212,7 @@ def build_index(
     memory_mb: float | None = None,
     accelerate: bool | None = None,
     policy: IndexPolicy = DEFAULT_POLICY,
+    progress: Progress | None = None,
 ) -> tuple[FaissIndex, BuildReport]:
     """A new index of ``index_type`` holding every vector of ``source`` under its id.
 
@@ -220,12 +222,17 @@ def build_index(
     memory budget). An SQ8 index may get an accelerator (module docstring):
     ``accelerate`` None decides by size and measured query time, True builds
     one whenever it reaches the aim, False never does; it must fit ``memory_mb``.
+    ``progress`` counts the vectors as they are added.
     """
     ids = source.ids()
     new = FaissIndex(source.dim, index_type)
+    progress = progress or NoProgress()
     if new.exact:
+        progress.start(len(ids))
         for part, vectors in source.chunks(ids):
             new.add(part, vectors)
+            progress.advance(len(part))
+        progress.close()
         return new, BuildReport(new.index_type, len(new))
     rng = np.random.default_rng(seed)
     match = _IVF_RE.match(index_type)
@@ -234,9 +241,12 @@ def build_index(
     new.train(source.reconstruct_batch(ids[sample]))
     queries = calibration_queries(source.reconstruct_batch(_pick(rng, ids)), rng)
     truth = _TopK(len(queries))
+    progress.start(len(ids))
     for part, vectors in source.chunks(ids):
         new.add(part, vectors)
         truth.update(queries @ vectors.T, part)
+        progress.advance(len(part))
+    progress.close()
     aim = policy.target_recall + MARGIN
     nprobe, recall = tune_nprobe(new, queries, truth.ids, aim)
     report = BuildReport(new.index_type, len(new), nprobe, recall, len(queries))

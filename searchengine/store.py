@@ -80,6 +80,7 @@ from searchengine.errors import (
 from searchengine.fsutil import FileLock
 from searchengine.index_choice import DEFAULT_POLICY, IndexPolicy
 from searchengine.logged_vectors import LoggedVectors
+from searchengine.progress import Progress
 from searchengine.saved_index import SavedIndex, catalog_version
 from searchengine.values import MetaKey
 from searchengine.vectors import EXACT, FaissIndex
@@ -258,8 +259,11 @@ class Store:
             )
 
     @contextmanager
-    def writing(self) -> Iterator[None]:
+    def writing(self, progress: Progress | None = None) -> Iterator[None]:
         """Hold the collection's write lock; start from the saved state, reconciled.
+
+        ``progress`` counts the vectors of an index built whole from a shared catalog
+        (a host's first run), the one part of reconciling that can take minutes.
 
         Raises:
             CollectionLockedError: another process (on any host sharing the catalog)
@@ -293,7 +297,7 @@ class Store:
                     self.catalog.set_meta({MetaKey.CATALOG_ID: uuid.uuid4().hex})
             self._last_batch = int(self.catalog.get_meta(MetaKey.LAST_BATCH) or 0)
             self._dirty = False
-            self.reconcile()
+            self.reconcile(progress)
             yield
         finally:
             self._lock = None
@@ -331,7 +335,7 @@ class Store:
         self.saved.record(self._last_batch, len(self._index))
         self._dirty = False
 
-    def reconcile(self) -> int:
+    def reconcile(self, progress: Progress | None = None) -> int:
         """Make the index agree with the catalog after an interrupted run.
 
         Vectors of batches committed after the index file was last saved are
@@ -353,7 +357,8 @@ class Store:
                 self._set_aside(exc)
                 self._index, saved = self._empty_index(), 0
         index = self._index
-        built = self._from_log() if self.catalog.shared and not saved and not len(index) else None
+        whole = self.catalog.shared and not saved and not len(index)
+        built = self._from_log(progress=progress) if whole else None
         if built is not None:
             self._index = index = built
             fixed = len(index)
@@ -391,7 +396,9 @@ class Store:
                 replayed += int(keep.sum())
         return replayed + len(orphans)
 
-    def _from_log(self, reader: bool = False) -> FaissIndex | None:
+    def _from_log(
+        self, reader: bool = False, progress: Progress | None = None
+    ) -> FaissIndex | None:
         """This host's whole index, built from a shared catalog's log as the type the
         collection records (``IVF…,SQ8`` past 50k vectors), or None where that type is
         exact or the log too small to train it (then the log is replayed into an exact
@@ -421,6 +428,7 @@ class Store:
             recorded,
             accelerate=bool(params.get("accelerator")),
             policy=self.policy,
+            progress=progress,
         )
         return index
 

@@ -171,14 +171,15 @@ def make_config(
 class TqdmProgress:
     """Progress bar on stderr (hidden when stderr is not a terminal)."""
 
-    def __init__(self, desc: str) -> None:
+    def __init__(self, desc: str, unit: str = "img") -> None:
         self.desc = desc
+        self.unit = unit
         self._bar: Any = None
 
     def start(self, total: int) -> None:
         from tqdm import tqdm
 
-        self._bar = tqdm(total=total, desc=self.desc, unit="img", disable=None, file=sys.stderr)
+        self._bar = tqdm(total=total, desc=self.desc, unit=self.unit, disable=None, file=sys.stderr)
 
     def advance(self, n: int = 1) -> None:
         if self._bar is not None:

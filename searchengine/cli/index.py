@@ -158,7 +158,11 @@ def index(
         )
         with open_for_ingest(collection, config, model) as coll:
             report = coll.index(
-                paths, progress=TqdmProgress("indexing"), exclude=exclude, no_exclude=no_exclude
+                paths,
+                progress=TqdmProgress("indexing"),
+                exclude=exclude,
+                no_exclude=no_exclude,
+                build_progress=TqdmProgress("this host's index, from the catalog", unit="vec"),
             )
             precomputed = {
                 extra: coll.precompute(extra, progress=TqdmProgress(f"caching {extra}"))

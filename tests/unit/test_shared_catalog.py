@@ -455,6 +455,22 @@ def many_colours(folder, count: int, seed: int = 5):
     return folder
 
 
+class Counted:
+    """A ``Progress`` that remembers what it was told."""
+
+    def __init__(self) -> None:
+        self.total, self.done, self.closed = 0, 0, False
+
+    def start(self, total: int) -> None:
+        self.total += total
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+
+    def close(self) -> None:
+        self.closed = True
+
+
 def exact_adds(monkeypatch) -> list[int]:
     """Record how many vectors each exact index holds after each add."""
     from searchengine.vectors import FaissIndex
@@ -518,8 +534,10 @@ def test_a_new_host_builds_its_index_as_the_recorded_type_never_all_vectors_exac
     assert sizes == [300]
     sizes.clear()
 
+    counted = Counted()
     with Collection.open("team", config("b"), encoder=encoder) as b:
-        assert b.index().unchanged == 300
+        assert b.index(build_progress=counted).unchanged == 300
+        assert (counted.total, counted.done, counted.closed) == (300, 300, True)
         built = FaissIndex.load(tmp_path / "b" / "team" / "vectors.faiss")
         assert (built.index_type, len(built)) == ("IVF4,SQ8", 300)
         assert b.index().unchanged == 300  # and the next run reads nothing again

@@ -55,23 +55,30 @@ DIM = 512
 NAME = "bench"
 WAYS = ("recorded", "replay", "exact")
 
-# One host's build, in a fresh interpreter: argv = way, home, url.
-CHILD = """
+# The start of each child: VmHWM is the process's own peak (ru_maxrss keeps the
+# forking parent's).
+PEAK_RSS = """
 import json, sys, time
 from pathlib import Path
 import numpy as np
+
+
+def peak_rss_mb():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+
+"""
+
+# One host's build, in a fresh interpreter: argv = way, home, url.
+CHILD = (
+    PEAK_RSS
+    + """
 from searchengine import Collection, Config
 from searchengine.index_choice import build_index, recall_at_k
 from searchengine.logged_vectors import LoggedVectors
 from searchengine.values import MetaKey
 from searchengine.vectors import FaissIndex
-
-
-def peak_rss_mb():  # VmHWM: this process's own peak (ru_maxrss keeps the forking parent's)
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-
 
 way, home, url, truth_file = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4]
 started = time.perf_counter()
@@ -104,6 +111,7 @@ with Collection.open("bench", Config(home=home, database_url=url)) as coll:
         "recall_at_10": recall_at_k(found, truth["ids"]),
     }))
 """
+)
 
 
 def fill_catalog(home: Path, url: str, data: np.ndarray, flat_max: int) -> str:
@@ -131,23 +139,19 @@ def fill_catalog(home: Path, url: str, data: np.ndarray, flat_max: int) -> str:
         return store.index_type()
 
 
-# The id bookkeeping of a catch-up, in a fresh interpreter: argv = way, ids. The index
-# holds ids 1..N in another order, and the catalog's driver yields them as Python ints.
-ID_WORK = """
-import sys, time
-from pathlib import Path
-import numpy as np
+# The id bookkeeping of a catch-up, in a fresh interpreter: argv = way, ids. The catalog
+# has ok ids 1..N (its driver yields Python ints); the index holds, in another order, all
+# but the first 1 % of them and 1 % of ids whose rows are gone.
+ID_WORK = (
+    PEAK_RSS
+    + """
 from searchengine.catalog import members
 
-def peak_mb():
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-
 way, n = sys.argv[1], int(sys.argv[2])
-held = np.random.default_rng(0).permutation(np.arange(1, n + 1, dtype=np.int64))
+held = np.arange(n // 100 + 1, n + n // 100 + 1, dtype=np.int64)
+held = np.random.default_rng(0).permutation(held)
 rows = list(range(1, n + 1))
-base, started = peak_mb(), time.perf_counter()
+base, started = peak_rss_mb(), time.perf_counter()
 if way == "sets":  # the code before: a set of the ok ids, Python loops over the index's
     ok = set(rows)
     orphans = [int(i) for i in held if int(i) not in ok]
@@ -156,12 +160,17 @@ else:  # now: arrays, NumPy's membership
     ok = np.sort(np.fromiter(iter(rows), dtype=np.int64))
     orphans = held[~members(held, ok)]
     missing = ok[~members(ok, held)]
-print(time.perf_counter() - started, peak_mb() - base)
+seconds, added = time.perf_counter() - started, peak_rss_mb() - base
+print(json.dumps({"seconds": seconds, "added_peak_rss_mb": added,
+                  "orphans": sorted(int(i) for i in orphans)[:3] + [len(orphans)],
+                  "missing": sorted(int(i) for i in missing)[:3] + [len(missing)]}))
 """
+)
 
 
-def id_work(ids: int) -> dict[str, dict[str, float]]:
-    """Seconds and added peak RSS of a catch-up's id bookkeeping, sets against arrays."""
+def id_work(ids: int) -> dict[str, dict[str, Any]]:
+    """Seconds and added peak RSS of a catch-up's id bookkeeping, sets against arrays,
+    with what each found (the first three orphans and missing ids, then the counts)."""
     figures = {}
     for way in ("sets", "arrays"):
         done = subprocess.run(
@@ -169,8 +178,11 @@ def id_work(ids: int) -> dict[str, dict[str, float]]:
         )
         if done.returncode:
             raise SystemExit(f"the {way} id work failed:\n{done.stderr[-3000:]}")
-        seconds, added = (float(x) for x in done.stdout.split())
-        figures[way] = {"seconds": seconds, "added_peak_rss_mb": added}
+        figures[way] = json.loads(done.stdout)
+    if {k: figures["sets"][k] for k in ("orphans", "missing")} != {
+        k: figures["arrays"][k] for k in ("orphans", "missing")
+    }:
+        raise SystemExit(f"the two ways disagree: {figures}")
     return figures
 
 

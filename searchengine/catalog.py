@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql import Select
 
 from searchengine.backends import (
     CatalogLocation,
@@ -216,9 +217,7 @@ class Catalog:
         them costs ~60 (6 GB at 10^8), streamed from the database."""
         query = select(images_table.c.id).where(images_table.c.status == OK)
         with self.engine.connect() as conn:
-            result = conn.execution_options(yield_per=100_000).execute(query)
-            ids = np.fromiter((int(i) for i in result.scalars()), dtype=np.int64)
-        return np.sort(ids)
+            return id_array(conn, query)
 
     def ok_count(self) -> int:
         """How many images are indexed (status ok)."""
@@ -322,8 +321,13 @@ def log_vectors(conn: Connection, batch: int, ids: Sequence[int], vectors: np.nd
 
 
 def logged_ids(conn: Connection) -> np.ndarray:
-    """Ids of the images whose vector the catalog holds, sorted (streamed, no set)."""
-    result = conn.execution_options(yield_per=100_000).execute(select(pending_table.c.image_id))
+    """Ids of the images whose vector the catalog holds, sorted."""
+    return id_array(conn, select(pending_table.c.image_id))
+
+
+def id_array(conn: Connection, query: Select[Any]) -> np.ndarray:
+    """The ids one column of ``query`` gives, streamed into a sorted array (no set)."""
+    result = conn.execution_options(yield_per=100_000).execute(query)
     return np.sort(np.fromiter((int(i) for i in result.scalars()), dtype=np.int64))
 
 

@@ -196,11 +196,7 @@ class Store:
                 start = saved if saved <= last else 0
                 whole = start == 0 and not len(index)
                 began = time.perf_counter()
-                built = self._from_log(reader=True) if whole else None
-                if built is not None:
-                    index = built
-                else:
-                    self._catch_up(index, start)
+                index, _ = self._brought_up(index, start, reader=True)
                 self._held = last
                 took = time.perf_counter() - began
                 if whole and took >= SLOW_BUILD_S:
@@ -356,15 +352,10 @@ class Store:
             except DamagedIndexError as exc:
                 self._set_aside(exc)
                 self._index, saved = self._empty_index(), 0
-        index = self._index
-        whole = self.catalog.shared and not saved and not len(index)
-        built = self._from_log(progress=progress) if whole else None
-        if built is not None:
-            self._index = index = built
-            fixed = len(index)
-        else:
-            fixed = self._catch_up(index, saved)
-        if self.catalog.shared and built is None:  # one built from the log lacks nothing
+        index, fixed = self._brought_up(self._index, saved, progress=progress)
+        if index is not self._index:  # built whole from the log: it lacks nothing the log has
+            self._index = index
+        elif self.catalog.shared:
             self._backfill(index)
         ok = self.catalog.ok_id_array()
         missing = ok[~members(ok, index.ids())]
@@ -378,6 +369,22 @@ class Store:
         else:  # the saved index is right as it is: say so, for the next run's check
             self.saved.record(self._last_batch, len(index))
         return fixed
+
+    def _brought_up(
+        self,
+        index: FaissIndex,
+        saved: int,
+        reader: bool = False,
+        progress: Progress | None = None,
+    ) -> tuple[FaissIndex, int]:
+        """``index`` (saved at batch ``saved``) brought up to the catalog, and how many
+        ids that fixed: an empty one under a shared catalog is built whole from the log
+        (``_from_log``) where that applies, anything else is caught up in place."""
+        if self.catalog.shared and not saved and not len(index):
+            built = self._from_log(reader=reader, progress=progress)
+            if built is not None:
+                return built, len(built)
+        return index, self._catch_up(index, saved)
 
     def _catch_up(self, index: FaissIndex, saved: int) -> int:
         """Replay logged vectors newer than batch ``saved``, drop ids without an ok row."""

@@ -16,9 +16,11 @@ same name in the same folder (a camera set to RAW+JPEG) is left to that photo
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import io
 import os
+import platform
 import re
 import sys
 import tempfile
@@ -28,6 +30,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from searchengine.errors import ImageError
@@ -79,7 +82,7 @@ def decode_raw(data: bytes, max_pixels: int, min_side: int | None) -> tuple[Imag
         raise ImageError(NEEDS_RAWPY) from exc
 
     try:
-        with _libraw_stderr(), rawpy.imread(io.BytesIO(data)) as raw:
+        with _libraw_stderr(), _zeroed_allocations(), rawpy.imread(io.BytesIO(data)) as raw:
             sizes = raw.sizes
             width, height = sizes.width, sizes.height
             if sizes.flip in (5, 6):
@@ -88,6 +91,7 @@ def decode_raw(data: bytes, max_pixels: int, min_side: int | None) -> tuple[Imag
                 raise ImageError(reasons.too_large(width, height, max_pixels, "RAW"))
             image = _preview(raw, sizes.flip, min_side) if min_side is not None else None
             if image is None:
+                _check_sensor_data(raw)
                 pixels = raw.postprocess(
                     half_size=min_side is not None, use_camera_wb=True, output_bps=8
                 )
@@ -95,7 +99,7 @@ def decode_raw(data: bytes, max_pixels: int, min_side: int | None) -> tuple[Imag
     except ImageError:
         raise
     except rawpy.LibRawFileUnsupportedError as exc:
-        raise ImageError("unsupported RAW file: LibRaw does not read this format") from exc
+        raise ImageError(_unsupported()) from exc
     except (rawpy.LibRawIOError, rawpy.LibRawDataError, rawpy.LibRawTooBigError) as exc:
         raise ImageError("truncated or corrupt RAW file: its image data cannot be read") from exc
     except rawpy.LibRawError as exc:
@@ -125,10 +129,97 @@ def raw_memory(data: bytes, max_pixels: int, min_side: int | None) -> int:
             sizes = raw.sizes
             pixels = max(sizes.raw_width * sizes.raw_height, sizes.width * sizes.height)
     except rawpy.LibRawError as exc:
-        raise ImageError("unsupported RAW file: LibRaw does not read this format") from exc
+        raise ImageError(_unsupported()) from exc
     if pixels > max_pixels:
         raise ImageError(reasons.too_large(sizes.width, sizes.height, max_pixels, "RAW"))
     return len(data) + pixels * (5 if min_side is not None else 8)
+
+
+def _unsupported() -> str:
+    """Why LibRaw refused a file by its header: every extension read as RAW is one
+    LibRaw reads, so it is a damaged file or a camera newer than this LibRaw."""
+    import rawpy
+
+    version = ".".join(str(n) for n in rawpy.libraw_version)
+    return (
+        f"unsupported or corrupt RAW file: LibRaw {version} finds no image it reads in it "
+        "(a damaged file, or a camera newer than this LibRaw: a newer rawpy may read it)"
+    )
+
+
+# glibc's mallopt(M_PERTURB): while set to 0xFF, every block malloc hands out is
+# filled with 0 (and every block freed with 0xFF).
+_M_PERTURB = -6
+
+
+@lru_cache(maxsize=1)
+def _mallopt() -> Any:
+    """glibc's ``mallopt``, or None under another C library (macOS, Windows, musl)."""
+    if platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return None
+
+
+@contextmanager
+def _zeroed_allocations() -> Iterator[None]:
+    """While LibRaw reads a file, memory it allocates starts at 0.
+
+    LibRaw allocates the sensor data with ``malloc`` and writes only what it reads: the
+    part of a damaged file it cannot read keeps what that memory held before, which
+    in a run of many RAW files is the previous photo's sensor data (seen with rawpy
+    0.28, LibRaw 0.22). Filled with 0, that part reads as missing
+    (``_check_sensor_data``), and no other photo's pixels can end up in this one.
+    Under another C library nothing is changed. RAW files are read one at a time
+    (``_STDERR_LOCK``); other threads' allocations meanwhile are filled too, which
+    costs them time, not correctness.
+    """
+    mallopt = _mallopt()
+    if mallopt is None:
+        yield
+        return
+    mallopt(_M_PERTURB, 0xFF)
+    try:
+        yield
+    finally:
+        mallopt(_M_PERTURB, 0)
+
+
+# Where a file cut short or damaged loses its sensor data first: the bottom right (rows
+# are stored top to bottom, tiles in rows, Fuji's stripes left to right). For some
+# formats LibRaw says nothing of what it could not read (a tile that is not lossless
+# JPEG, data past the end of a Panasonic file) and leaves that memory as it found it,
+# which ``_zeroed_allocations`` makes 0. No sensor gives a corner of this many pixels
+# at exactly 0: even where the camera subtracts the black level, its read noise puts
+# half of the darkest pixels above 0.
+EMPTY_CORNER = (8, 64)  # rows, columns: narrower than a tile (DNG tiles are 256 or more)
+
+
+def _check_sensor_data(raw: Any) -> None:
+    """Refuse sensor data whose bottom-right corner is all 0 (see ``EMPTY_CORNER``).
+
+    Raises:
+        ImageError: saying how much of the sensor data is missing.
+    """
+    raw.unpack()  # postprocess would do it next; a file it cannot read raises here
+    try:
+        visible = raw.raw_image_visible
+    except Exception:  # no such view of this kind of data: nothing to check
+        return
+    rows, cols = EMPTY_CORNER
+    if visible.ndim != 2 or visible.size == 0 or visible[-rows:, -cols:].any():
+        return  # only a mosaic straight off a sensor: not a scan or a converted linear DNG
+    empty = 1 - np.count_nonzero(visible) / visible.size
+    if empty == 1:
+        raise ImageError(
+            "truncated or corrupt RAW file: it holds no sensor data (every pixel is 0)"
+        )
+    raise ImageError(
+        "truncated or corrupt RAW file: its sensor data is missing from the bottom right "
+        f"({empty:.0%} of the pixels are 0)"
+    )
 
 
 # LibRaw writes what it meets in a damaged file ("unknown file: Unexpected end of

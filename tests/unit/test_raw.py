@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from rawfiles import WHITE, XYZ_TO_SRGB, mosaic, write_dng
+from rawfiles import BLACK, WHITE, XYZ_TO_SRGB, mosaic, write_dng
 
 from searchengine.errors import ImageError
 from searchengine.ingest.decode import decode_bytes, decode_file, decode_memory
@@ -56,7 +56,7 @@ def test_a_dng_as_pidng_writes_it_reads_the_same(tmp_path):
         (pidng.Tag.TileLength, 64), (pidng.Tag.SamplesPerPixel, 1),
         (pidng.Tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array),
         (pidng.Tag.BitsPerSample, 16), (pidng.Tag.CFARepeatPatternDim, [2, 2]),
-        (pidng.Tag.CFAPattern, CFAPattern.RGGB), (pidng.Tag.BlackLevel, 0),
+        (pidng.Tag.CFAPattern, CFAPattern.RGGB), (pidng.Tag.BlackLevel, BLACK),
         (pidng.Tag.WhiteLevel, WHITE), (pidng.Tag.CalibrationIlluminant1, 21),
         (pidng.Tag.ColorMatrix1, [[round(x * 10000), 10000] for row in XYZ_TO_SRGB for x in row]),
         (pidng.Tag.AsShotNeutral, [[1, 1], [1, 1], [1, 1]]),
@@ -120,12 +120,84 @@ def test_broken_raw_files_fail_with_one_sentence(tmp_path, capfd):
             decode_bytes(data, min_side=16, name=name)
         reasons[name] = str(caught.value)
     assert reasons["cut.dng"] == "truncated or corrupt RAW file: its image data cannot be read"
-    assert reasons["text.nef"] == "unsupported RAW file: LibRaw does not read this format"
+    import rawpy
+
+    version = ".".join(map(str, rawpy.libraw_version))
+    assert reasons["text.nef"] == (
+        f"unsupported or corrupt RAW file: LibRaw {version} finds no image it reads in it "
+        "(a damaged file, or a camera newer than this LibRaw: a newer rawpy may read it)"
+    )
     assert reasons["empty.cr2"] == "empty file (0 bytes)"
-    assert reasons["jpeg.arw"].startswith(("unsupported RAW file", "truncated or corrupt RAW"))
+    assert reasons["jpeg.arw"].startswith(
+        ("unsupported or corrupt RAW", "truncated or corrupt RAW")
+    )
     # LibRaw writes what it meets in a cut file ("unknown file: Unexpected end of file")
     # to stderr itself: it does not reach the terminal.
     assert capfd.readouterr().err == ""
+
+
+def gradient(h: int = 192, w: int = 256) -> np.ndarray:
+    """A picture with a different colour at every pixel: one decoded in the wrong
+    place, or from another photo, shows."""
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([x * 255 // w, y * 255 // h, (x + y) * 255 // (w + h)], -1).astype(np.uint8)
+
+
+def test_a_dng_of_lossless_jpeg_tiles_reads_as_the_uncompressed_one(tmp_path):
+    """The compressed layout most cameras' DNGs use (``rawfiles.lossless_jpeg``)."""
+    plain = write_dng(tmp_path / "plain.dng", gradient())
+    tiled = write_dng(tmp_path / "tiled.dng", gradient(), compress=True, tile=64)
+    assert tiled.stat().st_size < plain.stat().st_size
+    a, b = (np.asarray(decode_file(str(p)).image) for p in (plain, tiled))
+    assert a.shape == (192, 256, 3) and np.array_equal(a, b)
+
+
+def damaged(good: bytes, keep: float) -> bytes:
+    """The file with everything after ``keep`` of it overwritten by 0 bytes, its length
+    kept: a copy that stopped on a disk that had set the file's size aside, or a card
+    whose last blocks were lost."""
+    cut = int(len(good) * keep)
+    return good[:cut] + bytes(len(good) - cut)
+
+
+@pytest.mark.parametrize(
+    ("compress", "keep"),
+    [(False, 0.95), (False, 0.5), (True, 0.8), (True, 0.5)],
+    ids=["strip-95%", "strip-50%", "tiles-80%", "tiles-50%"],
+)
+def test_a_file_whose_sensor_data_lacks_its_end_is_refused(tmp_path, compress, keep):
+    """LibRaw reads such a file without a word: a strip of zeros is sensor data to it,
+    and a tile that is not lossless JPEG it skips. The photo would be indexed with a
+    black bottom (or worse: see the next test)."""
+    good = write_dng(tmp_path / "g.dng", gradient(), compress=compress, tile=64).read_bytes()
+    for min_side in (16, None):  # as ingest reads it, and at full size
+        with pytest.raises(ImageError) as caught:
+            decode_bytes(damaged(good, keep), min_side=min_side, name="d.dng")
+        assert str(caught.value).startswith(
+            "truncated or corrupt RAW file: its sensor data is missing from the bottom right ("
+        ), caught.value
+    decoded = decode_bytes(good, min_side=16, name="g.dng")  # undamaged, it reads
+    assert (decoded.width, decoded.height) == (256, 192)
+    assert colour(decoded.image, 0.9, 0.1) == "red"
+
+
+def test_a_damaged_file_read_after_another_photo_shows_none_of_it(tmp_path):
+    """LibRaw allocates the sensor data with malloc and writes only what it reads: in a
+    run of many RAW files, the part of a damaged one it skipped held the previous
+    photo's sensor data, and the damaged photo was indexed as a patchwork of both."""
+    other = write_dng(tmp_path / "other.dng", gradient()[::-1], compress=True, tile=64)
+    good = write_dng(tmp_path / "g.dng", gradient(), compress=True, tile=64).read_bytes()
+    for _ in range(3):
+        decode_file(str(other))  # at full size: every buffer LibRaw has is full of it
+        with pytest.raises(ImageError, match="sensor data is missing from the bottom right"):
+            decode_bytes(damaged(good, 0.8), name="d.dng")
+
+
+def test_a_dark_photo_is_not_taken_for_missing_data(tmp_path):
+    """A black frame still reads the sensor's black level (no camera's raw black is 0)."""
+    black = write_dng(tmp_path / "black.dng", np.zeros((64, 96, 3), np.uint8), compress=True)
+    decoded = decode_file(str(black), min_side=16)
+    assert np.asarray(decoded.image).max() <= 2
 
 
 def test_what_other_threads_write_to_stderr_meanwhile_still_gets_there(tmp_path, capfd):

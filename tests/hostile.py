@@ -178,10 +178,17 @@ def make_hostile_corpus(folder: Path) -> dict[str, Expect]:
     turned = write_dng(folder / "raw" / "turned-sensor-only.dng", scene, orientation=6)
     expected[str(turned)] = Expect(OK, "camera RAW", size=(200, 300), oracle=False)
     data = dng.read_bytes()
-    put("raw/cut.cr2", data[: len(data) // 2], r"^truncated or corrupt RAW file", "camera RAW",
+    # The sensor data comes last, as cameras write it: a cut in the preview loses both;
+    # a cut in the sensor data leaves the preview, and the photo is indexed from it (its
+    # sensor data is not read: docs/reliability.md, "Real cameras' files").
+    in_preview = data.index(b"\xff\xd8\xff") + 1000
+    put("raw/cut.cr2", data[:in_preview], r"^truncated or corrupt RAW file", "camera RAW",
         oracle=False)  # fmt: skip
-    put("raw/notes.nef", b"not a raw file\n" * 40, r"^unsupported RAW file", "camera RAW",
-        oracle=False)  # fmt: skip
+    cut = folder / "raw" / "cut-in-sensor-data.cr2"
+    cut.write_bytes(data[: len(data) - 4000])
+    expected[str(cut)] = Expect(OK, "camera RAW", size=(300, 200), oracle=False)
+    put("raw/notes.nef", b"not a raw file\n" * 40, r"^unsupported or corrupt RAW file",
+        "camera RAW", oracle=False)  # fmt: skip
 
     # Bombs: refused from the header, before any pixel is decoded, with our limit.
     put(

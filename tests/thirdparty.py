@@ -8,6 +8,12 @@ sdist (as listed on the package's PyPI page); ``pip download`` (the ordinary cli
 fetches it once into ``.cache/corpus/`` (git-ignored), and the image files are
 unpacked next to it.
 
+``camera_files(dest)`` copies, under their own names, the test files of ExifTool
+(Debian's source package ``libimage-exiftool-perl``, pinned the same way by the sha256
+its ``.dsc`` lists, fetched from Debian's archive): files from real cameras of about
+thirty makers, JPEGs with their maker notes and the RAW files of ten formats, their
+image data cut down to a few bytes when the file was made small enough to ship.
+
 ``third_party_corpus(dest)`` copies the images under ``dest/<package>/...``. A file
 whose extension the indexer does not scan (``.dds``, ``.fli``, no extension ...) gets
 ``.jpg`` appended, so every file is met by the decoder, as a file under the wrong
@@ -23,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,15 +102,49 @@ SOURCES = (
 )
 
 
+@dataclass(frozen=True)
+class DebianSource:
+    """One Debian source package's upstream tarball and the folders in it that hold
+    test files."""
+
+    package: str
+    version: str  # the upstream version, as the tarball is named
+    pool: str  # its folder in Debian's pool
+    sha256: str  # as the package's .dsc lists it
+    folders: tuple[str, ...]
+    license: str
+
+    @property
+    def archive(self) -> str:
+        return f"{self.package}_{self.version}.orig.tar.xz"
+
+
+DEBIAN = "http://deb.debian.org/debian/pool"  # the archive apt uses here (plain HTTP, as apt)
+
+# ExifTool's test files (the Perl licence: Artistic or GPL). Debian 12 (bookworm).
+EXIFTOOL = DebianSource(
+    "libimage-exiftool-perl",
+    "12.57+dfsg",
+    "main/libi/libimage-exiftool-perl",
+    "9de7ccd6ed6adf92038c8d943b1960d087b58c00b3924d19f61a1d774b7610fc",
+    ("t/images",),
+    "Artistic or GPL (as Perl)",
+)
+
+
 class FetchError(RuntimeError):
     """A source could not be downloaded or did not match its pinned hash."""
 
 
-def fetch(source: Source, cache: Path = CACHE) -> Path:
-    """The sdist of ``source`` in ``cache``, downloaded with pip and checked by sha256."""
+def fetch(source: Source | DebianSource, cache: Path = CACHE) -> Path:
+    """The archive of ``source`` in ``cache``, downloaded (an sdist with pip, a Debian
+    tarball from the archive) and checked by sha256."""
     cache.mkdir(parents=True, exist_ok=True)
     archive = cache / source.archive
-    if not archive.exists() or _sha256(archive) != source.sha256:
+    if isinstance(source, DebianSource):
+        if not archive.exists() or _sha256(archive) != source.sha256:
+            _download(f"{DEBIAN}/{source.pool}/{source.archive}", archive)
+    elif not archive.exists() or _sha256(archive) != source.sha256:
         command = [
             sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
             "--no-binary", ":all:", "--dest", str(cache),
@@ -118,7 +159,17 @@ def fetch(source: Source, cache: Path = CACHE) -> Path:
     return archive
 
 
-def unpack(source: Source, cache: Path = CACHE) -> Path:
+def _download(url: str, archive: Path) -> None:
+    partial = archive.with_name(archive.name + ".partial")
+    try:
+        with urllib.request.urlopen(url, timeout=120) as response, open(partial, "wb") as out:
+            shutil.copyfileobj(response, out)
+    except OSError as exc:
+        raise FetchError(f"could not download {url}: {exc}") from exc
+    partial.replace(archive)
+
+
+def unpack(source: Source | DebianSource, cache: Path = CACHE) -> Path:
     """The test images of ``source``, unpacked once under ``cache/<package>-<version>/``."""
     target = cache / f"{source.package}-{source.version}"
     done = target / ".complete"
@@ -167,6 +218,18 @@ def third_party_corpus(dest: Path, cache: Path = CACHE) -> dict[str, str]:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, out)
                 origin[str(out)] = f"{source.package} {source.version}: {src.relative_to(root)}"
+    return origin
+
+
+def camera_files(dest: Path, cache: Path = CACHE) -> dict[str, str]:
+    """Copy ExifTool's test files under ``dest``, each under its own name; returns
+    path -> where it came from."""
+    root = unpack(EXIFTOOL, cache)
+    origin: dict[str, str] = {}
+    for src in sorted(root.iterdir()):
+        if src.is_file() and src.name != ".complete":
+            shutil.copyfile(src, dest / src.name)
+            origin[str(dest / src.name)] = f"exiftool {EXIFTOOL.version}: {src.name}"
     return origin
 
 

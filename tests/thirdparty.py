@@ -1,12 +1,13 @@
-"""Public third-party test images, fetched from PyPI source distributions.
+"""Public third-party test images, fetched from PyPI source distributions and Debian
+source packages.
 
 Several packages ship the images their own test suites feed to image decoders: fuzzer
 crash files, truncated and corrupt files of every format, odd modes and bit depths.
 Nobody on this project wrote them, which is the point: they show what files in the
 wild do to the indexer. Each source is pinned to a version and the sha256 of its
-sdist (as listed on the package's PyPI page); ``pip download`` (the ordinary client)
-fetches it once into ``.cache/corpus/`` (git-ignored), and the image files are
-unpacked next to it.
+archive (as listed on the package's PyPI page, or in its Debian ``.dsc``); ``pip
+download`` (the ordinary client) or a plain download from Debian's archive fetches it
+once into ``.cache/corpus/`` (git-ignored), and the image files are unpacked next to it.
 
 ``camera_files(dest)`` copies, under their own names, the test files of ExifTool
 (Debian's source package ``libimage-exiftool-perl``, pinned the same way by the sha256
@@ -51,6 +52,52 @@ class Source:
     @property
     def archive(self) -> str:
         return f"{self.package.replace('-', '_')}-{self.version}.tar.gz"
+
+
+@dataclass(frozen=True)
+class DebianSource:
+    """One Debian source package's upstream tarball and the folders in it that hold
+    test files."""
+
+    package: str
+    version: str  # the upstream version, as the tarball is named
+    pool: str  # its folder in Debian's pool
+    sha256: str  # as the package's .dsc lists it
+    folders: tuple[str, ...]
+    license: str
+    compression: str = "xz"
+
+    @property
+    def archive(self) -> str:
+        return f"{self.package}_{self.version}.orig.tar.{self.compression}"
+
+
+DEBIAN = "http://deb.debian.org/debian/pool"  # the archive apt uses here (plain HTTP, as apt)
+
+# ExifTool's test files (the Perl licence: Artistic or GPL). Debian 12 (bookworm).
+EXIFTOOL = DebianSource(
+    "libimage-exiftool-perl",
+    "12.57+dfsg",
+    "main/libi/libimage-exiftool-perl",
+    "9de7ccd6ed6adf92038c8d943b1960d087b58c00b3924d19f61a1d774b7610fc",
+    ("t/images",),
+    "Artistic or GPL (as Perl)",
+)
+
+
+# exiv2's test files (GPL-2.0-or-later), Debian 12: photos with odd metadata of every
+# format exiv2 reads, and the proof-of-concept files of its security reports (crafted
+# JPEG, PNG, TIFF, PSD, WebP, JPEG 2000, CRW, RAF, RW2 ...), from the fuzzers that
+# found them. Its upstream tarball is .tar.gz.
+EXIV2 = DebianSource(
+    "exiv2",
+    "0.27.6",
+    "main/e/exiv2",
+    "f16ee5ff08b6994c66106109417857f13e711fca100ac43c6a403d4f02b59602",
+    ("test/data",),
+    "GPL-2.0-or-later",
+    compression="gz",
+)
 
 
 SOURCES = (
@@ -99,36 +146,7 @@ SOURCES = (
         ("code/pngsuite.py",),
         "MIT",
     ),
-)
-
-
-@dataclass(frozen=True)
-class DebianSource:
-    """One Debian source package's upstream tarball and the folders in it that hold
-    test files."""
-
-    package: str
-    version: str  # the upstream version, as the tarball is named
-    pool: str  # its folder in Debian's pool
-    sha256: str  # as the package's .dsc lists it
-    folders: tuple[str, ...]
-    license: str
-
-    @property
-    def archive(self) -> str:
-        return f"{self.package}_{self.version}.orig.tar.xz"
-
-
-DEBIAN = "http://deb.debian.org/debian/pool"  # the archive apt uses here (plain HTTP, as apt)
-
-# ExifTool's test files (the Perl licence: Artistic or GPL). Debian 12 (bookworm).
-EXIFTOOL = DebianSource(
-    "libimage-exiftool-perl",
-    "12.57+dfsg",
-    "main/libi/libimage-exiftool-perl",
-    "9de7ccd6ed6adf92038c8d943b1960d087b58c00b3924d19f61a1d774b7610fc",
-    ("t/images",),
-    "Artistic or GPL (as Perl)",
+    EXIV2,
 )
 
 
@@ -218,6 +236,21 @@ def third_party_corpus(dest: Path, cache: Path = CACHE) -> dict[str, str]:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, out)
                 origin[str(out)] = f"{source.package} {source.version}: {src.relative_to(root)}"
+    return origin
+
+
+def crafted_raw_files(dest: Path, cache: Path = CACHE) -> dict[str, str]:
+    """Copy the camera RAW files among exiv2's test files under ``dest``, each under its
+    own name (in ``third_party_corpus`` they are met under ``.jpg``); returns path ->
+    where it came from."""
+    from searchengine.ingest.raw import RAW_EXTENSIONS
+
+    root = unpack(EXIV2, cache)
+    origin: dict[str, str] = {}
+    for src in sorted(root.iterdir()):
+        if src.is_file() and src.suffix.lower() in RAW_EXTENSIONS:
+            shutil.copyfile(src, dest / src.name)
+            origin[str(dest / src.name)] = f"exiv2 {EXIV2.version}: {src.name}"
     return origin
 
 

@@ -198,7 +198,8 @@ EMPTY_CORNER = (8, 64)  # rows, columns: narrower than a tile (DNG tiles are 256
 
 
 def _check_sensor_data(raw: Any) -> None:
-    """Refuse sensor data whose bottom-right corner is all 0 (see ``EMPTY_CORNER``).
+    """Refuse sensor data whose bottom-right corner is all 0 (see ``EMPTY_CORNER``), in
+    every channel where the data has several (a linear DNG: a phone's ProRAW).
 
     Raises:
         ImageError: saying how much of the sensor data is missing.
@@ -209,9 +210,10 @@ def _check_sensor_data(raw: Any) -> None:
     except Exception:  # no such view of this kind of data: nothing to check
         return
     rows, cols = EMPTY_CORNER
-    if visible.ndim != 2 or visible.size == 0 or visible[-rows:, -cols:].any():
-        return  # only a mosaic straight off a sensor: not a scan or a converted linear DNG
-    empty = 1 - np.count_nonzero(visible) / visible.size
+    if visible.size == 0 or visible[-rows:, -cols:].any():
+        return
+    filled = visible.reshape(*visible.shape[:2], -1).any(axis=-1)  # a pixel: any channel
+    empty = 1 - np.count_nonzero(filled) / filled.size
     if empty == 1:
         raise ImageError(
             "truncated or corrupt RAW file: it holds no sensor data (every pixel is 0)"

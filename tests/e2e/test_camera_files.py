@@ -17,7 +17,7 @@ import pytest
 from clirunner import cli
 from corpus import one_sentence
 from oracle import OK, verdicts
-from thirdparty import camera_files
+from thirdparty import camera_files, crafted_raw_files
 
 from searchengine import Collection, Config
 from searchengine.ingest.decode import MAX_PIXELS
@@ -120,3 +120,24 @@ def test_the_whole_folder_indexes_as_pillow_and_libraw_read_it(files, tmp_path):
     assert len(indexed) >= 40, sorted(indexed)  # the makers' JPEGs
     again = index(folder, tmp_path / "home")
     assert (again["added"], again["updated"], again["unchanged"]) == (0, 0, len(names))
+
+
+def test_exiv2s_crafted_and_pruned_raw_files_are_refused(tmp_path):
+    """The RAW files among exiv2's test files: the proofs of concept of its security
+    reports (crafted CRW, RAF and RW2 files that crashed or overran exiv2's parsers) and
+    three real cameras' files pruned to a few kilobytes, among them an iPhone's ProRAW
+    DNG (a linear DNG: three channels) whose tiles lie past the end of the file, which
+    LibRaw reads as all 0 without a word. None is indexed, none stops the run."""
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    origin = crafted_raw_files(folder)
+    assert len(origin) == 17
+    report = index(folder, tmp_path / "home")
+    assert (report["added"], report["failed"]) == (0, 17), report
+    indexed, failed = outcomes(tmp_path / "home")
+    assert indexed == {}
+    assert failed["IMG_1361.dng"] == (
+        "truncated or corrupt RAW file: it holds no sensor data (every pixel is 0)"
+    )
+    causes = ("truncated or corrupt RAW file: ", "unsupported or corrupt RAW file: ")
+    assert all(r.startswith(causes) and one_sentence(r) for r in failed.values()), failed

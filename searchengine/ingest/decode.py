@@ -74,6 +74,10 @@ def open_image(data: bytes) -> Image.Image:
     """
     Image.init()  # the list covers plugins registered later too (pillow-heif)
     formats = [fmt for fmt in Image.ID if fmt not in reasons.EXTERNAL_FORMATS]
+    # pillow-heif's plugin last: it claims every file of the generic HEIF brands
+    # (``mif1``), AVIF photos among them, then fails on them (it has no AV1 decoder).
+    # Pillow's own AVIF plugin, tried first, passes on a HEIC photo to it.
+    formats.sort(key=lambda fmt: fmt == "HEIF")
     return Image.open(io.BytesIO(data), formats=formats)
 
 

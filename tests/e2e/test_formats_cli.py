@@ -1,12 +1,14 @@
 """Photo formats a phone or a download brings, through the real CLI: AVIF is indexed
-where Pillow reads it, and HEIC/HEIF photos this installation cannot read are named
-with what to install, by ``index`` and by ``search --refresh``, instead of being left
-out without a word."""
+where Pillow reads it, HEIC/HEIF where pillow-heif is installed, and HEIC/HEIF photos
+this installation cannot read are named with what to install, by ``index`` and by
+``search --refresh``, instead of being left out without a word."""
 
 from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,9 +43,12 @@ def test_an_avif_photo_is_indexed_and_found_like_its_original(photos, tmp_path):
     assert hits[0]["path"] == str(twin) and hits[0]["score"] > 0.95
 
 
-def test_heic_photos_without_pillow_heif_are_named_with_what_to_install(photos, tmp_path):
-    if heif_available():
-        pytest.skip("pillow-heif is installed here: HEIC photos are indexed")
+def test_heic_photos_without_pillow_heif_are_named_with_what_to_install(
+    photos, tmp_path, monkeypatch, request
+):
+    request.addfinalizer(heif_available.cache_clear)
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # not installed: import fails
+    heif_available.cache_clear()
     (photos / "iphone").mkdir()
     for n in range(3):
         (photos / "iphone" / f"IMG_{n}.HEIC").write_bytes(b"\0\0\0\x18ftypheic" + b"\0" * 64)
@@ -63,6 +68,48 @@ def test_heic_photos_without_pillow_heif_are_named_with_what_to_install(photos, 
         assert "4 HEIC/HEIF photos left out" in refreshed.stderr
     hits = json.loads(refreshed.stdout)  # the new photo is a copy of one indexed before
     assert str(photos / "extra.png") in [c for hit in hits for c in [hit["path"], *hit["copies"]]]
+
+
+def test_heic_photos_are_indexed_and_found_like_their_originals(photos, tmp_path):
+    """With pillow-heif (the heif extra): a HEIC copy of a photo, as a phone saves it
+    (HEVC, 4:2:0, with EXIF orientation 6 on a sideways-stored picture), is indexed
+    upright and is its original's nearest neighbour; an AVIF photo beside it is still
+    read by Pillow's own plugin, which pillow-heif's would take from it and fail on."""
+    import pillow_heif
+
+    assert heif_available()
+    originals = sorted((photos / "album-a").iterdir())[:2]
+    phone = photos / "phone"
+    phone.mkdir()
+    upright = Image.open(originals[0]).convert("RGB")
+    sideways = upright.transpose(Image.Transpose.ROTATE_90)  # as the sensor stored it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turn 90° clockwise to show
+    pillow_heif.from_pillow(sideways).save(phone / "IMG_0001.HEIC", quality=90, exif=exif.tobytes())
+    twin = Image.open(originals[1]).convert("RGB")
+    twin.save(phone / "IMG_0002.avif", quality=90)
+    data = (phone / "IMG_0002.avif").read_bytes()  # the generic brand some encoders write
+    (phone / "IMG_0002.avif").write_bytes(data[:8] + b"mif1" + data[12:])
+    base = ["-c", "c", "--index-dir", str(tmp_path / "home")]
+    # In a process of its own: which plugin gets a file depends on the order Pillow's
+    # plugins and pillow-heif's were registered in, which this process has already set.
+    exe = str(Path(sys.executable).with_name("searchengine"))
+    done = subprocess.run(
+        [exe, "index", str(photos), *base, "-m", "toy", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["added"], report["failed"]) == (10, 0), report
+    for original, copy in zip(originals, ["IMG_0001.HEIC", "IMG_0002.avif"], strict=True):
+        hits = json.loads(cli("similar", str(original), *base, "-k", "1", "--json").stdout)
+        assert hits[0]["path"] == str(phone / copy) and hits[0]["score"] > 0.95, hits
+    from searchengine.collection import Collection
+    from searchengine.config import Config
+
+    with Collection.open("c", Config(home=tmp_path / "home")) as collection:
+        record = collection.catalog.by_path(str(phone / "IMG_0001.HEIC"))
+        assert record is not None and (record.width, record.height) == upright.size
 
 
 def test_raw_photos_are_indexed_found_and_shown(photos, tmp_path):
@@ -132,8 +179,6 @@ def test_files_failed_for_want_of_rawpy_are_read_again_once_it_is_there(
     fails with the install line; once rawpy is there, the next run (``index``, or a
     search that refreshes first) reads both, the failed one again although the file
     itself did not change (as for a RAW file that a Ray worker without the extra met)."""
-    import sys
-
     import numpy as np
     from rawfiles import write_dng
 

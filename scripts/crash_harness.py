@@ -136,6 +136,27 @@ class CatalogReader:
         except ProgrammingError:  # schema or tables not created yet
             return None
 
+    def settle(self, folder: Path, seconds: float = 10.0) -> None:
+        """On PostgreSQL, wait until no other session of the database is in the middle
+        of a statement. A client killed just after it sent COMMIT has that commit
+        finished by its server process after the client is gone: read before then, the
+        catalog shows a batch fewer than the recovery run finds committed."""
+        if self.database_url is None:
+            return
+        from sqlalchemy import text
+
+        busy = text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
+            "AND state IS DISTINCT FROM 'idle'"
+        )
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            with self._engine(folder.name).connect() as conn:  # type: ignore[attr-defined]
+                if not conn.execute(busy).scalar():
+                    return
+            time.sleep(0.01)
+
     def _engine(self, collection: str) -> object:
         if collection not in self._engines:
             from searchengine.backends import create_catalog_engine, server_location
@@ -313,6 +334,7 @@ def _run_trials(
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             report.kills += 1
+            reader.settle(folder)
             phase, committed = read_state(folder, reader)
             if phase == "mid-run at a checkpoint" and committed == len(good):
                 phase = "after the last commit"

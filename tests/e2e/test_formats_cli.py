@@ -110,6 +110,17 @@ def test_heic_photos_are_indexed_and_found_like_their_originals(photos, tmp_path
     with Collection.open("c", Config(home=tmp_path / "home")) as collection:
         record = collection.catalog.by_path(str(phone / "IMG_0001.HEIC"))
         assert record is not None and (record.width, record.height) == upright.size
+        # The page shows a HEIC photo (which most browsers cannot) as JPEG, upright.
+        from fastapi.testclient import TestClient
+
+        from searchengine.server.app import create_app
+
+        with TestClient(create_app(collection), base_url="http://127.0.0.1:8765") as client:
+            for size in ("small", "large"):
+                shown = client.get(f"/api/images/{record.id}/thumbnail", params={"size": size})
+                assert shown.status_code == 200 and shown.headers["content-type"] == "image/jpeg"
+                width, height = Image.open(io.BytesIO(shown.content)).size
+                assert width > height  # upright: stored taller than wide, shown wider
 
 
 def test_raw_photos_are_indexed_found_and_shown(photos, tmp_path):

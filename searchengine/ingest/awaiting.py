@@ -31,10 +31,10 @@ def _needs() -> dict[str, str]:
 
 
 def _installed(name: str) -> bool:
-    from searchengine.ingest.decode import heif_available
+    from searchengine.ingest.decode import heif_installed
     from searchengine.ingest.raw import raw_available
 
-    return heif_available() if name == "heif" else raw_available()
+    return heif_installed() if name == "heif" else raw_available()
 
 
 def decoder_awaited(recorded: str | None) -> bool:

@@ -20,6 +20,7 @@ costs microseconds, and capturing warnings a thread-local list.
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import io
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -90,6 +91,14 @@ def avif_available() -> bool:
         return bool(features.check("avif"))
     except ValueError:  # a Pillow that does not know the feature at all
         return False
+
+
+@lru_cache(maxsize=1)
+def heif_installed() -> bool:
+    """Whether the optional pillow-heif is installed: found, not imported (its import
+    loads libheif and its codecs, 40-140 ms, which a search that walks its folders
+    first would pay without decoding a photo). ``heif_available`` imports it."""
+    return importlib.util.find_spec("pillow_heif") is not None
 
 
 @lru_cache(maxsize=1)

@@ -42,11 +42,11 @@ _MARKERS = frozenset({INDEX_FILE, CATALOG_FILE, LOCATION_FILE})
 def image_extensions() -> frozenset[str]:
     """Extensions indexed: HEIC/HEIF only when pillow-heif is installed, AVIF only when
     Pillow reads it (its wheels do from 11.3 on), camera RAW only when rawpy is."""
-    from searchengine.ingest.decode import avif_available, heif_available
+    from searchengine.ingest.decode import avif_available, heif_installed
     from searchengine.ingest.raw import raw_available
 
     found = BASE_EXTENSIONS
-    if heif_available():
+    if heif_installed():
         found |= HEIF_EXTENSIONS
     if avif_available():
         found |= AVIF_EXTENSIONS

@@ -15,7 +15,7 @@ import pytest
 from clirunner import cli
 from PIL import Image
 
-from searchengine.ingest.decode import avif_available, heif_available
+from searchengine.ingest.decode import avif_available, heif_available, heif_installed
 from searchengine.toy import world as toyworld
 
 pytestmark = pytest.mark.slow
@@ -46,9 +46,11 @@ def test_an_avif_photo_is_indexed_and_found_like_its_original(photos, tmp_path):
 def test_heic_photos_without_pillow_heif_are_named_with_what_to_install(
     photos, tmp_path, monkeypatch, request
 ):
-    request.addfinalizer(heif_available.cache_clear)
-    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # not installed: import fails
+    for cached in (heif_available, heif_installed):
+        request.addfinalizer(cached.cache_clear)
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # not installed: nothing finds it
     heif_available.cache_clear()
+    heif_installed.cache_clear()
     (photos / "iphone").mkdir()
     for n in range(3):
         (photos / "iphone" / f"IMG_{n}.HEIC").write_bytes(b"\0\0\0\x18ftypheic" + b"\0" * 64)

@@ -161,3 +161,17 @@ def test_photos_this_installation_cannot_read_are_counted_not_dropped_silently(t
     found = list(scan([tmp_path], BASE_EXTENSIONS | {".avif"}, unreadable=left))
     assert sorted(os.path.basename(e.path) for e in found) == ["a.avif", "b.jpg"]
     assert not any(p.endswith(".avif") for p in left) and missing_codecs_note([]) is None
+
+
+def test_knowing_which_extensions_to_walk_imports_no_optional_decoder():
+    """``search --refresh`` walks the folders before it knows whether there is anything
+    to decode: finding pillow-heif and rawpy must not import them (pillow-heif loads
+    libheif and its codecs: 40-140 ms a search)."""
+    import importlib.util
+
+    from importcheck import imported_after
+
+    code = "from searchengine.ingest.scan import image_extensions; image_extensions()"
+    loaded = imported_after(code, ["pillow_heif", "rawpy"])
+    assert loaded == []
+    assert importlib.util.find_spec("pillow_heif") is not None  # installed: found, not loaded

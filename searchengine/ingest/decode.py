@@ -213,7 +213,9 @@ def decode_memory(
     little more; alpha images are premultiplied into a full-size copy first; palette
     and 1-bit images become RGBA, then RGB, at full size; 16-bit, 32-bit and float
     greyscale pass through numpy (float64 for the last two) when not reduced; WebP
-    passes through a buffer of libwebp's own; and without ``min_side`` the upright and
+    passes through a buffer of libwebp's own, HEIF through libheif's planes and
+    pillow-heif's RGB buffer (16-bit for a 10-bit photo), AVIF through libavif's; and
+    without ``min_side`` the upright and
     RGB copies are full size too. The factors are measured peaks with a margin
     (``tests/unit/test_decode.py`` checks them in a fresh process): a 100 MP RGBA PNG
     holds ~800 MB whatever ``min_side``, a 100 MP JPEG ~9 MB at ``min_side=64``.
@@ -265,7 +267,9 @@ def decode_memory(
         peak = decoded * 5 // 4
     else:
         peak = decoded + pixels * 8
-    if fmt in ("HEIF", "AVIF"):
+    if fmt == "HEIF":
+        peak += pixels * 8  # libheif's planes, and pillow-heif's RGB (16-bit for 10-bit)
+    elif fmt == "AVIF":
         peak += pixels * 4  # the decoder's own buffer, copied into Pillow's
     return peak + _DECODER_STATE
 

@@ -226,6 +226,9 @@ print(peak() - before)
         ("RGB", "WEBP", 64),
         ("I;16", "PNG", 64),  # 16-bit grey: scaled to 8 bits through numpy, full size
         ("F", "TIFF", None),  # float grey: through float64 arrays
+        ("RGB", "HEIF", 64),  # pillow-heif: libheif's planes, then its RGB buffer
+        ("RGB;16", "HEIF", 64),  # 10-bit: a 16-bit RGB buffer before Pillow's 8 bits
+        ("RGB", "AVIF", None),
     ],
 )
 @pytest.mark.slow  # a fresh interpreter per case
@@ -233,12 +236,27 @@ print(peak() - before)
 def test_the_memory_estimate_covers_the_measured_peak(tmp_path, mode, fmt, side):
     from searchengine.ingest.decode import decode_memory
 
-    fill = 7 if mode in ("P", "I;16", "F") else (90,) * len(mode)
-    image = Image.new(mode, (2000, 1500), fill)
-    if mode == "P":
-        image.info["transparency"] = 0
+    from searchengine.ingest.decode import avif_available, heif_available
+
+    if fmt == "HEIF" and not heif_available() or fmt == "AVIF" and not avif_available():
+        pytest.skip(f"no {fmt} decoder here")
     path = tmp_path / f"big.{fmt.lower()}"
-    image.save(path, fmt)
+    if fmt in ("HEIF", "AVIF"):  # what these decoders hold grows with the detail coded
+        import numpy as np
+        import pillow_heif
+
+        noise = np.random.default_rng(5).integers(0, 256, (1500, 2000, 3), np.uint16)
+        if mode == "RGB;16":
+            pixels = (noise * 257).tobytes()
+            pillow_heif.from_bytes(mode=mode, size=(2000, 1500), data=pixels).save(path)
+        else:
+            Image.fromarray(noise.astype(np.uint8)).save(path, fmt, quality=80)
+    else:
+        fill = 7 if mode in ("P", "I;16", "F") else (90,) * len(mode)
+        image = Image.new(mode, (2000, 1500), fill)
+        if mode == "P":
+            image.info["transparency"] = 0
+        image.save(path, fmt)
     data = path.read_bytes()
     estimate = decode_memory(data, min_side=side)
     out = subprocess.run(

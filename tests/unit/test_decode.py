@@ -234,11 +234,9 @@ print(peak() - before)
 @pytest.mark.slow  # a fresh interpreter per case
 @pytest.mark.skipif(sys.platform != "linux", reason="reads the peak from /proc")
 def test_the_memory_estimate_covers_the_measured_peak(tmp_path, mode, fmt, side):
-    from searchengine.ingest.decode import decode_memory
+    from searchengine.ingest.decode import avif_available, decode_memory, heif_available
 
-    from searchengine.ingest.decode import avif_available, heif_available
-
-    if fmt == "HEIF" and not heif_available() or fmt == "AVIF" and not avif_available():
+    if (fmt == "HEIF" and not heif_available()) or (fmt == "AVIF" and not avif_available()):
         pytest.skip(f"no {fmt} decoder here")
     path = tmp_path / f"big.{fmt.lower()}"
     if fmt in ("HEIF", "AVIF"):  # what these decoders hold grows with the detail coded

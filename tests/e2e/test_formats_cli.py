@@ -74,7 +74,8 @@ def test_heic_photos_without_pillow_heif_are_named_with_what_to_install(
 
 def test_heic_photos_are_indexed_and_found_like_their_originals(photos, tmp_path):
     """With pillow-heif (the heif extra): a HEIC copy of a photo, as a phone saves it
-    (HEVC, 4:2:0, with EXIF orientation 6 on a sideways-stored picture), is indexed
+    (HEVC, 4:2:0, stored sideways with its turn in an ``irot`` box, which pillow-heif
+    writes for EXIF orientation 6, as iPhones record it), is indexed
     upright and is its original's nearest neighbour; an AVIF photo beside it is still
     read by Pillow's own plugin, which pillow-heif's would take from it and fail on."""
     import pillow_heif
@@ -88,6 +89,7 @@ def test_heic_photos_are_indexed_and_found_like_their_originals(photos, tmp_path
     exif = Image.Exif()
     exif[0x0112] = 6  # turn 90° clockwise to show
     pillow_heif.from_pillow(sideways).save(phone / "IMG_0001.HEIC", quality=90, exif=exif.tobytes())
+    assert b"irot" in (phone / "IMG_0001.HEIC").read_bytes()  # the turn, as a box
     twin = Image.open(originals[1]).convert("RGB")
     twin.save(phone / "IMG_0002.avif", quality=90)
     data = (phone / "IMG_0002.avif").read_bytes()  # the generic brand some encoders write

@@ -225,6 +225,16 @@ class Catalog:
         with self.engine.connect() as conn:
             return int(conn.scalar(query) or 0)
 
+    def warned(self) -> int:
+        """Indexed rows whose decoder had something to say (kept in ``error``)."""
+        query = (
+            select(func.count())
+            .select_from(images_table)
+            .where(images_table.c.status == OK, images_table.c.error.is_not(None))
+        )
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
     def counts(self) -> dict[str, int]:
         query = select(images_table.c.status, func.count()).group_by(images_table.c.status)
         with self.engine.connect() as conn:

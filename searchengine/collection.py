@@ -428,5 +428,9 @@ class Collection(Searching):
         """Files that could not be indexed, with the reason for each."""
         return [r for r in self.catalog.records() if r.status != OK]
 
+    def warnings(self) -> list[ImageRecord]:
+        """Files indexed whose decoder had something to say, with what it said."""
+        return [r for r in self.catalog.records(OK) if r.error is not None]
+
 
 __all__ = ["INDEX_FILE", "Collection", "CollectionStatus"]

@@ -49,6 +49,9 @@ class CollectionStatus:
     # Failed files that an optional decoder would read, by the extra that installs it
     # ("raw": 3): the next ``index`` after it is installed reads them again.
     waiting: dict[str, int] = field(default_factory=dict)
+    # Photos indexed whose decoder had something to say: a RAW file cut short in its
+    # sensor data (indexed from the camera's preview), corrupt EXIF, a truncated PNG.
+    warned: int = 0
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -99,6 +102,7 @@ def collection_status(collection: Collection) -> CollectionStatus:
         damaged=damaged,
         exclude=collection.exclusions(),
         waiting=waiting(collection.catalog) if failed else {},
+        warned=collection.catalog.warned(),
     )
 
 

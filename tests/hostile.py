@@ -179,8 +179,8 @@ def make_hostile_corpus(folder: Path) -> dict[str, Expect]:
     expected[str(turned)] = Expect(OK, "camera RAW", size=(200, 300), oracle=False)
     data = dng.read_bytes()
     # The sensor data comes last, as cameras write it: a cut in the preview loses both;
-    # a cut in the sensor data leaves the preview, and the photo is indexed from it (its
-    # sensor data is not read: docs/reliability.md, "Real cameras' files").
+    # a cut in the sensor data leaves the preview, and the photo is indexed from it, with
+    # a warning that the file is cut short (docs/reliability.md, "Real cameras' files").
     in_preview = data.index(b"\xff\xd8\xff") + 1000
     put("raw/cut.cr2", data[:in_preview], r"^truncated or corrupt RAW file", "camera RAW",
         oracle=False)  # fmt: skip

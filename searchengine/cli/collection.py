@@ -235,12 +235,19 @@ def echo_store_notes(coll: object) -> None:
 @click.command()
 @collection_options
 @click.option("--failed", is_flag=True, help="List the files that could not be indexed.")
+@click.option(
+    "--warnings",
+    "warned",
+    is_flag=True,
+    help="List the files indexed with a warning (a RAW file cut short, corrupt EXIF ...).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def status(
     collection: str,
     index_dir: Path | None,
     database_url: str | None,
     failed: bool,
+    warned: bool,
     as_json: bool,
 ) -> None:
     """Show a collection: model, image count, index type, catalog, size, failures.
@@ -249,22 +256,28 @@ def status(
     Examples:
       searchengine status
       searchengine status --failed --collection family
+      searchengine status --warnings   # indexed, but damaged or odd: worth a look
       searchengine status -c team --database-url postgresql://me@db/photos --json
     """
     with errors(), open_collection(collection, index_dir, database_url, None, None) as coll:
         info = coll.status()
         failures = coll.failures() if failed else []
+        warnings = coll.warnings() if warned else []
     if as_json:
         payload: dict[str, Any] = info.to_dict()
         if failed:
             payload["failures"] = [{"path": r.path, "error": r.error} for r in failures]
+        if warned:
+            payload["warnings"] = [{"path": r.path, "warning": r.error} for r in warnings]
         click.echo(json.dumps(payload, indent=2))
         return
-    if failed:
-        for r in failures:
+    if failed or warned:
+        for r in [*failures, *warnings]:
             click.echo(f"{terminal_path(r.path)}\t{r.error}")
-        if not failures:
+        if failed and not failures:
             click.echo("no failed files", err=True)
+        if warned and not warnings:
+            click.echo("no files indexed with warnings", err=True)
         return
     accelerated = f" + fast-scan {info.accelerator}" if info.accelerator else ""
     waits = ""
@@ -282,7 +295,9 @@ def status(
         f"collection  {info.name}\nfolder      {info.folder}\nmodel       {info.model}"
         f"\nprecision   {info.precision}{checked}"
         f"\ndimension   {info.dim or '-'}\nindex type  {info.index_type}{accelerated}"
-        f"\nimages      {info.images}\nfailed      {info.failed}{waits}\nvectors     {info.vectors}"
+        f"\nimages      {info.images}\nfailed      {info.failed}{waits}"
+        + (f"\nwarnings    {info.warned} (status --warnings)" if info.warned else "")
+        + f"\nvectors     {info.vectors}"
         f"\ncatalog     {info.backend}: {info.catalog} ({human_size(info.catalog_bytes)})"
         f"\nsize        {human_size(info.size_bytes)}\nfolders     {folders or '-'}"
     )

@@ -185,3 +185,9 @@ def index(
         click.echo(f"cached {count} new {extra} vectors for reranking")
     if report.failed:
         click.echo(f"see why: searchengine status --failed --collection {collection}", err=True)
+    if report.warned:
+        click.echo(
+            f"{report.warned} indexed with a warning (damaged or odd): "
+            f"searchengine status --warnings --collection {collection}",
+            err=True,
+        )

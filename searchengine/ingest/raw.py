@@ -36,6 +36,7 @@ from PIL import Image
 from searchengine.errors import ImageError
 from searchengine.ingest import reasons
 from searchengine.ingest.capture import note
+from searchengine.ingest.tiff_layout import data_end
 
 RAW_EXTENSIONS = frozenset(
     {".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf",
@@ -90,6 +91,7 @@ def decode_raw(data: bytes, max_pixels: int, min_side: int | None) -> tuple[Imag
             if width * height > max_pixels:
                 raise ImageError(reasons.too_large(width, height, max_pixels, "RAW"))
             image = _preview(raw, sizes.flip, min_side) if min_side is not None else None
+            from_preview = image is not None
             if image is None:
                 _check_sensor_data(raw)
                 pixels = raw.postprocess(
@@ -104,6 +106,13 @@ def decode_raw(data: bytes, max_pixels: int, min_side: int | None) -> tuple[Imag
         raise ImageError("truncated or corrupt RAW file: its image data cannot be read") from exc
     except rawpy.LibRawError as exc:
         raise ImageError(f"corrupt RAW file: {reasons.one_sentence(str(exc))}") from exc
+    end = data_end(data)
+    if end is not None and end > len(data):  # read, but not all there: say so
+        note(
+            f"the file is cut short: it ends at byte {len(data):,} and its image data runs "
+            f"to byte {end:,}"
+            + ("; indexed from the camera's preview in it" if from_preview else "")
+        )
     return image.convert("RGB"), width, height
 
 

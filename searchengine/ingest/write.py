@@ -38,6 +38,8 @@ class IndexReport:
     excluded: int = 0  # rows of files left out by the collection's --exclude patterns
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    warned: int = 0  # files indexed whose decoder had something to say (damage, oddities)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
     precision: str = "fp32"  # the image tower the collection embeds with
     notes: list[str] = field(default_factory=list)  # one line each, for the user
 
@@ -116,6 +118,9 @@ class Writer:
         assert vector is not None, "decoded items are written with their vectors"
         meta = {"width": item.width, "height": item.height, "taken_at": item.taken_at}
         note = _warnings(item.warnings) if isinstance(item, Pixels) else None
+        if note is not None:
+            self.report.warned += 1
+            self.report.warnings.append((entry.path, note))
         values = {**base, **meta, "content_hash": item.digest, "status": OK, "error": note}
         image_id = self._put(batch, known_id, values, vector)
         self._by_hash.setdefault(item.digest, _record(image_id, values, batch.number))

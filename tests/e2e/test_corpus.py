@@ -37,6 +37,12 @@ def test_index_exits_cleanly_and_prints_nothing_but_its_hint(run):
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     # No library warning, log record or libtiff message reaches the terminal.
     assert all(line.startswith("see why: searchengine status --failed") for line in lines), lines
+    # What the decoders said of files they read is in the report, once: the second run
+    # reads no file again.
+    warned = [r["warned"] for r in run.reports]
+    assert warned == [len(run.warned), 0] and sorted(run.warned) == sorted(
+        path for path, _ in run.reports[0]["warnings"]
+    )
 
 
 def test_every_scanned_file_has_exactly_one_verdict(run):

@@ -239,3 +239,34 @@ def test_files_failed_for_want_of_rawpy_are_read_again_once_it_is_there(
     assert cli("search", "a red circle", *base, "--refresh", "--json").exit_code == 0
     status = json.loads(cli("status", *base, "--json").stdout)
     assert (status["images"], status["failed"]) == (11, 0)
+
+
+def test_a_raw_file_cut_in_its_sensor_data_is_indexed_and_named_as_damaged(photos, tmp_path):
+    """A copy from a camera card that stopped in a photo's sensor data: the photo is
+    found (from the camera's preview in it), and ``index`` and ``status`` say which
+    file is damaged, so that the card is not wiped before it is copied again."""
+    import numpy as np
+    from rawfiles import write_dng
+
+    camera = photos / "card"
+    camera.mkdir()
+    rgb = np.asarray(Image.open(sorted((photos / "album-a").iterdir())[0]).convert("RGB"))
+    whole = write_dng(camera / "DSC_0001.dng", rgb, preview=Image.fromarray(rgb))
+    cut = camera / "DSC_0002.dng"
+    cut.write_bytes(whole.read_bytes()[:-20000])
+    base = ["-c", "c", "--index-dir", str(tmp_path / "home")]
+    done = cli("index", str(photos), *base, "-m", "toy")
+    assert done.exit_code == 0, done.output
+    assert "added 10," in done.stdout and "failed 0" in done.stdout
+    said = "1 indexed with a warning (damaged or odd): searchengine status --warnings -"
+    assert said in done.stderr
+    assert "warnings    1 (status --warnings)" in cli("status", *base).stdout
+    listed = cli("status", *base, "--warnings").stdout.splitlines()
+    assert len(listed) == 1 and listed[0].startswith(f"{cut}\tdecoded with warnings: ")
+    assert "the file is cut short: it ends at byte" in listed[0]
+    report = json.loads(cli("status", *base, "--warnings", "--json").stdout)
+    assert report["warned"] == 1 and [w["path"] for w in report["warnings"]] == [str(cut)]
+    hits = json.loads(cli("similar", str(whole), *base, "-k", "1", "--json").stdout)
+    assert hits[0]["path"] == str(cut)  # found, and like the whole photo
+    again = cli("index", *base)
+    assert "warning" not in again.stderr  # said once, by the run that met it

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from rawfiles import BLACK, WHITE, XYZ_TO_SRGB, mosaic, write_dng
 
@@ -198,6 +200,53 @@ def test_a_dark_photo_is_not_taken_for_missing_data(tmp_path):
     black = write_dng(tmp_path / "black.dng", np.zeros((64, 96, 3), np.uint8), compress=True)
     decoded = decode_file(str(black), min_side=16)
     assert np.asarray(decoded.image).max() <= 2
+
+
+def test_a_file_cut_in_its_sensor_data_is_read_from_its_preview_and_says_so(tmp_path):
+    """Cameras write the sensor data last: a copy that stopped there keeps the preview,
+    which reads without an error. The photo is indexed from it, with a warning that
+    names where the file ends and where its image data should (``tiff_layout``)."""
+    good = write_dng(tmp_path / "g.dng", gradient(), preview=Image.fromarray(gradient()))
+    data = good.read_bytes()
+    intact = decode_bytes(data, min_side=16, name="g.dng")
+    assert intact.warnings == []
+    cut = data[: len(data) - 4000]
+    decoded = decode_bytes(cut, min_side=16, name="cut.dng")
+    assert (decoded.width, decoded.height) == (256, 192)
+    [warning] = decoded.warnings
+    end = int(warning.split("runs to byte ")[1].split(";")[0].replace(",", ""))
+    assert len(data) - 4 < end <= len(data)  # the sensor data's end, before the padding
+    assert warning == (
+        f"the file is cut short: it ends at byte {len(cut):,} and its image data runs to "
+        f"byte {end:,}; indexed from the camera's preview in it"
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_reading_where_the_image_data_ends_survives_any_damage(data):
+    """The IFDs are untrusted: bytes overwritten anywhere in a real layout, or cut
+    anywhere, give a number or None, never an error."""
+    from searchengine.ingest.tiff_layout import data_end
+
+    blob = bytearray(_LAYOUT)
+    for _ in range(data.draw(st.integers(1, 8))):
+        at = data.draw(st.integers(0, 600))
+        blob[at : at + 4] = data.draw(st.binary(min_size=4, max_size=4))
+    cut = data.draw(st.integers(0, len(blob)))
+    end = data_end(bytes(blob[:cut]))
+    assert end is None or end >= 0
+
+
+def _dng_bytes() -> bytes:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        preview = Image.fromarray(picture())
+        return write_dng(Path(folder) / "l.dng", picture(), preview=preview).read_bytes()
+
+
+_LAYOUT = _dng_bytes()
 
 
 def test_what_other_threads_write_to_stderr_meanwhile_still_gets_there(tmp_path, capfd):

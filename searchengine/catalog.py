@@ -225,20 +225,26 @@ class Catalog:
         with self.engine.connect() as conn:
             return int(conn.scalar(query) or 0)
 
-    def warned(self) -> int:
-        """Indexed rows whose decoder had something to say (kept in ``error``)."""
-        query = (
-            select(func.count())
-            .select_from(images_table)
-            .where(images_table.c.status == OK, images_table.c.error.is_not(None))
-        )
-        with self.engine.connect() as conn:
-            return int(conn.execute(query).scalar_one())
-
     def counts(self) -> dict[str, int]:
         query = select(images_table.c.status, func.count()).group_by(images_table.c.status)
         with self.engine.connect() as conn:
             return {status: int(n) for status, n in conn.execute(query)}
+
+    def counts_and_warned(self) -> tuple[dict[str, int], int]:
+        """``counts()``, and how many indexed rows carry what their decoder said (in
+        ``error``), in one pass over the table: ``status`` asks for both."""
+        said = images_table.c.error.is_not(None).label("said")
+        query = select(images_table.c.status, said, func.count()).group_by(
+            images_table.c.status, said
+        )
+        counts: dict[str, int] = {}
+        warned = 0
+        with self.engine.connect() as conn:
+            for status, has_error, n in conn.execute(query):
+                counts[status] = counts.get(status, 0) + int(n)
+                if status == OK and has_error:
+                    warned += int(n)
+        return counts, warned
 
     def transaction(self) -> Any:
         """A connection in a transaction: committed on success, rolled back on error."""

@@ -60,7 +60,7 @@ class CollectionStatus:
 def collection_status(collection: Collection) -> CollectionStatus:
     """``collection``'s status, read from its catalog and index (the index is loaded
     if it was built)."""
-    counts = collection.catalog.counts()
+    counts, warned = collection.catalog.counts_and_warned()
     files = collection.folder.iterdir() if collection.folder.exists() else iter(())
     size = sum(p.stat().st_size for p in files if p.is_file())
     location = collection.catalog.location
@@ -102,7 +102,7 @@ def collection_status(collection: Collection) -> CollectionStatus:
         damaged=damaged,
         exclude=collection.exclusions(),
         waiting=waiting(collection.catalog) if failed else {},
-        warned=collection.catalog.warned(),
+        warned=warned,
     )
 
 

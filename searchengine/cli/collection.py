@@ -250,7 +250,8 @@ def status(
     warned: bool,
     as_json: bool,
 ) -> None:
-    """Show a collection: model, image count, index type, catalog, size, failures.
+    """Show a collection: model, image count, index type, catalog, size, failures,
+    files indexed with a warning.
 
     \b
     Examples:

@@ -177,6 +177,23 @@ def test_logged_vectors_come_back_in_chunks_on_each_backend(tmp_path, database_u
     assert sorted(np.concatenate([p for p, _ in newer]).tolist()) == sorted(ids[2:])
 
 
+def test_status_counts_files_indexed_with_a_warning_in_one_pass(tmp_path, database_url):
+    """Failed rows keep their reason in ``error`` as well: only the indexed rows that
+    carry what their decoder said count as warned, on each backend."""
+    catalog = open_catalog(location(tmp_path, database_url))
+    rows = [
+        ("ok", None), ("ok", None), ("ok", "decoded with warnings: Truncated File Read"),
+        ("failed", "truncated JPEG file: …"), ("failed", "not an image: it is text"),
+    ]  # fmt: skip
+    with catalog.transaction() as conn:
+        for i, (status, error) in enumerate(rows):
+            values = {"path": f"/p/{i}.jpg", "size": 1, "mtime_ns": 1, "status": status}
+            insert_image(conn, {**values, "error": error})
+    assert catalog.counts_and_warned() == ({"ok": 3, "failed": 2}, 1)
+    assert catalog.counts() == {"ok": 3, "failed": 2}
+    catalog.close()
+
+
 def test_members_marks_the_ids_a_sorted_array_holds():
     from searchengine.catalog import members
 

@@ -54,9 +54,8 @@ for line in sys.stdin:
         # Two plugins claim the HEIF container (Pillow's AVIF, pillow-heif's HEIF), and
         # the first to accept a file keeps it even where it cannot decode it: the file
         # is decodable if either can.
-        for fmt in ("AVIF", "HEIF"):
-            if fmt in Image.ID and decode(path, [fmt]) == "ok":
-                verdict = "ok"
+        if any(fmt in Image.ID and decode(path, [fmt]) == "ok" for fmt in ("AVIF", "HEIF")):
+            verdict = "ok"
     sys.stdout.write(json.dumps(verdict) + "\n")
     sys.stdout.flush()
 """

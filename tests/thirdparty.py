@@ -174,10 +174,10 @@ def fetch(source: Source | DebianSource, cache: Path = CACHE) -> Path:
     tarball from the archive) and checked by sha256."""
     cache.mkdir(parents=True, exist_ok=True)
     archive = cache / source.archive
-    if isinstance(source, DebianSource):
-        if not archive.exists() or _sha256(archive) != source.sha256:
-            _download(f"{DEBIAN}/{source.pool}/{source.archive}", archive)
-    elif not archive.exists() or _sha256(archive) != source.sha256:
+    stale = not archive.exists() or _sha256(archive) != source.sha256
+    if stale and isinstance(source, DebianSource):
+        _download(f"{DEBIAN}/{source.pool}/{source.archive}", archive)
+    elif stale:
         command = [
             sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
             "--no-binary", ":all:", "--dest", str(cache),
@@ -260,24 +260,31 @@ def crafted_raw_files(dest: Path, cache: Path = CACHE) -> dict[str, str]:
     where it came from."""
     from searchengine.ingest.raw import RAW_EXTENSIONS
 
-    root = unpack(EXIV2, cache)
-    origin: dict[str, str] = {}
-    for src in sorted(root.iterdir()):
-        if src.is_file() and src.suffix.lower() in RAW_EXTENSIONS:
-            shutil.copyfile(src, dest / src.name)
-            origin[str(dest / src.name)] = f"exiv2 {EXIV2.version}: {src.name}"
-    return origin
+    return _under_own_names(EXIV2, "exiv2", dest, cache, RAW_EXTENSIONS)
 
 
 def camera_files(dest: Path, cache: Path = CACHE) -> dict[str, str]:
     """Copy ExifTool's test files under ``dest``, each under its own name; returns
     path -> where it came from."""
-    root = unpack(EXIFTOOL, cache)
+    return _under_own_names(EXIFTOOL, "exiftool", dest, cache)
+
+
+def _under_own_names(
+    source: DebianSource,
+    label: str,
+    dest: Path,
+    cache: Path,
+    suffixes: frozenset[str] | None = None,
+) -> dict[str, str]:
+    """The files of ``source`` (those with one of ``suffixes``, if given) copied into
+    ``dest`` as they are named there."""
     origin: dict[str, str] = {}
-    for src in sorted(root.iterdir()):
-        if src.is_file() and src.name != ".complete":
+    for src in sorted(unpack(source, cache).iterdir()):
+        if not src.is_file() or src.name == ".complete":
+            continue
+        if suffixes is None or src.suffix.lower() in suffixes:
             shutil.copyfile(src, dest / src.name)
-            origin[str(dest / src.name)] = f"exiftool {EXIFTOOL.version}: {src.name}"
+            origin[str(dest / src.name)] = f"{label} {source.version}: {src.name}"
     return origin
 
 

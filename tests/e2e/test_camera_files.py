@@ -98,7 +98,7 @@ def test_the_whole_folder_indexes_as_pillow_and_libraw_read_it(files, tmp_path):
     folder, origin = files
     scanned = {p for p in origin if os.path.splitext(p)[1].lower() in image_extensions()}
     raw = {p for p in scanned if os.path.splitext(p)[1].lower() in RAW_EXTENSIONS}
-    paired = {p for p in raw if any(os.path.exists(os.path.splitext(p)[0] + e) for e in (".jpg",))}
+    paired = {p for p in raw if os.path.exists(os.path.splitext(p)[0] + ".jpg")}
     assert {os.path.basename(p) for p in paired} == {
         "FujiFilm.raf", "Minolta.mrw", "Nikon.nef", "Panasonic.rw2", "Sigma.x3f",
     }  # fmt: skip

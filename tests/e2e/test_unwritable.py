@@ -1,5 +1,6 @@
 """A collection that cannot be written, through the real CLI: another user's folder, a
-read-only filesystem, a disk that fills during a run.
+read-only filesystem, a disk that fills during a run (the collection's own, or the
+shared catalog's database server's).
 
 Before, a SQLite catalog was always opened for writing: a collection this user may not
 write (published by another user, on a read-only share or snapshot) could not even be
@@ -15,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -79,12 +81,14 @@ def ranking(hits: list) -> list[tuple[str, float]]:
 
 
 @contextmanager
-def tmpfs(where: Path, size: str) -> Iterator[Path]:
-    """A real tmpfs of ``size`` at ``where``; the test is skipped where mounting is not
-    allowed (no root, or a container without CAP_SYS_ADMIN)."""
+def tmpfs(where: Path, size: str, options: str = "") -> Iterator[Path]:
+    """A real tmpfs of ``size`` at ``where`` (and mount ``options``, comma-separated);
+    the test is skipped where mounting is not allowed (no root, or a container without
+    CAP_SYS_ADMIN)."""
     where.mkdir(parents=True, exist_ok=True)
+    options = ",".join(filter(None, [f"size={size}", options]))
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True
     )
     if done.returncode != 0:
         pytest.skip(f"no tmpfs mount here: {done.stderr.decode().strip()}")
@@ -238,3 +242,53 @@ def test_a_full_disk_ends_index_in_one_line_and_loses_nothing(tmp_path):
         refused(done, f"no space left on the disk holding {tiny}")
         remount(tiny, "size=8m")
         assert child_json("index", str(photos), *base(tiny, "-m", "toy"))["added"] == 200
+
+
+@pytest.mark.postgres
+def test_a_full_disk_on_the_database_server_ends_index_in_one_line_and_loses_nothing(
+    tmp_path, pg_cluster
+):
+    """The shared catalog's tables on a disk of their own that fills mid-run: the live
+    server refuses to extend a table (``could not extend file ...: No space left on
+    device``, SQLSTATE 53100), as it does when its data disk is full."""
+    photos = tmp_path / "photos"
+    toyworld.generate(photos, 200, 4703)  # 100 in album-a, 100 in album-b
+    owner = pwd.getpwnam(pg_cluster.run_as) if pg_cluster.run_as else None
+    options = f"uid={owner.pw_uid},gid={owner.pw_gid},mode=700" if owner else ""
+    # In the cluster's folder: the server's user may not reach the tests' own.
+    with tmpfs(pg_cluster.root / f"disk-{tmp_path.name}", "4m", options) as disk:
+        url = pg_cluster.new_database()
+        database = url.rsplit("/", 1)[1]
+        pg_cluster.admin(
+            f"CREATE TABLESPACE full_disk LOCATION '{disk}'",
+            f"ALTER DATABASE {database} SET default_tablespace = full_disk",
+        )
+        try:
+            home = tmp_path / "home"
+            shared = base(home, "--database-url", url)
+            ok_json("index", str(photos / "album-a"), "-m", "toy", *shared)
+            assert any(disk.rglob("*")), "the catalog's tables should be on the small disk"
+            # The server's disk fills while the next run commits its batches: 48 KB left
+            # holds a few of them.
+            filler = disk / "filler"
+            with filler.open("wb") as out:
+                os.posix_fallocate(out.fileno(), 0, shutil.disk_usage(disk).free - 48 * 1024)
+            done = child("index", str(photos), "--batch-size", "8", *shared)
+            refused(
+                done,
+                "the catalog's database server has no space left on its disk",
+                "run the same command again (what was committed is kept)",
+            )
+            kept = child_json("status", *shared)["images"]
+            assert 100 < kept < 200, "the disk should fill mid-run: change the space left"
+            filler.unlink()
+            report = child_json("index", *shared)
+            assert (report["unchanged"], report["added"]) == (kept, 200 - kept)
+            status = child_json("status", *shared)
+            assert status["images"] == status["vectors"] == 200
+            hits = child_json("search", QUERY, "-k", "200", *shared)
+            assert len({h["path"] for h in hits}) == 200
+        finally:
+            pg_cluster.admin(f"ALTER DATABASE {database} RESET default_tablespace")
+            pg_cluster.give_back(url)
+            pg_cluster.admin("DROP TABLESPACE full_disk")

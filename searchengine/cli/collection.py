@@ -13,6 +13,7 @@ from searchengine.cli.common import (
     TqdmProgress,
     collection_options,
     device_option,
+    echo_store_notes,
     errors,
     filter_options,
     nothing_indexed,
@@ -223,13 +224,6 @@ def similar(
         why_none = None if results else nothing_indexed(coll, collection)
         echo_store_notes(coll)
     print_results(results, as_json, why_none)
-
-
-def echo_store_notes(coll: object) -> None:
-    """What the collection's store had to say while it read its index (stderr)."""
-    store = getattr(coll, "store", None)  # the one-shot path has none: nothing to say
-    for note in getattr(store, "notes", ()):
-        click.echo(note, err=True)
 
 
 @click.command()

@@ -387,3 +387,10 @@ def _open_warmed(
         if encoder is not None:
             encoder.close()
         raise
+
+
+def echo_store_notes(coll: object) -> None:
+    """What the collection's store had to say while it read its index (stderr)."""
+    store = getattr(coll, "store", None)  # the one-shot path has none: nothing to say
+    for note in getattr(store, "notes", ()):
+        click.echo(note, err=True)

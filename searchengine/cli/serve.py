@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from searchengine.cli.common import collection_options, errors, open_collection
+from searchengine.cli.common import collection_options, echo_store_notes, errors, open_collection
 from searchengine.models.clipseg import DEFAULT_SEG_MODEL
 from searchengine.values import DEVICES
 
@@ -67,8 +67,8 @@ def serve(
 ) -> None:
     """Search a collection from a web page (and a JSON API) on this machine.
 
-    The collection's model is loaded once, before the server starts, so every query
-    is warm; the rerank and caption models load in the background (the page says
+    The collection's model and index are loaded once, before the server starts, so
+    every query is warm; the rerank and caption models load in the background (the page says
     when they are ready). Files are served by catalog id only. Ctrl-C stops the
     server.
 
@@ -105,6 +105,7 @@ def serve(
             warm_up=True,
             where_model=where_model or DEFAULT_SEG_MODEL,
         )
+        echo_store_notes(coll)  # a slow build from the shared catalog: how to keep it
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}:{port}/" + (f"#token={token}" if token else "")
         click.echo(f"serving {coll.name!r} at {url}  (Ctrl-C stops)", err=True)

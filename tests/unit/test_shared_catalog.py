@@ -652,3 +652,52 @@ def test_a_search_that_builds_the_index_from_the_catalog_says_how_to_keep_it(
     assert cli(*saving.split()[1:], env=env).exit_code == 0  # the command it gives works
     assert (tmp_path / "b" / "team" / "vectors.faiss").exists()
     assert cli(*search, env=env).stderr == ""  # and then the note is gone
+
+
+@pytest.mark.postgres
+def test_serve_builds_the_index_from_the_catalog_before_it_serves_and_says_how_to_keep_it(
+    tmp_path, photos, pg_cluster, monkeypatch
+):
+    """``serve`` on a host that never indexed builds the index at start-up, not in the
+    first query; when that is slow it says so, as ``search`` does, before it serves."""
+    from clirunner import cli
+    from fastapi.testclient import TestClient
+
+    from searchengine import store
+    from searchengine.server import http
+
+    url = pg_cluster.new_database()
+    env = {"SEARCHENGINE_DATABASE_URL": url}
+    first = cli(
+        "index", str(photos), "-m", "toy", "-c", "team", "--index-dir", str(tmp_path / "a"), env=env
+    )
+    assert first.exit_code == 0, first.output
+    builds = []
+    brought_up = store.Store._brought_up
+
+    def spy(self, *args, **kwargs):
+        builds.append(args[1])  # the batch it starts from: 0 is the whole log
+        return brought_up(self, *args, **kwargs)
+
+    answered = []
+
+    def one_query(app, sock):  # in place of the serving loop: one query, then stop
+        sock.close()
+        assert builds == [0], "the index should be built before the server serves"
+        with TestClient(app, base_url="http://127.0.0.1:8765") as client:
+            answered.extend(
+                client.get("/api/search", params={"q": "a red photo"}).json()["results"]
+            )
+
+    monkeypatch.setattr(store.Store, "_brought_up", spy)
+    monkeypatch.setattr(http, "run", one_query)
+    monkeypatch.setattr(store, "SLOW_BUILD_S", 0.0)
+    serve = ["serve", "--port", "0", "-c", "team", "--index-dir", str(tmp_path / "b")]
+    done = cli(*serve, env=env)
+    assert done.exit_code == 0, done.output
+    assert len(answered) == 3 and builds == [0]  # the query found it built
+    lines = done.stderr.splitlines()
+    note = next(i for i, line in enumerate(lines) if "this host has no vector index" in line)
+    assert "collection 'team'" in lines[note] and "(3 vectors," in lines[note]
+    assert f"searchengine index -c team --index-dir {tmp_path / 'b'}" in lines[note]
+    assert lines[note + 1].startswith("serving 'team' at ")

@@ -18,6 +18,7 @@ the collection was removed while it was open (its schema is gone).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,16 @@ class SavedIndex:
         if not self.path.exists():
             return False
         return saved == last and count is not None and count == self.catalog.ok_count()
+
+    def set_aside(self, reason: str) -> str:
+        """Move a damaged index file aside (kept, not deleted) for a new one to be
+        built; returns what was mended, for the run's report."""
+        aside = self.path.with_name(self.path.name + ".damaged")
+        os.replace(self.path, aside)
+        return (
+            f"the vector index {self.path} was damaged ({reason}): kept as {aside.name} "
+            "and built again; photos whose vectors were only in it are embedded again"
+        )
 
 
 def _written(version: tuple[int, int, int]) -> str:

@@ -39,18 +39,13 @@ Each host keeps its own ``vectors.faiss``; the catalog is the one truth. So:
 - **What a file holds is recorded beside it** (``vectors.state.json``: the batch and
   vector count), not in the shared catalog, since each host's file differs. It is
   written after the file, so it never claims more than the file holds.
-- **Catching up** is the same replay as crash recovery: vectors of batches newer than
-  the file's, and removal of ids without an ok row. A writer does it under the lock
-  and saves the file; a reader does it in memory and writes nothing.
-- **A host with no file** builds its whole index from the log as the type the
-  collection records (``_from_log``): trained on a sample, filled a chunk at a time,
-  never an exact copy of every vector first (206 GB at 10^8, where SQ8 is 54).
+- **Catching up** is the same replay as crash recovery, and **a host with no file**
+  builds its whole index from the log (``catch_up.py``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -61,29 +56,17 @@ from typing import Any
 from searchengine import index_choice
 from searchengine.backends import DatabaseLock, read_location, write_location
 from searchengine.batch import Batch
-from searchengine.catalog import (
-    Catalog,
-    delete_images,
-    log_vectors,
-    logged_ids,
-    members,
-    pending_vectors,
-    write_meta,
-)
+from searchengine.catalog import Catalog, delete_images, members, write_meta
+from searchengine.catch_up import backfill, build_from_log, catch_up
 from searchengine.config import INDEX_FILE, collection_command
-from searchengine.errors import (
-    CollectionLockedError,
-    DamagedIndexError,
-    ModelMismatchError,
-    ReadOnlyCollectionError,
-)
+from searchengine.errors import CollectionLockedError, DamagedIndexError, ModelMismatchError
 from searchengine.fsutil import FileLock
 from searchengine.index_choice import DEFAULT_POLICY, IndexPolicy
-from searchengine.logged_vectors import LoggedVectors
 from searchengine.progress import Progress
 from searchengine.saved_index import SavedIndex, catalog_version
 from searchengine.values import MetaKey
 from searchengine.vectors import EXACT, FaissIndex
+from searchengine.writable import refuse_read_only
 
 LOCK_FILE = "write.lock"
 SLOW_BUILD_S = 2.0  # a reader's build from the log that takes longer is worth a note
@@ -230,7 +213,7 @@ class Store:
             catalog_id, last = catalog_version(self.catalog, self.name)
             if catalog_id == self._held_catalog and last > self._held and self._lock is None:
                 caught_up = self._index.copy()
-                self._catch_up(caught_up, self._held)
+                catch_up(self.catalog, caught_up, self._held)
                 self._index, self._held = caught_up, last
                 return True
             newer = last != self._held or catalog_id != self._held_catalog
@@ -242,17 +225,9 @@ class Store:
         return newer
 
     def check_writable(self) -> None:
-        """Refuse, before any work, to change a collection this process may not write.
-
-        Raises:
-            ReadOnlyCollectionError: its folder or catalog file cannot be written here.
-        """
-        if self.catalog.read_only:
-            raise ReadOnlyCollectionError(
-                f"collection {self.name!r} cannot be written here: {self.catalog.read_only}; "
-                "searching it works. To index it, copy its folder to where this user can "
-                "write and point --index-dir there"
-            )
+        """Refuse, before any work, to change a collection this process may not write
+        (``ReadOnlyCollectionError``)."""
+        refuse_read_only(self.catalog.read_only, self.name)
 
     @contextmanager
     def writing(self, progress: Progress | None = None) -> Iterator[None]:
@@ -350,13 +325,13 @@ class Store:
             try:
                 self._index = self._load(catch_up=False)
             except DamagedIndexError as exc:
-                self._set_aside(exc)
+                self.repairs.append(self.saved.set_aside(exc.reason))
                 self._index, saved = self._empty_index(), 0
         index, fixed = self._brought_up(self._index, saved, progress=progress)
         if index is not self._index:  # built whole from the log: it lacks nothing the log has
             self._index = index
         elif self.catalog.shared:
-            self._backfill(index)
+            backfill(self.catalog, index, self._last_batch)
         ok = self.catalog.ok_id_array()
         missing = ok[~members(ok, index.ids())]
         if len(missing):  # no vector anywhere (cannot happen unless files were edited by hand)
@@ -379,80 +354,12 @@ class Store:
     ) -> tuple[FaissIndex, int]:
         """``index`` (saved at batch ``saved``) brought up to the catalog, and how many
         ids that fixed: an empty one under a shared catalog is built whole from the log
-        (``_from_log``) where that applies, anything else is caught up in place."""
+        (``catch_up.build_from_log``) where that applies, anything else is caught up in place."""
         if self.catalog.shared and not saved and not len(index):
-            built = self._from_log(reader=reader, progress=progress)
+            built = build_from_log(self.catalog, self.dim, self.policy, reader, progress)
             if built is not None:
                 return built, len(built)
-        return index, self._catch_up(index, saved)
-
-    def _catch_up(self, index: FaissIndex, saved: int) -> int:
-        """Replay logged vectors newer than batch ``saved``, drop ids without an ok row."""
-        ok = self.catalog.ok_id_array()
-        held = index.ids()
-        orphans = held[~members(held, ok)]
-        index.remove(orphans)
-        replayed = 0
-        with self.catalog.transaction() as conn:
-            for ids, vectors in pending_vectors(conn, saved):
-                keep = members(ids, ok)
-                if not keep.any():
-                    continue
-                index.remove(ids[keep])
-                index.add(ids[keep], vectors[keep])
-                replayed += int(keep.sum())
-        return replayed + len(orphans)
-
-    def _from_log(
-        self, reader: bool = False, progress: Progress | None = None
-    ) -> FaissIndex | None:
-        """This host's whole index, built from a shared catalog's log as the type the
-        collection records (``IVF…,SQ8`` past 50k vectors), or None where that type is
-        exact or the log too small to train it (then the log is replayed into an exact
-        index, and the end of the run picks the type). A ``reader``, which saves
-        nothing, replays exact up to ``policy.reader_exact_max`` vectors: quicker than
-        training, and exact.
-
-        Trained on a sample read by id and filled from the streamed log, it never holds
-        the vectors at full size (``logged_vectors.py``); its ``nprobe`` is measured
-        on these vectors, as at every build, and an accelerator is tried where the
-        collection has one.
-        """
-        recorded = self.catalog.get_meta(MetaKey.INDEX_TYPE) or EXACT
-        if recorded == EXACT or self.dim is None:
-            return None
-        if reader and self.catalog.ok_count() <= self.policy.reader_exact_max:
-            return None
-        lists = index_choice.ivf_lists(recorded)
-        source = LoggedVectors(self.catalog, self.dim, self.catalog.ok_id_array())
-        if lists is None or len(source) < max(
-            self.policy.min_ivf, lists * index_choice.MIN_PER_LIST
-        ):
-            return None
-        params = json.loads(self.catalog.get_meta(MetaKey.INDEX_PARAMS) or "{}")
-        index, _ = index_choice.build_index(
-            source,
-            recorded,
-            accelerate=bool(params.get("accelerator")),
-            policy=self.policy,
-            progress=progress,
-        )
-        return index
-
-    def _backfill(self, index: FaissIndex) -> None:
-        """Give a shared catalog the vectors only this host's file holds.
-
-        A catalog that began on one host (an earlier release, which trimmed its vector
-        log) has its vectors in that host's file alone; copied into the catalog, every
-        other host can build its index from them instead of losing those rows.
-        """
-        with self.catalog.transaction() as conn:
-            stored = logged_ids(conn)
-        held = index.ids()
-        lacking = held[~members(held, stored)]
-        for ids, vectors in index.chunks(lacking):
-            with self.catalog.transaction() as conn:
-                log_vectors(conn, self._last_batch, [int(i) for i in ids], vectors)
+        return index, catch_up(self.catalog, index, saved)
 
     def _empty_index(self) -> FaissIndex:
         size = self.dim or (self._default_dim() if self._default_dim else None)
@@ -463,16 +370,6 @@ class Store:
     def index_state(self) -> tuple[int, int | None]:
         """(batch, vector count) the saved index file holds, as last recorded."""
         return self.saved.state()
-
-    def _set_aside(self, exc: DamagedIndexError) -> None:
-        """Move a damaged index file aside (kept, not deleted) for a new one to be built."""
-        aside = self.index_path.with_name(self.index_path.name + ".damaged")
-        os.replace(self.index_path, aside)
-        self.repairs.append(
-            f"the vector index {self.index_path} was damaged ({exc.reason}): kept as "
-            f"{aside.name} and built again; photos whose vectors were only in it are "
-            "embedded again"
-        )
 
     def adapt(self, policy: IndexPolicy, memory_mb: float | None = None) -> None:
         """Rebuild the index as the type its size (and memory budget) now calls for.

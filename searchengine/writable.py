@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from searchengine.errors import CollectionError, NoSpaceError
+from searchengine.errors import CollectionError, NoSpaceError, ReadOnlyCollectionError
 from searchengine.fsutil import human_size
 
 # A write that cannot fit: the disk is full, or the user's quota is.
@@ -46,6 +46,21 @@ def unwritable(folder: Path, *files: Path) -> str | None:
         if path.exists() and not os.access(path, os.W_OK):
             return f"this user may not write {path}"
     return None
+
+
+def refuse_read_only(read_only: str | None, name: str) -> None:
+    """Refuse to change collection ``name`` where its catalog says why it cannot be
+    written here (``read_only``), in one line.
+
+    Raises:
+        ReadOnlyCollectionError: ``read_only`` is set.
+    """
+    if read_only:
+        raise ReadOnlyCollectionError(
+            f"collection {name!r} cannot be written here: {read_only}; searching it "
+            "works. To index it, copy its folder to where this user can write and "
+            "point --index-dir there"
+        )
 
 
 def check_can_make(folder: Path) -> None:

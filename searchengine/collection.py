@@ -14,21 +14,19 @@ On-disk layout (documented in ``indexes/README.md``)::
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from searchengine.backends import locate, read_location, write_location
 from searchengine.captions import Captioner
-from searchengine.catalog import OK, Catalog, ImageRecord, open_catalog
+from searchengine.catalog import OK, Catalog, ImageRecord
+from searchengine.collection_open import opened
 from searchengine.collection_query import Searching
 from searchengine.collection_status import CollectionStatus, collection_status
 from searchengine.config import DEFAULT_COLLECTION, Config
 from searchengine.errors import (
     CollectionError,
     CollectionLockedError,
-    CollectionNotFoundError,
     ConfigError,
     ReadOnlyCollectionError,
 )
@@ -39,7 +37,6 @@ from searchengine.folders import (
     spell_roots,
     twice_named,
 )
-from searchengine.identity import check_encoder_precision, check_identity
 from searchengine.index_choice import IndexPolicy
 from searchengine.ingest.exclude import (
     parse_saved,
@@ -49,8 +46,8 @@ from searchengine.ingest.exclude import (
 )
 from searchengine.ingest.run import Ingest
 from searchengine.ingest.write import IndexReport
-from searchengine.models import Encoder, load_encoder, parse_model_spec
-from searchengine.precision import FP32, INT8, recorded, refusal, refuse_mixing, settle
+from searchengine.models import Encoder, load_encoder
+from searchengine.precision import FP32, INT8, recorded, refusal, settle
 from searchengine.progress import Progress
 from searchengine.ranking import (
     Calibration,
@@ -60,9 +57,7 @@ from searchengine.ranking.calibration import needs_text_tower
 from searchengine.store import INDEX_FILE, Store
 from searchengine.values import MetaKey
 from searchengine.vectors import FaissIndex
-from searchengine.writable import check_can_make, space_for
-
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+from searchengine.writable import space_for
 
 
 class Collection(Searching):
@@ -120,55 +115,7 @@ class Collection(Searching):
             ModelMismatchError: ``model`` or ``encoder`` differs from the collection's model.
         """
         config = config or Config.from_env()
-        if config.engine == "ray":  # said before anything is created or loaded
-            from searchengine.ingest.ray_cluster import check_engine
-
-            check_engine(config.ray_address)
-        if not _NAME_RE.match(name):
-            raise CollectionError(
-                f"invalid collection name {name!r}: use letters, digits, '.', '_' or '-'"
-            )
-        folder = config.home / name
-        missing = CollectionNotFoundError(
-            f"no collection {name!r} in {config.home.resolve()}"
-            + (" or in its database" if config.database_url else "")
-            + f"; create it with `searchengine index PATH --collection {name}`, or point "
-            "--index-dir / SEARCHENGINE_HOME (or --database-url) at where it is"
-        )
-        location = locate(name, folder, config.database_url)
-        catalog = open_catalog(folder, location, False)
-        loaded = None
-        if catalog is None and create:
-            if not location.shared:  # said before a model loads for nothing
-                check_can_make(folder)
-            # Nothing is written before the model is known to load: a bad spec must not
-            # leave a collection that refuses every later run for being "built with" it.
-            if encoder is None:
-                spec = parse_model_spec(model or config.model)
-                encoder = loaded = load_encoder(spec, config.device, config.runtime)
-            try:
-                catalog = open_catalog(folder, location, True)
-            except BaseException:
-                if loaded is not None:
-                    loaded.close()
-                raise
-        if catalog is None:
-            raise missing
-        try:
-            check_identity(catalog, name, config, model, encoder, create)
-            stored, check = recorded(catalog.get_meta)
-            if config.precision is not None:
-                has_vectors = catalog.ok_count() > 0
-                refuse_mixing(name, stored, check, has_vectors, config.precision)
-            check_encoder_precision(name, stored, encoder)
-            if catalog.shared and (create or folder.exists()) and read_location(folder) is None:
-                folder.mkdir(parents=True, exist_ok=True)  # a reader on a new host: nothing
-                write_location(folder, catalog.location)
-        except BaseException:
-            catalog.close()
-            if loaded is not None:
-                loaded.close()
-            raise
+        folder, catalog, encoder = opened(name, config, create, model, encoder)
         return cls(name, folder, catalog, config, encoder)
 
     def close(self) -> None:

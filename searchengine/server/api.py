@@ -25,12 +25,13 @@ from searchengine.server.schemas import (
     HealthBody,
     ImageInfo,
     SearchPage,
+    SearchRequest,
     SessionBody,
     SimilarPage,
     StatusBody,
 )
 from searchengine.server.security import TOKEN_COOKIE, offered_token
-from searchengine.server.service import SearchRequest, Service
+from searchengine.server.service import Service
 from searchengine.server.thumbnails import media_type, read_indexed
 from searchengine.values import Orientation, Sort
 

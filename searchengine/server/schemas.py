@@ -1,17 +1,35 @@
-"""The JSON the HTTP API speaks: response bodies, as pydantic models for the OpenAPI schema."""
+"""The JSON the HTTP API speaks: response bodies, as pydantic models for the OpenAPI
+schema, and the search request the routes hand to the service."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import MISSING
+from collections.abc import Sequence
+from dataclasses import MISSING, dataclass
 from typing import Any, Literal, get_type_hints
 
 from pydantic import BaseModel, Field, create_model
 
 from searchengine.collection import CollectionStatus
 from searchengine.fsutil import display_path
-from searchengine.ranking import SearchResult
+from searchengine.ranking import Filters, SearchResult
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """A text search as the API receives it (already bounded by the route)."""
+
+    q: str
+    k: int = 24
+    offset: int = 0
+    plus: Sequence[str] = ()
+    minus: Sequence[str] = ()
+    filters: Filters | None = None
+    sort: str = "relevance"
+    rerank: bool = False
+    min_score: float | None = None
+    caption: bool = False
 
 
 class ErrorBody(BaseModel):

@@ -20,8 +20,6 @@ import logging
 import os
 import re
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
@@ -32,7 +30,7 @@ from searchengine.fsutil import display_path
 from searchengine.ingest.decode import decode_bytes, decode_memory
 from searchengine.ingest.raw import is_raw
 from searchengine.models.blip import DEFAULT_CAPTION_MODEL
-from searchengine.ranking import Filters, ImageTerm, Page, Query, Term, TextTerm
+from searchengine.ranking import ImageTerm, Page, Query, Term, TextTerm
 from searchengine.ranking.terms import WEIGHTED
 from searchengine.server.captioning import caption_page
 from searchengine.server.schemas import (
@@ -42,12 +40,18 @@ from searchengine.server.schemas import (
     ImageInfo,
     ModelStatus,
     SearchPage,
+    SearchRequest,
     SimilarPage,
     StatusBody,
     image_urls,
     result_body,
 )
-from searchengine.server.thumbnails import FileUnavailable, ThumbnailCache, read_indexed
+from searchengine.server.thumbnails import (
+    FileUnavailable,
+    ThumbnailCache,
+    decode_indexed,
+    read_indexed,
+)
 from searchengine.server.workers import MemoryBudget, ModelSlot, OverBudget, Worker
 from searchengine.values import MetaKey
 
@@ -68,22 +72,6 @@ HEALTH_COUNT_SECONDS = 2.0  # how stale /api/health's image count may be
 # and its model take ~300 MB more with the shipped models: 1.5 GB in all, at most.
 DECODE_BUDGET = 1_000_000_000
 _IMAGE_TERM = re.compile(r"^image:(\d{1,18})$")
-
-
-@dataclass(frozen=True)
-class SearchRequest:
-    """A text search as the API receives it (already bounded by the route)."""
-
-    q: str
-    k: int = 24
-    offset: int = 0
-    plus: Sequence[str] = ()
-    minus: Sequence[str] = ()
-    filters: Filters | None = None
-    sort: str = "relevance"
-    rerank: bool = False
-    min_score: float | None = None
-    caption: bool = False
 
 
 class Service:
@@ -344,15 +332,6 @@ class Service:
         except ImageError as exc:
             raise QueryError(f"cannot use the uploaded file as an image: {exc}") from exc
 
-    def _decode_indexed(self, record: ImageRecord, side: int) -> Image.Image:
-        data = read_indexed(record)
-        try:
-            return self._decode(data, side, record.path)
-        except OverBudget:
-            raise
-        except ImageError as exc:
-            raise FileUnavailable(f"image {record.id} cannot be decoded: {exc}", 409) from exc
-
     def _decode(self, data: bytes, side: int, name: str | None = None) -> Image.Image:
         """Image bytes decoded at ``side``, within the memory budget (``name``, where
         known, tells a camera RAW file)."""
@@ -404,8 +383,8 @@ class Service:
                 raise QueryError(f"cannot read term {raw!r}: name an image as image:ID")
             return TextTerm(body, weight)
         record = self.record(int(image.group(1)))
-        decoded = await self.decodes.run(self._decode_indexed, record, encoder.image_size)
-        return ImageTerm(decoded, weight)
+        decoded = await self.decodes.run(decode_indexed, record, encoder.image_size, self.budget)
+        return ImageTerm(decoded.image, weight)
 
     def _slots(self) -> list[ModelSlot]:
         slots: list[ModelSlot] = [self.search_model]

@@ -33,8 +33,9 @@ from searchengine.catalog import OK, Catalog, ImageRecord
 from searchengine.config import user_cache_dir
 from searchengine.errors import ImageError
 from searchengine.fsutil import atomic_write, content_hash
-from searchengine.ingest.decode import decode_bytes, decode_memory, open_image
+from searchengine.ingest.decode import Decoded, decode_bytes, decode_memory, open_image
 from searchengine.ingest.raw import is_raw
+from searchengine.server.workers import OverBudget
 from searchengine.writable import unwritable
 
 THUMBS_DIR = "thumbs"
@@ -179,6 +180,24 @@ class ThumbnailCache:
                     entry.unlink(missing_ok=True)
                     removed += 1
         return removed
+
+
+def decode_indexed(record: ImageRecord, side: int, budget: Budget) -> Decoded:
+    """An indexed file's verified bytes decoded at ``side`` or more, within ``budget``.
+
+    Raises:
+        FileUnavailable: the file is gone or changed since it was indexed, or it no
+            longer decodes (409).
+        OverBudget: decoding it would take more memory than the budget allows.
+    """
+    data = read_indexed(record)
+    try:
+        with budget.hold(decode_memory(data, min_side=side, name=record.path)):
+            return decode_bytes(data, min_side=side, name=record.path)
+    except OverBudget:
+        raise
+    except ImageError as exc:
+        raise FileUnavailable(f"image {record.id} cannot be decoded: {exc}", 409) from exc
 
 
 def _write_atomic(target: Path, image: Image.Image) -> None:

@@ -25,18 +25,15 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from searchengine.errors import ImageError
 from searchengine.models.clipseg import DEFAULT_SEG_MODEL
 from searchengine.ranking import MAX_QUERY_CHARS
 from searchengine.server.schemas import ErrorBody, SimilarPage
-from searchengine.server.thumbnails import FileUnavailable, read_indexed
-from searchengine.server.workers import ModelSlot, OverBudget, Worker
+from searchengine.server.thumbnails import decode_indexed, read_indexed
+from searchengine.server.workers import ModelSlot, Worker
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from searchengine.catalog import ImageRecord
-    from searchengine.ingest.decode import Decoded
     from searchengine.models.clipseg import ClipSeg
     from searchengine.server.service import Service
     from searchengine.where import Location
@@ -135,7 +132,7 @@ class WhereService:
             await run_in_threadpool(read_indexed, record)
             return cached
         seg = self.slot.ready or await run_in_threadpool(self.slot.get)
-        decoded = await self.service.decodes.run(self._decode, record)
+        decoded = await self.service.decodes.run(decode_indexed, record, _SIDE, self.service.budget)
         size = (decoded.width, decoded.height)
         found = await self.worker.run(locate_images, seg, [decoded.image], [phrase], [size])
         with self._lock:
@@ -177,19 +174,6 @@ class WhereService:
         )
 
     # -- on the workers -------------------------------------------------------------
-    def _decode(self, record: ImageRecord) -> Decoded:
-        """The indexed photo, at least 768 px on its short side, within the budget."""
-        from searchengine.ingest.decode import decode_bytes, decode_memory
-
-        data = read_indexed(record)
-        try:
-            cost = decode_memory(data, min_side=_SIDE, name=record.path)
-            with self.service.budget.hold(cost):
-                return decode_bytes(data, min_side=_SIDE, name=record.path)
-        except OverBudget:
-            raise
-        except ImageError as exc:
-            raise FileUnavailable(f"image {record.id} cannot be decoded: {exc}", 409) from exc
 
 
 def _png(photo: Image.Image, loc: Location, view: str) -> bytes:

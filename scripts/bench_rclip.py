@@ -198,12 +198,13 @@ def _rclip3_towers(model: Any, size: int, context: int, out: Path) -> None:
     import onnx
     import torch
 
-    from searchengine.models.onnx_export import _ImageTower, _onnx_export, _TextTower
+    from searchengine.models.onnx_export import _onnx_export
+    from searchengine.models.onnx_towers import ImageTower, TextTower
 
     batch = ({0: torch.export.Dim("batch", min=1, max=4096)},)
     towers = {
-        "visual.onnx": (_ImageTower(model), torch.zeros(2, 3, size, size)),
-        "textual.onnx": (_TextTower(model), torch.zeros(2, context, dtype=torch.long)),
+        "visual.onnx": (ImageTower(model), torch.zeros(2, 3, size, size)),
+        "textual.onnx": (TextTower(model), torch.zeros(2, context, dtype=torch.long)),
     }
     for name, (tower, sample) in towers.items():
         _onnx_export(tower, (sample,), ["input"], batch, out / name)

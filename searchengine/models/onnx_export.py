@@ -41,6 +41,7 @@ from searchengine.models.onnx import (
     export_dir,
     read_export,
 )
+from searchengine.models.onnx_towers import CausalTextTower, ImageTower, TextTower, is_causal
 from searchengine.models.onnx_verify import row_cosines, verify_export
 from searchengine.models.provenance import hub_snapshot, record, repo_files, writer_versions
 from searchengine.models.spec import ModelKind, ModelSpec
@@ -127,13 +128,13 @@ def _export_towers(
     exporter = _export_image_tower(model, size, batch, folder / "image.onnx")
     manifest["exporters"] = {"image": exporter, "text": "dynamo"}
     tokens = tokenizer(["a photo of a dog", "a cat"])
-    if _is_causal(model):
+    if is_causal(model):
         context = int(tokens.shape[1])
         length = torch.export.Dim("length", min=1, max=context)
         sample = tokens[:, :12]
         embedded = model.token_embedding(sample).detach()
         _onnx_export(
-            _CausalTextTower(model),
+            CausalTextTower(model),
             (embedded, sample),
             ["embeddings", "tokens"],
             ({0: batch, 1: length}, {0: batch, 1: length}),
@@ -144,7 +145,7 @@ def _export_towers(
         manifest["files"]["embedding"] = "token_embedding.npy"
         eos = getattr(model, "text_eos_id", None)
         return {"mode": "causal", "pool": model.text_pool_type, "eos_id": eos}
-    _onnx_export(_TextTower(model), (tokens,), ["tokens"], ({0: batch},), folder / "text.onnx")
+    _onnx_export(TextTower(model), (tokens,), ["tokens"], ({0: batch},), folder / "text.onnx")
     return {"mode": "fixed"}
 
 
@@ -192,7 +193,7 @@ def _export_image_tower(model: Any, size: int, batch: Any, path: Path) -> str:
     Returns:
         The exporter that made it: ``torchscript`` or ``dynamo``.
     """
-    tower = _ImageTower(model)
+    tower = ImageTower(model)
     pixels = torch.zeros(2, 3, size, size)
     try:
         _torchscript_export(tower, pixels, path)
@@ -262,64 +263,6 @@ def _torchscript_export(tower: Any, pixels: Any, path: Path) -> None:
 def _weights(graph: Path) -> Path:
     """Where a graph's weights are saved beside it (both exporters' naming)."""
     return graph.with_name(graph.name + ".data")
-
-
-def _is_causal(model: Any) -> bool:
-    """A CLIP text tower whose pooled token sees only the tokens before it."""
-    mask = getattr(model, "attn_mask", None)
-    if type(model).__name__ != "CLIP" or mask is None or not hasattr(model, "token_embedding"):
-        return False
-    if getattr(model, "text_pool_type", None) not in ("argmax", "eos"):
-        return False
-    upper = torch.triu(torch.ones_like(mask, dtype=torch.bool), diagonal=1)
-    return bool(torch.equal(torch.isinf(mask), upper))
-
-
-class _ImageTower(torch.nn.Module):
-    def __init__(self, model: Any) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_image(pixels)
-
-
-class _TextTower(torch.nn.Module):
-    def __init__(self, model: Any) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_text(tokens)
-
-
-class _CausalTextTower(torch.nn.Module):
-    """``CLIP.encode_text`` on (token embeddings, tokens) of any length up to the context.
-
-    The token lookup stays outside the graph (a memory-mapped table: 100 MB less to
-    load per query) and the sequence may stop at the end token; verification
-    compares with ``encode_text`` on the full, padded context.
-    """
-
-    def __init__(self, model: Any) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, embedded: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        from open_clip.transformer import text_global_pool
-
-        m = self.model
-        length = tokens.shape[1]
-        cast = m.transformer.get_cast_dtype()
-        x = embedded.to(cast) + m.positional_embedding[:length].to(cast)
-        x = m.transformer(x, attn_mask=m.attn_mask[:length, :length])
-        x = m.ln_final(x)
-        eos = getattr(m, "text_eos_id", None)
-        x = text_global_pool(x, tokens, m.text_pool_type, eos_token_id=eos)
-        projection = m.text_projection
-        if projection is None:
-            return x
-        return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
 
 
 def _tokenizer_settings(tokenizer: Any, folder: Path) -> dict[str, Any] | None:

@@ -29,11 +29,9 @@ import hashlib
 import json
 import logging
 import os
-import re
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,17 +40,14 @@ from PIL import Image
 
 from searchengine.errors import ModelError
 from searchengine.models.base import l2_normalize
+from searchengine.models.exports import Export, read_export
 from searchengine.models.lite import Preprocess, TextTokenizer, load_tokenizer, preprocess_image
 from searchengine.models.portable import PortablePreprocessor
-from searchengine.models.provenance import unchanged, writer_versions
 from searchengine.models.spec import ModelSpec
 from searchengine.values import PRECISIONS
 
 log = logging.getLogger(__name__)
 
-EXPORT_FORMAT = 5  # bump when the folder layout, manifest meaning or graphs change
-MIN_COSINE = 0.999  # ONNX vs torch, every verification row
-MANIFEST = "manifest.json"
 INT8_IMAGE = "image.int8.onnx"  # the reduced image tower (``quantize``), beside the export
 # ``np.load`` parses each file's header with ``ast.literal_eval``. On CPython 3.11.7 (the
 # project's) two threads in the ``ast`` module at once can fail with "SystemError: AST
@@ -61,57 +56,6 @@ INT8_IMAGE = "image.int8.onnx"  # the reduced image tower (``quantize``), beside
 # query. Every ``np.load`` here takes this lock (a header read: microseconds).
 _NPY_LOCK = threading.Lock()
 TEXT_CHUNK = 256  # texts per text-tower call: bounds memory for long caption lists
-
-
-def onnx_cache_root() -> Path:
-    """``$HF_HOME/searchengine-onnx``: beside the weights the exports come from."""
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HOME) / "searchengine-onnx"
-
-
-def export_dir(spec: ModelSpec) -> Path:
-    """The folder one model's export lives in (readable name + hash of the spec)."""
-    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", spec.spec).strip("_")[-60:]
-    digest = hashlib.sha1(spec.spec.encode()).hexdigest()[:10]
-    return onnx_cache_root() / f"{readable}-{digest}"
-
-
-@dataclass(frozen=True)
-class Export:
-    """An export folder and its manifest."""
-
-    folder: Path
-    manifest: dict[str, Any]
-
-    @property
-    def verified(self) -> bool:
-        return bool(self.manifest.get("verified"))
-
-    @property
-    def reason(self) -> str:
-        return str(self.manifest.get("reason") or "")
-
-
-def read_export(spec: ModelSpec) -> Export | None:
-    """The export of ``spec`` if one exists for what it would be made from now.
-
-    None when there is none, it is of another format, a file it was made from changed
-    since (retrained weights, a newer hub snapshot, an edited tokenizer, even in another
-    repo) or the packages that wrote it are not the installed ones.
-    """
-    folder = export_dir(spec)
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-    if manifest.get("format") != EXPORT_FORMAT or manifest.get("spec") != spec.spec:
-        return None
-    if manifest.get("versions") != writer_versions():
-        return None
-    if not unchanged(manifest.get("sources", [])):
-        return None
-    return Export(folder, manifest)
 
 
 def cpu_count() -> int:

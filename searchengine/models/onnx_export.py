@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from searchengine.fsutil import FileLock
-from searchengine.models.onnx import (
+from searchengine.models.exports import (
     EXPORT_FORMAT,
     MANIFEST,
     MIN_COSINE,

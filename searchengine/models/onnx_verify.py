@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from searchengine.models.onnx import MIN_COSINE, Export, OnnxClipEncoder
+from searchengine.models.exports import MIN_COSINE, Export
+from searchengine.models.onnx import OnnxClipEncoder
 
 log = logging.getLogger(__name__)
 

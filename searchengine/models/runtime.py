@@ -11,7 +11,8 @@ import logging
 
 from searchengine.errors import ConfigError, ModelError
 from searchengine.models.base import Encoder
-from searchengine.models.onnx import OnnxClipEncoder, cuda_possible, read_export
+from searchengine.models.exports import read_export
+from searchengine.models.onnx import OnnxClipEncoder, cuda_possible
 from searchengine.models.spec import ModelSpec
 
 log = logging.getLogger(__name__)

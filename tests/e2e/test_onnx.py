@@ -28,15 +28,9 @@ from sessions import record_opens
 from searchengine import Collection, Config
 from searchengine.cli import main
 from searchengine.models import load_encoder, parse_model_spec
+from searchengine.models.exports import MIN_COSINE, export_dir, read_export
 from searchengine.models.lite import ClipBpeTokenizer, Preprocess, preprocess_image
-from searchengine.models.onnx import (
-    MIN_COSINE,
-    OnnxClipEncoder,
-    cpu_count,
-    cuda_possible,
-    export_dir,
-    read_export,
-)
+from searchengine.models.onnx import OnnxClipEncoder, cpu_count, cuda_possible
 from searchengine.models.onnx_verify import TOKEN_CHECK
 from searchengine.models.spec import shipped_model_dir
 from searchengine.ranking import calibrate
@@ -385,13 +379,13 @@ def test_an_edited_tokenizer_in_a_model_folder_re_exports(
 def test_an_export_by_other_package_versions_is_not_reused(
     tiny_clip: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from searchengine.models import onnx as onnx_module
+    from searchengine.models import exports
 
     spec = parse_model_spec(tiny_clip)
     load_encoder(spec, "cpu", "onnx")
     assert read_export(spec) is not None
-    real = onnx_module.writer_versions()
-    monkeypatch.setattr(onnx_module, "writer_versions", lambda: {**real, "torch": "9.9.9"})
+    real = exports.writer_versions()
+    monkeypatch.setattr(exports, "writer_versions", lambda: {**real, "torch": "9.9.9"})
     assert read_export(spec) is None
 
 

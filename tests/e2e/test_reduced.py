@@ -28,7 +28,8 @@ from searchengine.cli import main
 from searchengine.errors import CollectionError
 from searchengine.ingest.decode import decode_file
 from searchengine.models import Encoder, load_encoder
-from searchengine.models.onnx import INT8_IMAGE, OnnxClipEncoder, read_export
+from searchengine.models.exports import read_export
+from searchengine.models.onnx import INT8_IMAGE, OnnxClipEncoder
 from searchengine.models.quantize import BUILD, MIN_COSINE, VERDICT_FILE, read_verdict
 from searchengine.models.spec import parse_model_spec, shipped_model_dir
 from searchengine.toy.world import render, sample_scene

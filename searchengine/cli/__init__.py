@@ -14,7 +14,17 @@ from typing import NoReturn
 
 import click
 
-from searchengine.cli import captions, collection, demo, index, manage, measure, serve, where
+from searchengine.cli import (
+    captions,
+    collection,
+    demo,
+    index,
+    manage,
+    measure,
+    scoring,
+    serve,
+    where,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,8 +53,8 @@ for command in (
     captions.caption,
     captions.ask,
     measure.bench,
-    measure.score,
-    measure.caption_eval,
+    scoring.score,
+    scoring.caption_eval,
     serve.serve,
     where.where,
     where.ground,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from searchengine.accel_file import read_accelerator, write_accelerator
 from searchengine.config import collection_command
 from searchengine.errors import DamagedIndexError
 from searchengine.fsutil import atomic_write
@@ -23,8 +23,6 @@ REFINE_FACTORS = (16, 32, 64)
 # 3.9 ms SQ8, 4.8 ms accelerated; 10% allowed: 40 ms SQ8, 28 ms accelerated).
 ACCEL_FILTER_SHARE = 0.05
 REFILL_SHARE = 0.05  # removed ids an accelerator may still hold before it is refilled
-_TRAILER = b"SEACCEL2"  # ends a file that holds an accelerator after the main index
-_TAIL = 24 + len(_TRAILER)  # accelerator offset, removed-id count, refine factor, trailer
 CHUNK = 8_192  # vectors per step when an index's contents are copied out (16 MB at 512-d)
 
 
@@ -130,27 +128,13 @@ class FaissIndex:
 
     def _read_accelerator(self, path: Path) -> None:
         """Read the accelerator that follows the main index in ``path``, if one does."""
-        with open(path, "rb") as handle:
-            size = handle.seek(0, os.SEEK_END)
-            if size < _TAIL:
-                return
-            handle.seek(size - _TAIL)
-            tail = handle.read()
-            if tail[24:] != _TRAILER:
-                return
-            handle.seek(int.from_bytes(tail[:8], "little"))
-            try:
-                accel = self._faiss.read_index(self._faiss.PyCallbackIOReader(handle.read))
-            except RuntimeError:  # a damaged accelerator: the main index answers alone
-                return
-            gone = handle.read(8 * int.from_bytes(tail[8:16], "little"))
-            complete = handle.tell() == size - len(tail)
-        self._accel = accel
-        self.refine_factor = max(1, int.from_bytes(tail[16:24], "little"))
-        self._gone = np.frombuffer(gone[: len(gone) // 8 * 8], dtype="<i8").astype(np.int64)
+        found = read_accelerator(path, self._faiss)
+        if found is None:
+            return
+        self._accel, self._gone, self.refine_factor, complete = found
         # Written together with the main index, so it holds every id and the removed
         # ids; if not, it is refilled from the main index on the next save.
-        self._accel_stale = int(accel.ntotal) < len(self) or not complete
+        self._accel_stale = int(self._accel.ntotal) < len(self) or not complete
         if self._accel_stale:
             self._accel.reset()
 
@@ -352,11 +336,7 @@ class FaissIndex:
         with atomic_write(path, durable=True, prefix=path.name + ".") as handle:
             faiss.write_index(self._index, faiss.PyCallbackIOWriter(handle.write))
             if self._accel is not None:
-                start = handle.tell()
-                faiss.write_index(self._accel, faiss.PyCallbackIOWriter(handle.write))
-                handle.write(self._gone.astype("<i8").tobytes())
-                numbers = (start, len(self._gone), self.refine_factor)
-                handle.write(b"".join(x.to_bytes(8, "little") for x in numbers) + _TRAILER)
+                write_accelerator(handle, faiss, self._accel, self._gone, self.refine_factor)
 
 
 @contextlib.contextmanager

@@ -3,7 +3,7 @@
 The catalog is the one truth; an index file is a checkpoint of it (``store.py``). The
 replay here serves both crash recovery and a shared catalog's hosts:
 
-- **Catching up** (``catch_up``): the vectors of batches newer than the index file's
+- **Catching up** (``replay_log``): the vectors of batches newer than the index file's
   are replayed, and ids without an ok row are removed. A writer does it under the
   lock and saves the file; a reader does it in memory and writes nothing.
 - **A host with no file** (``build_from_log``) builds its whole index from a shared
@@ -26,10 +26,10 @@ from searchengine.progress import Progress
 from searchengine.values import MetaKey
 from searchengine.vectors import EXACT, FaissIndex
 
-__all__ = ["backfill", "build_from_log", "catch_up"]
+__all__ = ["backfill", "build_from_log", "replay_log"]
 
 
-def catch_up(catalog: Catalog, index: FaissIndex, saved: int) -> int:
+def replay_log(catalog: Catalog, index: FaissIndex, saved: int) -> int:
     """Replay logged vectors newer than batch ``saved`` into ``index``, drop ids without
     an ok row; returns how many ids that fixed."""
     ok = catalog.ok_id_array()

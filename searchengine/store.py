@@ -57,7 +57,7 @@ from searchengine import index_choice
 from searchengine.backends import DatabaseLock, read_location, write_location
 from searchengine.batch import Batch
 from searchengine.catalog import Catalog, delete_images, members, write_meta
-from searchengine.catch_up import backfill, build_from_log, catch_up
+from searchengine.catch_up import backfill, build_from_log, replay_log
 from searchengine.config import INDEX_FILE, collection_command
 from searchengine.errors import CollectionLockedError, DamagedIndexError, ModelMismatchError
 from searchengine.fsutil import FileLock
@@ -213,7 +213,7 @@ class Store:
             catalog_id, last = catalog_version(self.catalog, self.name)
             if catalog_id == self._held_catalog and last > self._held and self._lock is None:
                 caught_up = self._index.copy()
-                catch_up(self.catalog, caught_up, self._held)
+                replay_log(self.catalog, caught_up, self._held)
                 self._index, self._held = caught_up, last
                 return True
             newer = last != self._held or catalog_id != self._held_catalog
@@ -359,7 +359,7 @@ class Store:
             built = build_from_log(self.catalog, self.dim, self.policy, reader, progress)
             if built is not None:
                 return built, len(built)
-        return index, catch_up(self.catalog, index, saved)
+        return index, replay_log(self.catalog, index, saved)
 
     def _empty_index(self) -> FaissIndex:
         size = self.dim or (self._default_dim() if self._default_dim else None)

@@ -68,9 +68,9 @@ def serve(
     """Search a collection from a web page (and a JSON API) on this machine.
 
     The collection's model and index are loaded once, before the server starts, so
-    every query is warm; the rerank and caption models load in the background (the page says
-    when they are ready). Files are served by catalog id only. Ctrl-C stops the
-    server.
+    every query is warm; the rerank and caption models load in the background (the
+    page says when they are ready). Files are served by catalog id only. Ctrl-C stops
+    the server.
 
     \b
     Examples:

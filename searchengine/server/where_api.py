@@ -173,8 +173,6 @@ class WhereService:
             image_id, k, offset, region=parse_box(box), region_method=method
         )
 
-    # -- on the workers -------------------------------------------------------------
-
 
 def _png(photo: Image.Image, loc: Location, view: str) -> bytes:
     """The heatmap over the photo, or the logit map with its colour bar, as PNG bytes."""

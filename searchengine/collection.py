@@ -369,7 +369,8 @@ class Collection(Searching):
 
     def status(self) -> CollectionStatus:
         """What the collection holds: counts, model, index, sizes, where the catalog is."""
-        return collection_status(self)
+        with self.store.reading():
+            return collection_status(self)
 
     def failures(self) -> list[ImageRecord]:
         """Files that could not be indexed, with the reason for each."""

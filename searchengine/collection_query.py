@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
@@ -32,12 +33,16 @@ from searchengine.ranking import (
 )
 from searchengine.vectors import FaissIndex
 
+if TYPE_CHECKING:
+    from searchengine.store import Store
+
 
 class Searching:
     """Queries on a collection; mixed into ``Collection``, which provides the rest."""
 
     config: Config
     model: str
+    store: Store
     _rerankers: dict[str, Encoder]
     _captioners: dict[str, Captioner]
 
@@ -70,10 +75,11 @@ class Searching:
             query: terms, paging, filters, rescoring and sort.
             rerank: where CLIPScore comes from (see ``search``).
         """
-        ranker = Ranker(
-            self.catalog, self.vectors(), self.encoder, self._scorer(rerank), self.calibration()
-        )
-        return ranker.run(query)
+        with self.store.reading():  # a refresh catches the index up before or after
+            ranker = Ranker(
+                self.catalog, self.vectors(), self.encoder, self._scorer(rerank), self.calibration()
+            )
+            return ranker.run(query)
 
     def search(
         self,
@@ -153,11 +159,12 @@ class Searching:
         """A page of ``similar``'s ranking."""
         from searchengine.region import similar_term
 
-        term, exclude = similar_term(
-            image, region, region_method, self.catalog, self.vectors(), self.encoder
-        )
-        query = Query((term,), k, offset, exclude=exclude, clip_score=False)
-        return self.rank(query)
+        with self.store.reading():
+            term, exclude = similar_term(
+                image, region, region_method, self.catalog, self.vectors(), self.encoder
+            )
+            query = Query((term,), k, offset, exclude=exclude, clip_score=False)
+            return self.rank(query)
 
     def caption(
         self,

@@ -8,6 +8,7 @@ import json
 import os
 import random
 import string
+import threading
 import uuid
 
 import pytest
@@ -578,14 +579,16 @@ def test_a_log_too_small_for_the_recorded_lists_is_replayed_exact(
 
 
 @pytest.mark.postgres
-def test_a_reader_without_a_file_catches_up_a_copy_instead_of_building_again(
+def test_a_reader_without_a_file_catches_its_index_up_in_place_instead_of_building_again(
     tmp_path, pg_cluster, monkeypatch
 ):
     """A web server on a host that never indexed builds its index from the log once;
-    after another host adds and removes photos, the next query catches a copy of it up
-    (and a query running meanwhile keeps the old one), rather than training again."""
+    after another host adds and removes photos, the next query catches that index up in
+    place: not trained again, not copied (a copy held it twice), and not while a query
+    still reads it (the refresh waits for it)."""
     from searchengine import logged_vectors
     from searchengine.index_choice import IndexPolicy
+    from searchengine.vectors import FaissIndex
 
     policy = IndexPolicy(flat_max=200, min_ivf=100, nlist=4, reader_exact_max=0)
     photos = many_colours(tmp_path / "photos", 300)
@@ -595,14 +598,19 @@ def test_a_reader_without_a_file_catches_up_a_copy_instead_of_building_again(
     def config(name: str) -> Config:
         return Config(home=tmp_path / name, workers=1, database_url=url, index_policy=policy)
 
-    builds = []  # reads of the whole log
-    read_log = logged_vectors.LoggedVectors.__init__
+    builds, copies = [], []  # reads of the whole log; copies of an index
+    read_log, copy = logged_vectors.LoggedVectors.__init__, FaissIndex.copy
 
     def spy(self, *args):
         builds.append(1)
         read_log(self, *args)
 
+    def copied(self):
+        copies.append(1)
+        return copy(self)
+
     monkeypatch.setattr(logged_vectors.LoggedVectors, "__init__", spy)
+    monkeypatch.setattr(FaissIndex, "copy", copied)
     with Collection.open("team", config("a"), create=True, encoder=encoder) as a:
         a.index([photos])
         with Collection.open("team", config("server"), encoder=encoder) as server:
@@ -611,11 +619,40 @@ def test_a_reader_without_a_file_catches_up_a_copy_instead_of_building_again(
             solid(photos / "yellow.jpg", YELLOW)
             (photos / "c000.png").unlink()
             assert a.index().added == 1
-            assert server.store.refresh()
+            refreshed: list[bool] = []
+            with server.store.reading():  # a query reading the index on another thread
+                waiting = threading.Thread(target=lambda: refreshed.append(server.store.refresh()))
+                waiting.start()
+                waiting.join(0.5)
+                assert waiting.is_alive() and not refreshed, "the refresh should wait"
+                assert set(before.ids()) != a.catalog.ok_ids()  # unchanged while it reads
+            waiting.join(30)
+            assert refreshed == [True]
             after = server.store.vectors()
-            assert after is not before and len(before) == 300  # the old one is untouched
+            assert after is before and not copies  # caught up in place
             assert (after.index_type, len(after), len(builds)) == ("IVF4,SQ8", 300, 1)
+            held = []  # at each read of the index by a query: held against other threads?
+            read = server.vectors
+
+            def probe():
+                lock, free = server.store.reading(), []
+
+                def try_it() -> None:
+                    free.append(lock.acquire(blocking=False))
+                    if free[0]:
+                        lock.release()
+
+                thread = threading.Thread(target=try_it)
+                thread.start()
+                thread.join()
+                held.append(not free[0])
+                return read()
+
+            monkeypatch.setattr(server, "vectors", probe)
             found = names(server.search("yellow", k=5))
+            server.similar(photos / "yellow.jpg", k=3)
+            server.status()
+            assert len(held) >= 4 and all(held), f"queries should hold the index: {held}"
             assert "yellow.jpg" in found and found == names(a.search("yellow", k=5))
             assert set(after.ids()) == a.catalog.ok_ids()  # c000.png left, yellow.jpg came
             assert not server.store.refresh()  # nothing newer

@@ -235,3 +235,13 @@ def test_bench_catchup_times_the_id_bookkeeping_both_ways(tmp_path) -> None:
         assert result[way]["seconds"] > 0  # the 200 ok ids it lacks
         assert result[way]["orphans"] == [20001, 20002, 20003, 200]
         assert result[way]["missing"] == [1, 2, 3, 200]
+
+
+def test_bench_refresh_times_a_copy_and_in_place_on_the_same_index() -> None:
+    result = _printed_json("bench_refresh.py", "--size", "3000", "--batch", "8", "--rounds", "2")
+    assert (result["size"], result["index_type"], result["index_mb"] > 0) == (3000, "Flat", True)
+    assert result["vectors_after"] == 3000 + 2 * 2 * 8 - 2 * 2  # each refresh: 8 in, 1 out
+    for way in ("copy", "in_place"):
+        assert result[way]["median_ms"] > 0
+    ratio = result["in_place"]["median_ms"] / result["copy"]["median_ms"]
+    assert result["in_place_to_copy"] == pytest.approx(ratio)

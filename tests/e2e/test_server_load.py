@@ -161,9 +161,12 @@ def test_captions_that_cannot_load_never_slow_searches(toy, unreachable) -> None
     # this process's 20 threads waiting for the interpreter lock on a shared machine.
     assert max(r.json()["seconds"] for *_, r in searches) < 1.0
     assert slowest < 3.0
-    # A loop blocked by a model load or a hub timeout stalls for seconds; 0.25 s leaves
-    # room for this shared 2-core machine's scheduling, not for a blocked loop.
-    assert health and max(health) < 0.25
+    # A loop blocked by a model load or a hub timeout stalls for seconds; 0.5 s leaves
+    # room for this shared 2-core machine's scheduling, not for a blocked loop (the
+    # first probe, amid the burst of 20 connections, once took 0.27 s while the other
+    # test worker ran; the median stays under 10 ms).
+    assert health and max(health) < 0.5
+    assert statistics.median(health) < 0.05
     for _, code, seconds, response in captions:  # at once, saying why and when to retry
         assert code == 503, response.text
         assert "caption model" in response.json()["error"]

@@ -17,16 +17,20 @@ replay here serves both crash recovery and a shared catalog's hosts:
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from searchengine import index_choice
 from searchengine.catalog import Catalog, log_vectors, logged_ids, members, pending_vectors
+from searchengine.config import collection_command
 from searchengine.index_choice import IndexPolicy
 from searchengine.logged_vectors import LoggedVectors
 from searchengine.progress import Progress
 from searchengine.values import MetaKey
 from searchengine.vectors import EXACT, FaissIndex
 
-__all__ = ["backfill", "build_from_log", "replay_log"]
+__all__ = ["SLOW_BUILD_S", "backfill", "build_from_log", "replay_log", "slow_build_note"]
+
+SLOW_BUILD_S = 2.0  # a reader's build from the log that takes longer is worth a note
 
 
 def replay_log(catalog: Catalog, index: FaissIndex, saved: int) -> int:
@@ -101,3 +105,15 @@ def backfill(catalog: Catalog, index: FaissIndex, batch: int) -> None:
     for ids, vectors in index.chunks(lacking):
         with catalog.transaction() as conn:
             log_vectors(conn, batch, [int(i) for i in ids], vectors)
+
+
+def slow_build_note(name: str, folder: Path, vectors: int, took: float) -> list[str]:
+    """What a reader that built its whole index from the log in ``took`` seconds tells
+    its user: nothing if that was quick, else how to keep the index on this host."""
+    if took < SLOW_BUILD_S:
+        return []
+    return [
+        f"this host has no vector index of collection {name!r}: it was built from the "
+        f"catalog ({vectors:,} vectors, {took:.1f} s) and is not kept; "
+        f"`{collection_command(folder, 'index')}` on this host once saves it"
+    ]

@@ -8,7 +8,10 @@ own file, so the record is beside it, in ``vectors.state.json``, with the identi
 the catalog the file was made for. The identity matters because a removed collection
 can be made again under the same name: its image ids start from 1 again, for other
 photos, so a file made for the old catalog must never be taken for one of the new
-(``docs/scale.md``). The recorded file tells one replaced or cut short since (a
+(``docs/scale.md``). Nor may a file made from another history of the same catalog
+(restored from a backup, or commits the server lost): the record holds the mark of the
+file's newest batch, which the catalog's batch of that number must still have
+(``history.py``). The recorded file tells one replaced or cut short since (a
 restored backup, a partial copy), which is then read in full before it is trusted.
 
 Reading the catalog's identity and newest batch is also where a reader learns that
@@ -22,11 +25,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+
 from searchengine.catalog import Catalog, read_meta, trim_vector_log, write_meta
-from searchengine.catalog_errors import schema_gone
+from searchengine.catalog_errors import refused, schema_gone
 from searchengine.config import INDEX_FILE
 from searchengine.errors import CollectionNotFoundError
 from searchengine.fsutil import atomic_write
+from searchengine.history import batch_mark, read_mark, same_history, version_query
 from searchengine.values import MetaKey
 
 __all__ = ["STATE_FILE", "SavedIndex", "catalog_version", "read_state", "write_state"]
@@ -58,30 +64,44 @@ def _read_state(folder: Path) -> dict[str, Any]:
 
 
 def write_state(
-    folder: Path, batch: int, count: int, catalog_id: str | None, file: str | None = None
+    folder: Path,
+    batch: int,
+    count: int,
+    catalog_id: str | None,
+    file: str | None = None,
+    mark: str | None = None,
 ) -> None:
-    """Record what the index file just saved in ``folder`` holds (after the file), and
-    the file as it was written (``file``: ``Store`` tells a replaced file by it)."""
+    """Record what the index file just saved in ``folder`` holds (after the file), the
+    file as it was written (``file``: ``Store`` tells a replaced file by it) and the
+    mark of its newest batch (``mark``: ``history.py``)."""
     state: dict[str, int | str] = {"batch": batch, "vectors": count}
-    if catalog_id is not None:
-        state["catalog"] = catalog_id
-    if file is not None:
-        state["file"] = file
+    for key, value in (("catalog", catalog_id), ("file", file), ("mark", mark)):
+        if value:
+            state[key] = value
     with atomic_write(folder / STATE_FILE, durable=True) as handle:
         handle.write(json.dumps(state).encode())
 
 
-def catalog_version(catalog: Catalog, name: str) -> tuple[str | None, int]:
-    """A shared catalog's identity and newest batch, read together.
+def catalog_version(catalog: Catalog, name: str) -> tuple[str | None, int, str | None]:
+    """A shared catalog's identity and newest batch, read together, and that batch's
+    mark (``history.py``).
 
     Raises:
         CollectionNotFoundError: collection ``name`` was removed (its schema is gone)
             since it was opened, from this host or another.
     """
     try:
-        with catalog.engine.connect() as conn:
+        try:  # one round trip (a web server asks before every query)
+            with catalog.engine.connect() as conn:
+                catalog_id, last, mark = conn.execute(version_query()).one()
+                return catalog_id, int(last or 0), mark
+        except DBAPIError as exc:
+            if not (refused(exc) or schema_gone(exc)):
+                raise
+        with catalog.engine.connect() as conn:  # marks missing or unreadable, or no schema
             catalog_id = read_meta(conn, MetaKey.CATALOG_ID)
-            return catalog_id, int(read_meta(conn, MetaKey.LAST_BATCH) or 0)
+            last = int(read_meta(conn, MetaKey.LAST_BATCH) or 0)
+            return catalog_id, last, batch_mark(conn, last)
     except Exception as exc:
         if not schema_gone(exc):
             raise
@@ -104,6 +124,7 @@ class SavedIndex:
         self.folder = folder
         self.catalog = catalog
         self.path = folder / INDEX_FILE
+        self.rejected: list[str] = []  # why the last ``host_state`` did not use the file
 
     def version(self) -> tuple[int, int, int] | None:
         """The file as it is now (inode, mtime, size), or None if there is none."""
@@ -126,13 +147,23 @@ class SavedIndex:
     def host_state(self, catalog_id: str | None) -> tuple[int, int | None, bool]:
         """(batch, vector count) this host's index file holds, and whether it may be used
         at all (a shared catalog). A file made for another catalog of this name (one
-        removed, then made again: its ids mean other images) is not: it counts as no
-        file, and the index is built from the catalog.
+        removed, then made again: its ids mean other images) is not; nor is a file of
+        another history of this catalog (``history.py``). Either counts as no file, and
+        the index is built from the catalog.
         """
+        self.rejected = []
         if not self.path.exists():
             return 0, None, False
         batch, count, made_for = read_state(self.folder)
         if made_for is not None and catalog_id is not None and made_for != catalog_id:
+            return 0, None, False
+        recorded = _read_state(self.folder).get("mark")
+        if isinstance(recorded, str) and not same_history(recorded, read_mark(self.catalog, batch)):
+            self.rejected = [
+                f"this host's vector index {self.path} is of another history of the "
+                f"catalog (its batch {batch} is not the catalog's: a restored backup, or "
+                "commits the database server lost): built again from the catalog"
+            ]
             return 0, None, False
         return batch, count, True
 
@@ -143,7 +174,8 @@ class SavedIndex:
         file = None if version is None else _written(version)
         if self.catalog.shared:
             catalog_id = self.catalog.get_meta(MetaKey.CATALOG_ID)
-            write_state(self.folder, batch, count, catalog_id, file)
+            mark = read_mark(self.catalog, batch)
+            write_state(self.folder, batch, count, catalog_id, file, mark)
             return
         with self.catalog.transaction() as conn:
             write_meta(conn, MetaKey.INDEX_BATCH, str(batch))

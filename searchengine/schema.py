@@ -126,6 +126,19 @@ pending_table = Table(
 )
 
 
+# A shared catalog's random mark per batch, written with it (``history.py``): a host's
+# index file records its newest batch's mark, so a file made from another history of
+# the catalog (a restored backup, commits a server lost) is not taken for this one. An
+# addition, not a new version: writers make it where it is missing, and every release
+# reads past it.
+batch_marks_table = Table(
+    "batch_marks",
+    metadata,
+    Column("batch", Integer, primary_key=True, autoincrement=False),
+    Column("mark", String(32), nullable=False),
+)
+
+
 def prepare_schema(conn: Connection, location: CatalogLocation, writable: bool) -> bool:
     """Check the catalog's schema version; a writer creates or upgrades it.
 

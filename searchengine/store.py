@@ -41,6 +41,8 @@ Each host keeps its own ``vectors.faiss``; the catalog is the one truth. So:
   written after the file, so it never claims more than the file holds.
 - **Catching up** is the same replay as crash recovery, and **a host with no file**
   builds its whole index from the log (``catch_up.py``).
+- **A file of another history is not used**: one whose newest batch the catalog no
+  longer has as it was (a restored backup; ``history.py``) is built again.
 """
 
 from __future__ import annotations
@@ -58,10 +60,11 @@ from searchengine import index_choice
 from searchengine.backends import DatabaseLock, read_location, write_location
 from searchengine.batch import Batch
 from searchengine.catalog import Catalog, delete_images, members, write_meta
-from searchengine.catch_up import backfill, build_from_log, replay_log
-from searchengine.config import INDEX_FILE, collection_command
+from searchengine.catch_up import backfill, build_from_log, replay_log, slow_build_note
+from searchengine.config import INDEX_FILE
 from searchengine.errors import CollectionLockedError, DamagedIndexError, ModelMismatchError
 from searchengine.fsutil import FileLock
+from searchengine.history import mark_batch, prepare_marks, still_held
 from searchengine.index_choice import DEFAULT_POLICY, IndexPolicy
 from searchengine.progress import Progress
 from searchengine.saved_index import SavedIndex, catalog_version
@@ -70,7 +73,6 @@ from searchengine.vectors import EXACT, FaissIndex
 from searchengine.writable import refuse_read_only
 
 LOCK_FILE = "write.lock"
-SLOW_BUILD_S = 2.0  # a reader's build from the log that takes longer is worth a note
 
 
 class Store:
@@ -106,6 +108,8 @@ class Store:
         self._dirty = False  # batches committed since the last checkpoint
         self._held = 0  # the newest batch the in-memory index holds (shared catalogs)
         self._held_catalog: str | None = None  # the catalog it was built from (shared)
+        self._held_mark: str | None = None  # the mark of batch ``_held`` (``history.py``)
+        self._marking = False  # this writer marks its batches (a shared catalog)
         self._lock: FileLock | DatabaseLock | None = None
         self.repairs: list[str] = []  # what the last ``writing()`` mended, for the report
         self.notes: list[str] = []  # what a reader should be told (a slow build from the log)
@@ -166,7 +170,7 @@ class Store:
 
     def _load(self, catch_up: bool) -> FaissIndex:
         if self.catalog.shared:
-            self._held_catalog, last = catalog_version(self.catalog, self.name)
+            self._held_catalog, last, self._held_mark = catalog_version(self.catalog, self.name)
             saved, count, usable = self.saved.host_state(self._held_catalog)
         else:
             usable = self.index_path.exists()
@@ -183,14 +187,9 @@ class Store:
                 began = time.perf_counter()
                 index, _ = self._brought_up(index, start, reader=True)
                 self._held = last
-                took = time.perf_counter() - began
-                if whole and took >= SLOW_BUILD_S:
-                    self.notes.append(
-                        f"this host has no vector index of collection {self.name!r}: it was "
-                        f"built from the catalog ({len(index):,} vectors, {took:.1f} s) and is "
-                        f"not kept; `{collection_command(self.folder, 'index')}` on this host "
-                        "once saves it"
-                    )
+                if whole:
+                    took = time.perf_counter() - began
+                    self.notes += slow_build_note(self.name, self.folder, len(index), took)
         return index
 
     def reading(self) -> AbstractContextManager[Any]:
@@ -215,13 +214,15 @@ class Store:
         if self._index is None:
             return False
         if self.catalog.shared:  # other hosts' writes show in the catalog, not in our file
-            catalog_id, last = catalog_version(self.catalog, self.name)
-            if catalog_id == self._held_catalog and last > self._held and self._lock is None:
+            catalog_id, last, mark = catalog_version(self.catalog, self.name)
+            held = still_held(self.catalog, self._held, self._held_mark, last, mark)
+            same = held and catalog_id == self._held_catalog
+            if same and last > self._held and self._lock is None:
                 with self._reading:  # a partial replay is redone by the next refresh
                     replay_log(self.catalog, self._index, self._held)
-                    self._held = last
+                    self._held, self._held_mark = last, mark
                 return True
-            newer = last != self._held or catalog_id != self._held_catalog
+            newer = last != self._held or not same
         else:
             version = self.saved.version()
             newer = version is not None and version != self._version
@@ -271,6 +272,7 @@ class Store:
                     write_location(self.folder, self.catalog.location)
                 if self.catalog.get_meta(MetaKey.CATALOG_ID) is None:
                     self.catalog.set_meta({MetaKey.CATALOG_ID: uuid.uuid4().hex})
+                self._marking = prepare_marks(self.catalog)
             self._last_batch = int(self.catalog.get_meta(MetaKey.LAST_BATCH) or 0)
             self._dirty = False
             self.reconcile(progress)
@@ -292,8 +294,9 @@ class Store:
             yield batch
             batch.log()
             write_meta(conn, MetaKey.LAST_BATCH, str(number))
+            mark = mark_batch(conn, number) if self._marking else None
         self._last_batch = number
-        self._held = number
+        self._held, self._held_mark = number, mark
         self._dirty = True
         batch.apply(self.vectors())
 
@@ -319,10 +322,11 @@ class Store:
         row are removed. With a shared catalog this also brings this host's file up
         to date with what other hosts wrote. Returns how many ids were fixed.
         """
-        saved, count = self.index_state()
+        saved, count = self.saved.state()
         last = int(self.catalog.get_meta(MetaKey.LAST_BATCH) or saved)
         if self.catalog.shared and saved > last:  # a file of an earlier catalog: rebuild
             self._index, saved = self._empty_index(), 0
+        self.repairs.extend(self.saved.rejected)
         self._last_batch = max(self._last_batch, last)
         if self._index is None and self.saved.matches(saved, last, count) and self.saved.as_saved():
             return 0
@@ -371,10 +375,6 @@ class Store:
         if size is None:
             raise ValueError("the collection has no vector size yet")
         return FaissIndex(size)
-
-    def index_state(self) -> tuple[int, int | None]:
-        """(batch, vector count) the saved index file holds, as last recorded."""
-        return self.saved.state()
 
     def adapt(self, policy: IndexPolicy, memory_mb: float | None = None) -> None:
         """Rebuild the index as the type its size (and memory budget) now calls for.

@@ -667,7 +667,7 @@ def test_a_search_that_builds_the_index_from_the_catalog_says_how_to_keep_it(
     the search says so on stderr, with the command that saves it on this host."""
     from clirunner import cli
 
-    from searchengine import store
+    from searchengine import catch_up
 
     url = pg_cluster.new_database()
     env = {"SEARCHENGINE_DATABASE_URL": url}
@@ -679,7 +679,7 @@ def test_a_search_that_builds_the_index_from_the_catalog_says_how_to_keep_it(
     quick = cli(*search, env=env)
     assert quick.exit_code == 0 and len(json.loads(quick.stdout)) == 3
     assert quick.stderr == ""  # a quick build is not worth a word
-    monkeypatch.setattr(store, "SLOW_BUILD_S", 0.0)
+    monkeypatch.setattr(catch_up, "SLOW_BUILD_S", 0.0)
     slow = cli(*search, env=env)
     assert slow.exit_code == 0 and len(json.loads(slow.stdout)) == 3
     assert "this host has no vector index of collection 'team'" in slow.stderr
@@ -700,7 +700,7 @@ def test_serve_builds_the_index_from_the_catalog_before_it_serves_and_says_how_t
     from clirunner import cli
     from fastapi.testclient import TestClient
 
-    from searchengine import store
+    from searchengine import catch_up, store
     from searchengine.server import http
 
     url = pg_cluster.new_database()
@@ -728,7 +728,7 @@ def test_serve_builds_the_index_from_the_catalog_before_it_serves_and_says_how_t
 
     monkeypatch.setattr(store.Store, "_brought_up", spy)
     monkeypatch.setattr(http, "run", one_query)
-    monkeypatch.setattr(store, "SLOW_BUILD_S", 0.0)
+    monkeypatch.setattr(catch_up, "SLOW_BUILD_S", 0.0)
     serve = ["serve", "--port", "0", "-c", "team", "--index-dir", str(tmp_path / "b")]
     done = cli(*serve, env=env)
     assert done.exit_code == 0, done.output

@@ -130,7 +130,7 @@ def test_a_batch_commits_rows_and_vectors_together_or_not_at_all(store) -> None:
         assert len(store.vectors()) == 0
         store.checkpoint()
     assert not store.dirty
-    assert store.index_state() == (int(store.catalog.get_meta(MetaKey.LAST_BATCH) or 0), 0)
+    assert store.saved.state() == (int(store.catalog.get_meta(MetaKey.LAST_BATCH) or 0), 0)
 
 
 def test_one_writer_at_a_time(store, tmp_path) -> None:

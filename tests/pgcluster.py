@@ -2,7 +2,9 @@
 
 ``initdb`` in a temporary folder, the server on 127.0.0.1 at a free port (and its
 socket in that folder), password authentication (so a wrong password is a real
-refusal), durability off (the tests kill clients, never the server). PostgreSQL
+refusal), durability off where the tests kill clients, never the server (a
+``durable`` cluster, for the tests that stop the server itself, keeps PostgreSQL's
+own settings). PostgreSQL
 refuses to run as root: as root the cluster runs as the ``postgres`` user that
 Debian's package creates, through ``runuser``.
 
@@ -58,6 +60,8 @@ class Cluster:
     root: Path
     port: int
     run_as: str | None  # the OS user running the server, when we are root
+    durable: bool = False  # PostgreSQL's own fsync and synchronous_commit
+    settings: str = ""  # more server settings, as ``-c name=value`` options
     _databases: itertools.count = field(default_factory=lambda: itertools.count(1))
     _free: list[str] = field(default_factory=list)
 
@@ -115,10 +119,11 @@ class Cluster:
         return ["runuser", "-u", self.run_as, "--", *tool] if self.run_as else tool
 
     def start(self) -> None:
-        opts = (
-            f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        )
+        opts = f"-h 127.0.0.1 -p {self.port} -k {self.root} -c max_connections=200"
+        if not self.durable:
+            opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        if self.settings:
+            opts += f" {self.settings}"
         log = self.root / "server.log"
         done = subprocess.run(
             self._cmd(
@@ -141,16 +146,26 @@ class Cluster:
             tail = log.read_text()[-600:] if log.exists() else done.stderr[-600:]
             raise ClusterUnavailable(f"pg_ctl start failed: {tail.strip()}")
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Stop the server at once, as a crash would: its processes quit without a
+        checkpoint, clients lose their connections mid-statement; ``start`` recovers."""
         subprocess.run(
             self._cmd("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop"),
             capture_output=True,
         )
+
+    def stop(self) -> None:
+        self.halt()
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_cluster() -> Cluster:
-    """initdb and start a cluster; raises ``ClusterUnavailable`` saying why not."""
+def start_cluster(
+    durable: bool = False, wal_dir: Path | None = None, settings: str = ""
+) -> Cluster:
+    """initdb and start a cluster (``durable``: with PostgreSQL's own fsync and
+    synchronous_commit; ``wal_dir``: its write-ahead log there, an empty folder the
+    server's user owns, in 1 MB segments; ``settings``: ``-c name=value`` options);
+    raises ``ClusterUnavailable`` saying why not."""
     try:
         import psycopg  # noqa: F401
     except ImportError:
@@ -173,7 +188,7 @@ def start_cluster() -> Cluster:
     if run_as:
         entry = pwd.getpwnam(run_as)
         os.chown(root, entry.pw_uid, entry.pw_gid)
-    cluster = Cluster(bindir, root, free_port(), run_as)
+    cluster = Cluster(bindir, root, free_port(), run_as, durable, settings)
     pwfile = root / "pw"
     pwfile.write_text(PASSWORD + "\n")
     if run_as:
@@ -192,6 +207,7 @@ def start_cluster() -> Cluster:
             "UTF8",
             "--locale=C",
             "--no-sync",
+            *([f"--waldir={wal_dir}", "--wal-segsize=1"] if wal_dir else []),
         ),
         capture_output=True,
         text=True,

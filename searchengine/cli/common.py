@@ -29,8 +29,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 @contextmanager
-def errors() -> Iterator[None]:
-    """Library errors become one clear line and exit status 1; Ctrl-C exits 130."""
+def errors(lost: str = "") -> Iterator[None]:
+    """Library errors become one clear line and exit status 1; Ctrl-C exits 130.
+    ``lost`` ends the line of a catalog server lost mid-command (what ``index`` kept)."""
     try:
         yield
     except ConfigError as exc:
@@ -40,7 +41,7 @@ def errors() -> Iterator[None]:
     except Exception as exc:
         # The connection to a catalog server can also fail mid-run, and a disk can
         # fill or refuse a write anywhere: one line, too.
-        if (message := _database_problem(exc) or _disk_problem(exc)) is None:
+        if (message := _database_problem(exc, lost) or _disk_problem(exc)) is None:
             raise
         raise click.ClickException(message) from exc
     except KeyboardInterrupt:
@@ -50,7 +51,7 @@ def errors() -> Iterator[None]:
         sys.exit(130)
 
 
-def _database_problem(exc: Exception) -> str | None:
+def _database_problem(exc: Exception, lost: str = "") -> str | None:
     """One line for a lost catalog connection or a damaged catalog, or None for any other
     error."""
     sa_exc = sys.modules.get("sqlalchemy.exc")  # loaded only if a catalog was opened
@@ -62,7 +63,7 @@ def _database_problem(exc: Exception) -> str | None:
         return damaged
     if not isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) and not refused(exc):
         return None
-    return connection_problem(None, exc)
+    return connection_problem(None, exc) + ("" if refused(exc) else lost)
 
 
 def _disk_problem(exc: Exception) -> str | None:

@@ -5,6 +5,7 @@ indexing — through the real CLI in subprocesses, on both catalog backends."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -141,3 +142,52 @@ def test_second_indexer_is_refused_and_a_killed_ones_lock_is_not_stale(
         again = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
         assert json.loads(again.stdout)["added"] == 0
         assert check_collection(folder, good, broken, reader) == []
+
+
+@pytest.mark.postgres
+def test_a_catalog_server_that_stops_mid_run_loses_nothing(
+    offline_hub_env, tmp_path, big_photos, spawn
+):
+    """The shared catalog's server stops in the middle of a run as in a crash (``pg_ctl
+    stop -m immediate``; durability on, as a server runs): the run ends in one line,
+    what was committed is kept, and once the server is back the same command embeds
+    exactly the rest."""
+    from pgcluster import ClusterUnavailable, start_cluster
+
+    try:
+        cluster = start_cluster(durable=True)
+    except ClusterUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI runs the PostgreSQL tests, but the cluster did not start: {exc}")
+        pytest.skip(f"PostgreSQL is not available here: {exc}")
+    reader = None
+    try:
+        url = cluster.new_database()
+        env = {**offline_hub_env, "SEARCHENGINE_DATABASE_URL": url}
+        reader = CatalogReader(url)
+        good, broken = big_photos
+        cmd = index_command(tmp_path / "photos", tmp_path / "idx", MODEL)
+        folder = tmp_path / "idx" / "crash"
+        proc = spawn(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert wait_for(lambda: read_state(folder, reader)[1] >= 8)
+        cluster.halt()
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 1
+        assert "Traceback" not in err
+        said = [line for line in err.splitlines() if line.startswith("Error")]
+        assert said == [err.strip().splitlines()[-1]]  # one line, after any progress bar
+        assert said[0].startswith("Error: cannot use the catalog database: connection")
+        assert said[0].endswith(
+            "; what was committed is kept: run the same command again once it is up"
+        )
+        reader.close()
+        cluster.start()
+        _, committed = read_state(folder, reader)
+        assert 8 <= committed < len(good)
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+        assert json.loads(done.stdout)["added"] == len(good) - committed
+        assert check_collection(folder, good, broken, reader) == []
+    finally:
+        if reader is not None:
+            reader.close()
+        cluster.stop()

@@ -20,9 +20,11 @@ import pwd
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from clirunner import cli, ok_json
@@ -292,3 +294,92 @@ def test_a_full_disk_on_the_database_server_ends_index_in_one_line_and_loses_not
             pg_cluster.admin(f"ALTER DATABASE {database} RESET default_tablespace")
             pg_cluster.give_back(url)
             pg_cluster.admin("DROP TABLESPACE full_disk")
+
+
+@pytest.mark.postgres
+def test_a_full_disk_under_the_database_servers_log_stops_it_and_index_loses_nothing(
+    tmp_path,
+):
+    """The server's write-ahead log on a disk of its own that fills mid-run: PostgreSQL
+    refuses the statement (SQLSTATE 53100) or, where the log write was in a critical
+    section, stops (``PANIC: could not write to file "pg_wal/…": No space left on
+    device``) and every client loses its connection. Either way the run ends in one
+    line; once space is freed and the server started again, the same command embeds
+    exactly the rest."""
+    from pgcluster import ClusterUnavailable, start_cluster
+
+    photos = tmp_path / "photos"
+    toyworld.generate(photos, 200, 4703)  # 100 in album-a, 100 in album-b
+    owner = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
+    options = f"uid={owner.pw_uid},gid={owner.pw_gid},mode=700" if owner else ""
+    place = Path(tempfile.mkdtemp(prefix="searchengine-wal-"))  # the server's user reaches it
+    place.chmod(0o755)
+    try:
+        with tmpfs(place / "wal", "32m", options) as wal:
+            try:
+                # Segments made anew, never recycled: each needs 1 MB of free space.
+                settings = "-c wal_recycle=off -c min_wal_size=2MB"
+                cluster = start_cluster(durable=True, wal_dir=wal, settings=settings)
+            except ClusterUnavailable as exc:
+                if os.environ.get("CI"):
+                    pytest.fail(f"CI runs the PostgreSQL tests, but no cluster started: {exc}")
+                pytest.skip(f"PostgreSQL is not available here: {exc}")
+            try:
+                shared = base(tmp_path / "home", "--database-url", cluster.new_database())
+                ok_json("index", str(photos / "album-a"), "-m", "toy", *shared)
+                use_up_the_log(cluster.url(), wal, leave=32 * 1024)  # a run writes ~150 KB
+                filler = wal / "filler"
+                with filler.open("wb") as out:
+                    os.posix_fallocate(out.fileno(), 0, shutil.disk_usage(wal).free - 512 * 1024)
+                done = child("index", str(photos), "--batch-size", "8", *shared)
+                # The server's own error (SQLSTATE 53100) where the write failed outside
+                # a critical section, else the lost connection of a server that stopped.
+                line = refused(done, "run the same command again", "what was committed is kept")
+                assert (
+                    "the catalog's database server has no space left on its disk" in line
+                    or "cannot use the catalog database" in line
+                )
+                filler.unlink()
+                cluster.halt()  # where it restarted after the crash
+                cluster.start()
+                kept = child_json("status", *shared)["images"]
+                assert 100 <= kept < 200, "the log should fill mid-run: change the space left"
+                report = child_json("index", *shared)
+                assert (report["unchanged"], report["added"]) == (kept, 200 - kept)
+                status = child_json("status", *shared)
+                assert status["images"] == status["vectors"] == 200
+                hits = child_json("search", QUERY, "-k", "200", *shared)
+                assert len({h["path"] for h in hits}) == 200
+            finally:
+                cluster.stop()
+    finally:
+        shutil.rmtree(place, ignore_errors=True)
+
+
+def use_up_the_log(url: str, wal: Path, leave: int) -> None:
+    """Use up the log segments the server made ahead, then fill the current one up to
+    its last ``leave`` bytes: the next segment will need 1 MB of free space."""
+    import psycopg
+
+    segment = 1 << 20
+    with psycopg.connect(url, autocommit=True) as conn:
+
+        def value(sql: str) -> Any:
+            return conn.execute(sql).fetchone()[0]  # type: ignore[index]
+
+        def ahead() -> list[str]:
+            current = value("SELECT pg_walfile_name(pg_current_wal_lsn())")
+            return [name for name in os.listdir(wal) if len(name) == 24 and name > current]
+
+        conn.execute("CREATE TABLE burn (x text)")
+        conn.execute("CHECKPOINT")
+        while True:
+            while ahead():
+                conn.execute("INSERT INTO burn VALUES ('x')")
+                conn.execute("SELECT pg_switch_wal()")
+            while int(value("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")) % segment < (
+                segment - leave
+            ):
+                conn.execute("INSERT INTO burn SELECT repeat('x', 1000) FROM generate_series(1, 8)")
+            if not ahead():
+                return

@@ -159,11 +159,8 @@ class Store:
 
     # -- the vector index -----------------------------------------------------------
     def vectors(self) -> FaissIndex:
-        """The vector index, read on first use (empty until the first batch is saved).
-
-        With a shared catalog a reader's index is also brought up to date, in memory,
-        with what other hosts committed since this host's file was saved.
-        """
+        """The vector index, read on first use (empty until the first batch is saved); a
+        reader's is caught up in memory with what other hosts committed (shared catalog)."""
         if self._index is None:
             self._index = self._load(catch_up=self._lock is None)
         return self._index
@@ -172,6 +169,7 @@ class Store:
         if self.catalog.shared:
             self._held_catalog, last, self._held_mark = catalog_version(self.catalog, self.name)
             saved, count, usable = self.saved.host_state(self._held_catalog)
+            self.notes += self.saved.rejected if catch_up else []  # a writer's: ``repairs``
         else:
             usable = self.index_path.exists()
         if usable:

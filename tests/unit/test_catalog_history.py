@@ -102,6 +102,7 @@ def test_a_host_ahead_of_a_restored_catalog_builds_its_index_again_and_loses_not
         ids_of_b = {r.path: r.id for r in b.catalog.records("ok")}
     with Collection.open("team", host(tmp_path, "a", url), encoder=encoder) as a:
         assert found(a, "cyan") == "cyan.jpg"  # a search on host a, before any run there
+        assert any("another history of the catalog" in note for note in a.store.notes)
         assert found(a, "magenta") == "magenta.jpg"
         report = a.index()
         assert any("another history of the catalog" in note for note in report.notes)
@@ -192,4 +193,40 @@ def test_a_read_only_role_that_may_not_read_the_marks_still_searches_and_refresh
         with Collection.open("team", host(tmp_path, "a", url), encoder=encoder) as a:
             a.index()
         assert reader.store.refresh()
+        assert found(reader, "yellow") == "yellow.jpg"
+
+
+def test_default_privileges_let_a_read_only_role_read_the_marks_a_writer_makes_later(
+    tmp_path, pg_cluster
+):
+    """What ``docs/scale.md`` tells an administrator: ``ALTER DEFAULT PRIVILEGES`` for
+    the writer's role covers the marks table that a writer of this release makes in a
+    catalog an earlier release wrote."""
+    from sqlalchemy import text
+
+    from searchengine.history import read_mark
+
+    url, encoder = pg_cluster.new_database(), FakeEncoder()
+    mine = photos(tmp_path / "a-photos", "red", "green", "blue")
+    with Collection.open("team", host(tmp_path, "a", url), create=True, encoder=encoder) as a:
+        a.index([mine])
+        with a.catalog.transaction() as conn:  # as an earlier release left the catalog
+            conn.execute(text("DROP TABLE batch_marks"))
+    database, role = url.rsplit("/", 1)[1], f"viewer_{uuid.uuid4().hex[:8]}"
+    pg_cluster.admin(f"CREATE ROLE {role} LOGIN PASSWORD 'look'")
+    pg_cluster.admin(
+        f"GRANT CONNECT ON DATABASE {database} TO {role}",
+        f"GRANT USAGE ON SCHEMA se_team TO {role}",
+        f"GRANT SELECT ON ALL TABLES IN SCHEMA se_team TO {role}",
+        f"ALTER DEFAULT PRIVILEGES FOR ROLE setest IN SCHEMA se_team "
+        f"GRANT SELECT ON TABLES TO {role}",
+        database=database,
+    )
+    photos(mine, "yellow")
+    with Collection.open("team", host(tmp_path, "a", url), encoder=encoder) as a:
+        a.index()  # makes the table again, and marks this run's batch
+        last = last_batch(a)
+    viewer = pg_cluster.url(database, user=role, password="look")
+    with Collection.open("team", host(tmp_path, "v", viewer), encoder=encoder) as reader:
+        assert len(read_mark(reader.catalog, last) or "") == 32
         assert found(reader, "yellow") == "yellow.jpg"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -63,7 +64,8 @@ def _database_problem(exc: Exception, lost: str = "") -> str | None:
         return damaged
     if not isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) and not refused(exc):
         return None
-    return connection_problem(None, exc) + ("" if refused(exc) else lost)
+    server = not isinstance(getattr(exc, "orig", None), sqlite3.Error)  # "it": the server
+    return connection_problem(None, exc) + (lost if server and not refused(exc) else "")
 
 
 def _disk_problem(exc: Exception) -> str | None:

@@ -95,3 +95,30 @@ def test_a_query_of_an_empty_collection_says_how_to_fill_it(tmp_path):
         )
         as_json = CliRunner().invoke(main, [*args, *base, "--json"])
         assert as_json.exit_code == 0 and json.loads(as_json.output) == []
+
+
+def test_a_catalog_server_lost_mid_index_says_the_run_resumes_a_sqlite_error_does_not():
+    """``index`` ends a lost server's line with what was kept (``errors(lost=…)``); a
+    SQLite catalog's error has no server to wait for, so its line is left as it was."""
+    import sqlite3
+
+    import psycopg
+    from sqlalchemy.exc import OperationalError
+
+    from searchengine.cli.common import errors
+
+    lost = "; what was committed is kept: run the same command again once it is up"
+
+    def said(original: Exception) -> str:
+        with pytest.raises(click.ClickException) as raised, errors(lost=lost):
+            raise OperationalError("INSERT INTO images ...", {}, original)
+        return raised.value.message
+
+    server = said(psycopg.OperationalError("server closed the connection unexpectedly"))
+    assert server.startswith("cannot use the catalog database: server closed the connection")
+    assert server.endswith("that the server is up)" + lost)
+    local = said(sqlite3.OperationalError("disk I/O error"))
+    assert local == (
+        "cannot use the catalog database: disk I/O error "
+        "(check the collection's folder and its disk)"
+    )

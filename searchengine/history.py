@@ -35,7 +35,7 @@ from sqlalchemy.sql import Select
 
 from searchengine.catalog import Catalog
 from searchengine.catalog_errors import refused, schema_gone
-from searchengine.schema import batch_marks_table, meta_table
+from searchengine.schema import batch_marks_table, meta_table, read_meta
 from searchengine.values import MetaKey
 
 __all__ = [
@@ -53,12 +53,16 @@ UNREADABLE = ""  # this role may not read the marks: nothing can be told (a mark
 
 
 def prepare_marks(catalog: Catalog) -> bool:
-    """Make the marks table where it is missing (a writer, holding the write lock);
-    returns whether this writer's batches are marked. A role that may write rows but
-    not make tables writes them unmarked, as an earlier release did."""
+    """Make the marks table where it is missing, and drop the marks of batches past the
+    catalog's newest (another history's, where the table was not part of a restored
+    backup), for this writer's batches to take their numbers; it holds the write lock.
+    Returns whether its batches are marked: a role that may write rows but not make
+    tables writes them unmarked, as an earlier release did."""
     try:
         with catalog.engine.begin() as conn:
             batch_marks_table.create(conn, checkfirst=True)
+            last = int(read_meta(conn, MetaKey.LAST_BATCH) or 0)
+            conn.execute(delete(batch_marks_table).where(batch_marks_table.c.batch > last))
     except DBAPIError as exc:
         if refused(exc):
             return False
@@ -67,11 +71,8 @@ def prepare_marks(catalog: Catalog) -> bool:
 
 
 def mark_batch(conn: Connection, batch: int) -> str:
-    """Give batch ``batch`` a new mark in its own transaction, and return it. A mark
-    left for that number by another history (the table was not part of a restored
-    backup) is replaced."""
+    """Give batch ``batch`` a new mark, in its own transaction, and return it."""
     mark = uuid.uuid4().hex
-    conn.execute(delete(batch_marks_table).where(batch_marks_table.c.batch == batch))
     conn.execute(insert(batch_marks_table).values(batch=batch, mark=mark))
     return mark
 

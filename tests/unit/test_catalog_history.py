@@ -14,6 +14,7 @@ import os
 import subprocess
 import uuid
 
+import psycopg
 import pytest
 from imagegen import solid
 
@@ -50,21 +51,26 @@ def found(coll: Collection, colour: str) -> str:
     return os.path.basename(coll.search(colour, k=1)[0].path)
 
 
-def backup(pg_cluster, url: str, where) -> None:
-    """What an administrator does: ``pg_dump`` of the whole database."""
-    subprocess.run(
-        [str(pg_cluster.bindir / "pg_dump"), "--clean", "--if-exists", "-f", str(where), url],
-        check=True,
-        capture_output=True,
-    )
+def backup(pg_cluster, url: str, where, *options: str) -> None:
+    """What an administrator does: ``pg_dump`` of the database (``options``: more of
+    its options)."""
+    dump = [str(pg_cluster.bindir / "pg_dump"), "--clean", "--if-exists", *options]
+    subprocess.run([*dump, "-f", str(where), url], check=True, capture_output=True)
 
 
 def restore(pg_cluster, url: str, where) -> None:
-    subprocess.run(
+    done = subprocess.run(
         [str(pg_cluster.bindir / "psql"), "-q", "-v", "ON_ERROR_STOP=1", "-f", str(where), url],
-        check=True,
         capture_output=True,
+        text=True,
     )
+    assert done.returncode == 0, done.stderr
+
+
+def marks_after(url: str, batch: int) -> list[tuple[int, str]]:
+    with psycopg.connect(url) as conn:
+        query = "SELECT batch, mark FROM se_team.batch_marks WHERE batch > %s"
+        return [tuple(row) for row in conn.execute(query, [batch])]
 
 
 def last_batch(coll: Collection) -> int:
@@ -82,9 +88,13 @@ def agrees_with_the_log(coll: Collection) -> None:
             assert abs(held - vectors).max() < 1e-6
 
 
+@pytest.mark.parametrize("leftover", [False, True], ids=["whole", "marks-left-over"])
 def test_a_host_ahead_of_a_restored_catalog_builds_its_index_again_and_loses_nothing(
-    tmp_path, pg_cluster
+    tmp_path, pg_cluster, leftover
 ):
+    """The whole database restored; and the same where the marks of the batches the
+    restore lost were left in the table (a restore table by table that skipped it):
+    the next writer drops them before it numbers its own batches."""
     url, encoder = pg_cluster.new_database(), FakeEncoder()
     mine = photos(tmp_path / "a-photos", "red", "green", "blue")
     with Collection.open("team", host(tmp_path, "a", url), create=True, encoder=encoder) as a:
@@ -94,11 +104,19 @@ def test_a_host_ahead_of_a_restored_catalog_builds_its_index_again_and_loses_not
     with Collection.open("team", host(tmp_path, "a", url), encoder=encoder) as a:
         assert a.index().added == 3  # host a's file now holds batches the backup lacks
         ahead = last_batch(a)
+    before = set(marks_after(url, 0))
     restore(pg_cluster, url, tmp_path / "backup.sql")
+    lost = before - set(marks_after(url, 0))
+    assert len(lost) == 2
+    if leftover:
+        with psycopg.connect(url, autocommit=True) as conn:
+            for batch, mark in lost:
+                conn.execute("INSERT INTO se_team.batch_marks VALUES (%s, %s)", [batch, mark])
     theirs = photos(tmp_path / "b-photos", "cyan", "magenta", "black")
     with Collection.open("team", host(tmp_path, "b", url), create=True, encoder=encoder) as b:
         assert b.index([theirs]).added == 3
         assert last_batch(b) == ahead  # the same batch numbers, for other photos
+        assert not set(marks_after(url, 0)) & lost  # marked anew
         ids_of_b = {r.path: r.id for r in b.catalog.records("ok")}
     with Collection.open("team", host(tmp_path, "a", url), encoder=encoder) as a:
         assert found(a, "cyan") == "cyan.jpg"  # a search on host a, before any run there

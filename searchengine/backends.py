@@ -23,6 +23,9 @@ Decisions, with the reasons (``docs/scale.md`` has the measurements):
 - **Every connection failure is one line** (``CatalogUnavailableError``): a missing
   driver, a refused connection, a wrong password, a missing database
   (``catalog_errors.py`` words them).
+- **A server that does not answer is given up on** after ``CONNECT_TIMEOUT_S`` (libpq's
+  ``connect_timeout``; the URL's own ``?connect_timeout=`` wins): libpq waits for ever
+  by default, so a stalled server or a black-holed address hung every command.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ POSTGRESQL = "postgresql"
 _WRITER_LOCK = 0x5EA2C4
 _SCHEMA_LOCK = 0x5EA2C5
 _SCHEMA_RE = re.compile(r"^[a-z0-9_]+$")
+CONNECT_TIMEOUT_S = 10  # libpq's connect_timeout, unless the URL sets it
 _MISSING_DRIVER = (
     "the PostgreSQL catalog needs the postgres extra: pip install 'searchengine[postgres]'"
 )
@@ -264,6 +268,8 @@ def create_catalog_engine(location: CatalogLocation, *, read_only: bool = False)
             "options": f"-c search_path={location.schema}",
             "application_name": app,
         }
+        if "connect_timeout" not in location.url:
+            kwargs["connect_args"]["connect_timeout"] = CONNECT_TIMEOUT_S
     try:
         engine = create_engine(location.url, **kwargs)
     except ModuleNotFoundError as exc:

@@ -75,6 +75,11 @@ def connection_problem(shown: str | None, exc: BaseException) -> str:
     where = f"the catalog database {shown}" if shown else "the catalog database"
     if isinstance(original, sqlite3.Error):  # the collection's own file: no server
         return f"cannot use {where}: {text} (check the collection's folder and its disk)"
+    if "timeout expired" in text:  # ``backends.CONNECT_TIMEOUT_S``, or the URL's own
+        return (
+            f"cannot use {where}: {text}: the server did not answer (check that it is up "
+            "and reachable; to wait longer, add ?connect_timeout=SECONDS to the URL)"
+        )
     return (
         f"cannot use {where}: {text} "
         "(check --database-url / SEARCHENGINE_DATABASE_URL and that the server is up)"

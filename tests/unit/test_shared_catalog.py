@@ -250,6 +250,46 @@ def test_connection_failures_are_one_line_and_leave_nothing(
         assert not home.exists()
 
 
+@pytest.mark.parametrize("waits", [None, 2], ids=["default", "url-connect-timeout"])
+def test_a_catalog_server_that_never_answers_is_given_up_on_in_one_line(tmp_path, waits):
+    """A server that accepts the connection and never answers (a stalled server, a
+    broken proxy): libpq waits for ever by default, and every command hung. Each now
+    gives up after ``CONNECT_TIMEOUT_S``, or the URL's own ``connect_timeout``."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from hanginghub import hanging_hub
+
+    from searchengine.backends import CONNECT_TIMEOUT_S
+
+    exe = str(Path(sys.executable).with_name("searchengine"))
+    home = tmp_path / "idx"
+    with hanging_hub() as silent:
+        url = f"postgresql://me:secret@127.0.0.1:{silent.rsplit(':', 1)[1]}/photos"
+        if waits is not None:
+            url += f"?connect_timeout={waits}"
+        for args in (["status"], ["search", "red"]):
+            started = time.monotonic()
+            done = subprocess.run(
+                [exe, *args, "-c", "x", "--index-dir", str(home), "--database-url", url],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            took = time.monotonic() - started
+            assert done.returncode == 1, done.stderr
+            lines = done.stderr.strip().splitlines()
+            assert len(lines) == 1 and "the server did not answer" in lines[0], done.stderr
+            assert "?connect_timeout=SECONDS" in lines[0] and "secret" not in lines[0]
+            if waits is None:
+                assert took >= CONNECT_TIMEOUT_S
+            else:  # the URL's own wait, not the default
+                assert took < CONNECT_TIMEOUT_S
+    assert not home.exists()
+
+
 @pytest.mark.postgres
 def test_vectors_only_one_hosts_file_holds_are_given_to_the_catalog(tmp_path, photos, pg_cluster):
     """A catalog moved from an earlier release has no vectors (it trimmed its log):

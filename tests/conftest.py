@@ -26,6 +26,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakehub import (
@@ -95,22 +96,41 @@ def ray_head():
 
 
 # -- catalog backends ------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def pg_cluster():
-    """A throwaway PostgreSQL cluster for the session (``tests/pgcluster.py``).
-
-    Skips, saying why, where PostgreSQL cannot be started; under CI it must start.
-    """
+def _started_cluster(**options: Any) -> Any:
+    """``start_cluster(**options)``; skips, saying why, where PostgreSQL cannot be
+    started, and under CI fails instead: it must start there."""
     from pgcluster import ClusterUnavailable, start_cluster
 
     try:
-        cluster = start_cluster()
+        return start_cluster(**options)
     except ClusterUnavailable as exc:
         if os.environ.get("CI"):
             pytest.fail(f"CI runs the PostgreSQL tests, but the cluster did not start: {exc}")
         pytest.skip(f"PostgreSQL is not available here: {exc}")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostgreSQL cluster for the session (``tests/pgcluster.py``)."""
+    cluster = _started_cluster()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture
+def own_cluster():
+    """Starts a throwaway cluster of the test's own, one it may stop, crash or fill
+    (``start_cluster``'s options: ``durable``, ``wal_dir``, ``settings``); each is
+    stopped and removed at the end of the test."""
+    started: list[Any] = []
+
+    def start(**options: Any) -> Any:
+        started.append(_started_cluster(**options))
+        return started[-1]
+
+    yield start
+    for cluster in started:
+        cluster.stop()
 
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]

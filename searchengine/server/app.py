@@ -4,8 +4,9 @@
 ``serve`` command or a test, opens and closes it) and returns a FastAPI app to run
 under any ASGI server (``http.uvicorn_config`` has the settings ``serve`` uses).
 Errors, whatever raised them, reach clients as ``{"error": "one line"}`` with a 4xx
-status, or 503 and ``Retry-After`` when a model is not ready or a queue is full; only
-a bug gives a 500.
+status, or 503 and ``Retry-After`` when a model is not ready, a queue is full or the
+catalog's database cannot be reached (a shared catalog's server down or restarting:
+the next request reconnects); only a bug gives a 500.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from searchengine.catalog_errors import connection_problem, damaged_catalog
 from searchengine.errors import (
     CollectionError,
     CollectionNotFoundError,
@@ -45,6 +48,7 @@ if TYPE_CHECKING:
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 20_000_000
+CATALOG_RETRY_S = 5  # Retry-After while the catalog's database cannot be reached
 log = logging.getLogger("searchengine.server")
 
 
@@ -116,7 +120,7 @@ def create_app(
     app.include_router(router)
     app.state.where = where
     app.include_router(where_router)
-    _add_error_handlers(app)
+    _add_error_handlers(app, collection.catalog.location.shown)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -134,7 +138,7 @@ def create_app(
     return app
 
 
-def _add_error_handlers(app: FastAPI) -> None:
+def _add_error_handlers(app: FastAPI, catalog_shown: str | None) -> None:
     def error(status: int, message: str, **extra: object) -> JSONResponse:
         return JSONResponse({"error": message, **extra}, status_code=status)
 
@@ -164,6 +168,24 @@ def _add_error_handlers(app: FastAPI) -> None:
         response = error(_status(exc), str(exc))
         if isinstance(exc, Unavailable):
             response.headers["retry-after"] = str(exc.retry_after)
+        return response
+
+    @app.exception_handler(DBAPIError)
+    async def catalog_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        # The details (the database's address, a file's path) go to the server's log,
+        # not to every client.
+        if (damaged := damaged_catalog(None, exc)) is not None:
+            log.error("serving %s: %s", request.url.path, damaged)
+            return error(
+                503, "the collection's catalog is damaged; the server log says how to mend it"
+            )
+        if not isinstance(exc, (OperationalError, InterfaceError)):
+            return await bug(request, exc)
+        log.warning("serving %s: %s", request.url.path, connection_problem(catalog_shown, exc))
+        response = error(
+            503, "the collection's catalog database cannot be reached now; try again shortly"
+        )
+        response.headers["retry-after"] = str(CATALOG_RETRY_S)
         return response
 
     @app.exception_handler(Exception)

@@ -5,7 +5,6 @@ indexing — through the real CLI in subprocesses, on both catalog backends."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -146,25 +145,17 @@ def test_second_indexer_is_refused_and_a_killed_ones_lock_is_not_stale(
 
 @pytest.mark.postgres
 def test_a_catalog_server_that_stops_mid_run_loses_nothing(
-    offline_hub_env, tmp_path, big_photos, spawn
+    offline_hub_env, tmp_path, big_photos, spawn, own_cluster
 ):
     """The shared catalog's server stops in the middle of a run as in a crash (``pg_ctl
     stop -m immediate``; durability on, as a server runs): the run ends in one line,
     what was committed is kept, and once the server is back the same command embeds
     exactly the rest."""
-    from pgcluster import ClusterUnavailable, start_cluster
-
+    cluster = own_cluster(durable=True)
+    url = cluster.new_database()
+    env = {**offline_hub_env, "SEARCHENGINE_DATABASE_URL": url}
+    reader = CatalogReader(url)
     try:
-        cluster = start_cluster(durable=True)
-    except ClusterUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI runs the PostgreSQL tests, but the cluster did not start: {exc}")
-        pytest.skip(f"PostgreSQL is not available here: {exc}")
-    reader = None
-    try:
-        url = cluster.new_database()
-        env = {**offline_hub_env, "SEARCHENGINE_DATABASE_URL": url}
-        reader = CatalogReader(url)
         good, broken = big_photos
         cmd = index_command(tmp_path / "photos", tmp_path / "idx", MODEL)
         folder = tmp_path / "idx" / "crash"
@@ -188,6 +179,4 @@ def test_a_catalog_server_that_stops_mid_run_loses_nothing(
         assert json.loads(done.stdout)["added"] == len(good) - committed
         assert check_collection(folder, good, broken, reader) == []
     finally:
-        if reader is not None:
-            reader.close()
-        cluster.stop()
+        reader.close()

@@ -250,6 +250,45 @@ def test_connection_failures_are_one_line_and_leave_nothing(
         assert not home.exists()
 
 
+@pytest.mark.postgres
+def test_the_web_server_answers_503_while_its_catalog_server_is_down_then_recovers(
+    tmp_path, photos, own_cluster, caplog
+):
+    """The team's database server stops (a crash, a restart) while a web server serves:
+    each request is answered 503 with Retry-After and one line, not a 500 "internal
+    error" with a traceback in the log; the address stays in the server's log; once
+    the database is back, the next request is answered as before."""
+    from fastapi.testclient import TestClient
+
+    from searchengine.server import create_app
+
+    cluster = own_cluster(durable=True)  # a stop without durability loses the last commits
+    url = cluster.new_database()
+    encoder = FakeEncoder()
+    with Collection.open("team", host(tmp_path, "a", url), create=True, encoder=encoder) as a:
+        a.index([photos])
+    serving = Collection.open("team", host(tmp_path, "s", url), encoder=encoder)
+    app = create_app(serving)
+    with serving, TestClient(app, base_url="http://127.0.0.1:8765") as client:
+        first = client.get("/api/search", params={"q": "red"})
+        assert first.status_code == 200 and first.json()["results"][0]["name"] == "red.jpg"
+        cluster.halt()
+        for path in ("/api/search?q=red", "/api/health", "/api/status", "/api/folders"):
+            answer = client.get(path)
+            assert answer.status_code == 503, (path, answer.text)
+            assert answer.headers["retry-after"] == "5"
+            assert answer.json() == {
+                "error": "the collection's catalog database cannot be reached now; "
+                "try again shortly"
+            }
+        assert f"127.0.0.1:{cluster.port}" in caplog.text  # for the operator, in the log
+        assert "Traceback" not in caplog.text and "setest-secret" not in caplog.text
+        cluster.start()
+        again = client.get("/api/search", params={"q": "blue"})
+        assert again.status_code == 200 and again.json()["results"][0]["name"] == "blue.webp"
+        assert client.get("/api/health").json()["status"] == "ok"
+
+
 @pytest.mark.parametrize("waits", [None, 2], ids=["default", "url-connect-timeout"])
 def test_a_catalog_server_that_never_answers_is_given_up_on_in_one_line(tmp_path, waits):
     """A server that accepts the connection and never answers (a stalled server, a

@@ -248,3 +248,41 @@ def test_default_privileges_let_a_read_only_role_read_the_marks_a_writer_makes_l
     with Collection.open("team", host(tmp_path, "v", viewer), encoder=encoder) as reader:
         assert len(read_mark(reader.catalog, last) or "") == 32
         assert found(reader, "yellow") == "yellow.jpg"
+
+
+def test_a_host_whose_file_holds_commits_the_server_lost_builds_its_index_again(
+    tmp_path, own_cluster
+):
+    """The other way a catalog goes back: a server that acknowledges commits before
+    they reach its disk (``synchronous_commit = off``, here with the WAL writer's delay
+    at its 10 s maximum) crashes, and loses the last batch that host a had already
+    saved in its file. Host b then writes its own batch of that number."""
+    cluster = own_cluster(settings="-c wal_writer_delay=10000")  # synchronous_commit=off
+    encoder = FakeEncoder()
+    for attempt in range(4):  # the crash loses the batch about 9 times in 10
+        url, home = cluster.new_database(), tmp_path / f"try{attempt}"
+        mine = photos(home / "a-photos", "red", "green", "blue")
+        with Collection.open("team", host(home, "a", url), create=True, encoder=encoder) as a:
+            a.index([mine])
+        cluster.admin("CHECKPOINT")  # what came before is on the server's disk
+        photos(mine, "yellow")
+        with Collection.open("team", host(home, "a", url), encoder=encoder) as a:
+            assert a.index().added == 1
+            ahead = last_batch(a)
+        cluster.halt()  # a crash: commits only in the server's memory are gone
+        cluster.start()
+        with Collection.open("team", host(home, "b", url), create=True, encoder=encoder) as b:
+            if last_batch(b) < ahead:
+                break
+    else:
+        pytest.fail("the server kept its last commit through four crashes")
+    with Collection.open("team", host(home, "b", url), encoder=encoder) as b:
+        assert b.index([photos(home / "b-photos", "cyan")]).added == 1
+        assert last_batch(b) == ahead  # the same batch number, and the same id, for cyan
+    with Collection.open("team", host(home, "a", url), encoder=encoder) as a:
+        assert found(a, "cyan") == "cyan.jpg"
+        report = a.index()
+        assert any("another history of the catalog" in note for note in report.notes)
+        assert (report.added, report.removed, report.unchanged) == (1, 0, 4)  # yellow back
+        assert found(a, "yellow") == "yellow.jpg"
+        agrees_with_the_log(a)

@@ -40,18 +40,21 @@ __all__ = ["STATE_FILE", "SavedIndex", "catalog_version", "read_state", "write_s
 STATE_FILE = "vectors.state.json"
 
 
-def read_state(folder: Path) -> tuple[int, int | None, str | None]:
-    """(batch, vector count, catalog identity) recorded for the folder's index file;
-    ``(0, None, None)`` if unknown (the whole catalog is then replayed).
+def read_state(folder: Path) -> tuple[int, int | None, str | None, str | None]:
+    """(batch, vector count, catalog identity, the batch's mark) recorded for the
+    folder's index file; ``(0, None, None, None)`` if unknown (the whole catalog is then
+    replayed).
 
-    A file or a catalog from before catalogs had an identity has none: it is trusted,
-    as it was.
+    A file or a catalog from before catalogs had an identity, or a file saved before
+    batches had marks, has none: it is trusted, as it was.
     """
     state = _read_state(folder)
+    mark = state.get("mark")
     try:
-        return int(state["batch"]), int(state["vectors"]), state.get("catalog")
+        batch, count = int(state["batch"]), int(state["vectors"])
     except (ValueError, KeyError, TypeError):
-        return 0, None, None
+        return 0, None, None, None
+    return batch, count, state.get("catalog"), mark if isinstance(mark, str) else None
 
 
 def _read_state(folder: Path) -> dict[str, Any]:
@@ -154,11 +157,10 @@ class SavedIndex:
         self.rejected = []
         if not self.path.exists():
             return 0, None, False
-        batch, count, made_for = read_state(self.folder)
+        batch, count, made_for, recorded = read_state(self.folder)
         if made_for is not None and catalog_id is not None and made_for != catalog_id:
             return 0, None, False
-        recorded = _read_state(self.folder).get("mark")
-        if isinstance(recorded, str) and not same_history(recorded, read_mark(self.catalog, batch)):
+        if recorded is not None and not same_history(recorded, read_mark(self.catalog, batch)):
             self.rejected = [
                 f"this host's vector index {self.path} is of another history of the "
                 f"catalog (its batch {batch} is not the catalog's: a restored backup, or "

@@ -23,6 +23,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -81,6 +82,22 @@ class Cluster:
         with psycopg.connect(self.url(database), autocommit=True) as conn:
             for sql in statements:
                 conn.execute(sql)  # type: ignore[arg-type]
+
+    def viewer(self, url: str, *grants: str, schema: str = "se_team") -> str:
+        """A new login role that may read the collection ``schema`` in ``url``'s database
+        (``CONNECT``, ``USAGE``, ``SELECT`` on its tables, as ``docs/scale.md`` tells an
+        administrator), then ``grants`` (more statements, ``{role}`` standing for it);
+        returns the role's URL."""
+        database, role = url.rsplit("/", 1)[1], f"viewer_{uuid.uuid4().hex[:8]}"
+        self.admin(f"CREATE ROLE {role} LOGIN PASSWORD 'look'")
+        self.admin(
+            f"GRANT CONNECT ON DATABASE {database} TO {role}",
+            f"GRANT USAGE ON SCHEMA {schema} TO {role}",
+            f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role}",
+            *(grant.format(role=role) for grant in grants),
+            database=database,
+        )
+        return self.url(database, user=role, password="look")
 
     def new_database(self) -> str:
         """A fresh, empty database (or an emptied one given back); returns its URL.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import sqlite3
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -64,6 +63,8 @@ def _database_problem(exc: Exception, lost: str = "") -> str | None:
         return damaged
     if not isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) and not refused(exc):
         return None
+    import sqlite3  # only on an error: a command's start-up need not pay it
+
     server = not isinstance(getattr(exc, "orig", None), sqlite3.Error)  # "it": the server
     return connection_problem(None, exc) + (lost if server and not refused(exc) else "")
 

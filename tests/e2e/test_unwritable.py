@@ -104,6 +104,17 @@ def remount(where: Path, options: str) -> None:
     subprocess.run(["mount", "-o", f"remount,{options}", str(where)], check=True)
 
 
+def the_same_command_adds_the_rest(shared: list[str], kept: int, total: int) -> None:
+    """After a run that failed with ``kept`` photos committed: ``index`` again adds
+    exactly the rest, none twice, and every photo is indexed and found."""
+    report = child_json("index", *shared)
+    assert (report["unchanged"], report["added"]) == (kept, total - kept)
+    status = child_json("status", *shared)
+    assert status["images"] == status["vectors"] == total
+    hits = child_json("search", QUERY, "-k", str(total), *shared)
+    assert len({h["path"] for h in hits}) == total
+
+
 @pytest.fixture
 def photos(tmp_path: Path) -> Path:
     folder = tmp_path / "photos"
@@ -284,12 +295,7 @@ def test_a_full_disk_on_the_database_server_ends_index_in_one_line_and_loses_not
             kept = child_json("status", *shared)["images"]
             assert 100 < kept < 200, "the disk should fill mid-run: change the space left"
             filler.unlink()
-            report = child_json("index", *shared)
-            assert (report["unchanged"], report["added"]) == (kept, 200 - kept)
-            status = child_json("status", *shared)
-            assert status["images"] == status["vectors"] == 200
-            hits = child_json("search", QUERY, "-k", "200", *shared)
-            assert len({h["path"] for h in hits}) == 200
+            the_same_command_adds_the_rest(shared, kept, 200)
         finally:
             pg_cluster.admin(f"ALTER DATABASE {database} RESET default_tablespace")
             pg_cluster.give_back(url)
@@ -337,12 +343,7 @@ def test_a_full_disk_under_the_database_servers_log_stops_it_and_index_loses_not
                 cluster.start()
                 kept = child_json("status", *shared)["images"]
                 assert 100 <= kept < 200, "the log should fill mid-run: change the space left"
-                report = child_json("index", *shared)
-                assert (report["unchanged"], report["added"]) == (kept, 200 - kept)
-                status = child_json("status", *shared)
-                assert status["images"] == status["vectors"] == 200
-                hits = child_json("search", QUERY, "-k", "200", *shared)
-                assert len({h["path"] for h in hits}) == 200
+                the_same_command_adds_the_rest(shared, kept, 200)
             finally:
                 cluster.stop()  # before its log's disk goes
     finally:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import uuid
 
 import psycopg
 import pytest
@@ -166,8 +165,10 @@ def test_a_reader_in_memory_across_a_restore_is_caught_up_to_the_new_history(tmp
     assert not (tmp_path / "r").exists()  # a reader writes nothing
 
 
-def test_a_file_recorded_without_a_mark_is_trusted_as_before(tmp_path, pg_cluster):
+def test_a_file_recorded_without_a_mark_is_trusted_as_before(tmp_path, pg_cluster, monkeypatch):
     """An index file an earlier release saved has no mark: it is used, not built again."""
+    from searchengine import store
+
     url, encoder = pg_cluster.new_database(), FakeEncoder()
     mine = photos(tmp_path / "a-photos", "red", "green", "blue")
     with Collection.open("team", host(tmp_path, "a", url), create=True, encoder=encoder) as a:
@@ -177,11 +178,19 @@ def test_a_file_recorded_without_a_mark_is_trusted_as_before(tmp_path, pg_cluste
     assert len(state.pop("mark")) == 32
     (folder / "vectors.state.json").write_text(json.dumps(state))
     before = (folder / "vectors.faiss").stat().st_ino
+    replayed_from = []
+    replay = store.replay_log
+
+    def spy(catalog, index, saved):
+        replayed_from.append(saved)  # 0: the index is built whole from the log
+        return replay(catalog, index, saved)
+
+    monkeypatch.setattr(store, "replay_log", spy)
     photos(mine, "yellow")
     with Collection.open("team", host(tmp_path, "a", url), encoder=encoder) as a:
         report = a.index()
         assert (report.added, report.unchanged, report.notes) == (1, 3, [])
-        assert a.store.vectors().index_type  # read, not built: only the new photo replayed
+        assert replayed_from == []  # the file is used as saved: not rebuilt from the log
     assert encoder.images_encoded == 4
     assert "mark" in json.loads((folder / "vectors.state.json").read_text())
     assert (folder / "vectors.faiss").stat().st_ino != before  # saved anew, with its mark
@@ -195,16 +204,7 @@ def test_a_read_only_role_that_may_not_read_the_marks_still_searches_and_refresh
     mine = photos(tmp_path / "a-photos", "red", "green", "blue")
     with Collection.open("team", host(tmp_path, "a", url), create=True, encoder=encoder) as a:
         a.index([mine])
-    database, role = url.rsplit("/", 1)[1], f"viewer_{uuid.uuid4().hex[:8]}"
-    pg_cluster.admin(f"CREATE ROLE {role} LOGIN PASSWORD 'look'")
-    pg_cluster.admin(
-        f"GRANT CONNECT ON DATABASE {database} TO {role}",
-        f"GRANT USAGE ON SCHEMA se_team TO {role}",
-        f"GRANT SELECT ON ALL TABLES IN SCHEMA se_team TO {role}",
-        f"REVOKE SELECT ON se_team.batch_marks FROM {role}",
-        database=database,
-    )
-    viewer = pg_cluster.url(database, user=role, password="look")
+    viewer = pg_cluster.viewer(url, "REVOKE SELECT ON se_team.batch_marks FROM {role}")
     with Collection.open("team", host(tmp_path, "v", viewer), encoder=encoder) as reader:
         assert found(reader, "blue") == "blue.jpg"
         photos(mine, "yellow")
@@ -230,21 +230,12 @@ def test_default_privileges_let_a_read_only_role_read_the_marks_a_writer_makes_l
         a.index([mine])
         with a.catalog.transaction() as conn:  # as an earlier release left the catalog
             conn.execute(text("DROP TABLE batch_marks"))
-    database, role = url.rsplit("/", 1)[1], f"viewer_{uuid.uuid4().hex[:8]}"
-    pg_cluster.admin(f"CREATE ROLE {role} LOGIN PASSWORD 'look'")
-    pg_cluster.admin(
-        f"GRANT CONNECT ON DATABASE {database} TO {role}",
-        f"GRANT USAGE ON SCHEMA se_team TO {role}",
-        f"GRANT SELECT ON ALL TABLES IN SCHEMA se_team TO {role}",
-        f"ALTER DEFAULT PRIVILEGES FOR ROLE setest IN SCHEMA se_team "
-        f"GRANT SELECT ON TABLES TO {role}",
-        database=database,
-    )
+    future = "ALTER DEFAULT PRIVILEGES FOR ROLE setest IN SCHEMA se_team"
+    viewer = pg_cluster.viewer(url, future + " GRANT SELECT ON TABLES TO {role}")
     photos(mine, "yellow")
     with Collection.open("team", host(tmp_path, "a", url), encoder=encoder) as a:
         a.index()  # makes the table again, and marks this run's batch
         last = last_batch(a)
-    viewer = pg_cluster.url(database, user=role, password="look")
     with Collection.open("team", host(tmp_path, "v", viewer), encoder=encoder) as reader:
         assert len(read_mark(reader.catalog, last) or "") == 32
         assert found(reader, "yellow") == "yellow.jpg"

@@ -9,7 +9,6 @@ import os
 import random
 import string
 import threading
-import uuid
 
 import pytest
 from click.testing import CliRunner
@@ -149,15 +148,7 @@ def test_a_read_only_role_searches(tmp_path, photos, pg_cluster):
     url = pg_cluster.new_database()
     with Collection.open("team", host(tmp_path, "a", url), create=True, encoder=FakeEncoder()) as a:
         a.index([photos])
-    database, role = url.rsplit("/", 1)[1], f"viewer_{uuid.uuid4().hex[:8]}"
-    pg_cluster.admin(f"CREATE ROLE {role} LOGIN PASSWORD 'look'")
-    pg_cluster.admin(
-        f"GRANT CONNECT ON DATABASE {database} TO {role}",
-        f"GRANT USAGE ON SCHEMA se_team TO {role}",
-        f"GRANT SELECT ON ALL TABLES IN SCHEMA se_team TO {role}",
-        database=database,
-    )
-    viewer = pg_cluster.url(database, user=role, password="look")
+    viewer = pg_cluster.viewer(url)
     with Collection.open("team", host(tmp_path, "v", viewer), encoder=FakeEncoder()) as coll:
         assert names(coll.search("blue", k=1)) == ["blue.webp"]
         info = coll.status()  # this host has no index file: built from the catalog

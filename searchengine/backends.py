@@ -2,8 +2,9 @@
 
 The catalog tables are the same on every backend (``catalog.py``); this module owns
 what differs: how a URL is read, shown and connected to, how collections sharing one
-server database are kept apart, how a failed connection is reported, and the writer
-lock that covers every host.
+server database are kept apart, and how a failed connection is reported
+(``server_catalog.py`` has what a collection does on the server itself: its schema,
+its size, the writer lock).
 
 Decisions, with the reasons (``docs/scale.md`` has the measurements):
 
@@ -17,9 +18,6 @@ Decisions, with the reasons (``docs/scale.md`` has the measurements):
   without the password, schema). Opening the collection with another URL is refused
   instead of reading some other catalog; opening it with no URL uses the recorded
   one (the password then comes from libpq: ``PGPASSWORD`` or ``~/.pgpass``).
-- **The writer lock is a PostgreSQL advisory lock** keyed on the collection's schema,
-  taken on a connection held for the whole run: any host asking for it is refused
-  while it is held, and the server drops it with the session when the writer dies.
 - **Every connection failure is one line** (``CatalogUnavailableError``): a missing
   driver, a refused connection, a wrong password, a missing database
   (``catalog_errors.py`` words them).
@@ -38,7 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from searchengine.catalog_errors import reaching
 from searchengine.config import CATALOG_FILE, LOCATION_FILE
 from searchengine.errors import CatalogUnavailableError, CollectionError, ConfigError
 from searchengine.fsutil import atomic_write
@@ -46,11 +43,7 @@ from searchengine.fsutil import atomic_write
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
 
-# PostgreSQL advisory locks of this application: the first key names the purpose,
-# the second the collection (a 31-bit hash of its schema name).
-_WRITER_LOCK = 0x5EA2C4
-_SCHEMA_LOCK = 0x5EA2C5
-_SCHEMA_RE = re.compile(r"^[a-z0-9_]+$")
+SCHEMA_RE = re.compile(r"^[a-z0-9_]+$")  # a collection schema's name, never quoted
 CONNECT_TIMEOUT_S = 10  # libpq's connect_timeout, unless the URL sets it
 _MISSING_DRIVER = (
     "the PostgreSQL catalog needs the postgres extra: pip install 'searchengine[postgres]'"
@@ -146,7 +139,7 @@ def schema_name(collection: str) -> str:
     ``trip`` and ``t.rip`` stay three schemas.
     """
     plain = "se_" + collection
-    if _SCHEMA_RE.match(plain) and len(plain) <= 63:
+    if SCHEMA_RE.match(plain) and len(plain) <= 63:
         return plain
     digest = hashlib.blake2b(collection.encode(), digest_size=4).hexdigest()
     readable = re.sub(r"[^a-z0-9_]", "_", collection.lower())[:48]
@@ -286,113 +279,3 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
-
-
-def ensure_schema(conn: Any, schema: str) -> None:
-    """Create a collection's schema if missing, serialised with other hosts doing so."""
-    from sqlalchemy import text
-
-    conn.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"), _keys(_SCHEMA_LOCK, schema))
-    if not schema_exists(conn, schema):  # a role may write a schema made for it by others
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-
-
-def drop_schema(conn: Any, schema: str) -> None:
-    """Drop a collection's schema and everything in it (nothing if it is already gone)."""
-    from sqlalchemy import text
-
-    if not _SCHEMA_RE.match(schema):  # never quoted into SQL otherwise
-        raise ValueError(f"not a collection schema: {schema!r}")
-    # A search on another host may hold a table for a moment; a stuck one must not
-    # hang the removal: the drop then fails with the server's "lock timeout".
-    conn.execute(text("SET LOCAL lock_timeout = '30s'"))
-    conn.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"), _keys(_SCHEMA_LOCK, schema))
-    conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-
-
-def schema_exists(conn: Any, schema: str) -> bool:
-    from sqlalchemy import text
-
-    query = text("SELECT 1 FROM pg_namespace WHERE nspname = :s")
-    return conn.scalar(query, {"s": schema}) is not None
-
-
-def catalog_bytes(conn: Any, location: CatalogLocation) -> int:
-    """The size of a server catalog's tables, with their indexes and TOAST data."""
-    from sqlalchemy import text
-
-    query = text(
-        "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = :s AND c.relkind = 'r'"
-    )
-    return int(conn.scalar(query, {"s": location.schema}) or 0)
-
-
-def _keys(purpose: int, schema: str) -> dict[str, int]:
-    digest = hashlib.blake2b(schema.encode(), digest_size=4).digest()
-    return {"a": purpose, "b": int.from_bytes(digest, "big") & 0x7FFFFFFF}
-
-
-class DatabaseLock:
-    """The writer lock of a collection whose catalog is on a server: every host sees it.
-
-    A session-level advisory lock on a connection of its own, in autocommit (so the
-    run never holds a transaction open). The server releases it when that session
-    ends, which is also when a killed writer's connection drops.
-    """
-
-    def __init__(self, engine: Any, location: CatalogLocation) -> None:
-        assert location.schema is not None
-        self._engine = engine
-        self._location = location
-        self._keys = _keys(_WRITER_LOCK, location.schema)
-        self._conn: Any = None
-
-    def acquire(self) -> bool:
-        """Take the lock; False at once if another session (on any host) holds it."""
-        from sqlalchemy import text
-
-        with reaching(self._location):
-            conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            try:
-                got = conn.scalar(text("SELECT pg_try_advisory_lock(:a, :b)"), self._keys)
-            except BaseException:
-                conn.close()
-                raise
-        if not got:
-            conn.close()
-            return False
-        self._conn = conn
-        return True
-
-    def holder(self) -> str:
-        """Who holds the lock, for messages: ``process PID on HOST`` when it can be seen."""
-        from sqlalchemy import text
-
-        query = text(
-            "SELECT a.application_name FROM pg_locks l "
-            "JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted "
-            "AND l.classid = :a AND l.objid = :b AND l.objsubid = 2"
-        )
-        try:
-            with self._engine.connect() as conn:
-                name = conn.scalar(query, self._keys)
-        except Exception:
-            name = None
-        match = re.match(r"^searchengine (\d+)@(.+)$", name or "")
-        return f"process {match[1]} on {match[2]}" if match else "another process"
-
-    def release(self) -> None:
-        if self._conn is None:
-            return
-        from sqlalchemy import text
-
-        try:
-            self._conn.execute(text("SELECT pg_advisory_unlock(:a, :b)"), self._keys)
-        except Exception:
-            pass  # the connection is gone, and the lock with it
-        finally:
-            self._conn.close()
-            self._conn = None

@@ -20,11 +20,7 @@ from sqlalchemy import case, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import Select
 
-from searchengine.backends import (
-    CatalogLocation,
-    catalog_bytes,
-    create_catalog_engine,
-)
+from searchengine.backends import CatalogLocation, create_catalog_engine
 from searchengine.catalog_errors import key_too_long, reaching
 from searchengine.config import CATALOG_FILE
 from searchengine.errors import CollectionError
@@ -39,6 +35,7 @@ from searchengine.schema import (
     roots_table,
     write_meta,
 )
+from searchengine.server_catalog import catalog_bytes
 from searchengine.values import OK
 from searchengine.writable import unwritable
 

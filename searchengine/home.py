@@ -13,13 +13,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from searchengine.backends import (
-    CatalogLocation,
-    DatabaseLock,
-    create_catalog_engine,
-    drop_schema,
-    locate,
-)
+from searchengine.backends import CatalogLocation, create_catalog_engine, locate
 from searchengine.catalog import open_catalog
 from searchengine.catalog_errors import reaching
 from searchengine.config import CATALOG_FILE, LOCATION_FILE, Config
@@ -31,6 +25,7 @@ from searchengine.errors import (
     ReadOnlyCollectionError,
 )
 from searchengine.fsutil import FileLock
+from searchengine.server_catalog import DatabaseLock, drop_schema
 from searchengine.store import LOCK_FILE
 from searchengine.values import OK, MetaKey
 from searchengine.writable import unwritable

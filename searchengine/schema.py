@@ -30,9 +30,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from searchengine.backends import CatalogLocation, ensure_schema
+from searchengine.backends import CatalogLocation
 from searchengine.errors import SchemaVersionError
 from searchengine.rows import path_from_db, path_key, path_to_db
+from searchengine.server_catalog import ensure_schema
 from searchengine.values import MetaKey
 
 SCHEMA_VERSION = 3

@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from searchengine import index_choice
-from searchengine.backends import DatabaseLock, read_location, write_location
+from searchengine.backends import read_location, write_location
 from searchengine.batch import Batch
 from searchengine.catalog import Catalog, delete_images, members, write_meta
 from searchengine.catch_up import backfill, build_from_log, replay_log, slow_build_note
@@ -68,6 +68,7 @@ from searchengine.history import mark_batch, prepare_marks, still_held
 from searchengine.index_choice import DEFAULT_POLICY, IndexPolicy
 from searchengine.progress import Progress
 from searchengine.saved_index import SavedIndex, catalog_version
+from searchengine.server_catalog import DatabaseLock
 from searchengine.values import MetaKey
 from searchengine.vectors import EXACT, FaissIndex
 from searchengine.writable import refuse_read_only

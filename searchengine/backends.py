@@ -24,6 +24,9 @@ Decisions, with the reasons (``docs/scale.md`` has the measurements):
 - **A server that does not answer is given up on** after ``CONNECT_TIMEOUT_S`` (libpq's
   ``connect_timeout``; the URL's own ``?connect_timeout=`` wins): libpq waits for ever
   by default, so a stalled server or a black-holed address hung every command.
+- **A statement waits for a table lock at most** ``LOCK_TIMEOUT_S`` (the server's
+  ``lock_timeout``; the URL's ``?options=-c lock_timeout=…`` wins): a table locked by
+  maintenance (``VACUUM FULL``, ``ALTER TABLE``) hung every search on every host.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ POSTGRESQL = "postgresql"
 
 SCHEMA_RE = re.compile(r"^[a-z0-9_]+$")  # a collection schema's name, never quoted
 CONNECT_TIMEOUT_S = 10  # libpq's connect_timeout, unless the URL sets it
+LOCK_TIMEOUT_S = 30  # the server's lock_timeout, unless the URL's options set it
 _MISSING_DRIVER = (
     "the PostgreSQL catalog needs the postgres extra: pip install 'searchengine[postgres]'"
 )
@@ -257,10 +261,7 @@ def create_catalog_engine(location: CatalogLocation, *, read_only: bool = False)
         # Every connection sees only this collection's schema; the name is plain
         # [a-z0-9_], so it needs no quoting inside libpq's options.
         app = f"searchengine {os.getpid()}@{socket.gethostname()}"[:63]
-        kwargs["connect_args"] = {
-            "options": f"-c search_path={location.schema}",
-            "application_name": app,
-        }
+        kwargs["connect_args"] = {"options": _options(location), "application_name": app}
         if "connect_timeout" not in location.url:
             kwargs["connect_args"]["connect_timeout"] = CONNECT_TIMEOUT_S
     try:
@@ -270,6 +271,17 @@ def create_catalog_engine(location: CatalogLocation, *, read_only: bool = False)
     if location.backend == SQLITE:
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def _options(location: CatalogLocation) -> str:
+    """libpq's ``options`` for a server catalog: the lock time-out, then the URL's own
+    ``?options=`` (which would otherwise be replaced, not added to), then the schema,
+    last, so that nothing in a URL points a collection at another one's tables."""
+    from sqlalchemy.engine import make_url
+
+    theirs = make_url(location.url).query.get("options", "")
+    theirs = " ".join(theirs) if isinstance(theirs, tuple) else theirs
+    return f"-c lock_timeout={LOCK_TIMEOUT_S}s {theirs} -c search_path={location.schema}"
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -1,9 +1,10 @@
 """How a catalog database that fails is told: one line for each way it fails.
 
-A server that cannot be reached or refuses (wrong password, missing database, a
-read-only role writing), a disk that fills, and a SQLite catalog file that is damaged
-each become one ``SearchEngineError`` with what to do, instead of a driver's
-traceback. The SQLSTATE tests name the server conditions other modules act on.
+A server that cannot be reached, refuses (wrong password, missing database, a
+read-only role writing) or keeps a table locked too long, a disk that fills, and a
+SQLite catalog file that is damaged each become one ``SearchEngineError`` (or a
+command's line, ``command_problem``) with what to do, instead of a driver's traceback.
+The SQLSTATE tests name the server conditions other modules act on.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from searchengine.backends import LOCK_TIMEOUT_S
 from searchengine.config import collection_command
 from searchengine.errors import CatalogUnavailableError, NoSpaceError
 from searchengine.writable import no_space_error, no_space_message
@@ -60,6 +62,12 @@ def schema_gone(exc: BaseException) -> bool:
     return _sqlstate(exc) == "42P01"
 
 
+def lock_timed_out(exc: BaseException) -> bool:
+    """Whether a statement gave up waiting for a lock another session held (the
+    server's ``lock_timeout``, ``backends.LOCK_TIMEOUT_S`` unless the URL sets one)."""
+    return _sqlstate(exc) == "55P03"  # lock_not_available
+
+
 def key_too_long(exc: BaseException) -> bool:
     """Whether a database error is PostgreSQL's limit on a B-tree key (~2,700 bytes)."""
     return _sqlstate(exc) == "54000"  # program_limit_exceeded
@@ -75,6 +83,14 @@ def connection_problem(shown: str | None, exc: BaseException) -> str:
     where = f"the catalog database {shown}" if shown else "the catalog database"
     if isinstance(original, sqlite3.Error):  # the collection's own file: no server
         return f"cannot use {where}: {text} (check the collection's folder and its disk)"
+    if lock_timed_out(exc):
+        return (
+            f"cannot use {where}: another session held a lock on the collection's tables "
+            f"for longer than the lock time-out ({LOCK_TIMEOUT_S} s unless the URL sets "
+            "one): maintenance such as VACUUM FULL, ALTER TABLE or REINDEX, or the "
+            "collection being removed; try again once it is done (to wait longer, add "
+            "?options=-c%20lock_timeout%3D5min to the URL)"
+        )
     if "timeout expired" in text:  # ``backends.CONNECT_TIMEOUT_S``, or the URL's own
         return (
             f"cannot use {where}: {text}: the server did not answer (check that it is up "
@@ -102,3 +118,21 @@ def damaged_catalog(location: CatalogLocation | None, exc: BaseException) -> str
         f"from a backup, or remove it (`{collection_command(file.parent, 'remove')}`) and "
         "index its folders again; the photos are untouched"
     )
+
+
+def command_problem(exc: BaseException, resumes: bool = False) -> str | None:
+    """A command's one line for a database error (a lost or locked server, a refused
+    privilege, a damaged SQLite file), or None for an error that is not one of those.
+    ``resumes``: the command keeps what it committed (``index``), and says so."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    if (damaged := damaged_catalog(None, exc)) is not None:
+        return damaged
+    if not isinstance(exc, (OperationalError, InterfaceError)) and not refused(exc):
+        return None
+    line = connection_problem(None, exc)
+    if not resumes or refused(exc) or isinstance(getattr(exc, "orig", None), sqlite3.Error):
+        return line  # nothing to wait for: a refused privilege, the collection's own file
+    if lock_timed_out(exc):  # the line already says when: once the other session is done
+        return line + "; what was committed is kept"
+    return line + "; what was committed is kept: run the same command again once it is up"

@@ -29,9 +29,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 @contextmanager
-def errors(lost: str = "") -> Iterator[None]:
+def errors(resumes: bool = False) -> Iterator[None]:
     """Library errors become one clear line and exit status 1; Ctrl-C exits 130.
-    ``lost`` ends the line of a catalog server lost mid-command (what ``index`` kept)."""
+    ``resumes``: a command that keeps what it committed (``index``) says so at the end
+    of a catalog server's line, and when to run it again."""
     try:
         yield
     except ConfigError as exc:
@@ -41,7 +42,7 @@ def errors(lost: str = "") -> Iterator[None]:
     except Exception as exc:
         # The connection to a catalog server can also fail mid-run, and a disk can
         # fill or refuse a write anywhere: one line, too.
-        if (message := _database_problem(exc, lost) or _disk_problem(exc)) is None:
+        if (message := _database_problem(exc, resumes) or _disk_problem(exc)) is None:
             raise
         raise click.ClickException(message) from exc
     except KeyboardInterrupt:
@@ -51,22 +52,15 @@ def errors(lost: str = "") -> Iterator[None]:
         sys.exit(130)
 
 
-def _database_problem(exc: Exception, lost: str = "") -> str | None:
+def _database_problem(exc: Exception, resumes: bool = False) -> str | None:
     """One line for a lost catalog connection or a damaged catalog, or None for any other
     error."""
     sa_exc = sys.modules.get("sqlalchemy.exc")  # loaded only if a catalog was opened
     if sa_exc is None or not isinstance(exc, sa_exc.DBAPIError):
         return None
-    from searchengine.catalog_errors import connection_problem, damaged_catalog, refused
+    from searchengine.catalog_errors import command_problem
 
-    if (damaged := damaged_catalog(None, exc)) is not None:
-        return damaged
-    if not isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) and not refused(exc):
-        return None
-    import sqlite3  # only on an error: a command's start-up need not pay it
-
-    server = not isinstance(getattr(exc, "orig", None), sqlite3.Error)  # "it": the server
-    return connection_problem(None, exc) + (lost if server and not refused(exc) else "")
+    return command_problem(exc, resumes)
 
 
 def _disk_problem(exc: Exception) -> str | None:

@@ -139,7 +139,7 @@ def index(
     for path in paths:  # before anything is created; a broken link is a file to record
         if not os.path.lexists(path):
             raise click.BadParameter(f"no such file or folder: {path}", param_hint="PATHS")
-    with errors(lost="; what was committed is kept: run the same command again once it is up"):
+    with errors(resumes=True):
         for pattern in exclude:  # said before a model loads
             clean_pattern(pattern)
         model = models[0] if models else None

@@ -25,7 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from searchengine.catalog_errors import connection_problem, damaged_catalog
+from searchengine.catalog_errors import connection_problem, damaged_catalog, lock_timed_out
 from searchengine.errors import (
     CollectionError,
     CollectionNotFoundError,
@@ -182,9 +182,11 @@ def _add_error_handlers(app: FastAPI, catalog_shown: str | None) -> None:
         if not isinstance(exc, (OperationalError, InterfaceError)):
             return await bug(request, exc)
         log.warning("serving %s: %s", request.url.path, connection_problem(catalog_shown, exc))
-        response = error(
-            503, "the collection's catalog database cannot be reached now; try again shortly"
-        )
+        if lock_timed_out(exc):
+            said = "the collection's catalog is locked by another session now; try again shortly"
+        else:
+            said = "the collection's catalog database cannot be reached now; try again shortly"
+        response = error(503, said)
         response.headers["retry-after"] = str(CATALOG_RETRY_S)
         return response
 

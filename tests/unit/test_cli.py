@@ -98,8 +98,9 @@ def test_a_query_of_an_empty_collection_says_how_to_fill_it(tmp_path):
 
 
 def test_a_catalog_server_lost_mid_index_says_the_run_resumes_a_sqlite_error_does_not():
-    """``index`` ends a lost server's line with what was kept (``errors(lost=…)``); a
-    SQLite catalog's error has no server to wait for, so its line is left as it was."""
+    """``index`` ends a lost server's line with what was kept (``errors(resumes=True)``);
+    a SQLite catalog's error has no server to wait for, so its line is left as it was;
+    a lock held too long says to wait for the other session, not for the server."""
     import sqlite3
 
     import psycopg
@@ -107,18 +108,25 @@ def test_a_catalog_server_lost_mid_index_says_the_run_resumes_a_sqlite_error_doe
 
     from searchengine.cli.common import errors
 
-    lost = "; what was committed is kept: run the same command again once it is up"
+    kept = "; what was committed is kept"
 
-    def said(original: Exception) -> str:
-        with pytest.raises(click.ClickException) as raised, errors(lost=lost):
+    def said(original: Exception, resumes: bool = True) -> str:
+        with pytest.raises(click.ClickException) as raised, errors(resumes=resumes):
             raise OperationalError("INSERT INTO images ...", {}, original)
         return raised.value.message
 
-    server = said(psycopg.OperationalError("server closed the connection unexpectedly"))
+    lost = psycopg.OperationalError("server closed the connection unexpectedly")
+    server = said(lost)
     assert server.startswith("cannot use the catalog database: server closed the connection")
-    assert server.endswith("that the server is up)" + lost)
+    assert server.endswith(
+        "that the server is up)" + kept + ": run the same command again once it is up"
+    )
+    assert said(lost, resumes=False).endswith("that the server is up)")  # a search keeps nothing
     local = said(sqlite3.OperationalError("disk I/O error"))
     assert local == (
         "cannot use the catalog database: disk I/O error "
         "(check the collection's folder and its disk)"
     )
+    locked = said(psycopg.errors.LockNotAvailable("canceling statement due to lock timeout"))
+    assert locked.startswith("cannot use the catalog database: another session held a lock")
+    assert locked.endswith("to the URL)" + kept)

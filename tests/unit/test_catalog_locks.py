@@ -1,0 +1,162 @@
+"""A shared catalog whose tables another session keeps locked: maintenance on the
+server (``ALTER TABLE`` in an open transaction, ``VACUUM FULL``, ``REINDEX``) or a
+collection being removed. Every statement waited for the lock for ever, so every
+search on every host hung with no word; each now gives up after the server's
+``lock_timeout`` (``backends.LOCK_TIMEOUT_S``, or the URL's own) in one line, and the
+web server answers 503. Live server, real locks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from imagegen import solid
+
+from searchengine import Collection, Config
+from searchengine.models.fake import FakeEncoder
+
+pytestmark = pytest.mark.postgres
+
+RED, GREEN, BLUE = (250, 0, 0), (0, 250, 0), (0, 0, 250)
+EXE = str(Path(sys.executable).with_name("searchengine"))
+LOCKED = "another session held a lock on the collection's tables"
+
+
+@pytest.fixture
+def photos(tmp_path):
+    folder = tmp_path / "photos"
+    solid(folder / "red.jpg", RED)
+    solid(folder / "green.png", GREEN, fmt="PNG")
+    solid(folder / "blue.webp", BLUE)
+    return folder
+
+
+@contextmanager
+def migration_in_progress(url: str, schema: str = "se_team"):
+    """An administrator's ``ALTER TABLE`` on the collection's images, its transaction
+    left open (a migration under way): it holds the table's ACCESS EXCLUSIVE lock,
+    which every read waits for, until it ends (here: rolled back)."""
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        conn.execute(f"ALTER TABLE {schema}.images ADD COLUMN note text")  # type: ignore[arg-type]
+        yield
+        conn.rollback()
+
+
+def with_options(url: str, options: str) -> str:
+    """``url`` with libpq's ``options`` (server settings) in its query."""
+    return f"{url}{'&' if '?' in url else '?'}options={quote(options)}"
+
+
+def cli(home: Path, url: str, *args: str) -> tuple[subprocess.CompletedProcess, float]:
+    started = time.monotonic()
+    done = subprocess.run(
+        [EXE, *args, "-c", "team", "--index-dir", str(home), "--database-url", url],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    return done, time.monotonic() - started
+
+
+@pytest.mark.parametrize("waits", [None, 2], ids=["default", "url-lock-timeout"])
+def test_a_search_behind_a_locked_table_gives_up_in_one_line_then_works(
+    tmp_path, photos, pg_cluster, waits
+):
+    """``search`` while a migration holds the images table: after the lock time-out
+    (the default, or the URL's ``?options=-c lock_timeout=``, which the connection used
+    to drop), exit 1 and one line naming the cause and what to do; once the migration
+    ends, the same command finds the photo."""
+    from searchengine.backends import LOCK_TIMEOUT_S
+
+    url = pg_cluster.new_database()
+    home = tmp_path / "idx"
+    indexed, _ = cli(home, url, "index", str(photos), "-m", "toy")
+    assert indexed.returncode == 0, indexed.stderr
+    searching = url if waits is None else with_options(url, f"-c lock_timeout={waits}s")
+    with migration_in_progress(url):
+        done, took = cli(home, searching, "search", "red", "--json")
+        assert done.returncode == 1, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and LOCKED in lines[0], done.stderr
+        assert "VACUUM FULL, ALTER TABLE" in lines[0] and "lock_timeout%3D" in lines[0]
+        assert "setest-secret" not in lines[0] and done.stdout == ""
+        if waits is None:
+            assert took >= LOCK_TIMEOUT_S
+        else:  # the URL's own setting, not the default
+            assert took < LOCK_TIMEOUT_S
+    done, _ = cli(home, searching, "search", "red", "--json")
+    assert done.returncode == 0, done.stderr
+    assert Path(json.loads(done.stdout)[0]["path"]).name == "red.jpg"
+    pg_cluster.give_back(url)
+
+
+def test_index_behind_a_locked_table_keeps_what_it_committed_and_resumes(
+    tmp_path, photos, pg_cluster
+):
+    """``index`` of new photos while a migration holds the images table: one line
+    saying what was kept (not "once it is up": the server is up), nothing half-written;
+    the same command afterwards adds exactly the new photos."""
+    url = pg_cluster.new_database()
+    home = tmp_path / "idx"
+    assert cli(home, url, "index", str(photos), "-m", "toy")[0].returncode == 0
+    for name, colour in (("cyan.jpg", (0, 250, 250)), ("pink.jpg", (250, 0, 250))):
+        solid(photos / "more" / name, colour)
+    waiting = with_options(url, "-c lock_timeout=2s")
+    with migration_in_progress(url):
+        done, _ = cli(home, waiting, "index", str(photos))
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and LOCKED in lines[-1], done.stderr
+    assert lines[-1].endswith("to the URL); what was committed is kept"), lines[-1]
+    done, _ = cli(home, waiting, "index", str(photos), "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["added"], summary["failed"]) == (2, 0), summary
+    pg_cluster.give_back(url)
+
+
+def test_the_web_server_answers_503_while_a_table_is_locked_then_serves(
+    tmp_path, photos, pg_cluster, caplog
+):
+    """A web server whose catalog's images table a migration holds: each search is
+    answered 503 with Retry-After after the URL's lock time-out, saying the catalog is
+    locked (not that the server is down); once the migration ends, results as before.
+    The URL's ``search_path`` cannot move the collection to another schema."""
+    from fastapi.testclient import TestClient
+
+    from searchengine.server import create_app
+
+    url = pg_cluster.new_database()
+    config = Config(home=tmp_path / "a", workers=1, batch_size=2, database_url=url)
+    encoder = FakeEncoder()
+    with Collection.open("team", config, create=True, encoder=encoder) as writer:
+        writer.index([photos])
+    hostile = with_options(url, "-c lock_timeout=2s -c search_path=public")
+    serving = Collection.open(
+        "team",
+        Config(home=tmp_path / "s", workers=1, batch_size=2, database_url=hostile),
+        encoder=encoder,
+    )
+    with serving, TestClient(create_app(serving), base_url="http://127.0.0.1:8765") as client:
+        assert client.get("/api/search", params={"q": "red"}).status_code == 200  # warm
+        with migration_in_progress(url):
+            started = time.monotonic()
+            answer = client.get("/api/search", params={"q": "red"})
+            assert time.monotonic() - started < 30  # the URL's 2 s, not the default 30
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["retry-after"] == "5"
+            assert answer.json() == {
+                "error": "the collection's catalog is locked by another session now; "
+                "try again shortly"
+            }
+        assert LOCKED in caplog.text and "Traceback" not in caplog.text
+        again = client.get("/api/search", params={"q": "blue"})
+        assert again.status_code == 200 and again.json()["results"][0]["name"] == "blue.webp"
+    pg_cluster.give_back(url)

@@ -1,23 +1,33 @@
 #!/usr/bin/env bash
-# Install Debian's PostgreSQL server for the `postgres` tests, if missing. The tests
-# start a throwaway cluster of their own (tests/pgcluster.py: initdb in a temporary
-# folder, 127.0.0.1, a free port) and stop it at the end; nothing here starts a server.
+# Install Debian's PostgreSQL server and PgBouncer for the `postgres` tests, if
+# missing. The tests start a throwaway cluster of their own (tests/pgcluster.py: initdb
+# in a temporary folder, 127.0.0.1, a free port), and PgBouncers in front of it
+# (tests/pgbouncer.py), and stop them at the end; nothing here starts a server.
 # Idempotent and quiet; needs root (CI runs as root) or does nothing but say why.
 set -euo pipefail
-if compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+wanted=()
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+    wanted+=(postgresql)
+fi
+if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ]; then
+    wanted+=(pgbouncer)
+fi
+if [ ${#wanted[@]} -eq 0 ]; then
     exit 0
 fi
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
-    echo "install_postgres: no PostgreSQL server and cannot apt-get it; postgres tests will skip" >&2
+    echo "install_postgres: cannot apt-get ${wanted[*]}; the tests that need it will skip" >&2
     exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq >/dev/null
 # The package's own cluster (and its server on port 5432) is not needed: the tests
-# make theirs. postgresql-common reads this before it would create one.
+# make theirs. postgresql-common reads this before it would create one. PgBouncer's
+# own service is not started either: there is no init system here, and the tests
+# start theirs.
 mkdir -p /etc/postgresql-common
 if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
     echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.conf
 fi
-apt-get install -y -qq --no-install-recommends -o Dpkg::Options::=--force-confold postgresql >/dev/null
-echo "installed: $(ls -d /usr/lib/postgresql/*/bin | tail -1)"
+apt-get install -y -qq --no-install-recommends -o Dpkg::Options::=--force-confold "${wanted[@]}" >/dev/null
+echo "installed: ${wanted[*]} ($(ls -d /usr/lib/postgresql/*/bin | tail -1))"

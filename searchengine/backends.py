@@ -49,6 +49,12 @@ POSTGRESQL = "postgresql"
 SCHEMA_RE = re.compile(r"^[a-z0-9_]+$")  # a collection schema's name, never quoted
 CONNECT_TIMEOUT_S = 10  # libpq's connect_timeout, unless the URL sets it
 LOCK_TIMEOUT_S = 30  # the server's lock_timeout, unless the URL's options set it
+# A pooler in front of the server that refuses libpq's options, or drops them.
+POOLER = (
+    "a connection pooler such as PgBouncer in front of the server does not pass "
+    "libpq's options, which keep each collection in a schema of its own and bound its "
+    "waits; connect to the PostgreSQL server directly"
+)
 _MISSING_DRIVER = (
     "the PostgreSQL catalog needs the postgres extra: pip install 'searchengine[postgres]'"
 )
@@ -270,6 +276,8 @@ def create_catalog_engine(location: CatalogLocation, *, read_only: bool = False)
         raise CatalogUnavailableError(f"{_MISSING_DRIVER} ({exc.name} is missing)") from None
     if location.backend == SQLITE:
         event.listen(engine, "connect", _sqlite_pragmas)
+    elif location.schema is not None:
+        event.listen(engine, "connect", lambda conn, _record: _check_schema(conn, location))
     return engine
 
 
@@ -282,6 +290,23 @@ def _options(location: CatalogLocation) -> str:
     theirs = make_url(location.url).query.get("options", "")
     theirs = " ".join(theirs) if isinstance(theirs, tuple) else theirs
     return f"-c lock_timeout={LOCK_TIMEOUT_S}s {theirs} -c search_path={location.schema}"
+
+
+def _check_schema(dbapi_conn: Any, location: CatalogLocation) -> None:
+    """Refuse a session that is not in the collection's schema alone: a connection
+    pooler in front of the server (PgBouncer's ``ignore_startup_parameters = options``)
+    drops libpq's ``options``, and every collection's tables would then be made, read
+    and dropped in one shared schema. One round trip, once a connection."""
+    with dbapi_conn.cursor() as cursor:
+        cursor.execute("SELECT current_setting('search_path')")
+        (path,) = cursor.fetchone()
+    dbapi_conn.rollback()
+    if path != location.schema:
+        raise CatalogUnavailableError(
+            f"cannot use the catalog database {location.shown}: its sessions do not keep "
+            f"the collection's settings (search_path is {path!r}, not {location.schema!r}): "
+            f"{POOLER}"
+        )
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from searchengine.backends import LOCK_TIMEOUT_S
+from searchengine.backends import LOCK_TIMEOUT_S, POOLER
 from searchengine.config import collection_command
 from searchengine.errors import CatalogUnavailableError, NoSpaceError
 from searchengine.writable import no_space_error, no_space_message
@@ -91,6 +91,8 @@ def connection_problem(shown: str | None, exc: BaseException) -> str:
             "collection being removed; try again once it is done (to wait longer, add "
             "?options=-c%20lock_timeout%3D5min to the URL)"
         )
+    if "unsupported startup parameter: options" in text:  # PgBouncer's own refusal
+        return f"cannot use {where}: {text}: {POOLER}"
     if "timeout expired" in text:  # ``backends.CONNECT_TIMEOUT_S``, or the URL's own
         return (
             f"cannot use {where}: {text}: the server did not answer (check that it is up "

@@ -99,13 +99,19 @@ def ray_head():
 def _started_cluster(**options: Any) -> Any:
     """``start_cluster(**options)``; skips, saying why, where PostgreSQL cannot be
     started, and under CI fails instead: it must start there."""
-    from pgcluster import ClusterUnavailable, start_cluster
+    from pgcluster import start_cluster
+
+    return _started(start_cluster, **options)
+
+
+def _started(start: Any, *args: Any, **options: Any) -> Any:
+    from pgcluster import ClusterUnavailable
 
     try:
-        return start_cluster(**options)
+        return start(*args, **options)
     except ClusterUnavailable as exc:
         if os.environ.get("CI"):
-            pytest.fail(f"CI runs the PostgreSQL tests, but the cluster did not start: {exc}")
+            pytest.fail(f"CI runs the PostgreSQL tests, but a server did not start: {exc}")
         pytest.skip(f"PostgreSQL is not available here: {exc}")
 
 
@@ -131,6 +137,23 @@ def own_cluster():
     yield start
     for cluster in started:
         cluster.stop()
+
+
+@pytest.fixture
+def pgbouncer(pg_cluster):
+    """Starts a real PgBouncer in front of a database of the session's cluster
+    (``tests/pgbouncer.py``: ``start_bouncer``'s options); each is stopped at the end."""
+    from pgbouncer import start_bouncer
+
+    started: list[Any] = []
+
+    def start(database: str, **options: Any) -> Any:
+        started.append(_started(start_bouncer, pg_cluster, database, **options))
+        return started[-1]
+
+    yield start
+    for bouncer in started:
+        bouncer.stop()
 
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]

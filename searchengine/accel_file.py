@@ -1,4 +1,5 @@
-"""Where an index file keeps its accelerator: after the main index, found by a trailer.
+"""The vector index file: its main index read and checked, and where it keeps its
+accelerator (after the main index, found by a trailer).
 
 ``vectors.faiss`` holds the main index as FAISS writes it; an IVF index with a
 fast-scan accelerator (``FaissIndex.build_accelerator``) is followed by the
@@ -16,16 +17,64 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-__all__ = ["read_accelerator", "write_accelerator"]
+from searchengine.config import collection_command
+from searchengine.errors import DamagedIndexError
+
+__all__ = ["read_accelerator", "read_main_index", "write_accelerator"]
 
 TRAILER = b"SEACCEL2"  # ends a file that holds an accelerator after the main index
 TAIL = 24 + len(TRAILER)  # accelerator offset, removed-id count, refine factor, trailer
 
 
-def read_accelerator(path: Path, faiss: Any) -> tuple[Any, np.ndarray, int, bool] | None:
-    """The accelerator that follows the main index in ``path``, the ids removed since it
-    was filled, its refine factor and whether it was read whole; None if the file has
-    none, or a damaged one (the main index then answers alone)."""
+def read_main_index(path: Path, dim: int | None = None) -> Any:
+    """The main index in ``path``; ``dim``: the collection's vector size, if known.
+
+    Raises:
+        DamagedIndexError: the file is not a whole index (cut short, overwritten), its
+            parts disagree on the vector size (a damaged header: FAISS reads each
+            part's size and checks none against another), or its vectors are not
+            ``dim``-d (another collection's file).
+    """
+    import faiss
+
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError as exc:  # FAISS's own check failed: a file cut short, or not one
+        reason = " ".join(str(exc).rsplit("Error: ", 1)[-1].split())
+        raise _damaged(path, reason.replace(str(path), "the file")[:200]) from None
+    if len(sizes := vector_sizes(faiss, index)) > 1:
+        raise _damaged(path, f"its parts disagree on the vector size: {sorted(sizes)}")
+    if dim is not None and index.d != dim:
+        raise _damaged(path, f"it holds {index.d}-d vectors, the collection {dim}-d ones")
+    return index
+
+
+def _damaged(path: Path, reason: str) -> DamagedIndexError:
+    return DamagedIndexError(
+        f"the vector index {path} is damaged and cannot be read ({reason}); "
+        f"`{collection_command(path.parent, 'index')}` rebuilds it (the catalog is intact)",
+        reason,
+    )
+
+
+def vector_sizes(faiss: Any, index: Any) -> set[int]:
+    """The vector size each part of a read index records (an id map, its inner index,
+    an IVF's coarse quantizer, a refined index's two halves): one, if it is whole."""
+    sizes, parts = set(), [index]
+    while parts:
+        part = faiss.downcast_index(parts.pop())
+        sizes.add(int(part.d))
+        for name in ("index", "quantizer", "base_index", "refine_index"):
+            inner = getattr(part, name, None)
+            if inner is not None and not isinstance(inner, (int, float)):
+                parts.append(inner)
+    return sizes
+
+
+def read_accelerator(path: Path, faiss: Any, dim: int) -> tuple[Any, np.ndarray, int, bool] | None:
+    """The accelerator that follows the main index (of ``dim``-d vectors) in ``path``, the
+    ids removed since it was filled, its refine factor and whether it was read whole;
+    None if the file has none, or a damaged one (the main index then answers alone)."""
     with open(path, "rb") as handle:
         size = handle.seek(0, os.SEEK_END)
         if size < TAIL:
@@ -38,6 +87,8 @@ def read_accelerator(path: Path, faiss: Any) -> tuple[Any, np.ndarray, int, bool
         try:
             accel = faiss.read_index(faiss.PyCallbackIOReader(handle.read))
         except RuntimeError:
+            return None
+        if vector_sizes(faiss, accel) != {dim}:
             return None
         gone = handle.read(8 * int.from_bytes(tail[8:16], "little"))
         complete = handle.tell() == size - len(tail)

@@ -174,7 +174,7 @@ class OneShot:
         if not same:
             rows.close()
             return None
-        return cls(rows, FaissIndex.load(index_file), encoder, notes)
+        return cls(rows, FaissIndex.load(index_file, dim=encoder.dim), encoder, notes)
 
     def update(self, progress: object = None) -> Unchanged:
         """``Collection.update`` where ``open(refresh=True)`` found nothing to index."""

@@ -175,7 +175,7 @@ class Store:
             usable = self.index_path.exists()
         if usable:
             self._version = self.saved.version()
-            index = FaissIndex.load(self.index_path)
+            index = FaissIndex.load(self.index_path, dim=self.dim)
         else:
             index = self._empty_index()
         if self.catalog.shared:

@@ -9,9 +9,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from searchengine.accel_file import read_accelerator, write_accelerator
-from searchengine.config import collection_command
-from searchengine.errors import DamagedIndexError
+from searchengine.accel_file import read_accelerator, read_main_index, write_accelerator
 from searchengine.fsutil import atomic_write
 
 EXACT = "Flat"
@@ -128,7 +126,7 @@ class FaissIndex:
 
     def _read_accelerator(self, path: Path) -> None:
         """Read the accelerator that follows the main index in ``path``, if one does."""
-        found = read_accelerator(path, self._faiss)
+        found = read_accelerator(path, self._faiss, self.dim)
         if found is None:
             return
         self._accel, self._gone, self.refine_factor, complete = found
@@ -150,25 +148,16 @@ class FaissIndex:
         self._accel_stale = False
 
     @classmethod
-    def load(cls, path: Path, index_type: str | None = None) -> FaissIndex:
-        """Read an index file; its type is read from the file itself.
+    def load(cls, path: Path, index_type: str | None = None, dim: int | None = None) -> FaissIndex:
+        """Read an index file; its type is read from the file itself. ``dim``: the
+        collection's vector size, where it is known.
 
         Raises:
-            DamagedIndexError: the file is not a whole index (cut short, overwritten).
+            DamagedIndexError: the file is not a whole index (cut short, overwritten),
+                its parts disagree on the vector size (a damaged header), or its
+                vectors are not ``dim``-d (another collection's file).
         """
-        import faiss
-
-        try:
-            index = faiss.read_index(str(path))
-        except RuntimeError as exc:  # FAISS's own check failed: a file cut short, or not one
-            reason = " ".join(str(exc).rsplit("Error: ", 1)[-1].split())
-            reason = reason.replace(str(path), "the file")[:200]
-            raise DamagedIndexError(
-                f"the vector index {path} is damaged and cannot be read ({reason}); "
-                f"`{collection_command(path.parent, 'index')}` rebuilds it (the catalog is "
-                "intact)",
-                reason,
-            ) from None
+        index = read_main_index(path, dim)
         loaded = cls(index.d, index_type or EXACT, index)
         if loaded._ivf is not None:
             loaded._read_accelerator(path)

@@ -74,6 +74,51 @@ def test_a_cut_short_index_is_named_and_rebuilt(built):
     assert ok_json("index", *options)["unchanged"] == 24  # and quiet from then on
 
 
+def flip_vector_size(raw: bytearray, at: int) -> None:
+    """Flip the top bit of the vector size in the FAISS index header at ``at``: FAISS
+    writes a part's four-byte type, then its size as a 32-bit integer (``d``; 64 for the
+    toy model, 192 once flipped), and checks it against nothing when it reads."""
+    size = int.from_bytes(raw[at + 4 : at + 8], "little")
+    raw[at + 4 : at + 8] = (size ^ 0x80).to_bytes(4, "little")
+
+
+def test_a_header_whose_vector_size_was_flipped_is_named_and_rebuilt(built):
+    """One flipped bit in the id map's header: FAISS reads the file without a word, and
+    a search ended in ``ValueError: cannot reshape array of size 64 into shape (192)``
+    and its traceback. Now it is damaged like a file cut short, and ``index`` mends it."""
+    index_file, options, expected = built
+    raw = bytearray(index_file.read_bytes())
+    assert raw[:4] == b"IxM2"  # IndexIDMap2 around the Flat index
+    flip_vector_size(raw, 0)
+    index_file.write_bytes(bytes(raw))
+    for args in (["search", QUERY], ["similar", expected[0][0]]):
+        result = cli(*args, *options)
+        assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+        assert f"{index_file} is damaged and cannot be read (its parts disagree on the " in (
+            result.output
+        )
+        assert "vector size: [64, 192])" in result.output and "Traceback" not in result.output
+    repaired = ok_json("index", *options)
+    assert repaired["added"] == 24 and "was damaged (its parts disagree" in repaired["notes"][0]
+    assert ranking(ok_json("search", QUERY, *options)) == expected
+
+
+def test_another_collections_index_file_is_named_and_rebuilt(built, tmp_path):
+    """A ``vectors.faiss`` copied in from a collection of another model (96-d vectors,
+    ``toy-large``'s) is whole to FAISS; a search ended in a traceback. Now it is named
+    as not this collection's, and ``index`` sets it aside and builds the right one."""
+    index_file, options, expected = built
+    other = ["-c", "other", "--index-dir", str(tmp_path / "home")]
+    ok_json("index", str(tmp_path / "photos"), "-m", "toy-large", *other)
+    shutil.copy2(tmp_path / "home" / "other" / "vectors.faiss", index_file)
+    result = cli("search", QUERY, *options)
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert "(it holds 96-d vectors, the collection 64-d ones)" in result.output
+    repaired = ok_json("index", *options)
+    assert repaired["added"] == 24 and "it holds 96-d vectors" in repaired["notes"][0]
+    assert ranking(ok_json("search", QUERY, *options)) == expected
+
+
 def test_an_index_overwritten_in_place_is_rebuilt_also_for_an_older_collection(built):
     index_file, options, expected = built
     catalog = index_file.parent / "catalog.sqlite"

@@ -10,6 +10,7 @@ import pytest
 from imagegen import solid
 
 from searchengine import Collection, Config, index_choice
+from searchengine.errors import DamagedIndexError
 from searchengine.index_choice import (
     TARGET_RECALL,
     IndexPolicy,
@@ -105,6 +106,10 @@ def test_ivf_removes_by_id_filters_and_survives_save_and_load(data, tmp_path) ->
     assert (loaded.index_type, loaded.nprobe, len(loaded)) == ("IVF128,SQ8", report.nprobe, 15_000)
     loaded.add(np.array([1000]), flat.reconstruct_batch(np.array([1000])))
     assert loaded.reconstruct(1000) is not None
+    # Another vector size than the collection's (a file copied from another collection)
+    # is a damaged file, not a traceback at the first search.
+    with pytest.raises(DamagedIndexError, match=r"it holds 64-d vectors, the collection 32-d"):
+        FaissIndex.load(tmp_path / "v.faiss", dim=32)
 
 
 @pytest.mark.slow
@@ -223,6 +228,10 @@ def test_accelerated_search_matches_exact_and_survives_removal_save_and_load(
     path.write_bytes(bytes(raw))
     damaged = FaissIndex.load(path)
     assert damaged.accelerator is None and len(damaged) == 15_000
+    raw[start : start + 4] = b"IwPf"  # whole again, but for its vector size (64, then 192)
+    raw[start + 4] ^= 0x80
+    path.write_bytes(bytes(raw))
+    assert FaissIndex.load(path).accelerator is None
     _, found = damaged.search(queries, 10)
     assert recall_at_k(found, kept) >= TARGET_RECALL
 

@@ -52,8 +52,15 @@ def _sqlstate(exc: BaseException) -> str | None:
 
 
 def refused(exc: BaseException) -> bool:
-    """Whether a database error is a refused privilege (a read-only role writing)."""
-    return _sqlstate(exc) == "42501"
+    """Whether a database error is a write the server refuses this session: a read-only
+    role's, or any on a server that takes no writes (``read_only_server``)."""
+    return _sqlstate(exc) == "42501" or read_only_server(exc)
+
+
+def read_only_server(exc: BaseException) -> bool:
+    """Whether a database error is a write to a server that takes none: a standby (a
+    replica of the primary), or a database with ``default_transaction_read_only``."""
+    return _sqlstate(exc) == "25006"  # read_only_sql_transaction
 
 
 def schema_gone(exc: BaseException) -> bool:
@@ -83,6 +90,12 @@ def connection_problem(shown: str | None, exc: BaseException) -> str:
     where = f"the catalog database {shown}" if shown else "the catalog database"
     if isinstance(original, sqlite3.Error):  # the collection's own file: no server
         return f"cannot use {where}: {text} (check the collection's folder and its disk)"
+    if read_only_server(exc):
+        return (
+            f"cannot use {where}: {text}: the server takes no writes (a standby, i.e. a "
+            "replica of the primary, or default_transaction_read_only is on); run index "
+            "and remove against the primary server (searches may use a standby)"
+        )
     if lock_timed_out(exc):
         return (
             f"cannot use {where}: another session held a lock on the collection's tables "

@@ -171,6 +171,48 @@ class Cluster:
             capture_output=True,
         )
 
+    def standby(self) -> Cluster:
+        """A hot standby of this cluster (``pg_basebackup -R``: a copy that streams the
+        primary's log and replays it), started on a port of its own: where a team
+        points its search-only hosts. Stop it with ``stop``."""
+        root = Path(tempfile.mkdtemp(prefix="searchengine-pg-standby-"))
+        if self.run_as:
+            entry = pwd.getpwnam(self.run_as)
+            os.chown(root, entry.pw_uid, entry.pw_gid)
+        replica = Cluster(self.bindir, root, free_port(), self.run_as, self.durable, self.settings)
+        copy = [
+            *(["runuser", "-u", self.run_as, "--"] if self.run_as else []),
+            *["env", f"PGPASSWORD={PASSWORD}", str(self.bindir / "pg_basebackup")],
+            *["-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER, "-D", str(replica.data)],
+            *["-R", "-X", "stream", "--no-sync"],
+        ]
+        done = subprocess.run(copy, capture_output=True, text=True)
+        if done.returncode != 0:
+            shutil.rmtree(root, ignore_errors=True)
+            raise ClusterUnavailable(f"pg_basebackup failed: {done.stderr.strip()[-600:]}")
+        replica.start()
+        return replica
+
+    def caught_up(self, standby: Cluster, timeout: float = 30) -> None:
+        """Wait until ``standby`` has replayed everything this primary has written."""
+        import time
+
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            # Inserted, not only written: without synchronous_commit, commits wait for the
+            # WAL writer (200 ms) before they are written, and streamed.
+            (lsn,) = conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()  # type: ignore[misc]
+        deadline = time.monotonic() + timeout
+        with psycopg.connect(standby.url(), autocommit=True) as conn:
+            while True:
+                row = conn.execute("SELECT pg_last_wal_replay_lsn() >= %s", [lsn]).fetchone()
+                if row and row[0]:
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the standby did not replay up to {lsn} in {timeout} s")
+                time.sleep(0.05)
+
     def stop(self) -> None:
         self.halt()
         shutil.rmtree(self.root, ignore_errors=True)

@@ -270,6 +270,9 @@ def create_catalog_engine(location: CatalogLocation, *, read_only: bool = False)
         kwargs["connect_args"] = {"options": _options(location), "application_name": app}
         if "connect_timeout" not in location.url:
             kwargs["connect_args"]["connect_timeout"] = CONNECT_TIMEOUT_S
+        # A pooled connection the server ended while it sat idle (idle_session_timeout,
+        # a restart) is replaced when it is taken, not failed on: one round trip.
+        kwargs["pool_pre_ping"] = True
     try:
         engine = create_engine(location.url, **kwargs)
     except ModuleNotFoundError as exc:

@@ -124,6 +124,10 @@ class FileLock:
         self._fd = fd
         return True
 
+    def check(self) -> None:
+        """Nothing to check: the lock lasts as long as this process (``DatabaseLock``'s
+        session can end before it)."""
+
     def holder(self) -> str:
         """Who holds the lock, as far as its file says (a pid), for messages."""
         try:

@@ -13,12 +13,14 @@ collection then does in it, beside its tables.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from typing import Any
 
 from searchengine.backends import SCHEMA_RE, CatalogLocation
 from searchengine.catalog_errors import reaching
+from searchengine.errors import CollectionLockedError
 
 # PostgreSQL advisory locks of this application: the first key names the purpose,
 # the second the collection (a 31-bit hash of its schema name).
@@ -77,7 +79,11 @@ class DatabaseLock:
 
     A session-level advisory lock on a connection of its own, in autocommit (so the
     run never holds a transaction open). The server releases it when that session
-    ends, which is also when a killed writer's connection drops.
+    ends, which is also when a killed writer's connection drops. The session may also
+    end under a live run: a server's ``idle_session_timeout`` ended it two seconds in
+    (the connection is idle while photos are embedded), and a second writer on another
+    host then started beside the first. So the session opts out of that time-out, and
+    ``check`` runs before each batch commits: a run whose session ended stops there.
     """
 
     def __init__(self, engine: Any, location: CatalogLocation) -> None:
@@ -90,6 +96,7 @@ class DatabaseLock:
     def acquire(self) -> bool:
         """Take the lock; False at once if another session (on any host) holds it."""
         from sqlalchemy import text
+        from sqlalchemy.exc import DBAPIError
 
         with reaching(self._location):
             conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
@@ -102,7 +109,27 @@ class DatabaseLock:
             conn.close()
             return False
         self._conn = conn
+        with contextlib.suppress(DBAPIError):  # PostgreSQL 14 and later have it
+            conn.execute(text("SET idle_session_timeout = 0"))
         return True
+
+    def check(self) -> None:
+        """Raise ``CollectionLockedError`` if the session holding the lock has ended
+        (an administrator's ``pg_terminate_backend``, a server time-out, a connection
+        dropped on the way): the server has released the lock, and another host may be
+        writing. One round trip; it keeps the session busy, too."""
+        from sqlalchemy import text
+        from sqlalchemy.exc import DBAPIError
+
+        try:
+            self._conn.execute(text("SELECT 1"))
+        except DBAPIError as exc:
+            said = (str(exc.orig).strip().splitlines() or ["it is gone"])[0]
+            raise CollectionLockedError(
+                f"this run lost the writer lock of {self._location.schema}: the database "
+                f"session that held it ended ({said}), and another host may be writing; "
+                "what was committed is kept: run the same command again"
+            ) from None
 
     def holder(self) -> str:
         """Who holds the lock, for messages: ``process PID on HOST`` when it can be seen."""

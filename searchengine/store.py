@@ -292,6 +292,7 @@ class Store:
             batch = Batch(self, conn, number)
             yield batch
             batch.log()
+            self._lock.check()  # a writer whose lock is gone must not commit: another may
             write_meta(conn, MetaKey.LAST_BATCH, str(number))
             mark = mark_batch(conn, number) if self._marking else None
         self._last_batch = number

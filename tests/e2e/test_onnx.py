@@ -529,8 +529,8 @@ def test_a_cold_search_opens_the_index_while_the_text_tower_opens(
     events = record_opens(monkeypatch, slow="text")
     real_load = FaissIndex.load.__func__  # type: ignore[attr-defined]
 
-    def loading(cls: type[FaissIndex], path: Path) -> FaissIndex:
-        index = real_load(cls, path)
+    def loading(cls: type[FaissIndex], path: Path, **options: object) -> FaissIndex:
+        index = real_load(cls, path, **options)
         events.append(("index", "loaded", threading.current_thread().name))
         return index
 

@@ -87,7 +87,9 @@ def test_unchanged_rerun_does_not_load_the_index(
         first.index([photos])
     loads = []
     real_load = FaissIndex.load
-    monkeypatch.setattr(FaissIndex, "load", lambda path: loads.append(path) or real_load(path))
+    monkeypatch.setattr(
+        FaissIndex, "load", lambda path, **kw: loads.append(path) or real_load(path, **kw)
+    )
     with Collection.open("photos", config, encoder=encoder) as again:
         assert again.index([photos]).unchanged == 4
         assert loads == []  # 100k vectors of 512-d would be 200 MB read for nothing

@@ -808,3 +808,85 @@ def test_serve_builds_the_index_from_the_catalog_before_it_serves_and_says_how_t
     assert "collection 'team'" in lines[note] and "(3 vectors," in lines[note]
     assert f"searchengine index -c team --index-dir {tmp_path / 'b'}" in lines[note]
     assert lines[note + 1].startswith("serving 'team' at ")
+
+
+def writer_sessions(url: str) -> list[int]:
+    """The server sessions holding a collection's writer lock (its advisory lock)."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 "
+            "AND classid = %s",
+            [0x5EA2C4],
+        ).fetchall()
+    return [pid for (pid,) in rows]
+
+
+@pytest.mark.postgres
+def test_a_servers_idle_session_timeout_does_not_end_the_writer_lock_mid_run(
+    tmp_path, photos, own_cluster
+):
+    """A server whose ``idle_session_timeout`` ends idle sessions (1 s here): the writer
+    lock's session is idle while photos are embedded, so it was ended two seconds into
+    a run, the lock with it, and a second host's writer started beside the first (it
+    then failed on a duplicate batch mark; without marks the two would have mixed their
+    batches). The lock's session opts out of that time-out."""
+    import time
+
+    url = own_cluster(settings="-c idle_session_timeout=1s").new_database()
+    encoder = FakeEncoder()
+    with Collection.open("team", host(tmp_path, "a", url), create=True, encoder=encoder) as a:
+        a.index([photos])
+        b = Collection.open("team", host(tmp_path, "b", url), create=True, encoder=encoder)
+        with b, a.store.writing():
+            time.sleep(2.5)  # idle, as while a batch of large photos is embedded
+            assert len(writer_sessions(url)) == 1
+            with pytest.raises(CollectionLockedError, match=f"process {os.getpid()} on "):
+                b.index([photos])
+        solid(photos / "yellow.jpg", YELLOW)
+        assert a.index().added == 1
+
+
+class KilledMidRun(FakeEncoder):
+    """Embeds like ``FakeEncoder``; on its first batch an administrator ends the writer
+    lock's session (``pg_terminate_backend``), as a server restart of that backend, a
+    connection dropped on the way or a time-out would."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url, self.killed = url, False
+
+    def encode_pixels(self, pixels):
+        if not self.killed:
+            import psycopg
+
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                for pid in writer_sessions(self.url):
+                    conn.execute("SELECT pg_terminate_backend(%s)", [pid])
+            self.killed = True
+        return super().encode_pixels(pixels)
+
+
+@pytest.mark.postgres
+def test_a_writer_whose_lock_session_ends_mid_run_commits_nothing_more(
+    tmp_path, photos, pg_cluster
+):
+    """The lock's session ends mid-run: the server has released the lock, and another
+    host may be writing. The run stops before its next batch commits, in one line;
+    another host may write; the same command then adds what was left."""
+    url = pg_cluster.new_database()
+    killer = KilledMidRun(url)
+    with Collection.open("team", host(tmp_path, "a", url), create=True, encoder=killer) as a:
+        with pytest.raises(CollectionLockedError) as lost:
+            a.index([photos])
+        assert str(lost.value).startswith("this run lost the writer lock of se_team: the ")
+        assert "terminating connection due to administrator command" in str(lost.value)
+        assert str(lost.value).endswith("what was committed is kept: run the same command again")
+        assert a.catalog.ok_count() == 0  # its first batch was not committed
+    with Collection.open("team", host(tmp_path, "b", url), encoder=FakeEncoder()) as b:
+        assert b.index([photos]).added == 3  # the lock was free: another host writes
+    with Collection.open("team", host(tmp_path, "a", url), encoder=FakeEncoder()) as a:
+        report = a.index()
+        assert (report.added, report.unchanged) == (0, 3)
+        assert names(a.search("red", k=1)) == ["red.jpg"]

@@ -90,6 +90,13 @@ def connection_problem(shown: str | None, exc: BaseException) -> str:
     where = f"the catalog database {shown}" if shown else "the catalog database"
     if isinstance(original, sqlite3.Error):  # the collection's own file: no server
         return f"cannot use {where}: {text} (check the collection's folder and its disk)"
+    if _sqlstate(exc) == "42501":  # insufficient_privilege: the role, not the server
+        return (
+            f"cannot use {where}: {text}: this database role may not do that; to index, "
+            "a role needs its collection's schema (an administrator runs CREATE SCHEMA "
+            "se_<collection> AUTHORIZATION <role>, or grants it CREATE on the database), "
+            "and a role that only searches needs SELECT on that schema's tables"
+        )
     if read_only_server(exc):
         return (
             f"cannot use {where}: {text}: the server takes no writes (a standby, i.e. a "

@@ -166,6 +166,32 @@ def test_a_read_only_role_searches(tmp_path, photos, pg_cluster):
     )
     assert result.exit_code == 1
     assert "permission denied" in result.output and len(result.output.splitlines()) == 1
+    assert "this database role may not do that; to index, a role needs" in result.output
+
+
+@pytest.mark.postgres
+def test_a_role_that_may_not_make_schemas_indexes_into_the_schema_made_for_it(
+    tmp_path, photos, pg_cluster
+):
+    """A team's database where the application's role may not create schemas (the
+    usual grant on a managed server): ``index`` says what an administrator runs, and
+    once the collection's schema is made for the role, the same command works."""
+    url = pg_cluster.new_database()
+    database, role = url.rsplit("/", 1)[1], "app_" + "".join(random.choices("abcdef", k=8))
+    pg_cluster.admin(f"CREATE ROLE {role} LOGIN PASSWORD 'pw'")
+    pg_cluster.admin(f"GRANT CONNECT ON DATABASE {database} TO {role}", database=database)
+    app = pg_cluster.url(database, user=role, password="pw")
+    args = ["index", str(photos), "-c", "team", "--index-dir", str(tmp_path / "h"), "-m", "toy"]
+    refused = CliRunner().invoke(main, [*args, "--database-url", app])
+    assert refused.exit_code == 1 and len(refused.output.splitlines()) == 1, refused.output
+    assert f"permission denied for database {database}: this database role may not" in (
+        refused.output
+    )
+    assert "CREATE SCHEMA se_<collection> AUTHORIZATION <role>" in refused.output
+    assert not (tmp_path / "h").exists()
+    pg_cluster.admin(f"CREATE SCHEMA se_team AUTHORIZATION {role}", database=database)
+    done = CliRunner().invoke(main, [*args, "--database-url", app, "--json"])
+    assert done.exit_code == 0 and json.loads(done.output)["added"] == 3, done.output
 
 
 @pytest.mark.postgres

@@ -123,6 +123,15 @@ def pg_cluster():
     cluster.stop()
 
 
+@pytest.fixture(scope="module")
+def module_cluster():
+    """A throwaway cluster for one test module: one its tests may copy or replicate
+    (``Cluster.standby``) without the session's cluster's other databases."""
+    cluster = _started_cluster()
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
 def own_cluster():
     """Starts a throwaway cluster of the test's own, one it may stop, crash or fill

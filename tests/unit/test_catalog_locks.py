@@ -66,21 +66,42 @@ def cli(home: Path, url: str, *args: str) -> tuple[subprocess.CompletedProcess, 
     return done, time.monotonic() - started
 
 
-@pytest.mark.parametrize("waits", [None, 2], ids=["default", "url-lock-timeout"])
+def test_every_connection_waits_for_a_lock_at_most_the_default_or_the_urls_time_out(pg_cluster):
+    """Each server connection the product makes sets ``lock_timeout`` (30 s); the URL's
+    own ``?options=`` reach the server and win (they were dropped); its ``search_path``
+    stays the collection's whatever the URL says."""
+    from sqlalchemy import text
+
+    from searchengine.backends import LOCK_TIMEOUT_S, create_catalog_engine, server_location
+
+    url = pg_cluster.new_database()
+    shown = "SELECT current_setting('lock_timeout'), current_setting('statement_timeout')"
+    for given, expected in (
+        (url, (f"{LOCK_TIMEOUT_S}s", "0")),
+        (with_options(url, "-c lock_timeout=2s -c statement_timeout=9s"), ("2s", "9s")),
+        (with_options(url, "-c search_path=public"), (f"{LOCK_TIMEOUT_S}s", "0")),
+    ):
+        engine = create_catalog_engine(server_location(given, "team"))
+        with engine.connect() as conn:
+            assert tuple(conn.execute(text(shown)).one()) == expected
+            assert conn.scalar(text("SELECT current_setting('search_path')")) == "se_team"
+        engine.dispose()
+    pg_cluster.give_back(url)
+
+
 def test_a_search_behind_a_locked_table_gives_up_in_one_line_then_works(
-    tmp_path, photos, pg_cluster, waits
+    tmp_path, photos, pg_cluster
 ):
     """``search`` while a migration holds the images table: after the lock time-out
-    (the default, or the URL's ``?options=-c lock_timeout=``, which the connection used
-    to drop), exit 1 and one line naming the cause and what to do; once the migration
-    ends, the same command finds the photo."""
+    (here the URL's 2 s), exit 1 and one line naming the cause and what to do; once
+    the migration ends, the same command finds the photo."""
     from searchengine.backends import LOCK_TIMEOUT_S
 
     url = pg_cluster.new_database()
     home = tmp_path / "idx"
     indexed, _ = cli(home, url, "index", str(photos), "-m", "toy")
     assert indexed.returncode == 0, indexed.stderr
-    searching = url if waits is None else with_options(url, f"-c lock_timeout={waits}s")
+    searching = with_options(url, "-c lock_timeout=2s")
     with migration_in_progress(url):
         done, took = cli(home, searching, "search", "red", "--json")
         assert done.returncode == 1, done.stderr
@@ -88,10 +109,7 @@ def test_a_search_behind_a_locked_table_gives_up_in_one_line_then_works(
         assert len(lines) == 1 and LOCKED in lines[0], done.stderr
         assert "VACUUM FULL, ALTER TABLE" in lines[0] and "lock_timeout%3D" in lines[0]
         assert "setest-secret" not in lines[0] and done.stdout == ""
-        if waits is None:
-            assert took >= LOCK_TIMEOUT_S
-        else:  # the URL's own setting, not the default
-            assert took < LOCK_TIMEOUT_S
+        assert 2 <= took < LOCK_TIMEOUT_S  # the URL's own setting, not the default
     done, _ = cli(home, searching, "search", "red", "--json")
     assert done.returncode == 0, done.stderr
     assert Path(json.loads(done.stdout)[0]["path"]).name == "red.jpg"

@@ -36,25 +36,27 @@ def cli(home: Path, url: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.fixture
-def primary_and_standby(tmp_path, own_cluster):
-    """A primary holding collection ``team`` (red, green, blue; indexed by host ``a``),
-    and a hot standby of it; yields (primary, standby, database name)."""
-    primary = own_cluster()
+@pytest.fixture(scope="module")
+def primary_and_standby(tmp_path_factory, module_cluster):
+    """A primary holding collection ``team`` (red, green, blue in ``photos``; indexed by
+    host ``a``), and a hot standby of it; yields (primary, standby, database name,
+    photos). A standby takes ~10 s to copy and start: one for the module."""
+    primary = module_cluster
     url = primary.new_database()
+    photos = tmp_path_factory.mktemp("primary") / "photos"
     for name, colour in (("red", (250, 0, 0)), ("green", (0, 250, 0)), ("blue", (0, 0, 250))):
-        solid(tmp_path / "photos" / f"{name}.jpg", colour)
-    done = cli(tmp_path / "a", url, "index", str(tmp_path / "photos"), "-m", "toy", "-c", "team")
+        solid(photos / f"{name}.jpg", colour)
+    done = cli(photos.parent / "a", url, "index", str(photos), "-m", "toy", "-c", "team")
     assert done.returncode == 0, done.stderr
     standby = primary.standby()
-    yield primary, standby, url.rsplit("/", 1)[1]
+    yield primary, standby, url.rsplit("/", 1)[1], photos
     standby.stop()
 
 
 def test_search_on_a_standby_works_and_index_there_is_refused_in_one_line(
     tmp_path, primary_and_standby
 ):
-    primary, standby, database = primary_and_standby
+    _, standby, database, _ = primary_and_standby
     replica = standby.url(database)
     found = cli(tmp_path / "b", replica, "search", "red", "-c", "team", "--json")
     assert found.returncode == 0, found.stderr
@@ -70,7 +72,6 @@ def test_search_on_a_standby_works_and_index_there_is_refused_in_one_line(
     assert not (tmp_path / "c").exists()  # nothing left of the collection never made
     status = cli(tmp_path / "b", replica, "status", "-c", "team", "--json")
     assert json.loads(status.stdout)["images"] == 3  # the refused run wrote nothing
-    del primary
 
 
 def test_a_web_server_on_a_standby_serves_what_the_primary_gains(tmp_path, primary_and_standby):
@@ -80,20 +81,20 @@ def test_a_web_server_on_a_standby_serves_what_the_primary_gains(tmp_path, prima
 
     from searchengine.server import create_app
 
-    primary, standby, database = primary_and_standby
+    primary, standby, database, photos = primary_and_standby
     encoder = FakeEncoder()
     writer_config = Config(home=tmp_path / "w", workers=1, database_url=primary.url(database))
     with Collection.open("other", writer_config, create=True, encoder=encoder) as writer:
-        writer.index([tmp_path / "photos"])
+        writer.index([photos])
     primary.caught_up(standby)
     config = Config(home=tmp_path / "s", workers=1, database_url=standby.url(database))
     serving = Collection.open("other", config, encoder=encoder)
     with serving, TestClient(create_app(serving), base_url="http://127.0.0.1:8765") as client:
         first = client.get("/api/search", params={"q": "red"})
         assert first.status_code == 200 and first.json()["results"][0]["name"] == "red.jpg"
-        solid(tmp_path / "photos" / "yellow.jpg", (250, 250, 0))
+        solid(photos / "yellow.jpg", (250, 250, 0))
         with Collection.open("other", writer_config, encoder=encoder) as writer:
-            assert writer.index([tmp_path / "photos"]).added == 1
+            assert writer.index([photos]).added == 1
         primary.caught_up(standby)
         again = client.get("/api/search", params={"q": "yellow"})
         assert again.status_code == 200 and again.json()["results"][0]["name"] == "yellow.jpg"

@@ -8,12 +8,14 @@ against the primary, and leaves nothing behind. Live servers, real replication."
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from imagegen import solid
+from pgcluster import PASSWORD
 
 from searchengine import Collection, Config
 from searchengine.models.fake import FakeEncoder
@@ -72,6 +74,18 @@ def test_search_on_a_standby_works_and_index_there_is_refused_in_one_line(
     assert not (tmp_path / "c").exists()  # nothing left of the collection never made
     status = cli(tmp_path / "b", replica, "status", "-c", "team", "--json")
     assert json.loads(status.stdout)["images"] == 3  # the refused run wrote nothing
+    removed = subprocess.run(  # host b's folder records the standby's URL
+        [EXE, "remove", "-c", "team", "--yes", "--index-dir", str(tmp_path / "b")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PGPASSWORD": PASSWORD},  # the folder records no password
+    )
+    lines = removed.stderr.strip().splitlines()
+    assert removed.returncode == 1 and len(lines) == 1, removed.stderr
+    assert "cannot execute DROP SCHEMA in a read-only transaction: " + NO_WRITES in lines[0]
+    assert (tmp_path / "b" / "team").is_dir()  # nothing removed, here or on the server
+    assert cli(tmp_path / "b", replica, "status", "-c", "team").returncode == 0
 
 
 def test_a_web_server_on_a_standby_serves_what_the_primary_gains(tmp_path, primary_and_standby):

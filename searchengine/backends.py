@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from searchengine.config import CATALOG_FILE, LOCATION_FILE
+from searchengine.config import CATALOG_FILE, LOCATION_FILE, collection_command
 from searchengine.errors import CatalogUnavailableError, CollectionError, ConfigError
 from searchengine.fsutil import atomic_write
 
@@ -237,7 +237,11 @@ def locate(name: str, folder: Path, url: str | None) -> CatalogLocation:
         raise CollectionError(
             f"collection {name!r} in {folder} keeps its catalog in {recorded.get('url')}, "
             f"not in {location.shown}; use that URL, or another --collection name (or "
-            "--index-dir) for this database"
+            "--index-dir) for this database; if the catalog has moved there (a failover "
+            f"to a standby, a restore onto another server), `"
+            f"{collection_command(folder, 'remove')} --local` lets this host open it at "
+            "the new URL (its vector index is then built from the catalog: nothing is "
+            "embedded again)"
         )
     return location
 

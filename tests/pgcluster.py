@@ -193,6 +193,16 @@ class Cluster:
         replica.start()
         return replica
 
+    def promote(self) -> None:
+        """Make this standby a primary (a failover): it stops following and takes writes."""
+        done = subprocess.run(
+            self._cmd("pg_ctl", "-D", str(self.data), "-w", "promote"),
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise ClusterUnavailable(f"pg_ctl promote failed: {done.stderr.strip()[-600:]}")
+
     def caught_up(self, standby: Cluster, timeout: float = 30) -> None:
         """Wait until ``standby`` has replayed everything this primary has written."""
         import time

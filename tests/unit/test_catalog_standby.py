@@ -113,3 +113,34 @@ def test_a_web_server_on_a_standby_serves_what_the_primary_gains(tmp_path, prima
         again = client.get("/api/search", params={"q": "yellow"})
         assert again.status_code == 200 and again.json()["results"][0]["name"] == "yellow.jpg"
         assert client.get("/api/status").json()["images"] == 4
+
+
+def test_a_host_follows_its_catalog_to_a_promoted_standby_as_the_refusal_says(
+    tmp_path, primary_and_standby
+):
+    """A failover: the standby is promoted to primary, at another address. Host ``a``
+    (which indexed the collection, and holds its index file) is refused the new URL, in
+    a line that says how to follow the catalog there; doing that, its next ``index``
+    builds the index from the catalog and embeds nothing. The last test of the module:
+    it promotes the module's standby."""
+    primary, standby, database, photos = primary_and_standby
+    host_a = photos.parent / "a"
+    promoted = standby.url(database)
+    standby.promote()
+    refused = cli(host_a, promoted, "index", str(photos), "-c", "team")
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 1 and len(lines) == 1, refused.stderr
+    follow = f"`searchengine remove -c team --index-dir {host_a} --local`"
+    assert "if the catalog has moved there (a failover to a standby" in lines[0]
+    assert follow in lines[0] and "nothing is embedded again" in lines[0]
+    command = follow.strip("`").split()  # the command as the line gives it
+    left = subprocess.run([EXE, *command[1:], "--yes"], capture_output=True, text=True)
+    assert left.returncode == 0, left.stderr
+    again = cli(host_a, promoted, "index", str(photos), "-c", "team", "--json")
+    assert again.returncode == 0, again.stderr
+    report = json.loads(again.stdout)
+    new = len(list(photos.iterdir())) - 3  # photos an earlier test of the module added
+    assert (report["added"], report["unchanged"]) == (new, 3)  # the 3 not embedded again
+    found = cli(host_a, promoted, "search", "red", "-c", "team", "--json")
+    assert Path(json.loads(found.stdout)[0]["path"]).name == "red.jpg"
+    del primary

@@ -34,6 +34,7 @@ from searchengine.errors import (
 )
 from searchengine.models.clipseg import DEFAULT_SEG_MODEL
 from searchengine.server.api import router
+from searchengine.server.models import CATALOG_RETRY_S
 from searchengine.server.security import LOOPBACK_NAMES, Guard, check_binding, is_loopback
 from searchengine.server.service import DECODE_BUDGET, Service
 from searchengine.server.thumbnails import FileUnavailable
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 20_000_000
-CATALOG_RETRY_S = 5  # Retry-After while the catalog's database cannot be reached
 log = logging.getLogger("searchengine.server")
 
 

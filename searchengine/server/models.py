@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from searchengine.errors import CatalogUnavailableError
 from searchengine.models import load_encoder, parse_model_spec
 from searchengine.models.blip import DEFAULT_CAPTION_MODEL, parse_blip_model
 from searchengine.server.workers import ModelSlot
@@ -26,18 +27,34 @@ if TYPE_CHECKING:
 # A request waits this long for a search model whose load is under way (one already in
 # memory, or cached and small, is ready in time) before it is told to come back.
 SEARCH_PATIENCE = 2.0
+CATALOG_RETRY_S = 5  # Retry-After while the catalog's database cannot be reached
 
 
 def search_slot(collection: Collection) -> ModelSlot[Encoder]:
-    """The collection's model; loading it also reads the index and its calibration."""
+    """The collection's model; loading it also reads the index and its calibration. A
+    catalog database out of reach then is not the model's failure: the load is tried
+    again after ``CATALOG_RETRY_S``, not after the model back-off (a minute, doubling)."""
+    from sqlalchemy.exc import DBAPIError
+
+    from searchengine.catalog_errors import command_problem
 
     def load() -> Encoder:
         encoder = collection.encoder
-        collection.store.refresh()
-        collection.search("a photo", 1)  # the index, the calibration, a warm session
+        try:
+            collection.store.refresh()
+            collection.search("a photo", 1)  # the index, the calibration, a warm session
+        except DBAPIError as exc:
+            if (line := command_problem(exc)) is None:
+                raise
+            raise CatalogUnavailableError(line) from exc
         return encoder
 
-    return ModelSlot("search", collection.model, load, patience=SEARCH_PATIENCE)
+    def transient(exc: BaseException) -> float | None:
+        return CATALOG_RETRY_S if isinstance(exc, CatalogUnavailableError) else None
+
+    return ModelSlot(
+        "search", collection.model, load, patience=SEARCH_PATIENCE, transient=transient
+    )
 
 
 def rerank_slot(collection: Collection, model: str | Encoder | None) -> ModelSlot[Encoder] | None:

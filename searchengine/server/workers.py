@@ -79,6 +79,9 @@ class ModelSlot(Generic[T]):
             told to come back (0: at once). A model that loads in a blink, such as one
             already in memory, then answers the first request instead of a 503.
         clock: monotonic seconds, for the back-off (tests pass their own).
+        transient: for a load's error that is not the model's (the catalog's database
+            out of reach while the index is read), the seconds until it is tried again,
+            instead of the back-off; None for the model's own failures.
     """
 
     def __init__(
@@ -90,6 +93,7 @@ class ModelSlot(Generic[T]):
         loaded: T | None = None,
         patience: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        transient: Callable[[BaseException], float | None] = lambda exc: None,
     ) -> None:
         self.role = role
         self._clock = clock
@@ -105,6 +109,7 @@ class ModelSlot(Generic[T]):
         self._error: str | None = None
         self._failures = 0
         self._retry_at = 0.0  # clock() after which a failed load is retried
+        self._transient = transient
 
     def get(self) -> T:
         """The model, when ready.
@@ -193,9 +198,11 @@ class ModelSlot(Generic[T]):
 
     def _failed(self, exc: BaseException) -> None:
         lines = str(exc).strip().splitlines()
+        soon = self._transient(exc)
         with self._lock:
-            self._failures += 1
-            wait = min(RETRY_FIRST * 2 ** (self._failures - 1), RETRY_MOST)
+            if soon is None:
+                self._failures += 1
+            wait = soon or min(RETRY_FIRST * 2 ** (self._failures - 1), RETRY_MOST)
             self._state, self._since = "failed", time.time()
             self._error = lines[0] if lines else type(exc).__name__
             self._retry_at = self._clock() + wait

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import string
 import threading
 
@@ -304,6 +305,42 @@ def test_the_web_server_answers_503_while_its_catalog_server_is_down_then_recove
         again = client.get("/api/search", params={"q": "blue"})
         assert again.status_code == 200 and again.json()["results"][0]["name"] == "blue.webp"
         assert client.get("/api/health").json()["status"] == "ok"
+
+
+@pytest.mark.postgres
+def test_a_web_server_whose_catalog_is_down_at_its_first_request_serves_soon_after(
+    tmp_path, photos, own_cluster
+):
+    """A web server made without warming up (``create_app``'s default; ``serve`` warms
+    up first) loads its model and index at the first request. A catalog database out of
+    reach then counted as the model failing to load: 503 "cannot be loaded" for a
+    minute after the database was back, doubling to 15 minutes while it stayed away.
+    It is now the catalog's line, and tried again after 5 s."""
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from searchengine.server import create_app
+
+    cluster = own_cluster(durable=True)
+    url = cluster.new_database()
+    encoder = FakeEncoder()
+    with Collection.open("team", host(tmp_path, "a", url), create=True, encoder=encoder) as a:
+        a.index([photos])
+    serving = Collection.open("team", host(tmp_path, "s", url), encoder=encoder)
+    with serving, TestClient(create_app(serving), base_url="http://127.0.0.1:8765") as client:
+        cluster.halt()
+        for _ in range(2):  # a second try before the 5 s is told the same, not loaded again
+            answer = client.get("/api/search", params={"q": "red"})
+            assert answer.status_code == 503, answer.text
+            assert int(answer.headers["retry-after"]) <= 5
+            said = answer.json()["error"]
+            assert said.startswith("the search model fake cannot be loaded (cannot use the "), said
+            assert re.search(r"\); the server tries again in [1-5] s$", said), said
+        cluster.start()
+        time.sleep(5.2)
+        again = client.get("/api/search", params={"q": "red"})
+        assert again.status_code == 200 and again.json()["results"][0]["name"] == "red.jpg"
 
 
 @pytest.mark.parametrize("waits", [None, 2], ids=["default", "url-connect-timeout"])

@@ -66,7 +66,7 @@ def vector_sizes(faiss: Any, index: Any) -> set[int]:
         sizes.add(int(part.d))
         for name in ("index", "quantizer", "base_index", "refine_index"):
             inner = getattr(part, name, None)
-            if inner is not None and not isinstance(inner, (int, float)):
+            if inner is not None:
                 parts.append(inner)
     return sizes
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from clirunner import on_server
 from imagegen import solid
 
 from searchengine import Collection, Config
@@ -24,7 +24,6 @@ from searchengine.models.fake import FakeEncoder
 pytestmark = pytest.mark.postgres
 
 RED, GREEN, BLUE = (250, 0, 0), (0, 250, 0), (0, 0, 250)
-EXE = str(Path(sys.executable).with_name("searchengine"))
 LOCKED = "another session held a lock on the collection's tables"
 
 
@@ -44,7 +43,7 @@ def migration_in_progress(url: str, schema: str = "se_team"):
     which every read waits for, until it ends (here: rolled back)."""
     import psycopg
 
-    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+    with psycopg.connect(url) as conn:
         conn.execute(f"ALTER TABLE {schema}.images ADD COLUMN note text")  # type: ignore[arg-type]
         yield
         conn.rollback()
@@ -55,15 +54,8 @@ def with_options(url: str, options: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}options={quote(options)}"
 
 
-def cli(home: Path, url: str, *args: str) -> tuple[subprocess.CompletedProcess, float]:
-    started = time.monotonic()
-    done = subprocess.run(
-        [EXE, *args, "-c", "team", "--index-dir", str(home), "--database-url", url],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    return done, time.monotonic() - started
+def cli(home: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return on_server(home, url, *args, "-c", "team")
 
 
 def test_every_connection_waits_for_a_lock_at_most_the_default_or_the_urls_time_out(pg_cluster):
@@ -99,18 +91,20 @@ def test_a_search_behind_a_locked_table_gives_up_in_one_line_then_works(
 
     url = pg_cluster.new_database()
     home = tmp_path / "idx"
-    indexed, _ = cli(home, url, "index", str(photos), "-m", "toy")
+    indexed = cli(home, url, "index", str(photos), "-m", "toy")
     assert indexed.returncode == 0, indexed.stderr
     searching = with_options(url, "-c lock_timeout=2s")
     with migration_in_progress(url):
-        done, took = cli(home, searching, "search", "red", "--json")
+        started = time.monotonic()
+        done = cli(home, searching, "search", "red", "--json")
+        took = time.monotonic() - started
         assert done.returncode == 1, done.stderr
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and LOCKED in lines[0], done.stderr
         assert "VACUUM FULL, ALTER TABLE" in lines[0] and "lock_timeout%3D" in lines[0]
         assert "setest-secret" not in lines[0] and done.stdout == ""
         assert 2 <= took < LOCK_TIMEOUT_S  # the URL's own setting, not the default
-    done, _ = cli(home, searching, "search", "red", "--json")
+    done = cli(home, searching, "search", "red", "--json")
     assert done.returncode == 0, done.stderr
     assert Path(json.loads(done.stdout)[0]["path"]).name == "red.jpg"
     pg_cluster.give_back(url)
@@ -124,16 +118,16 @@ def test_index_behind_a_locked_table_keeps_what_it_committed_and_resumes(
     the same command afterwards adds exactly the new photos."""
     url = pg_cluster.new_database()
     home = tmp_path / "idx"
-    assert cli(home, url, "index", str(photos), "-m", "toy")[0].returncode == 0
+    assert cli(home, url, "index", str(photos), "-m", "toy").returncode == 0
     for name, colour in (("cyan.jpg", (0, 250, 250)), ("pink.jpg", (250, 0, 250))):
         solid(photos / "more" / name, colour)
     waiting = with_options(url, "-c lock_timeout=2s")
     with migration_in_progress(url):
-        done, _ = cli(home, waiting, "index", str(photos))
+        done = cli(home, waiting, "index", str(photos))
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 1 and LOCKED in lines[-1], done.stderr
     assert lines[-1].endswith("to the URL); what was committed is kept"), lines[-1]
-    done, _ = cli(home, waiting, "index", str(photos), "--json")
+    done = cli(home, waiting, "index", str(photos), "--json")
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert (summary["added"], summary["failed"]) == (2, 0), summary

@@ -10,15 +10,13 @@ is written."""
 from __future__ import annotations
 
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from clirunner import on_server
 from imagegen import solid
 
 pytestmark = pytest.mark.postgres
 
-EXE = str(Path(sys.executable).with_name("searchengine"))
 POOLER = "a connection pooler such as PgBouncer in front of the server does not pass"
 
 
@@ -50,13 +48,8 @@ def test_a_pooler_that_cannot_pass_the_collections_schema_is_refused_in_one_line
     solid(tmp_path / "photos" / "blue.jpg", (0, 0, 250))
     home = tmp_path / "idx"
 
-    def run(url: str, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [EXE, *args, "-c", "team", "--index-dir", str(home), "--database-url", url],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+    def run(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return on_server(home, url, *args, "-c", "team")
 
     pooled = bouncer.url(url.rsplit("/", 1)[1])
     for args in (["index", str(tmp_path / "photos"), "-m", "toy"], ["search", "red"], ["status"]):

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from clirunner import on_server, spawn
 from imagegen import solid
 from pgcluster import PASSWORD
 
@@ -22,20 +21,13 @@ from searchengine.models.fake import FakeEncoder
 
 pytestmark = pytest.mark.postgres
 
-EXE = str(Path(sys.executable).with_name("searchengine"))
 NO_WRITES = (
     "the server takes no writes (a standby, i.e. a replica of the primary, or "
     "default_transaction_read_only is on); run index and remove against the primary server"
 )
 
 
-def cli(home: Path, url: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [EXE, *args, "--index-dir", str(home), "--database-url", url],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+cli = on_server
 
 
 @pytest.fixture(scope="module")
@@ -74,12 +66,9 @@ def test_search_on_a_standby_works_and_index_there_is_refused_in_one_line(
     assert not (tmp_path / "c").exists()  # nothing left of the collection never made
     status = cli(tmp_path / "b", replica, "status", "-c", "team", "--json")
     assert json.loads(status.stdout)["images"] == 3  # the refused run wrote nothing
-    removed = subprocess.run(  # host b's folder records the standby's URL
-        [EXE, "remove", "-c", "team", "--yes", "--index-dir", str(tmp_path / "b")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PGPASSWORD": PASSWORD},  # the folder records no password
+    removed = spawn(  # host b's folder records the standby's URL, without the password
+        *["remove", "-c", "team", "--yes", "--index-dir", str(tmp_path / "b")],
+        env={**os.environ, "PGPASSWORD": PASSWORD},
     )
     lines = removed.stderr.strip().splitlines()
     assert removed.returncode == 1 and len(lines) == 1, removed.stderr
@@ -134,7 +123,7 @@ def test_a_host_follows_its_catalog_to_a_promoted_standby_as_the_refusal_says(
     assert "if the catalog has moved there (a failover to a standby" in lines[0]
     assert follow in lines[0] and "nothing is embedded again" in lines[0]
     command = follow.strip("`").split()  # the command as the line gives it
-    left = subprocess.run([EXE, *command[1:], "--yes"], capture_output=True, text=True)
+    left = spawn(*command[1:], "--yes")
     assert left.returncode == 0, left.stderr
     again = cli(host_a, promoted, "index", str(photos), "-c", "team", "--json")
     assert again.returncode == 0, again.stderr

@@ -877,11 +877,13 @@ def writer_sessions(url: str) -> list[int]:
     """The server sessions holding a collection's writer lock (its advisory lock)."""
     import psycopg
 
+    from searchengine.server_catalog import _WRITER_LOCK
+
     with psycopg.connect(url) as conn:
         rows = conn.execute(
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 "
             "AND classid = %s",
-            [0x5EA2C4],
+            [_WRITER_LOCK],
         ).fetchall()
     return [pid for (pid,) in rows]
 

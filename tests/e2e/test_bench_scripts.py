@@ -245,3 +245,25 @@ def test_bench_refresh_times_a_copy_and_in_place_on_the_same_index() -> None:
         assert result[way]["median_ms"] > 0
     ratio = result["in_place"]["median_ms"] / result["copy"]["median_ms"]
     assert result["in_place_to_copy"] == pytest.approx(ratio)
+
+
+@pytest.mark.postgres
+def test_bench_connection_times_each_safeguard_beside_what_it_sits_on(pg_cluster) -> None:
+    args = ["--rounds", "1", "--repeat", "20", "--json"]
+    args += ["--database-url", pg_cluster.new_database()]
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench_connection.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout)
+    timed = ["connect", "schema_check", "read_with_ping", "read_without_ping", "lock_round_trip"]
+    assert all(out[f"{name}_ms"] > 0 for name in timed)
+    assert out["schema_check_over_connect"] == pytest.approx(
+        out["schema_check_ms"] / out["connect_ms"]
+    )
+    assert out["read_ping_over_without"] == pytest.approx(
+        out["read_with_ping_ms"] / out["read_without_ping_ms"]
+    )

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 scripts/install.sh
 scripts/install_browser.sh  # Debian's Chromium, for the `browser` tests
 scripts/install_postgres.sh  # Debian's PostgreSQL server, for the `postgres` tests
+scripts/install_nginx.sh  # Debian's nginx, for the reverse-proxy tests
 scripts/lint.sh
 # Two workers, a test file each at a time (its module fixtures stay in one worker): much
 # of the suite waits on child processes, servers and the network, so two workers take

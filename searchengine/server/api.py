@@ -277,11 +277,17 @@ def session(request: Request) -> Response:
     The page calls this once with ``Authorization: Bearer TOKEN``; its later requests,
     image URLs included, then carry the cookie, which its scripts cannot read and other
     sites' pages cannot make the browser send.
+
+    The cookie has no ``Path``: the browser then sends it to this route's folder alone
+    (``/api``, or ``/photos/api`` behind a proxy serving the page under ``/photos/``),
+    so servers under one host each keep their own token. One an earlier release set
+    for the whole host (``Path=/``) is removed.
     """
     token = offered_token(request.headers) if request.app.state.token else None
     response = JSONResponse(SessionBody(cookie=token is not None).model_dump())
     if token is not None:
         response.set_cookie(
-            TOKEN_COOKIE, token, httponly=True, samesite="strict", path="/", max_age=30 * 86400
+            TOKEN_COOKIE, token, httponly=True, samesite="strict", path=None, max_age=30 * 86400
         )
+        response.delete_cookie(TOKEN_COOKIE, path="/", httponly=True, samesite="strict")
     return response

@@ -17,8 +17,9 @@ One ASGI middleware in front of everything:
   cannot read the answer, and make the server decode a large upload or load a model for
   it. Browsers say where a request comes from: ``Sec-Fetch-Site`` (every current
   browser) and ``Origin`` (on every POST). An ``/api/`` request whose ``Sec-Fetch-Site``
-  is anything but ``same-origin`` or ``none`` (typed in the address bar), or whose
-  ``Origin`` is not this server's own, is refused with 403 before any work. Tools
+  is anything but ``same-origin`` or ``none`` (typed in the address bar), or, from a
+  browser that does not send it, whose ``Origin`` is not this server's own, is refused
+  with 403 before any work. Tools
   such as curl send neither header and are not affected; links to the page itself
   (``/?q=...``) work from anywhere.
 - **Body limit.** A request body over the limit is answered 413 before it is all
@@ -180,13 +181,19 @@ class Guard:
         scheme, _, value = headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer":
             offered.append(value.strip())
-        cookie = cookie_parser(headers.get("cookie", "")).get(TOKEN_COOKIE)
-        if cookie:
-            offered.append(cookie)
+        offered.extend(_cookies(headers.get("cookie", ""), TOKEN_COOKIE))
         return any(hmac.compare_digest(o.encode(), self.token) for o in offered)
 
     def _too_large(self) -> str:
         return f"the request body is over the {self.max_body // 1_000_000} MB limit"
+
+
+def _cookies(header: str, name: str) -> list[str]:
+    """Every value of cookie ``name`` in a ``Cookie`` header. A browser sends one per
+    path it was set for (``cookie_parser`` keeps the last): the page's own, and one an
+    earlier release set for the whole host."""
+    values = [cookie_parser(chunk).get(name, "") for chunk in header.split(";")]
+    return [value for value in values if value]
 
 
 def offered_token(headers: Headers) -> str | None:
@@ -201,9 +208,16 @@ def _cross_site(path: str, headers: Headers) -> tuple[int, str, list[Any]] | Non
     if not path.startswith("/api/") or path in PUBLIC_API_PATHS:
         return None
     site = headers.get("sec-fetch-site")
-    origin = headers.get("origin")
-    foreign_origin = origin is not None and _authority(origin) != headers.get("host", "").lower()
-    if (site is not None and site not in ("same-origin", "none")) or foreign_origin:
+    if site is not None:
+        # The browser's own word, which no page can set. It is what counts where it is
+        # sent: a reverse proxy may ask this server for another Host than the browser
+        # asked the proxy for (nginx passes its upstream's address by default, and
+        # `$host` drops the port), so the page's Origin need not match it.
+        foreign = site not in ("same-origin", "none")
+    else:
+        origin = headers.get("origin")
+        foreign = origin is not None and _authority(origin) != headers.get("host", "").lower()
+    if foreign:
         return (
             403,
             "cross-site request refused: this API answers only its own page and tools "

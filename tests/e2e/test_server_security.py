@@ -339,7 +339,7 @@ def test_the_page_loads_only_its_own_files(served: Served) -> None:
     ]
     page = served.client.get("/").text
     for name in ("app.js", "style.css", "favicon.svg"):
-        assert f"/static/{name}" in page
+        assert f'"static/{name}"' in page  # relative: the page may live under a path
 
 
 # -- cross-site requests, the token cookie, what the parser refuses ---------------------
@@ -350,7 +350,7 @@ CROSS_SITE = [
     {"Sec-Fetch-Site": "same-site"},  # another port of this machine: another origin
     {"Origin": "http://evil.example"},
     {"Origin": "null"},  # a sandboxed frame or a file:// page
-    {"Origin": "http://127.0.0.1:9999", "Sec-Fetch-Site": "same-origin"},
+    {"Origin": "http://127.0.0.1:9999", "Sec-Fetch-Site": "same-site"},
 ]
 
 
@@ -377,6 +377,9 @@ def test_the_own_page_and_tools_are_served(served: Served) -> None:
         {"Sec-Fetch-Site": "same-origin"},  # the page's own fetches
         {"Sec-Fetch-Site": "none"},  # typed into the address bar
         {"Sec-Fetch-Site": "same-origin", "Origin": "http://127.0.0.1:8765"},
+        # The page behind a reverse proxy that asks this server for another Host than
+        # the browser asked it for: the browser vouches the request is the page's own.
+        {"Sec-Fetch-Site": "same-origin", "Origin": "https://photos.example"},
     ):
         found = served.client.get("/api/search", params={"q": "red"}, headers=headers)
         assert found.status_code == 200, found.text
@@ -389,10 +392,35 @@ def test_the_token_cookie_is_http_only_and_same_site(guarded: TestClient) -> Non
     assert_error(refused, 401, "token")
     made = guarded.post("/api/session", headers={"Authorization": f"Bearer {TOKEN}"})
     assert made.status_code == 200 and made.json() == {"cookie": True}
-    cookie = made.headers["set-cookie"]
+    cookie, legacy = made.headers.get_list("set-cookie")
     assert cookie.startswith(f"searchengine_token={TOKEN};")
-    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie
+    # No Path: the browser keeps it for /api (or /PROXY-PATH/api) alone, so servers
+    # under one host keep their own; the whole host's one of earlier releases goes.
+    assert "Path" not in cookie
+    assert legacy.startswith('searchengine_token="";') and "Path=/" in legacy
+    assert "Max-Age=0" in legacy
     assert guarded.get("/api/health").status_code == 200  # the cookie now opens the API
+
+
+@pytest.mark.parametrize(
+    "cookies",
+    [
+        f"searchengine_token={TOKEN}; searchengine_token=stale-token-0000000",
+        f"searchengine_token=stale-token-0000000; searchengine_token={TOKEN}",
+    ],
+)
+def test_a_stale_whole_host_cookie_beside_the_page_s_own_does_not_lock_the_page_out(
+    guarded: TestClient, cookies: str
+) -> None:
+    # A browser sends one cookie of the name per path it was set for: the page's own
+    # (no Path, so /api) and one an earlier release set for the whole host (Path=/),
+    # in either order. Either may be the token.
+    guarded.cookies.clear()
+    answer = guarded.get("/api/status", headers={"Cookie": cookies})
+    assert answer.status_code == 200, answer.text
+    refused = guarded.get("/api/status", headers={"Cookie": "searchengine_token=stale-token-0"})
+    assert_error(refused, 401, "token")
 
 
 @pytest.mark.parametrize("image_id", ["+1", "01", "1.0", "1_0", " 1", "1e0", "0x1"])

@@ -35,10 +35,35 @@ class ApiError extends Error {
   }
 }
 
+// An address on the server ("/api/...", as the API gives them) as this page asks for
+// it: relative to the page, so that the page works at the root of a host and under the
+// path a reverse proxy serves it at ("https://host/photos/") alike.
+function here(path) {
+  return path.replace(/^\/+/, "");
+}
+
+// What an error answer without the server's own JSON body means: something in front of
+// the server (a reverse proxy) answered instead of it.
+function answeredInstead(status) {
+  if (status === 413) {
+    return (
+      "The photo is larger than the proxy in front of the server accepts " +
+      "(nginx: raise client_max_body_size)."
+    );
+  }
+  if (status === 502 || status === 504) {
+    return (
+      "The server cannot be reached: the proxy in front of it answered " +
+      `${status}: is \`searchengine serve\` still running?`
+    );
+  }
+  return `The server answered ${status}.`;
+}
+
 async function api(path, options = {}) {
   let response;
   try {
-    response = await fetch(path, { credentials: "same-origin", ...options });
+    response = await fetch(here(path), { credentials: "same-origin", ...options });
   } catch (err) {
     if (err.name === "AbortError") throw err;
     throw new ApiError(0, "The server cannot be reached. Is `searchengine serve` still running?");
@@ -50,7 +75,7 @@ async function api(path, options = {}) {
     body = null;
   }
   if (!response.ok) {
-    const message = (body && body.error) || `The server answered ${response.status}.`;
+    const message = (body && body.error) || answeredInstead(response.status);
     if (response.status === 401) askForToken();
     const retry = Number(response.headers.get("Retry-After")) || null;
     throw new ApiError(response.status, message, retry);
@@ -386,7 +411,7 @@ function card(result, index) {
   button.dataset.index = String(index);
   button.tabIndex = -1;
   const img = document.createElement("img");
-  img.src = result.thumbnail;
+  img.src = here(result.thumbnail);
   img.alt = result.caption || result.name;
   img.loading = "lazy";
   img.decoding = "async";
@@ -510,7 +535,7 @@ function scoreText(result) {
 async function openViewer(index) {
   const result = state.results[index];
   state.opened = { result, index };
-  $("viewer-img").src = result.preview;
+  $("viewer-img").src = here(result.preview);
   $("viewer-img").alt = result.caption || result.name;
   $("viewer-title").textContent = result.name;
   $("viewer-path").textContent = result.path;
@@ -519,7 +544,7 @@ async function openViewer(index) {
   $("viewer-date").textContent = result.taken_at ? formatDate(result.taken_at) : "…";
   $("viewer-caption").textContent = result.caption || "–";
   $("caption-btn").hidden = Boolean(result.caption);
-  $("original").href = result.file;
+  $("original").href = here(result.file);
   resetWhere(result);
   $("viewer").showModal();
   $("similar-btn").focus();
@@ -602,7 +627,7 @@ function resetWhere(result) {
   const query = state.request && state.request.kind === "search" ? state.request.q : "";
   $("where-btn").hidden = !query;
   $("where-btn").setAttribute("aria-pressed", "false");
-  $("viewer-img").dataset.preview = result.preview;
+  $("viewer-img").dataset.preview = here(result.preview);
 }
 
 async function locateIn(result, q) {
@@ -642,7 +667,7 @@ $("where-btn").addEventListener("click", async () => {
     $("viewer-where").textContent = body.found
       ? `“${body.text}” found (peak ${peak}), box ${body.box.join(", ")}`
       : `“${body.text}” not found (peak ${peak})`;
-    img.src = body.overlay;
+    img.src = here(body.overlay);
     button.setAttribute("aria-pressed", "true");
   } catch (err) {
     $("viewer-where").textContent = `Cannot tell: ${err.message}`;

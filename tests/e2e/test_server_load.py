@@ -145,7 +145,10 @@ def test_captions_that_cannot_load_never_slow_searches(toy, unreachable) -> None
     captions = [a for a in answers if a[0] == "caption"]
     pages = [a for a in answers if a[0] == "page"]
     assert (len(searches), len(captions), len(pages)) == (SEARCHES, CAPTIONS, PAGES)
-    assert all(code == 200 and seconds < 1.0 for _, code, seconds, _ in pages)
+    # The page's files wait in the same queue of 20 client threads as the searches (a
+    # page file once took 1.1 s at the client while the other test worker ran), so they
+    # get the searches' client bound; a blocked server stalls them for seconds to minutes.
+    assert all(code == 200 and seconds < 3.0 for _, code, seconds, _ in pages)
     slowest = max(s for _, _, s, _ in searches)
     print(
         f"\nsearches: median {statistics.median(s for _, _, s, _ in searches) * 1000:.0f} ms, "

@@ -49,6 +49,9 @@ POSTGRESQL = "postgresql"
 SCHEMA_RE = re.compile(r"^[a-z0-9_]+$")  # a collection schema's name, never quoted
 CONNECT_TIMEOUT_S = 10  # libpq's connect_timeout, unless the URL sets it
 LOCK_TIMEOUT_S = 30  # the server's lock_timeout, unless the URL's options set it
+# A web server's: its searches queue for one worker, so each waiting the 30 s of a
+# command held the ones behind it for minutes, and its health check too.
+SERVE_LOCK_TIMEOUT_S = 3
 # A pooler in front of the server that refuses libpq's options, or drops them.
 POOLER = (
     "a connection pooler such as PgBouncer in front of the server does not pass "
@@ -69,10 +72,13 @@ class CatalogLocation:
             ``shown``).
         schema: the PostgreSQL schema holding the collection's tables; ``None`` for
             SQLite, where the file is the collection's own.
+        lock_timeout_s: on a server, how long a statement waits for a table lock
+            another session holds (unless the URL's options set ``lock_timeout``).
     """
 
     url: str
     schema: str | None = None
+    lock_timeout_s: float = LOCK_TIMEOUT_S
 
     @property
     def backend(self) -> str:
@@ -296,7 +302,8 @@ def _options(location: CatalogLocation) -> str:
 
     theirs = make_url(location.url).query.get("options", "")
     theirs = " ".join(theirs) if isinstance(theirs, tuple) else theirs
-    return f"-c lock_timeout={LOCK_TIMEOUT_S}s {theirs} -c search_path={location.schema}"
+    wait = f"{round(location.lock_timeout_s * 1000)}ms"
+    return f"-c lock_timeout={wait} {theirs} -c search_path={location.schema}"
 
 
 def _check_schema(dbapi_conn: Any, location: CatalogLocation) -> None:

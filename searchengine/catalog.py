@@ -20,7 +20,7 @@ from sqlalchemy import case, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import Select
 
-from searchengine.backends import CatalogLocation, create_catalog_engine
+from searchengine.backends import LOCK_TIMEOUT_S, CatalogLocation, create_catalog_engine
 from searchengine.catalog_errors import key_too_long, reaching
 from searchengine.config import CATALOG_FILE
 from searchengine.errors import CollectionError
@@ -71,6 +71,8 @@ class Catalog:
             catalog as ``found`` false and refuses one that needs an upgrade.
         read_only: why this process may not write a SQLite catalog (``writable.py``):
             it is then read through read-only connections, and writers are refused.
+        lock_timeout_s: on a server, how long a statement waits for a table lock
+            another session holds (``CatalogLocation.lock_timeout_s``).
 
     Raises:
         CatalogUnavailableError: the database cannot be reached or used.
@@ -85,9 +87,10 @@ class Catalog:
         schema: str | None = None,
         writable: bool = True,
         read_only: str | None = None,
+        lock_timeout_s: float = LOCK_TIMEOUT_S,
     ) -> None:
         self.url = url
-        self.location = CatalogLocation(url, schema)
+        self.location = CatalogLocation(url, schema, lock_timeout_s)
         self.read_only = read_only
         self.engine: Engine = create_catalog_engine(self.location, read_only=bool(read_only))
         try:
@@ -250,7 +253,12 @@ def open_catalog(folder: Path, location: CatalogLocation, create: bool) -> Catal
     anything is written, and a SQLite collection's new folder is removed again.
     """
     if location.shared:
-        catalog = Catalog(location.url, schema=location.schema, writable=create)
+        catalog = Catalog(
+            location.url,
+            schema=location.schema,
+            writable=create,
+            lock_timeout_s=location.lock_timeout_s,
+        )
         if not catalog.found:
             catalog.close()
             return None

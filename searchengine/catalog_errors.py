@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from searchengine.backends import LOCK_TIMEOUT_S, POOLER
+from searchengine.backends import LOCK_TIMEOUT_S, POOLER, SERVE_LOCK_TIMEOUT_S
 from searchengine.config import collection_command
 from searchengine.errors import CatalogUnavailableError, NoSpaceError
 from searchengine.writable import no_space_error, no_space_message
@@ -106,8 +106,9 @@ def connection_problem(shown: str | None, exc: BaseException) -> str:
     if lock_timed_out(exc):
         return (
             f"cannot use {where}: another session held a lock on the collection's tables "
-            f"for longer than the lock time-out ({LOCK_TIMEOUT_S} s unless the URL sets "
-            "one): maintenance such as VACUUM FULL, ALTER TABLE or REINDEX, or the "
+            f"for longer than the lock time-out ({LOCK_TIMEOUT_S} s, {SERVE_LOCK_TIMEOUT_S} s "
+            "in a web server, unless the URL sets one): maintenance such as VACUUM FULL, "
+            "ALTER TABLE or REINDEX, or the "
             "collection being removed; try again once it is done (to wait longer, add "
             "?options=-c%20lock_timeout%3D5min to the URL)"
         )

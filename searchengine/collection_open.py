@@ -9,6 +9,7 @@ catalog or model opened here is closed again on any error.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from searchengine.backends import locate, read_location, write_location
@@ -51,6 +52,8 @@ def opened(
         "--index-dir / SEARCHENGINE_HOME (or --database-url) at where it is"
     )
     location = locate(name, folder, config.database_url)
+    if config.lock_timeout_s is not None:
+        location = replace(location, lock_timeout_s=config.lock_timeout_s)
     catalog = open_catalog(folder, location, False)
     loaded = None
     if catalog is None and create:

@@ -62,6 +62,10 @@ class Config:
         precision: the image tower a new collection embeds with: ``fp32``, or ``int8``
             (``models.quantize``: checked on the collection's photos first, fp32 if it
             fails). ``None``: the collection's own, fp32 for a new one.
+        lock_timeout_s: how long a statement on a server catalog waits for a table
+            lock another session holds before it gives up; ``None``: 30 s
+            (``backends.LOCK_TIMEOUT_S``). A web server waits less
+            (``backends.SERVE_LOCK_TIMEOUT_S``). The URL's own ``lock_timeout`` wins.
     """
 
     home: Path = Path("indexes")
@@ -78,6 +82,7 @@ class Config:
     engine: str = "local"
     ray_address: str | None = None
     precision: str | None = None
+    lock_timeout_s: float | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Config:

@@ -151,23 +151,30 @@ def server_process(
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """``searchengine serve`` in a child process; yields its base URL once it answers,
     and the process (its pid, for RSS and signals)."""
+    where = ["--index-dir", str(collection.index_dir), "--collection", COLLECTION]
+    with serve_command(collection.index_dir.parent, env, *where, *extra) as running:
+        yield running
+
+
+@contextmanager
+def serve_command(
+    logs: Path, env: Mapping[str, str], *args: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``searchengine serve ARGS`` on a free port (its output in ``logs``); yields its
+    base URL once it answers, and the process."""
     port = free_port()
     command = [
         sys.executable,
         "-c",
         "from searchengine.cli import main; main()",
         "serve",
-        "--index-dir",
-        str(collection.index_dir),
-        "--collection",
-        COLLECTION,
         "--port",
         str(port),
         "--device",
         "cpu",
-        *extra,
+        *args,
     ]
-    log = collection.index_dir.parent / f"serve-{port}.log"
+    log = logs / f"serve-{port}.log"
     with open(log, "w") as output:
         child = subprocess.Popen(command, env=dict(env), stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

@@ -282,9 +282,12 @@ def open_collection(
     model: str | None,
     device: str | None,
     runtime: str | None = None,
+    lock_timeout_s: float | None = None,
 ) -> Iterator[Collection]:
-    """Open a collection for one command."""
-    config = make_config(index_dir, database_url, device=device, runtime=runtime)
+    """Open a collection for one command (``Config.lock_timeout_s``: see there)."""
+    config = make_config(
+        index_dir, database_url, device=device, runtime=runtime, lock_timeout_s=lock_timeout_s
+    )
     with _open_warmed(collection, config, model, lambda: None) as coll:
         yield coll
 

@@ -84,6 +84,8 @@ def serve(
     # The hub client reads this once, on import: a hub that stops answering costs
     # seconds per file, not its 10 s default (a value the user set wins).
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", f"{HUB_TIMEOUT:g}")
+    from searchengine.backends import SERVE_LOCK_TIMEOUT_S
+
     try:
         from searchengine.server import check_binding, create_app
         from searchengine.server.http import listening_socket, run
@@ -93,7 +95,10 @@ def serve(
     with errors():
         check_binding(host, token)  # before the model loads: a refusal comes at once
         sock = listening_socket(host, port)
-    opened = open_collection(collection, index_dir, database_url, None, device)
+    # A table locked by maintenance answers 503 in seconds, not after a command's 30 s.
+    opened = open_collection(
+        collection, index_dir, database_url, None, device, lock_timeout_s=SERVE_LOCK_TIMEOUT_S
+    )
     with sock, errors(), opened as coll:
         click.echo(f"loading {coll.model} for collection {coll.name!r}…", err=True)
         app = create_app(

@@ -8,8 +8,10 @@ web server answers 503. Live server, real locks."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
@@ -171,4 +173,57 @@ def test_the_web_server_answers_503_while_a_table_is_locked_then_serves(
         assert LOCKED in caplog.text and "Traceback" not in caplog.text
         again = client.get("/api/search", params={"q": "blue"})
         assert again.status_code == 200 and again.json()["results"][0]["name"] == "blue.webp"
+    pg_cluster.give_back(url)
+
+
+def test_serve_answers_each_search_and_its_health_check_in_seconds_while_a_table_is_locked(
+    tmp_path, photos, pg_cluster
+):
+    """``searchengine serve`` waits for a locked table ``SERVE_LOCK_TIMEOUT_S`` (3 s),
+    not a command's 30 s: its searches queue for one worker, so three searches sent at
+    once while a migration held the table were answered after 30, 60 and 90 s, and each
+    health check took 30 s. Now each is a 503 within seconds, and the server serves as
+    soon as the lock is gone."""
+    import httpx
+    from servertools import serve_command
+
+    from searchengine.backends import LOCK_TIMEOUT_S, SERVE_LOCK_TIMEOUT_S
+
+    url = pg_cluster.new_database()
+    home = tmp_path / "idx"
+    indexed = cli(home, url, "index", str(photos), "-m", "toy")
+    assert indexed.returncode == 0, indexed.stderr
+    where = ["-c", "team", "--index-dir", str(home), "--database-url", url]
+    with serve_command(tmp_path, os.environ, *where) as (base, _child):
+        with migration_in_progress(url):
+            started = time.monotonic()
+
+            def search(query: str) -> tuple[httpx.Response, float]:
+                answer = httpx.get(f"{base}/api/search", params={"q": query}, timeout=200)
+                return answer, time.monotonic() - started
+
+            def health(_: int) -> tuple[httpx.Response, float]:
+                probe = time.monotonic()
+                answer = httpx.get(f"{base}/api/health", timeout=200)
+                return answer, time.monotonic() - probe
+
+            with ThreadPoolExecutor(4) as pool:
+                probes = pool.submit(lambda: [health(i) for i in range(3)])
+                searches = list(pool.map(search, ["red", "green", "blue"]))
+                checks = probes.result()
+        print(
+            f"\nsearches answered at {[round(t, 1) for _, t in searches]} s; health took "
+            f"{[round(t, 1) for _, t in checks]} s"
+        )
+        for answer, _ in searches:
+            assert answer.status_code == 503, answer.text
+            assert "locked by another session" in answer.json()["error"]
+        # Queued one behind the other, each waits the server's time-out, not 30 s.
+        slowest = max(took for _, took in searches)
+        assert slowest < 3 * SERVE_LOCK_TIMEOUT_S + 10 < LOCK_TIMEOUT_S, searches
+        for answer, took in checks:
+            assert answer.status_code in (200, 503), answer.text
+            assert took < SERVE_LOCK_TIMEOUT_S + 10 < LOCK_TIMEOUT_S
+        found = httpx.get(f"{base}/api/search", params={"q": "red"}, timeout=60)
+        assert found.status_code == 200 and found.json()["results"]
     pg_cluster.give_back(url)

@@ -24,6 +24,10 @@ Decisions, with the reasons (``docs/scale.md`` has the measurements):
 - **A server that does not answer is given up on** after ``CONNECT_TIMEOUT_S`` (libpq's
   ``connect_timeout``; the URL's own ``?connect_timeout=`` wins): libpq waits for ever
   by default, so a stalled server or a black-holed address hung every command.
+- **A network that stops carrying packets is noticed** on a connection already open
+  (``SOCKET_SETTINGS``: libpq's ``tcp_user_timeout`` and keepalives; the URL's own
+  win): a firewall or NAT that drops an idle connection silently, or a partition,
+  left a web server's next search waiting ~15 min for the kernel to give up.
 - **A statement waits for a table lock at most** ``LOCK_TIMEOUT_S`` (the server's
   ``lock_timeout``; the URL's ``?options=-c lock_timeout=…`` wins): a table locked by
   maintenance (``VACUUM FULL``, ``ALTER TABLE``) hung every search on every host.
@@ -48,6 +52,17 @@ POSTGRESQL = "postgresql"
 
 SCHEMA_RE = re.compile(r"^[a-z0-9_]+$")  # a collection schema's name, never quoted
 CONNECT_TIMEOUT_S = 10  # libpq's connect_timeout, unless the URL sets it
+# How an open connection finds out that the network between it and the server is gone
+# (libpq's settings; the URL's own win): data unacknowledged for 10 s ends it, and so do
+# three unanswered probes 5 s apart after 10 s without a word from the server. Linux's
+# defaults are ~15 min of retransmission and probes after 2 h.
+SOCKET_SETTINGS = {
+    "tcp_user_timeout": 10_000,  # ms
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
 LOCK_TIMEOUT_S = 30  # the server's lock_timeout, unless the URL's options set it
 # A web server's: its searches queue for one worker, so each waiting the 30 s of a
 # command held the ones behind it for minutes, and its health check too.
@@ -263,6 +278,7 @@ def create_catalog_engine(location: CatalogLocation, *, read_only: bool = False)
     import socket  # ~13 ms to import, which a cold search on SQLite need not pay
 
     from sqlalchemy import create_engine, event
+    from sqlalchemy.engine import make_url
 
     kwargs: dict[str, Any] = {}
     if read_only and location.sqlite_file is not None:
@@ -278,8 +294,9 @@ def create_catalog_engine(location: CatalogLocation, *, read_only: bool = False)
         # [a-z0-9_], so it needs no quoting inside libpq's options.
         app = f"searchengine {os.getpid()}@{socket.gethostname()}"[:63]
         kwargs["connect_args"] = {"options": _options(location), "application_name": app}
-        if "connect_timeout" not in location.url:
-            kwargs["connect_args"]["connect_timeout"] = CONNECT_TIMEOUT_S
+        theirs = make_url(location.url).query
+        defaults = {"connect_timeout": CONNECT_TIMEOUT_S, **SOCKET_SETTINGS}
+        kwargs["connect_args"].update((k, v) for k, v in defaults.items() if k not in theirs)
         # A pooled connection the server ended while it sat idle (idle_session_timeout,
         # a restart) is replaced when it is taken, not failed on: one round trip.
         kwargs["pool_pre_ping"] = True

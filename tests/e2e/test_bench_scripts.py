@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +70,29 @@ def test_bench_ingest_reports_ratios_against_every_ceiling(offline_hub_env, tmp_
     assert corpus["bound_images_per_s"] < min(best, decode)
     assert 0 < corpus["cores_busy"] <= cpu_count() + 0.5
     assert "cores busy" in done.stdout
+
+
+def test_bench_ingest_paired_gives_each_rounds_ingest_over_that_rounds_bound(
+    offline_hub_env, tmp_path
+):
+    out = tmp_path / "paired.json"
+    args = ["-n", "6", "--megapixels", "0.05", "--model", "toy", "--paired", "2"]
+    done, result = _run_script(
+        "bench_ingest.py",
+        [*args, "--work", str(tmp_path), "--json", str(out)],
+        out,
+        offline_hub_env,
+    )
+    paired = result["paired"]
+    assert len(paired["rounds"]) == 2
+    for one in paired["rounds"]:
+        assert one["ratio"] == pytest.approx(one["images_per_s"] / one["bound_images_per_s"])
+        assert 0 < one["images_per_s"] <= one["pipeline_images_per_s"]
+    assert paired["median_ratio"] == pytest.approx(
+        statistics.median(r["ratio"] for r in paired["rounds"])
+    )
+    assert "round 2: bound" in done.stdout and "median:" in done.stdout
+    assert "corpus" not in result  # the paired rounds alone
 
 
 def _python_312() -> str | None:

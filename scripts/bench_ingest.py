@@ -426,7 +426,8 @@ def bench_paired(args: argparse.Namespace, model: str, work: Path) -> dict[str, 
     that each ratio is of two things a minute apart, not of two bests picked from
     spells minutes apart; the median over the rounds is the figure."""
     corpus = args.corpus or work / f"corpus-{args.n}-{args.megapixels:g}mp"
-    make_corpus(corpus, args.n, args.megapixels)
+    if args.corpus is None:  # a folder given is used as it is
+        make_corpus(corpus, args.n, args.megapixels)
     extra = ["--runtime", "onnx", "--device", "cpu", "--precision", args.precision]
     rounds = []
     for _ in range(args.paired):

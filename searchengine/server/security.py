@@ -7,6 +7,11 @@ One ASGI middleware in front of everything:
   cannot read answers from ``127.0.0.1`` (no CORS headers are ever sent), but it could
   re-point its own host name at ``127.0.0.1`` ("DNS rebinding"); the browser would then
   send that name as ``Host``, and it is refused.
+- **Proxies.** Without a token, a request a reverse proxy forwarded (``Forwarded``,
+  ``X-Forwarded-For``, ``X-Forwarded-Host`` or ``X-Real-IP``) is refused with 403
+  saying to start the server with a token: the proxy's address passes the host check,
+  and everyone who reaches the proxy would reach the collection. A proxy that adds
+  none of these (nginx's defaults) cannot be told from a local client.
 - **Token.** With a token, every ``/api/`` request but the OpenAPI schema must carry
   it: ``Authorization: Bearer TOKEN``, or the ``searchengine_token`` cookie that
   ``POST /api/session`` sets for the page (``HttpOnly``: no script reads it;
@@ -44,6 +49,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from searchengine.errors import ConfigError
 
 TOKEN_COOKIE = "searchengine_token"
+# What reverse proxies add to a request they forward (Caddy and Traefik by default,
+# nginx and Apache as their guides set them up): where it came from.
+FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip")
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 PUBLIC_API_PATHS = frozenset({"/api/openapi.json"})
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9._~-]{16,256}$")
@@ -165,6 +173,15 @@ class Guard:
                     "; start it with --token to serve other host names",
                     [],
                 )
+        if self.token is None and any(name in headers for name in FORWARDING_HEADERS):
+            return (
+                403,
+                "a proxy forwards requests to this server, which has no token: anyone who "
+                "reaches the proxy would reach the collection; start it with a token "
+                "(SEARCHENGINE_TOKEN=... searchengine serve) and open the page once as "
+                "PAGE-ADDRESS#token=TOKEN",
+                [],
+            )
         guarded = path.startswith("/api/") and path not in PUBLIC_API_PATHS
         if self.token is not None and guarded and not self._authorised(headers):
             return (

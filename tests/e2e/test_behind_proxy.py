@@ -219,3 +219,27 @@ def test_what_the_proxy_answers_for_the_server_is_said_plainly(
             "the proxy in front of it answered 502: is `searchengine serve` still running?"
         )
     assert re.search(r"connect\(\) failed .*Connection refused", front.log())
+
+
+def test_a_server_without_a_token_refuses_what_a_proxy_forwards(toy, env, proxy) -> None:
+    """Without a token the server answers loopback names only, and the proxy's
+    requests carry one: nginx's default Host is the upstream's ``127.0.0.1:PORT``.
+    The headers a proxy set up as guides say (``X-Forwarded-For``, ``X-Real-IP``)
+    give it away: refused, saying to use a token. With nginx's bare defaults nothing
+    does, which docs/web.md says."""
+    import httpx
+
+    tokenless = {k: v for k, v in env.items() if k != "SEARCHENGINE_TOKEN"}
+    with live_server(toy, tokenless) as upstream:
+        guides = (
+            "proxy_set_header X-Real-IP $remote_addr;\n"
+            "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;"
+        )
+        front = proxy(f"location / {{ proxy_pass {upstream}; {guides} }}")
+        for url in ("/", "/api/search?q=a+circle"):
+            refused = httpx.get(f"{front.url}{url}", timeout=30)
+            assert refused.status_code == 403
+            assert "start it with a token" in refused.json()["error"]
+        assert httpx.get(f"{upstream}/api/health", timeout=30).status_code == 200
+        bare = proxy(f"location / {{ proxy_pass {upstream}; }}")
+        assert httpx.get(f"{bare.url}/api/health", timeout=30).status_code == 200

@@ -206,6 +206,30 @@ def test_foreign_host_names_are_refused_without_a_token(served: Served) -> None:
         assert served.client.get("/api/health", headers={"Host": host}).status_code == 200
 
 
+FORWARDED = [
+    {"X-Forwarded-For": "192.168.1.20"},  # Caddy, Traefik; nginx as its guides set it up
+    {"X-Real-IP": "192.168.1.20"},
+    {"X-Forwarded-Host": "photos.example"},
+    {"Forwarded": "for=192.168.1.20;proto=https"},  # RFC 7239
+]
+
+
+@pytest.mark.parametrize("headers", FORWARDED)
+def test_a_proxy_s_requests_are_refused_without_a_token(served: Served, headers) -> None:
+    # The proxy's address passes the host check: everyone who reaches the proxy would
+    # reach the collection.
+    for url in ("/", "/api/health", "/api/search?q=red"):
+        assert_error(served.client.get(url, headers=headers), 403, "has no token")
+    assert served.client.get("/api/health").status_code == 200  # not forwarded: served
+
+
+@pytest.mark.parametrize("headers", FORWARDED)
+def test_with_a_token_a_proxy_in_front_is_fine(guarded: TestClient, headers) -> None:
+    answer = guarded.get("/api/health", headers={**headers, "Authorization": f"Bearer {TOKEN}"})
+    assert answer.status_code == 200
+    assert guarded.get("/", headers=headers).status_code == 200
+
+
 def test_binding_beyond_loopback_needs_a_strong_token(tmp_path: Path) -> None:
     collection, _, _ = make_collection(tmp_path)
     with collection:

@@ -1,4 +1,5 @@
-"""Fixtures of the browser tests: Debian's Chromium, driven by Playwright.
+"""Fixtures of the end-to-end tests: the toy collection the web tests serve, and
+Debian's Chromium, driven by Playwright.
 
 Chromium is ``/usr/bin/chromium`` (``scripts/install_browser.sh`` installs it,
 ``scripts/test.sh`` runs that first); Playwright only drives it, it downloads nothing.
@@ -10,6 +11,8 @@ import os
 import shutil
 
 import pytest
+from fakehub import activate
+from servertools import ToyCollection, build_toy_collection
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Headless as root on a machine with no network: no sandbox, no GPU, and nothing that
@@ -50,3 +53,14 @@ def page(browser):
     # Retry-After and asks again.
     unexpected = [e for e in errors if "status of 503" not in e]
     assert not unexpected
+
+
+@pytest.fixture(scope="module")
+def toy(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, fake_hub
+) -> ToyCollection:
+    """The toy world indexed by the CLI with the shipped ``toy`` model, once a test
+    module (the fake hub gives BLIP always, and CLIPS where ``toy`` is not shipped)."""
+    with pytest.MonkeyPatch.context() as patch:
+        activate(patch, fake_hub.hf_home)
+        yield build_toy_collection(tmp_path_factory.mktemp(request.module.__name__))

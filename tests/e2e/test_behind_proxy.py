@@ -17,21 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakehub import activate
 from nginx import Proxy, ProxyUnavailable, start_proxy
 from PIL import Image
-from servertools import ToyCollection, build_toy_collection, live_server, server_process
+from servertools import ToyCollection, live_server, server_process
+from test_browser import ALL_LOADED, VIEWER_LOADED, card_names, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 DOCS = Path(__file__).parents[2] / "docs" / "web.md"
 QUERY = "a green circle"
 TOKEN = "proxy-test-token-0123456789"
-ALL_LOADED = (
-    "Array.from(document.querySelectorAll('#results img'))"
-    ".every(i => i.complete && i.naturalWidth > 0)"
-)
-VIEWER_LOADED = "document.getElementById('viewer-img').naturalWidth > 0"
 
 
 def documented_site(upstream: str) -> str:
@@ -40,13 +35,6 @@ def documented_site(upstream: str) -> str:
     block = text.split("<!-- nginx-site:", 1)[1].split("```nginx\n", 1)[1].split("```", 1)[0]
     assert "http://127.0.0.1:8765/" in block
     return block.replace("http://127.0.0.1:8765", upstream)
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory: pytest.TempPathFactory, fake_hub) -> ToyCollection:
-    with pytest.MonkeyPatch.context() as patch:
-        activate(patch, fake_hub.hf_home)
-        yield build_toy_collection(tmp_path_factory.mktemp("proxy"))
 
 
 @pytest.fixture(scope="module")
@@ -87,18 +75,6 @@ def big_photo(tmp_path: Path) -> str:
     Image.fromarray(pixels).save(path, quality=95)
     assert path.stat().st_size > 2_000_000
     return str(path)
-
-
-def card_names(page) -> list[str]:
-    return page.locator("#results .card .name").all_inner_texts()
-
-
-def wait_until(page, condition: str, timeout: float = 15.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if page.evaluate(condition):
-            return
-        page.wait_for_timeout(50)
-    raise AssertionError(f"timed out waiting for {condition}")
 
 
 def search(page, query: str) -> None:

@@ -16,8 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fakehub import activate
-from servertools import ToyCollection, build_toy_collection, live_server
+from servertools import ToyCollection, live_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -29,13 +28,6 @@ ALL_LOADED = (
     ".every(i => i.complete && i.naturalWidth > 0)"
 )
 VIEWER_LOADED = "document.getElementById('viewer-img').naturalWidth > 0"
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory: pytest.TempPathFactory, fake_hub) -> ToyCollection:
-    with pytest.MonkeyPatch.context() as patch:
-        activate(patch, fake_hub.hf_home)
-        yield build_toy_collection(tmp_path_factory.mktemp("browser"))
 
 
 @pytest.fixture(scope="module")

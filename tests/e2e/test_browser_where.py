@@ -10,8 +10,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from fakehub import activate
-from servertools import ToyCollection, build_toy_collection, live_server
+from servertools import ToyCollection, live_server
 from test_browser import VIEWER_LOADED, wait_until
 
 from searchengine.toy import masks as toymasks
@@ -20,13 +19,6 @@ from searchengine.toy import world as toyworld
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 QUERY = "a green circle"
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory: pytest.TempPathFactory, fake_hub) -> ToyCollection:
-    with pytest.MonkeyPatch.context() as patch:
-        activate(patch, fake_hub.hf_home)
-        yield build_toy_collection(tmp_path_factory.mktemp("browser-where"))
 
 
 @pytest.fixture(scope="module")

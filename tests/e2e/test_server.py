@@ -22,7 +22,6 @@ import httpx
 import pytest
 import schemathesis
 from click.testing import CliRunner
-from fakehub import activate
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from imagegen import solid
@@ -30,7 +29,6 @@ from PIL import Image
 from servertools import (
     FakeCaptioner,
     ToyCollection,
-    build_toy_collection,
     live_server,
     make_collection,
     serving,
@@ -48,13 +46,6 @@ from searchengine.toy import world as toyworld
 BASE = "http://127.0.0.1:8765"
 
 # -- the toy collection, real model -----------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory: pytest.TempPathFactory, fake_hub) -> ToyCollection:
-    with pytest.MonkeyPatch.context() as patch:
-        activate(patch, fake_hub.hf_home)  # BLIP always; CLIPS when `toy` is not shipped
-        yield build_toy_collection(tmp_path_factory.mktemp("web"))
 
 
 @pytest.fixture(scope="module")

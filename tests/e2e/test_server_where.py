@@ -12,10 +12,9 @@ import os
 from pathlib import Path
 
 import pytest
-from fakehub import activate
 from fastapi.testclient import TestClient
 from PIL import Image
-from servertools import ToyCollection, build_toy_collection
+from servertools import ToyCollection
 
 from searchengine.collection import Collection
 from searchengine.config import Config
@@ -26,13 +25,6 @@ from searchengine.toy import world as toyworld
 pytestmark = pytest.mark.slow
 
 BASE = "http://127.0.0.1:8765"
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory: pytest.TempPathFactory, fake_hub) -> ToyCollection:
-    with pytest.MonkeyPatch.context() as patch:
-        activate(patch, fake_hub.hf_home)
-        yield build_toy_collection(tmp_path_factory.mktemp("where-web"))
 
 
 @pytest.fixture(scope="module")

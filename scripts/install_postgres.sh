@@ -5,6 +5,7 @@
 # (tests/pgbouncer.py), and stop them at the end; nothing here starts a server.
 # Idempotent and quiet; needs root (CI runs as root) or does nothing but say why.
 set -euo pipefail
+source "$(dirname "$0")/apt_install.sh"
 wanted=()
 if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
     wanted+=(postgresql)
@@ -15,19 +16,14 @@ fi
 if [ ${#wanted[@]} -eq 0 ]; then
     exit 0
 fi
-if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
-    echo "install_postgres: cannot apt-get ${wanted[*]}; the tests that need it will skip" >&2
-    exit 0
+if [ "$(id -u)" -eq 0 ]; then
+    # The package's own cluster (and its server on port 5432) is not needed: the tests
+    # make theirs. postgresql-common reads this before it would create one.
+    mkdir -p /etc/postgresql-common
+    if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
+        echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.conf
+    fi
 fi
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq >/dev/null
-# The package's own cluster (and its server on port 5432) is not needed: the tests
-# make theirs. postgresql-common reads this before it would create one. PgBouncer's
-# own service is not started either: there is no init system here, and the tests
-# start theirs.
-mkdir -p /etc/postgresql-common
-if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
-    echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.conf
-fi
-apt-get install -y -qq --no-install-recommends -o Dpkg::Options::=--force-confold "${wanted[@]}" >/dev/null
+apt_install install_postgres --no-install-recommends -o Dpkg::Options::=--force-confold \
+    "${wanted[@]}" || exit 0
 echo "installed: ${wanted[*]} ($(ls -d /usr/lib/postgresql/*/bin | tail -1))"

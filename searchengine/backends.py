@@ -28,6 +28,9 @@ Decisions, with the reasons (``docs/scale.md`` has the measurements):
   (``SOCKET_SETTINGS``: libpq's ``tcp_user_timeout`` and keepalives; the URL's own
   win): a firewall or NAT that drops an idle connection silently, or a partition,
   left a web server's next search waiting ~15 min for the kernel to give up.
+- **A server that stops answering while its connections stay open is noticed**
+  (``catalog_watch``): a round trip waiting ``STALL_CHECK_S`` has the server checked
+  with a new connection, and is cut when that gets no answer.
 - **A statement waits for a table lock at most** ``LOCK_TIMEOUT_S`` (the server's
   ``lock_timeout``; the URL's ``?options=-c lock_timeout=…`` wins): a table locked by
   maintenance (``VACUUM FULL``, ``ALTER TABLE``) hung every search on every host.
@@ -308,7 +311,17 @@ def create_catalog_engine(location: CatalogLocation, *, read_only: bool = False)
         event.listen(engine, "connect", _sqlite_pragmas)
     elif location.schema is not None:
         event.listen(engine, "connect", lambda conn, _record: _check_schema(conn, location))
+        if engine.dialect.driver == "psycopg":
+            event.listen(engine, "do_connect", _watched_connect)
     return engine
+
+
+def _watched_connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+    """Connect through ``catalog_watch``: a server whose processes stop answering while
+    its connections stay open ends a statement in seconds, not never."""
+    from searchengine.catalog_watch import connect
+
+    return connect(tuple(cargs), dict(cparams))
 
 
 def _options(location: CatalogLocation) -> str:

@@ -171,6 +171,37 @@ class Cluster:
             capture_output=True,
         )
 
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The server's processes stopped (SIGSTOP) while the block runs: a server
+        whose disk hung, or a paused process. Its kernel still accepts connections,
+        acknowledges what clients send and answers keepalives; nothing replies."""
+        import signal
+
+        pids = self._processes()
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+
+    def _processes(self) -> list[int]:
+        """The postmaster and every process it started (backends, checkpointer…)."""
+        top = int((self.data / "postmaster.pid").read_text().split()[0])
+        found = [top]
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:  # the parent is the field after the name, which may hold spaces
+                parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+            if parent == top:
+                found.append(int(proc.name))
+        return found
+
     def standby(self) -> Cluster:
         """A hot standby of this cluster (``pg_basebackup -R``: a copy that streams the
         primary's log and replays it), started on a port of its own: where a team

@@ -23,7 +23,9 @@ connection to it, which must log in and run ``SELECT 1`` within ``PROBE_TIMEOUT_
 Measured on a live server with its processes stopped (``tests/unit/
 test_catalog_frozen.py``): a search in flight gets its 503 in ~10 s, one sent while
 the server's connection sat in the pool in ~20 s (the pool's new connection then waits
-for its own ``connect_timeout``); before, neither answered in 150 s.
+for its own ``connect_timeout``); before, neither was answered. A network that goes
+silent under a statement in flight is caught the same way, in 10 s rather than the
+keepalives' 15 s (``tests/unit/test_catalog_network.py``).
 
 One watcher thread serves every watched connection of the process, and checks each
 server at most once a round, however many statements wait on it.
@@ -140,7 +142,8 @@ def probe(args: tuple[Any, ...], params: dict[str, Any]) -> str | None:
             return None  # the server answered, if with a refusal: it is alive
         return (
             "the server stopped answering (a new connection to it got no answer in "
-            f"{PROBE_TIMEOUT_S} s: its processes stopped or its disk hung?)"
+            f"{PROBE_TIMEOUT_S} s: its processes stopped, its disk hung, or the network "
+            "to it is down)"
         )
     return None
 

@@ -7,6 +7,7 @@ scripts/install.sh
 scripts/install_browser.sh  # Debian's Chromium, for the `browser` tests
 scripts/install_postgres.sh  # Debian's PostgreSQL server, for the `postgres` tests
 scripts/install_nginx.sh  # Debian's nginx, for the reverse-proxy tests
+scripts/install_bindfs.sh  # Debian's bindfs (FUSE), for the tests of a share that dies
 scripts/lint.sh
 # Two workers, a test file each at a time (its module fixtures stay in one worker): much
 # of the suite waits on child processes, servers and the network, so two workers take

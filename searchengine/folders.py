@@ -82,6 +82,16 @@ def away_note(collection: Path, folder: str, exists: bool, kept: int, shared: bo
     )
 
 
+def unlisted_note(path: str, why: str, kept: int) -> str:
+    """The line for a folder or file the walk could not read, or that did not answer
+    (``plan.IngestPlan.unlisted``)."""
+    photos = f"its {kept} photo{'s are' if kept != 1 else ' is'} kept as before"
+    return (
+        f"{display_path(path)} could not be read ({why}; a network share that is away?): "
+        f"{photos if kept else 'nothing in it was indexed'}; the next index reads it again"
+    )
+
+
 def forget_command(collection: Path, folder: str) -> str:
     """The command that takes ``folder`` out of the collection in the folder
     ``collection``, ready to paste (with ``--index-dir`` unless it is the default)."""

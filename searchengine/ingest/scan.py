@@ -1,18 +1,49 @@
-"""Walk folders for image files: path, size and mtime only (no file is opened)."""
+"""Walk folders for image files: path, size and mtime only (no file is opened).
+
+A folder or file that cannot be read for another reason than being gone (a network
+share whose server is away: "Transport endpoint is not connected", "Stale file
+handle", an I/O error, a permission taken away) or that does not answer in
+``answering.FOLDER_SECONDS`` is named in ``scan``'s ``unlisted``, so that ``plan``
+keeps what the collection holds under it: it was removed from the collection without
+a word, and a share that came back was embedded again, hours for a large one.
+"""
 
 from __future__ import annotations
 
 import errno
 import os
+import queue
 import stat
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import NamedTuple
 
-from searchengine.config import CATALOG_FILE, INDEX_FILE, LOCATION_FILE
 from searchengine.fsutil import folder_prefix
+from searchengine.ingest.answering import FolderReader, NotAnswering, Progress
+from searchengine.ingest.entries import GONE, FileEntry, checked, extension, link_failure, reason
 from searchengine.ingest.exclude import Exclusions
+from searchengine.ingest.mounts import MountTable
 from searchengine.ingest.raw import RAW_EXTENSIONS
+from searchengine.ingest.reading import (
+    SKIPPED_FOLDERS,
+    Listing,
+    Reading,
+    push_folders,
+    read_folder,
+    stat_path,
+)
+
+__all__ = [
+    "AVIF_EXTENSIONS",
+    "BASE_EXTENSIONS",
+    "CODEC_EXTENSIONS",
+    "HEIF_EXTENSIONS",
+    "SKIPPED_FOLDERS",
+    "FileEntry",
+    "image_extensions",
+    "missing_codecs_note",
+    "scan",
+]
 
 BASE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -23,20 +54,6 @@ AVIF_EXTENSIONS = frozenset({".avif"})
 # lists them (``scan``'s ``unreadable``), so that ``index`` can say what to install
 # instead of leaving them out without a word (an iPhone library is mostly HEIC).
 CODEC_EXTENSIONS = HEIF_EXTENSIONS | AVIF_EXTENSIONS | RAW_EXTENSIONS
-
-
-# Folders below a root that hold no photos of the user's own, by name: NAS thumbnails
-# (Synology ``@eaDir``, QNAP ``.@__thumb``), recycle bins and trash (Synology, QNAP,
-# Windows, macOS and Linux on removable drives), and Synology snapshots (a copy of
-# everything). Walking them would list each photo again as its thumbnails, and bring
-# deleted photos back. A root named directly is walked whatever its name.
-SKIPPED_FOLDERS = frozenset(
-    {"@eaDir", ".@__thumb", "#recycle", "@Recycle", "$RECYCLE.BIN", ".Trashes", ".Trash",
-     "#snapshot", "@Recently-Snapshot"}
-)  # fmt: skip
-# A searchengine collection's folder (its thumbnails are JPEGs), not walked either, is
-# told by its index file beside a catalog file or a server catalog's note.
-_MARKERS = frozenset({INDEX_FILE, CATALOG_FILE, LOCATION_FILE})
 
 
 def image_extensions() -> frozenset[str]:
@@ -58,7 +75,7 @@ def image_extensions() -> frozenset[str]:
 def missing_codecs_note(unreadable: Iterable[str]) -> str | None:
     """What ``index`` says of the photos a walk met that this installation cannot read
     (``scan``'s ``unreadable`` paths); None when there were none."""
-    exts = [_extension(os.path.basename(path)) for path in unreadable]
+    exts = [extension(os.path.basename(path)) for path in unreadable]
     heif = sum(ext in HEIF_EXTENSIONS for ext in exts)
     avif = sum(ext in AVIF_EXTENSIONS for ext in exts)
     raw = sum(ext in RAW_EXTENSIONS for ext in exts)
@@ -83,21 +100,15 @@ def missing_codecs_note(unreadable: Iterable[str]) -> str | None:
     return "; ".join(parts) + "; the next index adds them"
 
 
-class FileEntry(NamedTuple):
-    """One file found by a scan (a tuple: a re-run of 100k files makes 100k of them)."""
-
-    path: str  # absolute
-    size: int
-    mtime_ns: int
-    error: str | None = None  # set when the name exists but cannot be a file to read
-
-
 def scan(
     roots: Iterable[str | Path],
     extensions: frozenset[str] | None = None,
     exclusions: Exclusions | None = None,
     left_out: list[str] | None = None,
     unreadable: list[str] | None = None,
+    unlisted: dict[str, str] | None = None,
+    reader: FolderReader | None = None,
+    mounts: MountTable | None = None,
 ) -> Iterator[FileEntry]:
     """Yield every image file under ``roots``; a root that is not a folder is yielded too.
 
@@ -112,161 +123,139 @@ def scan(
     ``left_out``. Photos of a format this installation cannot read (``CODEC_EXTENSIONS``
     outside ``extensions``) go to ``unreadable``, but for a RAW file a photo of the
     same name stands for. Entries that
-    vanish during the walk are skipped.
+    vanish during the walk are skipped; those that cannot be read otherwise, or do not
+    answer (module docstring), go to ``unlisted`` with why. The walk's calls run on
+    ``reader`` (one of its own if None); ``mounts`` says which folders are on a network
+    or FUSE file system (this machine's mount table if None).
     """
     exts = image_extensions() if extensions is None else extensions
-    for root in roots:
-        root = os.path.abspath(root)
-        try:
-            st = os.stat(root)
-        except OSError as exc:
-            if os.path.lexists(root):  # a symbolic link to nowhere, or a loop
-                yield FileEntry(root, 0, 0, _link_failure(exc))
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            yield from _walk(root, exts, (st.st_dev, st.st_ino), exclusions, left_out, unreadable)
-        else:
-            yield _checked(root, st)
-
-
-def _entry(entry: os.DirEntry[str]) -> FileEntry:
+    own = reader is None
+    walker = _Walker(reader or FolderReader(), exts, exclusions, left_out, unreadable, unlisted)
+    walker.mounts = mounts or MountTable.read()
     try:
-        st = entry.stat(follow_symlinks=True)
-    except OSError as exc:
-        if not entry.is_symlink():
-            raise
-        return FileEntry(entry.path, 0, 0, _link_failure(exc))
-    return _checked(entry.path, st)
+        for root in roots:
+            yield from walker.root(os.path.abspath(root))
+    finally:
+        if own:
+            walker.reader.close()
 
 
-def _checked(path: str, st: os.stat_result) -> FileEntry:
-    # Regular files only: reading a FIFO or device named x.jpg would block forever.
-    if not stat.S_ISREG(st.st_mode):
-        return FileEntry(path, 0, 0, f"not a regular file ({_kind(st.st_mode)})")
-    return FileEntry(path, st.st_size, st.st_mtime_ns)
+class _Walker:
+    """The walk of ``scan``: its settings, and what it collects besides the entries."""
 
+    def __init__(
+        self,
+        reader: FolderReader,
+        exts: frozenset[str],
+        exclusions: Exclusions | None,
+        left_out: list[str] | None,
+        unreadable: list[str] | None,
+        unlisted: dict[str, str] | None,
+    ) -> None:
+        self.reader = reader
+        self.exts = exts
+        self.exclusions = exclusions
+        self.left_out = left_out
+        self.unreadable = unreadable
+        self.unlisted = unlisted
+        self.cannot_read = CODEC_EXTENSIONS - exts if unreadable is not None else frozenset()
+        self.hung: set[str] = set()  # names that did not answer: not touched again
+        self.mounts = MountTable(known=False)
 
-def _link_failure(exc: OSError) -> str:
-    return "symbolic link loop" if exc.errno == errno.ELOOP else "broken symbolic link"
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISCHR(mode):
-        return "a character device"
-    if stat.S_ISBLK(mode):
-        return "a block device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "a special file"
-
-
-def _extension(name: str) -> str:
-    """``os.path.splitext(name)[1].lower()`` (leading dots are no extension), cheaper."""
-    dot = name.rfind(".")
-    if dot <= 0 or not name[:dot].lstrip("."):
-        return ""
-    return name[dot:].lower()
-
-
-def _walk(
-    folder: str,
-    exts: frozenset[str],
-    identity: tuple[int, int],
-    exclusions: Exclusions | None,
-    left_out: list[str] | None,
-    unreadable: list[str] | None,
-) -> Iterator[FileEntry]:
-    # An explicit stack of scandir iterators: os.scandir gives type and stat from the
-    # directory read itself, which keeps an unchanged re-run close to a bare walk.
-    # A folder met again under another name (a bind mount of one inside the tree) is
-    # walked once, or every photo in it would be listed twice: one lstat a folder.
-    walked = {identity}  # ``folder``'s (device, inode), and each folder's below it
-    stack = [folder]
-    prefix = folder_prefix(folder)
-    leaves_out = exclusions.matcher(prefix) if exclusions else None
-    cannot_read = CODEC_EXTENSIONS - exts if unreadable is not None else frozenset()
-    cannot: list[str] = unreadable if unreadable is not None else []
-    while stack:
-        current = stack.pop()
+    def root(self, root: str) -> Iterator[FileEntry]:
         try:
-            with os.scandir(current) as entries:
-                subdirs, files = [], set()
-                named: list[str] = []  # the photos yielded here, for RAW+JPEG pairs
-                raws: list[tuple[os.DirEntry[str], str]] = []
-                for entry in entries:
-                    try:
-                        name = entry.name
-                        if entry.is_dir(follow_symlinks=False):
-                            if name in SKIPPED_FOLDERS or name.startswith(".Trash-"):
-                                continue
-                            if leaves_out is not None and leaves_out(entry.path, name):
-                                _note(left_out, entry.path)
-                                continue
-                            info = entry.stat(follow_symlinks=False)
-                            subdirs.append((entry.path, (info.st_dev, info.st_ino)))
-                        elif (ext := _extension(name)) in exts and not name.startswith("._"):
-                            if leaves_out is not None and leaves_out(entry.path, name):
-                                _note(left_out, entry.path)
-                                continue
-                            if ext in RAW_EXTENSIONS:
-                                raws.append((entry, ext))
-                                continue
-                            named.append(name)
-                            yield _entry(entry)
-                        elif name in _MARKERS:
-                            files.add(name)
-                        elif (
-                            ext in cannot_read
-                            and not name.startswith("._")
-                            and (leaves_out is None or not leaves_out(entry.path, name))
-                        ):
-                            raws.append((entry, ext))  # counted, unless a pair's
-                    except OSError:
-                        continue
-                if raws:
-                    yield from _raw_entries(raws, named, exts, cannot)
-        except OSError:
-            continue
-        if current != folder and _collection(files):
-            continue  # its thumbnails are not photos
-        new = []
-        for path, key in sorted(subdirs):  # in name order: the same name wins each run
-            if key not in walked:
-                walked.add(key)
-                new.append(path)
-        stack.extend(reversed(new))
-
-
-def _raw_entries(
-    raws: list[tuple[os.DirEntry[str], str]],
-    named: list[str],
-    exts: frozenset[str],
-    unreadable: list[str],
-) -> Iterator[FileEntry]:
-    """The camera RAW files of one folder that no other photo of the same name stands
-    for (a camera set to RAW+JPEG writes both; the JPEG is its rendering of the shot),
-    and a count of the photos of a format this installation cannot read."""
-    stems = {n[: n.rfind(".")].lower() for n in named}
-    for entry, ext in raws:
-        name = entry.name
-        if ext in RAW_EXTENSIONS and name[: name.rfind(".")].lower() in stems:
-            continue
-        if ext in exts:
-            try:
-                yield _entry(entry)
-            except OSError:
-                continue
+            st = self.reader.call(stat_path, root)
+        except NotAnswering as exc:
+            self._unlisted(root, str(exc))
+            return
+        except OSError as exc:
+            if exc.errno in GONE or exc.errno == errno.ELOOP:
+                if os.path.lexists(root):  # a symbolic link to nowhere, or a loop
+                    yield FileEntry(root, 0, 0, link_failure(exc))
+            else:
+                self._unlisted(root, reason(exc))
+            return
+        if stat.S_ISDIR(st.st_mode):
+            yield from self._walk(root, (st.st_dev, st.st_ino))
         else:
-            unreadable.append(entry.path)
+            yield checked(root, st)
 
+    def _walk(self, folder: str, identity: tuple[int, int]) -> Iterator[FileEntry]:
+        leaves_out = self.exclusions.matcher(folder_prefix(folder)) if self.exclusions else None
+        if self.mounts.watched(identity[0]):
+            yield from self._watched(folder, identity, leaves_out)
+        else:
+            yield from self._local(folder, identity, leaves_out)
 
-def _note(left_out: list[str] | None, path: str) -> None:
-    if left_out is not None:
-        left_out.append(path)
+    def _local(
+        self, folder: str, identity: tuple[int, int], leaves_out: Callable[[str, str], bool] | None
+    ) -> Iterator[FileEntry]:
+        """The folders under ``folder``, on a local disk, read on this thread; the
+        network and FUSE file systems mounted among them are walked apart, watched."""
+        walked = {identity}  # ``folder``'s (device, inode), and each folder's below it
+        stack = [folder]
+        progress = Progress(read_folder, ())
+        settings = (self.exts, leaves_out, self.cannot_read, self.hung, self.mounts.remote)
+        while stack:
+            current = stack.pop()
+            try:
+                found = read_folder(progress, current, *settings)
+            except OSError as exc:
+                yield from self._found(current, exc)
+                continue
+            yield from self._found(current, found)
+            push_folders(stack, walked, folder, current, found)
 
+    def _watched(
+        self, folder: str, identity: tuple[int, int], leaves_out: Callable[[str, str], bool] | None
+    ) -> Iterator[FileEntry]:
+        """The folders under ``folder``, on a network or FUSE file system, read by
+        ``Reading`` on a thread of its own while this one yields their entries; a
+        folder that makes no progress for ``reader.seconds`` is given up on (module
+        docstring)."""
+        reading = Reading(
+            folder, identity, self.exts, leaves_out, self.cannot_read, self.hung, self.mounts.remote
+        )
+        reading.start()
+        seconds = self.reader.seconds
+        step = min(1.0, seconds / 4)
+        seen, since = -1, time.monotonic()
+        try:
+            while True:
+                try:
+                    gen, batch = reading.out.get(timeout=step)
+                except queue.Empty:
+                    now, progress = time.monotonic(), reading.progress
+                    if progress.steps != seen:
+                        seen, since = progress.steps, now
+                    elif now - since > seconds:
+                        self._unlisted(reading.give_up(), f"did not answer in {seconds:.0f} s")
+                        seen, since = -1, now
+                    continue
+                if batch is None:
+                    if gen == reading.gen:
+                        return
+                    continue
+                for current, found in batch:
+                    yield from self._found(current, found)
+        finally:
+            reading.stop()
 
-def _collection(names: set[str]) -> bool:
-    """Whether a folder holding ``names`` (of ``_MARKERS``) is a collection's."""
-    return INDEX_FILE in names and len(names) > 1
+    def _found(self, current: str, found: Listing | OSError) -> Iterator[FileEntry]:
+        if isinstance(found, OSError):
+            if found.errno not in GONE:
+                self._unlisted(current, reason(found))
+            return
+        yield from found.entries
+        for path, why in found.failed:
+            self._unlisted(path, why)
+        if self.left_out is not None:
+            self.left_out.extend(found.left_out)
+        if self.unreadable is not None:
+            self.unreadable.extend(found.unreadable)
+        for mounted in found.apart:
+            yield from self.root(mounted)
+
+    def _unlisted(self, path: str, why: str) -> None:
+        if self.unlisted is not None:
+            self.unlisted[path] = why

@@ -17,7 +17,7 @@ import numpy as np
 from searchengine.batch import Batch
 from searchengine.catalog import ImageRecord
 from searchengine.errors import ImageError
-from searchengine.folders import away_note
+from searchengine.folders import away_note, unlisted_note
 from searchengine.fsutil import under
 from searchengine.ingest.load import Failed, Item, Jpeg, Known, Pixels
 from searchengine.ingest.plan import IngestPlan
@@ -62,6 +62,7 @@ class Writer:
         self._known = plan.known
         self._missing = dict(plan.missing)
         self._away = plan.away
+        self._unlisted = plan.unlisted
         self._kept = dict(plan.kept)  # rows of folders away: moved from, never removed
         self._excluded = list(plan.excluded.values())
         self._claimed: set[int] = set()
@@ -93,6 +94,9 @@ class Writer:
             if kept:  # what did not move elsewhere
                 note = away_note(self.store.folder, folder, exists, kept, shared)
                 self.report.notes.append(note)
+        for path, (why, held) in self._unlisted.items():
+            kept = sum(1 for p in self._kept if p == path or under(p, path)) if held else 0
+            self.report.notes.append(unlisted_note(path, why, kept))
         ids = list(self._missing.values())
         if not ids and not self._excluded:
             return

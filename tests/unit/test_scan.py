@@ -110,9 +110,9 @@ def test_a_missing_root_yields_nothing(tmp_path):
     ["a.JPG", ".jpg", "..jpg", "a..jpg", "...", "a.", "noext", "a.b.Png", ".x.jpeg", "é.WebP"],
 )
 def test_extension_agrees_with_splitext(name):
-    from searchengine.ingest.scan import _extension
+    from searchengine.ingest.entries import extension
 
-    assert _extension(name) == os.path.splitext(name)[1].lower()
+    assert extension(name) == os.path.splitext(name)[1].lower()
 
 
 def test_a_folder_mounted_twice_in_the_tree_is_walked_once(tmp_path):
@@ -175,3 +175,28 @@ def test_knowing_which_extensions_to_walk_imports_no_optional_decoder():
     loaded = imported_after(code, ["pillow_heif", "rawpy"])
     assert loaded == []
     assert importlib.util.find_spec("pillow_heif") is not None  # installed: found, not loaded
+
+
+def test_the_mount_table_tells_local_disks_from_shares(tmp_path):
+    """Read from mountinfo's own format (proc(5)): a disk and tmpfs are local, NFS,
+    SMB, sshfs and any FUSE file system are not, and a mount point's escaped space is
+    read back; without a table every folder counts as remote."""
+    from searchengine.ingest.mounts import MountTable
+
+    table = tmp_path / "mountinfo"
+    table.write_text(
+        "22 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw\n"
+        "30 22 0:27 / /tmp rw,nosuid - tmpfs tmpfs rw\n"
+        "41 22 0:45 / /mnt/nas rw,relatime shared:9 - nfs4 nas:/photos rw,vers=4.2\n"
+        "42 22 0:46 / /mnt/My\\040Photos rw - cifs //box/photos rw\n"
+        "43 22 0:47 / /home/me/remote rw,nosuid - fuse.sshfs me@host: rw,user_id=0\n"
+        "44 22 0:48 / /media/usb rw - fuseblk /dev/sdb1 rw\n"
+        "a line that is not a mount\n"
+    )
+    mounts = MountTable.read(str(table))
+    assert mounts.known
+    assert not mounts.watched(os.makedev(259, 2)) and not mounts.watched(os.makedev(0, 27))
+    assert mounts.watched(os.makedev(0, 45)) and mounts.watched(os.makedev(0, 99))
+    assert mounts.remote == {"/mnt/nas", "/mnt/My Photos", "/home/me/remote", "/media/usb"}
+    missing = MountTable.read(str(tmp_path / "none"))
+    assert not missing.known and missing.watched(os.makedev(259, 2))

@@ -1,0 +1,166 @@
+"""A network share under an indexed folder that dies or stops answering, for real: a
+FUSE mount (``tests/fuseshare.py``) whose process is killed (every call under it then
+fails with "Transport endpoint is not connected", as under a dead sshfs or rclone
+mount) or stopped (every call blocks, as on an NFS hard mount whose server went away).
+
+Before: a share that died had its photos removed from the collection without a word
+(the next index after it came back embedded them all again), and one that stopped
+answering hung ``index`` with no output, for ever.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from clirunner import spawn
+from fuseshare import ShareUnavailable, share
+from imagegen import solid
+
+from searchengine.ingest import answering, reading
+from searchengine.ingest.plan import plan
+from searchengine.ingest.scan import scan
+
+COLOURS = {"red": (250, 0, 0), "green": (0, 250, 0)}
+SHARED = {"blue": (0, 0, 250), "yellow": (250, 250, 0), "white": (250, 250, 250)}
+
+
+@pytest.fixture
+def tree(tmp_path: Path):
+    """``photos/local`` (two photos) and ``photos/nas``, a share of three: (photos,
+    the share)."""
+    photos, source = tmp_path / "photos", tmp_path / "server"
+    for name, colour in COLOURS.items():
+        solid(photos / "local" / f"{name}.jpg", colour)
+    for name, colour in SHARED.items():
+        solid(source / f"{name}.jpg", colour)
+    try:
+        with share(source, photos / "nas") as mounted:
+            yield photos, mounted
+    except ShareUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+def index(home: Path, photos: Path, timeout: float = 180) -> tuple[dict, str, float]:
+    started = time.monotonic()
+    done = spawn(
+        "index", str(photos), "--index-dir", str(home), "-m", "toy", "--json", timeout=timeout
+    )
+    took = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout), done.stderr, took
+
+
+def indexed(home: Path) -> int:
+    done = spawn("status", "--index-dir", str(home), "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["images"]
+
+
+def test_a_share_whose_file_system_died_keeps_its_photos(tmp_path, tree) -> None:
+    """The share's process is killed (ENOTCONN under it): the next index adds the new
+    local photo, removes nothing, and says which folder it could not read and that its
+    photos are kept; once the share is back, nothing is embedded again."""
+    photos, mounted = tree
+    home = tmp_path / "idx"
+    first, _, _ = index(home, photos)
+    assert first["added"] == 5
+    mounted.die()
+    solid(photos / "local" / "black.jpg", (5, 5, 5))
+    report, _, _ = index(home, photos)
+    assert (report["added"], report["removed"]) == (1, 0), report
+    (note,) = report["notes"]
+    assert str(photos / "nas") in note and "Transport endpoint is not connected" in note
+    assert "its 3 photos are kept as before" in note
+    assert indexed(home) == 6
+    mounted.unmount()
+    mounted.mount()
+    back, _, _ = index(home, photos)
+    assert (back["added"], back["updated"], back["removed"], back["unchanged"]) == (0, 0, 0, 6)
+    assert back["notes"] == []
+
+
+@pytest.mark.slow
+def test_a_share_that_stops_answering_is_given_up_on_and_the_rest_indexed(tmp_path, tree):
+    """The share's process is stopped: every call under it blocks. ``index`` gives the
+    share up after 30 s without progress, adds the new local photo and keeps the
+    share's; once the share answers again, nothing is embedded again."""
+    photos, mounted = tree
+    home = tmp_path / "idx"
+    index(home, photos)
+    solid(photos / "local" / "black.jpg", (5, 5, 5))
+    time.sleep(1.5)  # past FUSE's 1 s attribute cache: the mount point's lstat blocks
+    with mounted.stopped():
+        report, _, took = index(home, photos, timeout=120)
+    print(f"\nindex with a share that does not answer: {took:.1f} s")
+    assert (report["added"], report["removed"]) == (1, 0), report
+    (note,) = report["notes"]
+    assert str(photos / "nas") in note and "did not answer in 30 s" in note
+    assert "its 3 photos are kept as before" in note
+    assert answering.FOLDER_SECONDS <= took < answering.FOLDER_SECONDS + 30
+    back, _, _ = index(home, photos)
+    assert (back["added"], back["removed"], back["unchanged"]) == (0, 0, 6)
+
+
+def test_a_share_inside_a_share_that_stops_answering_loses_nothing_read_before_it(
+    tmp_path, monkeypatch
+):
+    """A share (``photos``, read on a thread the walk can leave) holding, at ``m/nas``,
+    a share of its own that stops answering: the folders read before it, still in the
+    reader's hands when it is given up on, are all seen (none of their photos counts as
+    missing), and the inner share's are kept."""
+    monkeypatch.setattr(answering, "FOLDER_SECONDS", 1.0)
+    # Nothing is handed over before the share is met: all of it is in the reader's hands.
+    monkeypatch.setattr(reading, "BATCH_SECONDS", 600.0)
+    photos, server, inner = tmp_path / "photos", tmp_path / "server", tmp_path / "server2"
+    for n in range(5):  # read before m/, in name order, and in m/ one photo before nas/
+        solid(server / f"a{n}" / "p.jpg", (10 * n, 0, 0))
+    solid(server / "m" / "p.jpg", (0, 9, 0))
+    solid(server / "z" / "p.jpg", (0, 0, 9))
+    for name, colour in SHARED.items():
+        solid(inner / f"{name}.jpg", colour)
+    try:
+        with share(inner, server / "m" / "nas") as nested, share(server, photos):
+            before = {e.path: (i, e.size, e.mtime_ns) for i, e in enumerate(scan([photos]))}
+            assert len(before) == 10
+            time.sleep(1.5)  # past FUSE's 1 s attribute cache: the mount point's lstat blocks
+            with nested.stopped():
+                started = time.monotonic()
+                diff = plan(before, [str(photos)])
+                took = time.monotonic() - started
+    except ShareUnavailable as exc:
+        pytest.skip(str(exc))
+    print(f"\nunlisted: {diff.unlisted}")
+    assert diff.missing == {} and diff.candidates == []
+    # What the outer share answers once its reader is blocked in the inner one varies
+    # (a FUSE process serves some calls in turn): each folder it does not answer is
+    # given up on in turn, its photos kept; a0-a4, read before, are seen whatever.
+    assert diff.unchanged >= 5 and diff.unchanged + len(diff.kept) == 10
+    assert diff.unlisted[str(photos / "m" / "nas")] == ("did not answer in 1 s", 3)
+    assert all(why == "did not answer in 1 s" for why, _ in diff.unlisted.values())
+    assert took < 20, took
+
+
+def test_a_file_that_cannot_be_read_keeps_its_row_and_one_that_vanished_does_not(tmp_path):
+    """Reading a name fails: a vanished one (ENOENT) is gone from the collection as
+    before; one that fails otherwise (here: a link into a share that died) is kept."""
+    photos = tmp_path / "photos"
+    solid(photos / "kept.jpg", (1, 2, 3))
+    solid(photos / "gone.jpg", (3, 2, 1))
+    solid(photos / "here.jpg", (2, 2, 2))  # the folder is not empty, so not away
+    states = {e.path: (i, e.size, e.mtime_ns) for i, e in enumerate(scan([photos]))}
+    (photos / "gone.jpg").unlink()
+    source = tmp_path / "server"
+    solid(source / "x.jpg", (9, 9, 9))
+    try:
+        with share(source, tmp_path / "nas") as mounted:
+            (photos / "kept.jpg").unlink()
+            (photos / "kept.jpg").symlink_to(tmp_path / "nas" / "x.jpg")
+            mounted.die()
+            diff = plan(states, [str(photos)])
+    except ShareUnavailable as exc:
+        pytest.skip(str(exc))
+    assert list(diff.missing) == [str(photos / "gone.jpg")]
+    assert diff.unlisted == {str(photos / "kept.jpg"): ("Transport endpoint is not connected", 1)}

@@ -32,7 +32,7 @@ from searchengine.server.schemas import (
 )
 from searchengine.server.security import TOKEN_COOKIE, offered_token
 from searchengine.server.service import Service
-from searchengine.server.thumbnails import media_type, read_indexed
+from searchengine.server.thumbnails import media_type
 from searchengine.values import Orientation, Sort
 
 MAX_K = 100
@@ -199,10 +199,11 @@ def image(request: Request, image_id: ImageId) -> ImageInfo:
         **_errors(404, 409),
     },
 )
-def image_file(request: Request, image_id: ImageId) -> Response:
+async def image_file(request: Request, image_id: ImageId) -> Response:
     """The original file, byte for byte, provided it still holds what was indexed."""
-    record = service(request).record(image_id)
-    data = read_indexed(record)
+    served = service(request)
+    record = served.record(image_id)
+    data = await served.read_file(record)
     kind = media_type(data, record.path)
     return Response(data, media_type=kind, headers={"Cache-Control": "private"})
 

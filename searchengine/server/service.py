@@ -68,6 +68,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("searchengine.server")
 MAX_FOLDERS = 2000
 HEALTH_COUNT_SECONDS = 2.0  # how stale /api/health's image count may be
+FILE_SECONDS = 10.0  # how long a request waits for an original file to be read
+FILE_THREADS_MOST = 64  # file readers at most, most of them stuck on a share that is away
 # Decoded pixels held at once. A 100 MP RGBA PNG takes ~900 MB at its peak; the server
 # and its model take ~300 MB more with the shipped models: 1.5 GB in all, at most.
 DECODE_BUDGET = 1_000_000_000
@@ -109,6 +111,12 @@ class Service:
         self.searches = Worker("search", threads=1, depth=64, retry_after=2)
         self.captions = Worker("caption", threads=1, depth=24, retry_after=30)
         self.decodes = Worker("decode", threads=2, depth=32, retry_after=10)
+        # Originals are read apart, and waited for at most FILE_SECONDS: a photo on a
+        # network share whose server went away blocks its reader in the kernel for ever.
+        # Read on the shared thread pool, 40 such requests held every thread, and every
+        # route that needs one (the health probe's and the token check's among them)
+        # stalled with them.
+        self.files = Worker("file", threads=4, depth=32, retry_after=10)
         self._folders: tuple[object, FoldersBody] | None = None
         self._images: tuple[float | None, int] = (None, 0)  # (when counted, ok images)
         self._counting: asyncio.Future[int] | None = None
@@ -197,7 +205,7 @@ class Service:
     async def caption(self, image_id: int) -> CaptionBody:
         """The BLIP caption of an indexed image (made once, then read from the catalog)."""
         record = self.record(image_id)
-        await run_in_threadpool(read_indexed, record)  # only what was indexed is described
+        await self.read_file(record)  # only what was indexed is described
         captioner = self.caption_model.get()
         texts = await self.captions.run(self.collection.caption, [image_id], captioner)
         if image_id not in texts:
@@ -212,6 +220,27 @@ class Service:
         if cached.is_file():
             return cached
         return await self.decodes.run(self.thumbnails.get, record, size)
+
+    async def read_file(self, record: ImageRecord) -> bytes:
+        """The indexed file's bytes (``read_indexed``), read on the file worker.
+
+        Raises:
+            FileUnavailable: gone (404), changed (409), or it did not answer within
+                ``FILE_SECONDS`` (503; its reader is left to the kernel).
+        """
+        try:
+            return await asyncio.wait_for(
+                self.files.run(read_indexed, record), timeout=FILE_SECONDS
+            )
+        except asyncio.TimeoutError:  # TimeoutError itself from Python 3.11 on
+            # Its reader may be stuck for good: one more thread keeps the other files
+            # (on a disk that answers) served.
+            self.files.add_thread(most=FILE_THREADS_MOST)
+            raise FileUnavailable(
+                f"image {record.id}'s file did not answer in {FILE_SECONDS:g} s (on a "
+                "network share that is away?); try again later",
+                503,
+            ) from None
 
     # -- catalog --------------------------------------------------------------------
     def record(self, image_id: int) -> ImageRecord:

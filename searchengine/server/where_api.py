@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from searchengine.models.clipseg import DEFAULT_SEG_MODEL
 from searchengine.ranking import MAX_QUERY_CHARS
 from searchengine.server.schemas import ErrorBody, SimilarPage
-from searchengine.server.thumbnails import decode_indexed, read_indexed
+from searchengine.server.thumbnails import decode_indexed
 from searchengine.server.workers import ModelSlot, Worker
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ class WhereService:
             if cached is not None:
                 self._answers.move_to_end(key)
         if cached is not None:
-            await run_in_threadpool(read_indexed, record)
+            await self.service.read_file(record)
             return cached
         seg = self.slot.ready or await run_in_threadpool(self.slot.get)
         decoded = await self.service.decodes.run(decode_indexed, record, _SIDE, self.service.budget)
@@ -168,7 +168,7 @@ class WhereService:
         from searchengine.region import parse_box
 
         record = self.service.record(image_id)
-        await run_in_threadpool(read_indexed, record)  # only what was indexed is searched from
+        await self.service.read_file(record)  # only what was indexed is searched from
         return await self.service.similar_to_image(
             image_id, k, offset, region=parse_box(box), region_method=method
         )

@@ -262,8 +262,29 @@ class Worker:
                 )
             self._pending += 1
         future: Future[T] = Future()
+        # A call given up on while it waits leaves the count at once, not when a thread
+        # gets to it (which may be never, if they are all stuck: ``add_thread``).
+        future.add_done_callback(self._dropped)
         self._queue.put((future, lambda: call(*args)))
         return future
+
+    def add_thread(self, most: int) -> None:
+        """Start one more thread, up to ``most`` in all: for a worker whose threads may
+        be stuck for good (a file on a share that no longer answers)."""
+        with self._lock:
+            if self._threads >= most:
+                return
+            self._threads += 1
+            number = self._threads
+        threading.Thread(target=self._serve, name=f"{self.name} {number}", daemon=True).start()
+
+    def _dropped(self, future: Future[Any]) -> None:
+        if future.cancelled():
+            self._release()
+
+    def _release(self) -> None:
+        with self._lock:
+            self._pending -= 1
 
     async def run(self, call: Callable[..., T], *args: Any) -> T:
         """``call(*args)`` on this worker, awaited (the event loop is free meanwhile)."""
@@ -283,18 +304,17 @@ class Worker:
             if item is None:
                 return
             future, call = item
+            if not future.set_running_or_notify_cancel():
+                continue  # cancelled while it waited: already out of the count
             try:
-                if future.set_running_or_notify_cancel():
-                    try:
-                        future.set_result(call())
-                    except StopIteration as exc:  # cannot cross into an asyncio future
-                        future.set_exception(RuntimeError(f"StopIteration from {call}"))
-                        del exc
-                    except BaseException as exc:
-                        future.set_exception(exc)
+                future.set_result(call())
+            except StopIteration as exc:  # cannot cross into an asyncio future
+                future.set_exception(RuntimeError(f"StopIteration from {call}"))
+                del exc
+            except BaseException as exc:
+                future.set_exception(exc)
             finally:
-                with self._lock:
-                    self._pending -= 1
+                self._release()
 
 
 # Decodes this large hand their memory back to the system when done (see ``_trim``).

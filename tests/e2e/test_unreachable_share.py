@@ -164,3 +164,65 @@ def test_a_file_that_cannot_be_read_keeps_its_row_and_one_that_vanished_does_not
         pytest.skip(str(exc))
     assert list(diff.missing) == [str(photos / "gone.jpg")]
     assert diff.unlisted == {str(photos / "kept.jpg"): ("Transport endpoint is not connected", 1)}
+
+
+def test_the_web_server_keeps_answering_while_photos_on_a_share_do_not(tmp_path, monkeypatch):
+    """``serve`` with photos on a share that stops answering: 40 requests for such a
+    photo's original each get a 503 (at once when the file readers are all busy, else
+    after ``FILE_SECONDS``), while health, search and a local photo's thumbnail answer
+    at once; after the burst a local original is served and the share's is a 503
+    again. Before, the 40 reads held every thread of the server's pool, and every
+    route, the health probe's included, stalled for as long as the share did."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    from servertools import serving
+
+    from searchengine import Collection, Config
+    from searchengine.models.fake import FakeEncoder
+    from searchengine.server import create_app, service
+
+    monkeypatch.setattr(service, "FILE_SECONDS", 2.0)
+    photos, source = tmp_path / "photos", tmp_path / "server"
+    solid(photos / "red.jpg", COLOURS["red"])
+    solid(source / "blue.jpg", SHARED["blue"])
+    try:
+        with share(source, photos / "nas") as mounted:
+            config = Config(home=tmp_path / "idx", device="cpu", workers=1)
+            collection = Collection.open("t", config, create=True, encoder=FakeEncoder())
+            collection.index([photos])
+            ids = {Path(r.path).name: r.id for r in collection.catalog.records()}
+            with collection, serving(create_app(collection)) as url:
+
+                def get(path: str) -> tuple[int | None, float]:
+                    started = time.monotonic()
+                    try:
+                        status = httpx.get(url + path, timeout=20).status_code
+                    except httpx.TimeoutException:
+                        status = None
+                    return status, time.monotonic() - started
+
+                time.sleep(1.5)  # past FUSE's 1 s attribute cache
+                with mounted.stopped(), ThreadPoolExecutor(44) as pool:
+                    burst = [
+                        pool.submit(get, f"/api/images/{ids['blue.jpg']}/file") for _ in range(40)
+                    ]
+                    time.sleep(0.5)
+                    during = {
+                        route: pool.submit(get, route).result()
+                        for route in (
+                            "/api/health",
+                            "/api/search?q=red",
+                            f"/api/images/{ids['red.jpg']}/thumbnail",
+                        )
+                    }
+                    answered = [job.result() for job in burst]
+                    after = get(f"/api/images/{ids['red.jpg']}/file")
+                    again = get(f"/api/images/{ids['blue.jpg']}/file")
+    except ShareUnavailable as exc:
+        pytest.skip(str(exc))
+    print(f"\nduring: {during}; burst slowest {max(s for _, s in answered):.1f} s")
+    assert all(status == 200 and took < 3 for status, took in during.values()), during
+    assert {status for status, _ in answered} == {503}
+    assert max(took for _, took in answered) < 8
+    assert after[0] == 200 and again[0] == 503 and again[1] < 5, (after, again)

@@ -43,18 +43,45 @@ class NotAnswering(Exception):
 
 
 class Progress:
-    """What a call on the reader's thread reports as it works: it adds to ``steps``
+    """What a call on a reader's thread reports as it works: it adds to ``steps``
     whenever it gets on, and sets ``at`` to what it works on next (None: itself), so
     that a call given up on says where it stopped. Plain attributes: a walk sets them
     twice an entry."""
 
-    __slots__ = ("args", "at", "done", "error", "fn", "result", "steps")
+    __slots__ = ("at", "steps")
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.at: str | None = None
+
+
+class Stall:
+    """Whether the ``Progress`` a waiter looks at now and then has stood still for
+    ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.step = min(1.0, seconds / 4)  # how often a waiter should look
+        self.restart()
+
+    def restart(self) -> None:
+        self._seen, self._since = -1, time.monotonic()
+
+    def __call__(self, progress: Progress) -> bool:
+        now = time.monotonic()
+        if progress.steps != self._seen:
+            self._seen, self._since = progress.steps, now
+            return False
+        return now - self._since > self.seconds
+
+
+class _Call:
+    __slots__ = ("args", "done", "error", "fn", "progress", "result")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.fn, self.args = fn, args
+        self.progress = Progress()
         self.done = threading.Event()
-        self.steps = 0
-        self.at: str | None = None
         self.result: Any = None
         self.error: BaseException | None = None
 
@@ -68,7 +95,7 @@ class FolderReader:
 
     def __init__(self, seconds: float | None = None) -> None:
         self.seconds = FOLDER_SECONDS if seconds is None else seconds
-        self._inbox: queue.SimpleQueue[Progress | None] | None = None
+        self._inbox: queue.SimpleQueue[_Call | None] | None = None
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(progress, *args)`` on the reader's thread, waited for while it makes
@@ -78,7 +105,7 @@ class FolderReader:
             NotAnswering: no progress for ``seconds``; the call is left running.
             Exception: whatever ``fn`` raised.
         """
-        call = Progress(fn, args)
+        call = _Call(fn, args)
         if self._inbox is None:
             self._inbox = queue.SimpleQueue()
             thread = threading.Thread(
@@ -86,15 +113,11 @@ class FolderReader:
             )
             thread.start()
         self._inbox.put(call)
-        step = min(1.0, self.seconds / 4)
-        seen, since = call.steps, time.monotonic()
-        while not call.done.wait(step):
-            now = time.monotonic()
-            if call.steps != seen:
-                seen, since = call.steps, now
-            elif now - since > self.seconds:
+        stalled = Stall(self.seconds)
+        while not call.done.wait(stalled.step):
+            if stalled(call.progress):
                 self.close()  # its thread ends if the call ever returns
-                raise NotAnswering(f"did not answer in {self.seconds:.0f} s", call.at)
+                raise NotAnswering(f"did not answer in {self.seconds:.0f} s", call.progress.at)
         if call.error is not None:
             raise call.error
         return call.result
@@ -106,10 +129,10 @@ class FolderReader:
             self._inbox = None
 
 
-def _serve(inbox: queue.SimpleQueue[Progress | None]) -> None:
+def _serve(inbox: queue.SimpleQueue[_Call | None]) -> None:
     while (call := inbox.get()) is not None:
         try:
-            call.result = call.fn(call, *call.args)
+            call.result = call.fn(call.progress, *call.args)
         except BaseException as exc:  # handed to the waiting caller
             call.error = exc
         finally:

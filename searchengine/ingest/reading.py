@@ -61,9 +61,7 @@ class Reading:
     A reading given up on (``give_up``) leaves its thread to the kernel; the next
     generation's thread goes on with the folders left, and what the old one may still
     do once its call returns is dropped: every change to the shared state is checked
-    against the generation under ``lock``. A folder (device, inode) met again under
-    another name (a bind mount of one inside the tree) is read once, or every photo in
-    it would be listed twice.
+    against the generation under ``lock``.
     """
 
     def __init__(
@@ -86,11 +84,11 @@ class Reading:
         self.current = folder
         self.pending: list[tuple[str, Listing | OSError]] = []  # read, not yet handed over
         self.size, self.sent = 0, time.monotonic()  # entries pending; when last handed over
-        self.progress = Progress(read_folder, ())
+        self.progress = Progress()
         self.out: queue.SimpleQueue[tuple[int, list[tuple[str, Any]] | None]] = queue.SimpleQueue()
 
     def start(self) -> None:
-        self.progress = Progress(read_folder, ())
+        self.progress = Progress()
         thread = threading.Thread(
             target=self._run, args=(self.gen, self.progress), name="folder-reader", daemon=True
         )

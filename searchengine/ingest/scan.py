@@ -14,12 +14,11 @@ import errno
 import os
 import queue
 import stat
-import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from searchengine.fsutil import folder_prefix
-from searchengine.ingest.answering import FolderReader, NotAnswering, Progress
+from searchengine.ingest.answering import FolderReader, NotAnswering, Progress, Stall
 from searchengine.ingest.entries import GONE, FileEntry, checked, extension, link_failure, reason
 from searchengine.ingest.exclude import Exclusions
 from searchengine.ingest.mounts import MountTable
@@ -194,7 +193,7 @@ class _Walker:
         network and FUSE file systems mounted among them are walked apart, watched."""
         walked = {identity}  # ``folder``'s (device, inode), and each folder's below it
         stack = [folder]
-        progress = Progress(read_folder, ())
+        progress = Progress()
         settings = (self.exts, leaves_out, self.cannot_read, self.hung, self.mounts.remote)
         while stack:
             current = stack.pop()
@@ -217,20 +216,16 @@ class _Walker:
             folder, identity, self.exts, leaves_out, self.cannot_read, self.hung, self.mounts.remote
         )
         reading.start()
-        seconds = self.reader.seconds
-        step = min(1.0, seconds / 4)
-        seen, since = -1, time.monotonic()
+        stalled = Stall(self.reader.seconds)
         try:
             while True:
                 try:
-                    gen, batch = reading.out.get(timeout=step)
+                    gen, batch = reading.out.get(timeout=stalled.step)
                 except queue.Empty:
-                    now, progress = time.monotonic(), reading.progress
-                    if progress.steps != seen:
-                        seen, since = progress.steps, now
-                    elif now - since > seconds:
-                        self._unlisted(reading.give_up(), f"did not answer in {seconds:.0f} s")
-                        seen, since = -1, now
+                    if stalled(reading.progress):
+                        why = f"did not answer in {stalled.seconds:.0f} s"
+                        self._unlisted(reading.give_up(), why)
+                        stalled.restart()
                     continue
                 if batch is None:
                     if gen == reading.gen:

@@ -27,6 +27,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import gc
 import json
@@ -207,20 +208,16 @@ def run(app: Any, sock: socket.socket) -> None:
     Server(uvicorn_config(app, host, port)).run(sockets=[sock])
 
 
-def more_files() -> int:
+def more_files() -> None:
     """Raise the soft limit on open files to the hard one (at most ``MOST_FILES``):
-    each client holds one. Returns the limit now."""
+    each client holds one. Left as it is where the system refuses."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = MOST_FILES if hard == resource.RLIM_INFINITY else min(hard, MOST_FILES)
     if want > soft:
-        try:
+        with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-        except (ValueError, OSError):
-            return soft
-        return want
-    return soft
 
 
 def uvicorn_config(app: Any, host: str, port: int) -> Config:

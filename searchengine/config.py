@@ -53,8 +53,9 @@ class Config:
             no budget (exact, then SQ8 codes past 50k images).
         index_policy: thresholds of the index choice; ``None``: the measured defaults
             (``searchengine.index_choice.IndexPolicy``).
-        load_seconds: how long ingest waits for one file to be read and decoded
-            before it records the file as failed and goes on.
+        load_seconds: how long ingest waits for one file, once read, to be decoded
+            before it records the file as failed and goes on (reading is waited for
+            while it gets on: ``ingest.load.READ_SECONDS``).
         engine: where ingest loads and embeds: ``local`` (this process) or ``ray`` (Ray
             Data tasks and actors; this process still plans and writes).
         ray_address: the Ray cluster to join (``host:port`` or ``ray://host:port``);

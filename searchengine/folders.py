@@ -10,6 +10,7 @@ folder under two names, and ``forget`` takes one of them out.
 
 from __future__ import annotations
 
+import os
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -90,6 +91,27 @@ def unlisted_note(path: str, why: str, kept: int) -> str:
         f"{display_path(path)} could not be read ({why}; a network share that is away?): "
         f"{photos if kept else 'nothing in it was indexed'}; the next index reads it again"
     )
+
+
+def unread_notes(unread: Sequence[tuple[str, str]]) -> list[str]:
+    """A line for each reason files could not be read now (``load.Unread``): the file,
+    or how many under which folder and the first of them."""
+    by_reason: dict[str, list[str]] = {}
+    for path, why in unread:
+        by_reason.setdefault(why, []).append(path)
+    notes = []
+    for why, paths in by_reason.items():
+        if len(paths) == 1:
+            what, them = display_path(paths[0]), "it"
+        else:
+            folder = display_path(os.path.commonpath(paths))
+            what = f"{len(paths)} photos under {folder} (the first: {display_path(paths[0])})"
+            them = "them"
+        notes.append(
+            f"{what}: {why}; nothing of {them} changed in the collection, "
+            f"the next index reads {them} again"
+        )
+    return notes
 
 
 def forget_command(collection: Path, folder: str) -> str:

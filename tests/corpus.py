@@ -68,6 +68,8 @@ class CorpusRun:
     indexed: dict[str, tuple[int | None, int | None]]  # path -> (width, height)
     failed: dict[str, str]  # path -> reason
     warned: dict[str, str] = field(default_factory=dict)  # indexed path -> warnings
+    # path -> why: files that could not be read (a permission), left for the next run
+    unread: dict[str, str] = field(default_factory=dict)
 
     @property
     def scanned(self) -> int:
@@ -102,9 +104,11 @@ def run_corpus(workdir: Path, model: str = "toy") -> CorpusRun:
                     warned[record.path] = record.error
             else:
                 failed[record.path] = record.error or ""
+    unread = dict(reports[0]["unread"]) if reports else {}
     return CorpusRun(
-        photos, origin, generated, oracle, exit_codes, stderr, reports, indexed, failed, warned
-    )
+        photos, origin, generated, oracle, exit_codes, stderr, reports, indexed, failed, warned,
+        unread,
+    )  # fmt: skip
 
 
 def _index(photos: Path, home: Path, model: str) -> subprocess.CompletedProcess[str]:
@@ -128,7 +132,11 @@ def verdict_table(run: CorpusRun) -> str:
             source = run.origin[path].split(":", 1)[0]
         else:
             source = f"generated: {run.generated[path].group}"
-        outcome = "indexed" if path in run.indexed else cause_of(run.failed.get(path, "?"))
+        outcome = (
+            "indexed"
+            if path in run.indexed
+            else cause_of(run.failed.get(path, run.unread.get(path, "?")))
+        )
         rows[source][outcome] += 1
     columns = ["indexed", *CAUSES]
     used = [c for c in columns if any(r[c] for r in rows.values())]
@@ -148,10 +156,11 @@ def verdict_table(run: CorpusRun) -> str:
 
 
 def outcomes(run: CorpusRun) -> dict[str, str]:
-    """Path relative to the corpus -> ``indexed`` or the cause of the failure."""
+    """Path relative to the corpus -> ``indexed`` or the cause of the failure (or of
+    its not being read)."""
     return {
         str(Path(path).relative_to(run.root)): (
-            "indexed" if path in run.indexed else cause_of(run.failed[path])
+            "indexed" if path in run.indexed else cause_of({**run.failed, **run.unread}[path])
         )
         for path in [*run.origin, *run.generated]
     }

@@ -53,13 +53,21 @@ class Share:
 
     @contextmanager
     def stopped(self) -> Iterator[None]:
-        """The file system's process stopped: calls under the mount block."""
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGSTOP)
+        """The file system's process stopped for the block: calls under the mount block."""
+        self.stop()
         try:
             yield
         finally:
-            os.kill(self.process.pid, signal.SIGCONT)
+            self.resume()
+
+    def stop(self) -> None:
+        """Stop the file system's process (``resume`` goes on): calls under it block."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
 
     def unmount(self) -> None:
         subprocess.run(["fusermount", "-u", "-z", str(self.mountpoint)], capture_output=True)

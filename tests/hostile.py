@@ -35,6 +35,7 @@ class Expect(NamedTuple):
     group: str  # the class of file, for the verdict table
     size: tuple[int, int] | None = None  # upright (width, height) when it matters
     oracle: bool = True  # a plain file Pillow can be asked about (not special, readable)
+    unread: bool = False  # not read (a permission): no verdict, read again by the next run
 
 
 def _save(image: Image.Image, fmt: str, **kwargs: object) -> bytes:
@@ -331,6 +332,7 @@ def make_hostile_corpus(folder: Path) -> dict[str, Expect]:
         r"^cannot read: Permission denied$",
         "unreadable",
         oracle=False,
+        unread=True,
     )
     os.chmod(locked, 0)
 

@@ -179,6 +179,7 @@ def index(
         f"added {report.added}, updated {report.updated}, moved {report.moved}, "
         f"unchanged {report.unchanged}, removed {report.removed}, failed {report.failed}"
         + (f", excluded {report.excluded}" if report.excluded else "")
+        + (f", not read now {len(report.unread)}" if report.unread else "")
         + f" in {report.seconds:.1f} s{rate}"
     )
     for extra, count in precomputed.items():

@@ -34,11 +34,13 @@ class MountTable:
         known: whether the table was read; if not, every folder counts as remote.
         local: the devices (``st_dev``) of local file systems.
         remote: the mount points of the others.
+        points: every mount point, the longest first.
     """
 
     known: bool
     local: frozenset[int] = field(default_factory=frozenset)
     remote: frozenset[str] = field(default_factory=frozenset)
+    points: tuple[str, ...] = ()
 
     @classmethod
     def read(cls, path: str = MOUNTINFO) -> MountTable:
@@ -47,7 +49,7 @@ class MountTable:
                 lines = file.read().splitlines()
         except OSError:
             return cls(known=False)
-        local, remote = set(), set()
+        local, remote, points = set(), set(), set()
         for line in lines:
             fields = line.split()
             try:
@@ -55,11 +57,22 @@ class MountTable:
                 major, minor = (int(n) for n in fields[2].split(":"))
             except (ValueError, IndexError):
                 continue
+            point = _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), fields[4])
+            points.add(point)
             if kind in LOCAL_TYPES:
                 local.add(os.makedev(major, minor))
             else:
-                remote.add(_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), fields[4]))
-        return cls(True, frozenset(local), frozenset(remote))
+                remote.add(point)
+        longest_first = tuple(sorted(points, key=len, reverse=True))
+        return cls(True, frozenset(local), frozenset(remote), longest_first)
+
+    def mount_of(self, path: str) -> str:
+        """The mount point ``path`` (absolute) lies under, read from the table alone
+        (a call on the path could block); its folder where the table is unknown."""
+        for point in self.points:
+            if path == point or path.startswith(point if point == "/" else point + "/"):
+                return point
+        return os.path.dirname(path)
 
     def watched(self, device: int) -> bool:
         """Whether a folder on ``device`` is read where the walk can leave it."""

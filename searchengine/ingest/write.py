@@ -17,9 +17,9 @@ import numpy as np
 from searchengine.batch import Batch
 from searchengine.catalog import ImageRecord
 from searchengine.errors import ImageError
-from searchengine.folders import away_note, unlisted_note
+from searchengine.folders import away_note, unlisted_note, unread_notes
 from searchengine.fsutil import under
-from searchengine.ingest.load import Failed, Item, Jpeg, Known, Pixels
+from searchengine.ingest.load import Failed, Item, Jpeg, Known, Pixels, Unread
 from searchengine.ingest.plan import IngestPlan
 from searchengine.store import Store
 from searchengine.values import FAILED, OK
@@ -38,6 +38,9 @@ class IndexReport:
     excluded: int = 0  # rows of files left out by the collection's --exclude patterns
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    # Files whose bytes could not be had now (a share away, a permission): nothing was
+    # written for them, so the next run reads them again. (path, why) each.
+    unread: list[tuple[str, str]] = field(default_factory=list)
     warned: int = 0  # files indexed whose decoder had something to say (damage, oddities)
     warnings: list[tuple[str, str]] = field(default_factory=list)
     precision: str = "fp32"  # the image tower the collection embeds with
@@ -87,7 +90,8 @@ class Writer:
 
     def remove_missing(self) -> None:
         """Drop the rows whose files are gone (and were not moved) or now left out;
-        name folders away."""
+        name folders away and files that could not be read."""
+        self.report.notes.extend(unread_notes(self.report.unread))
         shared = self.store.catalog.shared
         for folder, (exists, _) in self._away.items():
             kept = sum(1 for path in self._kept if under(path, folder))
@@ -107,6 +111,9 @@ class Writer:
 
     def _apply(self, batch: Batch, item: Item, vector: np.ndarray | None) -> None:
         entry = item.entry
+        if isinstance(item, Unread):  # its row, if any, stays as it was
+            self.report.unread.append((entry.path, item.reason))
+            return
         state = self._known.get(entry.path)
         known_id = None if state is None else state[0]
         base = {"path": entry.path, "size": entry.size, "mtime_ns": entry.mtime_ns}

@@ -35,8 +35,11 @@ def run(tmp_path_factory):
 def test_index_exits_cleanly_and_prints_nothing_but_its_hint(run):
     assert run.exit_codes == [0, 0], run.stderr[-3000:]
     lines = [line for line in run.stderr.splitlines() if line.strip()]
-    # No library warning, log record or libtiff message reaches the terminal.
-    assert all(line.startswith("see why: searchengine status --failed") for line in lines), lines
+    # No library warning, log record or libtiff message reaches the terminal: only the
+    # hint, and in each run the line naming the file it could not read.
+    unread = [line for line in lines if not line.startswith("see why: searchengine status")]
+    said = "nothing of it changed in the collection, the next index reads it again"
+    assert unread == [f"{path}: {why}; {said}" for path, why in run.unread.items()] * 2, lines
     # What the decoders said of files they read is in the report, once: the second run
     # reads no file again.
     warned = [r["warned"] for r in run.reports]
@@ -46,11 +49,16 @@ def test_index_exits_cleanly_and_prints_nothing_but_its_hint(run):
 
 
 def test_every_scanned_file_has_exactly_one_verdict(run):
+    """Indexed, failed, or not read (for a reason of where it lies, not of the file:
+    a permission), each file exactly one of them."""
     first = run.reports[0]
-    assert len(run.indexed) + len(run.failed) == run.scanned
+    assert len(run.indexed) + len(run.failed) + len(run.unread) == run.scanned
     assert set(run.indexed).isdisjoint(run.failed)
-    assert first["added"] + first["failed"] == run.scanned
-    assert set(run.indexed) | set(run.failed) == {*run.origin, *run.generated}
+    assert not set(run.unread) & (set(run.indexed) | set(run.failed))
+    assert first["added"] + first["failed"] + len(first["unread"]) == run.scanned
+    everything = set(run.indexed) | set(run.failed) | set(run.unread)
+    assert everything == {*run.origin, *run.generated}
+    assert set(run.unread) == {p for p, e in run.generated.items() if e.unread}
 
 
 def test_indexed_exactly_when_pillow_decodes_it_fully(run):
@@ -70,11 +78,12 @@ def test_generated_files_get_their_reason_and_upright_size(run):
             if expect.size is not None:
                 assert run.indexed[path] == expect.size, path
         else:
-            assert re.search(expect.verdict, run.failed[path]), (path, run.failed[path])
+            reason = (run.unread if expect.unread else run.failed)[path]
+            assert re.search(expect.verdict, reason), (path, reason)
 
 
 def test_every_reason_is_one_sentence_naming_a_cause(run):
-    for path, reason in run.failed.items():
+    for path, reason in {**run.failed, **run.unread}.items():
         assert CAUSE_RE.match(reason), (path, reason)
         assert one_sentence(reason), (path, reason)
         assert not re.search(r": decoder error -?\d+$", reason), (path, reason)  # a bare number
@@ -82,10 +91,12 @@ def test_every_reason_is_one_sentence_naming_a_cause(run):
         assert "178,956,970" not in reason and "178956970" not in reason  # Pillow's limit
 
 
-def test_a_rerun_embeds_and_retries_nothing(run):
+def test_a_rerun_embeds_and_retries_nothing_but_what_it_could_not_read(run):
+    """A file that could not be read is tried again (and here cannot be read again)."""
     second = run.reports[1]
     assert (second["embedded"], second["failed"], second["removed"]) == (0, 0, 0)
-    assert second["unchanged"] == run.scanned
+    assert second["unchanged"] == run.scanned - len(run.unread)
+    assert dict(second["unread"]) == run.unread
 
 
 def test_causes_match_the_committed_table(run):

@@ -47,14 +47,21 @@ def test_hostile_corpus(tmp_path):
     expected = make_hostile_corpus(photos)
     result = run_child(photos, home)
     want_ok = {p for p, e in expected.items() if e.verdict == OK}
-    want_failed = {p: e.verdict for p, e in expected.items() if e.verdict != OK}
+    want_failed = {p: e.verdict for p, e in expected.items() if e.verdict != OK and not e.unread}
+    want_unread = {p: e.verdict for p, e in expected.items() if e.unread}
     assert set(result["ok"]) == want_ok
     assert set(result["found"]) == want_ok  # every good image is searchable
     assert set(result["failed"]) == set(want_failed)
     for path, pattern in want_failed.items():
         assert re.search(pattern, result["failed"][path]), (path, result["failed"][path])
     assert result["first"]["failed"] == len(want_failed)
-    # Nothing is retried or lost on a second run over the same files.
+    unread = dict(result["first"]["unread"])
+    assert set(unread) == set(want_unread)
+    for path, pattern in want_unread.items():
+        assert re.search(pattern, unread[path]), (path, unread[path])
+    # Nothing is retried or lost on a second run over the same files, but for what could
+    # not be read, which is tried again (a permission put right brings it in).
     second = result["second"]
     assert (second["added"], second["updated"], second["removed"], second["failed"]) == (0,) * 4
-    assert second["unchanged"] == len(expected)
+    assert second["unchanged"] == len(expected) - len(want_unread)
+    assert dict(second["unread"]) == unread

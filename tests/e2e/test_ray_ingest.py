@@ -121,16 +121,20 @@ def test_toy_world_gives_the_same_collection_as_a_local_run(tmp_path, ray_head):
     same_collection(home, "local", "ray", ["a red circle"])
 
 
-def test_a_file_a_worker_cannot_read_is_recorded_as_failed(tmp_path, ray_head):
+def test_a_file_a_worker_cannot_read_is_left_for_the_next_run(tmp_path, ray_head):
+    """Not recorded as failed (unchanged, it would stay failed for good): named, and
+    added by the run after its permission is put right."""
     photos, home = tmp_path / "photos", tmp_path / "idx"
     make_photos(photos, 12, seed=5)
     secret = photos / "secret.png"
     Image.new("RGB", (32, 32), "red").save(secret)
     secret.chmod(0)
     report = index(photos, home, "ray", "-m", "toy", ray=ray_head)
-    failures = dict(map(tuple, report["failures"]))
-    assert failures[str(secret)] == "cannot read: Permission denied"
-    assert report["added"] == 12 and report["failed"] == 3  # + broken.jpg, empty.png
+    assert report["unread"] == [[str(secret), "cannot read: Permission denied"]]
+    assert report["added"] == 12 and report["failed"] == 2  # broken.jpg, empty.png
+    secret.chmod(0o644)
+    again = index(photos, home, "ray", "-m", "toy", ray=ray_head)
+    assert (again["added"], again["failed"], again["unread"]) == (1, 0, [])
 
 
 def test_a_killed_ray_worker_is_retried_and_nothing_is_lost_or_doubled(tmp_path, ray_head):

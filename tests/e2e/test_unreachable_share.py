@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,10 @@ from fuseshare import ShareUnavailable, share
 from imagegen import solid
 
 from searchengine.ingest import answering, reading
+from searchengine.ingest import load as load_stage
 from searchengine.ingest.plan import plan
 from searchengine.ingest.scan import scan
+from searchengine.progress import NoProgress
 
 COLOURS = {"red": (250, 0, 0), "green": (0, 250, 0)}
 SHARED = {"blue": (0, 0, 250), "yellow": (250, 250, 0), "white": (250, 250, 250)}
@@ -141,6 +144,87 @@ def test_a_share_inside_a_share_that_stops_answering_loses_nothing_read_before_i
     assert diff.unlisted[str(photos / "m" / "nas")] == ("did not answer in 1 s", 3)
     assert all(why == "did not answer in 1 s" for why, _ in diff.unlisted.values())
     assert took < 20, took
+
+
+class _WhenListed(NoProgress):
+    """Progress that does something to the share once the run has listed its photos
+    (``start``), before it reads them: a share that goes away mid-run."""
+
+    def __init__(self, act: Callable[[], object]) -> None:
+        self.act = act
+
+    def start(self, total: int) -> None:
+        self.act()
+
+
+def _listed_then(tmp_path: Path, photos: Path, act: Callable[[], object]):
+    """A fresh collection of ``photos`` indexed (two load threads) while ``act`` is
+    done to the share once its photos are listed: (collection, report, seconds)."""
+    from searchengine import Collection, Config
+    from searchengine.models.fake import FakeEncoder
+
+    config = Config(home=tmp_path / "idx", device="cpu", workers=2)
+    collection = Collection.open("t", config, create=True, encoder=FakeEncoder())
+    started = time.monotonic()
+    report = collection.index([photos], progress=_WhenListed(act))
+    return collection, report, time.monotonic() - started
+
+
+def test_a_share_that_dies_after_it_was_listed_loses_no_photo(tmp_path, tree) -> None:
+    """The share's process is killed once its photos are listed: each read fails
+    with ENOTCONN. Its photos are not recorded as failed (which, unchanged, they
+    would have stayed for good) but left unread, named in one line; once the share is
+    back, the next run adds them."""
+    photos, mounted = tree
+    collection, report, _ = _listed_then(tmp_path, photos, mounted.die)
+    with collection:
+        assert (report.added, report.failed, len(report.unread)) == (2, 0, 3), report
+        assert {why for _, why in report.unread} == {
+            "cannot read: Transport endpoint is not connected"
+        }
+        (note,) = report.notes
+        assert note.startswith(f"3 photos under {photos / 'nas'} (the first: {photos / 'nas'}/")
+        assert "the next index reads them again" in note
+        mounted.unmount()
+        mounted.mount()
+        again = collection.index([photos])
+        assert (again.added, again.failed, again.unread, again.notes) == (3, 0, [], [])
+
+
+def test_a_share_that_stops_answering_after_it_was_listed_costs_one_wait(
+    tmp_path, monkeypatch
+) -> None:
+    """The share's process is stopped once its photos are listed: each read blocks.
+    The first read on it that gets no further in ``READ_SECONDS`` gives up the whole
+    share for the run, its other photos at once; the local ones are added, the
+    share's are left unread, and added by the next run once it answers. Before, each
+    photo waited out the 120 s load limit in turn (two at a time) and was recorded
+    failed, for good: eight photos cost eight minutes and never came in."""
+    monkeypatch.setattr(load_stage, "READ_SECONDS", 3.0)
+    photos, source = tmp_path / "photos", tmp_path / "server"
+    for name, colour in COLOURS.items():
+        solid(photos / "local" / f"{name}.jpg", colour)
+    for n in range(8):
+        solid(source / f"{n}.jpg", (30 * n, 200, 90))
+    try:
+        with share(source, photos / "nas") as mounted:
+            try:
+                collection, report, took = _listed_then(tmp_path, photos, mounted.stop)
+            finally:
+                mounted.resume()
+            with collection:
+                print(f"\nindex, a share stopping once listed: {took:.1f} s; {report.notes}")
+                again = collection.index([photos])
+    except ShareUnavailable as exc:
+        pytest.skip(str(exc))
+    assert (report.added, report.failed, len(report.unread)) == (2, 0, 8), report
+    assert took < 3.0 * 2 + 5, took  # one wait (the two threads' first reads side by side)
+    stalled = [p for p, why in report.unread if why.startswith("stopped answering")]
+    assert 1 <= len(stalled) <= 2, report.unread  # a read each load thread had begun
+    given_up = f"not read: {photos / 'nas'} stopped answering while {stalled[0]} was read"
+    assert sum(why == given_up for _, why in report.unread) >= 8 - 2, report.unread
+    assert any(note.startswith(f"{8 - len(stalled)} photos under") for note in report.notes)
+    assert (again.added, again.failed, again.unread) == (8, 0, []), again
 
 
 def test_a_file_that_cannot_be_read_keeps_its_row_and_one_that_vanished_does_not(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import numpy as np
 from badplugins import CRASH, HANG, RAISE, install
@@ -11,7 +12,8 @@ from PIL import Image
 
 from searchengine.ingest import inflight
 from searchengine.ingest import load as load_stage
-from searchengine.ingest.load import Failed, Loader, Pixels, load
+from searchengine.ingest.load import Failed, Loader, Pixels, Unread, load
+from searchengine.ingest.mounts import MountTable
 from searchengine.ingest.scan import FileEntry
 
 
@@ -81,6 +83,55 @@ def test_a_hanging_decode_fails_its_file_and_the_batch_goes_on(tmp_path, monkeyp
     assert [type(it) for it in items] == [Pixels, Pixels, Failed, Pixels]
     assert items[2].reason.startswith("took too long: reading and decoding this file did not")
     assert "0.5 s" in items[2].reason
+
+
+def test_a_read_that_gets_no_further_leaves_its_mount_for_the_run(tmp_path, monkeypatch):
+    """A read that makes no progress for ``read_seconds`` gives its file up as unread,
+    and the other files of its mount at once, without waiting on each; a read that
+    is slow but gets on is waited for, however long it takes as a whole."""
+    slow, stuck, after = (_jpeg(tmp_path / f"{n}.jpg", (n * 9, 0, 0)) for n in range(3))
+    release = threading.Event()
+    real = load_stage.read_bytes
+
+    def read_bytes(path, progress, local=frozenset()):
+        if path == slow.path:  # 1.5 s in all, a step every 0.1 s: never 0.5 s without one
+            progress.at = path
+            for _ in range(15):
+                release.wait(0.1)
+                progress.steps += 1
+        if path == stuck.path:
+            progress.at = path
+            release.wait(30)  # hangs until the test lets it go
+        return real(path, progress, local)
+
+    monkeypatch.setattr(load_stage, "read_bytes", read_bytes)
+    loader = Loader(seconds=0.5, read_seconds=0.5)
+    try:
+        started = time.monotonic()
+        items = loader.batch([slow, stuck, after], Model(), frozenset())
+        took = time.monotonic() - started
+    finally:
+        release.set()
+        loader.close()
+    assert [type(it) for it in items] == [Pixels, Unread, Unread]
+    assert items[1].reason.startswith("stopped answering: reading it got no further in 0.5 s")
+    mount = MountTable.read().mount_of(stuck.path)
+    assert items[2].reason == f"not read: {mount} stopped answering while {stuck.path} was read"
+    assert took < 1.5 + 0.5 + 1.5, took  # the slow read, one wait, and no wait for the third
+
+
+def test_a_file_that_cannot_be_opened_is_left_unread(tmp_path):
+    """Opening a file fails (here ELOOP, and ENOENT for one deleted since it was
+    listed; the end-to-end tests meet EACCES and ENOTCONN for real): it is left for
+    the next run, which sees what became of it, with the reason."""
+    gone = _jpeg(tmp_path / "gone.jpg")
+    os.remove(gone.path)
+    loop = tmp_path / "loop.jpg"
+    os.symlink(loop, loop)
+    items = Loader().batch([gone, FileEntry(str(loop), 1, 1)], Model(), frozenset())
+    assert [type(it) for it in items] == [Unread, Unread]
+    assert items[0].reason == "cannot read: No such file or directory"
+    assert items[1].reason == "cannot read: Too many levels of symbolic links"
 
 
 def test_the_journal_names_the_files_in_flight_when_a_run_dies(tmp_path):

@@ -200,3 +200,10 @@ def test_the_mount_table_tells_local_disks_from_shares(tmp_path):
     assert mounts.remote == {"/mnt/nas", "/mnt/My Photos", "/home/me/remote", "/media/usb"}
     missing = MountTable.read(str(tmp_path / "none"))
     assert not missing.known and missing.watched(os.makedev(259, 2))
+    # The mount a path lies under, from the table alone: the deepest one that holds it.
+    assert mounts.mount_of("/mnt/nas/2024/a.jpg") == "/mnt/nas"
+    assert mounts.mount_of("/mnt/nas") == "/mnt/nas"
+    assert mounts.mount_of("/mnt/nasty/a.jpg") == "/"  # a name that only starts alike
+    assert mounts.mount_of("/mnt/My Photos/a.jpg") == "/mnt/My Photos"
+    assert mounts.mount_of("/tmp/x/a.jpg") == "/tmp"
+    assert missing.mount_of("/mnt/nas/2024/a.jpg") == "/mnt/nas/2024"  # unknown: its folder

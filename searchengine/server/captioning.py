@@ -5,7 +5,10 @@ most ``MAX_CAPTIONED`` results, in chunks of ``CAPTION_CHUNK`` on the service's 
 worker, and answers after ``CAPTION_WAIT`` seconds with what is done and a notice of
 what is not. Chunks still running are stored when done (``Collection.caption`` caches
 per image and model), so asking again finds them. A file that no longer holds what was
-indexed gets no caption: only what was indexed is described.
+indexed gets no caption: only what was indexed is described. Each file is checked on
+the service's file worker first (``Service.read_file``), so a photo on a share that
+stopped answering costs its own caption, not the caption worker, which it would hold
+for as long as the share is away.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from searchengine.server.thumbnails import FileUnavailable, read_indexed
+from searchengine.server.thumbnails import FileUnavailable
 from searchengine.server.workers import Unavailable
 
 if TYPE_CHECKING:
@@ -42,11 +45,7 @@ async def caption_page(
     jobs = []
     for start in range(0, len(wanted), CAPTION_CHUNK):
         chunk = wanted[start : start + CAPTION_CHUNK]
-        try:
-            submitted = service.captions.submit(_caption, service, chunk, captioner)
-        except Unavailable:
-            break  # the captioner is busy: the rest go without
-        job = asyncio.wrap_future(submitted)
+        job = asyncio.ensure_future(_caption(service, chunk, captioner))
         job.add_done_callback(_consume)  # one that ends after the answer: logged, not lost
         jobs.append(job)
     done = (await asyncio.wait(jobs, timeout=CAPTION_WAIT))[0] if jobs else set()
@@ -65,16 +64,27 @@ async def caption_page(
     return [replace(r, caption=texts.get(r.id)) for r in page], notice
 
 
-def _caption(service: Service, chunk: list[SearchResult], captioner: Captioner) -> dict[int, str]:
-    """Captions of the results whose files still hold what was indexed (on the worker)."""
-    verified = []
-    for result in chunk:
-        try:
-            read_indexed(service.record(result.id))
-        except FileUnavailable:
-            continue
-        verified.append(result)
-    return service.collection.caption(verified, model=captioner) if verified else {}
+async def _caption(
+    service: Service, chunk: list[SearchResult], captioner: Captioner
+) -> dict[int, str]:
+    """Captions of the results whose files still hold what was indexed: checked on
+    the file worker, captioned on the caption worker (none if it is busy)."""
+    checks = await asyncio.gather(*(_readable(service, r.id) for r in chunk))
+    verified = [result for result, ok in zip(chunk, checks, strict=True) if ok]
+    if not verified:
+        return {}
+    try:
+        return await service.captions.run(service.collection.caption, verified, captioner)
+    except Unavailable:
+        return {}  # the captioner is busy: these go without
+
+
+async def _readable(service: Service, image_id: int) -> bool:
+    try:
+        await service.read_file(service.record(image_id))
+    except (FileUnavailable, Unavailable):
+        return False
+    return True
 
 
 def _consume(job: asyncio.Future[dict[int, str]]) -> None:

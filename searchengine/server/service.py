@@ -7,7 +7,8 @@ against the catalog: images by id only, example-image terms by id only, models n
 
 Who runs what (``workers.py``): the collection's model, index and catalog queries run
 on one ``search`` worker; BLIP on a ``caption`` worker; decoding uploads, query images
-and thumbnails on two ``decode`` threads within a memory budget. Each model is a
+and thumbnails on two ``decode`` threads within a memory budget, the originals they
+need read on their mount's readers first (``originals.py``). Each model is a
 ``ModelSlot`` loaded once, off the request path; a request that needs one that is not
 ready is answered 503 at once. So a caption never delays a search, and nothing a
 request does can hold the web server's own threads for long.
@@ -33,6 +34,7 @@ from searchengine.models.blip import DEFAULT_CAPTION_MODEL
 from searchengine.ranking import ImageTerm, Page, Query, Term, TextTerm
 from searchengine.ranking.terms import WEIGHTED
 from searchengine.server.captioning import caption_page
+from searchengine.server.originals import Originals
 from searchengine.server.schemas import (
     CaptionBody,
     FoldersBody,
@@ -50,7 +52,6 @@ from searchengine.server.thumbnails import (
     FileUnavailable,
     ThumbnailCache,
     decode_indexed,
-    read_indexed,
 )
 from searchengine.server.workers import MemoryBudget, ModelSlot, OverBudget, Worker
 from searchengine.values import MetaKey
@@ -68,8 +69,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("searchengine.server")
 MAX_FOLDERS = 2000
 HEALTH_COUNT_SECONDS = 2.0  # how stale /api/health's image count may be
-FILE_SECONDS = 10.0  # how long a request waits for an original file to be read
-FILE_THREADS_MOST = 64  # file readers at most, most of them stuck on a share that is away
 # Decoded pixels held at once. A 100 MP RGBA PNG takes ~900 MB at its peak; the server
 # and its model take ~300 MB more with the shipped models: 1.5 GB in all, at most.
 DECODE_BUDGET = 1_000_000_000
@@ -111,12 +110,13 @@ class Service:
         self.searches = Worker("search", threads=1, depth=64, retry_after=2)
         self.captions = Worker("caption", threads=1, depth=24, retry_after=30)
         self.decodes = Worker("decode", threads=2, depth=32, retry_after=10)
-        # Originals are read apart, and waited for at most FILE_SECONDS: a photo on a
-        # network share whose server went away blocks its reader in the kernel for ever.
-        # Read on the shared thread pool, 40 such requests held every thread, and every
-        # route that needs one (the health probe's and the token check's among them)
-        # stalled with them.
-        self.files = Worker("file", threads=4, depth=32, retry_after=10)
+        # Originals are read apart, a pool a mount, and waited for at most FILE_SECONDS:
+        # a photo on a network share whose server went away blocks its reader in the
+        # kernel for ever. Read on the shared thread pool, 40 such requests held every
+        # thread, and every route that needs one (the health probe's and the token
+        # check's among them) stalled with them; read on the decode threads, two held
+        # every thumbnail still to make.
+        self.originals = Originals()
         self._folders: tuple[object, FoldersBody] | None = None
         self._images: tuple[float | None, int] = (None, 0)  # (when counted, ok images)
         self._counting: asyncio.Future[int] | None = None
@@ -134,6 +134,7 @@ class Service:
         """Stop the workers and release the models this service loaded."""
         for worker in (self.searches, self.captions, self.decodes):
             worker.stop()
+        self.originals.stop()
         for slot in (self.rerank_model, self.caption_model, *self.more_slots):
             if slot is not None:
                 slot.close()
@@ -213,34 +214,19 @@ class Service:
         return CaptionBody(id=image_id, caption=texts[image_id], model=captioner.model)
 
     async def thumbnail(self, image_id: int, size: str) -> Path | bytes:
-        """The thumbnail file, made now (on a decode thread) if missing (its bytes,
-        where it cannot be kept: ``ThumbnailCache.get``)."""
+        """The thumbnail file, made now if missing (its bytes, where it cannot be
+        kept: ``ThumbnailCache.make``): the original read on the file worker, then
+        decoded on a decode thread."""
         record = self.record(image_id)
         cached = self.thumbnails.path(record, size)
         if cached.is_file():
             return cached
-        return await self.decodes.run(self.thumbnails.get, record, size)
+        data = await self.read_file(record)
+        return await self.decodes.run(self.thumbnails.make, record, size, data)
 
     async def read_file(self, record: ImageRecord) -> bytes:
-        """The indexed file's bytes (``read_indexed``), read on the file worker.
-
-        Raises:
-            FileUnavailable: gone (404), changed (409), or it did not answer within
-                ``FILE_SECONDS`` (503; its reader is left to the kernel).
-        """
-        try:
-            return await asyncio.wait_for(
-                self.files.run(read_indexed, record), timeout=FILE_SECONDS
-            )
-        except asyncio.TimeoutError:  # TimeoutError itself from Python 3.11 on
-            # Its reader may be stuck for good: one more thread keeps the other files
-            # (on a disk that answers) served.
-            self.files.add_thread(most=FILE_THREADS_MOST)
-            raise FileUnavailable(
-                f"image {record.id}'s file did not answer in {FILE_SECONDS:g} s (on a "
-                "network share that is away?); try again later",
-                503,
-            ) from None
+        """The indexed file's bytes, read on its mount's reader (``Originals.read``)."""
+        return await self.originals.read(record)
 
     # -- catalog --------------------------------------------------------------------
     def record(self, image_id: int) -> ImageRecord:
@@ -412,7 +398,10 @@ class Service:
                 raise QueryError(f"cannot read term {raw!r}: name an image as image:ID")
             return TextTerm(body, weight)
         record = self.record(int(image.group(1)))
-        decoded = await self.decodes.run(decode_indexed, record, encoder.image_size, self.budget)
+        data = await self.read_file(record)
+        decoded = await self.decodes.run(
+            decode_indexed, record, data, encoder.image_size, self.budget
+        )
         return ImageTerm(decoded.image, weight)
 
     def _slots(self) -> list[ModelSlot]:

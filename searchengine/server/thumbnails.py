@@ -134,17 +134,16 @@ class ThumbnailCache:
             raise FileUnavailable(f"no thumbnail for image {record.id}", 404)
         return self.root / size / f"{int(record.id)}-{digest}.jpg"
 
-    def get(self, record: ImageRecord, size: str = "small") -> Path | bytes:
-        """The thumbnail file, made now if missing (its bytes, where it cannot be kept).
+    def make(self, record: ImageRecord, size: str, data: bytes) -> Path | bytes:
+        """The thumbnail file, made now from ``data``, the original's bytes as
+        ``read_indexed`` gives them, if missing (its bytes, where it cannot be kept).
 
         Raises:
-            FileUnavailable: the original is gone or changed (and no thumbnail was made
-                before), or it no longer decodes.
+            FileUnavailable: the original no longer decodes.
         """
         target = self.path(record, size)
         if target.is_file():  # also when made by another request while this one waited
             return target
-        data = read_indexed(record)
         side = SIZES[size]
         try:
             cost = decode_memory(data, min_side=side, name=record.path)
@@ -182,15 +181,14 @@ class ThumbnailCache:
         return removed
 
 
-def decode_indexed(record: ImageRecord, side: int, budget: Budget) -> Decoded:
-    """An indexed file's verified bytes decoded at ``side`` or more, within ``budget``.
+def decode_indexed(record: ImageRecord, data: bytes, side: int, budget: Budget) -> Decoded:
+    """An indexed file's bytes (``read_indexed``) decoded at ``side`` or more, within
+    ``budget``.
 
     Raises:
-        FileUnavailable: the file is gone or changed since it was indexed, or it no
-            longer decodes (409).
+        FileUnavailable: the file no longer decodes (409).
         OverBudget: decoding it would take more memory than the budget allows.
     """
-    data = read_indexed(record)
     try:
         with budget.hold(decode_memory(data, min_side=side, name=record.path)):
             return decode_bytes(data, min_side=side, name=record.path)

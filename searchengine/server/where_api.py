@@ -132,7 +132,10 @@ class WhereService:
             await self.service.read_file(record)
             return cached
         seg = self.slot.ready or await run_in_threadpool(self.slot.get)
-        decoded = await self.service.decodes.run(decode_indexed, record, _SIDE, self.service.budget)
+        data = await self.service.read_file(record)
+        decoded = await self.service.decodes.run(
+            decode_indexed, record, data, _SIDE, self.service.budget
+        )
         size = (decoded.width, decoded.height)
         found = await self.worker.run(locate_images, seg, [decoded.image], [phrase], [size])
         with self._lock:

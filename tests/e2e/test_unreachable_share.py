@@ -253,21 +253,25 @@ def test_a_file_that_cannot_be_read_keeps_its_row_and_one_that_vanished_does_not
 
 def test_the_web_server_keeps_answering_while_photos_on_a_share_do_not(tmp_path, monkeypatch):
     """``serve`` with photos on a share that stops answering: 40 requests for such a
-    photo's original each get a 503 (at once when the file readers are all busy, else
-    after ``FILE_SECONDS``), while health, search and a local photo's thumbnail answer
-    at once; after the burst a local original is served and the share's is a 503
-    again. Before, the 40 reads held every thread of the server's pool, and every
-    route, the health probe's included, stalled for as long as the share did."""
+    photo's original, 6 for its thumbnail and 4 searches adding it (``plus=image:ID``) each get
+    a 503 (at once when the file readers are all busy, else after ``FILE_SECONDS``),
+    while health, search and a local photo's thumbnail (made then) answer at once;
+    after the burst a local original is served and the share's is a 503 again.
+    Before, the 40 reads held every thread of the server's pool, and every route, the
+    health probe's included, stalled for as long as the share did; and the thumbnails
+    and searches by image read the original on the two decode threads, which two such
+    requests held for as long as the share was away, every thumbnail not yet made and
+    every search by image waiting behind them."""
     from concurrent.futures import ThreadPoolExecutor
 
     import httpx
-    from servertools import serving
+    from servertools import FakeCaptioner, serving
 
     from searchengine import Collection, Config
     from searchengine.models.fake import FakeEncoder
-    from searchengine.server import create_app, service
+    from searchengine.server import create_app, originals
 
-    monkeypatch.setattr(service, "FILE_SECONDS", 2.0)
+    monkeypatch.setattr(originals, "FILE_SECONDS", 2.0)
     photos, source = tmp_path / "photos", tmp_path / "server"
     solid(photos / "red.jpg", COLOURS["red"])
     solid(source / "blue.jpg", SHARED["blue"])
@@ -277,7 +281,8 @@ def test_the_web_server_keeps_answering_while_photos_on_a_share_do_not(tmp_path,
             collection = Collection.open("t", config, create=True, encoder=FakeEncoder())
             collection.index([photos])
             ids = {Path(r.path).name: r.id for r in collection.catalog.records()}
-            with collection, serving(create_app(collection)) as url:
+            app = create_app(collection, caption_model=FakeCaptioner())
+            with collection, serving(app) as url:
 
                 def get(path: str) -> tuple[int | None, float]:
                     started = time.monotonic()
@@ -288,10 +293,11 @@ def test_the_web_server_keeps_answering_while_photos_on_a_share_do_not(tmp_path,
                     return status, time.monotonic() - started
 
                 time.sleep(1.5)  # past FUSE's 1 s attribute cache
-                with mounted.stopped(), ThreadPoolExecutor(44) as pool:
-                    burst = [
-                        pool.submit(get, f"/api/images/{ids['blue.jpg']}/file") for _ in range(40)
-                    ]
+                blue = ids["blue.jpg"]
+                paths = [f"/api/images/{blue}/file"] * 40 + [f"/api/images/{blue}/thumbnail"] * 6
+                paths += [f"/api/search?q=a+photo&plus=image:{blue}"] * 4
+                with mounted.stopped(), ThreadPoolExecutor(len(paths) + 4) as pool:
+                    burst = [pool.submit(get, path) for path in paths]
                     time.sleep(0.5)
                     during = {
                         route: pool.submit(get, route).result()
@@ -302,6 +308,13 @@ def test_the_web_server_keeps_answering_while_photos_on_a_share_do_not(tmp_path,
                         )
                     }
                     answered = [job.result() for job in burst]
+                    started = time.monotonic()
+                    captioned = httpx.get(
+                        url + "/api/search",
+                        params={"q": "red", "k": 2, "caption": "true"},
+                        timeout=30,
+                    ).json()
+                    captioned_in = time.monotonic() - started
                     after = get(f"/api/images/{ids['red.jpg']}/file")
                     again = get(f"/api/images/{ids['blue.jpg']}/file")
     except ShareUnavailable as exc:
@@ -311,3 +324,8 @@ def test_the_web_server_keeps_answering_while_photos_on_a_share_do_not(tmp_path,
     assert {status for status, _ in answered} == {503}
     assert max(took for _, took in answered) < 8
     assert after[0] == 200 and again[0] == 503 and again[1] < 5, (after, again)
+    # Captions: the local photo's is made, the share's photo goes without (it held the
+    # caption worker for good before, and every caption after it with it).
+    captions = {r["id"]: r["caption"] for r in captioned["results"]}
+    assert captions[ids["red.jpg"]] and captions[ids["blue.jpg"]] is None, captioned
+    assert captioned_in < 5, captioned_in

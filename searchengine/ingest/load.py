@@ -18,8 +18,9 @@ answering) is no fault of the photo: it is ``Unread``, nothing is written for it
 the next run reads it again. Recorded as failed, as it was, it stayed failed until the
 file itself changed: a permission put right (``chmod`` leaves the time stamp alone) or
 a share back online never brought it into the collection. A read that makes no
-progress for ``READ_SECONDS`` gives up the whole mount it lies on for the rest of the
-run, so a share that hangs after it was listed costs one wait, not one per photo.
+progress for ``READ_SECONDS`` is given up; two such reads in a row on one mount give up
+the whole mount for the rest of the run, so a share that hangs after it was listed
+costs a wait or two, not one per photo.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from searchengine.ingest.tensor_decode import JPEG_MAGIC, read_header
 READ_SECONDS = 30.0  # a read that gets no further for this long: the disk or share stopped
 READ_CHUNK = 1 << 20  # read in steps of this, so a slow share's progress shows
 WHOLE_READ = 64 << 20  # a file on a local disk up to this size is read in one call
+STALLS = 2  # reads in a row that stall on one mount: it is given up for the run
 
 
 class Preprocessor(Protocol):
@@ -221,12 +223,15 @@ class Loader:
     Each calling thread hands its files, one at a time, to a helper thread of its
     own and waits: while the file is read, for as long as its reading gets on (a
     step each ``READ_CHUNK``); then at most ``seconds`` for the decoding. A read that
-    gets no further for ``read_seconds`` makes the file ``Unread`` and gives up the
-    mount it lies on for the rest of the run (its other files are ``Unread`` at once,
-    not waited for one by one); a decoding past ``seconds`` fails the file. Either
-    way its helper is abandoned (a daemon thread: it cannot keep the process alive)
-    and a new one started. The hand-off and the journal's two appends cost ~30 µs a
-    file (measured on the 2-core machine), against 13-80 ms of decoding.
+    gets no further for ``read_seconds`` makes the file ``Unread``; once ``STALLS``
+    reads in a row on one mount did so, the mount is given up for the rest of the run
+    (its other files are then ``Unread`` at once, those being read included, not
+    waited for one by one: a share that stopped answering), while a file read there
+    in between keeps it (one file that hangs on a disk or share that answers). A
+    decoding past ``seconds`` fails the file. Either way its helper is abandoned (a
+    daemon thread: it cannot keep the process alive) and a new one started. The
+    hand-off and the journal's two appends cost ~30 µs a file (measured on the
+    2-core machine), against 13-80 ms of decoding.
 
     Args:
         seconds: how long one file may take to decode once read.
@@ -247,7 +252,8 @@ class Loader:
         self._all: list[_Helper] = []
         self._lock = threading.Lock()
         self._mounts: MountTable | None = None  # read at the first file
-        self._stopped: dict[str, str] = {}  # mount point -> the file whose reading stalled
+        self._stalls: dict[str, list[str]] = {}  # mount point -> the reads in a row that stalled
+        self._stopped: dict[str, str] = {}  # mount point given up -> its first stalled read
 
     def __call__(
         self,
@@ -276,13 +282,19 @@ class Loader:
             progress,
             self.read_seconds,
             self.seconds,
+            lambda: bool(self._stopped) and self._given_up(entry) is not None,
         )
         if isinstance(done, str):  # given up: leave it to itself, note it ended for this run
             self._helpers.helper = None
             if done == _STALLED:
                 done = self._stalled(entry)
+            elif done == _LEFT:
+                done = self._given_up(entry) or self._stalled(entry)
             else:
                 done = Failed(entry, None, timed_out(self.seconds))
+        elif self._stalls:  # read: its mount answers
+            with self._lock:
+                self._stalls.pop(mounts.mount_of(entry.path), None)
         if self.journal is not None:
             self.journal.end(entry.path)
         return done
@@ -302,8 +314,11 @@ class Loader:
 
     def _stalled(self, entry: FileEntry) -> Unread:
         with self._lock:
-            mounts = self._mounts or self._read_mounts()
-            self._stopped.setdefault(mounts.mount_of(entry.path), entry.path)
+            mount = (self._mounts or self._read_mounts()).mount_of(entry.path)
+            stalls = self._stalls.setdefault(mount, [])
+            stalls.append(entry.path)
+            if len(stalls) >= STALLS:
+                self._stopped.setdefault(mount, stalls[0])
         return Unread(
             entry,
             f"stopped answering: reading it got no further in {self.read_seconds:g} s "
@@ -327,7 +342,7 @@ class Loader:
         return Unread(entry, why)
 
 
-_STALLED, _TIMED_OUT = "stalled", "timed out"
+_STALLED, _LEFT, _TIMED_OUT = "stalled", "left", "timed out"
 _Job = tuple[Callable[[], Item], list[Item], threading.Event]
 
 
@@ -339,11 +354,17 @@ class _Helper:
         threading.Thread(target=self._serve, name="load-helper", daemon=True).start()
 
     def run(
-        self, job: Callable[[], Item], progress: Progress, read_seconds: float, seconds: float
+        self,
+        job: Callable[[], Item],
+        progress: Progress,
+        read_seconds: float,
+        seconds: float,
+        left: Callable[[], bool],
     ) -> Item | str:
         """The job's result, or why it was given up on: ``_STALLED`` (its ``progress``
-        reading got no further for ``read_seconds``) or ``_TIMED_OUT`` (more than
-        ``seconds`` since its reading ended)."""
+        reading got no further for ``read_seconds``), ``_LEFT`` (while it read, its
+        mount was given up: ``left()``) or ``_TIMED_OUT`` (more than ``seconds`` since
+        its reading ended)."""
         result: list[Item] = []
         finished = threading.Event()
         self._jobs.put((job, result, finished))
@@ -360,6 +381,8 @@ class _Helper:
                 continue
             elif stall(progress):
                 outcome = _STALLED
+            elif left():
+                outcome = _LEFT
             else:
                 continue
             self.stop()  # should the job ever return

@@ -85,21 +85,24 @@ def test_a_hanging_decode_fails_its_file_and_the_batch_goes_on(tmp_path, monkeyp
     assert "0.5 s" in items[2].reason
 
 
-def test_a_read_that_gets_no_further_leaves_its_mount_for_the_run(tmp_path, monkeypatch):
-    """A read that makes no progress for ``read_seconds`` gives its file up as unread,
-    and the other files of its mount at once, without waiting on each; a read that
-    is slow but gets on is waited for, however long it takes as a whole."""
-    slow, stuck, after = (_jpeg(tmp_path / f"{n}.jpg", (n * 9, 0, 0)) for n in range(3))
+def test_reads_that_get_no_further_leave_their_mount_for_the_run(tmp_path, monkeypatch):
+    """A read that makes no progress for ``read_seconds`` gives its file up as unread;
+    after two in a row on one mount, its other files are given up at once, without
+    waiting on each. A read that is slow but gets on is waited for, however long it
+    takes as a whole, and a file read between two stalls keeps the mount (one file
+    that hangs on a disk that answers)."""
+    files = [_jpeg(tmp_path / f"{n}.jpg", (n * 9, 0, 0)) for n in range(7)]
+    slow, stuck = files[0].path, {files[1].path, files[3].path, files[4].path}
     release = threading.Event()
     real = load_stage.read_bytes
 
     def read_bytes(path, progress, local=frozenset()):
-        if path == slow.path:  # 1.5 s in all, a step every 0.1 s: never 0.5 s without one
+        if path == slow:  # 1.5 s in all, a step every 0.1 s: never 0.5 s without one
             progress.at = path
             for _ in range(15):
                 release.wait(0.1)
                 progress.steps += 1
-        if path == stuck.path:
+        if path in stuck:
             progress.at = path
             release.wait(30)  # hangs until the test lets it go
         return real(path, progress, local)
@@ -108,16 +111,19 @@ def test_a_read_that_gets_no_further_leaves_its_mount_for_the_run(tmp_path, monk
     loader = Loader(seconds=0.5, read_seconds=0.5)
     try:
         started = time.monotonic()
-        items = loader.batch([slow, stuck, after], Model(), frozenset())
+        items = loader.batch(files, Model(), frozenset())
         took = time.monotonic() - started
     finally:
         release.set()
         loader.close()
-    assert [type(it) for it in items] == [Pixels, Unread, Unread]
-    assert items[1].reason.startswith("stopped answering: reading it got no further in 0.5 s")
-    mount = MountTable.read().mount_of(stuck.path)
-    assert items[2].reason == f"not read: {mount} stopped answering while {stuck.path} was read"
-    assert took < 1.5 + 0.5 + 1.5, took  # the slow read, one wait, and no wait for the third
+    kinds = [type(it) for it in items]
+    assert kinds == [Pixels, Unread, Pixels, Unread, Unread, Unread, Unread], items
+    for n in (1, 3, 4):
+        assert items[n].reason.startswith("stopped answering: reading it got no further in 0.5")
+    mount = MountTable.read().mount_of(files[3].path)
+    given_up = f"not read: {mount} stopped answering while {files[3].path} was read"
+    assert [it.reason for it in items[5:]] == [given_up] * 2
+    assert took < 1.5 + 3 * 0.5 + 2, took  # the slow read, three waits, none for the last two
 
 
 def test_a_file_that_cannot_be_opened_is_left_unread(tmp_path):

@@ -433,6 +433,32 @@ def corpus_bound(measured: list[dict[str, Any]], precisions: list[str]) -> dict[
     return out
 
 
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The corpus, rounds and output options every peer benchmark takes."""
+    parser.add_argument("-n", type=int, default=48, help="corpus files (default 48)")
+    parser.add_argument("--megapixels", type=float, default=12.0)
+    parser.add_argument("--corpus", type=Path, default=None, help="use this folder as is")
+    parser.add_argument(
+        "--precision", default="fp32,int8", help="searchengine's image towers (default both)"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (best counts)")
+    parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "searchengine-bench")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+
+
+def prepare_ours(
+    spec: str, precisions: list[str], work: Path, megapixels: float
+) -> dict[str, Any] | None:
+    """What searchengine makes once per model, untimed: the ONNX export, and the int8
+    tower (built and checked) when asked for; that check's figures."""
+    from searchengine.models import load_encoder
+
+    load_encoder(spec, "cpu", "auto").close()
+    if "int8" not in precisions:
+        return None
+    return prepare_int8_tower(spec, work, min(megapixels, 1.0))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -440,19 +466,11 @@ def main(argv: list[str] | None = None) -> int:
         epilog="\n\n".join(__doc__.split("\n\n")[-2:]),
     )
     parser.add_argument("--rclip", required=True, help="the rclip executable (3.x or 4.x)")
-    parser.add_argument("-n", type=int, default=48, help="corpus files (default 48)")
-    parser.add_argument("--megapixels", type=float, default=12.0)
-    parser.add_argument("--corpus", type=Path, default=None, help="use this folder as is")
+    add_common_arguments(parser)
     parser.add_argument("--add", type=int, default=None, help="photos added (default n/10)")
-    parser.add_argument(
-        "--precision", default="fp32,int8", help="searchengine's image towers (default both)"
-    )
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (best counts)")
     parser.add_argument("--queries", type=int, default=5, help="cold queries a round and tool")
     parser.add_argument("--ceiling-images", type=int, default=64, help="images per model round")
     parser.add_argument("--tiny", action="store_true", help="tiny model: checks the script only")
-    parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "searchengine-bench")
-    parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
     compile_package()
 
@@ -472,12 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     tools: list[Tool] = [Ours(corpus, model_dir, p) for p in precisions]
     tools.append(Rclip(args.rclip, version, corpus, model_dir))
     spec = tools[0].spec if isinstance(tools[0], Ours) else ""
-    from searchengine.models import load_encoder
-
-    load_encoder(spec, "cpu", "auto").close()  # one-time ONNX export, untimed
-    check = None
-    if "int8" in precisions:  # once per model, untimed
-        check = prepare_int8_tower(spec, args.work, min(args.megapixels, 1.0))
+    check = prepare_ours(spec, precisions, args.work, args.megapixels)
     rounds: dict[str, list[dict[str, Any]]] = {tool.name: [] for tool in tools}
     measured: list[dict[str, Any]] = []  # the bound, measured in the rotation too
     members: list[Tool | None] = [*tools, None]

@@ -77,7 +77,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_ingest import compile_package, cpu_count, run
-from bench_rclip import Ours, add_common_arguments, prepare_ours, write_models
+from bench_rclip import Ours, add_common_arguments, prepare_ours, report, write_models
 from make_bench_corpus import make_corpus
 
 # The clip-retrieval release this was written against (its options and output layout).
@@ -336,9 +336,6 @@ def main(argv: list[str] | None = None) -> int:
         for tool in tools:
             tool.close()
     results = {
-        "cpus": os.cpu_count(),
-        "loadavg": os.getloadavg(),
-        "argv": sys.argv[1:] if argv is None else argv,
         "clip_retrieval_version": version,
         "clip_retrieval_options": {"batch_size": args.batch_size, "workers": args.workers},
         "model": "ViT-B-32-256, random weights",
@@ -348,11 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": rounds,
         "best": {name: best(r) for name, r in rounds.items()},
     }
-    results["ratios"] = ratios(results, precisions)
-    _print(results, precisions, args)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    return 0
+    return report(results, argv, args, ratios, _print)
 
 
 def ratios(r: dict[str, Any], precisions: list[str]) -> dict[str, dict[str, float]]:

@@ -68,6 +68,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -507,22 +508,38 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for tool in tools:
             tool.close()
-    machine = best_bounds(measured, precisions)
     results = {
-        "cpus": os.cpu_count(),
-        "loadavg": os.getloadavg(),
-        "argv": sys.argv[1:] if argv is None else argv,
         "rclip_version": version,
         "model": "tiny (script check only)" if args.tiny else "ViT-B-32-256, random weights",
         "corpus": str(corpus),
         "added": count,
         "int8_check": check,
-        "bound": machine,
+        "bound": best_bounds(measured, precisions),
         "rounds": rounds,
         "best": {name: best(r) for name, r in rounds.items()},
     }
+    return report(results, argv, args, ratios, _print)
+
+
+def report(
+    results: dict[str, Any],
+    argv: list[str] | None,
+    args: argparse.Namespace,
+    ratios: Callable[[dict[str, Any], list[str]], dict[str, dict[str, float]]],
+    show: Callable[[dict[str, Any], list[str], argparse.Namespace], None],
+) -> int:
+    """A peer benchmark's end: its ``results`` (the tools' rounds and best figures
+    among them) with the machine and the ``ratios``, shown and written to ``--json``;
+    the exit status."""
+    precisions = [p for p in args.precision.split(",") if p]
+    results = {
+        "cpus": os.cpu_count(),
+        "loadavg": os.getloadavg(),
+        "argv": sys.argv[1:] if argv is None else argv,
+        **results,
+    }
     results["ratios"] = ratios(results, precisions)
-    _print(results, precisions, args)
+    show(results, precisions, args)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

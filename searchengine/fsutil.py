@@ -16,6 +16,24 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+def open_regular(path: str) -> tuple[BinaryIO, os.stat_result]:
+    """``path`` opened for reading, and its ``fstat``, without blocking on what is not
+    a regular file: a FIFO or a terminal put where a photo was opens at once
+    (``O_NONBLOCK``, ``O_NOCTTY``), so the caller can refuse it by ``st_mode`` before a
+    byte is read. The caller closes the handle.
+
+    Raises:
+        OSError: it cannot be opened.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    fd = os.open(path, flags)
+    try:
+        return os.fdopen(fd, "rb"), os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def content_hash(data: bytes) -> str:
     """The catalog's content hash of a file's bytes: 128-bit BLAKE2b, hex.
 

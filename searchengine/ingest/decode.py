@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib.util
 import io
+import stat
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -29,13 +30,20 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from searchengine.errors import ImageError
+from searchengine.fsutil import open_regular
 from searchengine.ingest import reasons
 from searchengine.ingest.capture import captured
+from searchengine.ingest.entries import kind
 from searchengine.ingest.raw import decode_raw, is_raw, raw_memory
 
 # Twice a 48 MP camera's output; anything larger is refused before decoding, which
 # keeps a crafted file from allocating gigabytes (a "decompression bomb").
 MAX_PIXELS = 100_000_000
+# The largest file read as an image, read whole into memory: 2.5 times what the
+# largest image within MAX_PIXELS takes uncompressed (16-bit RGBA, 800 MB). Past it a
+# file is something else under an image's name (a video, a disk image), refused
+# before it is read: reading it whole could take the machine's memory.
+MAX_FILE_BYTES = 2 << 30
 
 ORIENTATION = 0x0112
 EXIF_IFD = 0x8769
@@ -336,9 +344,20 @@ def _reduce(image: Image.Image, min_side: int) -> Image.Image:
 
 
 def decode_file(path: str, max_pixels: int = MAX_PIXELS, min_side: int | None = None) -> Decoded:
-    """Read and decode one file (see ``decode_bytes``); unreadable files raise ``ImageError``."""
+    """Read and decode one file (see ``decode_bytes``).
+
+    Raises:
+        ImageError: it cannot be read, is not a regular file (a FIFO would block for
+            ever, ``/dev/zero`` never end), is over ``MAX_FILE_BYTES``, or does not
+            decode; the first three before a byte is read.
+    """
     try:
-        with open(path, "rb") as handle:
+        handle, st = open_regular(path)
+        with handle:
+            if not stat.S_ISREG(st.st_mode):
+                raise ImageError(f"not a regular file ({kind(st.st_mode)})")
+            if st.st_size > MAX_FILE_BYTES:
+                raise ImageError(reasons.file_too_large(st.st_size, MAX_FILE_BYTES))
             data = handle.read()
     except OSError as exc:
         raise ImageError(f"cannot read: {exc.strerror or exc}") from exc

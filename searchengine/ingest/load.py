@@ -41,7 +41,7 @@ from searchengine.errors import ImageError
 from searchengine.fsutil import content_hash, display_path
 from searchengine.ingest import reasons
 from searchengine.ingest.answering import Progress, Stall
-from searchengine.ingest.decode import decode_bytes
+from searchengine.ingest.decode import MAX_FILE_BYTES, decode_bytes
 from searchengine.ingest.inflight import Journal, timed_out
 from searchengine.ingest.mounts import MountTable
 from searchengine.ingest.scan import FileEntry
@@ -141,6 +141,8 @@ def _load(
 ) -> Item:
     if entry.error is not None:
         return Failed(entry, None, entry.error)
+    if entry.size > MAX_FILE_BYTES:  # read whole, it could take the machine's memory
+        return Failed(entry, None, reasons.file_too_large(entry.size, MAX_FILE_BYTES))
     try:
         data = read_bytes(entry.path, progress, local)
     except OSError as exc:

@@ -137,6 +137,14 @@ def too_large(width: int, height: int, limit: int, fmt: str | None = None) -> st
     )
 
 
+def file_too_large(size: int, limit: int) -> str:
+    """The reason for a file over the size read as an image (``decode.MAX_FILE_BYTES``)."""
+    return (
+        f"too large: this file is {size / 1e9:,.1f} GB, over the limit of {limit / 1e9:.1f} GB "
+        "for an image file (something else under an image's name?)"
+    )
+
+
 def too_large_for_pillow(exc: BaseException, data: bytes, limit: int, fmt: str | None) -> str:
     """The reason for Pillow's own ``DecompressionBombError`` (its limit is above ours).
 

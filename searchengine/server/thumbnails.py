@@ -32,7 +32,7 @@ from PIL import Image
 from searchengine.catalog import OK, Catalog, ImageRecord
 from searchengine.config import user_cache_dir
 from searchengine.errors import ImageError
-from searchengine.fsutil import atomic_write, content_hash
+from searchengine.fsutil import atomic_write, content_hash, open_regular
 from searchengine.ingest.decode import Decoded, decode_bytes, decode_memory, open_image
 from searchengine.ingest.raw import is_raw
 from searchengine.server.workers import OverBudget
@@ -67,11 +67,10 @@ def read_indexed(record: ImageRecord) -> bytes:
     """
     if record.status != OK or not record.content_hash:
         raise FileUnavailable(f"no image with id {record.id}", 404)
-    # O_NONBLOCK: a FIFO put where the image was must not hang the request; fstat then
-    # refuses anything that is not a regular file before a byte is read.
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    # A FIFO put where the image was must not hang the request: refused before a byte
+    # is read, as anything that is not a regular file.
     try:
-        fd = os.open(record.path, flags)
+        handle, info = open_regular(record.path)
     except (OSError, ValueError) as exc:
         raise FileUnavailable(
             f"image {record.id} can no longer be read ({_reason(exc)}): it was moved or "
@@ -79,8 +78,7 @@ def read_indexed(record: ImageRecord) -> bytes:
             "or share is not mounted",
             404,
         ) from exc
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
+    with handle:
         if not stat.S_ISREG(info.st_mode) or info.st_size != record.size:
             raise _changed(record)
         data = handle.read(record.size + 1)

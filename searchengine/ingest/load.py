@@ -239,6 +239,9 @@ class Loader:
         seconds: how long one file may take to decode once read.
         journal: where files in flight are noted, so a crash can name them.
         read_seconds: how long reading a file may get no further (``READ_SECONDS``).
+        run: the run this loader serves, where it serves a part of it: the mounts a
+            run gave up are then shared by its loaders in this process (a Ray worker
+            process loads batch after batch of one run, each with a loader of its own).
     """
 
     def __init__(
@@ -246,6 +249,7 @@ class Loader:
         seconds: float = DEFAULT_LOAD_SECONDS,
         journal: Journal | None = None,
         read_seconds: float | None = None,
+        run: str | None = None,
     ) -> None:
         self.seconds = seconds
         self.journal = journal
@@ -255,7 +259,8 @@ class Loader:
         self._lock = threading.Lock()
         self._mounts: MountTable | None = None  # read at the first file
         self._stalls: dict[str, list[str]] = {}  # mount point -> the reads in a row that stalled
-        self._stopped: dict[str, str] = {}  # mount point given up -> its first stalled read
+        # mount point given up -> its first stalled read
+        self._stopped: dict[str, str] = {} if run is None else _GIVEN_UP.setdefault(run, {})
 
     def __call__(
         self,
@@ -332,8 +337,7 @@ class Loader:
         return self._mounts
 
     def _given_up(self, entry: FileEntry) -> Unread | None:
-        assert self._mounts is not None, "a mount is given up on once its table is read"
-        mount = self._mounts.mount_of(entry.path)
+        mount = (self._mounts or self._read_mounts()).mount_of(entry.path)
         first = self._stopped.get(mount)
         if first is None:
             return None
@@ -345,6 +349,7 @@ class Loader:
 
 
 _STALLED, _LEFT, _TIMED_OUT = "stalled", "left", "timed out"
+_GIVEN_UP: dict[str, dict[str, str]] = {}  # run -> the mounts its loaders gave up
 _Job = tuple[Callable[[], Item], list[Item], threading.Event]
 
 

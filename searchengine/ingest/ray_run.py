@@ -231,13 +231,15 @@ def load_rows(
     seconds: float = DEFAULT_LOAD_SECONDS,
     run: str = "",
 ) -> dict[str, np.ndarray]:
-    """Ray task: ``load`` each planned file of a batch (rows of pickled entries), each
-    within ``seconds`` (a hung file is failed, as in a local run). Files a crashed
-    earlier attempt of this batch left in flight are probed first (module docstring)."""
+    """Ray task: ``load`` each planned file of a batch (rows of pickled entries), as in
+    a local run (``Loader``: a decoding past ``seconds`` failed, a read that stalls left
+    unread); a mount given up by one of the run's tasks is given up by the later ones
+    in this worker process, without their waiting on it again. Files a crashed earlier
+    attempt of this batch left in flight are probed first (module docstring)."""
     entries: list[FileEntry] = [pickle.loads(raw) for raw in batch["entry"]]
     journal = task_journal(run, entries)
     entries = inflight.recheck(journal, entries, preprocessor.image_size, seconds)
-    loader = Loader(seconds, inflight.Journal(journal))
+    loader = Loader(seconds, inflight.Journal(journal), run=run or None)
     try:
         items = loader.batch(entries, preprocessor, known)
     finally:

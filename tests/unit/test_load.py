@@ -126,6 +126,35 @@ def test_reads_that_get_no_further_leave_their_mount_for_the_run(tmp_path, monke
     assert took < 1.5 + 3 * 0.5 + 2, took  # the slow read, three waits, none for the last two
 
 
+def test_the_loaders_of_one_run_share_the_mounts_it_gave_up(tmp_path, monkeypatch):
+    """A Ray worker process loads batch after batch of a run, each with a loader of its
+    own: once one of them gave a mount up, the next one of that run leaves its files at
+    once, where it would wait on two more reads first; another run's waits again."""
+    files = [_jpeg(tmp_path / f"{n}.jpg", (n * 9, 0, 0)) for n in range(4)]
+    release = threading.Event()
+    real = load_stage.read_bytes
+
+    def read_bytes(path, progress, local=frozenset()):
+        progress.at = path
+        release.wait(30)  # every read hangs: a share that stopped answering
+        return real(path, progress, local)
+
+    monkeypatch.setattr(load_stage, "read_bytes", read_bytes)
+    loaders = [Loader(read_seconds=0.3, run=run) for run in ("run-a", "run-a", "run-b")]
+    try:
+        took = []
+        for loader in loaders:
+            started = time.monotonic()
+            items = loader.batch(files, Model(), frozenset())
+            took.append(time.monotonic() - started)
+            assert all(isinstance(it, Unread) for it in items), items
+    finally:
+        release.set()
+        for loader in loaders:
+            loader.close()
+    assert took[1] < 0.2 < 0.5 < took[0] and took[2] > 0.5, took  # the second run waits
+
+
 def test_a_file_that_cannot_be_opened_is_left_unread(tmp_path):
     """Opening a file fails (here ELOOP, and ENOENT for one deleted since it was
     listed; the end-to-end tests meet EACCES and ENOTCONN for real): it is left for

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from PIL import Image
 
 from searchengine.errors import ImageError, QueryError
 from searchengine.ingest.decode import decode_file
+from searchengine.ingest.entries import kind
 from searchengine.models.base import Encoder, l2_normalize
 from searchengine.ranking.results import check_query
 from searchengine.rows import find_file
@@ -90,14 +92,45 @@ Term = TextTerm | ImageTerm | VectorTerm
 
 
 def parse_term(raw: str, sign: float = 1.0) -> Term:
-    """``[WEIGHT:]TEXT_OR_IMAGE_PATH`` into a term; ``sign`` is -1 for ``--minus``."""
+    """``[WEIGHT:]TEXT_OR_IMAGE_PATH`` into a term; ``sign`` is -1 for ``--minus``.
+
+    Raises:
+        QueryError: the term looks like a path to a photo (it starts with ``/``,
+            ``./``, ``../`` or ``~``, or ends in an image extension) but names no
+            regular file: a path mistyped would otherwise be searched for as words.
+    """
     weight = 1.0
     match = WEIGHTED.match(raw)
     if match and not os.path.isfile(raw):
         weight, raw = float(match.group(1)), match.group(2)
-    if os.path.isfile(os.path.expanduser(raw)):
-        return ImageTerm(os.path.abspath(os.path.expanduser(raw)), sign * weight)
+    path = os.path.expanduser(raw)
+    if os.path.isfile(path):
+        return ImageTerm(os.path.abspath(path), sign * weight)
+    if _looks_like_a_path(raw):
+        raise QueryError(f"cannot use {raw!r} as an example photo: {_not_a_photo(path)}")
     return TextTerm(raw, sign * weight)
+
+
+def _looks_like_a_path(raw: str) -> bool:
+    if raw.startswith(("/", "./", "../", "~")):
+        return True
+    dot = raw.rfind(".")
+    if dot <= 0 or " " in raw[dot:]:
+        return False
+    from searchengine.ingest.scan import image_extensions  # only for a dotted term
+
+    return raw[dot:].lower() in image_extensions()
+
+
+def _not_a_photo(path: str) -> str:
+    """Why ``path``, which is no regular file, cannot be an example photo."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return f"{exc.strerror or exc} (a term that looks like a path must name a photo)"
+    if stat.S_ISDIR(mode):
+        return "it is a folder (name a photo in it)"
+    return f"not a regular file ({kind(mode)})"
 
 
 def query_terms(

@@ -60,9 +60,9 @@ def test_a_command_given_no_photo_refuses_it_at_once(named, what, command) -> No
     _refused(done, path, why)
 
 
-def test_similar_and_index_refuse_them_too(tmp_path, named) -> None:
-    """``similar`` by example, and ``index`` naming a huge file or meeting one in a
-    folder: the file is failed with the reason, the rest indexed."""
+def test_similar_search_and_index_refuse_them_too(tmp_path, named) -> None:
+    """``similar`` by example and ``search --plus``, and ``index`` meeting a huge file
+    in a folder: the file is failed with the reason, the rest indexed."""
     photos, home = tmp_path / "photos", tmp_path / "idx"
     solid(photos / "red.jpg", (250, 0, 0))
     os.link(named["huge"], photos / "huge.jpg")
@@ -76,4 +76,12 @@ def test_similar_and_index_refuse_them_too(tmp_path, named) -> None:
     for what, path in named.items():
         done = spawn("similar", str(path), "--index-dir", str(home), timeout=60)
         why = "too large" if what == "huge" else f"not a regular file ({what})"
+        _refused(done, path, why)
+    # Added to a search: the FIFO and the device are refused as no photo (they were
+    # searched for as words), the huge file as too large; a mistyped path as well.
+    for what, path in [*named.items(), ("missing", photos / "red.jgp.jpg")]:
+        done = spawn("search", "red", "--plus", str(path), "--index-dir", str(home), timeout=60)
+        why = {"huge": "too large", "missing": "No such file or directory"}.get(
+            what, f"not a regular file ({what})"
+        )
         _refused(done, path, why)

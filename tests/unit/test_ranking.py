@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -77,6 +78,27 @@ def test_strings_become_terms_in_one_place(tmp_path) -> None:
     assert terms == [TextTerm("a beach"), TextTerm("people"), TextTerm("rain", -2.0)]
     # A typed text term is never read as a file, whatever it says.
     assert query_terms(TextTerm(str(photo)))[0] == TextTerm(str(photo))
+
+
+def test_a_term_that_looks_like_a_path_must_name_a_photo(tmp_path, monkeypatch) -> None:
+    """A mistyped path was searched for as words, without a word said; one that names
+    a folder or a FIFO too. Words that only have a dot in them stay words."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "album").mkdir()
+    os.mkfifo(tmp_path / "pipe.jpg")
+    refused = {
+        "./sunset.jpg": "No such file or directory",
+        "IMG_0001.JPG": "No such file or directory",
+        "2:~/no-such-folder-here/a.webp": "No such file or directory",
+        "/no/such/place": "No such file or directory",
+        "./album": "it is a folder",
+        str(tmp_path / "pipe.jpg"): "not a regular file (a FIFO)",
+    }
+    for raw, why in refused.items():
+        with pytest.raises(QueryError, match="as an example photo: " + re.escape(why)):
+            parse_term(raw)
+    for words in ("Mr. Smith at the beach", "version 2.0", "notes.txt", "album"):
+        assert parse_term(words) == TextTerm(words)
 
 
 def test_bad_queries_are_refused_before_any_work(coll) -> None:

@@ -77,7 +77,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_ingest import compile_package, cpu_count, run
-from bench_rclip import Ours, add_common_arguments, prepare_ours, report, write_models
+from bench_rclip import Ours, add_common_arguments, prepare_ours, print_best, report, write_models
 from make_bench_corpus import make_corpus
 
 # The clip-retrieval release this was written against (its options and output layout).
@@ -379,7 +379,6 @@ def _print(r: dict[str, Any], precisions: list[str], args: argparse.Namespace) -
         f"{w['other_photos_median']:.4f} (max {w['other_photos_max']:.4f}) for two different "
         f"photos; nearest is the photo itself for {w['nearest_is_itself']} of {w['photos']}"
     )
-    print(f"best of {args.rounds} rotating rounds  " + "".join(f"{n:>19}" for n in names))
     rows = [
         ("ingest images/s", "images_per_s", "{:19.1f}"),
         ("ingest, wall (s)", "seconds", "{:19.1f}"),
@@ -390,9 +389,7 @@ def _print(r: dict[str, Any], precisions: list[str], args: argparse.Namespace) -
         ("peak RSS (MB)", "peak_rss_mb", "{:19.0f}"),
         ("images embedded", "images", "{:19d}"),
     ]
-    for label, key, fmt in rows:
-        cells = (r["best"][n].get(key) for n in names)
-        print(f"{label:30s}" + "".join(" " * 19 if v is None else fmt.format(v) for v in cells))
+    print_best(r, names, rows, args.rounds)
     peer = r["best"]["clip-retrieval"]
     print(
         f"clip-retrieval: inference {peer['inference_seconds']:.1f} s + index "

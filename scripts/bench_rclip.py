@@ -545,6 +545,17 @@ def report(
     return 0
 
 
+def print_best(
+    r: dict[str, Any], names: list[str], rows: list[tuple[str, str, str]], rounds: int
+) -> None:
+    """The tools' best figures, a column each: ``rows`` of (label, key, format); a
+    tool without a figure gets an empty cell."""
+    print(f"best of {rounds} rotating rounds  " + "".join(f"{n:>19}" for n in names))
+    for label, key, fmt in rows:
+        cells = (r["best"][n].get(key) for n in names)
+        print(f"{label:30s}" + "".join(" " * 19 if v is None else fmt.format(v) for v in cells))
+
+
 def ratios(r: dict[str, Any], precisions: list[str]) -> dict[str, dict[str, float]]:
     """Each searchengine figure over rclip's, and ingest over the bound of its tower."""
     peer = r["best"]["rclip"]
@@ -608,7 +619,6 @@ def _print(r: dict[str, Any], precisions: list[str], args: argparse.Namespace) -
             for p in precisions
         )
     )
-    print(f"best of {args.rounds} rotating rounds  " + "".join(f"{n:>19}" for n in names))
     rows = [
         ("ingest images/s", "images_per_s", "{:19.1f}"),
         ("CPU a photo indexed (ms)", "index_cpu_ms_per_image", "{:19.0f}"),
@@ -620,8 +630,7 @@ def _print(r: dict[str, Any], precisions: list[str], args: argparse.Namespace) -
         (f"add {r['added']} then search (s)", "add_then_search_seconds", "{:19.2f}"),
         ("images indexed", "images", "{:19d}"),
     ]
-    for label, key, fmt in rows:
-        print(f"{label:30s}" + "".join(fmt.format(r["best"][n][key]) for n in names))
+    print_best(r, names, rows, args.rounds)
     for p in precisions:
         q = r["ratios"][p]
         print(

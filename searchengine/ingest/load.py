@@ -146,7 +146,10 @@ def _load(
     try:
         data = read_bytes(entry.path, progress, local)
     except OSError as exc:
-        return unreadable(entry, exc)
+        # Whatever the cause (a permission, a share that died, a Ray worker without the
+        # storage mounted, even the file deleted since the walk: the next run sees
+        # that), nothing is said of the photo itself.
+        return Unread(entry, f"cannot read: {exc.strerror or exc}")
     except MemoryError:
         return Failed(entry, None, "too large: not enough memory to read this file")
     digest = content_hash(data)
@@ -196,13 +199,6 @@ def read_bytes(path: str, progress: Progress | None, local: frozenset[int] = fro
                 data += handle.readall()
     progress.at = None
     return data
-
-
-def unreadable(entry: FileEntry, exc: OSError) -> Unread:
-    """A file that could not be opened or read: whatever the cause (a permission, a
-    share that died, a Ray worker without the storage mounted, even the file deleted
-    since the walk: the next run sees that), nothing is said of the photo itself."""
-    return Unread(entry, f"cannot read: {exc.strerror or exc}")
 
 
 def decode_with_pillow(entry: FileEntry, digest: str, data: bytes, model: Preprocessor) -> Item:
@@ -273,7 +269,7 @@ class Loader:
         before), ``Failed`` when its decoding takes longer than ``seconds``."""
         if entry.error is not None:
             return Failed(entry, None, entry.error)
-        if self._stopped and (given_up := self._given_up(entry)) is not None:
+        if (given_up := self._given_up(entry)) is not None:
             return given_up
         helper = getattr(self._helpers, "helper", None)
         if helper is None:
@@ -282,20 +278,20 @@ class Loader:
                 self._all.append(helper)
         if self.journal is not None:
             self.journal.begin(entry.path)
-        mounts = self._mounts or self._read_mounts()
+        mounts = self._mount_table
         progress = Progress()
         done = helper.run(
             lambda: load(entry, model, known_hashes, on_device, progress, mounts.local),
             progress,
             self.read_seconds,
             self.seconds,
-            lambda: bool(self._stopped) and self._given_up(entry) is not None,
+            lambda: self._given_up(entry) is not None,
         )
         if isinstance(done, str):  # given up: leave it to itself, note it ended for this run
             self._helpers.helper = None
             if done == _STALLED:
                 done = self._stalled(entry)
-            elif done == _LEFT:
+            elif done == _LEFT:  # its mount was given up meanwhile (never taken back)
                 done = self._given_up(entry) or self._stalled(entry)
             else:
                 done = Failed(entry, None, timed_out(self.seconds))
@@ -321,7 +317,7 @@ class Loader:
 
     def _stalled(self, entry: FileEntry) -> Unread:
         with self._lock:
-            mount = (self._mounts or self._read_mounts()).mount_of(entry.path)
+            mount = self._mount_table.mount_of(entry.path)
             stalls = self._stalls.setdefault(mount, [])
             stalls.append(entry.path)
             if len(stalls) >= STALLS:
@@ -332,13 +328,17 @@ class Loader:
             "(a share whose server went away, or a disk that hangs)",
         )
 
-    def _read_mounts(self) -> MountTable:
-        self._mounts = MountTable.read()  # threads that race here read the same table
+    @property
+    def _mount_table(self) -> MountTable:
+        if self._mounts is None:  # threads that race here read the same table
+            self._mounts = MountTable.read()
         return self._mounts
 
     def _given_up(self, entry: FileEntry) -> Unread | None:
-        mount = (self._mounts or self._read_mounts()).mount_of(entry.path)
-        first = self._stopped.get(mount)
+        """``Unread`` if ``entry``'s mount was given up (by this run's loaders)."""
+        if not self._stopped:  # the usual case: no lookup
+            return None
+        first = self._stopped.get(mount := self._mount_table.mount_of(entry.path))
         if first is None:
             return None
         why = (

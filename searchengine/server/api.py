@@ -16,7 +16,6 @@ from fastapi import APIRouter, Depends, File, Path, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, StringConstraints
-from starlette.concurrency import run_in_threadpool
 
 from searchengine.ranking import MAX_QUERY_CHARS, Filters
 from searchengine.server.schemas import (
@@ -205,7 +204,7 @@ async def image_file(request: Request, image_id: ImageId) -> Response:
     served = service(request)
     # The catalog off the event loop (a server catalog may be slow to answer), the
     # file on the file worker (a share may not answer at all).
-    record = await run_in_threadpool(served.record, image_id)
+    record = await served.record_of(image_id)
     data = await served.read_file(record)
     kind = media_type(data, record.path)
     return Response(data, media_type=kind, headers={"Cache-Control": "private"})

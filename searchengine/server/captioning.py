@@ -6,9 +6,9 @@ worker, and answers after ``CAPTION_WAIT`` seconds with what is done and a notic
 what is not. Chunks still running are stored when done (``Collection.caption`` caches
 per image and model), so asking again finds them. A file that no longer holds what was
 indexed gets no caption: only what was indexed is described. Each file is checked on
-the service's file worker first (``Service.read_file``), so a photo on a share that
-stopped answering costs its own caption, not the caption worker, which it would hold
-for as long as the share is away.
+its mount's readers first (``Service.read_file``), so a photo on a share that stopped
+answering costs its own caption, not the caption worker, which it would hold for as
+long as the share is away.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ async def _caption(
 
 async def _readable(service: Service, image_id: int) -> bool:
     try:
-        await service.read_file(service.record(image_id))
+        await service.read_file(await service.record_of(image_id))
     except (FileUnavailable, Unavailable):
         return False
     return True

@@ -217,7 +217,7 @@ class Service:
         """The thumbnail file, made now if missing (its bytes, where it cannot be
         kept: ``ThumbnailCache.make``): the original read on the file worker, then
         decoded on a decode thread."""
-        record = self.record(image_id)
+        record = await self.record_of(image_id)
         cached = self.thumbnails.path(record, size)
         if cached.is_file():
             return cached
@@ -240,6 +240,10 @@ class Service:
         if record is None or record.status != OK:
             raise FileUnavailable(f"no image with id {image_id}", 404)
         return record
+
+    async def record_of(self, image_id: int) -> ImageRecord:
+        """``record``, looked up off the event loop (a server catalog may be slow)."""
+        return await run_in_threadpool(self.record, image_id)
 
     def image(self, image_id: int) -> ImageInfo:
         r = self.record(image_id)

@@ -27,6 +27,16 @@ for its own ``connect_timeout``); before, neither was answered. A network that g
 silent under a statement in flight is caught the same way, in 10 s rather than the
 keepalives' 15 s (``tests/unit/test_catalog_network.py``).
 
+A server that answers but whose commits wait for a **synchronous standby** that is
+gone (``synchronous_standby_names`` names standbys, none of which is connected) makes
+every commit wait for ever, by design: the commit is durable on the primary, and the
+server holds it until a standby confirms it. The check then also asks the server what
+the waiting statement waits on (``pg_stat_activity``); for ``SyncRep`` it says so in
+one line on stderr, with the setting and what clears it, once a statement, and leaves
+the statement waiting: it completes as soon as a standby answers or the setting is
+cleared, and nothing is lost (``tests/unit/test_catalog_sync_standby.py``). Before, an
+``index`` hung there without a word.
+
 One watcher thread serves every watched connection of the process, and checks each
 server at most once a round, however many statements wait on it.
 """
@@ -35,9 +45,10 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,16 +59,32 @@ STALL_CHECK_S = 5.0  # a round trip waiting this long has its server checked
 PROBE_TIMEOUT_S = 5  # libpq's connect_timeout for the check (libpq's least is 2 s)
 
 
+@dataclass(frozen=True)
+class Check:
+    """What a check of a server found."""
+
+    lost: str | None  # why the server counts as lost; None: it answers
+    # The backends (of those asked about) that wait for a synchronous standby, and the
+    # server's synchronous_standby_names.
+    on_standby: frozenset[int] = frozenset()
+    standby_names: str = ""
+
+
+Probe = Callable[[Sequence[int]], Check]
+
+
 @dataclass(eq=False)
 class _Wait:
     """One round trip in flight on a watched connection."""
 
     fd: int
     server: tuple[Any, ...]  # what the check connects to: one check a round per server
-    probe: Callable[[], str | None]
+    probe: Probe
     started: float
     due: float  # when its server is checked next
+    backend: int | None = None  # the server process of the connection
     cut: str | None = None  # why the watcher shut its socket
+    told: bool = False  # whether its wait for a synchronous standby was said
 
 
 @dataclass
@@ -68,21 +95,24 @@ class Watcher:
         check_after: how long a round trip waits before its server is checked, and
             between checks.
         tick: how often the watcher looks at what is in flight.
+        tell: where a line about a statement left waiting goes (stderr).
     """
 
     check_after: float = STALL_CHECK_S
     tick: float = 0.5
+    tell: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr))
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _waits: set[_Wait] = field(default_factory=set)
     _thread: threading.Thread | None = None
 
     @contextmanager
     def waiting(
-        self, fd: int, server: tuple[Any, ...], probe: Callable[[], str | None]
+        self, fd: int, server: tuple[Any, ...], probe: Probe, backend: int | None = None
     ) -> Iterator[_Wait]:
-        """Watch one round trip on the socket ``fd`` while the block runs."""
+        """Watch one round trip on the socket ``fd`` (of server process ``backend``)
+        while the block runs."""
         now = time.monotonic()
-        wait = _Wait(fd, server, probe, now, now + self.check_after)
+        wait = _Wait(fd, server, probe, now, now + self.check_after, backend)
         with self._lock:
             self._waits.add(wait)
             if self._thread is None:
@@ -102,20 +132,36 @@ class Watcher:
             now = time.monotonic()
             with self._lock:
                 due = [w for w in self._waits if w.due <= now and w.cut is None]
-            verdicts: dict[tuple[Any, ...], str | None] = {}
+            verdicts: dict[tuple[Any, ...], Check] = {}
             for wait in due:
                 if wait.server not in verdicts:
-                    verdicts[wait.server] = wait.probe()
-                lost = verdicts[wait.server]
+                    backends = [w.backend for w in due if w.server == wait.server and w.backend]
+                    verdicts[wait.server] = wait.probe(backends)
+                check = verdicts[wait.server]
                 with self._lock:
                     if wait not in self._waits:
                         continue  # its answer came while the server was checked
-                    if lost is None:
-                        wait.due = time.monotonic() + self.check_after
-                        continue
                     waited = time.monotonic() - wait.started
-                    wait.cut = f"{lost}, while a statement had waited {waited:.0f} s for it"
+                    if check.lost is None:
+                        wait.due = time.monotonic() + self.check_after
+                        if wait.backend in check.on_standby and not wait.told:
+                            wait.told = True
+                            self.tell(standby_line(check.standby_names, waited))
+                        continue
+                    wait.cut = f"{check.lost}, while a statement had waited {waited:.0f} s for it"
                     _shut(wait.fd)
+
+
+def standby_line(names: str, waited: float) -> str:
+    """What a user is told of a commit that waits for a synchronous standby."""
+    return (
+        f"the catalog server has held a commit for {waited:.0f} s, waiting for a "
+        f"synchronous standby to confirm it (synchronous_standby_names = '{names}'), and "
+        "none has: is that standby down? The commit completes as soon as one answers, or "
+        "once the server's administrator clears the setting (ALTER SYSTEM SET "
+        "synchronous_standby_names = ''; SELECT pg_reload_conf()). Waiting meanwhile; "
+        "Ctrl-C stops, and nothing committed is lost"
+    )
 
 
 def _shut(fd: int) -> None:
@@ -131,21 +177,32 @@ def _shut(fd: int) -> None:
 WATCHER = Watcher()
 
 
-def probe(args: tuple[Any, ...], params: dict[str, Any]) -> str | None:
-    """Check a server by connecting as ``args``/``params`` did: None when it answers
-    (also with an error of its own), else why it counts as lost."""
+def probe(args: tuple[Any, ...], params: dict[str, Any], backends: Sequence[int] = ()) -> Check:
+    """Check a server by connecting as ``args``/``params`` did, and ask which of the
+    server processes ``backends`` wait for a synchronous standby.
+
+    The server counts as lost only if the connection gets no answer; a refusal (an
+    error of the server's own) means it is alive, and then nothing more is asked."""
     try:
         with psycopg.connect(*args, **{**params, "connect_timeout": PROBE_TIMEOUT_S}) as conn:
-            conn.execute("SELECT 1")
+            if not backends:
+                conn.execute("SELECT 1")
+                return Check(None)
+            rows = conn.execute(
+                "SELECT pid, current_setting('synchronous_standby_names') "
+                "FROM pg_stat_activity WHERE pid = ANY(%s) AND wait_event = 'SyncRep'",
+                [list(backends)],
+            ).fetchall()
     except psycopg.Error as exc:
         if exc.sqlstate is not None:
-            return None  # the server answered, if with a refusal: it is alive
-        return (
+            return Check(None)  # the server answered, if with a refusal: it is alive
+        return Check(
             "the server stopped answering (a new connection to it got no answer in "
             f"{PROBE_TIMEOUT_S} s: its processes stopped, its disk hung, or the network "
             "to it is down)"
         )
-    return None
+    names = str(rows[0][1]) if rows else ""
+    return Check(None, frozenset(int(row[0]) for row in rows), names)
 
 
 class WatchedConnection(psycopg.Connection[Any]):
@@ -155,7 +212,7 @@ class WatchedConnection(psycopg.Connection[Any]):
     goes through ``Connection.wait``, so watching it covers them all.
     """
 
-    probe: Callable[[], str | None]
+    probe: Probe
     server: tuple[Any, ...]
 
     def wait(self, *args: Any, **kwargs: Any) -> Any:
@@ -163,7 +220,7 @@ class WatchedConnection(psycopg.Connection[Any]):
             fd = self.pgconn.socket
         except psycopg.OperationalError:
             return super().wait(*args, **kwargs)  # closed: psycopg says so itself
-        with WATCHER.waiting(fd, self.server, self.probe) as wait:
+        with WATCHER.waiting(fd, self.server, self.probe, self.pgconn.backend_pid) as wait:
             try:
                 return super().wait(*args, **kwargs)
             except psycopg.OperationalError as exc:
@@ -177,5 +234,5 @@ def connect(args: tuple[Any, ...], params: dict[str, Any]) -> WatchedConnection:
     (SQLAlchemy's ``do_connect`` event hands both)."""
     conn = WatchedConnection.connect(*args, **params)
     conn.server = (args, tuple(sorted((k, str(v)) for k, v in params.items())))
-    conn.probe = lambda: probe(args, params)
+    conn.probe = lambda backends: probe(args, params, backends)
     return conn

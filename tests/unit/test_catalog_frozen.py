@@ -105,8 +105,9 @@ def test_a_slow_statement_on_a_server_that_answers_is_left_to_finish(cluster, mo
     real = catalog_watch.probe
 
     def counted(*args):
-        checks.append(real(*args))
-        return checks[-1]
+        check = real(*args)
+        checks.append(check.lost)
+        return check
 
     monkeypatch.setattr(catalog_watch, "probe", counted)
     engine = engine_for(cluster.new_database())
@@ -190,16 +191,16 @@ def test_the_watcher_never_shuts_a_socket_after_its_wait_has_ended():
     reused, is not shut."""
     import socket
 
-    from searchengine.catalog_watch import Watcher
+    from searchengine.catalog_watch import Check, Watcher
 
     mine, theirs = socket.socketpair()
     checking = threading.Event()
     release = threading.Event()
 
-    def slow_lost_probe():
+    def slow_lost_probe(backends):
         checking.set()
         release.wait(10)
-        return "lost"
+        return Check("lost")
 
     watcher = Watcher(check_after=0.2, tick=0.05)
     with watcher.waiting(mine.fileno(), ("s",), slow_lost_probe) as wait:

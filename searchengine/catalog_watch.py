@@ -49,7 +49,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,6 +138,7 @@ class Watcher:
                     backends = [w.backend for w in due if w.server == wait.server and w.backend]
                     verdicts[wait.server] = wait.probe(backends)
                 check = verdicts[wait.server]
+                said = None
                 with self._lock:
                     if wait not in self._waits:
                         continue  # its answer came while the server was checked
@@ -146,10 +147,19 @@ class Watcher:
                         wait.due = time.monotonic() + self.check_after
                         if wait.backend in check.on_standby and not wait.told:
                             wait.told = True
-                            self.tell(standby_line(check.standby_names, waited))
-                        continue
-                    wait.cut = f"{check.lost}, while a statement had waited {waited:.0f} s for it"
-                    _shut(wait.fd)
+                            said = standby_line(check.standby_names, waited)
+                    else:
+                        why = f"{check.lost}, while a statement had waited {waited:.0f} s for it"
+                        wait.cut = why
+                        _shut(wait.fd)
+                if said is not None:
+                    self._say(said)
+
+    def _say(self, line: str) -> None:
+        """``tell`` a line, outside the lock (a stderr nobody reads blocks), and never
+        failing: a closed stderr must not end the watching."""
+        with suppress(Exception):
+            self.tell(line)
 
 
 def standby_line(names: str, waited: float) -> str:

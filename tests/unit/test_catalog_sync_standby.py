@@ -99,3 +99,37 @@ def test_an_index_whose_commits_wait_for_a_standby_that_is_down_says_so_and_goes
         "red.jpg",
         "blue.png",
     }
+
+
+def test_a_line_that_cannot_be_written_neither_holds_nor_ends_the_watching():
+    """The line is said outside the watcher's lock: a stderr that blocks (a pipe
+    nobody reads) holds up no other connection's round trip, and one that fails (a
+    closed pipe) does not end the watching: a server lost meanwhile is still cut."""
+    import socket
+
+    from searchengine.catalog_watch import Check, Watcher
+
+    telling, release = threading.Event(), threading.Event()
+
+    def blocked_then_broken(line: str) -> None:
+        telling.set()
+        release.wait(10)
+        raise BrokenPipeError(line)
+
+    watcher = Watcher(check_after=0.2, tick=0.05, tell=blocked_then_broken)
+    held, held_peer = socket.socketpair()
+    lost, lost_peer = socket.socketpair()
+    on_standby = lambda backends: Check(None, frozenset(backends), "*")  # noqa: E731
+    with watcher.waiting(held.fileno(), ("primary",), on_standby, backend=42):
+        assert telling.wait(10)
+        entered = time.monotonic()
+        with watcher.waiting(lost.fileno(), ("other",), lambda backends: Check("gone")) as wait:
+            assert time.monotonic() - entered < 1  # not held up by the line being said
+            release.set()
+            deadline = time.monotonic() + 10
+            while wait.cut is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+    assert wait.cut is not None and wait.cut.startswith("gone, while a statement had waited")
+    assert lost.recv(1) == b""  # shut
+    for sock in (held, held_peer, lost, lost_peer):
+        sock.close()

@@ -75,6 +75,13 @@ def lock_timed_out(exc: BaseException) -> bool:
     return _sqlstate(exc) == "55P03"  # lock_not_available
 
 
+def statement_timed_out(exc: BaseException) -> bool:
+    """Whether the server cancelled a statement at its ``statement_timeout`` (one an
+    administrator set for the database or role; the product sets none)."""
+    original = getattr(exc, "orig", None) or exc
+    return _sqlstate(exc) == "57014" and "statement timeout" in str(original)
+
+
 def key_too_long(exc: BaseException) -> bool:
     """Whether a database error is PostgreSQL's limit on a B-tree key (~2,700 bytes)."""
     return _sqlstate(exc) == "54000"  # program_limit_exceeded
@@ -111,6 +118,15 @@ def connection_problem(shown: str | None, exc: BaseException) -> str:
             "ALTER TABLE or REINDEX, or the "
             "collection being removed; try again once it is done (to wait longer, add "
             "?options=-c%20lock_timeout%3D5min to the URL)"
+        )
+    if statement_timed_out(exc):
+        return (
+            f"cannot use {where}: {text}: the server's statement_timeout (set for this "
+            "database or role by its administrator) ended a statement that ran, or waited "
+            "for another session's lock, longer; on a large collection some of the "
+            "catalog's statements take longer than a short limit. Raise it for this role "
+            "(ALTER ROLE <role> SET statement_timeout = '10min'), or lift it for "
+            "searchengine alone: add ?options=-c%20statement_timeout%3D0 to the URL"
         )
     if "unsupported startup parameter: options" in text:  # PgBouncer's own refusal
         return f"cannot use {where}: {text}: {POOLER}"

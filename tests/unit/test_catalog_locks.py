@@ -227,3 +227,31 @@ def test_serve_answers_each_search_and_its_health_check_in_seconds_while_a_table
         found = httpx.get(f"{base}/api/search", params={"q": "red"}, timeout=60)
         assert found.status_code == 200 and found.json()["results"]
     pg_cluster.give_back(url)
+
+
+def test_a_statement_timeout_the_administrator_set_is_named_with_what_lifts_it(
+    tmp_path, pg_cluster, photos
+):
+    """A database whose administrator set ``statement_timeout`` (here so short that
+    every statement meets it): ``index`` ends in one line that names the setting and
+    how to lift it for searchengine alone, not "check the URL and that the server is
+    up"; with the URL's options the line gives, the same command indexes."""
+    url = pg_cluster.new_database()
+    database = url.rsplit("/", 1)[1]
+    pg_cluster.admin(f"ALTER DATABASE {database} SET statement_timeout = '1ms'")
+    try:
+        home = tmp_path / "idx"
+        refused = cli(home, url, "index", str(photos), "-m", "toy")
+        lines = refused.stderr.strip().splitlines()
+        assert refused.returncode == 1 and len(lines) == 1, refused.stderr
+        assert "canceling statement due to statement timeout" in lines[0]
+        assert "the server's statement_timeout (set for this database or role" in lines[0]
+        assert "check --database-url" not in lines[0] and "Traceback" not in refused.stderr
+        assert not (home / "team").exists()  # nothing left of the collection never made
+        lifted = lines[0].rsplit("add ", 1)[1].split(" to the URL")[0]  # as the line says
+        assert lifted == "?options=-c%20statement_timeout%3D0"
+        done = cli(home, url + lifted, "index", str(photos), "-m", "toy", "--json")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["added"] == 3
+    finally:
+        pg_cluster.admin(f"ALTER DATABASE {database} RESET statement_timeout")

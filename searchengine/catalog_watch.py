@@ -100,7 +100,7 @@ class Watcher:
 
     check_after: float = STALL_CHECK_S
     tick: float = 0.5
-    tell: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr))
+    tell: Callable[[str], None] = field(default=lambda line: stderr_line(line))
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _waits: set[_Wait] = field(default_factory=set)
     _thread: threading.Thread | None = None
@@ -160,6 +160,17 @@ class Watcher:
         failing: a closed stderr must not end the watching."""
         with suppress(Exception):
             self.tell(line)
+
+
+def stderr_line(line: str) -> None:
+    """``line`` on stderr; through tqdm where it is loaded, which takes a progress bar
+    on the terminal (``index``'s) off the line first and draws it again below, so the
+    line does not land in the middle of the bar."""
+    tqdm = sys.modules.get("tqdm")
+    if tqdm is None:
+        print(line, file=sys.stderr)
+    else:
+        tqdm.tqdm.write(line, file=sys.stderr)
 
 
 def standby_line(names: str, waited: float) -> str:

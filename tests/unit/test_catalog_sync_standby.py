@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -133,3 +134,22 @@ def test_a_line_that_cannot_be_written_neither_holds_nor_ends_the_watching():
     assert lost.recv(1) == b""  # shut
     for sock in (held, held_peer, lost, lost_peer):
         sock.close()
+
+
+def test_the_line_lands_below_a_progress_bar_not_in_it(capsys):
+    """On a terminal ``index`` draws a tqdm bar on stderr; the watcher's line clears
+    the bar, starts at the beginning of a line of its own, and the bar is drawn again
+    after it."""
+    from tqdm import tqdm
+
+    from searchengine.catalog_watch import stderr_line
+
+    bar = tqdm(total=10, desc="indexing", file=sys.stderr, disable=False, mininterval=0)
+    bar.update(4)
+    capsys.readouterr()  # the bar so far
+    stderr_line("the catalog server has held a commit for 5 s")
+    bar.close()
+    written = capsys.readouterr().err
+    before, after = written.split("the catalog server has held a commit for 5 s\n")
+    assert before.endswith("\r") and "indexing" not in before  # the bar taken off first
+    assert "indexing:  40%" in after  # and drawn again below

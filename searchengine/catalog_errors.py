@@ -82,6 +82,13 @@ def statement_timed_out(exc: BaseException) -> bool:
     return _sqlstate(exc) == "57014" and "statement timeout" in str(original)
 
 
+def no_connection_free(text: str) -> bool:
+    """Whether the server turned a new connection away because its connection limits
+    are reached: the role's or the database's ``CONNECTION LIMIT``, or its
+    ``max_connections`` (a refusal at login carries no SQLSTATE, only the text)."""
+    return "too many connections for" in text or "too many clients already" in text
+
+
 def key_too_long(exc: BaseException) -> bool:
     """Whether a database error is PostgreSQL's limit on a B-tree key (~2,700 bytes)."""
     return _sqlstate(exc) == "54000"  # program_limit_exceeded
@@ -127,6 +134,13 @@ def connection_problem(shown: str | None, exc: BaseException) -> str:
             "catalog's statements take longer than a short limit. Raise it for this role "
             "(ALTER ROLE <role> SET statement_timeout = '10min'), or lift it for "
             "searchengine alone: add ?options=-c%20statement_timeout%3D0 to the URL"
+        )
+    if no_connection_free(text):
+        return (
+            f"cannot use {where}: {text}: the server has no connection free for this role "
+            "or database (its connection limit, or max_connections, is reached by other "
+            "sessions: other hosts' commands and web servers); try again once fewer are "
+            "open, or ask its administrator to raise the limit"
         )
     if "unsupported startup parameter: options" in text:  # PgBouncer's own refusal
         return f"cannot use {where}: {text}: {POOLER}"

@@ -255,3 +255,26 @@ def test_a_statement_timeout_the_administrator_set_is_named_with_what_lifts_it(
         assert json.loads(done.stdout)["added"] == 3
     finally:
         pg_cluster.admin(f"ALTER DATABASE {database} RESET statement_timeout")
+
+
+def test_a_role_at_its_connection_limit_is_told_so_not_to_check_the_url(
+    tmp_path, pg_cluster, photos
+):
+    """A read-only role whose administrator allows it one connection, held by another
+    of its sessions: ``search`` ends in one line that says the limit is reached, not
+    "check the URL and that the server is up"; once that session ends, it searches."""
+    import psycopg
+
+    url = pg_cluster.new_database()
+    assert cli(tmp_path / "a", url, "index", str(photos), "-m", "toy").returncode == 0
+    viewer = pg_cluster.viewer(url, "ALTER ROLE {role} CONNECTION LIMIT 1")
+    with psycopg.connect(viewer):  # the role's one connection, taken
+        turned_away = cli(tmp_path / "b", viewer, "search", "red")
+    lines = turned_away.stderr.strip().splitlines()
+    assert turned_away.returncode == 1 and len(lines) == 1, turned_away.stderr
+    assert "too many connections for role" in lines[0]
+    assert "the server has no connection free for this role or database" in lines[0]
+    assert "check --database-url" not in lines[0] and ":look@" not in lines[0]  # no password
+    found = cli(tmp_path / "b", viewer, "search", "red", "--json")
+    assert found.returncode == 0, found.stderr
+    assert Path(json.loads(found.stdout)[0]["path"]).name == "red.jpg"

@@ -59,6 +59,17 @@ STALL_CHECK_S = 5.0  # a round trip waiting this long has its server checked
 PROBE_TIMEOUT_S = 5  # libpq's connect_timeout for the check (libpq's least is 2 s)
 
 
+def stderr_line(line: str) -> None:
+    """``line`` on stderr; through tqdm where it is loaded, which takes a progress bar
+    on the terminal (``index``'s) off the line first and draws it again below, so the
+    line does not land in the middle of the bar."""
+    tqdm = sys.modules.get("tqdm")
+    if tqdm is None:
+        print(line, file=sys.stderr)
+    else:
+        tqdm.tqdm.write(line, file=sys.stderr)
+
+
 @dataclass(frozen=True)
 class Check:
     """What a check of a server found."""
@@ -100,7 +111,7 @@ class Watcher:
 
     check_after: float = STALL_CHECK_S
     tick: float = 0.5
-    tell: Callable[[str], None] = field(default=lambda line: stderr_line(line))
+    tell: Callable[[str], None] = stderr_line
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _waits: set[_Wait] = field(default_factory=set)
     _thread: threading.Thread | None = None
@@ -149,8 +160,9 @@ class Watcher:
                             wait.told = True
                             said = standby_line(check.standby_names, waited)
                     else:
-                        why = f"{check.lost}, while a statement had waited {waited:.0f} s for it"
-                        wait.cut = why
+                        wait.cut = (
+                            f"{check.lost}, while a statement had waited {waited:.0f} s for it"
+                        )
                         _shut(wait.fd)
                 if said is not None:
                     self._say(said)
@@ -160,17 +172,6 @@ class Watcher:
         failing: a closed stderr must not end the watching."""
         with suppress(Exception):
             self.tell(line)
-
-
-def stderr_line(line: str) -> None:
-    """``line`` on stderr; through tqdm where it is loaded, which takes a progress bar
-    on the terminal (``index``'s) off the line first and draws it again below, so the
-    line does not land in the middle of the bar."""
-    tqdm = sys.modules.get("tqdm")
-    if tqdm is None:
-        print(line, file=sys.stderr)
-    else:
-        tqdm.tqdm.write(line, file=sys.stderr)
 
 
 def standby_line(names: str, waited: float) -> str:
